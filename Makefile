@@ -1,0 +1,35 @@
+# `make demo` and `make test` work on a fresh clone: both install first if needed.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test test-slow lint bench clean
+
+install: $(STAMP)
+
+# Re-install only when the project's dependencies change.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/kcnn train lenet5 --dataset mnist --epochs 3
+
+test: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-slow: install
+	$(BIN)/python -m pytest -q -m slow
+
+lint: install
+	$(BIN)/ruff check kcnn tests benchmarks
+	$(BIN)/ruff format --check kcnn tests benchmarks
+
+bench: install
+	$(BIN)/python benchmarks/feature_cache.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache

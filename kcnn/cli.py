@@ -1,0 +1,186 @@
+"""The `kcnn` command line: thin Typer commands over the library.
+
+Importing this module must stay cheap: TensorFlow is imported inside the commands that train
+or build models, never at the top, so `kcnn --help` and `kcnn list` answer at once.
+"""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kcnn import defaults
+from kcnn.errors import KcnnError
+
+app = typer.Typer(
+    help="Build, train, compare and understand convolutional networks (Keras 3).",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+_debug = False
+
+
+@app.callback()
+def _options(
+    debug: Annotated[bool, typer.Option("--debug", help="Show the full traceback when a command fails.")] = False,
+) -> None:
+    global _debug
+    _debug = debug
+
+
+# Options shared by the training commands: one definition each.
+Dataset = Annotated[str, typer.Option(help="A registered data set (see `kcnn list datasets`), an image folder, or an .npz file.")]
+DataDir = Annotated[Path | None, typer.Option(help="Folder holding the data set's original files (e.g. mnist.npz, IDX files, cifar-10-batches-py/).")]
+Epochs = Annotated[int, typer.Option(help="Training epochs.")]
+BatchSize = Annotated[int, typer.Option(help="Images per batch.")]
+Lr = Annotated[float | None, typer.Option(help="Learning rate [default: the optimizer's usual rate].", show_default=False)]
+Seed = Annotated[int, typer.Option(help="Seed for the split, weight initialisation and shuffling.")]
+ValSplit = Annotated[float, typer.Option(help="Fraction of the training images held out for validation.")]
+Limit = Annotated[int | None, typer.Option(help="Use at most N training (and N test) images, stratified: for quick runs.", show_default=False)]
+ImageSize = Annotated[int | None, typer.Option(help="Resize (or pad) images to N×N inside the input pipeline.", show_default=False)]
+Out = Annotated[Path, typer.Option(help="Folder that receives the run folders.")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+
+
+def _print_json(data) -> None:
+    from kcnn.records import json_text
+
+    typer.echo(json_text(data))
+
+
+@app.command()
+def train(
+    arch: Annotated[str, typer.Argument(help="Architecture name (see `kcnn list models`).")],
+    dataset: Dataset = "mnist",
+    data_dir: DataDir = None,
+    api: Annotated[str, typer.Option(help="Model-building style: sequential, functional or subclassed.")] = defaults.API,
+    epochs: Epochs = defaults.EPOCHS,
+    batch_size: BatchSize = defaults.BATCH_SIZE,
+    optimizer: Annotated[str, typer.Option(help="adam, sgd or rmsprop.")] = defaults.OPTIMIZER,
+    lr: Lr = None,
+    seed: Seed = defaults.SEED,
+    val_split: ValSplit = defaults.VAL_SPLIT,
+    limit: Limit = None,
+    image_size: ImageSize = None,
+    out: Out = Path(defaults.OUT_DIR),
+    name: Annotated[str | None, typer.Option(help="Run name [default: ARCH-DATASET-API].", show_default=False)] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Train one architecture, evaluate it on the test set, and save a run folder."""
+    from kcnn.training import TrainConfig
+    from kcnn.training import train as run_training
+
+    config = TrainConfig(arch, dataset=dataset, data_dir=str(data_dir) if data_dir else None, api=api,
+                         epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, seed=seed,
+                         val_split=val_split, limit=limit, image_size=image_size, out=str(out), name=name)
+    result = run_training(config, quiet=as_json)
+    m = result.metrics
+    if as_json:
+        _print_json(m)
+        return
+    fallback = " (mnist-5k fallback: full MNIST was unavailable)" if m.get("dataset_fallback") else ""
+    typer.echo(f"test accuracy {m['test_accuracy']:.4f}  test loss {m['test_loss']:.4f}  "
+               f"on {m['dataset']}{fallback}")
+    typer.echo(f"run folder: {result.run_dir}")
+
+
+class ListWhat(str, Enum):
+    models = "models"
+    datasets = "datasets"
+
+
+@app.command("list")
+def list_(
+    what: Annotated[ListWhat | None, typer.Argument(help="models or datasets [default: both].", show_default=False)] = None,
+    as_json: AsJson = False,
+) -> None:
+    """List the architectures and data sets kcnn knows."""
+    from kcnn.architectures import ARCHITECTURES
+    from kcnn.datasets import DATASETS
+
+    models = [
+        {"name": a.name, "family": a.family, "year": a.year, "reference_params": a.reference_params,
+         "reference_input": list(a.input_shape), "reference_classes": a.reference_classes, "paper": a.paper}
+        for a in ARCHITECTURES.values()
+    ]
+    datasets = [
+        {"name": d.name, "image_shape": list(d.image_shape), "classes": d.classes, "offline": d.offline,
+         "summary": d.summary, "source": d.source}
+        for d in DATASETS.values()
+    ]
+    show_models, show_data = what in (None, ListWhat.models), what in (None, ListWhat.datasets)
+    if as_json:
+        _print_json({**({"models": models} if show_models else {}), **({"datasets": datasets} if show_data else {})})
+        return
+    if show_models:
+        typer.echo(f"{'model':<12} {'family':<10} {'year':>4}  {'reference params':>16}  default input")
+        for m in models:
+            params = f"{m['reference_params']:,}" if m["reference_params"] else "-"
+            h, w, c = m["reference_input"]
+            typer.echo(f"{m['name']:<12} {m['family']:<10} {m['year']:>4}  {params:>16}  {h}×{w}×{c}, {m['reference_classes']} classes")
+    if show_models and show_data:
+        typer.echo("")
+    if show_data:
+        typer.echo(f"{'dataset':<14} {'images':<9} {'classes':>7}  {'offline':<7}  source")
+        for d in datasets:
+            h, w, c = d["image_shape"]
+            typer.echo(f"{d['name']:<14} {f'{h}×{w}×{c}':<9} {d['classes']:>7}  {'yes' if d['offline'] else 'no':<7}  {d['source']}")
+        typer.echo("Also: a folder with one subfolder per class (optionally train/ and test/), or an .npz file "
+                   "with x_train, y_train, x_test, y_test.")
+
+
+def parse_shape(text: str) -> tuple[int, int, int]:
+    parts = text.replace("x", ",").replace("×", ",").split(",")
+    try:
+        values = tuple(int(p) for p in parts)
+    except ValueError:
+        values = ()
+    if len(values) != 3 or min(values) <= 0:
+        raise KcnnError(f"--input-shape must be three positive whole numbers H,W,C such as 224,224,3; got {text!r}")
+    return values  # type: ignore[return-value]
+
+
+@app.command()
+def summary(
+    arch: Annotated[str, typer.Argument(help="Architecture name (see `kcnn list models`).")],
+    api: Annotated[str, typer.Option(help="sequential, functional or subclassed.")] = defaults.API,
+    input_shape: Annotated[str | None, typer.Option(help="H,W,C [default: the architecture's reference input].", show_default=False)] = None,
+    classes: Annotated[int | None, typer.Option(help="Output classes [default: the reference class count].", show_default=False)] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Show an architecture layer by layer: output shapes and parameters."""
+    from kcnn.architectures import get
+
+    architecture = get(arch)
+    shape = parse_shape(input_shape) if input_shape else architecture.input_shape
+    classes = architecture.reference_classes if classes is None else classes
+    if classes < 2:
+        raise KcnnError(f"--classes must be at least 2, got {classes}")
+    from kcnn.summary import summarize
+
+    report = summarize(arch, api, shape, classes)
+    if as_json:
+        _print_json(report)
+    else:
+        typer.echo(report["text"])
+
+
+def main() -> None:
+    try:
+        app()
+    except KcnnError as e:
+        if _debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
+
+
+if __name__ == "__main__":
+    main()

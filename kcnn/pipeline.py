@@ -1,0 +1,74 @@
+"""The tf.data input pipeline: uint8 images in, batches shaped for the model out.
+
+Everything that changes an image — channel conversion, padding or resizing, scaling — happens
+here, per batch, so a data set is never copied at a bigger size in memory (feeding 32×32 images
+to a 224×224 backbone costs one batch of 224×224 images at a time, not the whole set).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import tensorflow as tf
+
+
+def fit_mode(source_hw: tuple[int, int], target_hw: tuple[int, int]) -> str:
+    """How a source image is brought to the model's size: 'none', 'pad' or 'resize'.
+
+    Zero-padding keeps every pixel as it is and is what LeNet-5's paper did (MNIST 28×28 into a
+    32×32 field), so it is used when the image fits with a margin of at most 1/8 of the target;
+    anything else is resized.
+    """
+    if tuple(source_hw) == tuple(target_hw):
+        return "none"
+    fits = all(s <= t for s, t in zip(source_hw, target_hw))
+    small_margin = all((t - s) <= t / 8 for s, t in zip(source_hw, target_hw))
+    return "pad" if fits and small_margin else "resize"
+
+
+def prepare_batch_fn(
+    source_shape: tuple[int, int, int],
+    input_shape: tuple[int, int, int],
+    preprocess: Callable[[tf.Tensor], tf.Tensor] | None = None,
+) -> Callable[[tf.Tensor], tf.Tensor]:
+    """A function from a uint8 batch (B, H, W, C) to the float32 batch the model takes.
+
+    `preprocess` receives float pixels in 0..255 (the contract of keras.applications'
+    preprocess_input); without it pixels are scaled to 0..1.
+    """
+    (h, w, c), (th, tw, tc) = source_shape, input_shape
+    mode = fit_mode((h, w), (th, tw))
+
+    def prepare(images: tf.Tensor) -> tf.Tensor:
+        x = tf.cast(images, tf.float32)
+        if c == 1 and tc == 3:
+            x = tf.repeat(x, 3, axis=-1)
+        elif c == 3 and tc == 1:
+            x = tf.image.rgb_to_grayscale(x)
+        if mode == "pad":
+            x = tf.image.pad_to_bounding_box(x, (th - h) // 2, (tw - w) // 2, th, tw)
+        elif mode == "resize":
+            x = tf.image.resize(x, (th, tw), method="bilinear")
+        return preprocess(x) if preprocess is not None else x / 255.0
+
+    return prepare
+
+
+def make_dataset(
+    x: np.ndarray,
+    y: np.ndarray,
+    input_shape: tuple[int, int, int],
+    batch_size: int,
+    shuffle: bool = False,
+    seed: int = 0,
+    preprocess: Callable[[tf.Tensor], tf.Tensor] | None = None,
+) -> tf.data.Dataset:
+    """Batches of (images, labels) ready for `model.fit`/`evaluate`/`predict`."""
+    prepare = prepare_batch_fn(tuple(x.shape[1:]), tuple(input_shape), preprocess)
+    ds = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int64)))
+    if shuffle:
+        ds = ds.shuffle(len(y), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    ds = ds.map(lambda images, labels: (prepare(images), labels), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,66 @@
+"""Pictures of a run: learning curves, the confusion matrix, and overlaid curves for comparisons."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no screen on servers and CI
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+History = Mapping[str, Sequence[float]]  # "loss", "val_loss", "accuracy", "val_accuracy" per epoch
+
+
+def _save(fig, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def overlay_curves(histories: Mapping[str, History], path: str | Path, title: str = "") -> None:
+    """Loss and accuracy per epoch, train (solid) and validation (dashed), one colour per run."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for colour, (label, history) in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"] * 4, histories.items()):
+        for ax, metric in zip(axes, ("loss", "accuracy")):
+            for prefix, style in (("", "-"), ("val_", "--")):
+                values = history.get(prefix + metric)
+                if values is not None and len(values):
+                    epochs = np.arange(1, len(values) + 1)
+                    ax.plot(epochs, values, style, color=colour, marker="o", markersize=3,
+                            label=f"{label} {'validation' if prefix else 'train'}")
+    for ax, metric in zip(axes, ("loss", "accuracy")):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    _save(fig, Path(path))
+
+
+def curves(history: History, path: str | Path, title: str = "") -> None:
+    overlay_curves({"": history}, path, title)
+
+
+def confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], path: str | Path, title: str = "") -> None:
+    n = len(class_names)
+    size = min(4 + 0.45 * n, 24)
+    fig, ax = plt.subplots(figsize=(size, size * 0.85))
+    image = ax.imshow(matrix, cmap="Blues")
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    if n <= 30:
+        ax.set_xticks(range(n), class_names, rotation=45, ha="right", fontsize=8)
+        ax.set_yticks(range(n), class_names, fontsize=8)
+        threshold = matrix.max() / 2 if matrix.size else 0
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, int(matrix[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if matrix[i, j] > threshold else "black")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title or "confusion matrix (test set)")
+    _save(fig, Path(path))

@@ -1,0 +1,61 @@
+"""Run folders: `<out>/<timestamp>-<name>/`, what they hold, and the versions a run records."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+from kcnn.errors import KcnnError
+
+# Files of a finished run (SPEC.md, "A run folder").
+CONFIG, SUMMARY, HISTORY, METRICS = "config.json", "summary.txt", "history.csv", "metrics.json"
+CURVES, CONFUSION, MODEL = "curves.png", "confusion_matrix.png", "model.keras"
+RUN_FILES = (CONFIG, SUMMARY, HISTORY, METRICS, CURVES, CONFUSION, MODEL)
+
+STATUSES = ("running", "completed", "interrupted", "diverged", "failed")
+
+
+def check_name(name: str) -> str:
+    if not name or name in (".", "..") or "/" in name or "\\" in name or os.sep in name or ".." in name:
+        raise KcnnError(f"run name {name!r} must be a plain name without path separators or '..'")
+    if not re.fullmatch(r"[\w.+=@,-]+", name):
+        raise KcnnError(f"run name {name!r} may hold only letters, digits and . _ - + = @ ,")
+    return name
+
+
+def create(out: str | Path, name: str) -> Path:
+    """Make a new, empty run folder; refuse an output folder that cannot be written."""
+    check_name(name)
+    out = Path(out).expanduser()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise KcnnError(f"cannot create output folder {out}: {e.strerror or e}; choose another --out") from None
+    if not out.is_dir() or not os.access(out, os.W_OK | os.X_OK):
+        raise KcnnError(f"output folder {out} is not a writable folder; choose another --out")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for attempt in range(1000):
+        run_dir = out / (f"{stamp}-{name}" if attempt == 0 else f"{stamp}-{name}-{attempt}")
+        try:
+            run_dir.mkdir()
+            return run_dir
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise KcnnError(f"cannot create run folder in {out}: {e.strerror or e}; choose another --out") from None
+    raise KcnnError(f"too many runs named {name} this second in {out}")
+
+
+def versions() -> dict[str, str]:
+    found = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for package in ("kcnn", "tensorflow", "keras", "numpy", "scikit-learn", "mlxtend"):
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    return found

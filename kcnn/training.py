@@ -1,0 +1,269 @@
+"""`kcnn train` as a library call: data → pipeline → model → fit → evaluate → run folder.
+
+    from kcnn.training import TrainConfig, train
+    result = train(TrainConfig("lenet5", dataset="mnist-5k", epochs=10))
+    result.metrics["test_accuracy"], result.run_dir
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kcnn import defaults, runs
+from kcnn.architectures import get as get_architecture
+from kcnn.errors import KcnnError, unknown
+from kcnn.records import write_csv, write_json
+from kcnn.splits import check_split
+
+
+@dataclass
+class TrainConfig:
+    arch: str
+    dataset: str = "mnist"
+    data_dir: str | None = None
+    api: str = defaults.API
+    epochs: int = defaults.EPOCHS
+    batch_size: int = defaults.BATCH_SIZE
+    optimizer: str = defaults.OPTIMIZER
+    lr: float | None = None  # None: the optimizer's usual rate (defaults.LEARNING_RATES)
+    seed: int = defaults.SEED
+    val_split: float = defaults.VAL_SPLIT
+    test_split: float = defaults.TEST_SPLIT
+    limit: int | None = None
+    image_size: int | None = None
+    shapes_count: int = defaults.SHAPES_COUNT
+    out: str = defaults.OUT_DIR
+    name: str | None = None
+
+    def validate(self) -> TrainConfig:
+        """Check every setting before any work starts; fill in the derived defaults."""
+        get_architecture(self.arch)
+        if self.api not in defaults.APIS:
+            raise unknown("API form", self.api, defaults.APIS)
+        if self.optimizer not in defaults.OPTIMIZERS:
+            raise unknown("optimizer", self.optimizer, defaults.OPTIMIZERS)
+        for option, value in (("--epochs", self.epochs), ("--batch-size", self.batch_size)):
+            if value <= 0:
+                raise KcnnError(f"{option} must be a positive whole number, got {value}")
+        if self.lr is None:
+            self.lr = defaults.LEARNING_RATES[self.optimizer]
+        if not self.lr > 0:
+            raise KcnnError(f"--lr must be a positive number, got {self.lr}")
+        check_split(self.val_split, "--val-split")
+        check_split(self.test_split, "--test-split")
+        if self.limit is not None and self.limit <= 0:
+            raise KcnnError(f"--limit must be a positive number of images, got {self.limit}")
+        if self.image_size is not None and self.image_size <= 0:
+            raise KcnnError(f"--image-size must be a positive number of pixels, got {self.image_size}")
+        if self.name is None:
+            self.name = f"{self.arch}-{Path(self.dataset).name.removesuffix('.npz')}-{self.api}"
+        runs.check_name(self.name)
+        return self
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    metrics: dict[str, Any]
+    history: dict[str, list[float]]
+    model: Any = None
+
+
+def input_shape_for(arch: str, image_shape: tuple[int, int, int], image_size: int | None,
+                    classes: int) -> tuple[int, int, int]:
+    """The model input for data of `image_shape`: `--image-size` if given, else the data's own
+    size grown to the architecture's minimum; the data's channels are kept."""
+    h, w, c = image_shape
+    architecture = get_architecture(arch)
+    if image_size is not None:
+        shape = (image_size, image_size, c)
+    else:
+        smallest = architecture.min_size(c, classes)
+        shape = (max(h, smallest), max(w, smallest), c)
+    architecture.check_input(shape, classes)
+    return shape
+
+
+def seed_everything(seed: int) -> None:
+    """Same seed, same run: Python, NumPy and TensorFlow seeds, and deterministic TF ops."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def make_optimizer(name: str, lr: float):
+    import keras
+
+    return {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD,
+            "rmsprop": keras.optimizers.RMSprop}[name](learning_rate=lr)
+
+
+def model_summary(model) -> str:
+    lines: list[str] = []
+    model.summary(print_fn=lambda line, *a, **k: lines.append(line), line_length=110)
+    return "\n".join(lines) + "\n"
+
+
+def count_params(model) -> dict[str, int]:
+    import numpy as np
+
+    trainable = int(sum(np.prod(w.shape) for w in model.trainable_weights))
+    total = int(model.count_params())
+    return {"total": total, "trainable": trainable, "non_trainable": total - trainable}
+
+
+def _recorder(run_dir: Path, base: dict[str, Any]):
+    """A Keras callback that keeps history.csv and metrics.json current after every epoch and
+    measures training throughput (validation time excluded)."""
+    import keras
+
+    class Recorder(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.rows: list[dict[str, float]] = []
+            self.train_seconds = 0.0
+            self._start = 0.0
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._start = time.perf_counter()
+            self._in_train = True
+
+        def _stop_train_clock(self):
+            if self._in_train:
+                self.train_seconds += time.perf_counter() - self._start
+                self._in_train = False
+
+        def on_test_begin(self, logs=None):
+            self._stop_train_clock()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self._stop_train_clock()
+            self.rows.append({"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}})
+            write_csv(run_dir / runs.HISTORY, self.rows)
+            write_json(run_dir / runs.METRICS, {**base, "status": "running", "epochs_completed": epoch + 1})
+
+        def history(self) -> dict[str, list[float]]:
+            keys = [k for k in (self.rows[0] if self.rows else {}) if k != "epoch"]
+            return {k: [row[k] for row in self.rows] for k in keys}
+
+    return Recorder()
+
+
+def verbosity() -> int:
+    """Keras's progress bar on a terminal, one line per epoch in logs and pipes."""
+    return 1 if sys.stdout.isatty() else 2
+
+
+def prepare(config: TrainConfig):
+    """Load and split the data of a validated config; returns (data, splits, input_shape)."""
+    from kcnn import datasets, splits
+
+    data = datasets.load(config.dataset, config.data_dir, config.seed, config.shapes_count)
+    parts = splits.make_splits(data, config.val_split, config.seed, config.limit, config.test_split)
+    input_shape = input_shape_for(config.arch, data.image_shape, config.image_size, parts.num_classes)
+    return data, parts, input_shape
+
+
+def train(config: TrainConfig, quiet: bool = False) -> RunResult:
+    """Train one architecture on one data set and leave a complete run folder.
+
+    `quiet` sends Keras's progress to stderr, keeping stdout for a machine-readable answer.
+    """
+    config.validate()
+    started = time.perf_counter()
+    data, parts, input_shape = prepare(config)
+    seed_everything(config.seed)
+    from kcnn import forms
+    from kcnn.pipeline import fit_mode
+
+    build_start = time.perf_counter()
+    model = forms.build(config.arch, config.api, input_shape, parts.num_classes)
+    build_seconds = time.perf_counter() - build_start
+    record = {
+        **dataclasses.asdict(config),
+        "command": "train",
+        "input_shape": list(input_shape),
+        "fit": fit_mode(data.image_shape[:2], input_shape[:2]),
+    }
+    return run(model, record, data, parts, input_shape, config, quiet=quiet, started=started,
+               extra_metrics={"build_seconds": build_seconds})
+
+
+def run(model, record: dict[str, Any], data, parts, input_shape, config: TrainConfig, *,
+        quiet: bool = False, started: float | None = None, extra_metrics: dict[str, Any] | None = None,
+        preprocess=None, title: str | None = None) -> RunResult:
+    """Compile (unless already compiled), fit, evaluate and record one model in a new run folder.
+
+    The engine every training command shares: `train`, each form of `compare-apis`, `transfer`.
+    `record` is what config.json holds beyond the data's provenance and the versions.
+    """
+    import numpy as np
+
+    from kcnn import evaluation, plots
+    from kcnn.pipeline import make_dataset
+
+    started = time.perf_counter() if started is None else started
+    if not model.compiled:
+        model.compile(optimizer=make_optimizer(config.optimizer, config.lr),
+                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    params = count_params(model)
+    run_dir = runs.create(config.out, config.name)
+    write_json(run_dir / runs.CONFIG, {
+        **record,
+        "classes": parts.class_names,
+        "split_sizes": parts.sizes(),
+        "dataset_provenance": data.provenance,
+        "versions": runs.versions(),
+    })
+    (run_dir / runs.SUMMARY).write_text(model_summary(model))
+    base = {"arch": config.arch, "api": config.api, "dataset": data.name,
+            "dataset_fallback": bool(data.provenance.get("fallback")), "params": params}
+    write_json(run_dir / runs.METRICS, {**base, "status": "running", "epochs_completed": 0})
+
+    def batches(x, y, shuffle=False):
+        return make_dataset(x, y, input_shape, config.batch_size, shuffle=shuffle, seed=config.seed,
+                            preprocess=preprocess)
+
+    train_ds = batches(parts.x_train, parts.y_train, shuffle=True)
+    val_ds, test_ds = batches(parts.x_val, parts.y_val), batches(parts.x_test, parts.y_test)
+    recorder = _recorder(run_dir, base)
+    progress = contextlib.redirect_stdout(sys.stderr) if quiet else contextlib.nullcontext()
+    try:
+        with progress:
+            model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, shuffle=False,
+                      callbacks=[recorder], verbose=verbosity())
+    except BaseException:
+        write_json(run_dir / runs.METRICS, {**base, "status": "failed", "epochs_completed": len(recorder.rows)})
+        raise
+
+    history = recorder.history()
+    metrics, matrix = evaluation.evaluate(model, test_ds, parts.y_test, parts.class_names)
+    title = title or f"{config.arch} ({config.api}) on {data.name}"
+    plots.curves(history, run_dir / runs.CURVES, title=title)
+    plots.confusion_matrix(matrix, parts.class_names, run_dir / runs.CONFUSION, title=f"{title}: test set")
+    model.save(run_dir / runs.MODEL)
+    images = len(parts.y_train) * len(recorder.rows)
+    final = {
+        **base,
+        "status": "completed",
+        "epochs_completed": len(recorder.rows),
+        **metrics,
+        "best_val_accuracy": max(history.get("val_accuracy", [float("nan")])),
+        **(extra_metrics or {}),
+        "wall_seconds": time.perf_counter() - started,
+        "train_seconds": recorder.train_seconds,
+        "seconds_per_epoch": recorder.train_seconds / max(len(recorder.rows), 1),
+        "train_images_per_second": images / recorder.train_seconds if recorder.train_seconds else None,
+        "confusion_matrix": np.asarray(matrix).tolist(),
+        "run_dir": str(run_dir),
+    }
+    write_json(run_dir / runs.METRICS, final)
+    return RunResult(run_dir, final, history, model)
