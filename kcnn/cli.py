@@ -172,9 +172,10 @@ def summary(
         typer.echo(report["text"])
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """The console script: runs the app, turning a KcnnError into one line and its exit status."""
     try:
-        app()
+        app(args=argv, prog_name="kcnn")
     except KcnnError as e:
         if _debug:
             raise

@@ -1,0 +1,63 @@
+"""Shared fixtures: an isolated Keras home, an in-process CLI runner, and small run settings."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+
+import pytest
+
+# Quiet TensorFlow and keep tests on the CPU, before anything imports it.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+
+@pytest.fixture(autouse=True)
+def keras_home(tmp_path_factory, monkeypatch):
+    """Every test gets an empty Keras cache, so nothing depends on what this machine downloaded."""
+    home = tmp_path_factory.mktemp("keras_home")
+    monkeypatch.setenv("KERAS_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def no_download(monkeypatch):
+    """Make every Keras download fail at once, as it does on a machine without a network."""
+    from kcnn import datasets
+
+    def refuse(name):
+        raise OSError(f"URL fetch failure for {name}: network unreachable (test)")
+
+    monkeypatch.setattr(datasets, "download", refuse)
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run `kcnn ARGS...` in this process (fast: TensorFlow is imported once per test session)."""
+    from kcnn.cli import main
+
+    def run(*args: str) -> CliResult:
+        capsys.readouterr()
+        code = 0
+        try:
+            main([str(a) for a in args])
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run
+
+
+@pytest.fixture
+def kcnn_exe():
+    """The installed console script, for tests that need a real process (signals, start-up)."""
+    return [sys.executable, "-m", "kcnn.cli"]
