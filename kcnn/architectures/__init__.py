@@ -14,7 +14,7 @@ from kcnn.errors import KcnnError, unknown
 from kcnn.layers import ShapeError, Spec, output_shapes
 
 # Modules that declare architectures; each holds `ARCHITECTURES`, a list of `Architecture`s.
-MODULES = ["lenet5"]
+MODULES = ["lenet5", "simple_cnn", "mnist_cnn"]
 
 
 @dataclass(frozen=True)
