@@ -6,6 +6,7 @@ and raises `KcnnError` with a message that names the file and what is wrong with
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import io
 import pickle
@@ -106,14 +107,27 @@ def read_npz(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray
 
 
 class _CifarUnpickler(pickle.Unpickler):
-    """CIFAR batches hold only dicts, lists, bytes, strings and numbers: refuse everything else.
+    """CIFAR batches hold dicts, lists, bytes, numbers and NumPy arrays: refuse everything else.
 
-    A pickle can name any importable callable and have it run on load; CIFAR files never need
-    one, so any global at all means the file is not a CIFAR batch and is refused unrun.
+    A pickle can name any importable callable and have it run on load. The original CIFAR files
+    need only the three globals NumPy uses to rebuild an array (plus `_codecs.encode`, which
+    Python 3 uses for bytes in protocol-2 pickles); any other global means the file is not a
+    CIFAR batch, and it is refused before anything runs.
     """
 
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"): np.ndarray.__reduce__(np.zeros(0))[0],
+        ("numpy._core.multiarray", "_reconstruct"): np.ndarray.__reduce__(np.zeros(0))[0],
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        ("_codecs", "encode"): codecs.encode,
+    }
+
     def find_class(self, module: str, name: str):
-        raise pickle.UnpicklingError(f"refusing to load global {module}.{name}")
+        try:
+            return self.ALLOWED[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(f"refusing to load global {module}.{name}") from None
 
 
 def read_cifar_batch(path: Path) -> dict:
