@@ -15,3 +15,12 @@ OPTIMIZERS = tuple(LEARNING_RATES)
 APIS = ("sequential", "functional", "subclassed")
 
 SHAPES_COUNT = 3000  # images the `shapes` generator draws by default (500 per class)
+
+# compare-apis: seed 003's experiment — simple-cnn three ways on CIFAR-10, Adam, batch 128,
+# 20 epochs, validation split 0.2, seed 83 (the shared defaults above hold the last four).
+COMPARE_ARCH = "simple-cnn"
+COMPARE_DATASET = "cifar10"
+COMPARE_EPOCHS = 20
+# Largest max-abs output difference between forms holding the same weights that still counts as
+# the same network: float32 rounding in a different op order stays far below it.
+COMPARE_TOLERANCE = 1e-5

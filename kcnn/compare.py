@@ -1,0 +1,417 @@
+"""`kcnn compare-apis` as a library call: one CNN as Sequential, Functional and subclassed models,
+proven to be the same network, then trained side by side.
+
+Seed 003 builds its CNN three ways, trains each, and can only say the results look "similar".
+Here the three forms are first *proven* equal — equal parameter counts, equal weight shapes layer
+by layer, and outputs that agree on a real batch once one form's weights are copied into the
+others — and only then trained, on identical data order, so that what remains different (build
+time, speed, and with `same_init=False` the spread from initialisation) is what the report shows.
+
+    from kcnn.compare import CompareConfig, compare_apis
+    result = compare_apis(CompareConfig(dataset="shapes", epochs=3))
+    result.proof.equivalent, result.rows, result.folder
+
+`prove_equivalent` works on any dict of Keras models, not only the three forms kcnn builds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kcnn import defaults, runs, training
+from kcnn.errors import KcnnError, ModelMismatchError
+from kcnn.records import write_json
+
+PROOF_JSON, COMPARISON_JSON = "proof.json", "comparison.json"
+# Layer-by-layer tables longer than this go to comparison.md only, not to the terminal.
+MAX_LAYER_ROWS_SHOWN = 40
+
+
+# --- the proof ---------------------------------------------------------------------------------
+
+def _shape_text(shapes: list[tuple[int, ...]] | None) -> str:
+    if shapes is None:
+        return "missing"
+    return ", ".join("×".join(str(d) for d in shape) or "scalar" for shape in shapes)
+
+
+@dataclass
+class Proof:
+    """What `prove_equivalent` found. `forms` rows and `layers` rows are ready to print."""
+
+    reference: str
+    forms: list[dict[str, Any]]  # per model: params, weighted layers, shapes verdict, output difference
+    layers: list[dict[str, Any]]  # per weighted layer: its weight shapes in every model
+    differences: list[str]  # where the models differ, one plain sentence each; empty when equivalent
+    tolerance: float
+    batch_size: int
+
+    @property
+    def equivalent(self) -> bool:
+        return not self.differences
+
+    @property
+    def names(self) -> list[str]:
+        return [row["form"] for row in self.forms]
+
+    def message(self) -> str:
+        """One line: the verdict, and where the models differ."""
+        if self.equivalent:
+            return (f"equivalent: equal parameters, equal weight shapes in all {len(self.layers)} weighted layers, "
+                    f"outputs within {self.tolerance:g} on a batch of {self.batch_size} images")
+        return "the models are not the same network: " + "; ".join(self.differences)
+
+    def check(self) -> Proof:
+        if not self.equivalent:
+            raise ModelMismatchError(self.message())
+        return self
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"equivalent": self.equivalent, "reference": self.reference, "tolerance": self.tolerance,
+                "batch_size": self.batch_size, "forms": self.forms, "layers": self.layers,
+                "differences": self.differences, "verdict": self.message()}
+
+    def form_rows(self) -> list[dict[str, Any]]:
+        """The per-model table with display values (the JSON keeps the raw numbers)."""
+        rows = []
+        for row in self.forms:
+            diff = row["max_abs_output_diff"]
+            rows.append({
+                "form": row["form"],
+                "parameters": row["params"],
+                "trainable": row["trainable_params"],
+                "weighted layers": row["weighted_layers"],
+                "weight shapes": row["weight_shapes"],
+                "max abs output difference": "(reference)" if row["form"] == self.reference
+                else ("-" if diff is None else f"{diff:.2e}"),
+            })
+        return rows
+
+    def layer_rows(self) -> list[dict[str, Any]]:
+        return [{"layer": row["layer"], **{name: _shape_text(row["shapes"][name]) for name in self.names},
+                 "same": "yes" if row["equal"] else "NO"} for row in self.layers]
+
+    def markdown(self) -> str:
+        from kcnn.report import markdown_table
+
+        form_rows = self.form_rows()
+        layer_rows = self.layer_rows()
+        return "\n\n".join([
+            "## Proof before training",
+            f"The weights of `{self.reference}` were copied into the other forms and one batch of "
+            f"{self.batch_size} real images was run through each in inference mode (BatchNorm uses its "
+            f"moving statistics).",
+            markdown_table(form_rows, list(form_rows[0])),
+            "### Weight shapes, layer by layer",
+            markdown_table(layer_rows, list(layer_rows[0])) if layer_rows else "(no layer holds weights)",
+            f"**{'Verdict' if self.equivalent else 'MISMATCH'}:** {self.message()}",
+        ])
+
+    def text(self) -> str:
+        """The proof as plain-text tables for the terminal."""
+        form_rows = self.form_rows()
+        lines = [_text_table(form_rows)]
+        if len(self.layers) <= MAX_LAYER_ROWS_SHOWN:
+            lines += ["", _text_table(self.layer_rows())]
+        else:
+            shown = [r for r in self.layer_rows() if r["same"] != "yes"]
+            lines += ["", f"{len(self.layers)} weighted layers: the full layer-by-layer table is in comparison.md"]
+            if shown:
+                lines += [_text_table(shown)]
+        lines += ["", self.message()]
+        return "\n".join(lines)
+
+
+def _text_table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return ""
+    columns = list(rows[0])
+
+    def cell(value):
+        return f"{value:,}" if isinstance(value, int) else str(value)
+
+    widths = {c: max(len(c), *(len(cell(r[c])) for r in rows)) for c in columns}
+    numeric = {c for c in columns if all(isinstance(r[c], int) for r in rows)}
+    fmt = [(c, widths[c], c in numeric) for c in columns]
+    head = "  ".join(c.rjust(w) if num else c.ljust(w) for c, w, num in fmt)
+    body = ["  ".join(cell(r[c]).rjust(w) if num else cell(r[c]).ljust(w) for c, w, num in fmt) for r in rows]
+    return "\n".join(line.rstrip() for line in [head, *body])
+
+
+def prove_equivalent(models: dict[str, Any], sample_batch, tolerance: float = defaults.COMPARE_TOLERANCE) -> Proof:
+    """Check that every model in `models` is the same network as the first one.
+
+    Compares parameter counts, the weight shapes of every weighted layer (matched by layer name),
+    and — where the structure allows a copy — the largest absolute output difference on
+    `sample_batch` after the first model's weights are copied into each other model. The models'
+    own weights are restored afterwards, so the check changes nothing.
+    """
+    import numpy as np
+
+    from kcnn import forms
+
+    if len(models) < 2:
+        raise KcnnError("prove_equivalent needs at least two models to compare")
+    names = list(models)
+    reference, ref_model = names[0], models[names[0]]
+    shapes = {name: forms.weight_shapes(model) for name, model in models.items()}
+    layer_names = list(dict.fromkeys(layer for name in names for layer in shapes[name]))
+    layers = []
+    for layer in layer_names:
+        per_model = {name: shapes[name].get(layer) for name in names}
+        equal = all(per_model[name] == per_model[reference] for name in names)
+        layers.append({"layer": layer, "shapes": per_model, "equal": equal})
+
+    def output(model):
+        return np.asarray(model(sample_batch, training=False), dtype=np.float64)
+
+    ref_out = output(ref_model)
+    differences: list[str] = []
+    rows = []
+    for name in names:
+        model = models[name]
+        params = training.count_params(model)
+        row = {"form": name, "params": params["total"], "trainable_params": params["trainable"],
+               "weighted_layers": len(shapes[name]), "weight_shapes": "(reference)",
+               "max_abs_output_diff": 0.0 if name == reference else None}
+        rows.append(row)
+        if name == reference:
+            continue
+        where = _shape_differences(reference, name, shapes[reference], shapes[name])
+        row["weight_shapes"] = "equal" if not where else f"{len(where)} layer(s) differ"
+        ref_params = rows[0]["params"]
+        if params["total"] != ref_params:
+            differences.append(f"{name} has {params['total']:,} parameters, {reference} {ref_params:,}")
+        differences += where
+        if where:
+            continue  # weights cannot be copied between different structures
+        saved = model.get_weights()
+        try:
+            forms.copy_weights(ref_model, model)
+            out = output(model)
+        finally:
+            model.set_weights(saved)
+        if out.shape != ref_out.shape:
+            differences.append(f"{name} outputs shape {out.shape[1:]}, {reference} {ref_out.shape[1:]}")
+            continue
+        diff = float(np.max(np.abs(out - ref_out))) if out.size else 0.0
+        row["max_abs_output_diff"] = diff
+        if not diff <= tolerance:  # also catches NaN
+            differences.append(f"with {reference}'s weights, {name}'s outputs differ by up to {diff:.3g} "
+                               f"(tolerance {tolerance:g}): same weights, different computation")
+    return Proof(reference, rows, layers, differences, float(tolerance), int(len(sample_batch)))
+
+
+def _shape_differences(ref_name: str, name: str, ref: dict, other: dict) -> list[str]:
+    """Plain sentences naming each layer whose weights differ between two models."""
+    found = []
+    only_ref, only_other = [k for k in ref if k not in other], [k for k in other if k not in ref]
+    if only_ref:
+        found.append(f"layer(s) {', '.join(only_ref)} only in {ref_name}")
+    if only_other:
+        found.append(f"layer(s) {', '.join(only_other)} only in {name}")
+    for layer in ref:
+        if layer in other and ref[layer] != other[layer]:
+            found.append(f"layer {layer}: weights {_shape_text(ref[layer])} in {ref_name} "
+                         f"but {_shape_text(other[layer])} in {name}")
+    return found
+
+
+# --- the experiment ----------------------------------------------------------------------------
+
+@dataclass
+class CompareConfig:
+    arch: str = defaults.COMPARE_ARCH
+    dataset: str = defaults.COMPARE_DATASET
+    data_dir: str | None = None
+    epochs: int = defaults.COMPARE_EPOCHS
+    batch_size: int = defaults.BATCH_SIZE
+    optimizer: str = defaults.OPTIMIZER
+    lr: float | None = None
+    seed: int = defaults.SEED
+    val_split: float = defaults.VAL_SPLIT
+    limit: int | None = None
+    image_size: int | None = None
+    same_init: bool = True
+    shapes_count: int = defaults.SHAPES_COUNT
+    tolerance: float = defaults.COMPARE_TOLERANCE
+    out: str = defaults.OUT_DIR
+    name: str | None = None
+    apis: tuple[str, ...] = defaults.APIS
+
+    def train_config(self, api: str, out: str | Path | None = None) -> training.TrainConfig:
+        """The settings of one form's training run (its run folder goes in `out`)."""
+        return training.TrainConfig(
+            self.arch, dataset=self.dataset, data_dir=self.data_dir, api=api, epochs=self.epochs,
+            batch_size=self.batch_size, optimizer=self.optimizer, lr=self.lr, seed=self.seed,
+            val_split=self.val_split, limit=self.limit, image_size=self.image_size,
+            shapes_count=self.shapes_count, out=str(out if out is not None else self.out),
+        )
+
+    def validate(self) -> CompareConfig:
+        """Check every setting before any data is loaded or model built."""
+        if len(set(self.apis)) < 2:
+            raise KcnnError("compare-apis needs at least two different API forms")
+        for api in self.apis:
+            self.train_config(api).validate()  # architecture, optimizer, numbers, splits, API names
+        if self.lr is None:
+            self.lr = defaults.LEARNING_RATES[self.optimizer]
+        if not self.tolerance > 0:
+            raise KcnnError(f"the output tolerance must be a positive number, got {self.tolerance}")
+        if self.name is None:
+            self.name = f"compare-{self.arch}-{Path(self.dataset).name.removesuffix('.npz')}"
+        runs.check_name(self.name)
+        return self
+
+
+@dataclass
+class CompareResult:
+    folder: Path
+    proof: Proof
+    rows: list[dict[str, Any]]
+    histories: dict[str, dict[str, list[float]]]
+    agreement: dict[str, Any]
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"folder": str(self.folder), "config": self.config, "proof": self.proof.as_dict(),
+                "forms": self.rows, "agreement": self.agreement}
+
+
+def _build_forms(config: CompareConfig, input_shape, classes: int) -> tuple[dict, dict]:
+    """Build every form, timing each build.
+
+    With same_init every form is built from the same seed, so even randomness fixed at build time
+    (a Dropout layer's seed) matches; the weights are copied from the first form afterwards anyway.
+    With independent init each form gets its own seed (seed, seed+1, ...), as three separate
+    notebook cells would.
+    """
+    from kcnn import forms
+
+    # A throw-away build first, so TensorFlow's one-time start-up cost is not charged to the first form.
+    forms.build(config.arch, config.apis[0], input_shape, classes)
+    models, seconds = {}, {}
+    for i, api in enumerate(config.apis):
+        training.seed_everything(config.seed if config.same_init else config.seed + i)
+        start = time.perf_counter()
+        models[api] = forms.build(config.arch, api, input_shape, classes)
+        seconds[api] = time.perf_counter() - start
+    return models, seconds
+
+
+def _agreement(rows: list[dict[str, Any]], histories: dict[str, dict[str, list[float]]]) -> dict[str, Any]:
+    """How far the forms' results lie apart: test-accuracy spread and the largest curve gap."""
+    accuracies = [row["test_accuracy"] for row in rows]
+    names = list(histories)
+    curves = {}
+    for key in histories[names[0]]:
+        gaps = [abs(a - b) for other in names[1:]
+                for a, b in zip(histories[names[0]][key], histories[other].get(key, []))]
+        curves[key] = max(gaps) if gaps else 0.0
+    return {"test_accuracy_spread": max(accuracies) - min(accuracies),
+            "test_loss_spread": max(r["test_loss"] for r in rows) - min(r["test_loss"] for r in rows),
+            "max_curve_gap": curves}
+
+
+def compare_apis(config: CompareConfig, on_proof=None, quiet: bool = False) -> CompareResult:
+    """Prove the forms equal, train each on identical data order, and write the comparison folder.
+
+    `on_proof(proof)` is called as soon as the proof is done (before training, and before a
+    mismatch is raised), so a caller can show it. A mismatch raises `ModelMismatchError` (exit 1)
+    and leaves no comparison folder behind. `quiet` sends Keras's progress to stderr.
+    """
+    from kcnn import report
+    from kcnn.pipeline import fit_mode, make_dataset
+
+    config.validate()
+    started = time.perf_counter()
+    data, parts, input_shape = training.prepare(config.train_config(config.apis[0]))
+    models, build_seconds = _build_forms(config, input_shape, parts.num_classes)
+
+    # One real batch, exactly as the model sees it in training: from the test split, through the pipeline.
+    sample, _ = next(iter(make_dataset(parts.x_test, parts.y_test, input_shape, config.batch_size)))
+    proof = prove_equivalent(models, sample, config.tolerance)
+    if on_proof is not None:
+        on_proof(proof)
+    if not proof.equivalent:
+        error = ModelMismatchError(proof.message())
+        error.proof = proof
+        raise error
+
+    reference = config.apis[0]
+    if config.same_init:
+        from kcnn import forms
+
+        for api in config.apis[1:]:
+            forms.copy_weights(models[reference], models[api])
+
+    folder = runs.create(config.out, config.name)
+    settings = {**dataclasses.asdict(config), "command": "compare-apis", "input_shape": list(input_shape),
+                "init": "same" if config.same_init else "independent"}
+    write_json(folder / PROOF_JSON, proof.as_dict())
+
+    rows, histories = [], {}
+    fit = fit_mode(data.image_shape[:2], input_shape[:2])
+    for i, api in enumerate(config.apis):
+        form_config = config.train_config(api, out=folder).validate()
+        # Re-seed before each fit: the same shuffle order and the same dropout draws for every form.
+        training.seed_everything(config.seed)
+        record = {**dataclasses.asdict(form_config), "command": "compare-apis", "input_shape": list(input_shape),
+                  "fit": fit, "init": settings["init"],
+                  "init_seed": config.seed if config.same_init else config.seed + i,
+                  "initial_weights_from": reference if config.same_init and api != reference else None}
+        result = training.run(models[api], record, data, parts, input_shape, form_config, quiet=quiet,
+                              extra_metrics={"build_seconds": build_seconds[api]})
+        models[api] = None  # free each form once it is recorded
+        m = result.metrics
+        rows.append({
+            "form": api,
+            "parameters": m["params"]["total"],
+            "test_loss": m["test_loss"],
+            "test_accuracy": m["test_accuracy"],
+            "best_val_accuracy": m["best_val_accuracy"],
+            "build_seconds": m["build_seconds"],
+            "seconds_per_epoch": m["seconds_per_epoch"],
+            "images_per_second": m["train_images_per_second"],
+            "max_abs_output_diff": next(r["max_abs_output_diff"] for r in proof.forms if r["form"] == api),
+            "run_dir": result.run_dir.name,
+        })
+        histories[api] = result.history
+
+    agreement = _agreement(rows, histories)
+    settings["wall_seconds"] = time.perf_counter() - started
+    result = CompareResult(folder, proof, rows, histories, agreement, settings)
+    _write_report(result, config, data.name, parts, input_shape, report)
+    write_json(folder / COMPARISON_JSON, result.as_dict())
+    return result
+
+
+def _write_report(result: CompareResult, config: CompareConfig, dataset: str, parts, input_shape, report) -> None:
+    h, w, c = input_shape
+    init = ("same initial weights (copied from the first form)" if config.same_init
+            else f"independent initial weights (seeds {config.seed}..{config.seed + len(config.apis) - 1})")
+    intro = (f"`{config.arch}` built as {', '.join(config.apis)} models, trained on `{dataset}` "
+             f"({h}×{w}×{c}, {parts.num_classes} classes; {parts.sizes()['train']:,} train / "
+             f"{parts.sizes()['val']:,} validation / {parts.sizes()['test']:,} test images) for "
+             f"{config.epochs} epochs with {config.optimizer} (lr {config.lr:g}), batch {config.batch_size}, "
+             f"seed {config.seed}: identical data order, {init}.")
+    a = result.agreement
+    gaps = ", ".join(f"{k} {v:.2e}" for k, v in a["max_curve_gap"].items())
+    agreement = "\n\n".join([
+        "## Agreement",
+        f"Test accuracy spread (max − min): **{a['test_accuracy_spread']:.4f}**; test loss spread "
+        f"{a['test_loss_spread']:.4f}. Largest per-epoch gap to `{config.apis[0]}`: {gaps}.",
+        ("With the same initial weights and data order the forms compute the same training steps; what is "
+         "left is floating-point noise." if config.same_init else
+         "Each form started from its own random weights, so the spread above is seed-to-seed variation, "
+         "not a difference between the APIs."),
+        "Each form's own run folder (metrics.json, history.csv, curves, confusion matrix, model.keras): "
+        + ", ".join(f"`{r['run_dir']}/`" for r in result.rows) + ".",
+    ])
+    report.write_comparison(result.folder, f"{config.arch}: {' vs '.join(config.apis)} on {dataset}",
+                            result.rows, result.histories, intro=intro,
+                            sections=[agreement, result.proof.markdown()])
