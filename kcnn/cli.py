@@ -91,18 +91,70 @@ def train(
     typer.echo(f"run folder: {result.run_dir}")
 
 
+@app.command()
+def transfer(
+    backbone: Annotated[list[str], typer.Argument(help="vgg16, mobilenetv2, resnet50v2, or all (see `kcnn list backbones`); several give a comparison report.", show_default=False)],
+    dataset: Dataset = defaults.TRANSFER_DATASET,
+    data_dir: DataDir = None,
+    weights: Annotated[str, typer.Option(help="imagenet (Keras cache or download), none (random initialisation), or the path of a weights file.")] = defaults.TRANSFER_WEIGHTS,
+    head: Annotated[str, typer.Option(help="seed: Flatten, Dense 128, Dense 64, softmax (seed 003); gap: global average pooling, dropout, softmax.")] = defaults.TRANSFER_HEAD,
+    image_size: Annotated[int | None, typer.Option(help="Upsample images to N×N inside the input pipeline (e.g. 224, the backbones' ImageNet size); default: the data's own size, at least 32.", show_default=False)] = None,
+    fine_tune: Annotated[int, typer.Option(help="After the frozen phase, unfreeze the top N backbone layers (BatchNorm stays frozen) and train again.")] = 0,
+    fine_tune_lr: Annotated[float, typer.Option(help="Learning rate of the fine-tune phase.")] = defaults.FINE_TUNE_LR,
+    fine_tune_epochs: Annotated[int | None, typer.Option(help="Epochs of the fine-tune phase (default: as many as --epochs).", show_default=False)] = None,
+    cache_features: Annotated[bool, typer.Option("--cache-features/--no-cache-features", help="Compute the frozen backbone's features once and train the head on them (same result, much faster).")] = True,
+    epochs: Epochs = defaults.EPOCHS,
+    batch_size: BatchSize = defaults.BATCH_SIZE,
+    optimizer: Annotated[str, typer.Option(help="adam, sgd or rmsprop.")] = defaults.OPTIMIZER,
+    lr: Lr = None,
+    seed: Seed = defaults.SEED,
+    val_split: ValSplit = defaults.VAL_SPLIT,
+    limit: Limit = None,
+    out: Out = Path(defaults.OUT_DIR),
+    name: Annotated[str | None, typer.Option(help="Run name [default: BACKBONE-DATASET-HEAD].", show_default=False)] = None,
+    as_json: AsJson = False,
+) -> None:
+    """A frozen ImageNet backbone with a small head (seed 003's transfer experiment, done right)."""
+    from kcnn.transfer import TransferConfig
+    from kcnn.transfer import transfer as run_transfer
+
+    config = TransferConfig(backbone, dataset=dataset, data_dir=str(data_dir) if data_dir else None, weights=weights,
+                            head=head, image_size=image_size, fine_tune=fine_tune, fine_tune_lr=fine_tune_lr,
+                            fine_tune_epochs=fine_tune_epochs, cache_features=cache_features, epochs=epochs,
+                            batch_size=batch_size, optimizer=optimizer, lr=lr, seed=seed, val_split=val_split,
+                            limit=limit, out=str(out), name=name)
+    result = run_transfer(config, quiet=as_json)
+    if as_json:
+        _print_json({"comparison": str(result.folder) if result.folder else None,
+                     "runs": [r.metrics for r in result.runs]})
+        return
+    typer.echo(f"\n{'backbone':<12}{'test acc':>9}{'test loss':>10}{'total params':>14}{'trainable':>11}"
+               f"{'s/epoch':>9}  weights")
+    for r in result.rows:
+        typer.echo(f"{r['backbone']:<12}{r['test_accuracy']:>9.4f}{r['test_loss']:>10.4f}{r['total_params']:>14,}"
+                   f"{r['trainable_params']:>11,}{r['seconds_per_epoch']:>9.2f}  {r['weights_source']}")
+    if result.folder is not None:
+        from kcnn.report import COMPARISON_MD
+
+        typer.echo(f"report: {result.folder / COMPARISON_MD}")
+    else:
+        typer.echo(f"run folder: {result.runs[0].run_dir}")
+
+
 class ListWhat(str, Enum):
     models = "models"
     datasets = "datasets"
+    backbones = "backbones"
 
 
 @app.command("list")
 def list_(
-    what: Annotated[ListWhat | None, typer.Argument(help="models or datasets [default: both].", show_default=False)] = None,
+    what: Annotated[ListWhat | None, typer.Argument(help="models, datasets or backbones [default: all three].", show_default=False)] = None,
     as_json: AsJson = False,
 ) -> None:
-    """List the architectures and data sets kcnn knows."""
+    """List the architectures, data sets and transfer backbones kcnn knows."""
     from kcnn.architectures import ARCHITECTURES
+    from kcnn.backbones import BACKBONES
     from kcnn.datasets import DATASETS
 
     models = [
@@ -116,8 +168,11 @@ def list_(
         for d in DATASETS.values()
     ]
     show_models, show_data = what in (None, ListWhat.models), what in (None, ListWhat.datasets)
+    show_backbones = what in (None, ListWhat.backbones)
+    backbones = [{"name": b.name, "paper": b.paper, "keras": b.constructor} for b in BACKBONES.values()]
     if as_json:
-        _print_json({**({"models": models} if show_models else {}), **({"datasets": datasets} if show_data else {})})
+        _print_json({**({"models": models} if show_models else {}), **({"datasets": datasets} if show_data else {}),
+                     **({"backbones": backbones} if show_backbones else {})})
         return
     if show_models:
         typer.echo(f"{'model':<12} {'family':<10} {'year':>4}  {'reference params':>16}  default input")
@@ -134,6 +189,12 @@ def list_(
             typer.echo(f"{d['name']:<14} {f'{h}×{w}×{c}':<9} {d['classes']:>7}  {'yes' if d['offline'] else 'no':<7}  {d['source']}")
         typer.echo("Also: a folder with one subfolder per class (optionally train/ and test/), or an .npz file "
                    "with x_train, y_train, x_test, y_test.")
+    if show_backbones:
+        if show_models or show_data:
+            typer.echo("")
+        typer.echo(f"{'backbone':<12} {'keras.applications':<45} paper  (for `kcnn transfer`)")
+        for b in backbones:
+            typer.echo(f"{b['name']:<12} {b['keras'].removeprefix('keras.applications.'):<45} {b['paper'].split(',')[0]}")
 
 
 def parse_shape(text: str) -> tuple[int, int, int]:

@@ -24,3 +24,14 @@ COMPARE_EPOCHS = 20
 # Largest max-abs output difference between forms holding the same weights that still counts as
 # the same network: float32 rounding in a different op order stays far below it.
 COMPARE_TOLERANCE = 1e-5
+
+# transfer: seed 003's second experiment — a frozen ImageNet backbone with a small head on CIFAR-10.
+TRANSFER_DATASET = "cifar10"
+TRANSFER_WEIGHTS = "imagenet"
+TRANSFER_HEAD = "seed"
+TRANSFER_HEADS = ("seed", "gap")
+GAP_DROPOUT = 0.2  # the gap head's dropout before the classifier, as in the Keras transfer-learning guide
+FINE_TUNE_LR = 1e-5  # a low rate keeps the unfrozen ImageNet features from being wrecked
+# Frozen-backbone features are cached in memory only up to this size; beyond it the backbone runs
+# every epoch instead (e.g. VGG16 flattened 7×7×512 features of 40k images at 224×224 are ~4 GB).
+FEATURE_CACHE_MAX_BYTES = 2 * 1024**3

@@ -199,11 +199,14 @@ def train(config: TrainConfig, quiet: bool = False) -> RunResult:
 
 def run(model, record: dict[str, Any], data, parts, input_shape, config: TrainConfig, *,
         quiet: bool = False, started: float | None = None, extra_metrics: dict[str, Any] | None = None,
-        preprocess=None, title: str | None = None) -> RunResult:
+        preprocess=None, title: str | None = None, fit=None) -> RunResult:
     """Compile (unless already compiled), fit, evaluate and record one model in a new run folder.
 
     The engine every training command shares: `train`, each form of `compare-apis`, `transfer`.
     `record` is what config.json holds beyond the data's provenance and the versions.
+    `fit(train_ds, val_ds, callbacks, verbose)` replaces `model.fit` (transfer trains its head on
+    cached features, then fine-tunes); it returns the seconds of training work it did outside
+    Keras's epochs (such as computing those features), which count toward the training time.
     """
     import numpy as np
 
@@ -238,8 +241,12 @@ def run(model, record: dict[str, Any], data, parts, input_shape, config: TrainCo
     progress = contextlib.redirect_stdout(sys.stderr) if quiet else contextlib.nullcontext()
     try:
         with progress:
-            model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, shuffle=False,
-                      callbacks=[recorder], verbose=verbosity())
+            if fit is None:
+                model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, shuffle=False,
+                          callbacks=[recorder], verbose=verbosity())
+            else:
+                outside = fit(train_ds, val_ds, [recorder], verbosity()) or 0.0
+                recorder.train_seconds += outside  # after fit: fit itself advances the clock
     except BaseException:
         write_json(run_dir / runs.METRICS, {**base, "status": "failed", "epochs_completed": len(recorder.rows)})
         raise

@@ -1,0 +1,456 @@
+"""`kcnn transfer` as a library call: a frozen ImageNet backbone with a small head, trained on a
+data set, optionally fine-tuned, leaving the run folder `kcnn train` leaves.
+
+Seed 003's second experiment, done right (see SPEC.md, "Transfer learning"):
+
+- each backbone's own `preprocess_input`, applied per batch in the tf.data pipeline, which also
+  resizes (`--image-size`) and repeats grayscale to three channels, so no bigger copy of the data
+  set is ever made;
+- frozen means frozen: the backbone is not trainable *and* is called with `training=False`, so its
+  BatchNormalization layers stay in inference mode even when fine-tuning (Chollet, "Transfer
+  learning & fine-tuning", keras.io/guides/transfer_learning);
+- the frozen backbone's features are computed once per split and the head is trained on them:
+  the same training as running the backbone every epoch, for the cost of one pass;
+- weights come from the Keras cache, a download, a local file, or nowhere (`none`), and the run
+  records which; with no network and nothing cached the run stops with what to do, never
+  switching to random weights on its own.
+
+    from kcnn.transfer import TransferConfig, transfer
+    result = transfer(TransferConfig(["vgg16"], dataset="shapes", weights="none", epochs=3))
+    result.runs[0].metrics["test_accuracy"], result.runs[0].run_dir
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kcnn import backbones, defaults, runs, training
+from kcnn.errors import KcnnError, closest, unknown
+from kcnn.splits import check_split
+
+WEIGHT_CHOICES = ("imagenet", "none")
+
+
+@dataclass
+class TransferConfig:
+    backbones: list[str]
+    dataset: str = defaults.TRANSFER_DATASET
+    data_dir: str | None = None
+    weights: str = defaults.TRANSFER_WEIGHTS  # imagenet, none, or the path of a weights file
+    head: str = defaults.TRANSFER_HEAD
+    dropout: float = defaults.GAP_DROPOUT
+    image_size: int | None = None
+    fine_tune: int = 0  # top backbone layers unfrozen for a second phase (0: no second phase)
+    fine_tune_lr: float = defaults.FINE_TUNE_LR
+    fine_tune_epochs: int | None = None  # None: as many as --epochs
+    cache_features: bool = True
+    epochs: int = defaults.EPOCHS
+    batch_size: int = defaults.BATCH_SIZE
+    optimizer: str = defaults.OPTIMIZER
+    lr: float | None = None
+    seed: int = defaults.SEED
+    val_split: float = defaults.VAL_SPLIT
+    test_split: float = defaults.TEST_SPLIT
+    limit: int | None = None
+    shapes_count: int = defaults.SHAPES_COUNT
+    out: str = defaults.OUT_DIR
+    name: str | None = None
+
+    def validate(self) -> TransferConfig:
+        """Check every setting before any work starts; fill in the derived defaults."""
+        if not self.backbones:
+            raise KcnnError(f"name at least one backbone: {', '.join(backbones.BACKBONES)} or {backbones.ALL}")
+        self.backbones = backbones.expand(list(self.backbones))
+        if self.head not in defaults.TRANSFER_HEADS:
+            raise unknown("head", self.head, defaults.TRANSFER_HEADS)
+        self.weights = _check_weights(self.weights)
+        if self.optimizer not in defaults.OPTIMIZERS:
+            raise unknown("optimizer", self.optimizer, defaults.OPTIMIZERS)
+        for option, value in (("--epochs", self.epochs), ("--batch-size", self.batch_size)):
+            if value <= 0:
+                raise KcnnError(f"{option} must be a positive whole number, got {value}")
+        if self.lr is None:
+            self.lr = defaults.LEARNING_RATES[self.optimizer]
+        if not self.lr > 0:
+            raise KcnnError(f"--lr must be a positive number, got {self.lr}")
+        if self.fine_tune < 0:
+            raise KcnnError(f"--fine-tune must be 0 (no fine-tuning) or a number of layers, got {self.fine_tune}")
+        if not self.fine_tune_lr > 0:
+            raise KcnnError(f"--fine-tune-lr must be a positive number, got {self.fine_tune_lr}")
+        if self.fine_tune_epochs is None:
+            self.fine_tune_epochs = self.epochs
+        if self.fine_tune_epochs <= 0:
+            raise KcnnError(f"--fine-tune-epochs must be a positive whole number, got {self.fine_tune_epochs}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise KcnnError(f"--dropout must be at least 0 and below 1, got {self.dropout}")
+        check_split(self.val_split, "--val-split")
+        check_split(self.test_split, "--test-split")
+        if self.limit is not None and self.limit <= 0:
+            raise KcnnError(f"--limit must be a positive number of images, got {self.limit}")
+        smallest = max(backbones.get(b).min_size for b in self.backbones)
+        if self.image_size is not None and self.image_size < smallest:
+            raise KcnnError(f"--image-size {self.image_size} is too small for {', '.join(self.backbones)}: "
+                            f"the smallest input that works is {smallest}×{smallest}")
+        if self.name is None:
+            what = self.backbones[0] if len(self.backbones) == 1 else "transfer"
+            self.name = f"{what}-{Path(self.dataset).name.removesuffix('.npz')}-{self.head}"
+        runs.check_name(self.name)
+        return self
+
+    def train_config(self, backbone: str, out: str | Path | None = None) -> training.TrainConfig:
+        """The settings the shared engine (`training.run`) reads for one backbone's run."""
+        name = self.name if len(self.backbones) == 1 else f"{backbone}-{self.head}"
+        return training.TrainConfig(
+            backbone, dataset=self.dataset, data_dir=self.data_dir, api="functional", epochs=self.epochs,
+            batch_size=self.batch_size, optimizer=self.optimizer, lr=self.lr, seed=self.seed,
+            val_split=self.val_split, test_split=self.test_split, limit=self.limit,
+            image_size=self.image_size, shapes_count=self.shapes_count,
+            out=str(out if out is not None else self.out), name=name)
+
+
+def _check_weights(weights: str) -> str:
+    """`imagenet`, `none`, or an existing file; anything else is refused before any work."""
+    if weights.lower() in WEIGHT_CHOICES:
+        return weights.lower()
+    path = Path(weights).expanduser()
+    if path.is_file():
+        return str(path)
+    hint = closest(weights, WEIGHT_CHOICES)
+    tip = f"did you mean '{hint}'? " if hint else ""
+    raise KcnnError(f"--weights {weights}: no such file; {tip}pass --weights imagenet, --weights none, "
+                    "or the path of a weights file saved from the same backbone")
+
+
+# --- weights: where they come from ------------------------------------------------------------
+
+@dataclass
+class WeightsSource:
+    kind: str  # imagenet, file or none
+    path: str | None  # the file loaded (None for random initialisation)
+    source: str  # one readable phrase for metrics.json and the terminal
+    verified: bool | None = None  # the file's MD5 matches Keras's published hash (None: no hash known)
+
+    def record(self) -> dict[str, Any]:
+        return {"weights": self.kind, "weights_file": self.path, "weights_source": self.source,
+                "weights_md5_verified": self.verified}
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def resolve_weights(backbone: backbones.Backbone, weights: str, image_size: int) -> WeightsSource:
+    """Find the file a backbone's weights come from: the Keras cache, a download, or the user's.
+
+    A cached file is used as it is (Keras itself would re-download one whose hash differs, which
+    fails offline); whether it matches Keras's published hash is recorded, not enforced.
+    """
+    if weights == "none":
+        return WeightsSource("none", None, "none (random initialisation)")
+    if weights != "imagenet":
+        return WeightsSource("file", weights, f"file {weights}")
+    from kcnn.datasets import keras_home
+
+    cached = backbones.cache_path(keras_home(), backbone, image_size)
+    if cached.is_file():
+        verified = _md5(cached) == backbone.weights_md5 if backbone.weights_md5 else None
+        return WeightsSource("imagenet", str(cached), f"imagenet, Keras cache {cached}", verified)
+    import keras
+
+    try:
+        path = keras.utils.get_file(backbone.weights_file(image_size), backbone.weights_origin(image_size),
+                                    cache_subdir="models", cache_dir=str(keras_home()),
+                                    file_hash=backbone.weights_md5)
+    except Exception as e:  # no network, DNS failure, HTTP error, hash mismatch after download
+        reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'download failed'}"
+        raise KcnnError(
+            f"ImageNet weights for {backbone.name} are not in the Keras cache and could not be downloaded "
+            f"({reason[:160]}): Keras expects {backbone.weights_file(image_size)} in {cached.parent}; "
+            f"put that file there, or pass --weights PATH with a local weights file, "
+            f"or --weights none for random initialisation"
+        ) from None
+    return WeightsSource("imagenet", str(path), f"imagenet, downloaded to {path}",
+                         True if backbone.weights_md5 else None)
+
+
+def load_weights(base, backbone: backbones.Backbone, weights: WeightsSource) -> None:
+    """Load a weights file into a freshly built backbone; a file that does not fit is an error."""
+    if weights.path is None:
+        return
+    try:
+        base.load_weights(weights.path)
+    except Exception as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        fix = ("delete it so that it is downloaded again" if weights.kind == "imagenet"
+               else f"pass weights saved from a {backbone.name} built without its top (include_top=False)")
+        raise KcnnError(f"weights file {weights.path} does not fit {backbone.name} ({reason[:160]}); {fix}") from None
+
+
+# --- the model: backbone + head ----------------------------------------------------------------
+
+def head_layers(head: str, classes: int, dropout: float):
+    """The head's layers: a parameter-free first layer that turns the backbone's feature map into a
+    vector (cached together with the backbone), then the trainable rest.
+
+    `seed` is seed 003's head: Flatten → Dense 128 relu → Dense 64 relu → softmax.
+    `gap` is the Keras guide's: global average pooling → dropout → softmax.
+    """
+    import keras
+
+    if head == "seed":
+        return keras.layers.Flatten(name="flatten"), [
+            keras.layers.Dense(128, activation="relu", name="dense_128"),
+            keras.layers.Dense(64, activation="relu", name="dense_64"),
+            keras.layers.Dense(classes, activation="softmax", name="predictions"),
+        ]
+    return keras.layers.GlobalAveragePooling2D(name="avg_pool"), [
+        keras.layers.Dropout(dropout, name="dropout"),
+        keras.layers.Dense(classes, activation="softmax", name="predictions"),
+    ]
+
+
+@dataclass
+class TransferModel:
+    """One network seen three ways. `model` is the whole thing (what is saved and evaluated);
+    `extractor` is the frozen part (backbone + pooling) whose outputs are cached; `head` holds the
+    trainable layers on their own, sharing their weights with `model`."""
+
+    model: Any
+    base: Any
+    extractor: Any
+    head: Any
+
+
+def build(backbone: backbones.Backbone, input_shape, classes: int, head: str, dropout: float,
+          weights: WeightsSource) -> TransferModel:
+    import keras
+
+    base = backbone.build(input_shape)
+    load_weights(base, backbone, weights)
+    base.trainable = False
+    pool, trainable = head_layers(head, classes, dropout)
+
+    def top(x):
+        for layer in trainable:
+            x = layer(x)
+        return x
+
+    inputs = keras.Input(shape=tuple(input_shape), name="image")
+    # training=False keeps BatchNorm in inference mode, also after layers are unfrozen to fine-tune.
+    features = pool(base(inputs, training=False))
+    model = keras.Model(inputs, top(features), name=f"{backbone.name}_{head}_head")
+    extractor = keras.Model(inputs, features, name=f"{backbone.name}_features")
+    feature_input = keras.Input(shape=tuple(features.shape[1:]), name="features")
+    head_model = keras.Model(feature_input, top(feature_input), name=f"{head}_head")
+    return TransferModel(model, base, extractor, head_model)
+
+
+def unfreeze_top(base, n: int) -> list[str]:
+    """Make the top `n` backbone layers trainable, BatchNormalization excepted (its statistics stay
+    the ImageNet ones, as the Keras guide advises). Returns the names of the layers unfrozen."""
+    import keras
+
+    layers = [layer for layer in base.layers if not isinstance(layer, keras.layers.InputLayer)]
+    base.trainable = True
+    for layer in layers:
+        layer.trainable = False
+    unfrozen = []
+    for layer in layers[len(layers) - n:] if n else []:
+        if not isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = True
+            if layer.weights:
+                unfrozen.append(layer.name)
+    return unfrozen
+
+
+def backbone_layer_count(base) -> int:
+    import keras
+
+    return sum(not isinstance(layer, keras.layers.InputLayer) for layer in base.layers)
+
+
+# --- training -----------------------------------------------------------------------------------
+
+@dataclass
+class TransferResult:
+    runs: list[training.RunResult]
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    folder: Path | None = None  # the comparison folder when several backbones ran
+
+
+def input_shape_for(image_shape, image_size: int | None, min_size: int) -> tuple[int, int, int]:
+    """Three channels always (grayscale is repeated by the pipeline); `--image-size` if given,
+    else the data's own size grown to the backbones' minimum."""
+    h, w, _ = image_shape
+    if image_size is not None:
+        return (image_size, image_size, 3)
+    return (max(h, min_size), max(w, min_size), 3)
+
+
+def cache_decision(config: TransferConfig, feature_shape, images: int) -> tuple[bool, str]:
+    """Whether the frozen phase trains on cached features, and why (recorded in metrics.json)."""
+    import numpy as np
+
+    if not config.cache_features:
+        return False, "off (--no-cache-features): the backbone runs every epoch"
+    size = images * int(np.prod(feature_shape)) * 4
+    if size > defaults.FEATURE_CACHE_MAX_BYTES:
+        return False, (f"off: the features would take {size / 1024**3:.1f} GB, over the "
+                       f"{defaults.FEATURE_CACHE_MAX_BYTES / 1024**3:.1f} GB limit; the backbone runs every epoch")
+    note = f"on: features of {images} images computed once ({size / 1024**2:.1f} MB)"
+    if config.fine_tune:
+        note += "; the fine-tune phase runs the whole model"
+    return True, note
+
+
+def _feature_dataset(features, labels, batch_size: int, shuffle: bool, seed: int):
+    """Batches of cached features in the very order `pipeline.make_dataset` gives the images."""
+    import numpy as np
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((features, labels.astype(np.int64)))
+    if shuffle:
+        ds = ds.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def _compile(model, optimizer: str, lr: float) -> None:
+    model.compile(optimizer=training.make_optimizer(optimizer, lr),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+
+
+def train_one(config: TransferConfig, backbone: backbones.Backbone, weights: WeightsSource, data, parts,
+              input_shape, out: Path | None = None, quiet: bool = False) -> training.RunResult:
+    """Build, train (frozen phase, then the optional fine-tune phase), evaluate and record one backbone."""
+    from kcnn.pipeline import fit_mode, make_dataset
+
+    started = time.perf_counter()
+    train_config = config.train_config(backbone.name, out)
+    training.seed_everything(config.seed)
+    build_start = time.perf_counter()
+    net = build(backbone, input_shape, parts.num_classes, config.head, config.dropout, weights)
+    build_seconds = time.perf_counter() - build_start
+    if config.fine_tune > backbone_layer_count(net.base):
+        raise KcnnError(f"--fine-tune {config.fine_tune} is more than the {backbone_layer_count(net.base)} "
+                        f"layers of {backbone.name}")
+    preprocess = backbone.preprocess_input()
+    _compile(net.model, config.optimizer, config.lr)
+    frozen_params = training.count_params(net.model)
+    use_cache, cache_note = cache_decision(config, net.extractor.output.shape[1:],
+                                           len(parts.y_train) + len(parts.y_val))
+    phase = {"fine_tune_trainable_params": None, "fine_tune_unfrozen": [], "feature_seconds": None}
+
+    def fit(train_ds, val_ds, callbacks, verbose) -> float:
+        outside = 0.0
+        if use_cache:
+            # One pass of the frozen backbone per split, in the pipeline's unshuffled order; the
+            # head then trains on the same shuffled order the image pipeline would give it.
+            start = time.perf_counter()
+            f_train, f_val = (
+                net.extractor.predict(make_dataset(x, y, input_shape, config.batch_size, preprocess=preprocess),
+                                      verbose=0)
+                for x, y in ((parts.x_train, parts.y_train), (parts.x_val, parts.y_val)))
+            outside = phase["feature_seconds"] = time.perf_counter() - start
+            _compile(net.head, config.optimizer, config.lr)
+            net.head.fit(_feature_dataset(f_train, parts.y_train, config.batch_size, True, config.seed),
+                         validation_data=_feature_dataset(f_val, parts.y_val, config.batch_size, False, config.seed),
+                         epochs=config.epochs, shuffle=False, callbacks=callbacks, verbose=verbose)
+        else:
+            net.model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, shuffle=False,
+                          callbacks=callbacks, verbose=verbose)
+        if config.fine_tune:
+            phase["fine_tune_unfrozen"] = unfreeze_top(net.base, config.fine_tune)
+            _compile(net.model, config.optimizer, config.fine_tune_lr)  # recompile: trainable set changed
+            phase["fine_tune_trainable_params"] = training.count_params(net.model)["trainable"]
+            net.model.fit(train_ds, validation_data=val_ds, initial_epoch=config.epochs,
+                          epochs=config.epochs + config.fine_tune_epochs, shuffle=False,
+                          callbacks=callbacks, verbose=verbose)
+        return outside
+
+    record = {
+        **{k: v for k, v in dataclasses.asdict(config).items() if k != "backbones"},
+        "command": "transfer",
+        "backbone": backbone.name,
+        "backbone_paper": backbone.paper,
+        "preprocess_input": backbone.preprocess,
+        "input_shape": list(input_shape),
+        "fit": fit_mode(data.image_shape[:2], input_shape[:2]),
+        "feature_cache": use_cache,
+        "feature_cache_note": cache_note,
+        **weights.record(),
+    }
+    extra = {
+        "backbone": backbone.name,
+        "head": config.head,
+        **weights.record(),
+        "total_params": frozen_params["total"],
+        "trainable_params": frozen_params["trainable"],
+        "frozen_params": frozen_params["non_trainable"],
+        "feature_cache": use_cache,
+        "feature_cache_note": cache_note,
+        "fine_tune_layers": config.fine_tune,
+        "build_seconds": build_seconds,
+        "phase": phase,  # filled in while fitting; flattened below
+    }
+    result = training.run(net.model, record, data, parts, input_shape, train_config, quiet=quiet,
+                          started=started, extra_metrics=extra, preprocess=preprocess, fit=fit,
+                          title=f"{backbone.name} + {config.head} head on {data.name}")
+    # `phase` was filled during fit: rewrite metrics.json with its figures at the top level
+    from kcnn.records import write_json
+
+    metrics = result.metrics
+    metrics.update(metrics.pop("phase"))
+    write_json(result.run_dir / runs.METRICS, metrics)
+    return result
+
+
+def transfer(config: TransferConfig, quiet: bool = False) -> TransferResult:
+    """Train a head on each named backbone; several backbones also get a comparison report."""
+    from kcnn import datasets, report, splits
+
+    config.validate()
+    data = datasets.load(config.dataset, config.data_dir, config.seed, config.shapes_count)
+    parts = splits.make_splits(data, config.val_split, config.seed, config.limit, config.test_split)
+    chosen = [backbones.get(b) for b in config.backbones]
+    input_shape = input_shape_for(data.image_shape, config.image_size, max(b.min_size for b in chosen))
+    # Every backbone's weights are found before the first run starts: no half-done comparison.
+    sources = {b.name: resolve_weights(b, config.weights, input_shape[0]) for b in chosen}
+    if config.fine_tune:
+        for b in chosen:
+            layers = backbone_layer_count(b.build(input_shape))
+            if config.fine_tune > layers:
+                raise KcnnError(f"--fine-tune {config.fine_tune} is more than the {layers} layers of {b.name}; "
+                                f"use at most {layers}")
+    folder = runs.create(config.out, config.name) if len(chosen) > 1 else None
+    results = [train_one(config, b, sources[b.name], data, parts, input_shape, folder, quiet) for b in chosen]
+    rows = [comparison_row(r) for r in results]
+    if folder is not None:
+        report.write_comparison(
+            folder, f"Transfer learning on {data.name}: {' vs '.join(config.backbones)}", rows,
+            {r.metrics["backbone"]: r.history for r in results},
+            intro=(f"Frozen backbones with the `{config.head}` head, {config.epochs} epoch(s)"
+                   + (f" + {config.fine_tune_epochs} fine-tuning the top {config.fine_tune} layers"
+                      if config.fine_tune else "")
+                   + f", input {'×'.join(map(str, input_shape))}, weights: {config.weights}."))
+    return TransferResult(results, rows, folder)
+
+
+def comparison_row(result: training.RunResult) -> dict[str, Any]:
+    m = result.metrics
+    return {
+        "backbone": m["backbone"], "head": m["head"], "test_accuracy": m["test_accuracy"],
+        "test_loss": m["test_loss"], "best_val_accuracy": m["best_val_accuracy"],
+        "total_params": m["total_params"], "trainable_params": m["trainable_params"],
+        "frozen_params": m["frozen_params"], "weights_source": m["weights_source"],
+        "feature_cache": "on" if m["feature_cache"] else "off", "seconds_per_epoch": m["seconds_per_epoch"],
+        "wall_seconds": m["wall_seconds"], "run_dir": Path(result.run_dir).name,
+    }
