@@ -233,6 +233,88 @@ def summary(
         typer.echo(report["text"])
 
 
+@app.command("compare-apis")
+def compare_apis(
+    arch: Annotated[str, typer.Argument(help="Architecture name (see `kcnn list models`).")] = defaults.COMPARE_ARCH,
+    dataset: Dataset = defaults.COMPARE_DATASET,
+    data_dir: DataDir = None,
+    epochs: Epochs = defaults.COMPARE_EPOCHS,
+    batch_size: BatchSize = defaults.BATCH_SIZE,
+    optimizer: Annotated[str, typer.Option(help="adam, sgd or rmsprop.")] = defaults.OPTIMIZER,
+    lr: Lr = None,
+    seed: Seed = defaults.SEED,
+    val_split: ValSplit = defaults.VAL_SPLIT,
+    limit: Limit = None,
+    image_size: ImageSize = None,
+    same_init: Annotated[bool, typer.Option("--same-init/--independent-init", help="Start all three forms from the same weights (curves coincide), or initialise each on its own (seed-to-seed spread).")] = True,
+    out: Out = Path(defaults.OUT_DIR),
+    as_json: AsJson = False,
+) -> None:
+    """The same CNN as Sequential, Functional and subclassed models: proven identical, then trained side by side."""
+    from kcnn.compare import CompareConfig
+    from kcnn.compare import compare_apis as run_comparison
+    from kcnn.errors import ModelMismatchError
+    from kcnn.report import COMPARISON_MD
+
+    config = CompareConfig(arch, dataset=dataset, data_dir=str(data_dir) if data_dir else None, epochs=epochs,
+                           batch_size=batch_size, optimizer=optimizer, lr=lr, seed=seed, val_split=val_split,
+                           limit=limit, image_size=image_size, same_init=same_init, out=str(out))
+
+    def show_proof(proof) -> None:
+        if not as_json:
+            typer.echo(f"{arch} in {len(proof.forms)} forms: proof before training "
+                       f"(weights of {proof.reference} copied into the others)\n{proof.text()}\n")
+
+    try:
+        result = run_comparison(config, on_proof=show_proof, quiet=as_json)
+    except ModelMismatchError as e:
+        if as_json and getattr(e, "proof", None) is not None:
+            _print_json({"proof": e.proof.as_dict()})
+        raise
+    if as_json:
+        _print_json(result.as_dict())
+        return
+    typer.echo(f"\n{'form':<12}{'test acc':>9}{'test loss':>10}{'best val acc':>13}{'build s':>9}{'s/epoch':>9}{'images/s':>10}")
+    for r in result.rows:
+        typer.echo(f"{r['form']:<12}{r['test_accuracy']:>9.4f}{r['test_loss']:>10.4f}{r['best_val_accuracy']:>13.4f}"
+                   f"{r['build_seconds']:>9.3f}{r['seconds_per_epoch']:>9.2f}{r['images_per_second'] or 0:>10,.0f}")
+    typer.echo(f"test accuracy spread {result.agreement['test_accuracy_spread']:.4f} "
+               f"({'same' if same_init else 'independent'} initial weights)")
+    typer.echo(f"report: {result.folder / COMPARISON_MD}")
+
+
+@app.command("run")
+def run_experiment(
+    file: Annotated[Path, typer.Argument(help="An experiment file (TOML), such as experiments/seed003-compare-apis.toml.")],
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a setting in every run that has it: KEY=VALUE (repeatable), e.g. --set epochs=1 --set dataset=shapes.", show_default=False)] = None,
+    check: Annotated[bool, typer.Option("--check", help="Validate the file and print its runs without training.")] = False,
+    as_json: AsJson = False,
+) -> None:
+    """Run the experiment(s) an experiment file describes, one after the other."""
+    from kcnn import experiments
+
+    experiment = experiments.load(file, experiments.parse_overrides(set_ or []))
+    if check:
+        import dataclasses
+
+        plan = [{"command": c, **dataclasses.asdict(cfg)} for c, cfg in experiment.runs]
+        if as_json:
+            _print_json({"file": str(file), "description": experiment.description, "runs": plan})
+        else:
+            typer.echo(f"{file}: {experiment.description}")
+            for step in plan:
+                typer.echo("  " + ", ".join(f"{k}={v}" for k, v in step.items() if v is not None))
+        return
+    summaries = experiments.run(experiment, quiet=as_json)
+    if as_json:
+        _print_json({"file": str(file), "runs": summaries})
+        return
+    for s in summaries:
+        where = s.get("run_dir") or s.get("folder") or ", ".join(s.get("run_dirs", []))
+        accuracy = f"test accuracy {s['test_accuracy']:.4f}, " if "test_accuracy" in s else ""
+        typer.echo(f"{s['command']}: {accuracy}results in {where}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """The console script: runs the app, turning a KcnnError into one line and its exit status."""
     try:

@@ -150,6 +150,7 @@ def prove_equivalent(models: dict[str, Any], sample_batch, tolerance: float = de
     `sample_batch` after the first model's weights are copied into each other model. The models'
     own weights are restored afterwards, so the check changes nothing.
     """
+    import keras
     import numpy as np
 
     from kcnn import forms
@@ -167,7 +168,7 @@ def prove_equivalent(models: dict[str, Any], sample_batch, tolerance: float = de
         layers.append({"layer": layer, "shapes": per_model, "equal": equal})
 
     def output(model):
-        return np.asarray(model(sample_batch, training=False), dtype=np.float64)
+        return keras.ops.convert_to_numpy(model(sample_batch, training=False)).astype(np.float64)
 
     ref_out = output(ref_model)
     differences: list[str] = []
@@ -310,7 +311,7 @@ def _agreement(rows: list[dict[str, Any]], histories: dict[str, dict[str, list[f
     curves = {}
     for key in histories[names[0]]:
         gaps = [abs(a - b) for other in names[1:]
-                for a, b in zip(histories[names[0]][key], histories[other].get(key, []))]
+                for a, b in zip(histories[names[0]][key], histories[other].get(key, []), strict=False)]
         curves[key] = max(gaps) if gaps else 0.0
     return {"test_accuracy_spread": max(accuracies) - min(accuracies),
             "test_loss_spread": max(r["test_loss"] for r in rows) - min(r["test_loss"] for r in rows),
@@ -324,10 +325,10 @@ def compare_apis(config: CompareConfig, on_proof=None, quiet: bool = False) -> C
     mismatch is raised), so a caller can show it. A mismatch raises `ModelMismatchError` (exit 1)
     and leaves no comparison folder behind. `quiet` sends Keras's progress to stderr.
     """
+    config.validate()  # before TensorFlow is imported or any data loaded: bad input fails at once
     from kcnn import report
     from kcnn.pipeline import fit_mode, make_dataset
 
-    config.validate()
     started = time.perf_counter()
     data, parts, input_shape = training.prepare(config.train_config(config.apis[0]))
     models, build_seconds = _build_forms(config, input_shape, parts.num_classes)
