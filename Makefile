@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: install
-	$(BIN)/kcnn train lenet5 --dataset mnist --epochs 3
+	$(BIN)/kcnn train lenet5 --dataset mnist --epochs 5
 
 test: install
 	$(BIN)/python -m pytest -q -m "not slow"

@@ -40,7 +40,7 @@ Dataset = Annotated[str, typer.Option(help="A registered data set (see `kcnn lis
 DataDir = Annotated[Path | None, typer.Option(help="Folder holding the data set's original files (e.g. mnist.npz, IDX files, cifar-10-batches-py/).")]
 Epochs = Annotated[int, typer.Option(help="Training epochs.")]
 BatchSize = Annotated[int, typer.Option(help="Images per batch.")]
-Lr = Annotated[float | None, typer.Option(help="Learning rate [default: the optimizer's usual rate].", show_default=False)]
+Lr = Annotated[float | None, typer.Option(help="Learning rate \\[default: the optimizer's usual rate].", show_default=False)]
 Seed = Annotated[int, typer.Option(help="Seed for the split, weight initialisation and shuffling.")]
 ValSplit = Annotated[float, typer.Option(help="Fraction of the training images held out for validation.")]
 Limit = Annotated[int | None, typer.Option(help="Use at most N training (and N test) images, stratified: for quick runs.", show_default=False)]
@@ -70,7 +70,7 @@ def train(
     limit: Limit = None,
     image_size: ImageSize = None,
     out: Out = Path(defaults.OUT_DIR),
-    name: Annotated[str | None, typer.Option(help="Run name [default: ARCH-DATASET-API].", show_default=False)] = None,
+    name: Annotated[str | None, typer.Option(help="Run name \\[default: ARCH-DATASET-API].", show_default=False)] = None,
     as_json: AsJson = False,
 ) -> None:
     """Train one architecture, evaluate it on the test set, and save a run folder."""
@@ -111,7 +111,7 @@ def transfer(
     val_split: ValSplit = defaults.VAL_SPLIT,
     limit: Limit = None,
     out: Out = Path(defaults.OUT_DIR),
-    name: Annotated[str | None, typer.Option(help="Run name [default: BACKBONE-DATASET-HEAD].", show_default=False)] = None,
+    name: Annotated[str | None, typer.Option(help="Run name \\[default: BACKBONE-DATASET-HEAD].", show_default=False)] = None,
     as_json: AsJson = False,
 ) -> None:
     """A frozen ImageNet backbone with a small head (seed 003's transfer experiment, done right)."""
@@ -149,7 +149,7 @@ class ListWhat(str, Enum):
 
 @app.command("list")
 def list_(
-    what: Annotated[ListWhat | None, typer.Argument(help="models, datasets or backbones [default: all three].", show_default=False)] = None,
+    what: Annotated[ListWhat | None, typer.Argument(help="models, datasets or backbones \\[default: all three].", show_default=False)] = None,
     as_json: AsJson = False,
 ) -> None:
     """List the architectures, data sets and transfer backbones kcnn knows."""
@@ -212,8 +212,8 @@ def parse_shape(text: str) -> tuple[int, int, int]:
 def summary(
     arch: Annotated[str, typer.Argument(help="Architecture name (see `kcnn list models`).")],
     api: Annotated[str, typer.Option(help="sequential, functional or subclassed.")] = defaults.API,
-    input_shape: Annotated[str | None, typer.Option(help="H,W,C [default: the architecture's reference input].", show_default=False)] = None,
-    classes: Annotated[int | None, typer.Option(help="Output classes [default: the reference class count].", show_default=False)] = None,
+    input_shape: Annotated[str | None, typer.Option(help="H,W,C \\[default: the architecture's reference input].", show_default=False)] = None,
+    classes: Annotated[int | None, typer.Option(help="Output classes \\[default: the reference class count].", show_default=False)] = None,
     as_json: AsJson = False,
 ) -> None:
     """Show an architecture layer by layer: output shapes and parameters."""
