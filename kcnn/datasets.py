@@ -7,6 +7,7 @@ which source actually served the images, and whether a fallback stood in for the
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from dataclasses import dataclass, field
@@ -219,7 +220,9 @@ def _load_keras_set(name: str, data_dir: Path | None) -> Data:
         if arrays is not None:
             return _as_data(name, arrays, cache, {"source": f"Keras cache {cache}"})
     try:
-        arrays = download(name)
+        # Keras announces downloads on stdout; keep stdout for the command's own (--json) answer
+        with contextlib.redirect_stdout(sys.stderr):
+            arrays = download(name)
     except KcnnError:
         raise
     except Exception as e:  # no network, DNS failure, HTTP error, interrupted transfer

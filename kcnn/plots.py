@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no screen on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 History = Mapping[str, Sequence[float]]  # "loss", "val_loss", "accuracy", "val_accuracy" per epoch
 
@@ -22,18 +23,27 @@ def _save(fig, path: Path) -> None:
 
 
 def overlay_curves(histories: Mapping[str, History], path: str | Path, title: str = "") -> None:
-    """Loss and accuracy per epoch, train (solid) and validation (dashed), one colour per run."""
+    """Loss and accuracy per epoch, train (solid) and validation (dashed), one colour per run.
+
+    Runs get different markers and shrinking line widths, so curves that coincide exactly (three
+    API forms from the same initial weights) all stay visible.
+    """
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for colour, (label, history) in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"] * 4, histories.items()):
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    markers = "osD^vP*X"
+    for i, (label, history) in enumerate(histories.items()):
+        colour, marker, width = colours[i % len(colours)], markers[i % len(markers)], max(2.6 - 0.7 * i, 0.8)
         for ax, metric in zip(axes, ("loss", "accuracy")):
             for prefix, style in (("", "-"), ("val_", "--")):
                 values = history.get(prefix + metric)
                 if values is not None and len(values):
                     epochs = np.arange(1, len(values) + 1)
-                    ax.plot(epochs, values, style, color=colour, marker="o", markersize=3,
-                            label=f"{label} {'validation' if prefix else 'train'}")
+                    name = f"{label} {'validation' if prefix else 'train'}".strip()
+                    ax.plot(epochs, values, style, color=colour, marker=marker, markersize=7 - 1.5 * min(i, 3),
+                            linewidth=width, label=name, alpha=0.9)
     for ax, metric in zip(axes, ("loss", "accuracy")):
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
