@@ -184,10 +184,19 @@ def resolve_weights(backbone: backbones.Backbone, weights: str, image_size: int)
 
 def load_weights(base, backbone: backbones.Backbone, weights: WeightsSource) -> None:
     """Load a weights file into a freshly built backbone; a file that does not fit is an error."""
+    import warnings
+
     if weights.path is None:
         return
     try:
-        base.load_weights(weights.path)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            base.load_weights(weights.path)
+        # Keras only warns when it skips parts of a file and leaves them randomly initialised:
+        # a partly loaded backbone is as wrong as an unloaded one.
+        skipped = [str(w.message) for w in caught if "freshly-initialized" in str(w.message)]
+        if skipped:
+            raise ValueError(skipped[0])
     except Exception as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         fix = ("delete it so that it is downloaded again" if weights.kind == "imagenet"
@@ -360,7 +369,10 @@ def train_one(config: TransferConfig, backbone: backbones.Backbone, weights: Wei
                                       verbose=0)
                 for x, y in ((parts.x_train, parts.y_train), (parts.x_val, parts.y_val)))
             outside = phase["feature_seconds"] = time.perf_counter() - start
-            _compile(net.head, config.optimizer, config.lr)
+            # The head trains with the whole model's optimizer (same variables), so that model.keras
+            # saves an optimizer state that fits the model it belongs to.
+            net.head.compile(optimizer=net.model.optimizer, loss="sparse_categorical_crossentropy",
+                             metrics=["accuracy"])
             net.head.fit(_feature_dataset(f_train, parts.y_train, config.batch_size, True, config.seed),
                          validation_data=_feature_dataset(f_val, parts.y_val, config.batch_size, False, config.seed),
                          epochs=config.epochs, shuffle=False, callbacks=callbacks, verbose=verbose)
