@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import keras
 
+import kcnn.composites  # noqa: F401  (registers the block specs a saved Block's config names)
 from kcnn.layers import BlockSpec, Spec
 
 
@@ -18,6 +19,19 @@ class Block(keras.layers.Layer):
         self.spec = Spec.from_config(spec) if isinstance(spec, dict) else spec
         # one list of Keras layers per part, in the spec's order (that order is the weight order)
         self.parts = {key: part.to_keras() for key, part in self.spec.named_parts().items()}
+
+    def build(self, input_shape):
+        # Create every part's weights here, from shapes alone: Keras infers this layer's symbolic
+        # output from compute_output_shape, so neither a Sequential model nor reloading a saved
+        # one would otherwise run `call` before the weights are needed.
+        def run(key, shape):
+            for layer in self.parts[key]:
+                if not layer.built:
+                    layer.build(shape)
+                shape = layer.compute_output_shape(shape)
+            return shape
+
+        self.spec.wire(run, tuple(input_shape))
 
     def _run(self, key, x, training=None):
         for layer in self.parts[key]:

@@ -14,7 +14,7 @@ from kcnn.errors import KcnnError, unknown
 from kcnn.layers import ShapeError, Spec, output_shapes
 
 # Modules that declare architectures; each holds `ARCHITECTURES`, a list of `Architecture`s.
-MODULES = ["lenet5", "simple_cnn", "mnist_cnn"]
+MODULES = ["lenet5", "simple_cnn", "mnist_cnn", "alexnet", "zfnet", "vgg", "resnet", "googlenet"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,9 @@ class Architecture:
     reference_classes: int = 10
     reference_params: int | None = None  # at the reference input and class count
     variant: str | None = None  # passed to describe() by modules that hold several configs
+    # Networks that end in global pooling accept inputs down to 1×1 by arithmetic alone; this is
+    # the smallest side at which every downsampling stage still sees image pixels.
+    min_input: int = 1
 
     def describe(self, classes: int) -> list[Spec]:
         if classes < 2:
@@ -39,6 +42,8 @@ class Architecture:
         """Refuse an input too small for this network, naming the smallest size that works."""
         try:
             output_shapes(self.describe(classes), input_shape)
+            if min(input_shape[:2]) < self.min_input:
+                raise ShapeError(f"{self.name} shrinks its input {self.min_input}-fold")
         except ShapeError as e:
             smallest = self.min_size(input_shape[2], classes)
             raise KcnnError(
@@ -49,7 +54,7 @@ class Architecture:
     def min_size(self, channels: int = 3, classes: int = 10) -> int:
         """The smallest square input side this network accepts."""
         specs = self.describe(classes)
-        for side in range(1, 4096):
+        for side in range(self.min_input, 4096):
             try:
                 output_shapes(specs, (side, side, channels))
                 return side

@@ -1,0 +1,168 @@
+"""What a network costs and sees, worked out in plain Python from its specs (no TensorFlow).
+
+`trace(specs, input_shape)` follows an input through every leaf spec — blocks opened up through
+their own `wire`, so branches and skips are followed exactly as the Keras layers are connected —
+and records for each leaf its input and output shape, parameters, multiply-adds and receptive
+field. `kcnn summary` puts these beside the shapes Keras reports, and checks one against the
+other with the formula every seed teaches: a conv or pooling window of size k, stride s and
+padding p turns N pixels into ⌊(N + 2p − k)/s⌋ + 1.
+
+Multiply-adds count what the papers count (He et al. 2015, Table 1): one per weight use in convs
+and fully connected layers. Pooling, BatchNorm (folded into the conv at inference), activations
+and additions are not multiply-adds and count zero.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from kcnn.composites import MERGES
+from kcnn.layers import (
+    BatchNorm,
+    BlockSpec,
+    Conv,
+    Dense,
+    Flatten,
+    GlobalAvgPool,
+    Pool,
+    Shape,
+    Spec,
+    conv_out,
+)
+
+
+@dataclass(frozen=True)
+class Point:
+    """What flows through a trace: a tensor's shape and how much of the image one value sees."""
+
+    shape: Shape
+    rf: int | None = 1  # receptive field side in input pixels; None once a value sees the whole image
+    jump: int = 1  # input pixels between neighbouring values (the product of strides so far)
+
+
+@dataclass
+class Leaf:
+    name: str
+    spec: Spec
+    input_shape: Shape | list[Shape]
+    output_shape: Shape
+    params: int
+    trainable_params: int
+    macs: int
+    rf: int | None
+    input_rf: int | None
+    block: str | None = None
+    window: tuple[int, int, int | str] | None = field(default=None)  # kernel, stride, padding
+
+
+def window(spec: Spec) -> tuple[int, int, int | str] | None:
+    """(kernel, stride, padding) of a conv or pooling layer; padding is pixels per side or 'same'."""
+    if isinstance(spec, Conv):
+        return spec.kernel, spec.stride, 0 if spec.padding == "valid" else spec.padding
+    if isinstance(spec, Pool):
+        return spec.size, spec.stride or spec.size, 0 if spec.padding == "valid" else spec.padding
+    return None
+
+
+def formula(n: int, kernel: int, stride: int, padding: int | str) -> str:
+    """The output-size arithmetic written out, e.g. '⌊(227 + 2·0 − 11)/4⌋ + 1 = 55'."""
+    out = conv_out(n, kernel, stride, padding)
+    if padding == "same":
+        return f"⌈{n}/{stride}⌉ = {out}"
+    return f"⌊({n} + 2·{padding} − {kernel})/{stride}⌋ + 1 = {out}"
+
+
+def params(spec: Spec, shape: Shape) -> tuple[int, int]:
+    """(total, trainable) weights of a leaf spec on an input of `shape`."""
+    if isinstance(spec, Conv):
+        n = spec.kernel * spec.kernel * shape[-1] * spec.filters + (spec.filters if spec.bias else 0)
+        return n, n
+    if isinstance(spec, Dense):
+        n = shape[-1] * spec.units + spec.units
+        return n, n
+    if isinstance(spec, BatchNorm):
+        # gamma and beta are learned; the moving mean and variance are statistics Keras stores as weights
+        return 4 * shape[-1], 2 * shape[-1]
+    return 0, 0
+
+
+def macs(spec: Spec, shape: Shape, out: Shape) -> int:
+    if isinstance(spec, Conv):
+        return out[0] * out[1] * spec.kernel * spec.kernel * shape[-1] * spec.filters
+    if isinstance(spec, Dense):
+        return shape[-1] * spec.units
+    return 0
+
+
+def _step(spec: Spec, point: Point | list[Point], leaves: list[Leaf], block: str | None) -> Point:
+    if isinstance(spec, BlockSpec):
+        parts = spec.named_parts()
+        return spec.wire(lambda key, p: _step(parts[key], p, leaves, spec.name), point)
+    if isinstance(spec, MERGES):
+        points = list(point)  # type: ignore[arg-type]
+        shapes = [p.shape for p in points]
+        out = spec.output_shape(shapes)
+        rfs = [p.rf for p in points]
+        rf = None if None in rfs else max(rfs)  # type: ignore[type-var]
+        leaves.append(Leaf(spec.name, spec, shapes, out, 0, 0, 0, rf, rf, block))
+        return Point(out, rf, max(p.jump for p in points))
+    assert isinstance(point, Point)
+    out = spec.output_shape(point.shape)
+    total, trainable = params(spec, point.shape)
+    win = window(spec)
+    rf, jump = point.rf, point.jump
+    if win and rf is not None:
+        rf, jump = rf + (win[0] - 1) * jump, jump * win[1]
+    elif isinstance(spec, (Flatten, GlobalAvgPool)):
+        rf = None
+    leaves.append(Leaf(spec.name, spec, point.shape, out, total, trainable, macs(spec, point.shape, out),
+                       rf, point.rf, block, win))
+    return Point(out, rf, jump)
+
+
+def trace(specs: list[Spec], input_shape: Shape) -> list[Leaf]:
+    """Every leaf spec in execution order, with its geometry; raises ShapeError if the input runs out."""
+    leaves: list[Leaf] = []
+    point = Point(tuple(input_shape))
+    for spec in specs:
+        point = _step(spec, point, leaves, None)
+    return leaves
+
+
+@dataclass
+class Totals:
+    params: int
+    trainable_params: int
+    macs: int
+
+
+def totals(leaves: list[Leaf]) -> Totals:
+    return Totals(sum(x.params for x in leaves), sum(x.trainable_params for x in leaves), sum(x.macs for x in leaves))
+
+
+def by_layer(specs: list[Spec], leaves: list[Leaf]) -> dict[str, dict[str, Any]]:
+    """Geometry by Keras layer name: every leaf, every block (its leaves summed), and the
+    zero-padding layer a padded spec becomes (no cost; it does not widen what a value sees)."""
+    found: dict[str, dict[str, Any]] = {}
+    for leaf in leaves:
+        found[leaf.name] = {"macs": leaf.macs, "params": leaf.params, "rf": leaf.rf}
+        found[f"{leaf.name}_pad"] = {"macs": 0, "params": 0, "rf": leaf.input_rf}
+    for spec in specs:
+        if isinstance(spec, BlockSpec):
+            inside = [x for x in leaves if x.block == spec.name]
+            found[spec.name] = {"macs": sum(x.macs for x in inside), "params": sum(x.params for x in inside),
+                                "rf": inside[-1].rf}
+    return found
+
+
+def describe_rf(rf: int | None) -> str:
+    return "all" if rf is None else f"{rf}×{rf}"
+
+
+def human(n: float) -> str:
+    """3.86G, 2.1M, 950K: a count at a glance."""
+    for unit, size in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.2f}{unit}"
+    return str(int(n))
