@@ -57,7 +57,8 @@ def _print_json(data) -> None:
 
 @app.command()
 def train(
-    arch: Annotated[str, typer.Argument(help="Architecture name (see `kcnn list models`).")],
+    ctx: typer.Context,
+    arch: Annotated[str | None, typer.Argument(help="Architecture name (see `kcnn list models`).", show_default=False)] = None,
     dataset: Dataset = "mnist",
     data_dir: DataDir = None,
     api: Annotated[str, typer.Option(help="Model-building style: sequential, functional or subclassed.")] = defaults.API,
@@ -71,16 +72,27 @@ def train(
     image_size: ImageSize = None,
     out: Out = Path(defaults.OUT_DIR),
     name: Annotated[str | None, typer.Option(help="Run name \\[default: ARCH-DATASET-API].", show_default=False)] = None,
+    resume: Annotated[Path | None, typer.Option(help="Continue the interrupted run in this folder with its own settings (--epochs may raise the total).", show_default=False)] = None,
     as_json: AsJson = False,
 ) -> None:
     """Train one architecture, evaluate it on the test set, and save a run folder."""
-    from kcnn.training import TrainConfig
-    from kcnn.training import train as run_training
+    def given(param: str) -> bool:
+        source = ctx.get_parameter_source(param)
+        return source is not None and source.name != "DEFAULT"
 
-    config = TrainConfig(arch, dataset=dataset, data_dir=str(data_dir) if data_dir else None, api=api,
-                         epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, seed=seed,
-                         val_split=val_split, limit=limit, image_size=image_size, out=str(out), name=name)
-    result = run_training(config, quiet=as_json)
+    if resume is not None:
+        extra = [p for p in ctx.params if p not in ("resume", "epochs", "as_json") and given(p)]
+        if extra:
+            raise KcnnError(f"--resume continues a run with its own settings; drop {', '.join(extra)} "
+                            "(only --epochs and --json may be given)")
+        from kcnn.checkpoints import resume as resume_run
+
+        result = resume_run(resume, epochs if given("epochs") else None, quiet=as_json)
+    else:
+        if arch is None:
+            raise KcnnError("name an architecture to train (see `kcnn list models`), or pass --resume RUN_DIR")
+        result = _train_new(arch, dataset, data_dir, api, epochs, batch_size, optimizer, lr, seed, val_split,
+                            limit, image_size, out, name, as_json)
     m = result.metrics
     if as_json:
         _print_json(m)
@@ -89,6 +101,17 @@ def train(
     typer.echo(f"test accuracy {m['test_accuracy']:.4f}  test loss {m['test_loss']:.4f}  "
                f"on {m['dataset']}{fallback}")
     typer.echo(f"run folder: {result.run_dir}")
+
+
+def _train_new(arch, dataset, data_dir, api, epochs, batch_size, optimizer, lr, seed, val_split, limit,
+               image_size, out, name, as_json):
+    from kcnn.training import TrainConfig
+    from kcnn.training import train as run_training
+
+    config = TrainConfig(arch, dataset=dataset, data_dir=str(data_dir) if data_dir else None, api=api,
+                         epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, seed=seed,
+                         val_split=val_split, limit=limit, image_size=image_size, out=str(out), name=name)
+    return run_training(config, quiet=as_json)
 
 
 @app.command()
@@ -317,8 +340,11 @@ def run_experiment(
 
 def main(argv: list[str] | None = None) -> None:
     """The console script: runs the app, turning a KcnnError into one line and its exit status."""
+    from kcnn.interrupts import exit_on_signals
+
     try:
-        app(args=argv, prog_name="kcnn")
+        with exit_on_signals():  # Ctrl-C / SIGTERM exit 130 / 143 with one line, never "Aborted!"
+            app(args=argv, prog_name="kcnn")
     except KcnnError as e:
         if _debug:
             raise

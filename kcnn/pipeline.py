@@ -72,3 +72,36 @@ def make_dataset(
     ds = ds.batch(batch_size)
     ds = ds.map(lambda images, labels: (prepare(images), labels), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def steps_per_epoch(count: int, batch_size: int) -> int:
+    return -(-count // batch_size)
+
+
+def epoch_batches(
+    x: np.ndarray,
+    y: np.ndarray,
+    input_shape: tuple[int, int, int],
+    batch_size: int,
+    seed: int,
+    first_epoch: int,
+    epochs: int,
+    preprocess: Callable[[tf.Tensor], tf.Tensor] | None = None,
+) -> tf.data.Dataset:
+    """Training batches for epochs `first_epoch`..`epochs - 1` as one stream, for
+    `model.fit(..., steps_per_epoch=steps_per_epoch(len(y), batch_size), initial_epoch=first_epoch)`.
+
+    Each epoch is shuffled by (seed, epoch number) alone, not by how many epochs this process has
+    run, so a run resumed at epoch k sees the very batches an uninterrupted run sees from k on.
+    """
+    prepare = prepare_batch_fn(tuple(x.shape[1:]), tuple(input_shape), preprocess)
+    images = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int64)))
+    count = len(y)
+
+    def one_epoch(epoch):
+        order = images.shuffle(count, seed=seed * 1_000_003 + epoch, reshuffle_each_iteration=False)
+        return order.batch(batch_size)
+
+    ds = tf.data.Dataset.range(first_epoch, epochs).flat_map(one_epoch)
+    ds = ds.map(lambda batch, labels: (prepare(batch), labels), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)

@@ -199,7 +199,7 @@ def train(config: TrainConfig, quiet: bool = False) -> RunResult:
 
 def run(model, record: dict[str, Any], data, parts, input_shape, config: TrainConfig, *,
         quiet: bool = False, started: float | None = None, extra_metrics: dict[str, Any] | None = None,
-        preprocess=None, title: str | None = None, fit=None) -> RunResult:
+        preprocess=None, title: str | None = None, fit=None, resume=None) -> RunResult:
     """Compile (unless already compiled), fit, evaluate and record one model in a new run folder.
 
     The engine every training command shares: `train`, each form of `compare-apis`, `transfer`.
@@ -207,18 +207,24 @@ def run(model, record: dict[str, Any], data, parts, input_shape, config: TrainCo
     `fit(train_ds, val_ds, callbacks, verbose)` replaces `model.fit` (transfer trains its head on
     cached features, then fine-tunes); it returns the seconds of training work it did outside
     Keras's epochs (such as computing those features), which count toward the training time.
-    """
-    import numpy as np
+    `resume` (a `checkpoints.Resume`) continues an interrupted run in its own folder.
 
-    from kcnn import evaluation, plots
-    from kcnn.pipeline import make_dataset
+    Ctrl-C or SIGTERM stops after the current batch: the folder is marked `interrupted`, keeps the
+    finished epochs and a checkpoint of the last one, and `Interrupted` (exit 130 / 143) is raised.
+    A NaN or infinite loss marks it `diverged` and raises `DivergedError` (exit 3).
+    """
+    import signal
+
+    from kcnn import checkpoints, interrupts
+    from kcnn.pipeline import epoch_batches, make_dataset, steps_per_epoch
 
     started = time.perf_counter() if started is None else started
     if not model.compiled:
         model.compile(optimizer=make_optimizer(config.optimizer, config.lr),
                       loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     params = count_params(model)
-    run_dir = runs.create(config.out, config.name)
+    run_dir = resume.run_dir if resume is not None else runs.create(config.out, config.name)
+    first_epoch = resume.epoch if resume is not None else 0
     write_json(run_dir / runs.CONFIG, {
         **record,
         "classes": parts.class_names,
@@ -229,27 +235,76 @@ def run(model, record: dict[str, Any], data, parts, input_shape, config: TrainCo
     (run_dir / runs.SUMMARY).write_text(model_summary(model))
     base = {"arch": config.arch, "api": config.api, "dataset": data.name,
             "dataset_fallback": bool(data.provenance.get("fallback")), "params": params}
-    write_json(run_dir / runs.METRICS, {**base, "status": "running", "epochs_completed": 0})
+    write_json(run_dir / runs.METRICS, {**base, "status": "running", "epochs_completed": first_epoch})
 
     def batches(x, y, shuffle=False):
         return make_dataset(x, y, input_shape, config.batch_size, shuffle=shuffle, seed=config.seed,
                             preprocess=preprocess)
 
-    train_ds = batches(parts.x_train, parts.y_train, shuffle=True)
     val_ds, test_ds = batches(parts.x_val, parts.y_val), batches(parts.x_test, parts.y_test)
     recorder = _recorder(run_dir, base)
+    if resume is not None:
+        recorder.rows, recorder.train_seconds = list(resume.rows), resume.train_seconds
+    guard = interrupts.SignalGuard()
+    sentinel = interrupts.sentinel(guard)
+    callbacks = [sentinel, recorder]  # the sentinel first: a diverged epoch is never recorded
     progress = contextlib.redirect_stdout(sys.stderr) if quiet else contextlib.nullcontext()
-    try:
-        with progress:
-            if fit is None:
-                model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, shuffle=False,
-                          callbacks=[recorder], verbose=verbosity())
-            else:
-                outside = fit(train_ds, val_ds, [recorder], verbosity()) or 0.0
-                recorder.train_seconds += outside  # after fit: fit itself advances the clock
-    except BaseException:
-        write_json(run_dir / runs.METRICS, {**base, "status": "failed", "epochs_completed": len(recorder.rows)})
-        raise
+
+    def stopped(status: str, extra: dict[str, Any]) -> int:
+        """Record a run that ends early; returns the epochs its records keep."""
+        guard.shielded = True  # a second Ctrl-C must not cut the records short
+        done = len(recorder.rows)
+        if status == "interrupted" and sentinel.restore_snapshot(model):
+            done = min(done, sentinel.snapshot_epoch)
+            checkpoints.save(run_dir, model, done, reason="interrupted")
+            extra = {**extra, "checkpoint": checkpoints.CHECKPOINT}
+        write_csv(run_dir / runs.HISTORY, recorder.rows[:done])
+        write_json(run_dir / runs.METRICS, {**base, "status": status, "epochs_completed": done,
+                                            "epochs_planned": config.epochs, **extra})
+        return done
+
+    with guard:
+        try:
+            with progress, guard.deferred():
+                if fit is None:
+                    # Each epoch shuffled by (seed, epoch): a resumed run sees the same batches.
+                    train_ds = epoch_batches(parts.x_train, parts.y_train, input_shape, config.batch_size,
+                                             config.seed, first_epoch, config.epochs, preprocess)
+                    model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, initial_epoch=first_epoch,
+                              steps_per_epoch=steps_per_epoch(len(parts.y_train), config.batch_size),
+                              shuffle=False, callbacks=callbacks, verbose=verbosity())
+                else:
+                    train_ds = batches(parts.x_train, parts.y_train, shuffle=True)
+                    outside = fit(train_ds, val_ds, callbacks, verbosity()) or 0.0
+                    recorder.train_seconds += outside  # after fit: fit itself advances the clock
+            guard.check()  # a signal during the last epoch's validation
+            result = _finish(model, run_dir, base, data, parts, config, recorder, test_ds, started,
+                             extra_metrics, title)
+        except (interrupts.Interrupted, KeyboardInterrupt) as e:
+            signum = getattr(e, "signum", signal.SIGINT)
+            name = signal.Signals(signum).name
+            done = stopped("interrupted", {"signal": name})
+            again = (f"continue with: kcnn train --resume {run_dir}" if record.get("command") == "train"
+                     and (run_dir / checkpoints.CHECKPOINT).is_file() else f"records kept in {run_dir}")
+            raise interrupts.Interrupted(signum, f"interrupted by {name} after {done} of {config.epochs} "
+                                                 f"epochs; {again}") from None
+        except interrupts.NonFiniteLoss as stop:
+            stopped("diverged", {"diverged_at": {"epoch": stop.epoch + 1, "batch": stop.batch + 1}})
+            raise interrupts.diverged(stop, config.optimizer, config.lr) from None
+        except BaseException:
+            guard.shielded = True
+            write_json(run_dir / runs.METRICS, {**base, "status": "failed", "epochs_completed": len(recorder.rows)})
+            raise
+    checkpoints.discard(run_dir)
+    return result
+
+
+def _finish(model, run_dir: Path, base: dict[str, Any], data, parts, config: TrainConfig, recorder, test_ds,
+            started: float, extra_metrics: dict[str, Any] | None, title: str | None) -> RunResult:
+    """Evaluate a trained model and write the rest of its run folder, metrics.json last."""
+    import numpy as np
+
+    from kcnn import evaluation, plots
 
     history = recorder.history()
     metrics, matrix = evaluation.evaluate(model, test_ds, parts.y_test, parts.class_names)
