@@ -22,8 +22,10 @@ Seed 003's second experiment, done right (see SPEC.md, "Transfer learning"):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -435,7 +437,9 @@ def transfer(config: TransferConfig, quiet: bool = False) -> TransferResult:
     chosen = [backbones.get(b) for b in config.backbones]
     input_shape = input_shape_for(data.image_shape, config.image_size, max(b.min_size for b in chosen))
     # Every backbone's weights are found before the first run starts: no half-done comparison.
-    sources = {b.name: resolve_weights(b, config.weights, input_shape[0]) for b in chosen}
+    # (A download's progress bar goes to stderr when stdout is kept for --json.)
+    with contextlib.redirect_stdout(sys.stderr) if quiet else contextlib.nullcontext():
+        sources = {b.name: resolve_weights(b, config.weights, input_shape[0]) for b in chosen}
     if config.fine_tune:
         for b in chosen:
             layers = backbone_layer_count(b.build(input_shape))

@@ -139,6 +139,12 @@ def test_offline_without_cached_weights_is_one_clear_error(cli, keras_home, refu
     assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").glob("*"))
 
 
+def test_default_cifar10_unavailable_suggests_the_offline_data_sets(cli, no_download, tmp_path):
+    result = cli("transfer", "vgg16", "--weights", "none", "--out", tmp_path / "runs")
+    assert result.code == 2 and result.err.count("\n") == 1
+    assert "cifar10" in result.err and "--dataset shapes" in result.err
+
+
 def test_feature_caching_gives_the_same_training_as_running_the_backbone(tmp_path):
     settings = dict(SMALL, limit=96, epochs=2, out=str(tmp_path / "runs"), weights="none")
     cached = transfer(TransferConfig(["vgg16"], cache_features=True, name="cached", **settings), quiet=True).runs[0]
