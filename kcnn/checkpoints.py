@@ -116,9 +116,9 @@ def resume(run_dir: str | Path, epochs: int | None = None, quiet: bool = False):
     if config.epochs <= state.epoch:
         raise KcnnError(f"{state.run_dir} has already trained {state.epoch} epochs; pass --epochs larger than "
                         f"{state.epoch} to train further")
-    data, parts, input_shape = training.prepare(config)
     training.seed_everything(config.seed)
-    model = load_model(state.run_dir)
+    model = load_model(state.run_dir)  # before the data: a bad checkpoint fails fast
+    data, parts, input_shape = training.prepare(config)
     record = {**record, "epochs": config.epochs,
               "resumed": [*record.get("resumed", []), {"from_epoch": state.epoch, "at": time.strftime("%Y-%m-%d %H:%M:%S")}]}
     for key in ("classes", "split_sizes", "dataset_provenance", "versions"):
