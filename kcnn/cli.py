@@ -239,7 +239,7 @@ def summary(
     classes: Annotated[int | None, typer.Option(help="Output classes \\[default: the reference class count].", show_default=False)] = None,
     as_json: AsJson = False,
 ) -> None:
-    """Show an architecture layer by layer: output shapes and parameters."""
+    """Show an architecture layer by layer: output shapes, parameters, multiply-adds, receptive fields, and the output-size formula checked against Keras."""
     from kcnn.architectures import get
 
     architecture = get(arch)
