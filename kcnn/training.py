@@ -258,7 +258,7 @@ def run(model, record: dict[str, Any], data, parts, input_shape, config: TrainCo
             done = min(done, sentinel.snapshot_epoch)
             checkpoints.save(run_dir, model, done, reason="interrupted")
             extra = {**extra, "checkpoint": checkpoints.CHECKPOINT}
-        write_csv(run_dir / runs.HISTORY, recorder.rows[:done])
+        write_csv(run_dir / runs.HISTORY, recorder.rows[:done], None if done else ["epoch"])
         write_json(run_dir / runs.METRICS, {**base, "status": status, "epochs_completed": done,
                                             "epochs_planned": config.epochs, **extra})
         return done
