@@ -26,7 +26,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--weights", default="none")
     parser.add_argument("--limit", type=int, default=None)
-    parser.add_argument("--json", dest="json_path", default=None, help="Also write the results to this file.")
+    parser.add_argument(
+        "--json", dest="json_path", default=None, help="Also write the results to this file."
+    )
     args = parser.parse_args(argv)
 
     from kcnn.records import json_text, write_json
@@ -35,31 +37,52 @@ def main(argv: list[str] | None = None) -> dict:
     results = {}
     with tempfile.TemporaryDirectory() as out:
         for label, cache in (("cached features", True), ("backbone every epoch", False)):
-            config = TransferConfig([args.backbone], dataset=args.dataset, weights=args.weights, epochs=args.epochs,
-                                    limit=args.limit, cache_features=cache, out=out,
-                                    name=f"bench-{'cached' if cache else 'full'}")
+            config = TransferConfig(
+                [args.backbone],
+                dataset=args.dataset,
+                weights=args.weights,
+                epochs=args.epochs,
+                limit=args.limit,
+                cache_features=cache,
+                out=out,
+                name=f"bench-{'cached' if cache else 'full'}",
+            )
             start = time.perf_counter()
             m = transfer(config, quiet=True).runs[0].metrics
-            results[label] = {"wall_seconds": time.perf_counter() - start, "train_seconds": m["train_seconds"],
-                              "feature_seconds": m["feature_seconds"], "test_accuracy": m["test_accuracy"],
-                              "test_loss": m["test_loss"], "best_val_accuracy": m["best_val_accuracy"]}
+            results[label] = {
+                "wall_seconds": time.perf_counter() - start,
+                "train_seconds": m["train_seconds"],
+                "feature_seconds": m["feature_seconds"],
+                "test_accuracy": m["test_accuracy"],
+                "test_loss": m["test_loss"],
+                "best_val_accuracy": m["best_val_accuracy"],
+            }
             print(f"{label}: done in {results[label]['wall_seconds']:.1f} s", file=sys.stderr)
     cached, full = results["cached features"], results["backbone every epoch"]
     summary = {
-        "backbone": args.backbone, "dataset": args.dataset, "epochs": args.epochs, "weights": args.weights,
+        "backbone": args.backbone,
+        "dataset": args.dataset,
+        "epochs": args.epochs,
+        "weights": args.weights,
         "runs": results,
         "speedup_training": full["train_seconds"] / cached["train_seconds"],
         "speedup_wall": full["wall_seconds"] / cached["wall_seconds"],
         "test_accuracy_difference": abs(full["test_accuracy"] - cached["test_accuracy"]),
     }
-    print(f"\n{args.epochs}-epoch frozen {args.backbone} + seed head on {args.dataset} (--weights {args.weights})\n")
+    print(
+        f"\n{args.epochs}-epoch frozen {args.backbone} + seed head on {args.dataset} (--weights {args.weights})\n"
+    )
     print("| run | training s | whole run s | test accuracy | test loss |\n|---|---|---|---|---|")
     for label, r in results.items():
-        print(f"| {label} | {r['train_seconds']:.1f} | {r['wall_seconds']:.1f} | {r['test_accuracy']:.4f} "
-              f"| {r['test_loss']:.4f} |")
-    print(f"\nspeed-up with caching: {summary['speedup_training']:.1f}× training, "
-          f"{summary['speedup_wall']:.1f}× whole run (build, evaluation and saving included); "
-          f"test accuracy difference {summary['test_accuracy_difference']:.4f}\n")
+        print(
+            f"| {label} | {r['train_seconds']:.1f} | {r['wall_seconds']:.1f} | {r['test_accuracy']:.4f} "
+            f"| {r['test_loss']:.4f} |"
+        )
+    print(
+        f"\nspeed-up with caching: {summary['speedup_training']:.1f}× training, "
+        f"{summary['speedup_wall']:.1f}× whole run (build, evaluation and saving included); "
+        f"test accuracy difference {summary['test_accuracy_difference']:.4f}\n"
+    )
     print(json_text(summary))
     if args.json_path:
         write_json(args.json_path, summary)

@@ -44,7 +44,9 @@ class Backbone:
 
     def build(self, input_shape: tuple[int, int, int]):
         """The headless network with random weights (kcnn loads the weights itself)."""
-        return _resolve(self.constructor)(include_top=False, weights=None, input_shape=tuple(input_shape))
+        return _resolve(self.constructor)(
+            include_top=False, weights=None, input_shape=tuple(input_shape)
+        )
 
     def preprocess_input(self):
         """This backbone's own preprocess_input: takes float pixels in 0..255."""
@@ -61,18 +63,32 @@ _KERAS_APPS = "https://storage.googleapis.com/tensorflow/keras-applications/"
 BACKBONES: dict[str, Backbone] = {
     b.name: b
     for b in [
-        Backbone("vgg16", "Simonyan & Zisserman 2014, Very Deep Convolutional Networks for Large-Scale "
-                 "Image Recognition (arXiv:1409.1556)",
-                 "keras.applications.vgg16.VGG16", "keras.applications.vgg16.preprocess_input",
-                 _KERAS_APPS + "vgg16/", "6d6bbae143d832006294945121d1f1fc"),
-        Backbone("mobilenetv2", "Sandler et al. 2018, MobileNetV2: Inverted Residuals and Linear "
-                 "Bottlenecks (arXiv:1801.04381)",
-                 "keras.applications.mobilenet_v2.MobileNetV2", "keras.applications.mobilenet_v2.preprocess_input",
-                 _KERAS_APPS + "mobilenet_v2/", None),
-        Backbone("resnet50v2", "He et al. 2016, Identity Mappings in Deep Residual Networks "
-                 "(arXiv:1603.05027)",
-                 "keras.applications.resnet_v2.ResNet50V2", "keras.applications.resnet_v2.preprocess_input",
-                 _KERAS_APPS + "resnet/", "fac2f116257151a9d068a22e544a4917"),
+        Backbone(
+            "vgg16",
+            "Simonyan & Zisserman 2014, Very Deep Convolutional Networks for Large-Scale "
+            "Image Recognition (arXiv:1409.1556)",
+            "keras.applications.vgg16.VGG16",
+            "keras.applications.vgg16.preprocess_input",
+            _KERAS_APPS + "vgg16/",
+            "6d6bbae143d832006294945121d1f1fc",
+        ),
+        Backbone(
+            "mobilenetv2",
+            "Sandler et al. 2018, MobileNetV2: Inverted Residuals and Linear "
+            "Bottlenecks (arXiv:1801.04381)",
+            "keras.applications.mobilenet_v2.MobileNetV2",
+            "keras.applications.mobilenet_v2.preprocess_input",
+            _KERAS_APPS + "mobilenet_v2/",
+            None,
+        ),
+        Backbone(
+            "resnet50v2",
+            "He et al. 2016, Identity Mappings in Deep Residual Networks (arXiv:1603.05027)",
+            "keras.applications.resnet_v2.ResNet50V2",
+            "keras.applications.resnet_v2.preprocess_input",
+            _KERAS_APPS + "resnet/",
+            "fac2f116257151a9d068a22e544a4917",
+        ),
     ]
 }
 
@@ -87,7 +103,7 @@ def expand(names: list[str]) -> list[str]:
     """BACKBONE arguments → backbone names: `all` is every backbone; repeats are dropped."""
     found: list[str] = []
     for name in names:
-        for each in (list(BACKBONES) if name == ALL else [get(name).name]):
+        for each in list(BACKBONES) if name == ALL else [get(name).name]:
             if each not in found:
                 found.append(each)
     return found

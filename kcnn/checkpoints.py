@@ -50,26 +50,38 @@ def _read(path: Path, what: str) -> dict:
     try:
         return read_json(path)
     except FileNotFoundError:
-        raise KcnnError(f"{path.parent} has no {path.name}: it is not a kcnn run folder that can be resumed") from None
+        raise KcnnError(
+            f"{path.parent} has no {path.name}: it is not a kcnn run folder that can be resumed"
+        ) from None
     except (OSError, ValueError) as e:
-        raise KcnnError(f"cannot read the {what} {path} ({e}); this run cannot be resumed") from None
+        raise KcnnError(
+            f"cannot read the {what} {path} ({e}); this run cannot be resumed"
+        ) from None
 
 
 def open_run(run_dir: str | Path) -> tuple[dict, Resume]:
     """Check that `run_dir` is an interrupted `kcnn train` run with a checkpoint; its config and state."""
     run_dir = Path(run_dir).expanduser()
     if not run_dir.is_dir():
-        raise KcnnError(f"run folder {run_dir} does not exist; pass the folder of an interrupted run to --resume")
+        raise KcnnError(
+            f"run folder {run_dir} does not exist; pass the folder of an interrupted run to --resume"
+        )
     config = _read(run_dir / runs.CONFIG, "run configuration")
     metrics = _read(run_dir / runs.METRICS, "run metrics")
     status = metrics.get("status")
     if config.get("command") != "train":
-        raise KcnnError(f"{run_dir} is a `kcnn {config.get('command')}` run; --resume continues `kcnn train` runs")
+        raise KcnnError(
+            f"{run_dir} is a `kcnn {config.get('command')}` run; --resume continues `kcnn train` runs"
+        )
     if status == "completed":
-        raise KcnnError(f"{run_dir} already completed its {metrics.get('epochs_completed')} epochs; "
-                        "start a new run to train longer")
+        raise KcnnError(
+            f"{run_dir} already completed its {metrics.get('epochs_completed')} epochs; "
+            "start a new run to train longer"
+        )
     if status == "diverged":
-        raise KcnnError(f"{run_dir} diverged; resuming would diverge again: start a new run with a lower --lr")
+        raise KcnnError(
+            f"{run_dir} diverged; resuming would diverge again: start a new run with a lower --lr"
+        )
     if status not in RESUMABLE:
         raise KcnnError(f"{run_dir} has status {status!r} and no checkpoint to resume from")
     info = _read(run_dir / CHECKPOINT_INFO, "checkpoint note")
@@ -77,11 +89,19 @@ def open_run(run_dir: str | Path) -> tuple[dict, Resume]:
         raise KcnnError(f"{run_dir} has no usable {CHECKPOINT}; this run cannot be resumed")
     epoch = info["epoch"]
     history = run_dir / runs.HISTORY
-    rows = [{k: float(v) if k != "epoch" else int(v) for k, v in row.items()} for row in read_csv(history)] \
-        if history.is_file() else []
+    rows = (
+        [
+            {k: float(v) if k != "epoch" else int(v) for k, v in row.items()}
+            for row in read_csv(history)
+        ]
+        if history.is_file()
+        else []
+    )
     if len(rows) < epoch:
-        raise KcnnError(f"{history} holds {len(rows)} epochs but the checkpoint is of epoch {epoch}; "
-                        "this run cannot be resumed")
+        raise KcnnError(
+            f"{history} holds {len(rows)} epochs but the checkpoint is of epoch {epoch}; "
+            "this run cannot be resumed"
+        )
     return config, Resume(run_dir, epoch, rows[:epoch], float(metrics.get("train_seconds") or 0.0))
 
 
@@ -97,7 +117,9 @@ def load_model(run_dir: Path):
         return keras.saving.load_model(run_dir / CHECKPOINT, safe_mode=True)
     except Exception as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise KcnnError(f"cannot load {run_dir / CHECKPOINT} ({first[:160]}); this run cannot be resumed") from None
+        raise KcnnError(
+            f"cannot load {run_dir / CHECKPOINT} ({first[:160]}); this run cannot be resumed"
+        ) from None
 
 
 def resume(run_dir: str | Path, epochs: int | None = None, quiet: bool = False):
@@ -114,17 +136,26 @@ def resume(run_dir: str | Path, epochs: int | None = None, quiet: bool = False):
         config.epochs = epochs
     config.validate()
     if config.epochs <= state.epoch:
-        raise KcnnError(f"{state.run_dir} has already trained {state.epoch} epochs; pass --epochs larger than "
-                        f"{state.epoch} to train further")
+        raise KcnnError(
+            f"{state.run_dir} has already trained {state.epoch} epochs; pass --epochs larger than "
+            f"{state.epoch} to train further"
+        )
     training.seed_everything(config.seed)
     model = load_model(state.run_dir)  # before the data: a bad checkpoint fails fast
     data, parts, input_shape = training.prepare(config)
-    record = {**record, "epochs": config.epochs,
-              "resumed": [*record.get("resumed", []), {"from_epoch": state.epoch, "at": time.strftime("%Y-%m-%d %H:%M:%S")}]}
+    record = {
+        **record,
+        "epochs": config.epochs,
+        "resumed": [
+            *record.get("resumed", []),
+            {"from_epoch": state.epoch, "at": time.strftime("%Y-%m-%d %H:%M:%S")},
+        ],
+    }
     for key in ("classes", "split_sizes", "dataset_provenance", "versions"):
         record.pop(key, None)
-    return training.run(model, record, data, parts, input_shape, config, quiet=quiet, started=started,
-                        resume=state)
+    return training.run(
+        model, record, data, parts, input_shape, config, quiet=quiet, started=started, resume=state
+    )
 
 
 def truncate_history(run_dir: Path, rows: list[dict], epoch: int) -> None:

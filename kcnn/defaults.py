@@ -30,7 +30,9 @@ TRANSFER_DATASET = "cifar10"
 TRANSFER_WEIGHTS = "imagenet"
 TRANSFER_HEAD = "seed"
 TRANSFER_HEADS = ("seed", "gap")
-GAP_DROPOUT = 0.2  # the gap head's dropout before the classifier, as in the Keras transfer-learning guide
+GAP_DROPOUT = (
+    0.2  # the gap head's dropout before the classifier, as in the Keras transfer-learning guide
+)
 FINE_TUNE_LR = 1e-5  # a low rate keeps the unfrozen ImageNet features from being wrecked
 # Frozen-backbone features are cached in memory only up to this size; beyond it the backbone runs
 # every epoch instead (e.g. VGG16 flattened 7×7×512 features of 40k images at 224×224 are ~4 GB).

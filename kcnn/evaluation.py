@@ -11,15 +11,30 @@ def evaluate(model, test_ds, y_true: np.ndarray, class_names: list[str]) -> tupl
     loss, accuracy = model.evaluate(test_ds, verbose=0)[:2]
     y_pred = np.argmax(model.predict(test_ds, verbose=0), axis=-1)
     labels = list(range(len(class_names)))
-    report = classification_report(y_true, y_pred, labels=labels, target_names=class_names,
-                                   output_dict=True, zero_division=0)
+    report = classification_report(
+        y_true, y_pred, labels=labels, target_names=class_names, output_dict=True, zero_division=0
+    )
     per_class = {
-        name: {"precision": report[name]["precision"], "recall": report[name]["recall"],
-               "f1": report[name]["f1-score"], "support": int(report[name]["support"])}
+        name: {
+            "precision": report[name]["precision"],
+            "recall": report[name]["recall"],
+            "f1": report[name]["f1-score"],
+            "support": int(report[name]["support"]),
+        }
         for name in class_names
     }
-    averages = {key.replace(" ", "_"): {"precision": report[key]["precision"], "recall": report[key]["recall"],
-                                        "f1": report[key]["f1-score"]}
-                for key in ("macro avg", "weighted avg")}
-    metrics = {"test_loss": float(loss), "test_accuracy": float(accuracy), "per_class": per_class, **averages}
+    averages = {
+        key.replace(" ", "_"): {
+            "precision": report[key]["precision"],
+            "recall": report[key]["recall"],
+            "f1": report[key]["f1-score"],
+        }
+        for key in ("macro avg", "weighted avg")
+    }
+    metrics = {
+        "test_loss": float(loss),
+        "test_accuracy": float(accuracy),
+        "per_class": per_class,
+        **averages,
+    }
     return metrics, confusion_matrix(y_true, y_pred, labels=labels)

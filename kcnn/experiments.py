@@ -80,9 +80,14 @@ def _config(command: str, settings: dict[str, Any], where: str):
         if key not in fields:
             hint = closest(key, fields)
             tip = f"did you mean '{hint}'? " if hint else ""
-            raise KcnnError(f"{where}: unknown key '{key}' for {command}: {tip}valid keys: {', '.join(sorted(fields))}")
-    required = [f.name for f in dataclasses.fields(cls)
-                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+            raise KcnnError(
+                f"{where}: unknown key '{key}' for {command}: {tip}valid keys: {', '.join(sorted(fields))}"
+            )
+    required = [
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
     missing = [name for name in required if name not in settings]
     if missing:
         raise KcnnError(f"{where}: {command} needs the setting(s) {', '.join(missing)}")
@@ -103,8 +108,10 @@ def load(path: str | Path, overrides: dict[str, Any] | None = None) -> Experimen
         raise KcnnError(f"{path} is not valid TOML: {e}") from None
     for key in data:
         if key not in FILE_KEYS:
-            raise KcnnError(f"{path}: unknown top-level key '{key}': an experiment file holds "
-                            "`description` and [[run]] tables")
+            raise KcnnError(
+                f"{path}: unknown top-level key '{key}': an experiment file holds "
+                "`description` and [[run]] tables"
+            )
     tables = data.get("run")
     if not isinstance(tables, list) or not tables:
         raise KcnnError(f"{path} names no runs: add at least one [[run]] table with a `command`")
@@ -143,9 +150,16 @@ def run(experiment: Experiment, quiet: bool = False) -> list[dict[str, Any]]:
 def summarize(command: str, result: Any) -> dict[str, Any]:
     """Where a run's results are, and its headline numbers."""
     if command == "train":
-        return {"command": command, "run_dir": str(result.run_dir),
-                "test_accuracy": result.metrics["test_accuracy"]}
+        return {
+            "command": command,
+            "run_dir": str(result.run_dir),
+            "test_accuracy": result.metrics["test_accuracy"],
+        }
     folder = getattr(result, "folder", None)
     run_dirs = [str(r.run_dir) for r in getattr(result, "runs", [])]
-    return {"command": command, "folder": str(folder) if folder else None, "run_dirs": run_dirs,
-            "rows": getattr(result, "rows", [])}
+    return {
+        "command": command,
+        "folder": str(folder) if folder else None,
+        "run_dirs": run_dirs,
+        "rows": getattr(result, "rows", []),
+    }

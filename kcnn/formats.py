@@ -102,7 +102,9 @@ def read_npz(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray
     except FileNotFoundError:
         raise KcnnError(f"no such file: {path}") from None
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise KcnnError(f"{path} is not a readable .npz file ({e}); check or re-create it") from None
+        raise KcnnError(
+            f"{path} is not a readable .npz file ({e}); check or re-create it"
+        ) from None
     return arrays  # type: ignore[return-value]
 
 
@@ -141,7 +143,9 @@ def read_cifar_batch(path: Path) -> dict:
     except pickle.UnpicklingError as e:
         raise KcnnError(f"{path} is not a CIFAR batch and was not loaded: {e}") from None
     except Exception as e:  # a damaged pickle can fail in many ways
-        raise KcnnError(f"{path} is not a readable CIFAR batch ({type(e).__name__}); re-download it") from None
+        raise KcnnError(
+            f"{path} is not a readable CIFAR batch ({type(e).__name__}); re-download it"
+        ) from None
     if not isinstance(batch, dict):
         raise KcnnError(f"{path} is not a CIFAR batch (holds a {type(batch).__name__}, not a dict)")
     return {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
@@ -168,7 +172,12 @@ def read_cifar10(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
         folder = folder / "cifar-10-batches-py"
     parts = [_cifar_arrays(folder / f"data_batch_{i}", "labels") for i in range(1, 6)]
     x_test, y_test = _cifar_arrays(folder / "test_batch", "labels")
-    return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), x_test, y_test)
+    return (
+        np.concatenate([p[0] for p in parts]),
+        np.concatenate([p[1] for p in parts]),
+        x_test,
+        y_test,
+    )
 
 
 def read_cifar100(folder: Path, label_mode: str = "fine") -> tuple[np.ndarray, ...]:
@@ -207,7 +216,9 @@ def read_image_folder(folder: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
         )
     images, labels, size, mode = [], [], None, None
     for index, name in enumerate(classes):
-        files = sorted(p for p in (folder / name).iterdir() if p.is_file() and not p.name.startswith("."))
+        files = sorted(
+            p for p in (folder / name).iterdir() if p.is_file() and not p.name.startswith(".")
+        )
         if not files:
             raise KcnnError(f"class folder {folder / name} holds no images")
         for file in files:
@@ -223,7 +234,9 @@ def read_image_folder(folder: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
                     pixels = np.asarray(im, dtype=np.uint8)
             except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
                 reason = "not an image" if isinstance(e, UnidentifiedImageError) else str(e)
-                raise KcnnError(f"{file} cannot be read as an image ({reason}); remove or replace it") from None
+                raise KcnnError(
+                    f"{file} cannot be read as an image ({reason}); remove or replace it"
+                ) from None
             images.append(pixels if pixels.ndim == 3 else pixels[..., None])
             labels.append(index)
     return np.stack(images), np.asarray(labels, dtype=np.int64), classes

@@ -24,7 +24,9 @@ def _model_name(arch: str, api: str) -> str:
 
 def build_sequential(arch: str, specs: list[Spec], input_shape) -> keras.Model:
     layers = [layer for spec in specs for layer in spec.to_keras()]
-    return keras.Sequential([keras.Input(tuple(input_shape)), *layers], name=_model_name(arch, "sequential"))
+    return keras.Sequential(
+        [keras.Input(tuple(input_shape)), *layers], name=_model_name(arch, "sequential")
+    )
 
 
 def build_functional(arch: str, specs: list[Spec], input_shape) -> keras.Model:
@@ -69,8 +71,12 @@ class DescribedCNN(keras.Model):
         return x
 
     def get_config(self):
-        return {"arch": self.arch, "classes": self.classes, "input_shape": list(self.image_shape),
-                "name": self.name}
+        return {
+            "arch": self.arch,
+            "classes": self.classes,
+            "input_shape": list(self.image_shape),
+            "name": self.name,
+        }
 
     @classmethod
     def from_config(cls, config):
@@ -110,7 +116,11 @@ def leaves(model: keras.Model) -> dict[str, keras.layers.Layer]:
 
 def weight_shapes(model: keras.Model) -> dict[str, list[tuple[int, ...]]]:
     """Each weighted leaf layer's weight shapes, by layer name."""
-    return {name: [tuple(w.shape) for w in layer.weights] for name, layer in leaves(model).items() if layer.weights}
+    return {
+        name: [tuple(w.shape) for w in layer.weights]
+        for name, layer in leaves(model).items()
+        if layer.weights
+    }
 
 
 def copy_weights(source: keras.Model, target: keras.Model) -> None:
@@ -120,7 +130,9 @@ def copy_weights(source: keras.Model, target: keras.Model) -> None:
     dst_w = {n for n, layer in dst.items() if layer.weights}
     if src_w != dst_w:
         only_src, only_dst = sorted(src_w - dst_w), sorted(dst_w - src_w)
-        raise KcnnError(f"cannot copy weights: layers only in {source.name}: {only_src or '-'}; "
-                        f"only in {target.name}: {only_dst or '-'}")
+        raise KcnnError(
+            f"cannot copy weights: layers only in {source.name}: {only_src or '-'}; "
+            f"only in {target.name}: {only_dst or '-'}"
+        )
     for name in src_w:
         dst[name].set_weights(src[name].get_weights())

@@ -37,7 +37,9 @@ class Point:
     """What flows through a trace: a tensor's shape and how much of the image one value sees."""
 
     shape: Shape
-    rf: int | None = 1  # receptive field side in input pixels; None once a value sees the whole image
+    rf: int | None = (
+        1  # receptive field side in input pixels; None once a value sees the whole image
+    )
     jump: int = 1  # input pixels between neighbouring values (the product of strides so far)
 
 
@@ -76,7 +78,9 @@ def formula(n: int, kernel: int, stride: int, padding: int | str) -> str:
 def params(spec: Spec, shape: Shape) -> tuple[int, int]:
     """(total, trainable) weights of a leaf spec on an input of `shape`."""
     if isinstance(spec, Conv):
-        n = spec.kernel * spec.kernel * shape[-1] * spec.filters + (spec.filters if spec.bias else 0)
+        n = spec.kernel * spec.kernel * shape[-1] * spec.filters + (
+            spec.filters if spec.bias else 0
+        )
         return n, n
     if isinstance(spec, Dense):
         n = shape[-1] * spec.units + spec.units
@@ -116,8 +120,21 @@ def _step(spec: Spec, point: Point | list[Point], leaves: list[Leaf], block: str
         rf, jump = rf + (win[0] - 1) * jump, jump * win[1]
     elif isinstance(spec, (Flatten, GlobalAvgPool)):
         rf = None
-    leaves.append(Leaf(spec.name, spec, point.shape, out, total, trainable, macs(spec, point.shape, out),
-                       rf, point.rf, block, win))
+    leaves.append(
+        Leaf(
+            spec.name,
+            spec,
+            point.shape,
+            out,
+            total,
+            trainable,
+            macs(spec, point.shape, out),
+            rf,
+            point.rf,
+            block,
+            win,
+        )
+    )
     return Point(out, rf, jump)
 
 
@@ -138,7 +155,11 @@ class Totals:
 
 
 def totals(leaves: list[Leaf]) -> Totals:
-    return Totals(sum(x.params for x in leaves), sum(x.trainable_params for x in leaves), sum(x.macs for x in leaves))
+    return Totals(
+        sum(x.params for x in leaves),
+        sum(x.trainable_params for x in leaves),
+        sum(x.macs for x in leaves),
+    )
 
 
 def by_layer(specs: list[Spec], leaves: list[Leaf]) -> dict[str, dict[str, Any]]:
@@ -151,8 +172,11 @@ def by_layer(specs: list[Spec], leaves: list[Leaf]) -> dict[str, dict[str, Any]]
     for spec in specs:
         if isinstance(spec, BlockSpec):
             inside = [x for x in leaves if x.block == spec.name]
-            found[spec.name] = {"macs": sum(x.macs for x in inside), "params": sum(x.params for x in inside),
-                                "rf": inside[-1].rf}
+            found[spec.name] = {
+                "macs": sum(x.macs for x in inside),
+                "params": sum(x.params for x in inside),
+                "rf": inside[-1].rf,
+            }
     return found
 
 

@@ -119,12 +119,16 @@ def sentinel(guard: SignalGuard):
             self.snapshot_epoch: int | None = None  # epochs finished when the snapshot was taken
             self._weights: list | None = None
             self._optimizer: list | None = None
-            self._of = None  # the model the snapshot was taken from (transfer fits a head, then all)
+            self._of = (
+                None  # the model the snapshot was taken from (transfer fits a head, then all)
+            )
 
         def take_snapshot(self, finished_epochs: int) -> None:
             self._weights = self.model.get_weights()
             optimizer = getattr(self.model, "optimizer", None)
-            self._optimizer = [v.numpy() for v in optimizer.variables] if optimizer is not None else None
+            self._optimizer = (
+                [v.numpy() for v in optimizer.variables] if optimizer is not None else None
+            )
             self.snapshot_epoch = finished_epochs
             self._of = self.model
 
@@ -134,7 +138,11 @@ def sentinel(guard: SignalGuard):
                 return False
             self.model.set_weights(self._weights)
             optimizer = getattr(self.model, "optimizer", None)
-            if optimizer is not None and self._optimizer is not None and len(optimizer.variables) == len(self._optimizer):
+            if (
+                optimizer is not None
+                and self._optimizer is not None
+                and len(optimizer.variables) == len(self._optimizer)
+            ):
                 for variable, value in zip(optimizer.variables, self._optimizer, strict=True):
                     variable.assign(value)
             return True

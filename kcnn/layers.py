@@ -58,7 +58,9 @@ class Spec:
         cls = SPEC_CLASSES[config.pop("class")]
         fields = {f.name: f for f in dataclasses.fields(cls)}
         # JSON turns tuples into lists; frozen specs hold tuples so they stay hashable
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items() if k in fields})
+        return cls(
+            **{k: tuple(v) if isinstance(v, list) else v for k, v in config.items() if k in fields}
+        )
 
 
 def _spatial(shape: Shape, layer: str) -> tuple[int, int, int]:
@@ -67,7 +69,9 @@ def _spatial(shape: Shape, layer: str) -> tuple[int, int, int]:
     return shape  # type: ignore[return-value]
 
 
-def _window(shape: Shape, layer: str, kernel: int, stride: int, padding: int | str) -> tuple[int, int]:
+def _window(
+    shape: Shape, layer: str, kernel: int, stride: int, padding: int | str
+) -> tuple[int, int]:
     h, w, _ = _spatial(shape, layer)
     oh, ow = conv_out(h, kernel, stride, padding), conv_out(w, kernel, stride, padding)
     if oh < 1 or ow < 1:
@@ -100,8 +104,15 @@ class Conv(Spec):
         from keras import layers
 
         pad, mode = self._keras_padding()
-        conv = layers.Conv2D(self.filters, self.kernel, strides=self.stride, padding=mode,
-                             activation=self.activation, use_bias=self.bias, name=self.name)
+        conv = layers.Conv2D(
+            self.filters,
+            self.kernel,
+            strides=self.stride,
+            padding=mode,
+            activation=self.activation,
+            use_bias=self.bias,
+            name=self.name,
+        )
         return ([layers.ZeroPadding2D(pad, name=f"{self.name}_pad")] if pad else []) + [conv]
 
     def output_shape(self, shape: Shape) -> Shape:
@@ -126,8 +137,14 @@ class Pool(Spec):
         out = []
         if isinstance(pad, int) and pad > 0:
             out.append(layers.ZeroPadding2D(pad, name=f"{self.name}_pad"))
-        out.append(cls(self.size, strides=self.stride or self.size,
-                       padding="same" if pad == "same" else "valid", name=self.name))
+        out.append(
+            cls(
+                self.size,
+                strides=self.stride or self.size,
+                padding="same" if pad == "same" else "valid",
+                name=self.name,
+            )
+        )
         return out
 
     def output_shape(self, shape: Shape) -> Shape:
@@ -229,7 +246,10 @@ class BlockSpec(Spec):
 
     def named_parts(self) -> dict[str, Spec]:
         """Parts renamed `<block>_<part>`, so every leaf layer name is unique in the model."""
-        return {key: dataclasses.replace(spec, name=f"{self.name}_{key}") for key, spec in self.parts().items()}
+        return {
+            key: dataclasses.replace(spec, name=f"{self.name}_{key}")
+            for key, spec in self.parts().items()
+        }
 
     def to_keras(self) -> list:
         from kcnn.blocks import Block

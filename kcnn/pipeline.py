@@ -22,8 +22,8 @@ def fit_mode(source_hw: tuple[int, int], target_hw: tuple[int, int]) -> str:
     """
     if tuple(source_hw) == tuple(target_hw):
         return "none"
-    fits = all(s <= t for s, t in zip(source_hw, target_hw))
-    small_margin = all((t - s) <= t / 8 for s, t in zip(source_hw, target_hw))
+    fits = all(s <= t for s, t in zip(source_hw, target_hw, strict=True))
+    small_margin = all((t - s) <= t / 8 for s, t in zip(source_hw, target_hw, strict=True))
     return "pad" if fits and small_margin else "resize"
 
 
@@ -70,7 +70,9 @@ def make_dataset(
     if shuffle:
         ds = ds.shuffle(len(y), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
-    ds = ds.map(lambda images, labels: (prepare(images), labels), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(
+        lambda images, labels: (prepare(images), labels), num_parallel_calls=tf.data.AUTOTUNE
+    )
     return ds.prefetch(tf.data.AUTOTUNE)
 
 

@@ -32,16 +32,29 @@ def overlay_curves(histories: Mapping[str, History], path: str | Path, title: st
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     markers = "osD^vP*X"
     for i, (label, history) in enumerate(histories.items()):
-        colour, marker, width = colours[i % len(colours)], markers[i % len(markers)], max(2.6 - 0.7 * i, 0.8)
-        for ax, metric in zip(axes, ("loss", "accuracy")):
+        colour, marker, width = (
+            colours[i % len(colours)],
+            markers[i % len(markers)],
+            max(2.6 - 0.7 * i, 0.8),
+        )
+        for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
             for prefix, style in (("", "-"), ("val_", "--")):
                 values = history.get(prefix + metric)
                 if values is not None and len(values):
                     epochs = np.arange(1, len(values) + 1)
                     name = f"{label} {'validation' if prefix else 'train'}".strip()
-                    ax.plot(epochs, values, style, color=colour, marker=marker, markersize=7 - 1.5 * min(i, 3),
-                            linewidth=width, label=name, alpha=0.9)
-    for ax, metric in zip(axes, ("loss", "accuracy")):
+                    ax.plot(
+                        epochs,
+                        values,
+                        style,
+                        color=colour,
+                        marker=marker,
+                        markersize=7 - 1.5 * min(i, 3),
+                        linewidth=width,
+                        label=name,
+                        alpha=0.9,
+                    )
+    for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(metric)
@@ -56,7 +69,9 @@ def curves(history: History, path: str | Path, title: str = "") -> None:
     overlay_curves({"": history}, path, title)
 
 
-def confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], path: str | Path, title: str = "") -> None:
+def confusion_matrix(
+    matrix: np.ndarray, class_names: Sequence[str], path: str | Path, title: str = ""
+) -> None:
     n = len(class_names)
     size = min(4 + 0.45 * n, 24)
     fig, ax = plt.subplots(figsize=(size, size * 0.85))
@@ -68,8 +83,15 @@ def confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], path: str |
         threshold = matrix.max() / 2 if matrix.size else 0
         for i in range(n):
             for j in range(n):
-                ax.text(j, i, int(matrix[i, j]), ha="center", va="center", fontsize=7,
-                        color="white" if matrix[i, j] > threshold else "black")
+                ax.text(
+                    j,
+                    i,
+                    int(matrix[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if matrix[i, j] > threshold else "black",
+                )
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title or "confusion matrix (test set)")

@@ -55,7 +55,9 @@ def _finite(value: Any) -> Any:
 
 def json_text(data: Mapping[str, Any]) -> str:
     """Strict JSON (no NaN) for anything kcnn records: NumPy values, paths and tuples included."""
-    return json.dumps(_finite(json.loads(json.dumps(data, default=_plain))), indent=2, allow_nan=False)
+    return json.dumps(
+        _finite(json.loads(json.dumps(data, default=_plain))), indent=2, allow_nan=False
+    )
 
 
 def write_json(path: str | Path, data: Mapping[str, Any]) -> None:
@@ -66,7 +68,9 @@ def read_json(path: str | Path) -> dict[str, Any]:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
-def write_csv(path: str | Path, rows: Iterable[Mapping[str, Any]], columns: list[str] | None = None) -> None:
+def write_csv(
+    path: str | Path, rows: Iterable[Mapping[str, Any]], columns: list[str] | None = None
+) -> None:
     rows = list(rows)
     if columns is None:
         columns = list(dict.fromkeys(k for row in rows for k in row))

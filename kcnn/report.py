@@ -47,6 +47,12 @@ def write_comparison(
     columns = list(dict.fromkeys(k for row in rows for k in row))
     write_csv(folder / COMPARISON_CSV, rows, columns)
     plots.overlay_curves(histories, folder / OVERLAY, title=title)
-    parts = [f"# {title}", intro, "## Results", markdown_table(rows, columns), *sections,
-             f"![learning curves]({OVERLAY})"]
+    parts = [
+        f"# {title}",
+        intro,
+        "## Results",
+        markdown_table(rows, columns),
+        *sections,
+        f"![learning curves]({OVERLAY})",
+    ]
     write_atomic(folder / COMPARISON_MD, "\n\n".join(p for p in parts if p) + "\n")

@@ -21,7 +21,14 @@ STATUSES = ("running", "completed", "interrupted", "diverged", "failed")
 
 
 def check_name(name: str) -> str:
-    if not name or name in (".", "..") or "/" in name or "\\" in name or os.sep in name or ".." in name:
+    if (
+        not name
+        or name in (".", "..")
+        or "/" in name
+        or "\\" in name
+        or os.sep in name
+        or ".." in name
+    ):
         raise KcnnError(f"run name {name!r} must be a plain name without path separators or '..'")
     if not re.fullmatch(r"[\w.+=@,-]+", name):
         raise KcnnError(f"run name {name!r} may hold only letters, digits and . _ - + = @ ,")
@@ -35,7 +42,9 @@ def create(out: str | Path, name: str) -> Path:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise KcnnError(f"cannot create output folder {out}: {e.strerror or e}; choose another --out") from None
+        raise KcnnError(
+            f"cannot create output folder {out}: {e.strerror or e}; choose another --out"
+        ) from None
     if not out.is_dir() or not os.access(out, os.W_OK | os.X_OK):
         raise KcnnError(f"output folder {out} is not a writable folder; choose another --out")
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -47,7 +56,9 @@ def create(out: str | Path, name: str) -> Path:
         except FileExistsError:
             continue
         except OSError as e:
-            raise KcnnError(f"cannot create run folder in {out}: {e.strerror or e}; choose another --out") from None
+            raise KcnnError(
+                f"cannot create run folder in {out}: {e.strerror or e}; choose another --out"
+            ) from None
     raise KcnnError(f"too many runs named {name} this second in {out}")
 
 

@@ -73,10 +73,14 @@ def make_splits(
         x_test, y_test = data.x_test, data.y_test
     if limit is not None:
         if limit < 2 * num_classes:
-            raise KcnnError(f"--limit {limit} is too small: use at least {2 * num_classes} (two images per class)")
+            raise KcnnError(
+                f"--limit {limit} is too small: use at least {2 * num_classes} (two images per class)"
+            )
         if limit > len(y):
-            raise KcnnError(f"--limit {limit} is larger than the {len(y)} training images of {data.name}; "
-                            f"use --limit {len(y)} or less, or drop --limit")
+            raise KcnnError(
+                f"--limit {limit} is larger than the {len(y)} training images of {data.name}; "
+                f"use --limit {len(y)} or less, or drop --limit"
+            )
         x, y = _subset(x, y, limit, seed)
         x_test, y_test = _subset(x_test, y_test, limit, seed)
     if round(len(y) * val_split) < 1 or round(len(y) * (1 - val_split)) < 1:

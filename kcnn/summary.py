@@ -29,8 +29,14 @@ def _rows(model) -> list[dict]:
     for layer, shape in zip(layers, shapes, strict=True):
         # a block row names its kind (BasicBlock, Inception), not the generic holder layer
         kind = type(layer.spec if isinstance(layer, Block) else layer).__name__
-        rows.append({"name": layer.name, "type": kind,
-                     "output_shape": [d for d in shape[1:]], "params": int(layer.count_params())})
+        rows.append(
+            {
+                "name": layer.name,
+                "type": kind,
+                "output_shape": [d for d in shape[1:]],
+                "params": int(layer.count_params()),
+            }
+        )
     return rows
 
 
@@ -50,9 +56,17 @@ def shape_check(model, leaves: list[geometry.Leaf]) -> dict:
         keras_hw, formula_hw = tuple(shape[1:3]), tuple(leaf.output_shape[:2])
         checked += 1
         if keras_hw != formula_hw:
-            mismatches.append({"layer": leaf.name, "input": list(leaf.input_shape[:2]), "kernel": kernel,
-                               "stride": stride, "padding": padding, "keras": list(keras_hw),
-                               "formula": list(formula_hw)})
+            mismatches.append(
+                {
+                    "layer": leaf.name,
+                    "input": list(leaf.input_shape[:2]),
+                    "kernel": kernel,
+                    "stride": stride,
+                    "padding": padding,
+                    "keras": list(keras_hw),
+                    "formula": list(formula_hw),
+                }
+            )
     return {"checked": checked, "mismatches": mismatches}
 
 
@@ -72,34 +86,58 @@ def summarize(arch: str, api: str, input_shape, classes: int) -> dict:
     params = count_params(model)
     total_macs = geometry.totals(leaves).macs
     check = shape_check(model, leaves)
-    reference = (architecture.reference_params
-                 if (tuple(input_shape), classes) == (architecture.input_shape, architecture.reference_classes)
-                 else None)
+    reference = (
+        architecture.reference_params
+        if (tuple(input_shape), classes)
+        == (architecture.input_shape, architecture.reference_classes)
+        else None
+    )
     width = max(len(r["name"]) for r in rows) + 2
-    lines = [f"{arch} ({api}), input {'×'.join(map(str, input_shape))}, {classes} classes",
-             f"{'layer':<{width}}{'type':<24}{'output shape':<16}{'params':>12}{'mult-adds':>11}"
-             f"{'recept.':>10}  output size ⌊(N + 2p − k)/s⌋ + 1"]
+    lines = [
+        f"{arch} ({api}), input {'×'.join(map(str, input_shape))}, {classes} classes",
+        f"{'layer':<{width}}{'type':<24}{'output shape':<16}{'params':>12}{'mult-adds':>11}"
+        f"{'recept.':>10}  output size ⌊(N + 2p − k)/s⌋ + 1",
+    ]
     for r in rows:
         shape = "×".join(str(d) for d in r["output_shape"])
         rf = geometry.describe_rf(r["receptive_field"])
-        lines.append(f"{r['name']:<{width}}{r['type']:<24}{shape:<16}{r['params']:>12,}"
-                     f"{geometry.human(r['macs']):>11}{rf:>10}  {r['formula'] or ''}")
-    lines.append(f"total parameters {params['total']:,} (trainable {params['trainable']:,}, "
-                 f"non-trainable {params['non_trainable']:,}); multiply-adds {total_macs:,} "
-                 f"({geometry.human(total_macs)})")
+        lines.append(
+            f"{r['name']:<{width}}{r['type']:<24}{shape:<16}{r['params']:>12,}"
+            f"{geometry.human(r['macs']):>11}{rf:>10}  {r['formula'] or ''}"
+        )
+    lines.append(
+        f"total parameters {params['total']:,} (trainable {params['trainable']:,}, "
+        f"non-trainable {params['non_trainable']:,}); multiply-adds {total_macs:,} "
+        f"({geometry.human(total_macs)})"
+    )
     if reference is not None:
         verdict = "matches" if params["trainable"] == reference else "DOES NOT MATCH"
-        lines.append(f"reference (paper) parameters {reference:,}: {verdict} the learned (trainable) count")
+        lines.append(
+            f"reference (paper) parameters {reference:,}: {verdict} the learned (trainable) count"
+        )
     if check["mismatches"]:
         for m in check["mismatches"]:
-            lines.append(f"SHAPE MISMATCH at {m['layer']}: Keras gives {m['keras']}, "
-                         f"⌊(N + 2p − k)/s⌋ + 1 gives {m['formula']} (N={m['input']}, k={m['kernel']}, "
-                         f"s={m['stride']}, p={m['padding']})")
+            lines.append(
+                f"SHAPE MISMATCH at {m['layer']}: Keras gives {m['keras']}, "
+                f"⌊(N + 2p − k)/s⌋ + 1 gives {m['formula']} (N={m['input']}, k={m['kernel']}, "
+                f"s={m['stride']}, p={m['padding']})"
+            )
     else:
-        lines.append(f"output sizes: all {check['checked']} conv and pooling layers equal ⌊(N + 2p − k)/s⌋ + 1")
-    return {"arch": arch, "api": api, "input_shape": list(input_shape), "classes": classes,
-            "total_params": params["total"], "trainable_params": params["trainable"],
-            "non_trainable_params": params["non_trainable"], "total_macs": total_macs,
-            "reference_params": reference,
-            "reference_match": None if reference is None else params["trainable"] == reference,
-            "shape_check": check, "layers": rows, "text": "\n".join(lines)}
+        lines.append(
+            f"output sizes: all {check['checked']} conv and pooling layers equal ⌊(N + 2p − k)/s⌋ + 1"
+        )
+    return {
+        "arch": arch,
+        "api": api,
+        "input_shape": list(input_shape),
+        "classes": classes,
+        "total_params": params["total"],
+        "trainable_params": params["trainable"],
+        "non_trainable_params": params["non_trainable"],
+        "total_macs": total_macs,
+        "reference_params": reference,
+        "reference_match": None if reference is None else params["trainable"] == reference,
+        "shape_check": check,
+        "layers": rows,
+        "text": "\n".join(lines),
+    }

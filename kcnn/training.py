@@ -1,8 +1,8 @@
 """`kcnn train` as a library call: data → pipeline → model → fit → evaluate → run folder.
 
-    from kcnn.training import TrainConfig, train
-    result = train(TrainConfig("lenet5", dataset="mnist-5k", epochs=10))
-    result.metrics["test_accuracy"], result.run_dir
+from kcnn.training import TrainConfig, train
+result = train(TrainConfig("lenet5", dataset="mnist-5k", epochs=10))
+result.metrics["test_accuracy"], result.run_dir
 """
 
 from __future__ import annotations
@@ -20,6 +20,24 @@ from kcnn.architectures import get as get_architecture
 from kcnn.errors import KcnnError, unknown
 from kcnn.records import write_csv, write_json
 from kcnn.splits import check_split
+
+
+def check_common(config) -> None:
+    """Check the settings every training command shares and fill in the optimizer's usual rate:
+    optimizer, epochs, batch size, learning rate, validation and test splits, limit."""
+    if config.optimizer not in defaults.OPTIMIZERS:
+        raise unknown("optimizer", config.optimizer, defaults.OPTIMIZERS)
+    for option, value in (("--epochs", config.epochs), ("--batch-size", config.batch_size)):
+        if value <= 0:
+            raise KcnnError(f"{option} must be a positive whole number, got {value}")
+    if config.lr is None:
+        config.lr = defaults.LEARNING_RATES[config.optimizer]
+    if not config.lr > 0:
+        raise KcnnError(f"--lr must be a positive number, got {config.lr}")
+    check_split(config.val_split, "--val-split")
+    check_split(config.test_split, "--test-split")
+    if config.limit is not None and config.limit <= 0:
+        raise KcnnError(f"--limit must be a positive number of images, got {config.limit}")
 
 
 @dataclass
@@ -46,21 +64,11 @@ class TrainConfig:
         get_architecture(self.arch)
         if self.api not in defaults.APIS:
             raise unknown("API form", self.api, defaults.APIS)
-        if self.optimizer not in defaults.OPTIMIZERS:
-            raise unknown("optimizer", self.optimizer, defaults.OPTIMIZERS)
-        for option, value in (("--epochs", self.epochs), ("--batch-size", self.batch_size)):
-            if value <= 0:
-                raise KcnnError(f"{option} must be a positive whole number, got {value}")
-        if self.lr is None:
-            self.lr = defaults.LEARNING_RATES[self.optimizer]
-        if not self.lr > 0:
-            raise KcnnError(f"--lr must be a positive number, got {self.lr}")
-        check_split(self.val_split, "--val-split")
-        check_split(self.test_split, "--test-split")
-        if self.limit is not None and self.limit <= 0:
-            raise KcnnError(f"--limit must be a positive number of images, got {self.limit}")
+        check_common(self)
         if self.image_size is not None and self.image_size <= 0:
-            raise KcnnError(f"--image-size must be a positive number of pixels, got {self.image_size}")
+            raise KcnnError(
+                f"--image-size must be a positive number of pixels, got {self.image_size}"
+            )
         if self.name is None:
             self.name = f"{self.arch}-{Path(self.dataset).name.removesuffix('.npz')}-{self.api}"
         runs.check_name(self.name)
@@ -75,8 +83,9 @@ class RunResult:
     model: Any = None
 
 
-def input_shape_for(arch: str, image_shape: tuple[int, int, int], image_size: int | None,
-                    classes: int) -> tuple[int, int, int]:
+def input_shape_for(
+    arch: str, image_shape: tuple[int, int, int], image_size: int | None, classes: int
+) -> tuple[int, int, int]:
     """The model input for data of `image_shape`: `--image-size` if given, else the data's own
     size grown to the architecture's minimum; the data's channels are kept."""
     h, w, c = image_shape
@@ -102,8 +111,11 @@ def seed_everything(seed: int) -> None:
 def make_optimizer(name: str, lr: float):
     import keras
 
-    return {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD,
-            "rmsprop": keras.optimizers.RMSprop}[name](learning_rate=lr)
+    return {
+        "adam": keras.optimizers.Adam,
+        "sgd": keras.optimizers.SGD,
+        "rmsprop": keras.optimizers.RMSprop,
+    }[name](learning_rate=lr)
 
 
 def model_summary(model) -> str:
@@ -148,7 +160,9 @@ def _recorder(run_dir: Path, base: dict[str, Any]):
             self._stop_train_clock()
             self.rows.append({"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}})
             write_csv(run_dir / runs.HISTORY, self.rows)
-            write_json(run_dir / runs.METRICS, {**base, "status": "running", "epochs_completed": epoch + 1})
+            write_json(
+                run_dir / runs.METRICS, {**base, "status": "running", "epochs_completed": epoch + 1}
+            )
 
         def history(self) -> dict[str, list[float]]:
             keys = [k for k in (self.rows[0] if self.rows else {}) if k != "epoch"]
@@ -168,7 +182,9 @@ def prepare(config: TrainConfig):
 
     data = datasets.load(config.dataset, config.data_dir, config.seed, config.shapes_count)
     parts = splits.make_splits(data, config.val_split, config.seed, config.limit, config.test_split)
-    input_shape = input_shape_for(config.arch, data.image_shape, config.image_size, parts.num_classes)
+    input_shape = input_shape_for(
+        config.arch, data.image_shape, config.image_size, parts.num_classes
+    )
     return data, parts, input_shape
 
 
@@ -193,13 +209,35 @@ def train(config: TrainConfig, quiet: bool = False) -> RunResult:
         "input_shape": list(input_shape),
         "fit": fit_mode(data.image_shape[:2], input_shape[:2]),
     }
-    return run(model, record, data, parts, input_shape, config, quiet=quiet, started=started,
-               extra_metrics={"build_seconds": build_seconds})
+    return run(
+        model,
+        record,
+        data,
+        parts,
+        input_shape,
+        config,
+        quiet=quiet,
+        started=started,
+        extra_metrics={"build_seconds": build_seconds},
+    )
 
 
-def run(model, record: dict[str, Any], data, parts, input_shape, config: TrainConfig, *,
-        quiet: bool = False, started: float | None = None, extra_metrics: dict[str, Any] | None = None,
-        preprocess=None, title: str | None = None, fit=None, resume=None) -> RunResult:
+def run(
+    model,
+    record: dict[str, Any],
+    data,
+    parts,
+    input_shape,
+    config: TrainConfig,
+    *,
+    quiet: bool = False,
+    started: float | None = None,
+    extra_metrics: dict[str, Any] | None = None,
+    preprocess=None,
+    title: str | None = None,
+    fit=None,
+    resume=None,
+) -> RunResult:
     """Compile (unless already compiled), fit, evaluate and record one model in a new run folder.
 
     The engine every training command shares: `train`, each form of `compare-apis`, `transfer`.
@@ -220,26 +258,46 @@ def run(model, record: dict[str, Any], data, parts, input_shape, config: TrainCo
 
     started = time.perf_counter() if started is None else started
     if not model.compiled:
-        model.compile(optimizer=make_optimizer(config.optimizer, config.lr),
-                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        model.compile(
+            optimizer=make_optimizer(config.optimizer, config.lr),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
     params = count_params(model)
     run_dir = resume.run_dir if resume is not None else runs.create(config.out, config.name)
     first_epoch = resume.epoch if resume is not None else 0
-    write_json(run_dir / runs.CONFIG, {
-        **record,
-        "classes": parts.class_names,
-        "split_sizes": parts.sizes(),
-        "dataset_provenance": data.provenance,
-        "versions": runs.versions(),
-    })
+    write_json(
+        run_dir / runs.CONFIG,
+        {
+            **record,
+            "classes": parts.class_names,
+            "split_sizes": parts.sizes(),
+            "dataset_provenance": data.provenance,
+            "versions": runs.versions(),
+        },
+    )
     (run_dir / runs.SUMMARY).write_text(model_summary(model))
-    base = {"arch": config.arch, "api": config.api, "dataset": data.name,
-            "dataset_fallback": bool(data.provenance.get("fallback")), "params": params}
-    write_json(run_dir / runs.METRICS, {**base, "status": "running", "epochs_completed": first_epoch})
+    base = {
+        "arch": config.arch,
+        "api": config.api,
+        "dataset": data.name,
+        "dataset_fallback": bool(data.provenance.get("fallback")),
+        "params": params,
+    }
+    write_json(
+        run_dir / runs.METRICS, {**base, "status": "running", "epochs_completed": first_epoch}
+    )
 
     def batches(x, y, shuffle=False):
-        return make_dataset(x, y, input_shape, config.batch_size, shuffle=shuffle, seed=config.seed,
-                            preprocess=preprocess)
+        return make_dataset(
+            x,
+            y,
+            input_shape,
+            config.batch_size,
+            shuffle=shuffle,
+            seed=config.seed,
+            preprocess=preprocess,
+        )
 
     val_ds, test_ds = batches(parts.x_val, parts.y_val), batches(parts.x_test, parts.y_test)
     recorder = _recorder(run_dir, base)
@@ -259,8 +317,16 @@ def run(model, record: dict[str, Any], data, parts, input_shape, config: TrainCo
             checkpoints.save(run_dir, model, done, reason="interrupted")
             extra = {**extra, "checkpoint": checkpoints.CHECKPOINT}
         write_csv(run_dir / runs.HISTORY, recorder.rows[:done], None if done else ["epoch"])
-        write_json(run_dir / runs.METRICS, {**base, "status": status, "epochs_completed": done,
-                                            "epochs_planned": config.epochs, **extra})
+        write_json(
+            run_dir / runs.METRICS,
+            {
+                **base,
+                "status": status,
+                "epochs_completed": done,
+                "epochs_planned": config.epochs,
+                **extra,
+            },
+        )
         return done
 
     with guard:
@@ -268,39 +334,83 @@ def run(model, record: dict[str, Any], data, parts, input_shape, config: TrainCo
             with progress, guard.deferred():
                 if fit is None:
                     # Each epoch shuffled by (seed, epoch): a resumed run sees the same batches.
-                    train_ds = epoch_batches(parts.x_train, parts.y_train, input_shape, config.batch_size,
-                                             config.seed, first_epoch, config.epochs, preprocess)
-                    model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, initial_epoch=first_epoch,
-                              steps_per_epoch=steps_per_epoch(len(parts.y_train), config.batch_size),
-                              shuffle=False, callbacks=callbacks, verbose=verbosity())
+                    train_ds = epoch_batches(
+                        parts.x_train,
+                        parts.y_train,
+                        input_shape,
+                        config.batch_size,
+                        config.seed,
+                        first_epoch,
+                        config.epochs,
+                        preprocess,
+                    )
+                    model.fit(
+                        train_ds,
+                        validation_data=val_ds,
+                        epochs=config.epochs,
+                        initial_epoch=first_epoch,
+                        steps_per_epoch=steps_per_epoch(len(parts.y_train), config.batch_size),
+                        shuffle=False,
+                        callbacks=callbacks,
+                        verbose=verbosity(),
+                    )
                 else:
                     train_ds = batches(parts.x_train, parts.y_train, shuffle=True)
                     outside = fit(train_ds, val_ds, callbacks, verbosity()) or 0.0
                     recorder.train_seconds += outside  # after fit: fit itself advances the clock
             guard.check()  # a signal during the last epoch's validation
-            result = _finish(model, run_dir, base, data, parts, config, recorder, test_ds, started,
-                             extra_metrics, title)
+            result = _finish(
+                model,
+                run_dir,
+                base,
+                data,
+                parts,
+                config,
+                recorder,
+                test_ds,
+                started,
+                extra_metrics,
+                title,
+            )
         except (interrupts.Interrupted, KeyboardInterrupt) as e:
             signum = getattr(e, "signum", signal.SIGINT)
             name = signal.Signals(signum).name
             done = stopped("interrupted", {"signal": name})
-            again = (f"continue with: kcnn train --resume {run_dir}" if record.get("command") == "train"
-                     and (run_dir / checkpoints.CHECKPOINT).is_file() else f"records kept in {run_dir}")
-            raise interrupts.Interrupted(signum, f"interrupted by {name} after {done} of {config.epochs} "
-                                                 f"epochs; {again}") from None
+            again = (
+                f"continue with: kcnn train --resume {run_dir}"
+                if record.get("command") == "train" and (run_dir / checkpoints.CHECKPOINT).is_file()
+                else f"records kept in {run_dir}"
+            )
+            raise interrupts.Interrupted(
+                signum, f"interrupted by {name} after {done} of {config.epochs} epochs; {again}"
+            ) from None
         except interrupts.NonFiniteLoss as stop:
             stopped("diverged", {"diverged_at": {"epoch": stop.epoch + 1, "batch": stop.batch + 1}})
             raise interrupts.diverged(stop, config.optimizer, config.lr) from None
         except BaseException:
             guard.shielded = True
-            write_json(run_dir / runs.METRICS, {**base, "status": "failed", "epochs_completed": len(recorder.rows)})
+            write_json(
+                run_dir / runs.METRICS,
+                {**base, "status": "failed", "epochs_completed": len(recorder.rows)},
+            )
             raise
     checkpoints.discard(run_dir)
     return result
 
 
-def _finish(model, run_dir: Path, base: dict[str, Any], data, parts, config: TrainConfig, recorder, test_ds,
-            started: float, extra_metrics: dict[str, Any] | None, title: str | None) -> RunResult:
+def _finish(
+    model,
+    run_dir: Path,
+    base: dict[str, Any],
+    data,
+    parts,
+    config: TrainConfig,
+    recorder,
+    test_ds,
+    started: float,
+    extra_metrics: dict[str, Any] | None,
+    title: str | None,
+) -> RunResult:
     """Evaluate a trained model and write the rest of its run folder, metrics.json last."""
     import numpy as np
 
@@ -310,7 +420,9 @@ def _finish(model, run_dir: Path, base: dict[str, Any], data, parts, config: Tra
     metrics, matrix = evaluation.evaluate(model, test_ds, parts.y_test, parts.class_names)
     title = title or f"{config.arch} ({config.api}) on {data.name}"
     plots.curves(history, run_dir / runs.CURVES, title=title)
-    plots.confusion_matrix(matrix, parts.class_names, run_dir / runs.CONFUSION, title=f"{title}: test set")
+    plots.confusion_matrix(
+        matrix, parts.class_names, run_dir / runs.CONFUSION, title=f"{title}: test set"
+    )
     model.save(run_dir / runs.MODEL)
     images = len(parts.y_train) * len(recorder.rows)
     final = {
@@ -323,7 +435,9 @@ def _finish(model, run_dir: Path, base: dict[str, Any], data, parts, config: Tra
         "wall_seconds": time.perf_counter() - started,
         "train_seconds": recorder.train_seconds,
         "seconds_per_epoch": recorder.train_seconds / max(len(recorder.rows), 1),
-        "train_images_per_second": images / recorder.train_seconds if recorder.train_seconds else None,
+        "train_images_per_second": images / recorder.train_seconds
+        if recorder.train_seconds
+        else None,
         "confusion_matrix": np.asarray(matrix).tolist(),
         "run_dir": str(run_dir),
     }

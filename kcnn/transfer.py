@@ -33,7 +33,6 @@ from typing import Any
 
 from kcnn import backbones, defaults, runs, training
 from kcnn.errors import KcnnError, closest, unknown
-from kcnn.splits import check_split
 
 WEIGHT_CHOICES = ("imagenet", "none")
 
@@ -66,38 +65,34 @@ class TransferConfig:
     def validate(self) -> TransferConfig:
         """Check every setting before any work starts; fill in the derived defaults."""
         if not self.backbones:
-            raise KcnnError(f"name at least one backbone: {', '.join(backbones.BACKBONES)} or {backbones.ALL}")
+            raise KcnnError(
+                f"name at least one backbone: {', '.join(backbones.BACKBONES)} or {backbones.ALL}"
+            )
         self.backbones = backbones.expand(list(self.backbones))
         if self.head not in defaults.TRANSFER_HEADS:
             raise unknown("head", self.head, defaults.TRANSFER_HEADS)
         self.weights = _check_weights(self.weights)
-        if self.optimizer not in defaults.OPTIMIZERS:
-            raise unknown("optimizer", self.optimizer, defaults.OPTIMIZERS)
-        for option, value in (("--epochs", self.epochs), ("--batch-size", self.batch_size)):
-            if value <= 0:
-                raise KcnnError(f"{option} must be a positive whole number, got {value}")
-        if self.lr is None:
-            self.lr = defaults.LEARNING_RATES[self.optimizer]
-        if not self.lr > 0:
-            raise KcnnError(f"--lr must be a positive number, got {self.lr}")
+        training.check_common(self)
         if self.fine_tune < 0:
-            raise KcnnError(f"--fine-tune must be 0 (no fine-tuning) or a number of layers, got {self.fine_tune}")
+            raise KcnnError(
+                f"--fine-tune must be 0 (no fine-tuning) or a number of layers, got {self.fine_tune}"
+            )
         if not self.fine_tune_lr > 0:
             raise KcnnError(f"--fine-tune-lr must be a positive number, got {self.fine_tune_lr}")
         if self.fine_tune_epochs is None:
             self.fine_tune_epochs = self.epochs
         if self.fine_tune_epochs <= 0:
-            raise KcnnError(f"--fine-tune-epochs must be a positive whole number, got {self.fine_tune_epochs}")
+            raise KcnnError(
+                f"--fine-tune-epochs must be a positive whole number, got {self.fine_tune_epochs}"
+            )
         if not 0.0 <= self.dropout < 1.0:
             raise KcnnError(f"--dropout must be at least 0 and below 1, got {self.dropout}")
-        check_split(self.val_split, "--val-split")
-        check_split(self.test_split, "--test-split")
-        if self.limit is not None and self.limit <= 0:
-            raise KcnnError(f"--limit must be a positive number of images, got {self.limit}")
         smallest = max(backbones.get(b).min_size for b in self.backbones)
         if self.image_size is not None and self.image_size < smallest:
-            raise KcnnError(f"--image-size {self.image_size} is too small for {', '.join(self.backbones)}: "
-                            f"the smallest input that works is {smallest}×{smallest}")
+            raise KcnnError(
+                f"--image-size {self.image_size} is too small for {', '.join(self.backbones)}: "
+                f"the smallest input that works is {smallest}×{smallest}"
+            )
         if self.name is None:
             what = self.backbones[0] if len(self.backbones) == 1 else "transfer"
             self.name = f"{what}-{Path(self.dataset).name.removesuffix('.npz')}-{self.head}"
@@ -108,11 +103,23 @@ class TransferConfig:
         """The settings the shared engine (`training.run`) reads for one backbone's run."""
         name = self.name if len(self.backbones) == 1 else f"{backbone}-{self.head}"
         return training.TrainConfig(
-            backbone, dataset=self.dataset, data_dir=self.data_dir, api="functional", epochs=self.epochs,
-            batch_size=self.batch_size, optimizer=self.optimizer, lr=self.lr, seed=self.seed,
-            val_split=self.val_split, test_split=self.test_split, limit=self.limit,
-            image_size=self.image_size, shapes_count=self.shapes_count,
-            out=str(out if out is not None else self.out), name=name)
+            backbone,
+            dataset=self.dataset,
+            data_dir=self.data_dir,
+            api="functional",
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            optimizer=self.optimizer,
+            lr=self.lr,
+            seed=self.seed,
+            val_split=self.val_split,
+            test_split=self.test_split,
+            limit=self.limit,
+            image_size=self.image_size,
+            shapes_count=self.shapes_count,
+            out=str(out if out is not None else self.out),
+            name=name,
+        )
 
 
 def _check_weights(weights: str) -> str:
@@ -124,22 +131,31 @@ def _check_weights(weights: str) -> str:
         return str(path)
     hint = closest(weights, WEIGHT_CHOICES)
     tip = f"did you mean '{hint}'? " if hint else ""
-    raise KcnnError(f"--weights {weights}: no such file; {tip}pass --weights imagenet, --weights none, "
-                    "or the path of a weights file saved from the same backbone")
+    raise KcnnError(
+        f"--weights {weights}: no such file; {tip}pass --weights imagenet, --weights none, "
+        "or the path of a weights file saved from the same backbone"
+    )
 
 
 # --- weights: where they come from ------------------------------------------------------------
+
 
 @dataclass
 class WeightsSource:
     kind: str  # imagenet, file or none
     path: str | None  # the file loaded (None for random initialisation)
     source: str  # one readable phrase for metrics.json and the terminal
-    verified: bool | None = None  # the file's MD5 matches Keras's published hash (None: no hash known)
+    verified: bool | None = (
+        None  # the file's MD5 matches Keras's published hash (None: no hash known)
+    )
 
     def record(self) -> dict[str, Any]:
-        return {"weights": self.kind, "weights_file": self.path, "weights_source": self.source,
-                "weights_md5_verified": self.verified}
+        return {
+            "weights": self.kind,
+            "weights_file": self.path,
+            "weights_source": self.source,
+            "weights_md5_verified": self.verified,
+        }
 
 
 def _md5(path: Path) -> str:
@@ -169,9 +185,13 @@ def resolve_weights(backbone: backbones.Backbone, weights: str, image_size: int)
     import keras
 
     try:
-        path = keras.utils.get_file(backbone.weights_file(image_size), backbone.weights_origin(image_size),
-                                    cache_subdir="models", cache_dir=str(keras_home()),
-                                    file_hash=backbone.weights_md5)
+        path = keras.utils.get_file(
+            backbone.weights_file(image_size),
+            backbone.weights_origin(image_size),
+            cache_subdir="models",
+            cache_dir=str(keras_home()),
+            file_hash=backbone.weights_md5,
+        )
     except Exception as e:  # no network, DNS failure, HTTP error, hash mismatch after download
         reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'download failed'}"
         raise KcnnError(
@@ -180,8 +200,12 @@ def resolve_weights(backbone: backbones.Backbone, weights: str, image_size: int)
             f"put that file there, or pass --weights PATH with a local weights file, "
             f"or --weights none for random initialisation"
         ) from None
-    return WeightsSource("imagenet", str(path), f"imagenet, downloaded to {path}",
-                         True if backbone.weights_md5 else None)
+    return WeightsSource(
+        "imagenet",
+        str(path),
+        f"imagenet, downloaded to {path}",
+        True if backbone.weights_md5 else None,
+    )
 
 
 def load_weights(base, backbone: backbones.Backbone, weights: WeightsSource) -> None:
@@ -201,12 +225,18 @@ def load_weights(base, backbone: backbones.Backbone, weights: WeightsSource) -> 
             raise ValueError(skipped[0])
     except Exception as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        fix = ("delete it so that it is downloaded again" if weights.kind == "imagenet"
-               else f"pass weights saved from a {backbone.name} built without its top (include_top=False)")
-        raise KcnnError(f"weights file {weights.path} does not fit {backbone.name} ({reason[:160]}); {fix}") from None
+        fix = (
+            "delete it so that it is downloaded again"
+            if weights.kind == "imagenet"
+            else f"pass weights saved from a {backbone.name} built without its top (include_top=False)"
+        )
+        raise KcnnError(
+            f"weights file {weights.path} does not fit {backbone.name} ({reason[:160]}); {fix}"
+        ) from None
 
 
 # --- the model: backbone + head ----------------------------------------------------------------
+
 
 def head_layers(head: str, classes: int, dropout: float):
     """The head's layers: a parameter-free first layer that turns the backbone's feature map into a
@@ -241,8 +271,14 @@ class TransferModel:
     head: Any
 
 
-def build(backbone: backbones.Backbone, input_shape, classes: int, head: str, dropout: float,
-          weights: WeightsSource) -> TransferModel:
+def build(
+    backbone: backbones.Backbone,
+    input_shape,
+    classes: int,
+    head: str,
+    dropout: float,
+    weights: WeightsSource,
+) -> TransferModel:
     import keras
 
     base = backbone.build(input_shape)
@@ -275,7 +311,7 @@ def unfreeze_top(base, n: int) -> list[str]:
     for layer in layers:
         layer.trainable = False
     unfrozen = []
-    for layer in layers[len(layers) - n:] if n else []:
+    for layer in layers[len(layers) - n :] if n else []:
         if not isinstance(layer, keras.layers.BatchNormalization):
             layer.trainable = True
             if layer.weights:
@@ -290,6 +326,7 @@ def backbone_layer_count(base) -> int:
 
 
 # --- training -----------------------------------------------------------------------------------
+
 
 @dataclass
 class TransferResult:
@@ -315,8 +352,10 @@ def cache_decision(config: TransferConfig, feature_shape, images: int) -> tuple[
         return False, "off (--no-cache-features): the backbone runs every epoch"
     size = images * int(np.prod(feature_shape)) * 4
     if size > defaults.FEATURE_CACHE_MAX_BYTES:
-        return False, (f"off: the features would take {size / 1024**3:.1f} GB, over the "
-                       f"{defaults.FEATURE_CACHE_MAX_BYTES / 1024**3:.1f} GB limit; the backbone runs every epoch")
+        return False, (
+            f"off: the features would take {size / 1024**3:.1f} GB, over the "
+            f"{defaults.FEATURE_CACHE_MAX_BYTES / 1024**3:.1f} GB limit; the backbone runs every epoch"
+        )
     note = f"on: features of {images} images computed once ({size / 1024**2:.1f} MB)"
     if config.fine_tune:
         note += "; the fine-tune phase runs the whole model"
@@ -335,12 +374,23 @@ def _feature_dataset(features, labels, batch_size: int, shuffle: bool, seed: int
 
 
 def _compile(model, optimizer: str, lr: float) -> None:
-    model.compile(optimizer=training.make_optimizer(optimizer, lr),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(
+        optimizer=training.make_optimizer(optimizer, lr),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
 
 
-def train_one(config: TransferConfig, backbone: backbones.Backbone, weights: WeightsSource, data, parts,
-              input_shape, out: Path | None = None, quiet: bool = False) -> training.RunResult:
+def train_one(
+    config: TransferConfig,
+    backbone: backbones.Backbone,
+    weights: WeightsSource,
+    data,
+    parts,
+    input_shape,
+    out: Path | None = None,
+    quiet: bool = False,
+) -> training.RunResult:
     """Build, train (frozen phase, then the optional fine-tune phase), evaluate and record one backbone."""
     from kcnn.pipeline import fit_mode, make_dataset
 
@@ -351,13 +401,16 @@ def train_one(config: TransferConfig, backbone: backbones.Backbone, weights: Wei
     net = build(backbone, input_shape, parts.num_classes, config.head, config.dropout, weights)
     build_seconds = time.perf_counter() - build_start
     if config.fine_tune > backbone_layer_count(net.base):
-        raise KcnnError(f"--fine-tune {config.fine_tune} is more than the {backbone_layer_count(net.base)} "
-                        f"layers of {backbone.name}")
+        raise KcnnError(
+            f"--fine-tune {config.fine_tune} is more than the {backbone_layer_count(net.base)} "
+            f"layers of {backbone.name}"
+        )
     preprocess = backbone.preprocess_input()
     _compile(net.model, config.optimizer, config.lr)
     frozen_params = training.count_params(net.model)
-    use_cache, cache_note = cache_decision(config, net.extractor.output.shape[1:],
-                                           len(parts.y_train) + len(parts.y_val))
+    use_cache, cache_note = cache_decision(
+        config, net.extractor.output.shape[1:], len(parts.y_train) + len(parts.y_val)
+    )
     phase = {"fine_tune_trainable_params": None, "fine_tune_unfrozen": [], "feature_seconds": None}
 
     def fit(train_ds, val_ds, callbacks, verbose) -> float:
@@ -367,27 +420,54 @@ def train_one(config: TransferConfig, backbone: backbones.Backbone, weights: Wei
             # head then trains on the same shuffled order the image pipeline would give it.
             start = time.perf_counter()
             f_train, f_val = (
-                net.extractor.predict(make_dataset(x, y, input_shape, config.batch_size, preprocess=preprocess),
-                                      verbose=0)
-                for x, y in ((parts.x_train, parts.y_train), (parts.x_val, parts.y_val)))
+                net.extractor.predict(
+                    make_dataset(x, y, input_shape, config.batch_size, preprocess=preprocess),
+                    verbose=0,
+                )
+                for x, y in ((parts.x_train, parts.y_train), (parts.x_val, parts.y_val))
+            )
             outside = phase["feature_seconds"] = time.perf_counter() - start
             # The head trains with the whole model's optimizer (same variables), so that model.keras
             # saves an optimizer state that fits the model it belongs to.
-            net.head.compile(optimizer=net.model.optimizer, loss="sparse_categorical_crossentropy",
-                             metrics=["accuracy"])
-            net.head.fit(_feature_dataset(f_train, parts.y_train, config.batch_size, True, config.seed),
-                         validation_data=_feature_dataset(f_val, parts.y_val, config.batch_size, False, config.seed),
-                         epochs=config.epochs, shuffle=False, callbacks=callbacks, verbose=verbose)
+            net.head.compile(
+                optimizer=net.model.optimizer,
+                loss="sparse_categorical_crossentropy",
+                metrics=["accuracy"],
+            )
+            net.head.fit(
+                _feature_dataset(f_train, parts.y_train, config.batch_size, True, config.seed),
+                validation_data=_feature_dataset(
+                    f_val, parts.y_val, config.batch_size, False, config.seed
+                ),
+                epochs=config.epochs,
+                shuffle=False,
+                callbacks=callbacks,
+                verbose=verbose,
+            )
         else:
-            net.model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, shuffle=False,
-                          callbacks=callbacks, verbose=verbose)
+            net.model.fit(
+                train_ds,
+                validation_data=val_ds,
+                epochs=config.epochs,
+                shuffle=False,
+                callbacks=callbacks,
+                verbose=verbose,
+            )
         if config.fine_tune:
             phase["fine_tune_unfrozen"] = unfreeze_top(net.base, config.fine_tune)
-            _compile(net.model, config.optimizer, config.fine_tune_lr)  # recompile: trainable set changed
+            _compile(
+                net.model, config.optimizer, config.fine_tune_lr
+            )  # recompile: trainable set changed
             phase["fine_tune_trainable_params"] = training.count_params(net.model)["trainable"]
-            net.model.fit(train_ds, validation_data=val_ds, initial_epoch=config.epochs,
-                          epochs=config.epochs + config.fine_tune_epochs, shuffle=False,
-                          callbacks=callbacks, verbose=verbose)
+            net.model.fit(
+                train_ds,
+                validation_data=val_ds,
+                initial_epoch=config.epochs,
+                epochs=config.epochs + config.fine_tune_epochs,
+                shuffle=False,
+                callbacks=callbacks,
+                verbose=verbose,
+            )
         return outside
 
     record = {
@@ -415,9 +495,20 @@ def train_one(config: TransferConfig, backbone: backbones.Backbone, weights: Wei
         "build_seconds": build_seconds,
         "phase": phase,  # filled in while fitting; flattened below
     }
-    result = training.run(net.model, record, data, parts, input_shape, train_config, quiet=quiet,
-                          started=started, extra_metrics=extra, preprocess=preprocess, fit=fit,
-                          title=f"{backbone.name} + {config.head} head on {data.name}")
+    result = training.run(
+        net.model,
+        record,
+        data,
+        parts,
+        input_shape,
+        train_config,
+        quiet=quiet,
+        started=started,
+        extra_metrics=extra,
+        preprocess=preprocess,
+        fit=fit,
+        title=f"{backbone.name} + {config.head} head on {data.name}",
+    )
     # `phase` was filled during fit: rewrite metrics.json with its figures at the top level
     from kcnn.records import write_json
 
@@ -435,7 +526,9 @@ def transfer(config: TransferConfig, quiet: bool = False) -> TransferResult:
     data = datasets.load(config.dataset, config.data_dir, config.seed, config.shapes_count)
     parts = splits.make_splits(data, config.val_split, config.seed, config.limit, config.test_split)
     chosen = [backbones.get(b) for b in config.backbones]
-    input_shape = input_shape_for(data.image_shape, config.image_size, max(b.min_size for b in chosen))
+    input_shape = input_shape_for(
+        data.image_shape, config.image_size, max(b.min_size for b in chosen)
+    )
     # Every backbone's weights are found before the first run starts: no half-done comparison.
     # (A download's progress bar goes to stderr when stdout is kept for --json.)
     with contextlib.redirect_stdout(sys.stderr) if quiet else contextlib.nullcontext():
@@ -444,29 +537,49 @@ def transfer(config: TransferConfig, quiet: bool = False) -> TransferResult:
         for b in chosen:
             layers = backbone_layer_count(b.build(input_shape))
             if config.fine_tune > layers:
-                raise KcnnError(f"--fine-tune {config.fine_tune} is more than the {layers} layers of {b.name}; "
-                                f"use at most {layers}")
+                raise KcnnError(
+                    f"--fine-tune {config.fine_tune} is more than the {layers} layers of {b.name}; "
+                    f"use at most {layers}"
+                )
     folder = runs.create(config.out, config.name) if len(chosen) > 1 else None
-    results = [train_one(config, b, sources[b.name], data, parts, input_shape, folder, quiet) for b in chosen]
+    results = [
+        train_one(config, b, sources[b.name], data, parts, input_shape, folder, quiet)
+        for b in chosen
+    ]
     rows = [comparison_row(r) for r in results]
     if folder is not None:
         report.write_comparison(
-            folder, f"Transfer learning on {data.name}: {' vs '.join(config.backbones)}", rows,
+            folder,
+            f"Transfer learning on {data.name}: {' vs '.join(config.backbones)}",
+            rows,
             {r.metrics["backbone"]: r.history for r in results},
-            intro=(f"Frozen backbones with the `{config.head}` head, {config.epochs} epoch(s)"
-                   + (f" + {config.fine_tune_epochs} fine-tuning the top {config.fine_tune} layers"
-                      if config.fine_tune else "")
-                   + f", input {'×'.join(map(str, input_shape))}, weights: {config.weights}."))
+            intro=(
+                f"Frozen backbones with the `{config.head}` head, {config.epochs} epoch(s)"
+                + (
+                    f" + {config.fine_tune_epochs} fine-tuning the top {config.fine_tune} layers"
+                    if config.fine_tune
+                    else ""
+                )
+                + f", input {'×'.join(map(str, input_shape))}, weights: {config.weights}."
+            ),
+        )
     return TransferResult(results, rows, folder)
 
 
 def comparison_row(result: training.RunResult) -> dict[str, Any]:
     m = result.metrics
     return {
-        "backbone": m["backbone"], "head": m["head"], "test_accuracy": m["test_accuracy"],
-        "test_loss": m["test_loss"], "best_val_accuracy": m["best_val_accuracy"],
-        "total_params": m["total_params"], "trainable_params": m["trainable_params"],
-        "frozen_params": m["frozen_params"], "weights_source": m["weights_source"],
-        "feature_cache": "on" if m["feature_cache"] else "off", "seconds_per_epoch": m["seconds_per_epoch"],
-        "wall_seconds": m["wall_seconds"], "run_dir": Path(result.run_dir).name,
+        "backbone": m["backbone"],
+        "head": m["head"],
+        "test_accuracy": m["test_accuracy"],
+        "test_loss": m["test_loss"],
+        "best_val_accuracy": m["best_val_accuracy"],
+        "total_params": m["total_params"],
+        "trainable_params": m["trainable_params"],
+        "frozen_params": m["frozen_params"],
+        "weights_source": m["weights_source"],
+        "feature_cache": "on" if m["feature_cache"] else "off",
+        "seconds_per_epoch": m["seconds_per_epoch"],
+        "wall_seconds": m["wall_seconds"],
+        "run_dir": Path(result.run_dir).name,
     }

@@ -14,6 +14,7 @@ from PIL import Image
 
 # --- small bad files, made by the tests themselves -------------------------------------------
 
+
 def _idx(array: np.ndarray) -> bytes:
     header = bytes([0, 0, 0x08, array.ndim]) + b"".join(struct.pack(">I", d) for d in array.shape)
     return header + array.astype(np.uint8).tobytes()
@@ -32,7 +33,9 @@ def _mnist_idx_folder(folder: Path, damage: str) -> Path:
     elif damage == "short":
         files["t10k-images-idx3-ubyte"] = files["t10k-images-idx3-ubyte"][:-100]
     elif damage == "gzip":
-        files["train-labels-idx1-ubyte.gz"] = gzip.compress(files.pop("train-labels-idx1-ubyte"))[:-12]
+        files["train-labels-idx1-ubyte.gz"] = gzip.compress(files.pop("train-labels-idx1-ubyte"))[
+            :-12
+        ]
     folder.mkdir()
     for name, raw in files.items():
         (folder / name).write_bytes(raw)
@@ -50,8 +53,12 @@ def _cifar_folder(folder: Path, data: np.ndarray) -> Path:
 
 def _npz(path: Path, **arrays) -> Path:
     rng = np.random.default_rng(0)
-    full = {"x_train": rng.integers(0, 255, (30, 8, 8), dtype=np.uint8), "y_train": np.arange(30) % 3,
-            "x_test": rng.integers(0, 255, (12, 8, 8), dtype=np.uint8), "y_test": np.arange(12) % 3}
+    full = {
+        "x_train": rng.integers(0, 255, (30, 8, 8), dtype=np.uint8),
+        "y_train": np.arange(30) % 3,
+        "x_test": rng.integers(0, 255, (12, 8, 8), dtype=np.uint8),
+        "y_test": np.arange(12) % 3,
+    }
     full.update(arrays)
     np.savez(path, **{k: v for k, v in full.items() if v is not None})
     return path
@@ -66,6 +73,7 @@ def _image_folder(root: Path, classes=("a", "b"), per_class=3) -> Path:
 
 
 # --- the cases: (id, builder(tmp) -> argv, words the message must hold) -------------------------
+
 
 def _train(*args):
     return ["train", *args]
@@ -90,7 +98,18 @@ def _cifar_garbage(tmp):
 
 def _unwritable_out(tmp):
     (tmp / "a-file").write_text("not a folder")
-    return ["train", "lenet5", "--dataset", "digits", "--epochs", "1", "--limit", "40", "--out", tmp / "a-file" / "runs"]
+    return [
+        "train",
+        "lenet5",
+        "--dataset",
+        "digits",
+        "--epochs",
+        "1",
+        "--limit",
+        "40",
+        "--out",
+        tmp / "a-file" / "runs",
+    ]
 
 
 def _resume_completed(tmp):
@@ -103,70 +122,190 @@ def _resume_completed(tmp):
 
 CASES = [
     ("unknown-arch", lambda t: _train("lenet6"), ["architecture", "did you mean 'lenet5'"]),
-    ("unknown-dataset", lambda t: _train("lenet5", "--dataset", "mnsit"), ["dataset", "did you mean 'mnist'"]),
-    ("unknown-api", lambda t: _train("lenet5", "--api", "functinal"), ["API form", "did you mean 'functional'"]),
-    ("unknown-optimizer", lambda t: _train("lenet5", "--optimizer", "adamm"), ["optimizer", "did you mean 'adam'"]),
+    (
+        "unknown-dataset",
+        lambda t: _train("lenet5", "--dataset", "mnsit"),
+        ["dataset", "did you mean 'mnist'"],
+    ),
+    (
+        "unknown-api",
+        lambda t: _train("lenet5", "--api", "functinal"),
+        ["API form", "did you mean 'functional'"],
+    ),
+    (
+        "unknown-optimizer",
+        lambda t: _train("lenet5", "--optimizer", "adamm"),
+        ["optimizer", "did you mean 'adam'"],
+    ),
     ("epochs-zero", lambda t: _train("lenet5", "--epochs", "0"), ["--epochs must be a positive"]),
-    ("epochs-negative", lambda t: _train("lenet5", "--epochs", "-2"), ["--epochs must be a positive"]),
-    ("batch-zero", lambda t: _train("lenet5", "--batch-size", "0"), ["--batch-size must be a positive"]),
+    (
+        "epochs-negative",
+        lambda t: _train("lenet5", "--epochs", "-2"),
+        ["--epochs must be a positive"],
+    ),
+    (
+        "batch-zero",
+        lambda t: _train("lenet5", "--batch-size", "0"),
+        ["--batch-size must be a positive"],
+    ),
     ("lr-zero", lambda t: _train("lenet5", "--lr", "0"), ["--lr must be a positive"]),
     ("lr-negative", lambda t: _train("lenet5", "--lr", "-0.01"), ["--lr must be a positive"]),
-    ("val-split-zero", lambda t: _train("lenet5", "--val-split", "0"), ["--val-split must be between 0 and 1"]),
-    ("val-split-one", lambda t: _train("lenet5", "--val-split", "1"), ["--val-split must be between 0 and 1"]),
-    ("val-split-big", lambda t: _train("lenet5", "--val-split", "2.5"), ["--val-split must be between 0 and 1"]),
-    ("image-too-small", lambda t: _train("lenet5", "--dataset", "digits", "--image-size", "16"),
-     ["cannot take 16×16", "--image-size 32"]),
-    ("limit-too-large", lambda t: _train("lenet5", "--dataset", "digits", "--limit", "100000"),
-     ["--limit 100000 is larger than"]),
-    ("limit-too-small", lambda t: _train("lenet5", "--dataset", "digits", "--limit", "5"), ["--limit 5 is too small"]),
-    ("data-dir-missing", lambda t: _train("lenet5", "--dataset", "mnist", "--data-dir", t / "nowhere"),
-     ["does not exist", "--data-dir"]),
-    ("data-dir-without-files", lambda t: _train("lenet5", "--dataset", "cifar10", "--data-dir", t),
-     ["does not hold cifar10 files"]),
-    ("dataset-path-missing", lambda t: _train("lenet5", "--dataset", t / "no-such-folder"), ["does not exist"]),
+    (
+        "val-split-zero",
+        lambda t: _train("lenet5", "--val-split", "0"),
+        ["--val-split must be between 0 and 1"],
+    ),
+    (
+        "val-split-one",
+        lambda t: _train("lenet5", "--val-split", "1"),
+        ["--val-split must be between 0 and 1"],
+    ),
+    (
+        "val-split-big",
+        lambda t: _train("lenet5", "--val-split", "2.5"),
+        ["--val-split must be between 0 and 1"],
+    ),
+    (
+        "image-too-small",
+        lambda t: _train("lenet5", "--dataset", "digits", "--image-size", "16"),
+        ["cannot take 16×16", "--image-size 32"],
+    ),
+    (
+        "limit-too-large",
+        lambda t: _train("lenet5", "--dataset", "digits", "--limit", "100000"),
+        ["--limit 100000 is larger than"],
+    ),
+    (
+        "limit-too-small",
+        lambda t: _train("lenet5", "--dataset", "digits", "--limit", "5"),
+        ["--limit 5 is too small"],
+    ),
+    (
+        "data-dir-missing",
+        lambda t: _train("lenet5", "--dataset", "mnist", "--data-dir", t / "nowhere"),
+        ["does not exist", "--data-dir"],
+    ),
+    (
+        "data-dir-without-files",
+        lambda t: _train("lenet5", "--dataset", "cifar10", "--data-dir", t),
+        ["does not hold cifar10 files"],
+    ),
+    (
+        "dataset-path-missing",
+        lambda t: _train("lenet5", "--dataset", t / "no-such-folder"),
+        ["does not exist"],
+    ),
     ("npz-truncated", _bad_npz_truncated, ["not a readable .npz"]),
     ("npz-not-a-zip", _bad_npz_garbage, ["not a readable .npz"]),
-    ("npz-missing-keys", lambda t: _train("lenet5", "--dataset", _npz(t / "k.npz", y_test=None)),
-     ["lacks array(s) y_test"]),
-    ("npz-mismatched-lengths", lambda t: _train("lenet5", "--dataset", _npz(t / "m.npz", y_train=np.arange(29) % 3)),
-     ["29 labels but there are 30 images"]),
-    ("npz-negative-labels", lambda t: _train("lenet5", "--dataset", _npz(t / "n.npz", y_test=np.arange(12) % 3 - 1)),
-     ["negative labels"]),
-    ("npz-float-labels", lambda t: _train("lenet5", "--dataset", _npz(t / "f.npz", y_train=np.linspace(0, 2, 30))),
-     ["integer class labels"]),
-    ("npz-not-images", lambda t: _train("lenet5", "--dataset", _npz(t / "s.npz", x_train=np.zeros((30, 64)))),
-     ["x_train has shape (30, 64)"]),
-    ("idx-wrong-magic", lambda t: _train("lenet5", "--dataset", "mnist", "--data-dir", _mnist_idx_folder(t / "m", "magic")),
-     ["wrong magic number"]),
-    ("idx-short", lambda t: _train("lenet5", "--dataset", "mnist", "--data-dir", _mnist_idx_folder(t / "m", "short")),
-     ["truncated or corrupt"]),
-    ("idx-bad-gzip", lambda t: _train("lenet5", "--dataset", "mnist", "--data-dir", _mnist_idx_folder(t / "m", "gzip")),
-     ["not a valid gzip file"]),
-    ("cifar-wrong-size", lambda t: _train("lenet5", "--dataset", "cifar10", "--data-dir",
-                                          _cifar_folder(t, np.zeros((4, 1000), np.uint8))),
-     ["expected (N, 3072) uint8"]),
+    (
+        "npz-missing-keys",
+        lambda t: _train("lenet5", "--dataset", _npz(t / "k.npz", y_test=None)),
+        ["lacks array(s) y_test"],
+    ),
+    (
+        "npz-mismatched-lengths",
+        lambda t: _train("lenet5", "--dataset", _npz(t / "m.npz", y_train=np.arange(29) % 3)),
+        ["29 labels but there are 30 images"],
+    ),
+    (
+        "npz-negative-labels",
+        lambda t: _train("lenet5", "--dataset", _npz(t / "n.npz", y_test=np.arange(12) % 3 - 1)),
+        ["negative labels"],
+    ),
+    (
+        "npz-float-labels",
+        lambda t: _train("lenet5", "--dataset", _npz(t / "f.npz", y_train=np.linspace(0, 2, 30))),
+        ["integer class labels"],
+    ),
+    (
+        "npz-not-images",
+        lambda t: _train("lenet5", "--dataset", _npz(t / "s.npz", x_train=np.zeros((30, 64)))),
+        ["x_train has shape (30, 64)"],
+    ),
+    (
+        "idx-wrong-magic",
+        lambda t: _train(
+            "lenet5", "--dataset", "mnist", "--data-dir", _mnist_idx_folder(t / "m", "magic")
+        ),
+        ["wrong magic number"],
+    ),
+    (
+        "idx-short",
+        lambda t: _train(
+            "lenet5", "--dataset", "mnist", "--data-dir", _mnist_idx_folder(t / "m", "short")
+        ),
+        ["truncated or corrupt"],
+    ),
+    (
+        "idx-bad-gzip",
+        lambda t: _train(
+            "lenet5", "--dataset", "mnist", "--data-dir", _mnist_idx_folder(t / "m", "gzip")
+        ),
+        ["not a valid gzip file"],
+    ),
+    (
+        "cifar-wrong-size",
+        lambda t: _train(
+            "lenet5",
+            "--dataset",
+            "cifar10",
+            "--data-dir",
+            _cifar_folder(t, np.zeros((4, 1000), np.uint8)),
+        ),
+        ["expected (N, 3072) uint8"],
+    ),
     ("cifar-not-a-pickle", _cifar_garbage, ["data_batch_3 is not a CIFAR batch"]),
-    ("folder-non-image", lambda t: _train("lenet5", "--dataset", _with_file(_image_folder(t / "imgs"), "b/notes.txt")),
-     ["notes.txt cannot be read as an image"]),
-    ("folder-empty-class", lambda t: _train("lenet5", "--dataset", _with_dir(_image_folder(t / "imgs"), "c")),
-     ["holds no images"]),
-    ("folder-one-class", lambda t: _train("lenet5", "--dataset", _image_folder(t / "imgs", classes=("a",))),
-     ["at least two"]),
+    (
+        "folder-non-image",
+        lambda t: _train(
+            "lenet5", "--dataset", _with_file(_image_folder(t / "imgs"), "b/notes.txt")
+        ),
+        ["notes.txt cannot be read as an image"],
+    ),
+    (
+        "folder-empty-class",
+        lambda t: _train("lenet5", "--dataset", _with_dir(_image_folder(t / "imgs"), "c")),
+        ["holds no images"],
+    ),
+    (
+        "folder-one-class",
+        lambda t: _train("lenet5", "--dataset", _image_folder(t / "imgs", classes=("a",))),
+        ["at least two"],
+    ),
     ("out-not-writable", _unwritable_out, ["--out"]),
     ("name-with-separator", lambda t: _train("lenet5", "--name", "a/b"), ["path separators"]),
     ("name-dotdot", lambda t: _train("lenet5", "--name", ".."), ["path separators or '..'"]),
     ("name-with-dotdot-inside", lambda t: _train("lenet5", "--name", "x..y"), ["'..'"]),
-    ("summary-input-shape-two-numbers", lambda t: ["summary", "lenet5", "--input-shape", "32,32"],
-     ["--input-shape must be three"]),
-    ("summary-input-shape-words", lambda t: ["summary", "lenet5", "--input-shape", "big"], ["--input-shape must be three"]),
-    ("summary-input-shape-zero", lambda t: ["summary", "lenet5", "--input-shape", "0,32,3"], ["--input-shape must be three"]),
+    (
+        "summary-input-shape-two-numbers",
+        lambda t: ["summary", "lenet5", "--input-shape", "32,32"],
+        ["--input-shape must be three"],
+    ),
+    (
+        "summary-input-shape-words",
+        lambda t: ["summary", "lenet5", "--input-shape", "big"],
+        ["--input-shape must be three"],
+    ),
+    (
+        "summary-input-shape-zero",
+        lambda t: ["summary", "lenet5", "--input-shape", "0,32,3"],
+        ["--input-shape must be three"],
+    ),
     ("summary-unknown-arch", lambda t: ["summary", "resnet51"], ["did you mean"]),
-    ("summary-input-too-small", lambda t: ["summary", "lenet5", "--input-shape", "8,8,1"], ["smallest input"]),
+    (
+        "summary-input-too-small",
+        lambda t: ["summary", "lenet5", "--input-shape", "8,8,1"],
+        ["smallest input"],
+    ),
     ("train-without-arch", lambda t: ["train"], ["name an architecture"]),
     ("resume-missing-folder", lambda t: ["train", "--resume", t / "no-run"], ["does not exist"]),
     ("resume-not-a-run", lambda t: ["train", "--resume", t], ["not a kcnn run folder"]),
     ("resume-completed-run", _resume_completed, ["already completed"]),
-    ("resume-with-other-settings", lambda t: ["train", "--resume", t, "--lr", "0.1"], ["only --epochs"]),
+    (
+        "resume-with-other-settings",
+        lambda t: ["train", "--resume", t, "--lr", "0.1"],
+        ["only --epochs"],
+    ),
 ]
 
 

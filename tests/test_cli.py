@@ -13,11 +13,13 @@ def test_importing_the_cli_does_not_import_tensorflow():
 
 
 def test_help_and_list_answer_without_tensorflow():
-    code = ("import sys; from kcnn.cli import main\n"
-            "for args in (['--help'], ['list'], ['list', 'models', '--json']):\n"
-            "    try: main(args)\n"
-            "    except SystemExit as e: assert not e.code, e.code\n"
-            "assert 'tensorflow' not in sys.modules")
+    code = (
+        "import sys; from kcnn.cli import main\n"
+        "for args in (['--help'], ['list'], ['list', 'models', '--json']):\n"
+        "    try: main(args)\n"
+        "    except SystemExit as e: assert not e.code, e.code\n"
+        "assert 'tensorflow' not in sys.modules"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "train" in result.stdout and "lenet5" in result.stdout and "mnist-5k" in result.stdout
@@ -28,12 +30,16 @@ def test_list_json(cli):
     data = json.loads(result.out)
     lenet = next(m for m in data["models"] if m["name"] == "lenet5")
     assert lenet["reference_params"] == 61706 and lenet["year"] == 1998
-    assert {"mnist", "mnist-5k", "digits", "shapes", "cifar10"} <= {d["name"] for d in data["datasets"]}
+    assert {"mnist", "mnist-5k", "digits", "shapes", "cifar10"} <= {
+        d["name"] for d in data["datasets"]
+    }
 
 
 @pytest.mark.parametrize("api", ["sequential", "functional", "subclassed"])
 def test_summary_json_counts_parameters(cli, api):
-    result = cli("summary", "lenet5", "--api", api, "--input-shape", "32,32,1", "--classes", "10", "--json")
+    result = cli(
+        "summary", "lenet5", "--api", api, "--input-shape", "32,32,1", "--classes", "10", "--json"
+    )
     assert result.code == 0, result.err
     report = json.loads(result.out)
     assert report["total_params"] == 61706 and report["trainable_params"] == 61706
@@ -53,7 +59,10 @@ def test_summary_table(cli):
         (["train", "lenet5", "--epochs", "0"], "--epochs must be a positive"),
         (["train", "lenet5", "--batch-size", "-3"], "--batch-size must be a positive"),
         (["train", "lenet5", "--val-split", "1.5"], "--val-split must be between 0 and 1"),
-        (["train", "lenet5", "--dataset", "mnist", "--data-dir", "/no/such/folder"], "does not exist"),
+        (
+            ["train", "lenet5", "--dataset", "mnist", "--data-dir", "/no/such/folder"],
+            "does not exist",
+        ),
         (["summary", "lenet5", "--input-shape", "32,32"], "--input-shape must be three"),
     ],
 )

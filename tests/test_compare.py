@@ -36,6 +36,7 @@ def _mlp(hidden: int = 16, activation: str = "relu", extra: bool = False) -> ker
 
 # --- the proof ---------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("arch", ["lenet5", "simple-cnn", "mnist-cnn"])
 def test_three_forms_are_proven_the_same_network(arch):
     a = get(arch)
@@ -50,7 +51,9 @@ def test_three_forms_are_proven_the_same_network(arch):
     assert all(r["max_abs_output_diff"] <= 1e-5 for r in proof.forms)
     # The check copies weights only for the comparison: every model keeps its own afterwards.
     for api, model in models.items():
-        assert all(np.array_equal(x, y) for x, y in zip(before[api], model.get_weights(), strict=True))
+        assert all(
+            np.array_equal(x, y) for x, y in zip(before[api], model.get_weights(), strict=True)
+        )
     text = proof.text()
     assert "sequential" in text and "subclassed" in text and "equivalent" in text
 
@@ -78,8 +81,10 @@ def test_a_layer_only_one_model_has_is_named():
 
 def test_same_shapes_but_different_computation_is_caught_by_the_outputs():
     # Equal parameters and weight shapes; only the activation differs — the output check sees it.
-    proof = prove_equivalent({"relu": _mlp(activation="relu"), "tanh": _mlp(activation="tanh")},
-                             _batch((6,), n=32) * 4 - 2)
+    proof = prove_equivalent(
+        {"relu": _mlp(activation="relu"), "tanh": _mlp(activation="tanh")},
+        _batch((6,), n=32) * 4 - 2,
+    )
     assert proof.forms[0]["params"] == proof.forms[1]["params"]
     assert all(layer["equal"] for layer in proof.layers)
     assert not proof.equivalent
@@ -94,8 +99,10 @@ class _Residual(BlockSpec):
     filters: int = 4
 
     def parts(self):
-        return {"conv": Conv(self.filters, 3, padding="same", activation=None, bias=False),
-                "bn": BatchNorm()}
+        return {
+            "conv": Conv(self.filters, 3, padding="same", activation=None, bias=False),
+            "bn": BatchNorm(),
+        }
 
     def wire(self, run, x):
         return run("bn", run("conv", x)) + x
@@ -105,8 +112,13 @@ class _Residual(BlockSpec):
 
 
 def test_blocks_and_batchnorm_statistics_are_part_of_the_proof():
-    specs = [Conv(4, 3, padding="same", name="stem"), _Residual(name="res1"), Pool(2, name="pool"),
-             Flatten(name="flatten"), Dense(3, activation="softmax", name="out")]
+    specs = [
+        Conv(4, 3, padding="same", name="stem"),
+        _Residual(name="res1"),
+        Pool(2, name="pool"),
+        Flatten(name="flatten"),
+        Dense(3, activation="softmax", name="out"),
+    ]
     seq = forms.build_sequential("toy", specs, (8, 8, 3))
     fun = forms.build_functional("toy", specs, (8, 8, 3))
     # Moving statistics far from their initial 0/1: inference mode must use them, and they must be copied.
@@ -123,16 +135,22 @@ def test_blocks_and_batchnorm_statistics_are_part_of_the_proof():
             forms.leaves(fun)[name].set_weights(layer.get_weights())
     fun_bn.set_weights([gamma, beta, mean, var])
     x = _batch((8, 8, 3))
-    diff = keras.ops.convert_to_numpy(seq(x, training=False)) - keras.ops.convert_to_numpy(fun(x, training=False))
+    diff = keras.ops.convert_to_numpy(seq(x, training=False)) - keras.ops.convert_to_numpy(
+        fun(x, training=False)
+    )
     assert float(np.abs(diff).max()) > 1e-5
 
 
 FAST_ARCHS = {"lenet5", "simple-cnn", "mnist-cnn"}
 
 
-@pytest.mark.parametrize("arch", [
-    name if name in FAST_ARCHS else pytest.param(name, marks=pytest.mark.slow) for name in ARCHITECTURES
-])
+@pytest.mark.parametrize(
+    "arch",
+    [
+        name if name in FAST_ARCHS else pytest.param(name, marks=pytest.mark.slow)
+        for name in ARCHITECTURES
+    ],
+)
 def test_every_registered_architecture_passes_the_proof(arch):
     # Smallest input the network takes, 3 channels, 10 classes: the same code path compare-apis runs.
     side = get(arch).min_size(3, 10)
@@ -152,6 +170,7 @@ def test_same_init_starts_every_form_from_the_first_forms_weights_and_independen
 
 
 # --- the command -------------------------------------------------------------------------------
+
 
 def _only_folder(out: Path) -> Path:
     folders = [p for p in out.iterdir() if p.is_dir()]
@@ -180,8 +199,15 @@ def test_compare_apis_same_init_writes_the_report_and_the_forms_agree(cli, tmp_p
     # the report files exist and parse
     rows = records.read_csv(folder / "comparison.csv")
     assert [r["form"] for r in rows] == list(APIS)
-    for column in ("parameters", "test_loss", "test_accuracy", "best_val_accuracy", "build_seconds",
-                   "seconds_per_epoch", "images_per_second"):
+    for column in (
+        "parameters",
+        "test_loss",
+        "test_accuracy",
+        "best_val_accuracy",
+        "build_seconds",
+        "seconds_per_epoch",
+        "images_per_second",
+    ):
         values = [float(r[column]) for r in rows]
         assert all(np.isfinite(values)), column
     assert len({r["parameters"] for r in rows}) == 1
@@ -204,10 +230,14 @@ def test_compare_apis_same_init_writes_the_report_and_the_forms_agree(cli, tmp_p
 
 
 def test_compare_apis_prints_the_proof_table_and_independent_init_spreads(cli, tmp_path):
-    result = cli("compare-apis", "lenet5", *TINY, "--epochs", "1", "--independent-init", "--out", tmp_path)
+    result = cli(
+        "compare-apis", "lenet5", *TINY, "--epochs", "1", "--independent-init", "--out", tmp_path
+    )
     assert result.code == 0, result.err
     assert "proof before training" in result.out and "max abs output difference" in result.out
-    assert "| " not in result.out.split("proof before training")[1].split("equivalent")[0]  # plain text table
+    assert (
+        "| " not in result.out.split("proof before training")[1].split("equivalent")[0]
+    )  # plain text table
     for layer in ("c1", "c3", "c5", "f6", "output"):
         assert f"\n{layer} " in result.out
     assert "independent initial weights" in result.out
@@ -240,7 +270,9 @@ def test_a_form_that_differs_fails_with_exit_1_and_says_where(cli, tmp_path, mon
     result = cli("compare-apis", *TINY, "--epochs", "1", "--out", tmp_path, "--json")
     assert result.code == 1
     proof = json.loads(result.out)["proof"]
-    assert proof["equivalent"] is False and any("only in subclassed" in d for d in proof["differences"])
+    assert proof["equivalent"] is False and any(
+        "only in subclassed" in d for d in proof["differences"]
+    )
 
 
 def test_cifar10_unavailable_suggests_offline_data_sets(cli, tmp_path, no_download):
@@ -252,12 +284,15 @@ def test_cifar10_unavailable_suggests_offline_data_sets(cli, tmp_path, no_downlo
     assert not tmp_path.exists() or not any(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("args, message", [
-    (("--epochs", "0"), "--epochs must be a positive whole number"),
-    (("--optimizer", "adma"), "did you mean 'adam'"),
-    (("--val-split", "1.5"), "--val-split must be between 0 and 1"),
-    (("simple-cnm",), "did you mean 'simple-cnn'"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("--epochs", "0"), "--epochs must be a positive whole number"),
+        (("--optimizer", "adma"), "did you mean 'adam'"),
+        (("--val-split", "1.5"), "--val-split must be between 0 and 1"),
+        (("simple-cnm",), "did you mean 'simple-cnn'"),
+    ],
+)
 def test_bad_input_is_refused_before_any_work(cli, tmp_path, args, message):
     result = cli("compare-apis", *args, "--dataset", "shapes", "--out", tmp_path)
     assert result.code == 2 and message in result.err

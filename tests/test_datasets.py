@@ -55,9 +55,13 @@ def test_fashion_mnist_from_idx_files(tmp_path):
 
 
 def write_mnist_npz(path, n_train=30, n_test=10):
-    np.savez(path, x_train=rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
-             y_train=np.arange(n_train) % 10, x_test=rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
-             y_test=np.arange(n_test) % 10)
+    np.savez(
+        path,
+        x_train=rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+        y_train=np.arange(n_train) % 10,
+        x_test=rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+        y_test=np.arange(n_test) % 10,
+    )
 
 
 def test_mnist_npz_in_data_dir(tmp_path):
@@ -97,8 +101,11 @@ def test_cifar10_unavailable_suggests_offline_sets(no_download):
 
 
 def cifar_batch(n, label_key="labels", extra=None):
-    batch = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), label_key.encode(): [int(v) for v in np.arange(n) % 10],
-             b"batch_label": b"testing batch"}
+    batch = {
+        b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+        label_key.encode(): [int(v) for v in np.arange(n) % 10],
+        b"batch_label": b"testing batch",
+    }
     batch.update(extra or {})
     return pickle.dumps(batch, protocol=2)
 
@@ -179,8 +186,13 @@ def test_image_folder_with_a_non_image(tmp_path):
 
 def test_npz_file(tmp_path):
     path = tmp_path / "mine.npz"
-    np.savez(path, x_train=rng.random((12, 16, 16, 3)).astype(np.float32), y_train=np.arange(12) % 3,
-             x_test=rng.random((6, 16, 16, 3)).astype(np.float32), y_test=np.arange(6) % 3)
+    np.savez(
+        path,
+        x_train=rng.random((12, 16, 16, 3)).astype(np.float32),
+        y_train=np.arange(12) % 3,
+        x_test=rng.random((6, 16, 16, 3)).astype(np.float32),
+        y_test=np.arange(6) % 3,
+    )
     data = datasets.load(str(path))
     assert data.x_train.dtype == np.uint8 and data.x_train.shape == (12, 16, 16, 3)
     assert data.class_names == ["0", "1", "2"]

@@ -30,10 +30,16 @@ def write(tmp_path, text):
     "text, message",
     [
         ('[[run]\ncommand = "train"', "not valid TOML"),
-        ('[[run]]\ncommand = "train"\narch = "lenet5"\nepoch = 3', "unknown key 'epoch' for train: did you mean 'epochs'"),
+        (
+            '[[run]]\ncommand = "train"\narch = "lenet5"\nepoch = 3',
+            "unknown key 'epoch' for train: did you mean 'epochs'",
+        ),
         ('[[run]]\ncommand = "trian"\narch = "lenet5"', "did you mean 'train'"),
         ('[[run]]\narch = "lenet5"', "has no `command`"),
-        ('descripton = "x"\n[[run]]\ncommand = "train"\narch = "lenet5"', "unknown top-level key 'descripton'"),
+        (
+            'descripton = "x"\n[[run]]\ncommand = "train"\narch = "lenet5"',
+            "unknown top-level key 'descripton'",
+        ),
         ('description = "nothing to run"', "names no runs"),
         ('[[run]]\ncommand = "train"\narch = "lenet5"\nepochs = 0', "--epochs must be a positive"),
         ('[[run]]\ncommand = "train"', "train needs the setting(s) arch"),
@@ -52,14 +58,18 @@ def test_missing_file(cli, tmp_path):
 
 def test_overrides_apply_and_unknown_overrides_are_refused(cli, tmp_path):
     path = write(tmp_path, '[[run]]\ncommand = "train"\narch = "lenet5"\nepochs = 9')
-    plan = json.loads(cli("run", path, "--check", "--json", "--set", "epochs=2", "--set", "dataset=shapes").out)
+    plan = json.loads(
+        cli("run", path, "--check", "--json", "--set", "epochs=2", "--set", "dataset=shapes").out
+    )
     assert plan["runs"][0]["epochs"] == 2 and plan["runs"][0]["dataset"] == "shapes"
     result = cli("run", path, "--check", "--set", "epochz=2")
     assert result.code == 2 and "epochz" in result.err
 
 
 def test_a_tiny_experiment_runs(cli, tmp_path):
-    path = write(tmp_path, f'''description = "tiny"
+    path = write(
+        tmp_path,
+        f'''description = "tiny"
 [[run]]
 command = "train"
 arch = "lenet5"
@@ -67,8 +77,9 @@ dataset = "shapes"
 epochs = 1
 limit = 60
 batch_size = 16
-out = "{tmp_path / 'runs'}"
-''')
+out = "{tmp_path / "runs"}"
+''',
+    )
     result = cli("run", path, "--json")
     assert result.code == 0, result.err
     summary = json.loads(result.out)["runs"][0]

@@ -13,14 +13,19 @@ APIS = ("sequential", "functional", "subclassed")
 @pytest.mark.parametrize("arch", ["lenet5", "simple-cnn", "mnist-cnn"])
 def test_reference_parameters_in_every_form(arch):
     a = get(arch)
-    counts = {api: forms.build(arch, api, a.input_shape, a.reference_classes).count_params() for api in APIS}
+    counts = {
+        api: forms.build(arch, api, a.input_shape, a.reference_classes).count_params()
+        for api in APIS
+    }
     assert counts == {api: a.reference_params for api in APIS}
 
 
 def test_copied_weights_give_identical_outputs():
     models = {api: forms.build("lenet5", api, (32, 32, 1), 10) for api in APIS}
     x = np.random.default_rng(0).random((4, 32, 32, 1)).astype("float32")
-    assert np.abs(models["sequential"](x) - models["functional"](x)).max() > 0  # independent init differs
+    assert (
+        np.abs(models["sequential"](x) - models["functional"](x)).max() > 0
+    )  # independent init differs
     for api in ("functional", "subclassed"):
         forms.copy_weights(models["sequential"], models[api])
         assert float(np.abs(models["sequential"](x) - models[api](x)).max()) <= 1e-6

@@ -18,7 +18,11 @@ def test_padding_centres_the_image_and_keeps_pixels():
     images, labels = next(iter(make_dataset(x, np.array([0, 1, 2]), (32, 32, 1), batch_size=3)))
     images = images.numpy()
     assert images.shape == (3, 32, 32, 1) and labels.numpy().tolist() == [0, 1, 2]
-    assert images[:, 2:30, 2:30].min() == 1.0 and images[:, :2].max() == 0.0 and images[:, :, 30:].max() == 0.0
+    assert (
+        images[:, 2:30, 2:30].min() == 1.0
+        and images[:, :2].max() == 0.0
+        and images[:, :, 30:].max() == 0.0
+    )
 
 
 def test_grey_to_colour_and_resize():
@@ -38,7 +42,13 @@ def test_colour_to_grey():
 
 def test_preprocess_hook_sees_0_to_255_pixels():
     x = np.full((4, 4, 4, 3), 255, dtype=np.uint8)
-    images, _ = next(iter(make_dataset(x, np.zeros(4, int), (4, 4, 3), batch_size=4, preprocess=lambda t: t - 255.0)))
+    images, _ = next(
+        iter(
+            make_dataset(
+                x, np.zeros(4, int), (4, 4, 3), batch_size=4, preprocess=lambda t: t - 255.0
+            )
+        )
+    )
     assert float(np.abs(images.numpy()).max()) == 0.0
 
 
@@ -47,7 +57,9 @@ def test_shuffle_is_seeded_and_batches_cover_everything():
     y = np.arange(20)
 
     def order(seed):
-        return np.concatenate([b[1].numpy() for b in make_dataset(x, y, (1, 1, 1), 6, shuffle=True, seed=seed)])
+        return np.concatenate(
+            [b[1].numpy() for b in make_dataset(x, y, (1, 1, 1), 6, shuffle=True, seed=seed)]
+        )
 
     first = order(3)
     assert sorted(first.tolist()) == list(range(20))

@@ -51,7 +51,10 @@ def _assert_interrupted_folder(run_dir: Path, signal_name: str, planned: int) ->
     assert metrics["epochs_planned"] == planned and 1 <= metrics["epochs_completed"] < planned
     # history up to the last finished epoch, and a checkpoint of exactly that epoch
     assert [int(r["epoch"]) for r in rows] == list(range(1, metrics["epochs_completed"] + 1))
-    assert checkpoint["epoch"] == metrics["epochs_completed"] and (run_dir / "checkpoint.keras").is_file()
+    assert (
+        checkpoint["epoch"] == metrics["epochs_completed"]
+        and (run_dir / "checkpoint.keras").is_file()
+    )
     assert not (run_dir / "model.keras").exists() and not list(run_dir.glob(".*.tmp*"))
     return metrics["epochs_completed"]
 
@@ -62,17 +65,25 @@ def uninterrupted(tmp_path_factory):
     from kcnn.training import TrainConfig, train
 
     out = tmp_path_factory.mktemp("reference")
-    result = train(TrainConfig("lenet5", dataset="digits", limit=300, batch_size=16, epochs=4, out=str(out)),
-                   quiet=True)
+    result = train(
+        TrainConfig("lenet5", dataset="digits", limit=300, batch_size=16, epochs=4, out=str(out)),
+        quiet=True,
+    )
     return result
 
 
 def test_sigint_marks_the_run_interrupted_and_resume_matches_an_uninterrupted_run(
-        tmp_path, kcnn_exe, uninterrupted, cli):
+    tmp_path, kcnn_exe, uninterrupted, cli
+):
     out = tmp_path / "runs"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    process = subprocess.Popen([*kcnn_exe, "train", *TINY, "--epochs", "4", "--out", str(out)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    process = subprocess.Popen(
+        [*kcnn_exe, "train", *TINY, "--epochs", "4", "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     run_dir = _wait_for_first_epoch(out, process)
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=120)
@@ -88,10 +99,14 @@ def test_sigint_marks_the_run_interrupted_and_resume_matches_an_uninterrupted_ru
     assert resumed["run_dir"] == str(run_dir)
     reference = uninterrupted.metrics
     assert abs(resumed["test_accuracy"] - reference["test_accuracy"]) <= 0.01
-    assert abs(resumed["test_loss"] - reference["test_loss"]) <= 0.01 * max(1.0, reference["test_loss"])
+    assert abs(resumed["test_loss"] - reference["test_loss"]) <= 0.01 * max(
+        1.0, reference["test_loss"]
+    )
     rows = read_csv(run_dir / "history.csv")
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
-    assert np.allclose([float(r["val_accuracy"]) for r in rows], uninterrupted.history["val_accuracy"], atol=0.01)
+    assert np.allclose(
+        [float(r["val_accuracy"]) for r in rows], uninterrupted.history["val_accuracy"], atol=0.01
+    )
     # a finished run keeps model.keras and drops its checkpoint; config.json records the resume
     assert (run_dir / "model.keras").is_file() and not (run_dir / "checkpoint.keras").exists()
     assert read_json(run_dir / "config.json")["resumed"][0]["from_epoch"] >= 1
@@ -101,6 +116,7 @@ def test_sigint_marks_the_run_interrupted_and_resume_matches_an_uninterrupted_ru
 
 def _signal_after_first_epoch(out: Path, signum: int) -> threading.Thread:
     """Send a real signal to this process once the in-process run has recorded an epoch."""
+
     def watch():
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -136,11 +152,31 @@ def test_sigterm_exits_143_and_resume_can_train_longer(tmp_path, cli):
 def test_a_nan_loss_stops_the_run_as_diverged(tmp_path, cli):
     # ReLU network, plain SGD at a learning rate of a million: the loss is NaN within a few batches.
     out = tmp_path / "runs"
-    result = cli("train", "simple-cnn", "--dataset", "digits", "--limit", "100", "--batch-size", "16",
-                 "--epochs", "3", "--optimizer", "sgd", "--lr", "1e6", "--out", out)
+    result = cli(
+        "train",
+        "simple-cnn",
+        "--dataset",
+        "digits",
+        "--limit",
+        "100",
+        "--batch-size",
+        "16",
+        "--epochs",
+        "3",
+        "--optimizer",
+        "sgd",
+        "--lr",
+        "1e6",
+        "--out",
+        out,
+    )
     assert result.code == 3, result.err
     lines = result.err.strip().splitlines()
-    assert len(lines) == 1 and "training diverged: the loss became" in lines[0] and "lower --lr" in lines[0]
+    assert (
+        len(lines) == 1
+        and "training diverged: the loss became" in lines[0]
+        and "lower --lr" in lines[0]
+    )
     metrics = read_json(_run_dir(out) / "metrics.json")
     assert metrics["status"] == "diverged" and metrics["diverged_at"]["batch"] >= 1
     rows = read_csv(_run_dir(out) / "history.csv")
@@ -158,7 +194,10 @@ def test_same_seed_same_history(tmp_path, cli):
         histories.append((_run_dir(tmp_path / name) / "history.csv").read_text())
     assert histories[0] == histories[1]
     other = cli("train", *TINY, "--epochs", "2", "--seed", "7", "--out", tmp_path / "other")
-    assert other.code == 0 and (_run_dir(tmp_path / "other") / "history.csv").read_text() != histories[0]
+    assert (
+        other.code == 0
+        and (_run_dir(tmp_path / "other") / "history.csv").read_text() != histories[0]
+    )
 
 
 # --- atomic records ----------------------------------------------------------------------------
@@ -180,7 +219,9 @@ def test_records_survive_sigkill_at_random_moments(tmp_path):
     rng = random.Random(6)
     kills = 0
     for _ in range(12):
-        process = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+        process = subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(tmp_path)], stdout=subprocess.PIPE, text=True
+        )
         process.stdout.readline()  # the records exist: now kill it somewhere in a later write
         time.sleep(rng.uniform(0.0, 0.15))
         process.kill()
@@ -192,10 +233,14 @@ def test_records_survive_sigkill_at_random_moments(tmp_path):
         assert rows and rows[-1]["epoch"] == str(len(rows)) and rows[-1]["note"] == rows[0]["note"]
     assert kills == 12
     # a killed writer may leave a temporary file, never a damaged record
-    assert {p.name for p in tmp_path.iterdir() if not p.name.startswith(".")} == {"metrics.json", "history.csv"}
+    assert {p.name for p in tmp_path.iterdir() if not p.name.startswith(".")} == {
+        "metrics.json",
+        "history.csv",
+    }
 
 
 # --- safe loading ------------------------------------------------------------------------------
+
 
 class _RunsCode:
     def __init__(self, marker: Path):
@@ -212,7 +257,16 @@ def test_a_cifar_pickle_that_would_run_code_is_refused(tmp_path, cli):
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
         payload = {b"data": _RunsCode(marker), b"labels": [0]}
         (folder / name).write_bytes(pickle.dumps(payload))
-    result = cli("train", "lenet5", "--dataset", "cifar10", "--data-dir", tmp_path, "--out", tmp_path / "runs")
+    result = cli(
+        "train",
+        "lenet5",
+        "--dataset",
+        "cifar10",
+        "--data-dir",
+        tmp_path,
+        "--out",
+        tmp_path / "runs",
+    )
     assert result.code == 2
     assert "refusing to load global" in result.err and len(result.err.strip().splitlines()) == 1
     assert not marker.exists(), "the pickle ran code"
@@ -225,18 +279,34 @@ def test_resume_loads_checkpoints_in_keras_safe_mode(tmp_path, cli):
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    model = keras.Sequential([keras.Input((4,)),
-                              keras.layers.Lambda(lambda x: x + len(os.listdir("."))),
-                              keras.layers.Dense(2, activation="softmax")])
+    model = keras.Sequential(
+        [
+            keras.Input((4,)),
+            keras.layers.Lambda(lambda x: x + len(os.listdir("."))),
+            keras.layers.Dense(2, activation="softmax"),
+        ]
+    )
     model.save(run_dir / "checkpoint.keras")
-    config = {"command": "train", "arch": "lenet5", "dataset": "digits", "epochs": 3, "limit": 100,
-              "batch_size": 16, "out": str(tmp_path), "name": "x"}
+    config = {
+        "command": "train",
+        "arch": "lenet5",
+        "dataset": "digits",
+        "epochs": 3,
+        "limit": 100,
+        "batch_size": 16,
+        "out": str(tmp_path),
+        "name": "x",
+    }
     (run_dir / "config.json").write_text(json.dumps(config))
-    (run_dir / "metrics.json").write_text(json.dumps({"status": "interrupted", "epochs_completed": 1}))
+    (run_dir / "metrics.json").write_text(
+        json.dumps({"status": "interrupted", "epochs_completed": 1})
+    )
     (run_dir / "checkpoint.json").write_text(json.dumps({"epoch": 1}))
     (run_dir / "history.csv").write_text("epoch,loss\n1,2.0\n")
     result = cli("train", "--resume", run_dir)
     assert result.code == 2, result.err
-    assert "cannot load" in result.err and "checkpoint.keras" in result.err and "Lambda" in result.err
+    assert (
+        "cannot load" in result.err and "checkpoint.keras" in result.err and "Lambda" in result.err
+    )
     assert len(result.err.strip().splitlines()) == 1
     assert read_json(run_dir / "metrics.json")["status"] == "interrupted"  # left as it was

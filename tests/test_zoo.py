@@ -35,9 +35,27 @@ SPEC_PARAMS = {
     "resnet152": ((224, 224, 3), 1000, 60_192_808),
 }
 # He et al. 2015, Table 1: multiply-adds at 224×224
-PAPER_MACS = {"resnet18": 1.8e9, "resnet34": 3.6e9, "resnet50": 3.8e9, "resnet101": 7.6e9, "resnet152": 11.3e9}
-ZOO = ["alexnet", "zfnet", "vgg11", "vgg13", "vgg16", "vgg19", "resnet18", "resnet34", "resnet50",
-       "resnet101", "resnet152", "googlenet"]
+PAPER_MACS = {
+    "resnet18": 1.8e9,
+    "resnet34": 3.6e9,
+    "resnet50": 3.8e9,
+    "resnet101": 7.6e9,
+    "resnet152": 11.3e9,
+}
+ZOO = [
+    "alexnet",
+    "zfnet",
+    "vgg11",
+    "vgg13",
+    "vgg16",
+    "vgg19",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "resnet152",
+    "googlenet",
+]
 DEEP = {"resnet101", "resnet152"}  # same code as resnet50, only deeper: Keras builds are slow-only
 CLASSES = 5
 
@@ -52,9 +70,15 @@ def test_reference_params_from_specs(arch):
     """The learned parameters the specs describe equal SPEC.md's figure (and the registry's)."""
     shape, classes, expected = SPEC_PARAMS[arch]
     architecture = get(arch)
-    assert (architecture.input_shape, architecture.reference_classes, architecture.reference_params) == \
-        (shape, classes, expected)
-    assert geometry.totals(geometry.trace(architecture.describe(classes), shape)).trainable_params == expected
+    assert (
+        architecture.input_shape,
+        architecture.reference_classes,
+        architecture.reference_params,
+    ) == (shape, classes, expected)
+    assert (
+        geometry.totals(geometry.trace(architecture.describe(classes), shape)).trainable_params
+        == expected
+    )
 
 
 @pytest.mark.parametrize("arch", sorted(PAPER_MACS))
@@ -76,10 +100,15 @@ def test_bottleneck_stride_sits_in_the_first_conv():
 def test_smallest_inputs():
     sizes = {arch: get(arch).min_size(3, 10) for arch in ZOO}
     # AlexNet/ZFNet by arithmetic (the last 3/2 pool needs a 3×3 map); the others stride 32
-    assert sizes == {"alexnet": 67, "zfnet": 53, **{a: 32 for a in ZOO if a not in ("alexnet", "zfnet")}}
+    assert sizes == {
+        "alexnet": 67,
+        "zfnet": 53,
+        **{a: 32 for a in ZOO if a not in ("alexnet", "zfnet")},
+    }
 
 
 # ---- Keras builds: every form, smallest allowed input ------------------------------------------
+
 
 def _fast_or_slow(archs):
     return [pytest.param(a, marks=pytest.mark.slow) if a in DEEP else a for a in archs]
@@ -111,7 +140,9 @@ def _randomize(model, seed):
     rng = np.random.default_rng(seed)
     for layer in forms.leaves(model).values():
         if isinstance(layer, keras.layers.BatchNormalization):
-            layer.set_weights([rng.uniform(0.5, 1.5, w.shape).astype("float32") for w in layer.get_weights()])
+            layer.set_weights(
+                [rng.uniform(0.5, 1.5, w.shape).astype("float32") for w in layer.get_weights()]
+            )
         elif getattr(layer, "bias", None) is not None:
             layer.bias.assign(rng.normal(0, 0.05, layer.bias.shape).astype("float32"))
 
@@ -141,7 +172,9 @@ def test_keras_counts_equal_the_specs_in_every_form(forms3):
     expected = geometry.totals(geometry.trace(get(arch).describe(CLASSES), shape))
     for api, model in models.items():
         trainable = int(sum(np.prod(w.shape) for w in model.trainable_weights))
-        assert (model.count_params(), trainable) == (expected.params, expected.trainable_params), api
+        assert (model.count_params(), trainable) == (expected.params, expected.trainable_params), (
+            api
+        )
 
 
 def test_trains_a_few_steps_at_its_smallest_size(forms3):
@@ -154,11 +187,18 @@ def test_trains_a_few_steps_at_its_smallest_size(forms3):
     model = models[api]
     keras.utils.set_random_seed(1)
     before = [w.numpy().copy() for w in model.trainable_weights]
-    model.compile(optimizer=keras.optimizers.SGD(0.01), loss="sparse_categorical_crossentropy", run_eagerly=True)
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.01),
+        loss="sparse_categorical_crossentropy",
+        run_eagerly=True,
+    )
     x = np.random.default_rng(1).uniform(0, 1, (4, *shape)).astype("float32")
     history = model.fit(x, np.arange(4) % CLASSES, batch_size=2, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"]).all()
-    changed = sum(not np.array_equal(b, w.numpy()) for b, w in zip(before, model.trainable_weights, strict=True))
+    changed = sum(
+        not np.array_equal(b, w.numpy())
+        for b, w in zip(before, model.trainable_weights, strict=True)
+    )
     assert changed == len(before), f"{arch} ({api}): {len(before) - changed} weights did not move"
 
 
@@ -168,11 +208,18 @@ def test_functional_graph_shows_skips_and_branches():
     resnet = forms.build("resnet18", "functional", (32, 32, 3), CLASSES)
     add = resnet.get_layer("conv3_1_add")
     # the residual sum has two inbound tensors: the block's path and the projected skip
-    assert sorted(t._keras_history.operation.name for t in add.input) == ["conv3_1_bn2", "conv3_1_proj_bn"]
+    assert sorted(t._keras_history.operation.name for t in add.input) == [
+        "conv3_1_bn2",
+        "conv3_1_proj_bn",
+    ]
     inception = forms.build("googlenet", "functional", (32, 32, 3), CLASSES)
     concat = inception.get_layer("inception3a_concat")
-    assert [t._keras_history.operation.name for t in concat.input] == \
-        ["inception3a_1x1", "inception3a_3x3", "inception3a_5x5", "inception3a_pool_proj"]
+    assert [t._keras_history.operation.name for t in concat.input] == [
+        "inception3a_1x1",
+        "inception3a_3x3",
+        "inception3a_5x5",
+        "inception3a_pool_proj",
+    ]
     sequential = forms.build("resnet18", "sequential", (32, 32, 3), CLASSES)
     assert [type(layer).__name__ for layer in sequential.layers].count("Block") == 8
 
@@ -187,10 +234,14 @@ def test_saved_sequential_resnet_reloads(tmp_path):
     x = np.random.default_rng(2).uniform(0, 1, (2, 32, 32, 3)).astype("float32")
     model.save(tmp_path / "model.keras")
     again = keras.saving.load_model(tmp_path / "model.keras")
-    assert np.max(np.abs(np.asarray(again(x, training=False)) - np.asarray(model(x, training=False)))) <= 1e-6
+    assert (
+        np.max(np.abs(np.asarray(again(x, training=False)) - np.asarray(model(x, training=False))))
+        <= 1e-6
+    )
 
 
 # ---- Keras's own VGG ---------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("arch,api", [("vgg16", "subclassed"), ("vgg19", "sequential")])
 def test_vgg_param_counts_equal_keras_applications(arch, api):
@@ -198,7 +249,9 @@ def test_vgg_param_counts_equal_keras_applications(arch, api):
 
     from kcnn import forms
 
-    reference = {"vgg16": keras.applications.VGG16, "vgg19": keras.applications.VGG19}[arch](weights=None)
+    reference = {"vgg16": keras.applications.VGG16, "vgg19": keras.applications.VGG19}[arch](
+        weights=None
+    )
     expected = reference.count_params()
     del reference
     ours = forms.build(arch, api, (224, 224, 3), 1000)
@@ -218,24 +271,35 @@ def test_vgg16_takes_keras_applications_weights_layer_for_layer():
     for mine, theirs_layer in zip(our_layers, their_layers, strict=True):
         mine.set_weights(theirs_layer.get_weights())
     x = np.random.default_rng(4).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
-    assert np.max(np.abs(np.asarray(ours(x, training=False)) - np.asarray(theirs(x, training=False)))) <= 1e-5
+    assert (
+        np.max(np.abs(np.asarray(ours(x, training=False)) - np.asarray(theirs(x, training=False))))
+        <= 1e-5
+    )
 
 
 # ---- the command line --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("arch,api,shape", [
-    ("alexnet", "sequential", "227,227,3"),
-    ("resnet50", "functional", "224,224,3"),
-    ("resnet18", "subclassed", "224,224,3"),
-])
+
+@pytest.mark.parametrize(
+    "arch,api,shape",
+    [
+        ("alexnet", "sequential", "227,227,3"),
+        ("resnet50", "functional", "224,224,3"),
+        ("resnet18", "subclassed", "224,224,3"),
+    ],
+)
 def test_summary_reports_the_reference_figures(cli, arch, api, shape):
     r = cli("summary", arch, "--api", api, "--input-shape", shape, "--classes", "1000", "--json")
     assert r.code == 0, r.err
     report = json.loads(r.out)
     assert report["trainable_params"] == SPEC_PARAMS[arch][2] == report["reference_params"]
     assert report["reference_match"] is True
-    assert report["total_macs"] == geometry.totals(geometry.trace(get(arch).describe(1000),
-                                                                  tuple(map(int, shape.split(","))))).macs
+    assert (
+        report["total_macs"]
+        == geometry.totals(
+            geometry.trace(get(arch).describe(1000), tuple(map(int, shape.split(","))))
+        ).macs
+    )
     assert report["shape_check"]["checked"] > 0 and report["shape_check"]["mismatches"] == []
     layers = {row["name"]: row for row in report["layers"]}
     first = layers["conv1"]
@@ -261,11 +325,14 @@ def test_summary_reports_a_shape_mismatch_loudly(monkeypatch):
     assert "SHAPE MISMATCH at conv1" in report["text"]
 
 
-@pytest.mark.parametrize("args,smallest", [
-    (("train", "vgg11", "--dataset", "mnist-5k", "--image-size", "16"), 32),
-    (("train", "resnet18", "--dataset", "digits", "--image-size", "8"), 32),
-    (("summary", "alexnet", "--input-shape", "64,64,3"), 67),
-])
+@pytest.mark.parametrize(
+    "args,smallest",
+    [
+        (("train", "vgg11", "--dataset", "mnist-5k", "--image-size", "16"), 32),
+        (("train", "resnet18", "--dataset", "digits", "--image-size", "8"), 32),
+        (("summary", "alexnet", "--input-shape", "64,64,3"), 67),
+    ],
+)
 def test_too_small_input_is_refused_with_the_smallest_size(cli, tmp_path, args, smallest):
     r = cli(*args, "--out", str(tmp_path)) if args[0] == "train" else cli(*args)
     assert r.code == 2
@@ -290,8 +357,23 @@ def test_train_resnet_end_to_end_with_resize(cli, tmp_path):
     saved Sequential model (blocks inside) reloads with the same predictions."""
     import keras
 
-    r = cli("train", "resnet18", "--dataset", "digits", "--image-size", "32", "--limit", "60",
-            "--epochs", "1", "--batch-size", "16", "--out", str(tmp_path), "--json")
+    r = cli(
+        "train",
+        "resnet18",
+        "--dataset",
+        "digits",
+        "--image-size",
+        "32",
+        "--limit",
+        "60",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--out",
+        str(tmp_path),
+        "--json",
+    )
     assert r.code == 0, r.err
     metrics = json.loads(r.out)
     assert metrics["status"] == "completed"
@@ -304,13 +386,23 @@ def test_train_resnet_end_to_end_with_resize(cli, tmp_path):
 
 # ---- exhaustive, slow ---------------------------------------------------------------------------
 
+
 @pytest.mark.slow
 @pytest.mark.parametrize("api", APIS)
 @pytest.mark.parametrize("arch", sorted(SPEC_PARAMS))
 def test_summary_reference_figures_every_api(cli, arch, api):
     shape, classes, expected = SPEC_PARAMS[arch]
-    r = cli("summary", arch, "--api", api, "--input-shape", ",".join(map(str, shape)),
-            "--classes", str(classes), "--json")
+    r = cli(
+        "summary",
+        arch,
+        "--api",
+        api,
+        "--input-shape",
+        ",".join(map(str, shape)),
+        "--classes",
+        str(classes),
+        "--json",
+    )
     assert r.code == 0, r.err
     report = json.loads(r.out)
     assert report["trainable_params"] == expected

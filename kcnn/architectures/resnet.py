@@ -31,10 +31,21 @@ DEPTHS = {
     "resnet152": (Bottleneck, (3, 8, 36, 3)),
 }
 WIDTHS = (64, 128, 256, 512)
-REFERENCE_PARAMS = {"resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50": 25_557_032,
-                    "resnet101": 44_549_160, "resnet152": 60_192_808}
+REFERENCE_PARAMS = {
+    "resnet18": 11_689_512,
+    "resnet34": 21_797_672,
+    "resnet50": 25_557_032,
+    "resnet101": 44_549_160,
+    "resnet152": 60_192_808,
+}
 # multiply-adds at 224×224×3, 1000 classes (Table 1's FLOPs row, which counts multiply-adds)
-REFERENCE_MACS = {"resnet18": 1.8e9, "resnet34": 3.6e9, "resnet50": 3.8e9, "resnet101": 7.6e9, "resnet152": 11.3e9}
+REFERENCE_MACS = {
+    "resnet18": 1.8e9,
+    "resnet34": 3.6e9,
+    "resnet50": 3.8e9,
+    "resnet101": 7.6e9,
+    "resnet152": 11.3e9,
+}
 
 ARCHITECTURES = [
     Architecture(
@@ -68,7 +79,13 @@ def describe(classes: int, variant: str):
         for i in range(1, count + 1):
             stride = 2 if (i == 1 and stage > 2) else 1
             out = width * block.expansion
-            specs.append(block(width, stride=stride, projection=(stride != 1 or channels != out),
-                               name=f"conv{stage}_{i}"))
+            specs.append(
+                block(
+                    width,
+                    stride=stride,
+                    projection=(stride != 1 or channels != out),
+                    name=f"conv{stage}_{i}",
+                )
+            )
             channels = out
     return specs + [GlobalAvgPool(name="avg_pool"), Dense(classes, activation="softmax", name="fc")]

@@ -21,7 +21,12 @@ CONFIGS = {
     "vgg19": (2, 2, 4, 4, 4),  # E
 }
 WIDTHS = (64, 128, 256, 512, 512)
-REFERENCE_PARAMS = {"vgg11": 132_863_336, "vgg13": 133_047_848, "vgg16": 138_357_544, "vgg19": 143_667_240}
+REFERENCE_PARAMS = {
+    "vgg11": 132_863_336,
+    "vgg13": 133_047_848,
+    "vgg16": 138_357_544,
+    "vgg19": 143_667_240,
+}
 
 ARCHITECTURES = [
     Architecture(
@@ -42,7 +47,9 @@ ARCHITECTURES = [
 def describe(classes: int, variant: str):
     specs = []
     for stage, (convs, width) in enumerate(zip(CONFIGS[variant], WIDTHS, strict=True), start=1):
-        specs += [Conv(width, 3, padding=1, name=f"block{stage}_conv{i}") for i in range(1, convs + 1)]
+        specs += [
+            Conv(width, 3, padding=1, name=f"block{stage}_conv{i}") for i in range(1, convs + 1)
+        ]
         specs.append(Pool(2, name=f"block{stage}_pool"))
     return specs + [
         Flatten(name="flatten"),
