@@ -137,23 +137,26 @@ def train(
             raise KcnnError(
                 "name an architecture to train (see `kcnn list models`), or pass --resume RUN_DIR"
             )
-        result = _train_new(
+        from kcnn.training import TrainConfig
+        from kcnn.training import train as run_training
+
+        config = TrainConfig(
             arch,
-            dataset,
-            data_dir,
-            api,
-            epochs,
-            batch_size,
-            optimizer,
-            lr,
-            seed,
-            val_split,
-            limit,
-            image_size,
-            out,
-            name,
-            as_json,
+            dataset=dataset,
+            data_dir=str(data_dir) if data_dir else None,
+            api=api,
+            epochs=epochs,
+            batch_size=batch_size,
+            optimizer=optimizer,
+            lr=lr,
+            seed=seed,
+            val_split=val_split,
+            limit=limit,
+            image_size=image_size,
+            out=str(out),
+            name=name,
         )
+        result = run_training(config, quiet=as_json)
     m = result.metrics
     if as_json:
         _print_json(m)
@@ -166,45 +169,6 @@ def train(
         f"on {m['dataset']}{fallback}"
     )
     typer.echo(f"run folder: {result.run_dir}")
-
-
-def _train_new(
-    arch,
-    dataset,
-    data_dir,
-    api,
-    epochs,
-    batch_size,
-    optimizer,
-    lr,
-    seed,
-    val_split,
-    limit,
-    image_size,
-    out,
-    name,
-    as_json,
-):
-    from kcnn.training import TrainConfig
-    from kcnn.training import train as run_training
-
-    config = TrainConfig(
-        arch,
-        dataset=dataset,
-        data_dir=str(data_dir) if data_dir else None,
-        api=api,
-        epochs=epochs,
-        batch_size=batch_size,
-        optimizer=optimizer,
-        lr=lr,
-        seed=seed,
-        val_split=val_split,
-        limit=limit,
-        image_size=image_size,
-        out=str(out),
-        name=name,
-    )
-    return run_training(config, quiet=as_json)
 
 
 @app.command()
