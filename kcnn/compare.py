@@ -317,13 +317,13 @@ class CompareConfig:
         if len(set(self.apis)) < 2:
             raise KcnnError("compare-apis needs at least two different API forms")
         for api in self.apis:
-            self.train_config(api).validate()  # architecture, optimizer, numbers, splits, API names
-        if self.lr is None:
-            self.lr = defaults.LEARNING_RATES[self.optimizer]
+            # architecture, optimizer, numbers, splits, API names; fills in the usual learning rate
+            resolved = self.train_config(api).validate()
+        self.lr = resolved.lr
         if not self.tolerance > 0:
             raise KcnnError(f"the output tolerance must be a positive number, got {self.tolerance}")
         if self.name is None:
-            self.name = f"compare-{self.arch}-{Path(self.dataset).name.removesuffix('.npz')}"
+            self.name = f"compare-{self.arch}-{runs.dataset_label(self.dataset)}"
         runs.check_name(self.name)
         return self
 

@@ -35,6 +35,11 @@ def check_name(name: str) -> str:
     return name
 
 
+def dataset_label(dataset: str) -> str:
+    """The part of a default run name that says which data: a registered name, or a file/folder's name."""
+    return Path(dataset).name.removesuffix(".npz")
+
+
 def create(out: str | Path, name: str) -> Path:
     """Make a new, empty run folder; refuse an output folder that cannot be written."""
     check_name(name)

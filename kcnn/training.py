@@ -70,7 +70,7 @@ class TrainConfig:
                 f"--image-size must be a positive number of pixels, got {self.image_size}"
             )
         if self.name is None:
-            self.name = f"{self.arch}-{Path(self.dataset).name.removesuffix('.npz')}-{self.api}"
+            self.name = f"{self.arch}-{runs.dataset_label(self.dataset)}-{self.api}"
         runs.check_name(self.name)
         return self
 

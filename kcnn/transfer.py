@@ -95,7 +95,7 @@ class TransferConfig:
             )
         if self.name is None:
             what = self.backbones[0] if len(self.backbones) == 1 else "transfer"
-            self.name = f"{what}-{Path(self.dataset).name.removesuffix('.npz')}-{self.head}"
+            self.name = f"{what}-{runs.dataset_label(self.dataset)}-{self.head}"
         runs.check_name(self.name)
         return self
 
