@@ -31,8 +31,8 @@ def main(argv: list[str] | None = None) -> dict:
     )
     args = parser.parse_args(argv)
 
-    from kcnn.records import json_text, write_json
-    from kcnn.transfer import TransferConfig, transfer
+    from kcnn.commands.transfer import TransferConfig, transfer
+    from kcnn.runs.records import json_text, write_json
 
     results = {}
     with tempfile.TemporaryDirectory() as out:

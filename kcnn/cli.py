@@ -78,7 +78,7 @@ AsJson = Annotated[bool, typer.Option("--json", help="Print the result as JSON o
 
 
 def _print_json(data) -> None:
-    from kcnn.records import json_text
+    from kcnn.runs.records import json_text
 
     typer.echo(json_text(data))
 
@@ -129,7 +129,7 @@ def train(
                 f"--resume continues a run with its own settings; drop {', '.join(extra)} "
                 "(only --epochs and --json may be given)"
             )
-        from kcnn.checkpoints import resume as resume_run
+        from kcnn.engine.checkpoints import resume as resume_run
 
         result = resume_run(resume, epochs if given("epochs") else None, quiet=as_json)
     else:
@@ -137,8 +137,8 @@ def train(
             raise KcnnError(
                 "name an architecture to train (see `kcnn list models`), or pass --resume RUN_DIR"
             )
-        from kcnn.training import TrainConfig
-        from kcnn.training import train as run_training
+        from kcnn.engine.training import TrainConfig
+        from kcnn.engine.training import train as run_training
 
         config = TrainConfig(
             arch,
@@ -238,8 +238,8 @@ def transfer(
     as_json: AsJson = False,
 ) -> None:
     """A frozen ImageNet backbone with a small head (seed 003's transfer experiment, done right)."""
-    from kcnn.transfer import TransferConfig
-    from kcnn.transfer import transfer as run_transfer
+    from kcnn.commands.transfer import TransferConfig
+    from kcnn.commands.transfer import transfer as run_transfer
 
     config = TransferConfig(
         backbone,
@@ -281,7 +281,7 @@ def transfer(
             f"{r['trainable_params']:>11,}{r['seconds_per_epoch']:>9.2f}  {r['weights_source']}"
         )
     if result.folder is not None:
-        from kcnn.report import COMPARISON_MD
+        from kcnn.runs.report import COMPARISON_MD
 
         typer.echo(f"report: {result.folder / COMPARISON_MD}")
     else:
@@ -305,9 +305,9 @@ def list_(
     as_json: AsJson = False,
 ) -> None:
     """List the architectures, data sets and transfer backbones kcnn knows."""
-    from kcnn.architectures import ARCHITECTURES
-    from kcnn.backbones import BACKBONES
-    from kcnn.datasets import DATASETS
+    from kcnn.data.datasets import DATASETS
+    from kcnn.models.architectures import ARCHITECTURES
+    from kcnn.models.backbones import BACKBONES
 
     models = [
         {
@@ -411,14 +411,14 @@ def summary(
     as_json: AsJson = False,
 ) -> None:
     """Show an architecture layer by layer: output shapes, parameters, multiply-adds, receptive fields, and the output-size formula checked against Keras."""
-    from kcnn.architectures import get
+    from kcnn.models.architectures import get
 
     architecture = get(arch)
     shape = parse_shape(input_shape) if input_shape else architecture.input_shape
     classes = architecture.reference_classes if classes is None else classes
     if classes < 2:
         raise KcnnError(f"--classes must be at least 2, got {classes}")
-    from kcnn.summary import summarize
+    from kcnn.models.summary import summarize
 
     report = summarize(arch, api, shape, classes)
     if as_json:
@@ -453,10 +453,10 @@ def compare_apis(
     as_json: AsJson = False,
 ) -> None:
     """The same CNN as Sequential, Functional and subclassed models: proven identical, then trained side by side."""
-    from kcnn.compare import CompareConfig
-    from kcnn.compare import compare_apis as run_comparison
+    from kcnn.commands.compare import CompareConfig
+    from kcnn.commands.compare import compare_apis as run_comparison
     from kcnn.errors import ModelMismatchError
-    from kcnn.report import COMPARISON_MD
+    from kcnn.runs.report import COMPARISON_MD
 
     config = CompareConfig(
         arch,
@@ -527,7 +527,7 @@ def run_experiment(
     as_json: AsJson = False,
 ) -> None:
     """Run the experiment(s) an experiment file describes, one after the other."""
-    from kcnn import experiments
+    from kcnn.commands import experiments
 
     experiment = experiments.load(file, experiments.parse_overrides(set_ or []))
     if check:
@@ -553,7 +553,7 @@ def run_experiment(
 
 def main(argv: list[str] | None = None) -> None:
     """The console script: runs the app, turning a KcnnError into one line and its exit status."""
-    from kcnn.interrupts import exit_on_signals
+    from kcnn.engine.interrupts import exit_on_signals
 
     try:
         with exit_on_signals():  # Ctrl-C / SIGTERM exit 130 / 143 with one line, never "Aborted!"

@@ -24,7 +24,7 @@ def keras_home(tmp_path_factory, monkeypatch):
 @pytest.fixture
 def no_download(monkeypatch):
     """Make every Keras download fail at once, as it does on a machine without a network."""
-    from kcnn import datasets
+    from kcnn.data import datasets
 
     def refuse(name):
         raise OSError(f"URL fetch failure for {name}: network unreachable (test)")

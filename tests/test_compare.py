@@ -11,11 +11,12 @@ import keras
 import numpy as np
 import pytest
 
-from kcnn import forms, records
-from kcnn.architectures import ARCHITECTURES, get
-from kcnn.compare import CompareConfig, _build_forms, prove_equivalent
+from kcnn.commands.compare import CompareConfig, _build_forms, prove_equivalent
 from kcnn.errors import KcnnError, ModelMismatchError
-from kcnn.layers import BatchNorm, BlockSpec, Conv, Dense, Flatten, Pool
+from kcnn.models import forms
+from kcnn.models.architectures import ARCHITECTURES, get
+from kcnn.models.layers import BatchNorm, BlockSpec, Conv, Dense, Flatten, Pool
+from kcnn.runs import records
 
 APIS = ("sequential", "functional", "subclassed")
 # A few seconds per form on two CPU cores: 120 shapes images, 32-image batches.

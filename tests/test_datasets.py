@@ -9,9 +9,9 @@ import struct
 import numpy as np
 import pytest
 
-from kcnn import datasets, formats
+from kcnn.data import datasets, formats
+from kcnn.data.splits import make_splits
 from kcnn.errors import KcnnError
-from kcnn.splits import make_splits
 
 rng = np.random.default_rng(0)
 

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from kcnn import forms
-from kcnn.architectures import ARCHITECTURES, get
 from kcnn.errors import KcnnError
+from kcnn.models import forms
+from kcnn.models.architectures import ARCHITECTURES, get
 
 APIS = ("sequential", "functional", "subclassed")
 

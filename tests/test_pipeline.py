@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from kcnn.pipeline import fit_mode, make_dataset
+from kcnn.data.pipeline import fit_mode, make_dataset
 
 
 def test_fit_mode_pads_small_margins_and_resizes_otherwise():

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kcnn.records import read_csv, read_json
+from kcnn.runs.records import read_csv, read_json
 
 # One tiny run: LeNet-5 on 300 scikit-learn digits, a few seconds per run on a 2-core CPU.
 TINY = ["lenet5", "--dataset", "digits", "--limit", "300", "--batch-size", "16"]
@@ -62,7 +62,7 @@ def _assert_interrupted_folder(run_dir: Path, signal_name: str, planned: int) ->
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     """The reference: the same tiny run, never stopped (4 epochs)."""
-    from kcnn.training import TrainConfig, train
+    from kcnn.engine.training import TrainConfig, train
 
     out = tmp_path_factory.mktemp("reference")
     result = train(
@@ -204,7 +204,7 @@ def test_same_seed_same_history(tmp_path, cli):
 
 WRITER = textwrap.dedent("""
     import sys
-    from kcnn.records import write_csv, write_json
+    from kcnn.runs.records import write_csv, write_json
     folder, i = sys.argv[1], 0
     while True:  # records of changing size, rewritten as fast as possible until killed
         i += 1

@@ -7,8 +7,8 @@ import keras
 import numpy as np
 import pytest
 
-from kcnn import runs
-from kcnn.training import TrainConfig, train
+from kcnn.engine.training import TrainConfig, train
+from kcnn.runs import folders
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,7 @@ def lenet_run(tmp_path_factory):
 
 
 def test_run_folder_holds_every_artifact(lenet_run):
-    for name in runs.RUN_FILES:
+    for name in folders.RUN_FILES:
         assert (lenet_run.run_dir / name).stat().st_size > 0, name
     assert not list(lenet_run.run_dir.glob(".*.tmp*")), "temporary files left behind"
 

@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from kcnn import backbones
-from kcnn.records import read_csv, read_json
-from kcnn.transfer import TransferConfig, build, resolve_weights, transfer, unfreeze_top
+from kcnn.commands.transfer import TransferConfig, build, resolve_weights, transfer, unfreeze_top
+from kcnn.models import backbones
+from kcnn.runs.records import read_csv, read_json
 
 # SPEC.md, "Transfer learning": 32×32×3 input, 10 classes, seed 003's head.
 REFERENCE = {

@@ -14,9 +14,9 @@ import json
 import numpy as np
 import pytest
 
-from kcnn import geometry
-from kcnn.architectures import ARCHITECTURES, get
 from kcnn.defaults import APIS
+from kcnn.models import geometry
+from kcnn.models.architectures import ARCHITECTURES, get
 
 # SPEC.md's architecture table: (input, classes) → parameters
 SPEC_PARAMS = {
@@ -117,7 +117,7 @@ def _fast_or_slow(archs):
 @pytest.fixture(scope="module", params=_fast_or_slow(ZOO + ["lenet5", "simple-cnn", "mnist-cnn"]))
 def forms3(request):
     """(arch, input shape, {api: model}) at the architecture's smallest allowed input."""
-    from kcnn import forms
+    from kcnn.models import forms
 
     arch = request.param
     side = get(arch).min_size(3, CLASSES)
@@ -135,7 +135,7 @@ def _randomize(model, seed):
     moving statistics included — so equal outputs mean equal networks (kernels already are)."""
     import keras
 
-    from kcnn import forms
+    from kcnn.models import forms
 
     rng = np.random.default_rng(seed)
     for layer in forms.leaves(model).values():
@@ -150,7 +150,7 @@ def _randomize(model, seed):
 def test_three_forms_are_one_network(forms3):
     """Same weight shapes; one form's weights copied into the others give the same outputs
     (inference mode, so BatchNorm uses its — randomised — moving statistics)."""
-    from kcnn import forms
+    from kcnn.models import forms
 
     arch, shape, models = forms3
     source = models["functional"]
@@ -203,7 +203,7 @@ def test_trains_a_few_steps_at_its_smallest_size(forms3):
 
 
 def test_functional_graph_shows_skips_and_branches():
-    from kcnn import forms
+    from kcnn.models import forms
 
     resnet = forms.build("resnet18", "functional", (32, 32, 3), CLASSES)
     add = resnet.get_layer("conv3_1_add")
@@ -227,7 +227,7 @@ def test_functional_graph_shows_skips_and_branches():
 def test_saved_sequential_resnet_reloads(tmp_path):
     import keras
 
-    from kcnn import forms
+    from kcnn.models import forms
 
     model = forms.build("resnet18", "sequential", (32, 32, 3), CLASSES)
     _randomize(model, seed=3)
@@ -247,7 +247,7 @@ def test_saved_sequential_resnet_reloads(tmp_path):
 def test_vgg_param_counts_equal_keras_applications(arch, api):
     import keras
 
-    from kcnn import forms
+    from kcnn.models import forms
 
     reference = {"vgg16": keras.applications.VGG16, "vgg19": keras.applications.VGG19}[arch](
         weights=None
@@ -261,7 +261,7 @@ def test_vgg_param_counts_equal_keras_applications(arch, api):
 def test_vgg16_takes_keras_applications_weights_layer_for_layer():
     import keras
 
-    from kcnn import forms
+    from kcnn.models import forms
 
     theirs = keras.applications.VGG16(weights=None, input_shape=(32, 32, 3), classes=CLASSES)
     ours = forms.build("vgg16", "functional", (32, 32, 3), CLASSES)
@@ -316,7 +316,7 @@ def test_summary_text_shows_the_formula_and_costs(cli):
 
 def test_summary_reports_a_shape_mismatch_loudly(monkeypatch):
     """If Keras and the formula ever disagreed (here: a spec that miscounts), it says so."""
-    from kcnn import layers, summary
+    from kcnn.models import layers, summary
 
     real = layers.conv_out
     monkeypatch.setattr(layers, "conv_out", lambda n, k, s, p: real(n, k, s, p) + (k == 11))

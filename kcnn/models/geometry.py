@@ -17,8 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from kcnn.composites import MERGES
-from kcnn.layers import (
+from kcnn.models.composites import MERGES
+from kcnn.models.layers import (
     BatchNorm,
     BlockSpec,
     Conv,

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import keras
 
-import kcnn.composites  # noqa: F401  (registers the block specs a saved Block's config names)
-from kcnn.layers import BlockSpec, Spec
+import kcnn.models.composites  # noqa: F401  (registers the block specs a saved Block's config names)
+from kcnn.models.layers import BlockSpec, Spec
 
 
 @keras.saving.register_keras_serializable(package="kcnn")

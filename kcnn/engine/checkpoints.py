@@ -14,9 +14,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from kcnn import runs
 from kcnn.errors import KcnnError
-from kcnn.records import read_csv, read_json, write_csv, write_json
+from kcnn.runs import folders
+from kcnn.runs.records import read_csv, read_json, write_csv, write_json
 
 CHECKPOINT, CHECKPOINT_INFO = "checkpoint.keras", "checkpoint.json"
 RESUMABLE = ("interrupted",)
@@ -66,8 +66,8 @@ def open_run(run_dir: str | Path) -> tuple[dict, Resume]:
         raise KcnnError(
             f"run folder {run_dir} does not exist; pass the folder of an interrupted run to --resume"
         )
-    config = _read(run_dir / runs.CONFIG, "run configuration")
-    metrics = _read(run_dir / runs.METRICS, "run metrics")
+    config = _read(run_dir / folders.CONFIG, "run configuration")
+    metrics = _read(run_dir / folders.METRICS, "run metrics")
     status = metrics.get("status")
     if config.get("command") != "train":
         raise KcnnError(
@@ -88,7 +88,7 @@ def open_run(run_dir: str | Path) -> tuple[dict, Resume]:
     if not (run_dir / CHECKPOINT).is_file() or not isinstance(info.get("epoch"), int):
         raise KcnnError(f"{run_dir} has no usable {CHECKPOINT}; this run cannot be resumed")
     epoch = info["epoch"]
-    history = run_dir / runs.HISTORY
+    history = run_dir / folders.HISTORY
     rows = (
         [
             {k: float(v) if k != "epoch" else int(v) for k, v in row.items()}
@@ -110,8 +110,8 @@ def load_model(run_dir: Path):
     (a saved model can never run arbitrary Python code through a lambda)."""
     import keras
 
-    import kcnn.blocks  # noqa: F401  registers kcnn's layers with Keras before loading
-    import kcnn.forms  # noqa: F401
+    import kcnn.models.blocks  # noqa: F401  registers kcnn's layers with Keras before loading
+    import kcnn.models.forms  # noqa: F401
 
     try:
         return keras.saving.load_model(run_dir / CHECKPOINT, safe_mode=True)
@@ -126,7 +126,7 @@ def resume(run_dir: str | Path, epochs: int | None = None, quiet: bool = False):
     """Continue an interrupted `kcnn train` run in its own folder; `epochs` may raise the total."""
     import time
 
-    from kcnn import training
+    from kcnn.engine import training
 
     started = time.perf_counter()
     record, state = open_run(run_dir)
@@ -160,4 +160,4 @@ def resume(run_dir: str | Path, epochs: int | None = None, quiet: bool = False):
 
 def truncate_history(run_dir: Path, rows: list[dict], epoch: int) -> None:
     """history.csv holds exactly the epochs a checkpoint has."""
-    write_csv(run_dir / runs.HISTORY, rows[:epoch])
+    write_csv(run_dir / folders.HISTORY, rows[:epoch])

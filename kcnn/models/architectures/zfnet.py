@@ -14,8 +14,8 @@ it holds no parameters, and batch normalisation has since taken its place.
 SPEC.md gives no reference parameter count; at 224×224×3 and 1000 classes it is 62,357,608.
 """
 
-from kcnn.architectures import Architecture
-from kcnn.layers import Conv, Dense, Dropout, Flatten, Pool
+from kcnn.models.architectures import Architecture
+from kcnn.models.layers import Conv, Dense, Dropout, Flatten, Pool
 
 ARCHITECTURES = [
     Architecture(

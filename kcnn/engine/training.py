@@ -1,6 +1,6 @@
 """`kcnn train` as a library call: data → pipeline → model → fit → evaluate → run folder.
 
-from kcnn.training import TrainConfig, train
+from kcnn.engine.training import TrainConfig, train
 result = train(TrainConfig("lenet5", dataset="mnist-5k", epochs=10))
 result.metrics["test_accuracy"], result.run_dir
 """
@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kcnn import defaults, runs
-from kcnn.architectures import get as get_architecture
+from kcnn import defaults
+from kcnn.data.splits import check_split
 from kcnn.errors import KcnnError, unknown
-from kcnn.records import write_csv, write_json
-from kcnn.splits import check_split
+from kcnn.models.architectures import get as get_architecture
+from kcnn.runs import folders
+from kcnn.runs.records import write_csv, write_json
 
 
 def check_common(config) -> None:
@@ -70,8 +71,8 @@ class TrainConfig:
                 f"--image-size must be a positive number of pixels, got {self.image_size}"
             )
         if self.name is None:
-            self.name = f"{self.arch}-{runs.dataset_label(self.dataset)}-{self.api}"
-        runs.check_name(self.name)
+            self.name = f"{self.arch}-{folders.dataset_label(self.dataset)}-{self.api}"
+        folders.check_name(self.name)
         return self
 
 
@@ -159,9 +160,10 @@ def _recorder(run_dir: Path, base: dict[str, Any]):
         def on_epoch_end(self, epoch, logs=None):
             self._stop_train_clock()
             self.rows.append({"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}})
-            write_csv(run_dir / runs.HISTORY, self.rows)
+            write_csv(run_dir / folders.HISTORY, self.rows)
             write_json(
-                run_dir / runs.METRICS, {**base, "status": "running", "epochs_completed": epoch + 1}
+                run_dir / folders.METRICS,
+                {**base, "status": "running", "epochs_completed": epoch + 1},
             )
 
         def history(self) -> dict[str, list[float]]:
@@ -178,7 +180,7 @@ def verbosity() -> int:
 
 def prepare(config: TrainConfig):
     """Load and split the data of a validated config; returns (data, splits, input_shape)."""
-    from kcnn import datasets, splits
+    from kcnn.data import datasets, splits
 
     data = datasets.load(config.dataset, config.data_dir, config.seed, config.shapes_count)
     parts = splits.make_splits(data, config.val_split, config.seed, config.limit, config.test_split)
@@ -197,8 +199,8 @@ def train(config: TrainConfig, quiet: bool = False) -> RunResult:
     started = time.perf_counter()
     data, parts, input_shape = prepare(config)
     seed_everything(config.seed)
-    from kcnn import forms
-    from kcnn.pipeline import fit_mode
+    from kcnn.data.pipeline import fit_mode
+    from kcnn.models import forms
 
     build_start = time.perf_counter()
     model = forms.build(config.arch, config.api, input_shape, parts.num_classes)
@@ -253,8 +255,8 @@ def run(
     """
     import signal
 
-    from kcnn import checkpoints, interrupts
-    from kcnn.pipeline import epoch_batches, make_dataset, steps_per_epoch
+    from kcnn.data.pipeline import epoch_batches, make_dataset, steps_per_epoch
+    from kcnn.engine import checkpoints, interrupts
 
     started = time.perf_counter() if started is None else started
     if not model.compiled:
@@ -264,19 +266,19 @@ def run(
             metrics=["accuracy"],
         )
     params = count_params(model)
-    run_dir = resume.run_dir if resume is not None else runs.create(config.out, config.name)
+    run_dir = resume.run_dir if resume is not None else folders.create(config.out, config.name)
     first_epoch = resume.epoch if resume is not None else 0
     write_json(
-        run_dir / runs.CONFIG,
+        run_dir / folders.CONFIG,
         {
             **record,
             "classes": parts.class_names,
             "split_sizes": parts.sizes(),
             "dataset_provenance": data.provenance,
-            "versions": runs.versions(),
+            "versions": folders.versions(),
         },
     )
-    (run_dir / runs.SUMMARY).write_text(model_summary(model))
+    (run_dir / folders.SUMMARY).write_text(model_summary(model))
     base = {
         "arch": config.arch,
         "api": config.api,
@@ -285,7 +287,7 @@ def run(
         "params": params,
     }
     write_json(
-        run_dir / runs.METRICS, {**base, "status": "running", "epochs_completed": first_epoch}
+        run_dir / folders.METRICS, {**base, "status": "running", "epochs_completed": first_epoch}
     )
 
     def batches(x, y, shuffle=False):
@@ -316,9 +318,9 @@ def run(
             done = min(done, sentinel.snapshot_epoch)
             checkpoints.save(run_dir, model, done, reason="interrupted")
             extra = {**extra, "checkpoint": checkpoints.CHECKPOINT}
-        write_csv(run_dir / runs.HISTORY, recorder.rows[:done], None if done else ["epoch"])
+        write_csv(run_dir / folders.HISTORY, recorder.rows[:done], None if done else ["epoch"])
         write_json(
-            run_dir / runs.METRICS,
+            run_dir / folders.METRICS,
             {
                 **base,
                 "status": status,
@@ -390,7 +392,7 @@ def run(
         except BaseException:
             guard.shielded = True
             write_json(
-                run_dir / runs.METRICS,
+                run_dir / folders.METRICS,
                 {**base, "status": "failed", "epochs_completed": len(recorder.rows)},
             )
             raise
@@ -414,16 +416,17 @@ def _finish(
     """Evaluate a trained model and write the rest of its run folder, metrics.json last."""
     import numpy as np
 
-    from kcnn import evaluation, plots
+    from kcnn.engine import evaluation
+    from kcnn.runs import plots
 
     history = recorder.history()
     metrics, matrix = evaluation.evaluate(model, test_ds, parts.y_test, parts.class_names)
     title = title or f"{config.arch} ({config.api}) on {data.name}"
-    plots.curves(history, run_dir / runs.CURVES, title=title)
+    plots.curves(history, run_dir / folders.CURVES, title=title)
     plots.confusion_matrix(
-        matrix, parts.class_names, run_dir / runs.CONFUSION, title=f"{title}: test set"
+        matrix, parts.class_names, run_dir / folders.CONFUSION, title=f"{title}: test set"
     )
-    model.save(run_dir / runs.MODEL)
+    model.save(run_dir / folders.MODEL)
     images = len(parts.y_train) * len(recorder.rows)
     final = {
         **base,
@@ -441,5 +444,5 @@ def _finish(
         "confusion_matrix": np.asarray(matrix).tolist(),
         "run_dir": str(run_dir),
     }
-    write_json(run_dir / runs.METRICS, final)
+    write_json(run_dir / folders.METRICS, final)
     return RunResult(run_dir, final, history, model)

@@ -18,8 +18,8 @@ parameters, later work (Simonyan & Zisserman 2014, §4.1) found it did not help,
 normalisation replaced it. The parameter count is unaffected.
 """
 
-from kcnn.architectures import Architecture
-from kcnn.layers import Conv, Dense, Dropout, Flatten, Pool
+from kcnn.models.architectures import Architecture
+from kcnn.models.layers import Conv, Dense, Dropout, Flatten, Pool
 
 ARCHITECTURES = [
     Architecture(

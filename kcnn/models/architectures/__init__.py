@@ -11,7 +11,7 @@ import importlib
 from dataclasses import dataclass
 
 from kcnn.errors import KcnnError, unknown
-from kcnn.layers import ShapeError, Spec, output_shapes
+from kcnn.models.layers import ShapeError, Spec, output_shapes
 
 # Modules that declare architectures; each holds `ARCHITECTURES`, a list of `Architecture`s.
 MODULES = ["lenet5", "simple_cnn", "mnist_cnn", "alexnet", "zfnet", "vgg", "resnet", "googlenet"]
@@ -35,7 +35,7 @@ class Architecture:
     def describe(self, classes: int) -> list[Spec]:
         if classes < 2:
             raise KcnnError(f"--classes must be at least 2, got {classes}")
-        module = importlib.import_module(f"kcnn.architectures.{self.module}")
+        module = importlib.import_module(f"kcnn.models.architectures.{self.module}")
         return module.describe(classes, self.variant) if self.variant else module.describe(classes)
 
     def check_input(self, input_shape: tuple[int, int, int], classes: int) -> None:
@@ -66,7 +66,7 @@ class Architecture:
 def _load() -> dict[str, Architecture]:
     found: dict[str, Architecture] = {}
     for name in MODULES:
-        for arch in importlib.import_module(f"kcnn.architectures.{name}").ARCHITECTURES:
+        for arch in importlib.import_module(f"kcnn.models.architectures.{name}").ARCHITECTURES:
             found[arch.name] = arch
     return found
 

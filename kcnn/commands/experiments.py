@@ -33,9 +33,9 @@ class Command:
 
 
 COMMANDS = {
-    "train": Command("training", "TrainConfig", "train"),
-    "compare-apis": Command("compare", "CompareConfig", "compare_apis"),
-    "transfer": Command("transfer", "TransferConfig", "transfer"),
+    "train": Command("engine.training", "TrainConfig", "train"),
+    "compare-apis": Command("commands.compare", "CompareConfig", "compare_apis"),
+    "transfer": Command("commands.transfer", "TransferConfig", "transfer"),
 }
 FILE_KEYS = ("description", "run")
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kcnn.datasets import Data
+from kcnn.data.datasets import Data
 from kcnn.errors import KcnnError
 
 

@@ -4,8 +4,8 @@ conv32 → pool → conv64 → pool → conv64 (all 3×3, 'same', ReLU) → flat
 582,026 parameters on 32×32×3 CIFAR-10 images.
 """
 
-from kcnn.architectures import Architecture
-from kcnn.layers import Conv, Dense, Flatten, Pool
+from kcnn.models.architectures import Architecture
+from kcnn.models.layers import Conv, Dense, Flatten, Pool
 
 ARCHITECTURES = [
     Architecture(

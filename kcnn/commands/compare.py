@@ -7,7 +7,7 @@ by layer, and outputs that agree on a real batch once one form's weights are cop
 others — and only then trained, on identical data order, so that what remains different (build
 time, speed, and with `same_init=False` the spread from initialisation) is what the report shows.
 
-    from kcnn.compare import CompareConfig, compare_apis
+    from kcnn.commands.compare import CompareConfig, compare_apis
     result = compare_apis(CompareConfig(dataset="shapes", epochs=3))
     result.proof.equivalent, result.rows, result.folder
 
@@ -22,9 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kcnn import defaults, runs, training
+from kcnn import defaults
+from kcnn.engine import training
 from kcnn.errors import KcnnError, ModelMismatchError
-from kcnn.records import write_json
+from kcnn.runs import folders
+from kcnn.runs.records import write_json
 
 PROOF_JSON, COMPARISON_JSON = "proof.json", "comparison.json"
 # Layer-by-layer tables longer than this go to comparison.md only, not to the terminal.
@@ -119,7 +121,7 @@ class Proof:
         ]
 
     def markdown(self) -> str:
-        from kcnn.report import markdown_table
+        from kcnn.runs.report import markdown_table
 
         form_rows = self.form_rows()
         layer_rows = self.layer_rows()
@@ -188,7 +190,7 @@ def prove_equivalent(
     import keras
     import numpy as np
 
-    from kcnn import forms
+    from kcnn.models import forms
 
     if len(models) < 2:
         raise KcnnError("prove_equivalent needs at least two models to compare")
@@ -323,8 +325,8 @@ class CompareConfig:
         if not self.tolerance > 0:
             raise KcnnError(f"the output tolerance must be a positive number, got {self.tolerance}")
         if self.name is None:
-            self.name = f"compare-{self.arch}-{runs.dataset_label(self.dataset)}"
-        runs.check_name(self.name)
+            self.name = f"compare-{self.arch}-{folders.dataset_label(self.dataset)}"
+        folders.check_name(self.name)
         return self
 
 
@@ -355,7 +357,7 @@ def _build_forms(config: CompareConfig, input_shape, classes: int) -> tuple[dict
     With independent init each form gets its own seed (seed, seed+1, ...), as three separate
     notebook cells would.
     """
-    from kcnn import forms
+    from kcnn.models import forms
 
     # A throw-away build first, so TensorFlow's one-time start-up cost is not charged to the first form.
     forms.build(config.arch, config.apis[0], input_shape, classes)
@@ -397,8 +399,8 @@ def compare_apis(config: CompareConfig, on_proof=None, quiet: bool = False) -> C
     and leaves no comparison folder behind. `quiet` sends Keras's progress to stderr.
     """
     config.validate()  # before TensorFlow is imported or any data loaded: bad input fails at once
-    from kcnn import report
-    from kcnn.pipeline import fit_mode, make_dataset
+    from kcnn.data.pipeline import fit_mode, make_dataset
+    from kcnn.runs import report
 
     started = time.perf_counter()
     data, parts, input_shape = training.prepare(config.train_config(config.apis[0]))
@@ -416,12 +418,12 @@ def compare_apis(config: CompareConfig, on_proof=None, quiet: bool = False) -> C
 
     reference = config.apis[0]
     if config.same_init:
-        from kcnn import forms
+        from kcnn.models import forms
 
         for api in config.apis[1:]:
             forms.copy_weights(models[reference], models[api])
 
-    folder = runs.create(config.out, config.name)
+    folder = folders.create(config.out, config.name)
     settings = {
         **dataclasses.asdict(config),
         "command": "compare-apis",

@@ -10,8 +10,8 @@ A-LRN and C (with 1×1 convs) are not included. Layer names follow `keras.applic
 (`block1_conv1` … `fc1`, `fc2`, `predictions`), so its weights load into ours layer for layer.
 """
 
-from kcnn.architectures import Architecture
-from kcnn.layers import Conv, Dense, Dropout, Flatten, Pool
+from kcnn.models.architectures import Architecture
+from kcnn.models.layers import Conv, Dense, Dropout, Flatten, Pool
 
 # convolutions per stage; the stages have 64, 128, 256, 512, 512 filters
 CONFIGS = {

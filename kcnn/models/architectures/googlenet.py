@@ -20,9 +20,9 @@ Choices, each with its reason:
 SPEC.md gives no reference parameter count; at 224×224×3 and 1000 classes it is 6,998,552.
 """
 
-from kcnn.architectures import Architecture
-from kcnn.composites import Inception
-from kcnn.layers import Conv, Dense, Dropout, GlobalAvgPool, Pool
+from kcnn.models.architectures import Architecture
+from kcnn.models.composites import Inception
+from kcnn.models.layers import Conv, Dense, Dropout, GlobalAvgPool, Pool
 
 # Table 1: name → (#1×1, #3×3 reduce, #3×3, #5×5 reduce, #5×5, pool proj)
 MODULES = {

@@ -18,9 +18,9 @@ two per BN channel; the learned (trainable) count is the paper's. (keras.applica
 has 25,636,712 because its convs keep their biases.)
 """
 
-from kcnn.architectures import Architecture
-from kcnn.composites import BasicBlock, Bottleneck
-from kcnn.layers import Activation, BatchNorm, Conv, Dense, GlobalAvgPool, Pool
+from kcnn.models.architectures import Architecture
+from kcnn.models.composites import BasicBlock, Bottleneck
+from kcnn.models.layers import Activation, BatchNorm, Conv, Dense, GlobalAvgPool, Pool
 
 # blocks per stage (conv2_x … conv5_x), Table 1
 DEPTHS = {

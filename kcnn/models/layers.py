@@ -252,7 +252,7 @@ class BlockSpec(Spec):
         }
 
     def to_keras(self) -> list:
-        from kcnn.blocks import Block
+        from kcnn.models.blocks import Block
 
         return [Block(self, name=self.name)]
 

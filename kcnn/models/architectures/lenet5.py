@@ -11,8 +11,8 @@ are plain average pooling (the paper's have a trainable coefficient and bias) an
 all six S2 maps (the paper's sparse connection table was an engineering compromise of 1998).
 """
 
-from kcnn.architectures import Architecture
-from kcnn.layers import Conv, Dense, Flatten, Pool
+from kcnn.models.architectures import Architecture
+from kcnn.models.layers import Conv, Dense, Flatten, Pool
 
 ARCHITECTURES = [
     Architecture(

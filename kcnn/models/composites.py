@@ -1,6 +1,6 @@
 """Composite blocks: the residual blocks of ResNet and the inception module of GoogLeNet.
 
-Each block is a `BlockSpec` (see `kcnn.layers`): its parts are ordinary specs, and `wire(run, x)`
+Each block is a `BlockSpec` (see `kcnn.models.layers`): its parts are ordinary specs, and `wire(run, x)`
 says how they connect. `run` is whatever the caller needs it to be: Keras layers inside the
 block's layer (Sequential and subclassed forms), Keras layers spread into the Functional graph
 (branches and skips visible there), or plain shapes — which is how a block's output shape is
@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from kcnn.layers import Activation, BatchNorm, BlockSpec, Conv, Pool, Shape, ShapeError, Spec
+from kcnn.models.layers import Activation, BatchNorm, BlockSpec, Conv, Pool, Shape, ShapeError, Spec
 
 
 @dataclass(frozen=True)

@@ -1,15 +1,15 @@
 """`kcnn summary`: an architecture layer by layer — output shapes and parameters as Keras builds
-them, multiply-adds and receptive fields from the specs (`kcnn.geometry`), and a check that
+them, multiply-adds and receptive fields from the specs (`kcnn.models.geometry`), and a check that
 every conv and pooling layer's output size is ⌊(N + 2p − k)/s⌋ + 1."""
 
 from __future__ import annotations
 
 import keras
 
-from kcnn import forms, geometry
-from kcnn.architectures import get as get_architecture
-from kcnn.blocks import Block
-from kcnn.training import count_params
+from kcnn.engine.training import count_params
+from kcnn.models import forms, geometry
+from kcnn.models.architectures import get as get_architecture
+from kcnn.models.blocks import Block
 
 
 def _rows(model) -> list[dict]:

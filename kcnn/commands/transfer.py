@@ -15,7 +15,7 @@ Seed 003's second experiment, done right (see SPEC.md, "Transfer learning"):
   records which; with no network and nothing cached the run stops with what to do, never
   switching to random weights on its own.
 
-    from kcnn.transfer import TransferConfig, transfer
+    from kcnn.commands.transfer import TransferConfig, transfer
     result = transfer(TransferConfig(["vgg16"], dataset="shapes", weights="none", epochs=3))
     result.runs[0].metrics["test_accuracy"], result.runs[0].run_dir
 """
@@ -31,8 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kcnn import backbones, defaults, runs, training
+from kcnn import defaults
+from kcnn.engine import training
 from kcnn.errors import KcnnError, closest, unknown
+from kcnn.models import backbones
+from kcnn.runs import folders
 
 WEIGHT_CHOICES = ("imagenet", "none")
 
@@ -95,8 +98,8 @@ class TransferConfig:
             )
         if self.name is None:
             what = self.backbones[0] if len(self.backbones) == 1 else "transfer"
-            self.name = f"{what}-{runs.dataset_label(self.dataset)}-{self.head}"
-        runs.check_name(self.name)
+            self.name = f"{what}-{folders.dataset_label(self.dataset)}-{self.head}"
+        folders.check_name(self.name)
         return self
 
     def train_config(self, backbone: str, out: str | Path | None = None) -> training.TrainConfig:
@@ -176,7 +179,7 @@ def resolve_weights(backbone: backbones.Backbone, weights: str, image_size: int)
         return WeightsSource("none", None, "none (random initialisation)")
     if weights != "imagenet":
         return WeightsSource("file", weights, f"file {weights}")
-    from kcnn.datasets import keras_home
+    from kcnn.data.datasets import keras_home
 
     cached = backbones.cache_path(keras_home(), backbone, image_size)
     if cached.is_file():
@@ -392,7 +395,7 @@ def train_one(
     quiet: bool = False,
 ) -> training.RunResult:
     """Build, train (frozen phase, then the optional fine-tune phase), evaluate and record one backbone."""
-    from kcnn.pipeline import fit_mode, make_dataset
+    from kcnn.data.pipeline import fit_mode, make_dataset
 
     started = time.perf_counter()
     train_config = config.train_config(backbone.name, out)
@@ -510,17 +513,18 @@ def train_one(
         title=f"{backbone.name} + {config.head} head on {data.name}",
     )
     # `phase` was filled during fit: rewrite metrics.json with its figures at the top level
-    from kcnn.records import write_json
+    from kcnn.runs.records import write_json
 
     metrics = result.metrics
     metrics.update(metrics.pop("phase"))
-    write_json(result.run_dir / runs.METRICS, metrics)
+    write_json(result.run_dir / folders.METRICS, metrics)
     return result
 
 
 def transfer(config: TransferConfig, quiet: bool = False) -> TransferResult:
     """Train a head on each named backbone; several backbones also get a comparison report."""
-    from kcnn import datasets, report, splits
+    from kcnn.data import datasets, splits
+    from kcnn.runs import report
 
     config.validate()
     data = datasets.load(config.dataset, config.data_dir, config.seed, config.shapes_count)
@@ -541,7 +545,7 @@ def transfer(config: TransferConfig, quiet: bool = False) -> TransferResult:
                     f"--fine-tune {config.fine_tune} is more than the {layers} layers of {b.name}; "
                     f"use at most {layers}"
                 )
-    folder = runs.create(config.out, config.name) if len(chosen) > 1 else None
+    folder = folders.create(config.out, config.name) if len(chosen) > 1 else None
     results = [
         train_one(config, b, sources[b.name], data, parts, input_shape, folder, quiet)
         for b in chosen

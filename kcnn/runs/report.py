@@ -10,8 +10,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from kcnn import plots
-from kcnn.records import write_atomic, write_csv
+from kcnn.runs import plots
+from kcnn.runs.records import write_atomic, write_csv
 
 COMPARISON_MD, COMPARISON_CSV, OVERLAY = "comparison.md", "comparison.csv", "curves_overlay.png"
 

@@ -6,8 +6,8 @@ them, which makes the three a single linear map; kcnn puts ReLU between them (sa
 count) so the extra layers earn their place.
 """
 
-from kcnn.architectures import Architecture
-from kcnn.layers import Conv, Dense, Flatten, Pool
+from kcnn.models.architectures import Architecture
+from kcnn.models.layers import Conv, Dense, Flatten, Pool
 
 ARCHITECTURES = [
     Architecture(

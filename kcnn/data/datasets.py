@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from kcnn import defaults, formats
+from kcnn import defaults
+from kcnn.data import formats
 from kcnn.errors import KcnnError, unknown
 
 OFFLINE_HINT = "try an offline data set: --dataset mnist-5k, --dataset digits or --dataset shapes"
@@ -171,7 +172,7 @@ def load(
 
 
 def _shapes(count: int, seed: int):
-    from kcnn.shapes import make_shapes
+    from kcnn.data.shapes import make_shapes
 
     try:
         return make_shapes(count, seed)
@@ -180,7 +181,7 @@ def _shapes(count: int, seed: int):
 
 
 def _shape_classes() -> list[str]:
-    from kcnn.shapes import CLASSES
+    from kcnn.data.shapes import CLASSES
 
     return list(CLASSES)
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from kcnn.architectures import get as get_architecture
-from kcnn.blocks import Block
 from kcnn.defaults import APIS
 from kcnn.errors import KcnnError, unknown
-from kcnn.layers import BlockSpec, Spec
+from kcnn.models.architectures import get as get_architecture
+from kcnn.models.blocks import Block
+from kcnn.models.layers import BlockSpec, Spec
 
 
 def _model_name(arch: str, api: str) -> str:
