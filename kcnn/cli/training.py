@@ -1,86 +1,29 @@
-"""The `kcnn` command line: thin Typer commands over the library.
-
-Importing this module must stay cheap: TensorFlow is imported inside the commands that train
-or build models, never at the top, so `kcnn --help` and `kcnn list` answer at once.
-"""
+"""`kcnn train`, `kcnn transfer`, `kcnn compare-apis` and `kcnn run`: the commands that train."""
 
 from __future__ import annotations
 
-import sys
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from kcnn import defaults
-from kcnn.errors import KcnnError
-
-app = typer.Typer(
-    help="Build, train, compare and understand convolutional networks (Keras 3).",
-    no_args_is_help=True,
-    rich_markup_mode="rich",
-    pretty_exceptions_enable=False,
-    add_completion=False,
+from kcnn.cli.app import (
+    AsJson,
+    BatchSize,
+    DataDir,
+    Dataset,
+    Epochs,
+    ImageSize,
+    Limit,
+    Lr,
+    Out,
+    Seed,
+    ValSplit,
+    app,
+    print_json,
 )
-
-_debug = False
-
-
-@app.callback()
-def _options(
-    debug: Annotated[
-        bool, typer.Option("--debug", help="Show the full traceback when a command fails.")
-    ] = False,
-) -> None:
-    global _debug
-    _debug = debug
-
-
-# Options shared by the training commands: one definition each.
-Dataset = Annotated[
-    str,
-    typer.Option(
-        help="A registered data set (see `kcnn list datasets`), an image folder, or an .npz file."
-    ),
-]
-DataDir = Annotated[
-    Path | None,
-    typer.Option(
-        help="Folder holding the data set's original files (e.g. mnist.npz, IDX files, cifar-10-batches-py/)."
-    ),
-]
-Epochs = Annotated[int, typer.Option(help="Training epochs.")]
-BatchSize = Annotated[int, typer.Option(help="Images per batch.")]
-Lr = Annotated[
-    float | None,
-    typer.Option(help="Learning rate \\[default: the optimizer's usual rate].", show_default=False),
-]
-Seed = Annotated[int, typer.Option(help="Seed for the split, weight initialisation and shuffling.")]
-ValSplit = Annotated[
-    float, typer.Option(help="Fraction of the training images held out for validation.")
-]
-Limit = Annotated[
-    int | None,
-    typer.Option(
-        help="Use at most N training (and N test) images, stratified: for quick runs.",
-        show_default=False,
-    ),
-]
-ImageSize = Annotated[
-    int | None,
-    typer.Option(
-        help="Resize (or pad) images to N×N inside the input pipeline.", show_default=False
-    ),
-]
-Out = Annotated[Path, typer.Option(help="Folder that receives the run folders.")]
-AsJson = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
-
-
-def _print_json(data) -> None:
-    from kcnn.runs.records import json_text
-
-    typer.echo(json_text(data))
+from kcnn.errors import KcnnError
 
 
 @app.command()
@@ -159,7 +102,7 @@ def train(
         result = run_training(config, quiet=as_json)
     m = result.metrics
     if as_json:
-        _print_json(m)
+        print_json(m)
         return
     fallback = (
         " (mnist-5k fallback: full MNIST was unavailable)" if m.get("dataset_fallback") else ""
@@ -264,7 +207,7 @@ def transfer(
     )
     result = run_transfer(config, quiet=as_json)
     if as_json:
-        _print_json(
+        print_json(
             {
                 "comparison": str(result.folder) if result.folder else None,
                 "runs": [r.metrics for r in result.runs],
@@ -286,145 +229,6 @@ def transfer(
         typer.echo(f"report: {result.folder / COMPARISON_MD}")
     else:
         typer.echo(f"run folder: {result.runs[0].run_dir}")
-
-
-class ListWhat(StrEnum):
-    models = "models"
-    datasets = "datasets"
-    backbones = "backbones"
-
-
-@app.command("list")
-def list_(
-    what: Annotated[
-        ListWhat | None,
-        typer.Argument(
-            help="models, datasets or backbones \\[default: all three].", show_default=False
-        ),
-    ] = None,
-    as_json: AsJson = False,
-) -> None:
-    """List the architectures, data sets and transfer backbones kcnn knows."""
-    from kcnn.data.datasets import DATASETS
-    from kcnn.models.architectures import ARCHITECTURES
-    from kcnn.models.backbones import BACKBONES
-
-    models = [
-        {
-            "name": a.name,
-            "family": a.family,
-            "year": a.year,
-            "reference_params": a.reference_params,
-            "reference_input": list(a.input_shape),
-            "reference_classes": a.reference_classes,
-            "paper": a.paper,
-        }
-        for a in ARCHITECTURES.values()
-    ]
-    datasets = [
-        {
-            "name": d.name,
-            "image_shape": list(d.image_shape),
-            "classes": d.classes,
-            "offline": d.offline,
-            "summary": d.summary,
-            "source": d.source,
-        }
-        for d in DATASETS.values()
-    ]
-    show_models, show_data = what in (None, ListWhat.models), what in (None, ListWhat.datasets)
-    show_backbones = what in (None, ListWhat.backbones)
-    backbones = [
-        {"name": b.name, "paper": b.paper, "keras": b.constructor} for b in BACKBONES.values()
-    ]
-    if as_json:
-        _print_json(
-            {
-                **({"models": models} if show_models else {}),
-                **({"datasets": datasets} if show_data else {}),
-                **({"backbones": backbones} if show_backbones else {}),
-            }
-        )
-        return
-    if show_models:
-        typer.echo(
-            f"{'model':<12} {'family':<10} {'year':>4}  {'reference params':>16}  default input"
-        )
-        for m in models:
-            params = f"{m['reference_params']:,}" if m["reference_params"] else "-"
-            h, w, c = m["reference_input"]
-            typer.echo(
-                f"{m['name']:<12} {m['family']:<10} {m['year']:>4}  {params:>16}  {h}×{w}×{c}, {m['reference_classes']} classes"
-            )
-    if show_models and show_data:
-        typer.echo("")
-    if show_data:
-        typer.echo(f"{'dataset':<14} {'images':<9} {'classes':>7}  {'offline':<7}  source")
-        for d in datasets:
-            h, w, c = d["image_shape"]
-            typer.echo(
-                f"{d['name']:<14} {f'{h}×{w}×{c}':<9} {d['classes']:>7}  {'yes' if d['offline'] else 'no':<7}  {d['source']}"
-            )
-        typer.echo(
-            "Also: a folder with one subfolder per class (optionally train/ and test/), or an .npz file "
-            "with x_train, y_train, x_test, y_test."
-        )
-    if show_backbones:
-        if show_models or show_data:
-            typer.echo("")
-        typer.echo(f"{'backbone':<12} {'keras.applications':<45} paper  (for `kcnn transfer`)")
-        for b in backbones:
-            typer.echo(
-                f"{b['name']:<12} {b['keras'].removeprefix('keras.applications.'):<45} {b['paper'].split(',')[0]}"
-            )
-
-
-def parse_shape(text: str) -> tuple[int, int, int]:
-    parts = text.replace("x", ",").replace("×", ",").split(",")
-    try:
-        values = tuple(int(p) for p in parts)
-    except ValueError:
-        values = ()
-    if len(values) != 3 or min(values) <= 0:
-        raise KcnnError(
-            f"--input-shape must be three positive whole numbers H,W,C such as 224,224,3; got {text!r}"
-        )
-    return values  # type: ignore[return-value]
-
-
-@app.command()
-def summary(
-    arch: Annotated[str, typer.Argument(help="Architecture name (see `kcnn list models`).")],
-    api: Annotated[str, typer.Option(help="sequential, functional or subclassed.")] = defaults.API,
-    input_shape: Annotated[
-        str | None,
-        typer.Option(
-            help="H,W,C \\[default: the architecture's reference input].", show_default=False
-        ),
-    ] = None,
-    classes: Annotated[
-        int | None,
-        typer.Option(
-            help="Output classes \\[default: the reference class count].", show_default=False
-        ),
-    ] = None,
-    as_json: AsJson = False,
-) -> None:
-    """Show an architecture layer by layer: output shapes, parameters, multiply-adds, receptive fields, and the output-size formula checked against Keras."""
-    from kcnn.models.architectures import get
-
-    architecture = get(arch)
-    shape = parse_shape(input_shape) if input_shape else architecture.input_shape
-    classes = architecture.reference_classes if classes is None else classes
-    if classes < 2:
-        raise KcnnError(f"--classes must be at least 2, got {classes}")
-    from kcnn.models.summary import summarize
-
-    report = summarize(arch, api, shape, classes)
-    if as_json:
-        _print_json(report)
-    else:
-        typer.echo(report["text"])
 
 
 @app.command("compare-apis")
@@ -485,10 +289,10 @@ def compare_apis(
         result = run_comparison(config, on_proof=show_proof, quiet=as_json)
     except ModelMismatchError as e:
         if as_json and getattr(e, "proof", None) is not None:
-            _print_json({"proof": e.proof.as_dict()})
+            print_json({"proof": e.proof.as_dict()})
         raise
     if as_json:
-        _print_json(result.as_dict())
+        print_json(result.as_dict())
         return
     typer.echo(
         f"\n{'form':<12}{'test acc':>9}{'test loss':>10}{'best val acc':>13}{'build s':>9}{'s/epoch':>9}{'images/s':>10}"
@@ -535,7 +339,7 @@ def run_experiment(
 
         plan = [{"command": c, **dataclasses.asdict(cfg)} for c, cfg in experiment.runs]
         if as_json:
-            _print_json({"file": str(file), "description": experiment.description, "runs": plan})
+            print_json({"file": str(file), "description": experiment.description, "runs": plan})
         else:
             typer.echo(f"{file}: {experiment.description}")
             for step in plan:
@@ -543,27 +347,9 @@ def run_experiment(
         return
     summaries = experiments.run(experiment, quiet=as_json)
     if as_json:
-        _print_json({"file": str(file), "runs": summaries})
+        print_json({"file": str(file), "runs": summaries})
         return
     for s in summaries:
         where = s.get("run_dir") or s.get("folder") or ", ".join(s.get("run_dirs", []))
         accuracy = f"test accuracy {s['test_accuracy']:.4f}, " if "test_accuracy" in s else ""
         typer.echo(f"{s['command']}: {accuracy}results in {where}")
-
-
-def main(argv: list[str] | None = None) -> None:
-    """The console script: runs the app, turning a KcnnError into one line and its exit status."""
-    from kcnn.engine.interrupts import exit_on_signals
-
-    try:
-        with exit_on_signals():  # Ctrl-C / SIGTERM exit 130 / 143 with one line, never "Aborted!"
-            app(args=argv, prog_name="kcnn")
-    except KcnnError as e:
-        if _debug:
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(e.exit_code)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,3 @@
+from kcnn.cli import main
+
+main()
