@@ -15,6 +15,11 @@ OPTIMIZERS = tuple(LEARNING_RATES)
 APIS = ("sequential", "functional", "subclassed")
 
 SHAPES_COUNT = 3000  # images the `shapes` generator draws by default (500 per class)
+SHAPES_COUNT_MAX = 1_000_000  # 3 GB of 32×32×3 images: beyond that, generate a folder instead
+
+# Bounds that keep a setting from asking for memory no machine has, checked before any work.
+IMAGE_SIZE_MAX = 4096  # pixels per side of the model input
+INPUT_BATCH_BYTES_MAX = 2 * 1024**3  # one float32 input batch (batch × H × W × C × 4 bytes)
 
 # compare-apis: seed 003's experiment — simple-cnn three ways on CIFAR-10, Adam, batch 128,
 # 20 epochs, validation split 0.2, seed 83 (the shared defaults above hold the last four).

@@ -137,33 +137,45 @@ CASES = [
         lambda t: _train("lenet5", "--optimizer", "adamm"),
         ["optimizer", "did you mean 'adam'"],
     ),
-    ("epochs-zero", lambda t: _train("lenet5", "--epochs", "0"), ["--epochs must be a positive"]),
+    (
+        "epochs-zero",
+        lambda t: _train("lenet5", "--epochs", "0"),
+        ["--epochs (`epochs` in a file) must be a whole number"],
+    ),
     (
         "epochs-negative",
         lambda t: _train("lenet5", "--epochs", "-2"),
-        ["--epochs must be a positive"],
+        ["--epochs (`epochs` in a file) must be a whole number"],
     ),
     (
         "batch-zero",
         lambda t: _train("lenet5", "--batch-size", "0"),
-        ["--batch-size must be a positive"],
+        ["--batch-size (`batch_size` in a file) must be a whole number"],
     ),
-    ("lr-zero", lambda t: _train("lenet5", "--lr", "0"), ["--lr must be a positive"]),
-    ("lr-negative", lambda t: _train("lenet5", "--lr", "-0.01"), ["--lr must be a positive"]),
+    (
+        "lr-zero",
+        lambda t: _train("lenet5", "--lr", "0"),
+        ["--lr (`lr` in a file) must be a number above 0"],
+    ),
+    (
+        "lr-negative",
+        lambda t: _train("lenet5", "--lr", "-0.01"),
+        ["--lr (`lr` in a file) must be a number above 0"],
+    ),
     (
         "val-split-zero",
         lambda t: _train("lenet5", "--val-split", "0"),
-        ["--val-split must be between 0 and 1"],
+        ["--val-split (`val_split` in a file) must be a number above 0 below 1"],
     ),
     (
         "val-split-one",
         lambda t: _train("lenet5", "--val-split", "1"),
-        ["--val-split must be between 0 and 1"],
+        ["--val-split (`val_split` in a file) must be a number above 0 below 1"],
     ),
     (
         "val-split-big",
         lambda t: _train("lenet5", "--val-split", "2.5"),
-        ["--val-split must be between 0 and 1"],
+        ["--val-split (`val_split` in a file) must be a number above 0 below 1"],
     ),
     (
         "image-too-small",

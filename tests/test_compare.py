@@ -11,7 +11,8 @@ import keras
 import numpy as np
 import pytest
 
-from kcnn.commands.compare import CompareConfig, _build_forms, prove_equivalent
+from kcnn.commands.compare import _build_forms, prove_equivalent
+from kcnn.engine.config import CompareConfig
 from kcnn.errors import KcnnError, ModelMismatchError
 from kcnn.models import forms
 from kcnn.models.architectures import ARCHITECTURES, get
@@ -184,7 +185,7 @@ def test_compare_apis_same_init_writes_the_report_and_the_forms_agree(cli, tmp_p
     assert result.code == 0, result.err
     answer = json.loads(result.out)
     folder = _only_folder(tmp_path)
-    assert answer["folder"] == str(folder)
+    assert answer["comparison"] == str(folder) and answer["command"] == "compare-apis"
 
     # proof: equal parameters, equal shapes, outputs within 1e-5
     proof = answer["proof"]
@@ -226,7 +227,8 @@ def test_compare_apis_same_init_writes_the_report_and_the_forms_agree(cli, tmp_p
         config = records.read_json(run / "config.json")
         assert metrics["status"] == "completed" and metrics["api"] == row["form"]
         assert metrics["epochs_completed"] == 2 and (run / "model.keras").is_file()
-        assert config["command"] == "compare-apis" and config["init"] == "same"
+        assert config["command"] == "train" and config["part_of"] == "compare-apis"
+        assert config["init"] == "same"
         assert len(records.read_csv(run / "history.csv")) == 2
 
 
@@ -288,9 +290,12 @@ def test_cifar10_unavailable_suggests_offline_data_sets(cli, tmp_path, no_downlo
 @pytest.mark.parametrize(
     "args, message",
     [
-        (("--epochs", "0"), "--epochs must be a positive whole number"),
+        (("--epochs", "0"), "--epochs (`epochs` in a file) must be a whole number"),
         (("--optimizer", "adma"), "did you mean 'adam'"),
-        (("--val-split", "1.5"), "--val-split must be between 0 and 1"),
+        (
+            ("--val-split", "1.5"),
+            "--val-split (`val_split` in a file) must be a number above 0 below 1",
+        ),
         (("simple-cnm",), "did you mean 'simple-cnn'"),
     ],
 )

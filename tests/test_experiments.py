@@ -32,7 +32,7 @@ def write(tmp_path, text):
         ('[[run]\ncommand = "train"', "not valid TOML"),
         (
             '[[run]]\ncommand = "train"\narch = "lenet5"\nepoch = 3',
-            "unknown key 'epoch' for train: did you mean 'epochs'",
+            "unknown setting 'epoch' for train: did you mean 'epochs'",
         ),
         ('[[run]]\ncommand = "trian"\narch = "lenet5"', "did you mean 'train'"),
         ('[[run]]\narch = "lenet5"', "has no `command`"),
@@ -41,7 +41,10 @@ def write(tmp_path, text):
             "unknown top-level key 'descripton'",
         ),
         ('description = "nothing to run"', "names no runs"),
-        ('[[run]]\ncommand = "train"\narch = "lenet5"\nepochs = 0', "--epochs must be a positive"),
+        (
+            '[[run]]\ncommand = "train"\narch = "lenet5"\nepochs = 0',
+            "--epochs (`epochs` in a file) must be a whole number",
+        ),
         ('[[run]]\ncommand = "train"', "train needs the setting(s) arch"),
     ],
 )
@@ -84,4 +87,4 @@ out = "{tmp_path / "runs"}"
     assert result.code == 0, result.err
     summary = json.loads(result.out)["runs"][0]
     assert summary["command"] == "train" and 0 <= summary["test_accuracy"] <= 1
-    assert (Path(summary["run_dir"]) / "metrics.json").is_file()
+    assert (Path(summary["run_dirs"][0]) / "metrics.json").is_file()

@@ -7,7 +7,8 @@ import keras
 import numpy as np
 import pytest
 
-from kcnn.engine.training import TrainConfig, train
+from kcnn.commands.train import train
+from kcnn.engine.config import TrainConfig
 from kcnn.runs import folders
 
 
@@ -77,7 +78,7 @@ def test_each_api_trains_from_the_cli(cli, tmp_path, api):
         "--json",
     )
     assert result.code == 0, result.err
-    metrics = json.loads(result.out)
+    metrics = json.loads(result.out)["runs"][0]
     assert (
         metrics["api"] == api
         and metrics["status"] == "completed"
@@ -93,7 +94,7 @@ def test_mnist_fallback_is_recorded(cli, tmp_path, no_download):
     result = cli("train", "lenet5", "--epochs", "1", "--limit", "100", "--out", tmp_path, "--json")
     assert result.code == 0, result.err
     assert "WARNING" in result.err and "mnist-5k" in result.err
-    metrics = json.loads(result.out)
+    metrics = json.loads(result.out)["runs"][0]
     assert metrics["dataset"] == "mnist-5k" and metrics["dataset_fallback"] is True
     config = json.loads(
         (tmp_path / next(p.name for p in tmp_path.iterdir()) / "config.json").read_text()

@@ -8,7 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from kcnn.commands.transfer import TransferConfig, build, resolve_weights, transfer, unfreeze_top
+from kcnn.commands.transfer import build, resolve_weights, transfer, unfreeze_top
+from kcnn.engine.config import TransferConfig
 from kcnn.models import backbones
 from kcnn.runs.records import read_csv, read_json
 
@@ -337,7 +338,10 @@ def test_grayscale_small_images_are_upsampled_in_the_pipeline_with_the_gap_head(
         (["vgg16", "--weights", "imagnet"], "did you mean 'imagenet'"),
         (["vgg16", "--head", "gapp"], "did you mean 'gap'"),
         (["vgg16", "--image-size", "16"], "smallest input that works is 32×32"),
-        (["vgg16", "--fine-tune", "-1"], "--fine-tune must be 0"),
+        (
+            ["vgg16", "--fine-tune", "-1"],
+            "--fine-tune (`fine_tune` in a file) must be a whole number from 0",
+        ),
         (["vgg16", "--fine-tune", "50", "--weights", "none"], "more than the 18 layers of vgg16"),
     ],
 )

@@ -375,7 +375,7 @@ def test_train_resnet_end_to_end_with_resize(cli, tmp_path):
         "--json",
     )
     assert r.code == 0, r.err
-    metrics = json.loads(r.out)
+    metrics = json.loads(r.out)["runs"][0]
     assert metrics["status"] == "completed"
     run_dir = tmp_path / next(p.name for p in tmp_path.iterdir())
     config = json.loads((run_dir / "config.json").read_text())

@@ -1,12 +1,26 @@
 """The `kcnn` command line: thin Typer commands over the library.
 
-Importing this module must stay cheap: TensorFlow is imported inside the commands that train
+Importing this package must stay cheap: TensorFlow is imported inside the commands that train
 or build models, never at the top, so `kcnn --help` and `kcnn list` answer at once.
+
+What a user sees on failure is one line on stderr (`error: ...`) and an exit status: 2 for bad
+input, usage errors included; 1 when compare-apis finds the forms differ; 3 when training diverged;
+128 + N when signal N stopped a run. Under `--json` the error is also printed on stdout as
+`{"error": ..., "exit": N}`. `kcnn --debug ...` shows tracebacks and TensorFlow's own log lines.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
+
+import typer
+
+try:
+    from typer._click import exceptions as click_errors  # recent Typer carries its own Click
+except ImportError:  # older Typer uses Click itself
+    from click import exceptions as click_errors
 
 from kcnn.cli import app as _app_module
 from kcnn.cli import catalog, training  # noqa: F401  (each module registers its commands)
@@ -15,18 +29,91 @@ from kcnn.errors import KcnnError
 app = _app_module.app
 
 
+@contextlib.contextmanager
+def quiet_native_stderr(enabled: bool):
+    """Keep what TensorFlow's C++ runtime writes to file descriptor 2 (CUDA probing, cuInit,
+    NodeDef attribute notes) off the terminal: fd 2 goes to /dev/null, while Python's sys.stderr
+    (kcnn's messages, Keras's progress, tracebacks) keeps writing to the real terminal."""
+    try:
+        real_fd = sys.stderr.fileno() == 2
+    except (AttributeError, OSError, ValueError):  # replaced by a test's capture or an IDE
+        real_fd = False
+    if not enabled or not real_fd:
+        yield
+        return
+    sys.stderr.flush()
+    real = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    original = sys.stderr
+    try:
+        os.dup2(devnull, 2)
+        sys.stderr = open(
+            real,
+            "w",
+            buffering=1,
+            encoding=original.encoding or "utf-8",
+            errors="replace",
+            closefd=False,
+        )
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(real, 2)
+        sys.stderr = original
+        os.close(devnull)
+        os.close(real)
+
+
+def _fail(message: str, code: int, as_json: bool) -> None:
+    if as_json:
+        from kcnn.runs.records import json_text
+
+        print(json_text({"error": message, "exit": code}), flush=True)
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """The console script: runs the app, turning a KcnnError into one line and its exit status."""
+    """The console script: runs the app, turning every failure into one line and its exit status."""
     from kcnn.engine.interrupts import exit_on_signals
 
-    try:
-        with exit_on_signals():  # Ctrl-C / SIGTERM exit 130 / 143 with one line, never "Aborted!"
-            app(args=argv, prog_name="kcnn")
-    except KcnnError as e:
-        if _app_module._debug:
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(e.exit_code)
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args[:1] or "--debug" in args  # before Click parses: TF may load first
+    as_json = "--json" in args
+    with quiet_native_stderr(not debug):
+        try:
+            with (
+                exit_on_signals()
+            ):  # Ctrl-C / SIGTERM exit 130 / 143 with one line, never "Aborted!"
+                app(args=args, prog_name="kcnn", standalone_mode=False)
+        except KcnnError as e:
+            if debug:
+                raise
+            details = getattr(e, "details", None)
+            if as_json and details:
+                from kcnn.runs.records import json_text
+
+                print(json_text({**details, "error": str(e), "exit": e.exit_code}), flush=True)
+                print(f"error: {e}", file=sys.stderr, flush=True)
+                sys.exit(e.exit_code)
+            _fail(str(e), e.exit_code, as_json)
+        except click_errors.NoArgsIsHelpError as e:
+            # `kcnn` alone: its help, as Click would print it
+            print(e.ctx.get_help() if e.ctx else "", file=sys.stderr)
+            sys.exit(2)
+        except click_errors.UsageError as e:
+            hint = f" (see `{e.ctx.command_path} --help`)" if e.ctx else ""
+            _fail(e.format_message().replace("\n", " ") + hint, 2, as_json)
+        except typer.Abort:
+            _fail("aborted", 130, as_json)
+        except typer.Exit as e:
+            sys.exit(e.exit_code)
+        except click_errors.ClickException as e:
+            _fail(e.format_message().replace("\n", " "), e.exit_code or 2, as_json)
+        except OSError as e:
+            if debug:
+                raise
+            _fail(f"{e.strerror or e}: {e.filename or ''}".rstrip(": "), 2, as_json)
 
 
 if __name__ == "__main__":

@@ -1,108 +1,94 @@
-"""`kcnn train`, `kcnn transfer`, `kcnn compare-apis` and `kcnn run`: the commands that train."""
+"""`kcnn train`, `kcnn compare-apis`, `kcnn transfer` and `kcnn run`: the commands that train.
+
+Their options come from the configuration model (`kcnn.cli.options`); these functions only turn a
+validated config into a run and show its result. Under `--json` every one of them prints one shape:
+`{"command", "runs": [metrics.json of each run], "comparison": folder or null, ...}`.
+"""
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from kcnn import defaults
-from kcnn.cli.app import (
-    AsJson,
-    BatchSize,
-    DataDir,
-    Dataset,
-    Epochs,
-    ImageSize,
-    Limit,
-    Lr,
-    Out,
-    Seed,
-    ValSplit,
-    app,
-    print_json,
-)
+from kcnn.cli.app import AsJson, app, print_json
+from kcnn.cli.options import given, resolve, training_command
+from kcnn.engine.config import CompareConfig, TrainConfig, TransferConfig
 from kcnn.errors import KcnnError
 
 
-@app.command()
-def train(
-    ctx: typer.Context,
-    arch: Annotated[
-        str | None,
-        typer.Argument(help="Architecture name (see `kcnn list models`).", show_default=False),
-    ] = None,
-    dataset: Dataset = "mnist",
-    data_dir: DataDir = None,
-    api: Annotated[
-        str, typer.Option(help="Model-building style: sequential, functional or subclassed.")
-    ] = defaults.API,
-    epochs: Epochs = defaults.EPOCHS,
-    batch_size: BatchSize = defaults.BATCH_SIZE,
-    optimizer: Annotated[str, typer.Option(help="adam, sgd or rmsprop.")] = defaults.OPTIMIZER,
-    lr: Lr = None,
-    seed: Seed = defaults.SEED,
-    val_split: ValSplit = defaults.VAL_SPLIT,
-    limit: Limit = None,
-    image_size: ImageSize = None,
-    out: Out = Path(defaults.OUT_DIR),
-    name: Annotated[
-        str | None, typer.Option(help="Run name \\[default: ARCH-DATASET-API].", show_default=False)
-    ] = None,
-    resume: Annotated[
+def answer(
+    command: str, runs: list[dict[str, Any]], comparison: Path | None = None, **extra
+) -> dict:
+    """The one JSON shape of a training command's answer."""
+    return {
+        "command": command,
+        "runs": runs,
+        "comparison": str(comparison) if comparison else None,
+        **extra,
+    }
+
+
+def _print_config(config) -> None:
+    typer.echo(config.to_toml(), nl=False)
+
+
+# --- kcnn train -----------------------------------------------------------------------------------
+
+RESUME = inspect.Parameter(
+    "resume",
+    inspect.Parameter.KEYWORD_ONLY,
+    default=None,
+    annotation=Annotated[
         Path | None,
         typer.Option(
-            help="Continue the interrupted run in this folder with its own settings (--epochs may raise the total).",
+            help="Finish the interrupted run in this folder with its own settings (--epochs may raise the total).",
             show_default=False,
+            metavar="RUN_DIR",
         ),
-    ] = None,
-    as_json: AsJson = False,
-) -> None:
-    """Train one architecture, evaluate it on the test set, and save a run folder."""
+    ],
+)
 
-    def given(param: str) -> bool:
-        source = ctx.get_parameter_source(param)
-        return source is not None and source.name != "DEFAULT"
 
+def _train(ctx: typer.Context, resume: Path | None, config_file, print_config, as_json, **values):
     if resume is not None:
-        extra = [p for p in ctx.params if p not in ("resume", "epochs", "as_json") and given(p)]
-        if extra:
+        extra = [
+            k for k in values if k not in ("epochs",) and given(ctx, k) and values[k] is not None
+        ]
+        if extra or config_file is not None or print_config:
+            names = [f"--{k.replace('_', '-')}" for k in extra] + (
+                ["--config"] if config_file else []
+            )
+            names += ["--print-config"] if print_config else []
             raise KcnnError(
-                f"--resume continues a run with its own settings; drop {', '.join(extra)} "
+                f"--resume continues a run with its own settings; drop {', '.join(names)} "
                 "(only --epochs and --json may be given)"
             )
-        from kcnn.engine.checkpoints import resume as resume_run
+        from kcnn.commands.train import resume as resume_run
 
-        result = resume_run(resume, epochs if given("epochs") else None, quiet=as_json)
+        result = resume_run(
+            resume, values["epochs"] if given(ctx, "epochs") else None, quiet=as_json
+        )
     else:
-        if arch is None:
+        if values.get("arch") is None and config_file is None:
             raise KcnnError(
                 "name an architecture to train (see `kcnn list models`), or pass --resume RUN_DIR"
             )
-        from kcnn.engine.training import TrainConfig
-        from kcnn.engine.training import train as run_training
+        config = resolve(TrainConfig, ctx, values, config_file)
+        if print_config:
+            return _print_config(config)
+        from kcnn.commands.train import train
 
-        config = TrainConfig(
-            arch,
-            dataset=dataset,
-            data_dir=str(data_dir) if data_dir else None,
-            api=api,
-            epochs=epochs,
-            batch_size=batch_size,
-            optimizer=optimizer,
-            lr=lr,
-            seed=seed,
-            val_split=val_split,
-            limit=limit,
-            image_size=image_size,
-            out=str(out),
-            name=name,
-        )
-        result = run_training(config, quiet=as_json)
+        result = train(config, quiet=as_json)
+    show_run(result, as_json)
+
+
+def show_run(result, as_json: bool) -> None:
     m = result.metrics
     if as_json:
-        print_json(m)
+        print_json(answer("train", [m]))
         return
     fallback = (
         " (mnist-5k fallback: full MNIST was unavailable)" if m.get("dataset_fallback") else ""
@@ -114,105 +100,33 @@ def train(
     typer.echo(f"run folder: {result.run_dir}")
 
 
-@app.command()
-def transfer(
-    backbone: Annotated[
-        list[str],
-        typer.Argument(
-            help="vgg16, mobilenetv2, resnet50v2, or all (see `kcnn list backbones`); several give a comparison report.",
-            show_default=False,
-        ),
-    ],
-    dataset: Dataset = defaults.TRANSFER_DATASET,
-    data_dir: DataDir = None,
-    weights: Annotated[
-        str,
-        typer.Option(
-            help="imagenet (Keras cache or download), none (random initialisation), or the path of a weights file."
-        ),
-    ] = defaults.TRANSFER_WEIGHTS,
-    head: Annotated[
-        str,
-        typer.Option(
-            help="seed: Flatten, Dense 128, Dense 64, softmax (seed 003); gap: global average pooling, dropout, softmax."
-        ),
-    ] = defaults.TRANSFER_HEAD,
-    image_size: Annotated[
-        int | None,
-        typer.Option(
-            help="Upsample images to N×N inside the input pipeline (e.g. 224, the backbones' ImageNet size); default: the data's own size, at least 32.",
-            show_default=False,
-        ),
-    ] = None,
-    fine_tune: Annotated[
-        int,
-        typer.Option(
-            help="After the frozen phase, unfreeze the top N backbone layers (BatchNorm stays frozen) and train again."
-        ),
-    ] = 0,
-    fine_tune_lr: Annotated[
-        float, typer.Option(help="Learning rate of the fine-tune phase.")
-    ] = defaults.FINE_TUNE_LR,
-    fine_tune_epochs: Annotated[
-        int | None,
-        typer.Option(
-            help="Epochs of the fine-tune phase (default: as many as --epochs).", show_default=False
-        ),
-    ] = None,
-    cache_features: Annotated[
-        bool,
-        typer.Option(
-            "--cache-features/--no-cache-features",
-            help="Compute the frozen backbone's features once and train the head on them (same result, much faster).",
-        ),
-    ] = True,
-    epochs: Epochs = defaults.EPOCHS,
-    batch_size: BatchSize = defaults.BATCH_SIZE,
-    optimizer: Annotated[str, typer.Option(help="adam, sgd or rmsprop.")] = defaults.OPTIMIZER,
-    lr: Lr = None,
-    seed: Seed = defaults.SEED,
-    val_split: ValSplit = defaults.VAL_SPLIT,
-    limit: Limit = None,
-    out: Out = Path(defaults.OUT_DIR),
-    name: Annotated[
-        str | None,
-        typer.Option(help="Run name \\[default: BACKBONE-DATASET-HEAD].", show_default=False),
-    ] = None,
-    as_json: AsJson = False,
-) -> None:
-    """A frozen ImageNet backbone with a small head (seed 003's transfer experiment, done right)."""
-    from kcnn.commands.transfer import TransferConfig
-    from kcnn.commands.transfer import transfer as run_transfer
+training_command(
+    TrainConfig,
+    _train,
+    help="Train one architecture, evaluate it on the test set, and save a run folder.",
+    extra=[RESUME],
+)
 
-    config = TransferConfig(
-        backbone,
-        dataset=dataset,
-        data_dir=str(data_dir) if data_dir else None,
-        weights=weights,
-        head=head,
-        image_size=image_size,
-        fine_tune=fine_tune,
-        fine_tune_lr=fine_tune_lr,
-        fine_tune_epochs=fine_tune_epochs,
-        cache_features=cache_features,
-        epochs=epochs,
-        batch_size=batch_size,
-        optimizer=optimizer,
-        lr=lr,
-        seed=seed,
-        val_split=val_split,
-        limit=limit,
-        out=str(out),
-        name=name,
-    )
-    result = run_transfer(config, quiet=as_json)
-    if as_json:
-        print_json(
-            {
-                "comparison": str(result.folder) if result.folder else None,
-                "runs": [r.metrics for r in result.runs],
-            }
+
+# --- kcnn transfer --------------------------------------------------------------------------------
+
+
+def _transfer(ctx: typer.Context, config_file, print_config, as_json, **values):
+    if not values.get("backbones") and config_file is None:
+        raise KcnnError(
+            "name a backbone: vgg16, mobilenetv2, resnet50v2 or all (see `kcnn list backbones`)"
         )
+    config = resolve(TransferConfig, ctx, values, config_file)
+    if print_config:
+        return _print_config(config)
+    from kcnn.commands.transfer import transfer
+
+    show_transfer(transfer(config, quiet=as_json), as_json)
+
+
+def show_transfer(result, as_json: bool) -> None:
+    if as_json:
+        print_json(answer("transfer", [r.metrics for r in result.runs], result.folder))
         return
     typer.echo(
         f"\n{'backbone':<12}{'test acc':>9}{'test loss':>10}{'total params':>14}{'trainable':>11}"
@@ -231,68 +145,48 @@ def transfer(
         typer.echo(f"run folder: {result.runs[0].run_dir}")
 
 
-@app.command("compare-apis")
-def compare_apis(
-    arch: Annotated[
-        str, typer.Argument(help="Architecture name (see `kcnn list models`).")
-    ] = defaults.COMPARE_ARCH,
-    dataset: Dataset = defaults.COMPARE_DATASET,
-    data_dir: DataDir = None,
-    epochs: Epochs = defaults.COMPARE_EPOCHS,
-    batch_size: BatchSize = defaults.BATCH_SIZE,
-    optimizer: Annotated[str, typer.Option(help="adam, sgd or rmsprop.")] = defaults.OPTIMIZER,
-    lr: Lr = None,
-    seed: Seed = defaults.SEED,
-    val_split: ValSplit = defaults.VAL_SPLIT,
-    limit: Limit = None,
-    image_size: ImageSize = None,
-    same_init: Annotated[
-        bool,
-        typer.Option(
-            "--same-init/--independent-init",
-            help="Start all three forms from the same weights (curves coincide), or initialise each on its own (seed-to-seed spread).",
-        ),
-    ] = True,
-    out: Out = Path(defaults.OUT_DIR),
-    as_json: AsJson = False,
-) -> None:
-    """The same CNN as Sequential, Functional and subclassed models: proven identical, then trained side by side."""
-    from kcnn.commands.compare import CompareConfig
-    from kcnn.commands.compare import compare_apis as run_comparison
+training_command(
+    TransferConfig,
+    _transfer,
+    help="A frozen ImageNet backbone with a small head (seed 003's transfer experiment, done right).",
+)
+
+
+# --- kcnn compare-apis ----------------------------------------------------------------------------
+
+
+def _compare(ctx: typer.Context, config_file, print_config, as_json, **values):
+    config = resolve(CompareConfig, ctx, values, config_file)
+    if print_config:
+        return _print_config(config)
+    show_comparison(config, as_json)
+
+
+def show_comparison(config: CompareConfig, as_json: bool) -> None:
+    from kcnn.commands.compare import compare_apis
     from kcnn.errors import ModelMismatchError
     from kcnn.runs.report import COMPARISON_MD
-
-    config = CompareConfig(
-        arch,
-        dataset=dataset,
-        data_dir=str(data_dir) if data_dir else None,
-        epochs=epochs,
-        batch_size=batch_size,
-        optimizer=optimizer,
-        lr=lr,
-        seed=seed,
-        val_split=val_split,
-        limit=limit,
-        image_size=image_size,
-        same_init=same_init,
-        out=str(out),
-    )
 
     def show_proof(proof) -> None:
         if not as_json:
             typer.echo(
-                f"{arch} in {len(proof.forms)} forms: proof before training "
+                f"{config.arch} in {len(proof.forms)} forms: proof before training "
                 f"(weights of {proof.reference} copied into the others)\n{proof.text()}\n"
             )
 
     try:
-        result = run_comparison(config, on_proof=show_proof, quiet=as_json)
+        result = compare_apis(config, on_proof=show_proof, quiet=as_json)
     except ModelMismatchError as e:
         if as_json and getattr(e, "proof", None) is not None:
-            print_json({"proof": e.proof.as_dict()})
+            e.details = {"proof": e.proof.as_dict()}
         raise
     if as_json:
-        print_json(result.as_dict())
+        from kcnn.runs.records import read_json
+
+        runs = [read_json(result.folder / row["run_dir"] / "metrics.json") for row in result.rows]
+        details = result.as_dict()
+        details.pop("folder")
+        print_json(answer("compare-apis", runs, result.folder, **details))
         return
     typer.echo(
         f"\n{'form':<12}{'test acc':>9}{'test loss':>10}{'best val acc':>13}{'build s':>9}{'s/epoch':>9}{'images/s':>10}"
@@ -304,9 +198,20 @@ def compare_apis(
         )
     typer.echo(
         f"test accuracy spread {result.agreement['test_accuracy_spread']:.4f} "
-        f"({'same' if same_init else 'independent'} initial weights)"
+        f"({'same' if config.same_init else 'independent'} initial weights)"
     )
     typer.echo(f"report: {result.folder / COMPARISON_MD}")
+
+
+training_command(
+    CompareConfig,
+    _compare,
+    help="The same CNN as Sequential, Functional and subclassed models: proven identical, then "
+    "trained side by side.",
+)
+
+
+# --- kcnn run ---------------------------------------------------------------------------------------
 
 
 @app.command("run")
@@ -314,7 +219,9 @@ def run_experiment(
     file: Annotated[
         Path,
         typer.Argument(
-            help="An experiment file (TOML), such as experiments/seed003-compare-apis.toml."
+            help="An experiment file (TOML) such as experiments/seed003-compare-apis.toml, or a run's "
+            "config.json (or its folder) to redo that run.",
+            metavar="FILE",
         ),
     ],
     set_: Annotated[
@@ -326,30 +233,34 @@ def run_experiment(
         ),
     ] = None,
     check: Annotated[
-        bool, typer.Option("--check", help="Validate the file and print its runs without training.")
+        bool,
+        typer.Option(
+            "--check",
+            "--dry-run",
+            help="Check the file and print its runs with their resolved settings, without training.",
+        ),
     ] = False,
     as_json: AsJson = False,
 ) -> None:
-    """Run the experiment(s) an experiment file describes, one after the other."""
+    """Run the experiment(s) an experiment file describes, one after the other, or redo a run."""
     from kcnn.commands import experiments
 
     experiment = experiments.load(file, experiments.parse_overrides(set_ or []))
     if check:
-        import dataclasses
-
-        plan = [{"command": c, **dataclasses.asdict(cfg)} for c, cfg in experiment.runs]
+        plan = [{"command": cfg.command, **cfg.settings_dict()} for cfg in experiment.runs]
         if as_json:
             print_json({"file": str(file), "description": experiment.description, "runs": plan})
         else:
             typer.echo(f"{file}: {experiment.description}")
-            for step in plan:
-                typer.echo("  " + ", ".join(f"{k}={v}" for k, v in step.items() if v is not None))
+            for cfg in experiment.runs:
+                typer.echo("")
+                typer.echo(cfg.to_toml().split("[[run]]\n", 1)[1].rstrip())
         return
     summaries = experiments.run(experiment, quiet=as_json)
     if as_json:
         print_json({"file": str(file), "runs": summaries})
         return
     for s in summaries:
-        where = s.get("run_dir") or s.get("folder") or ", ".join(s.get("run_dirs", []))
+        where = s.get("comparison") or ", ".join(s.get("run_dirs", []))
         accuracy = f"test accuracy {s['test_accuracy']:.4f}, " if "test_accuracy" in s else ""
         typer.echo(f"{s['command']}: {accuracy}results in {where}")

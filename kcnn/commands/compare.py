@@ -7,7 +7,8 @@ by layer, and outputs that agree on a real batch once one form's weights are cop
 others — and only then trained, on identical data order, so that what remains different (build
 time, speed, and with `same_init=False` the spread from initialisation) is what the report shows.
 
-    from kcnn.commands.compare import CompareConfig, compare_apis
+    from kcnn.commands.compare import compare_apis
+    from kcnn.engine.config import CompareConfig
     result = compare_apis(CompareConfig(dataset="shapes", epochs=3))
     result.proof.equivalent, result.rows, result.folder
 
@@ -16,14 +17,20 @@ time, speed, and with `same_init=False` the spread from initialisation) is what 
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kcnn import defaults
-from kcnn.engine import training
+from kcnn.engine.config import CompareConfig
+from kcnn.engine.trainer import (
+    Trainer,
+    count_params,
+    default_input_shape,
+    prepare_data,
+    seed_everything,
+)
 from kcnn.errors import KcnnError, ModelMismatchError
 from kcnn.runs import folders
 from kcnn.runs.records import write_json
@@ -212,7 +219,7 @@ def prove_equivalent(
     rows = []
     for name in names:
         model = models[name]
-        params = training.count_params(model)
+        params = count_params(model)
         row = {
             "form": name,
             "params": params["total"],
@@ -276,61 +283,6 @@ def _shape_differences(ref_name: str, name: str, ref: dict, other: dict) -> list
 
 
 @dataclass
-class CompareConfig:
-    arch: str = defaults.COMPARE_ARCH
-    dataset: str = defaults.COMPARE_DATASET
-    data_dir: str | None = None
-    epochs: int = defaults.COMPARE_EPOCHS
-    batch_size: int = defaults.BATCH_SIZE
-    optimizer: str = defaults.OPTIMIZER
-    lr: float | None = None
-    seed: int = defaults.SEED
-    val_split: float = defaults.VAL_SPLIT
-    limit: int | None = None
-    image_size: int | None = None
-    same_init: bool = True
-    shapes_count: int = defaults.SHAPES_COUNT
-    tolerance: float = defaults.COMPARE_TOLERANCE
-    out: str = defaults.OUT_DIR
-    name: str | None = None
-    apis: tuple[str, ...] = defaults.APIS
-
-    def train_config(self, api: str, out: str | Path | None = None) -> training.TrainConfig:
-        """The settings of one form's training run (its run folder goes in `out`)."""
-        return training.TrainConfig(
-            self.arch,
-            dataset=self.dataset,
-            data_dir=self.data_dir,
-            api=api,
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            optimizer=self.optimizer,
-            lr=self.lr,
-            seed=self.seed,
-            val_split=self.val_split,
-            limit=self.limit,
-            image_size=self.image_size,
-            shapes_count=self.shapes_count,
-            out=str(out if out is not None else self.out),
-        )
-
-    def validate(self) -> CompareConfig:
-        """Check every setting before any data is loaded or model built."""
-        if len(set(self.apis)) < 2:
-            raise KcnnError("compare-apis needs at least two different API forms")
-        for api in self.apis:
-            # architecture, optimizer, numbers, splits, API names; fills in the usual learning rate
-            resolved = self.train_config(api).validate()
-        self.lr = resolved.lr
-        if not self.tolerance > 0:
-            raise KcnnError(f"the output tolerance must be a positive number, got {self.tolerance}")
-        if self.name is None:
-            self.name = f"compare-{self.arch}-{folders.dataset_label(self.dataset)}"
-        folders.check_name(self.name)
-        return self
-
-
-@dataclass
 class CompareResult:
     folder: Path
     proof: Proof
@@ -363,7 +315,7 @@ def _build_forms(config: CompareConfig, input_shape, classes: int) -> tuple[dict
     forms.build(config.arch, config.apis[0], input_shape, classes)
     models, seconds = {}, {}
     for i, api in enumerate(config.apis):
-        training.seed_everything(config.seed if config.same_init else config.seed + i)
+        seed_everything(config.seed if config.same_init else config.seed + i)
         start = time.perf_counter()
         models[api] = forms.build(config.arch, api, input_shape, classes)
         seconds[api] = time.perf_counter() - start
@@ -399,14 +351,16 @@ def compare_apis(config: CompareConfig, on_proof=None, quiet: bool = False) -> C
     and leaves no comparison folder behind. `quiet` sends Keras's progress to stderr.
     """
     config.validate()  # before TensorFlow is imported or any data loaded: bad input fails at once
-    from kcnn.data.pipeline import fit_mode, make_dataset
+    from kcnn.data.pipeline import make_dataset
     from kcnn.runs import report
 
     started = time.perf_counter()
-    data, parts, input_shape = training.prepare(config.train_config(config.apis[0]))
-    models, build_seconds = _build_forms(config, input_shape, parts.num_classes)
+    prepared = prepare_data(config, default_input_shape(config.arch, config.image_size))
+    input_shape = prepared.input_shape
+    models, build_seconds = _build_forms(config, input_shape, prepared.classes)
 
     # One real batch, exactly as the model sees it in training: from the test split, through the pipeline.
+    parts = prepared.parts
     sample, _ = next(iter(make_dataset(parts.x_test, parts.y_test, input_shape, config.batch_size)))
     proof = prove_equivalent(models, sample, config.tolerance)
     if on_proof is not None:
@@ -424,39 +378,48 @@ def compare_apis(config: CompareConfig, on_proof=None, quiet: bool = False) -> C
             forms.copy_weights(models[reference], models[api])
 
     folder = folders.create(config.out, config.name)
+    init = "same" if config.same_init else "independent"
     settings = {
-        **dataclasses.asdict(config),
-        "command": "compare-apis",
+        "command": config.command,
+        **config.settings_dict(),
         "input_shape": list(input_shape),
-        "init": "same" if config.same_init else "independent",
+        "init": init,
     }
+    write_json(folder / folders.CONFIG, {**settings, "versions": folders.versions()})
     write_json(folder / PROOF_JSON, proof.as_dict())
 
     rows, histories = [], {}
-    fit = fit_mode(data.image_shape[:2], input_shape[:2])
     for i, api in enumerate(config.apis):
-        form_config = config.train_config(api, out=folder).validate()
-        # Re-seed before each fit: the same shuffle order and the same dropout draws for every form.
-        training.seed_everything(config.seed)
-        record = {
-            **dataclasses.asdict(form_config),
-            "command": "compare-apis",
-            "input_shape": list(input_shape),
-            "fit": fit,
-            "init": settings["init"],
-            "init_seed": config.seed if config.same_init else config.seed + i,
-            "initial_weights_from": reference if config.same_init and api != reference else None,
-        }
-        result = training.run(
-            models[api],
-            record,
-            data,
-            parts,
-            input_shape,
-            form_config,
+        form = config.form_config(api).validate()
+        trainer = Trainer(
+            form,
             quiet=quiet,
-            extra_metrics={"build_seconds": build_seconds[api]},
+            out=folder,
+            identity={"arch": config.arch, "api": api},
+            facts={
+                "part_of": config.command,
+                "init": init,
+                "init_seed": config.seed if config.same_init else config.seed + i,
+                "initial_weights_from": reference
+                if config.same_init and api != reference
+                else None,
+            },
         )
+        with trainer.running():
+            trainer.use(prepared)
+            model = models[api]
+            trainer.describe(model)
+            trainer.results["build_seconds"] = build_seconds[api]
+            # Re-seed before each fit: the same shuffle order and the same dropout draws for every form.
+            seed_everything(config.seed)
+            trainer.compile(model)
+            trainer.fit(
+                model,
+                trainer.training_batches(form.epochs),
+                trainer.batches("val"),
+                epochs=form.epochs,
+            )
+            result = trainer.finish(model, title=f"{config.arch} ({api}) on {prepared.data.name}")
         models[api] = None  # free each form once it is recorded
         m = result.metrics
         rows.append(
@@ -480,7 +443,7 @@ def compare_apis(config: CompareConfig, on_proof=None, quiet: bool = False) -> C
     agreement = _agreement(rows, histories)
     settings["wall_seconds"] = time.perf_counter() - started
     result = CompareResult(folder, proof, rows, histories, agreement, settings)
-    _write_report(result, config, data.name, parts, input_shape, report)
+    _write_report(result, config, prepared.data.name, parts, input_shape, report)
     write_json(folder / COMPARISON_JSON, result.as_dict())
     return result
 

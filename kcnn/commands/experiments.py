@@ -8,50 +8,74 @@
     dataset = "cifar10"
     epochs = 20
 
-Each `[[run]]` table takes `command` plus the settings of that command's config (the same names
-as the command-line options, with underscores: `batch_size`, `val_split`, ...). An unknown key is
-an error that names the closest valid one, so a typo never silently falls back to a default.
+Each `[[run]]` table takes `command` plus that command's settings: the same names as its
+command-line options, with underscores (`batch_size`, `val_split`, ...), checked by the same schema
+(`kcnn.engine.config`). A run's own config.json is an experiment of one run: `kcnn run
+RUN_DIR/config.json` redoes it. A file that holds several runs also writes one comparison of them.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import importlib
+import json
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kcnn.engine.config import COMMANDS, RunConfig
 from kcnn.errors import KcnnError, closest, unknown
 
+FILE_KEYS = ("description", "run", "compare")
+MAX_FILE_BYTES = 1024 * 1024  # an experiment file is a page of settings, not a data set
+MAX_DEPTH = 8  # tables within tables: settings are flat, so anything deeper is a mistake
+MAX_RUNS = 1000
+CONFIG_JSON = "config.json"
 
-@dataclass(frozen=True)
-class Command:
-    module: str  # kcnn.<module> holds the config class and the function that runs it
-    config: str
-    function: str
-
-
-COMMANDS = {
-    "train": Command("engine.training", "TrainConfig", "train"),
-    "compare-apis": Command("commands.compare", "CompareConfig", "compare_apis"),
-    "transfer": Command("commands.transfer", "TransferConfig", "transfer"),
+# Facts a run's config.json records beside its settings; replaying the run recomputes them.
+RUN_FACTS = {
+    "arch",
+    "api",
+    "backbone",
+    "head",
+    "versions",
+    "input_shape",
+    "fit",
+    "image_shape",
+    "classes",
+    "split_sizes",
+    "dataset_provenance",
+    "data_fingerprint",
+    "resumed",
+    "part_of",
+    "init",
+    "init_seed",
+    "initial_weights_from",
+    "backbone_paper",
+    "preprocess_input",
+    "weights_file",
+    "weights_source",
+    "weights_md5_verified",
+    "feature_cache",
+    "feature_cache_note",
+    "replicas",
+    "devices",
+    "workers",
 }
-FILE_KEYS = ("description", "run")
 
 
 @dataclass
 class Experiment:
     path: Path
     description: str
-    runs: list[tuple[str, Any]]  # (command, validated config)
+    runs: list[RunConfig]  # validated configs, each knowing its command
+    compare: bool = False  # several runs: also write one comparison of them
 
 
 def _parse_value(text: str) -> Any:
     """An override value as TOML reads it (numbers, booleans, lists), else as a plain string."""
     try:
         return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, RecursionError):
         return text
 
 
@@ -65,56 +89,101 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return overrides
 
 
-def _config_class(command: str):
-    spec = COMMANDS[command]
-    return getattr(importlib.import_module(f"kcnn.{spec.module}"), spec.config)
+def _depth(value: Any, level: int = 0) -> int:
+    if level > MAX_DEPTH:
+        return level
+    if isinstance(value, dict):
+        return max([_depth(v, level + 1) for v in value.values()], default=level + 1)
+    if isinstance(value, list):
+        return max([_depth(v, level + 1) for v in value], default=level + 1)
+    return level
 
 
-def _fields(command: str) -> set[str]:
-    return {f.name for f in dataclasses.fields(_config_class(command))}
-
-
-def _config(command: str, settings: dict[str, Any], where: str):
-    cls, fields = _config_class(command), _fields(command)
-    for key in settings:
-        if key not in fields:
-            hint = closest(key, fields)
-            tip = f"did you mean '{hint}'? " if hint else ""
+def _read(path: Path) -> dict[str, Any]:
+    """A TOML experiment file or a run's config.json, refused when absurdly large or nested."""
+    if path.is_dir():
+        if (path / CONFIG_JSON).is_file():
+            path = path / CONFIG_JSON
+        else:
             raise KcnnError(
-                f"{where}: unknown key '{key}' for {command}: {tip}valid keys: {', '.join(sorted(fields))}"
+                f"{path} is a folder without {CONFIG_JSON}: pass an experiment file or a run folder"
             )
-    required = [
-        f.name
-        for f in dataclasses.fields(cls)
-        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-    ]
-    missing = [name for name in required if name not in settings]
-    if missing:
-        raise KcnnError(f"{where}: {command} needs the setting(s) {', '.join(missing)}")
-    config = cls(**settings)
-    return config.validate() if hasattr(config, "validate") else config
-
-
-def load(path: str | Path, overrides: dict[str, Any] | None = None) -> Experiment:
-    """Read and validate an experiment file; `overrides` replace settings in every run."""
-    path = Path(path)
+    if not path.exists():
+        raise KcnnError(f"no such experiment file: {path}; see the experiments/ folder")
+    if not path.is_file():
+        raise KcnnError(
+            f"{path} is not a regular file: pass an experiment file (TOML) or a run's {CONFIG_JSON}"
+        )
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise KcnnError(
+            f"{path} holds {size:,} bytes, over the {MAX_FILE_BYTES:,}-byte limit of an experiment file"
+        )
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise KcnnError(f"no such experiment file: {path}; see the experiments/ folder") from None
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
     except (OSError, UnicodeDecodeError) as e:
         raise KcnnError(f"cannot read {path}: {e}") from None
     except tomllib.TOMLDecodeError as e:
         raise KcnnError(f"{path} is not valid TOML: {e}") from None
+    except json.JSONDecodeError as e:
+        raise KcnnError(f"{path} is not valid JSON: {e}") from None
+    except RecursionError:
+        raise KcnnError(f"{path} nests tables or lists too deeply") from None
+    if not isinstance(data, dict):
+        raise KcnnError(f"{path} must hold a table of settings")
+    if _depth(data) > MAX_DEPTH:
+        raise KcnnError(f"{path} nests tables or lists more than {MAX_DEPTH} deep")
+    if path.suffix == ".json":  # a run's config.json: one run, settings beside recorded facts
+        command = data.get("command")
+        if command not in COMMANDS:
+            raise KcnnError(f"{path} is not a kcnn run's {CONFIG_JSON} (it names no kcnn command)")
+        settings = {k: v for k, v in data.items() if k not in RUN_FACTS and k != "command"}
+        return {
+            "description": f"redo of {path.parent.name}",
+            "run": [{"command": command, **settings}],
+        }
+    return data
+
+
+def settings_of(path: str | Path, command: str) -> dict[str, Any]:
+    """The settings of the one run of `command` in an experiment file or config.json (for --config)."""
+    path = Path(path).expanduser()
+    data = _read(path)
+    tables = [t for t in data.get("run") or [] if isinstance(t, dict)]
+    if len(tables) != 1:
+        raise KcnnError(f"--config {path} holds {len(tables)} runs; pass a file with exactly one")
+    settings = dict(tables[0])
+    found = settings.pop("command", None)
+    if found != command:
+        raise KcnnError(
+            f"--config {path} is a `{found}` run; use `kcnn {found} --config` or `kcnn run`"
+        )
+    return settings
+
+
+def load(path: str | Path, overrides: dict[str, Any] | None = None) -> Experiment:
+    """Read and validate an experiment file (or a run's config.json); `overrides` replace
+    settings in every run that has them. Every run is checked before any one starts."""
+    path = Path(path).expanduser()
+    data = _read(path)
     for key in data:
         if key not in FILE_KEYS:
+            hint = closest(str(key), FILE_KEYS)
+            tip = f"did you mean '{hint}'? " if hint else ""
             raise KcnnError(
-                f"{path}: unknown top-level key '{key}': an experiment file holds "
-                "`description` and [[run]] tables"
+                f"{path}: unknown top-level key '{key}': {tip}an experiment file holds "
+                "`description`, `compare` and [[run]] tables"
             )
     tables = data.get("run")
-    if not isinstance(tables, list) or not tables:
+    if not isinstance(tables, list) or not tables or not all(isinstance(t, dict) for t in tables):
         raise KcnnError(f"{path} names no runs: add at least one [[run]] table with a `command`")
+    if len(tables) > MAX_RUNS:
+        raise KcnnError(f"{path} names {len(tables):,} runs; at most {MAX_RUNS} are allowed")
+    description = data.get("description", "")
+    compare = data.get("compare", len(tables) > 1)
+    if not isinstance(description, str) or not isinstance(compare, bool):
+        raise KcnnError(f"{path}: `description` must be text and `compare` true or false")
     overrides = overrides or {}
     used: set[str] = set()
     runs = []
@@ -124,42 +193,52 @@ def load(path: str | Path, overrides: dict[str, Any] | None = None) -> Experimen
         command = settings.pop("command", None)
         if command is None:
             raise KcnnError(f"{where} has no `command` (one of: {', '.join(COMMANDS)})")
-        if command not in COMMANDS:
+        if not isinstance(command, str) or command not in COMMANDS:
             raise unknown("command", str(command), COMMANDS)
-        # an override applies to the runs whose command has that setting
-        fitting = {k: v for k, v in overrides.items() if k in _fields(command)}
+        cls = COMMANDS[command]
+        fitting = {k: v for k, v in overrides.items() if k in cls.settings()}
         used.update(fitting)
         settings.update(fitting)
-        runs.append((command, _config(command, settings, where)))
+        runs.append(cls.from_settings(settings, source=where).validate())
     unused = sorted(set(overrides) - used)
     if unused:
         raise KcnnError(f"--set {unused[0]}: no run in {path} has a setting named '{unused[0]}'")
-    return Experiment(path, str(data.get("description", "")), runs)
+    return Experiment(path, description, runs, compare and len(runs) > 1)
 
 
 def run(experiment: Experiment, quiet: bool = False) -> list[dict[str, Any]]:
     """Run every run of an experiment in order; returns one short summary per run."""
     summaries = []
-    for command, config in experiment.runs:
-        spec = COMMANDS[command]
-        function = getattr(importlib.import_module(f"kcnn.{spec.module}"), spec.function)
-        summaries.append(summarize(command, function(config, quiet=quiet)))
+    for config in experiment.runs:
+        if config.command == "train":
+            from kcnn.commands.train import train
+
+            result = train(config, quiet=quiet)
+            summaries.append(
+                {
+                    "command": "train",
+                    "run_dirs": [str(result.run_dir)],
+                    "comparison": None,
+                    "test_accuracy": result.metrics["test_accuracy"],
+                }
+            )
+        elif config.command == "transfer":
+            from kcnn.commands.transfer import transfer
+
+            result = transfer(config, quiet=quiet)
+            summaries.append(_summary("transfer", [r.run_dir for r in result.runs], result.folder))
+        else:
+            from kcnn.commands.compare import compare_apis
+
+            result = compare_apis(config, quiet=quiet)
+            dirs = [result.folder / row["run_dir"] for row in result.rows]
+            summaries.append(_summary("compare-apis", dirs, result.folder))
     return summaries
 
 
-def summarize(command: str, result: Any) -> dict[str, Any]:
-    """Where a run's results are, and its headline numbers."""
-    if command == "train":
-        return {
-            "command": command,
-            "run_dir": str(result.run_dir),
-            "test_accuracy": result.metrics["test_accuracy"],
-        }
-    folder = getattr(result, "folder", None)
-    run_dirs = [str(r.run_dir) for r in getattr(result, "runs", [])]
+def _summary(command: str, run_dirs: list[Path], comparison: Path | None) -> dict[str, Any]:
     return {
         "command": command,
-        "folder": str(folder) if folder else None,
-        "run_dirs": run_dirs,
-        "rows": getattr(result, "rows", []),
+        "run_dirs": [str(d) for d in run_dirs],
+        "comparison": str(comparison) if comparison else None,
     }

@@ -15,7 +15,8 @@ Seed 003's second experiment, done right (see SPEC.md, "Transfer learning"):
   records which; with no network and nothing cached the run stops with what to do, never
   switching to random weights on its own.
 
-    from kcnn.commands.transfer import TransferConfig, transfer
+    from kcnn.commands.transfer import transfer
+    from kcnn.engine.config import TransferConfig
     result = transfer(TransferConfig(["vgg16"], dataset="shapes", weights="none", epochs=3))
     result.runs[0].metrics["test_accuracy"], result.runs[0].run_dir
 """
@@ -32,113 +33,12 @@ from pathlib import Path
 from typing import Any
 
 from kcnn import defaults
-from kcnn.engine import training
-from kcnn.errors import KcnnError, closest, unknown
+from kcnn.engine.config import TransferConfig
+from kcnn.engine.trainer import Prepared, RunResult, Trainer, count_params, prepare_data
+from kcnn.errors import KcnnError
 from kcnn.models import backbones
 from kcnn.runs import folders
-
-WEIGHT_CHOICES = ("imagenet", "none")
-
-
-@dataclass
-class TransferConfig:
-    backbones: list[str]
-    dataset: str = defaults.TRANSFER_DATASET
-    data_dir: str | None = None
-    weights: str = defaults.TRANSFER_WEIGHTS  # imagenet, none, or the path of a weights file
-    head: str = defaults.TRANSFER_HEAD
-    dropout: float = defaults.GAP_DROPOUT
-    image_size: int | None = None
-    fine_tune: int = 0  # top backbone layers unfrozen for a second phase (0: no second phase)
-    fine_tune_lr: float = defaults.FINE_TUNE_LR
-    fine_tune_epochs: int | None = None  # None: as many as --epochs
-    cache_features: bool = True
-    epochs: int = defaults.EPOCHS
-    batch_size: int = defaults.BATCH_SIZE
-    optimizer: str = defaults.OPTIMIZER
-    lr: float | None = None
-    seed: int = defaults.SEED
-    val_split: float = defaults.VAL_SPLIT
-    test_split: float = defaults.TEST_SPLIT
-    limit: int | None = None
-    shapes_count: int = defaults.SHAPES_COUNT
-    out: str = defaults.OUT_DIR
-    name: str | None = None
-
-    def validate(self) -> TransferConfig:
-        """Check every setting before any work starts; fill in the derived defaults."""
-        if not self.backbones:
-            raise KcnnError(
-                f"name at least one backbone: {', '.join(backbones.BACKBONES)} or {backbones.ALL}"
-            )
-        self.backbones = backbones.expand(list(self.backbones))
-        if self.head not in defaults.TRANSFER_HEADS:
-            raise unknown("head", self.head, defaults.TRANSFER_HEADS)
-        self.weights = _check_weights(self.weights)
-        training.check_common(self)
-        if self.fine_tune < 0:
-            raise KcnnError(
-                f"--fine-tune must be 0 (no fine-tuning) or a number of layers, got {self.fine_tune}"
-            )
-        if not self.fine_tune_lr > 0:
-            raise KcnnError(f"--fine-tune-lr must be a positive number, got {self.fine_tune_lr}")
-        if self.fine_tune_epochs is None:
-            self.fine_tune_epochs = self.epochs
-        if self.fine_tune_epochs <= 0:
-            raise KcnnError(
-                f"--fine-tune-epochs must be a positive whole number, got {self.fine_tune_epochs}"
-            )
-        if not 0.0 <= self.dropout < 1.0:
-            raise KcnnError(f"--dropout must be at least 0 and below 1, got {self.dropout}")
-        smallest = max(backbones.get(b).min_size for b in self.backbones)
-        if self.image_size is not None and self.image_size < smallest:
-            raise KcnnError(
-                f"--image-size {self.image_size} is too small for {', '.join(self.backbones)}: "
-                f"the smallest input that works is {smallest}×{smallest}"
-            )
-        if self.name is None:
-            what = self.backbones[0] if len(self.backbones) == 1 else "transfer"
-            self.name = f"{what}-{folders.dataset_label(self.dataset)}-{self.head}"
-        folders.check_name(self.name)
-        return self
-
-    def train_config(self, backbone: str, out: str | Path | None = None) -> training.TrainConfig:
-        """The settings the shared engine (`training.run`) reads for one backbone's run."""
-        name = self.name if len(self.backbones) == 1 else f"{backbone}-{self.head}"
-        return training.TrainConfig(
-            backbone,
-            dataset=self.dataset,
-            data_dir=self.data_dir,
-            api="functional",
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            optimizer=self.optimizer,
-            lr=self.lr,
-            seed=self.seed,
-            val_split=self.val_split,
-            test_split=self.test_split,
-            limit=self.limit,
-            image_size=self.image_size,
-            shapes_count=self.shapes_count,
-            out=str(out if out is not None else self.out),
-            name=name,
-        )
-
-
-def _check_weights(weights: str) -> str:
-    """`imagenet`, `none`, or an existing file; anything else is refused before any work."""
-    if weights.lower() in WEIGHT_CHOICES:
-        return weights.lower()
-    path = Path(weights).expanduser()
-    if path.is_file():
-        return str(path)
-    hint = closest(weights, WEIGHT_CHOICES)
-    tip = f"did you mean '{hint}'? " if hint else ""
-    raise KcnnError(
-        f"--weights {weights}: no such file; {tip}pass --weights imagenet, --weights none, "
-        "or the path of a weights file saved from the same backbone"
-    )
-
+from kcnn.runs.records import write_json
 
 # --- weights: where they come from ------------------------------------------------------------
 
@@ -333,18 +233,22 @@ def backbone_layer_count(base) -> int:
 
 @dataclass
 class TransferResult:
-    runs: list[training.RunResult]
+    runs: list[RunResult]
     rows: list[dict[str, Any]] = field(default_factory=list)
     folder: Path | None = None  # the comparison folder when several backbones ran
 
 
-def input_shape_for(image_shape, image_size: int | None, min_size: int) -> tuple[int, int, int]:
+def input_shape_for(image_size: int | None, min_size: int):
     """Three channels always (grayscale is repeated by the pipeline); `--image-size` if given,
     else the data's own size grown to the backbones' minimum."""
-    h, w, _ = image_shape
-    if image_size is not None:
-        return (image_size, image_size, 3)
-    return (max(h, min_size), max(w, min_size), 3)
+
+    def shape(image_shape, classes):
+        h, w, _ = image_shape
+        if image_size is not None:
+            return (image_size, image_size, 3)
+        return (max(h, min_size), max(w, min_size), 3)
+
+    return shape
 
 
 def cache_decision(config: TransferConfig, feature_shape, images: int) -> tuple[bool, str]:
@@ -365,196 +269,179 @@ def cache_decision(config: TransferConfig, feature_shape, images: int) -> tuple[
     return True, note
 
 
-def _feature_dataset(features, labels, batch_size: int, shuffle: bool, seed: int):
-    """Batches of cached features in the very order `pipeline.make_dataset` gives the images."""
-    import numpy as np
-    import tensorflow as tf
-
-    ds = tf.data.Dataset.from_tensor_slices((features, labels.astype(np.int64)))
-    if shuffle:
-        ds = ds.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
-
-
-def _compile(model, optimizer: str, lr: float) -> None:
-    model.compile(
-        optimizer=training.make_optimizer(optimizer, lr),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
-
-
 def train_one(
     config: TransferConfig,
     backbone: backbones.Backbone,
     weights: WeightsSource,
-    data,
-    parts,
-    input_shape,
+    prepared: Prepared,
     out: Path | None = None,
     quiet: bool = False,
-) -> training.RunResult:
-    """Build, train (frozen phase, then the optional fine-tune phase), evaluate and record one backbone."""
-    from kcnn.data.pipeline import fit_mode, make_dataset
+) -> RunResult:
+    """Build, train (frozen phase, then the optional fine-tune phase), evaluate and record one
+    backbone, each phase a phase of the shared trainer."""
+    from kcnn.data.pipeline import make_dataset
 
-    started = time.perf_counter()
-    train_config = config.train_config(backbone.name, out)
-    training.seed_everything(config.seed)
-    build_start = time.perf_counter()
-    net = build(backbone, input_shape, parts.num_classes, config.head, config.dropout, weights)
-    build_seconds = time.perf_counter() - build_start
-    if config.fine_tune > backbone_layer_count(net.base):
-        raise KcnnError(
-            f"--fine-tune {config.fine_tune} is more than the {backbone_layer_count(net.base)} "
-            f"layers of {backbone.name}"
-        )
-    preprocess = backbone.preprocess_input()
-    _compile(net.model, config.optimizer, config.lr)
-    frozen_params = training.count_params(net.model)
-    use_cache, cache_note = cache_decision(
-        config, net.extractor.output.shape[1:], len(parts.y_train) + len(parts.y_val)
+    one = dataclasses.replace(config, backbones=[backbone.name])
+    if len(config.backbones) > 1:
+        one.name = f"{backbone.name}-{config.head}"
+    epochs = config.epochs + (config.fine_tune_epochs if config.fine_tune else 0)
+    trainer = Trainer(
+        one,
+        quiet=quiet,
+        out=out,
+        identity={"backbone": backbone.name, "head": config.head},
+        facts={
+            "backbone_paper": backbone.paper,
+            "preprocess_input": backbone.preprocess,
+            **weights.record(),
+        },
+        epochs_planned=epochs,
     )
-    phase = {"fine_tune_trainable_params": None, "fine_tune_unfrozen": [], "feature_seconds": None}
-
-    def fit(train_ds, val_ds, callbacks, verbose) -> float:
-        outside = 0.0
+    with trainer.running():
+        trainer.use(prepared)
+        trainer.preprocess = backbone.preprocess_input()
+        net = _build_net(trainer, backbone, prepared, config, weights)
+        layers = backbone_layer_count(net.base)
+        if config.fine_tune > layers:
+            raise KcnnError(
+                f"--fine-tune {config.fine_tune} is more than the {layers} layers of {backbone.name}"
+            )
+        trainer.compile(net.model)
+        frozen = trainer.results["params"]
+        parts = prepared.parts
+        use_cache, cache_note = cache_decision(
+            config, net.extractor.output.shape[1:], len(parts.y_train) + len(parts.y_val)
+        )
+        trainer.facts.update({"feature_cache": use_cache, "feature_cache_note": cache_note})
+        trainer.write_config()
+        trainer.results.update(
+            {
+                **weights.record(),
+                "total_params": frozen["total"],
+                "trainable_params": frozen["trainable"],
+                "frozen_params": frozen["non_trainable"],
+                "feature_cache": use_cache,
+                "feature_cache_note": cache_note,
+                "fine_tune_layers": config.fine_tune,
+                "feature_seconds": None,
+                "fine_tune_trainable_params": None,
+                "fine_tune_unfrozen": [],
+            }
+        )
+        # Phase 1, frozen backbone: on cached features (one pass of the backbone per split, in
+        # the pipeline's order), or on images through the whole model every epoch.
         if use_cache:
-            # One pass of the frozen backbone per split, in the pipeline's unshuffled order; the
-            # head then trains on the same shuffled order the image pipeline would give it.
             start = time.perf_counter()
             f_train, f_val = (
                 net.extractor.predict(
-                    make_dataset(x, y, input_shape, config.batch_size, preprocess=preprocess),
+                    make_dataset(
+                        x, y, prepared.input_shape, config.batch_size, preprocess=trainer.preprocess
+                    ),
                     verbose=0,
                 )
                 for x, y in ((parts.x_train, parts.y_train), (parts.x_val, parts.y_val))
             )
-            outside = phase["feature_seconds"] = time.perf_counter() - start
-            # The head trains with the whole model's optimizer (same variables), so that model.keras
-            # saves an optimizer state that fits the model it belongs to.
+            seconds = time.perf_counter() - start
+            trainer.results["feature_seconds"] = seconds
+            trainer.add_training_seconds(seconds)
+            # The head trains with the whole model's optimizer (same variables), so that
+            # model.keras saves an optimizer state that fits the model it belongs to.
             net.head.compile(
                 optimizer=net.model.optimizer,
                 loss="sparse_categorical_crossentropy",
                 metrics=["accuracy"],
             )
-            net.head.fit(
-                _feature_dataset(f_train, parts.y_train, config.batch_size, True, config.seed),
-                validation_data=_feature_dataset(
-                    f_val, parts.y_val, config.batch_size, False, config.seed
-                ),
+            trainer.fit(
+                net.head,
+                trainer.training_batches(config.epochs, x=f_train, y=parts.y_train),
+                _batched(f_val, parts.y_val, config.batch_size),
                 epochs=config.epochs,
-                shuffle=False,
-                callbacks=callbacks,
-                verbose=verbose,
             )
         else:
-            net.model.fit(
-                train_ds,
-                validation_data=val_ds,
+            trainer.fit(
+                net.model,
+                trainer.training_batches(config.epochs),
+                trainer.batches("val"),
                 epochs=config.epochs,
-                shuffle=False,
-                callbacks=callbacks,
-                verbose=verbose,
             )
+        # Phase 2, fine-tuning: the top layers unfrozen, the whole model at a lower rate.
         if config.fine_tune:
-            phase["fine_tune_unfrozen"] = unfreeze_top(net.base, config.fine_tune)
-            _compile(
-                net.model, config.optimizer, config.fine_tune_lr
-            )  # recompile: trainable set changed
-            phase["fine_tune_trainable_params"] = training.count_params(net.model)["trainable"]
-            net.model.fit(
-                train_ds,
-                validation_data=val_ds,
-                initial_epoch=config.epochs,
-                epochs=config.epochs + config.fine_tune_epochs,
-                shuffle=False,
-                callbacks=callbacks,
-                verbose=verbose,
+            trainer.results["fine_tune_unfrozen"] = unfreeze_top(net.base, config.fine_tune)
+            trainer.compile(net.model, config.fine_tune_lr)  # recompile: the trainable set changed
+            trainer.results["fine_tune_trainable_params"] = count_params(net.model)["trainable"]
+            trainer.fit(
+                net.model, trainer.training_batches(epochs), trainer.batches("val"), epochs=epochs
             )
-        return outside
+        return trainer.finish(
+            net.model, title=f"{backbone.name} + {config.head} head on {prepared.data.name}"
+        )
 
-    record = {
-        **{k: v for k, v in dataclasses.asdict(config).items() if k != "backbones"},
-        "command": "transfer",
-        "backbone": backbone.name,
-        "backbone_paper": backbone.paper,
-        "preprocess_input": backbone.preprocess,
-        "input_shape": list(input_shape),
-        "fit": fit_mode(data.image_shape[:2], input_shape[:2]),
-        "feature_cache": use_cache,
-        "feature_cache_note": cache_note,
-        **weights.record(),
-    }
-    extra = {
-        "backbone": backbone.name,
-        "head": config.head,
-        **weights.record(),
-        "total_params": frozen_params["total"],
-        "trainable_params": frozen_params["trainable"],
-        "frozen_params": frozen_params["non_trainable"],
-        "feature_cache": use_cache,
-        "feature_cache_note": cache_note,
-        "fine_tune_layers": config.fine_tune,
-        "build_seconds": build_seconds,
-        "phase": phase,  # filled in while fitting; flattened below
-    }
-    result = training.run(
-        net.model,
-        record,
-        data,
-        parts,
-        input_shape,
-        train_config,
-        quiet=quiet,
-        started=started,
-        extra_metrics=extra,
-        preprocess=preprocess,
-        fit=fit,
-        title=f"{backbone.name} + {config.head} head on {data.name}",
+
+def _build_net(trainer: Trainer, backbone, prepared: Prepared, config, weights) -> TransferModel:
+    built: list[TransferModel] = []
+    trainer.build(
+        lambda: (
+            built.append(
+                build(
+                    backbone,
+                    prepared.input_shape,
+                    prepared.classes,
+                    config.head,
+                    config.dropout,
+                    weights,
+                )
+            )
+            or built[0].model
+        )
     )
-    # `phase` was filled during fit: rewrite metrics.json with its figures at the top level
-    from kcnn.runs.records import write_json
+    return built[0]
 
-    metrics = result.metrics
-    metrics.update(metrics.pop("phase"))
-    write_json(result.run_dir / folders.METRICS, metrics)
-    return result
+
+def _batched(x, y, batch_size: int):
+    """Validation features in their fixed order."""
+    import numpy as np
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int64)))
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
 def transfer(config: TransferConfig, quiet: bool = False) -> TransferResult:
     """Train a head on each named backbone; several backbones also get a comparison report."""
-    from kcnn.data import datasets, splits
     from kcnn.runs import report
 
     config.validate()
-    data = datasets.load(config.dataset, config.data_dir, config.seed, config.shapes_count)
-    parts = splits.make_splits(data, config.val_split, config.seed, config.limit, config.test_split)
     chosen = [backbones.get(b) for b in config.backbones]
-    input_shape = input_shape_for(
-        data.image_shape, config.image_size, max(b.min_size for b in chosen)
+    prepared = prepare_data(
+        config, input_shape_for(config.image_size, max(b.min_size for b in chosen))
     )
-    # Every backbone's weights are found before the first run starts: no half-done comparison.
-    # (A download's progress bar goes to stderr when stdout is kept for --json.)
+    input_shape = prepared.input_shape
+    # Every backbone's weights are found, and checked against the backbone, before the first run
+    # starts: no half-done comparison. (A download's progress bar goes to stderr for --json.)
     with contextlib.redirect_stdout(sys.stderr) if quiet else contextlib.nullcontext():
         sources = {b.name: resolve_weights(b, config.weights, input_shape[0]) for b in chosen}
-    if config.fine_tune:
-        for b in chosen:
-            layers = backbone_layer_count(b.build(input_shape))
-            if config.fine_tune > layers:
-                raise KcnnError(
-                    f"--fine-tune {config.fine_tune} is more than the {layers} layers of {b.name}; "
-                    f"use at most {layers}"
-                )
+    for b in chosen:
+        base = b.build(input_shape)
+        load_weights(base, b, sources[b.name])
+        layers = backbone_layer_count(base)
+        if config.fine_tune > layers:
+            raise KcnnError(
+                f"--fine-tune {config.fine_tune} is more than the {layers} layers of {b.name}; "
+                f"use at most {layers}"
+            )
+        del base
     folder = folders.create(config.out, config.name) if len(chosen) > 1 else None
-    results = [
-        train_one(config, b, sources[b.name], data, parts, input_shape, folder, quiet)
-        for b in chosen
-    ]
+    if folder is not None:
+        write_json(
+            folder / folders.CONFIG,
+            {"command": config.command, **config.settings_dict(), "versions": folders.versions()},
+        )
+    results = [train_one(config, b, sources[b.name], prepared, folder, quiet) for b in chosen]
     rows = [comparison_row(r) for r in results]
     if folder is not None:
         report.write_comparison(
             folder,
-            f"Transfer learning on {data.name}: {' vs '.join(config.backbones)}",
+            f"Transfer learning on {prepared.data.name}: {' vs '.join(config.backbones)}",
             rows,
             {r.metrics["backbone"]: r.history for r in results},
             intro=(
@@ -570,7 +457,7 @@ def transfer(config: TransferConfig, quiet: bool = False) -> TransferResult:
     return TransferResult(results, rows, folder)
 
 
-def comparison_row(result: training.RunResult) -> dict[str, Any]:
+def comparison_row(result: RunResult) -> dict[str, Any]:
     m = result.metrics
     return {
         "backbone": m["backbone"],

@@ -83,7 +83,7 @@ def steps_per_epoch(count: int, batch_size: int) -> int:
 def epoch_batches(
     x: np.ndarray,
     y: np.ndarray,
-    input_shape: tuple[int, int, int],
+    input_shape: tuple[int, int, int] | None,
     batch_size: int,
     seed: int,
     first_epoch: int,
@@ -95,8 +95,8 @@ def epoch_batches(
 
     Each epoch is shuffled by (seed, epoch number) alone, not by how many epochs this process has
     run, so a run resumed at epoch k sees the very batches an uninterrupted run sees from k on.
+    `input_shape` None: `x` is already what the model takes (cached features), batched as it is.
     """
-    prepare = prepare_batch_fn(tuple(x.shape[1:]), tuple(input_shape), preprocess)
     images = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int64)))
     count = len(y)
 
@@ -105,5 +105,9 @@ def epoch_batches(
         return order.batch(batch_size)
 
     ds = tf.data.Dataset.range(first_epoch, epochs).flat_map(one_epoch)
-    ds = ds.map(lambda batch, labels: (prepare(batch), labels), num_parallel_calls=tf.data.AUTOTUNE)
+    if input_shape is not None:
+        prepare = prepare_batch_fn(tuple(x.shape[1:]), tuple(input_shape), preprocess)
+        ds = ds.map(
+            lambda batch, labels: (prepare(batch), labels), num_parallel_calls=tf.data.AUTOTUNE
+        )
     return ds.prefetch(tf.data.AUTOTUNE)

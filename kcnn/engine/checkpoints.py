@@ -1,25 +1,33 @@
-"""Checkpoints of an interrupted run, and `kcnn train --resume RUN_DIR`.
+"""Checkpoints of an interrupted run, the lock on a run folder, and reading a run back to resume it.
 
-A checkpoint is the model of the last finished epoch, optimizer state included
-(`checkpoint.keras`), and `checkpoint.json` saying which epoch that was. The data order needs no
-saved state: each epoch's shuffle depends only on the seed and the epoch number
-(`pipeline.epoch_batches`), so a run resumed at epoch k sees exactly the batches an
-uninterrupted run sees from epoch k on, and ends with the same metrics.
+A checkpoint is the state of the last finished epoch: the model with its optimizer state
+(`checkpoint.keras`), the state of every random generator in the model (`checkpoint_rng.npz`:
+Dropout draws from a Keras SeedGenerator whose state Keras does not save), and
+`checkpoint.json` saying which epoch that was. The data order needs no saved state: each epoch's
+shuffle depends only on the seed and the epoch number (`pipeline.epoch_batches`). So a run
+resumed at epoch k sees exactly what an uninterrupted run sees from epoch k on, and ends with the
+same metrics, bit for bit.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import fcntl
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from kcnn.errors import KcnnError
 from kcnn.runs import folders
-from kcnn.runs.records import read_csv, read_json, write_csv, write_json
+from kcnn.runs.records import read_csv, read_json, write_json
 
-CHECKPOINT, CHECKPOINT_INFO = "checkpoint.keras", "checkpoint.json"
-RESUMABLE = ("interrupted",)
+CHECKPOINT, CHECKPOINT_INFO, CHECKPOINT_RNG = (
+    "checkpoint.keras",
+    "checkpoint.json",
+    "checkpoint_rng.npz",
+)
+LOCK = ".lock"
+RESUMABLE = ("interrupted", "running", "failed")  # "running" with no live process: killed outright
 
 
 @dataclass
@@ -27,51 +35,120 @@ class Resume:
     """Where a resumed run picks up: its folder, the epochs already done and their history."""
 
     run_dir: Path
-    epoch: int  # epochs finished in the checkpoint
+    epoch: int  # epochs finished in the checkpoint (0: start again from the beginning)
     rows: list[dict[str, float]]
     train_seconds: float = 0.0
+    fingerprint: str | None = None  # the digest of the data it trained on
+
+
+# --- random-generator state ---------------------------------------------------------------------
+
+
+def rng_variables(model) -> list:
+    """The state variables of every Keras SeedGenerator in `model` (Dropout's, for one), in a
+    fixed order. `model.get_weights()` leaves them out and `load_model` re-seeds them."""
+    return [v for v in model.variables if v.path.endswith("seed_generator_state")]
+
+
+def rng_state(model) -> list:
+    return [v.numpy() for v in rng_variables(model)]
+
+
+def set_rng_state(model, states: list) -> None:
+    variables = rng_variables(model)
+    if len(variables) != len(states):
+        raise KcnnError(
+            f"the checkpoint holds {len(states)} random-generator states but the model has "
+            f"{len(variables)}; this run cannot be resumed exactly"
+        )
+    for variable, value in zip(variables, states, strict=True):
+        variable.assign(value)
+
+
+# --- writing ------------------------------------------------------------------------------------
 
 
 def save(run_dir: Path, model, epoch: int, reason: str) -> None:
-    """Write the checkpoint atomically: the model file first, then the note that points at it."""
+    """Write the checkpoint atomically: the model and generator files first, then the note that
+    points at them (a checkpoint without its note is never used)."""
+    import numpy as np
+
+    (run_dir / CHECKPOINT_INFO).unlink(missing_ok=True)
     tmp = run_dir / f".{CHECKPOINT}.tmp.keras"  # Keras insists on the .keras suffix
     model.save(tmp)
     os.replace(tmp, run_dir / CHECKPOINT)
+    tmp_rng = run_dir / f".{CHECKPOINT_RNG}.tmp.npz"
+    np.savez(tmp_rng, *rng_state(model))
+    os.replace(tmp_rng, run_dir / CHECKPOINT_RNG)
     write_json(run_dir / CHECKPOINT_INFO, {"epoch": epoch, "reason": reason, "file": CHECKPOINT})
 
 
 def discard(run_dir: Path) -> None:
     """A finished run keeps model.keras; its checkpoint is no longer needed."""
-    (run_dir / CHECKPOINT).unlink(missing_ok=True)
-    (run_dir / CHECKPOINT_INFO).unlink(missing_ok=True)
+    for name in (CHECKPOINT_INFO, CHECKPOINT, CHECKPOINT_RNG):
+        (run_dir / name).unlink(missing_ok=True)
 
 
-def _read(path: Path, what: str) -> dict:
+class Lock:
+    """An exclusive lock on a run folder, held while a process works in it. The kernel drops it
+    when the process dies, however it dies, so a killed run never stays locked."""
+
+    def __init__(self, run_dir: Path):
+        self.path = run_dir / LOCK
+        self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._fd)
+            self._fd = None
+            raise KcnnError(
+                f"another kcnn process is working in {run_dir}; wait for it to end (or stop it) first"
+            ) from None
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def lock(run_dir: Path) -> Lock:
+    return Lock(run_dir)
+
+
+# --- reading a run back -------------------------------------------------------------------------
+
+
+def read_record(path: Path, what: str) -> dict:
+    """A JSON record of a run folder, or a clear error that names the file."""
     try:
-        return read_json(path)
+        record = read_json(path)
     except FileNotFoundError:
+        raise KcnnError(f"{path.parent} has no {path.name}: it is not a kcnn run folder") from None
+    except (OSError, ValueError, RecursionError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise KcnnError(
-            f"{path.parent} has no {path.name}: it is not a kcnn run folder that can be resumed"
+            f"the {what} {path} is damaged ({reason[:120]}); this run cannot be resumed"
         ) from None
-    except (OSError, ValueError) as e:
+    if not isinstance(record, dict):
         raise KcnnError(
-            f"cannot read the {what} {path} ({e}); this run cannot be resumed"
-        ) from None
+            f"the {what} {path} is damaged (not a JSON object); this run cannot be resumed"
+        )
+    return record
 
 
-def open_run(run_dir: str | Path) -> tuple[dict, Resume]:
-    """Check that `run_dir` is an interrupted `kcnn train` run with a checkpoint; its config and state."""
+def open_run(run_dir: str | Path) -> tuple[dict[str, Any], Resume]:
+    """Check that `run_dir` is a `kcnn train` run that can be resumed; its record and its state."""
     run_dir = Path(run_dir).expanduser()
     if not run_dir.is_dir():
         raise KcnnError(
             f"run folder {run_dir} does not exist; pass the folder of an interrupted run to --resume"
         )
-    config = _read(run_dir / folders.CONFIG, "run configuration")
-    metrics = _read(run_dir / folders.METRICS, "run metrics")
+    record = read_record(run_dir / folders.CONFIG, "run configuration")
+    metrics = read_record(run_dir / folders.METRICS, "run metrics")
     status = metrics.get("status")
-    if config.get("command") != "train":
+    if record.get("command") != "train":
         raise KcnnError(
-            f"{run_dir} is a `kcnn {config.get('command')}` run; --resume continues `kcnn train` runs"
+            f"{run_dir} is a `kcnn {record.get('command')}` run; --resume continues `kcnn train` runs"
         )
     if status == "completed":
         raise KcnnError(
@@ -83,81 +160,82 @@ def open_run(run_dir: str | Path) -> tuple[dict, Resume]:
             f"{run_dir} diverged; resuming would diverge again: start a new run with a lower --lr"
         )
     if status not in RESUMABLE:
-        raise KcnnError(f"{run_dir} has status {status!r} and no checkpoint to resume from")
-    info = _read(run_dir / CHECKPOINT_INFO, "checkpoint note")
-    if not (run_dir / CHECKPOINT).is_file() or not isinstance(info.get("epoch"), int):
-        raise KcnnError(f"{run_dir} has no usable {CHECKPOINT}; this run cannot be resumed")
-    epoch = info["epoch"]
-    history = run_dir / folders.HISTORY
-    rows = (
-        [
-            {k: float(v) if k != "epoch" else int(v) for k, v in row.items()}
-            for row in read_csv(history)
-        ]
-        if history.is_file()
-        else []
-    )
+        raise KcnnError(f"{run_dir} has status {status!r}; it cannot be resumed")
+    epoch = 0
+    if (run_dir / CHECKPOINT_INFO).exists():
+        info = read_record(run_dir / CHECKPOINT_INFO, "checkpoint note")
+        epoch = info.get("epoch")
+        if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+            raise KcnnError(
+                f"the checkpoint note {run_dir / CHECKPOINT_INFO} is damaged (epoch {epoch!r}); "
+                "this run cannot be resumed"
+            )
+        if not (run_dir / CHECKPOINT).is_file():
+            raise KcnnError(
+                f"{run_dir} has no {CHECKPOINT} beside its checkpoint note; this run cannot be resumed"
+            )
+    rows = read_history(run_dir / folders.HISTORY) if epoch else []
     if len(rows) < epoch:
         raise KcnnError(
-            f"{history} holds {len(rows)} epochs but the checkpoint is of epoch {epoch}; "
-            "this run cannot be resumed"
+            f"{run_dir / folders.HISTORY} holds {len(rows)} epochs but the checkpoint is of epoch "
+            f"{epoch}; this run cannot be resumed"
         )
-    return config, Resume(run_dir, epoch, rows[:epoch], float(metrics.get("train_seconds") or 0.0))
+    seconds = metrics.get("train_seconds") if epoch else 0.0
+    seconds = (
+        float(seconds)
+        if isinstance(seconds, int | float) and not isinstance(seconds, bool)
+        else 0.0
+    )
+    fingerprint = record.get("data_fingerprint")
+    return record, Resume(
+        run_dir, epoch, rows[:epoch], seconds, fingerprint if isinstance(fingerprint, str) else None
+    )
+
+
+def read_history(path: Path) -> list[dict[str, float]]:
+    try:
+        rows = read_csv(path)
+        return [{k: int(v) if k == "epoch" else float(v) for k, v in row.items()} for row in rows]
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError, TypeError) as e:
+        raise KcnnError(
+            f"the history {path} is damaged ({e}); this run cannot be resumed"
+        ) from None
 
 
 def load_model(run_dir: Path):
-    """The checkpointed model, optimizer state included, loaded with Keras safe mode
-    (a saved model can never run arbitrary Python code through a lambda)."""
+    """The checkpointed model, optimizer and random-generator state included, loaded with Keras
+    safe mode (a saved model can never run arbitrary Python code through a lambda)."""
     import keras
+    import numpy as np
 
     import kcnn.models.blocks  # noqa: F401  registers kcnn's layers with Keras before loading
     import kcnn.models.forms  # noqa: F401
 
+    path = run_dir / CHECKPOINT
     try:
-        return keras.saving.load_model(run_dir / CHECKPOINT, safe_mode=True)
+        model = keras.saving.load_model(path, safe_mode=True)
     except Exception as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise KcnnError(
-            f"cannot load {run_dir / CHECKPOINT} ({first[:160]}); this run cannot be resumed"
+            f"the checkpoint {path} is damaged and cannot be loaded ({first[:120]}); "
+            "this run cannot be resumed"
         ) from None
-
-
-def resume(run_dir: str | Path, epochs: int | None = None, quiet: bool = False):
-    """Continue an interrupted `kcnn train` run in its own folder; `epochs` may raise the total."""
-    import time
-
-    from kcnn.engine import training
-
-    started = time.perf_counter()
-    record, state = open_run(run_dir)
-    fields = {f.name for f in dataclasses.fields(training.TrainConfig)}
-    config = training.TrainConfig(**{k: v for k, v in record.items() if k in fields})
-    if epochs is not None:
-        config.epochs = epochs
-    config.validate()
-    if config.epochs <= state.epoch:
+    if not (run_dir / CHECKPOINT_RNG).is_file():
+        if rng_variables(model):
+            raise KcnnError(
+                f"{run_dir} has no {CHECKPOINT_RNG}: the model's random-generator state is lost, "
+                "so this run cannot be resumed exactly"
+            )
+        return model
+    try:
+        with np.load(run_dir / CHECKPOINT_RNG) as saved:
+            states = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+    except Exception as e:
         raise KcnnError(
-            f"{state.run_dir} has already trained {state.epoch} epochs; pass --epochs larger than "
-            f"{state.epoch} to train further"
-        )
-    training.seed_everything(config.seed)
-    model = load_model(state.run_dir)  # before the data: a bad checkpoint fails fast
-    data, parts, input_shape = training.prepare(config)
-    record = {
-        **record,
-        "epochs": config.epochs,
-        "resumed": [
-            *record.get("resumed", []),
-            {"from_epoch": state.epoch, "at": time.strftime("%Y-%m-%d %H:%M:%S")},
-        ],
-    }
-    for key in ("classes", "split_sizes", "dataset_provenance", "versions"):
-        record.pop(key, None)
-    return training.run(
-        model, record, data, parts, input_shape, config, quiet=quiet, started=started, resume=state
-    )
-
-
-def truncate_history(run_dir: Path, rows: list[dict], epoch: int) -> None:
-    """history.csv holds exactly the epochs a checkpoint has."""
-    write_csv(run_dir / folders.HISTORY, rows[:epoch])
+            f"the checkpoint {run_dir / CHECKPOINT_RNG} is damaged ({type(e).__name__}); "
+            "this run cannot be resumed"
+        ) from None
+    set_rng_state(model, states)
+    return model

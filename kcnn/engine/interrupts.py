@@ -2,7 +2,7 @@
 
 During `model.fit` a signal only raises a flag; the `Sentinel` callback acts on it at the end of
 the current batch, so the run stops between two steps, never inside one. The engine
-(`training.run`) then marks the run folder `interrupted`, keeps the history of the finished
+(`trainer.Trainer`) then marks the run folder `interrupted`, keeps the history of the finished
 epochs and saves a checkpoint of the last finished epoch. A second signal stops at once.
 
 The exit status follows the shell convention for a process ended by a signal: 128 + its
@@ -18,11 +18,11 @@ import threading
 
 from kcnn.errors import DivergedError, KcnnError
 
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # a closed terminal stops like SIGTERM
 
 
 class Interrupted(KcnnError):
-    """The user (SIGINT) or the system (SIGTERM) asked kcnn to stop."""
+    """The user (SIGINT), the system (SIGTERM) or a closed terminal (SIGHUP) asked kcnn to stop."""
 
     def __init__(self, signum: int, message: str | None = None):
         self.signum = signum
@@ -112,6 +112,8 @@ def sentinel(guard: SignalGuard):
     """
     import keras
 
+    from kcnn.engine.checkpoints import rng_state, set_rng_state
+
     class Sentinel(keras.callbacks.Callback):
         def __init__(self):
             super().__init__()
@@ -119,12 +121,14 @@ def sentinel(guard: SignalGuard):
             self.snapshot_epoch: int | None = None  # epochs finished when the snapshot was taken
             self._weights: list | None = None
             self._optimizer: list | None = None
+            self._rng: list = []
             self._of = (
                 None  # the model the snapshot was taken from (transfer fits a head, then all)
             )
 
         def take_snapshot(self, finished_epochs: int) -> None:
             self._weights = self.model.get_weights()
+            self._rng = rng_state(self.model)
             optimizer = getattr(self.model, "optimizer", None)
             self._optimizer = (
                 [v.numpy() for v in optimizer.variables] if optimizer is not None else None
@@ -137,6 +141,7 @@ def sentinel(guard: SignalGuard):
             if self._weights is None or self._of is not model:
                 return False
             self.model.set_weights(self._weights)
+            set_rng_state(self.model, self._rng)
             optimizer = getattr(self.model, "optimizer", None)
             if (
                 optimizer is not None

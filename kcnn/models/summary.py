@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import keras
 
-from kcnn.engine.training import count_params
 from kcnn.models import forms, geometry
 from kcnn.models.architectures import get as get_architecture
 from kcnn.models.blocks import Block
+from kcnn.models.params import count_params
 
 
 def _rows(model) -> list[dict]:

@@ -1,0 +1,543 @@
+"""One configuration model for every training command, and the schema that checks it.
+
+Each setting is declared once, as a dataclass field carrying a `Setting` (its type, range, allowed
+values and help). From that one declaration come:
+
+- the command-line options of `kcnn train`, `kcnn compare-apis` and `kcnn transfer`
+  (`kcnn.cli.options`), so an option and an experiment-file key can never drift apart;
+- the check of every value from every source — command line, experiment file, `--set`, a run's
+  own config.json — for type, range and allowed values (`RunConfig.validate`), before any work;
+- the TOML that `--print-config` prints and `kcnn run` replays.
+
+`RunConfig` holds the settings all training commands share; `TrainConfig`, `CompareConfig` and
+`TransferConfig` extend it with their own. Nothing here imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from kcnn import defaults
+from kcnn.errors import KcnnError, closest
+
+# Whole numbers TensorFlow takes as int32 (steps, sizes) and seeds scikit-learn takes (< 2**32).
+INT32_MAX = 2**31 - 1
+SEED_MAX = 2**32 - 1
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What one setting may hold. `kind` (int, float, bool, str or list of str) and `optional`
+    (None allowed) come from the field's type annotation, so the type is written once."""
+
+    help: str
+    kind: type = str
+    optional: bool = False
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # the lower bound itself is not allowed
+    high_open: bool = False
+    choices: tuple[str, ...] | Callable[[], Iterable[str]] | None = None
+    flags: str | None = (
+        None  # the option's spelling when not --name (e.g. "--same-init/--independent-init")
+    )
+    argument: bool = False  # a positional argument on the command line
+    metavar: str | None = None
+    completion: Callable[[], Iterable[str]] | None = None  # shell completion of free-form values
+    noun: str = "value"  # what one of the choices is called in an error ("architecture")
+
+    def allowed(self) -> tuple[str, ...] | None:
+        if self.choices is None:
+            return None
+        return tuple(self.choices() if callable(self.choices) else self.choices)
+
+
+def setting(default: Any = dataclasses.MISSING, help: str = "", **kwargs) -> Any:
+    """A dataclass field that is a setting: its default and its `Setting`."""
+    if default is dataclasses.MISSING:
+        return dataclasses.field(metadata={"setting": Setting(help=help, **kwargs)})
+    return dataclasses.field(default=default, metadata={"setting": Setting(help=help, **kwargs)})
+
+
+_KINDS = {"int": int, "float": float, "bool": bool, "str": str, "list[str]": list}
+
+
+def _typed(spec: Setting, annotation: str) -> Setting:
+    """The setting with its kind and optionality read off the field's annotation (`int | None`)."""
+    parts = [p.strip() for p in str(annotation).split("|")]
+    return dataclasses.replace(spec, kind=_KINDS[parts[0]], optional="None" in parts[1:])
+
+
+def option_name(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
+def where(key: str, spec: Setting) -> str:
+    """How an error names a setting: the option on the command line and the key in a file."""
+    if spec.argument:
+        return f"{key.upper()} (`{key}` in a file)"
+    return f"{option_name(key)} (`{key}` in a file)"
+
+
+def _range_text(spec: Setting) -> str:
+    def bound(value):
+        return (
+            f"{int(value):,}" if float(value).is_integer() and abs(value) >= 1e4 else f"{value:g}"
+        )
+
+    low, high = spec.low, spec.high
+    if low is not None and high is not None:
+        left = "above" if spec.low_open else "from"
+        right = "below" if spec.high_open else "to"
+        return f"{left} {bound(low)} {right} {bound(high)}"
+    if low is not None:
+        return f"{'above' if spec.low_open else 'at least'} {bound(low)}"
+    if high is not None:
+        return f"{'below' if spec.high_open else 'at most'} {bound(high)}"
+    return ""
+
+
+def check_value(key: str, spec: Setting, value: Any) -> Any:
+    """`value` checked against its setting; returns it in its canonical form (tuples as lists)."""
+    name = where(key, spec)
+    if value is None:
+        if spec.optional:
+            return None
+        raise KcnnError(f"{name} needs a value")
+    kind = spec.kind
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise KcnnError(f"{name} must be true or false, got {value!r}")
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise KcnnError(f"{name} must be a whole number {_range_text(spec)}, got {value!r}")
+    elif kind is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise KcnnError(f"{name} must be a number {_range_text(spec)}, got {value!r}")
+        value = float(value)
+        if not math.isfinite(value):
+            raise KcnnError(f"{name} must be a finite number {_range_text(spec)}, got {value!r}")
+    elif kind is str:
+        if not isinstance(value, str):
+            raise KcnnError(f"{name} must be text, got {value!r}")
+        if not value.strip():
+            raise KcnnError(f"{name} must not be empty")
+        if "\x00" in value or len(value) > 4096:
+            raise KcnnError(f"{name} must be a name or path of at most 4096 characters")
+    elif kind is list:
+        if isinstance(value, str):  # "vgg16" or "vgg16,mobilenetv2" on a command line or in --set
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            raise KcnnError(f"{name} must be a list of names, got {value!r}")
+        if not value:
+            raise KcnnError(f"{name} needs at least one name")
+        if len(value) > 64:
+            raise KcnnError(f"{name} holds {len(value)} names; at most 64 are allowed")
+        value = list(value)
+    if kind in (int, float) and (spec.low is not None or spec.high is not None):
+        too_low = spec.low is not None and (
+            value <= spec.low if spec.low_open else value < spec.low
+        )
+        too_high = spec.high is not None and (
+            value >= spec.high if spec.high_open else value > spec.high
+        )
+        if too_low or too_high:
+            what = "a whole number" if kind is int else "a number"
+            raise KcnnError(f"{name} must be {what} {_range_text(spec)}, got {value!r}")
+    allowed = spec.allowed()
+    if allowed is not None:
+        for item in value if kind is list else [value]:
+            if item not in allowed:
+                hint = closest(item, allowed)
+                tip = f"did you mean '{hint}'? " if hint else ""
+                raise KcnnError(
+                    f"{name}: unknown {spec.noun} '{item}': {tip}choose one of: {', '.join(allowed)}"
+                )
+    return value
+
+
+def _architectures() -> list[str]:
+    from kcnn.models.architectures import ARCHITECTURES
+
+    return sorted(ARCHITECTURES)
+
+
+def _datasets() -> list[str]:
+    from kcnn.data.datasets import DATASETS
+
+    return sorted(DATASETS)
+
+
+def _backbones() -> list[str]:
+    from kcnn.models.backbones import ALL, BACKBONES
+
+    return [*BACKBONES, ALL]
+
+
+@dataclass(kw_only=True)
+class RunConfig:
+    """The settings every training command shares."""
+
+    command: ClassVar[str] = ""
+
+    dataset: str = setting(
+        "mnist",
+        "A registered data set (see `kcnn list datasets`), an image folder, or an .npz file.",
+        completion=_datasets,
+    )
+    data_dir: str | None = setting(
+        None,
+        "Folder holding the data set's original files (e.g. mnist.npz, IDX files, cifar-10-batches-py/).",
+        metavar="PATH",
+    )
+    epochs: int = setting(defaults.EPOCHS, "Training epochs.", low=1, high=100_000)
+    batch_size: int = setting(
+        defaults.BATCH_SIZE,
+        "Images per batch: the global batch, split evenly over the replicas of a distribution strategy.",
+        low=1,
+        high=65_536,
+    )
+    optimizer: str = setting(
+        defaults.OPTIMIZER, "The optimizer.", choices=defaults.OPTIMIZERS, noun="optimizer"
+    )
+    lr: float | None = setting(
+        None,
+        "Learning rate [default: the optimizer's usual rate].",
+        low=0.0,
+        low_open=True,
+    )
+    seed: int = setting(
+        defaults.SEED,
+        "Seed for the split, weight initialisation and shuffling.",
+        low=0,
+        high=SEED_MAX,
+    )
+    val_split: float = setting(
+        defaults.VAL_SPLIT,
+        "Fraction of the training images held out for validation (stratified).",
+        low=0.0,
+        high=1.0,
+        low_open=True,
+        high_open=True,
+    )
+    test_split: float = setting(
+        defaults.TEST_SPLIT,
+        "Fraction held out as the test set when the data set has no test split of its own.",
+        low=0.0,
+        high=1.0,
+        low_open=True,
+        high_open=True,
+    )
+    limit: int | None = setting(
+        None,
+        "Use at most N training (and N test) images, stratified: for quick runs.",
+        low=1,
+        high=INT32_MAX,
+    )
+    image_size: int | None = setting(
+        None,
+        "Resize (or pad) images to N×N inside the input pipeline.",
+        low=1,
+        high=defaults.IMAGE_SIZE_MAX,
+    )
+    shapes_count: int = setting(
+        defaults.SHAPES_COUNT,
+        "Images the generated `shapes` data set draws (ignored by other data sets).",
+        low=12,
+        high=defaults.SHAPES_COUNT_MAX,
+    )
+    out: str = setting(defaults.OUT_DIR, "Folder that receives the run folders.", metavar="PATH")
+    name: str | None = setting(None, "Run name [default: made from the model and the data set].")
+
+    # --- the schema ----------------------------------------------------------------------------
+
+    @classmethod
+    @functools.cache
+    def settings(cls) -> dict[str, Setting]:
+        """Every setting of this command, in declaration order (arguments first)."""
+        found = {
+            f.name: _typed(f.metadata["setting"], f.type)
+            for f in dataclasses.fields(cls)
+            if "setting" in f.metadata
+        }
+        return dict(sorted(found.items(), key=lambda kv: not kv[1].argument))
+
+    @classmethod
+    def from_settings(cls, values: dict[str, Any], source: str = "") -> RunConfig:
+        """A config from a mapping of setting names (a file's table, a run's config.json, --set);
+        an unknown key is an error naming the closest valid one. Not yet validated."""
+        known = cls.settings()
+        for key in values:
+            if key not in known:
+                hint = closest(str(key), known)
+                tip = f"did you mean '{hint}'? " if hint else ""
+                at = f"{source}: " if source else ""
+                raise KcnnError(
+                    f"{at}unknown setting '{key}' for {cls.command}: {tip}valid settings: {', '.join(known)}"
+                )
+        missing = [
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.name not in values
+            and f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
+        ]
+        if missing:
+            at = f"{source}: " if source else ""
+            raise KcnnError(f"{at}{cls.command} needs the setting(s) {', '.join(missing)}")
+        return cls(**values)
+
+    def validate(self) -> RunConfig:
+        """Check every setting (type, range, allowed values), then the command's own rules, and
+        fill in what is derived (the optimizer's usual rate, the run name). Idempotent."""
+        for key, spec in self.settings().items():
+            setattr(self, key, check_value(key, spec, getattr(self, key)))
+        if self.lr is None:
+            self.lr = defaults.LEARNING_RATES[self.optimizer]
+        if self.image_size is not None:
+            check_batch_memory(self.batch_size, self.image_size, self.image_size, 3)
+        self.check()
+        if self.name is None:
+            self.name = self.default_name()
+        from kcnn.runs import folders
+
+        folders.check_name(self.name)
+        return self
+
+    def check(self) -> None:
+        """The command's own rules across settings (subclasses add theirs)."""
+
+    def default_name(self) -> str:
+        raise NotImplementedError
+
+    def settings_dict(self) -> dict[str, Any]:
+        """The settings as plain values, as config.json records them and --print-config prints them."""
+        return {key: getattr(self, key) for key in self.settings()}
+
+    def to_toml(self) -> str:
+        """This config as an experiment file `kcnn run` replays."""
+        lines = [
+            f"# kcnn {self.command}: resolved settings",
+            "",
+            "[[run]]",
+            f"command = {_toml(self.command)}",
+        ]
+        for key, value in self.settings_dict().items():
+            if value is not None:  # TOML has no null: an absent key means the default
+                lines.append(f"{key} = {_toml(value)}")
+        return "\n".join(lines) + "\n"
+
+
+def check_batch_memory(batch_size: int, height: int, width: int, channels: int) -> None:
+    """Refuse a batch whose float32 input alone would not fit, before anything is allocated."""
+    size = batch_size * height * width * channels * 4
+    if size > defaults.INPUT_BATCH_BYTES_MAX:
+        limit = defaults.INPUT_BATCH_BYTES_MAX
+        raise KcnnError(
+            f"one batch of {batch_size} images of {height}×{width}×{channels} takes "
+            f"{size / 1024**3:.1f} GB as float32, over the {limit / 1024**3:.0f} GB limit: "
+            "lower --batch-size or --image-size"
+        )
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    text = str(value)
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def safe_label(text: str) -> str:
+    """Part of a default run name: letters, digits and . _ - only (a folder named `my data` -> `my-data`)."""
+    label = re.sub(r"[^\w.+=@,-]+", "-", text, flags=re.UNICODE).strip("-.")
+    return label or "data"
+
+
+def dataset_label(dataset: str) -> str:
+    """The part of a default run name that says which data: a registered name, or a file/folder's name."""
+    return safe_label(Path(dataset.rstrip("/\\")).name.removesuffix(".npz"))
+
+
+@dataclass
+class TrainConfig(RunConfig):
+    """`kcnn train`: one architecture in one API form."""
+
+    command: ClassVar[str] = "train"
+
+    arch: str = setting(
+        help="Architecture name (see `kcnn list models`).",
+        argument=True,
+        choices=_architectures,
+        noun="architecture",
+    )
+    api: str = setting(
+        defaults.API, "Model-building style.", choices=defaults.APIS, noun="API form"
+    )
+
+    def default_name(self) -> str:
+        return f"{self.arch}-{dataset_label(self.dataset)}-{self.api}"
+
+
+def override(cls: type, key: str, default: Any) -> Any:
+    """The field `key` of `cls` with another default: a command's own default for a shared setting."""
+    spec = next(f for f in dataclasses.fields(cls) if f.name == key).metadata["setting"]
+    return dataclasses.field(default=default, kw_only=True, metadata={"setting": spec})
+
+
+@dataclass
+class CompareConfig(RunConfig):
+    """`kcnn compare-apis`: one architecture in several API forms, proven equal, trained side by side.
+    Seed 003's experiment by default: simple-cnn on CIFAR-10 for 20 epochs."""
+
+    command: ClassVar[str] = "compare-apis"
+
+    arch: str = setting(
+        defaults.COMPARE_ARCH,
+        "Architecture name (see `kcnn list models`).",
+        argument=True,
+        choices=_architectures,
+        noun="architecture",
+    )
+    dataset: str = override(RunConfig, "dataset", defaults.COMPARE_DATASET)
+    epochs: int = override(RunConfig, "epochs", defaults.COMPARE_EPOCHS)
+    apis: list[str] = setting(
+        defaults.APIS,  # a tuple: dataclasses refuse a mutable default; validate() makes it a list
+        "The API forms to compare, comma-separated.",
+        choices=defaults.APIS,
+        noun="API form",
+        metavar="FORMS",
+    )
+    same_init: bool = setting(
+        True,
+        "Start all forms from the same weights (curves coincide), or initialise each on its own "
+        "(seed-to-seed spread).",
+        flags="--same-init/--independent-init",
+    )
+    tolerance: float = setting(
+        defaults.COMPARE_TOLERANCE,
+        "Largest output difference between forms holding the same weights that still counts as equal.",
+        low=0.0,
+        low_open=True,
+        high=1.0,
+    )
+
+    def check(self) -> None:
+        if len(set(self.apis)) < 2:
+            raise KcnnError(
+                f"--apis (`apis` in a file) needs at least two different API forms, got {', '.join(self.apis)}"
+            )
+
+    def default_name(self) -> str:
+        return f"compare-{self.arch}-{dataset_label(self.dataset)}"
+
+    def form_config(self, api: str) -> TrainConfig:
+        """The settings of one form's training run."""
+        shared = {k: v for k, v in self.settings_dict().items() if k in RunConfig.settings()}
+        return TrainConfig(arch=self.arch, api=api, **{**shared, "name": None})
+
+
+@dataclass
+class TransferConfig(RunConfig):
+    """`kcnn transfer`: frozen ImageNet backbones with a small head. Seed 003's second experiment
+    by default: CIFAR-10, the seed's head."""
+
+    command: ClassVar[str] = "transfer"
+
+    backbones: list[str] = setting(
+        help="vgg16, mobilenetv2, resnet50v2, or all (see `kcnn list backbones`); several give a "
+        "comparison report.",
+        argument=True,
+        choices=_backbones,
+        noun="backbone",
+    )
+    dataset: str = override(RunConfig, "dataset", defaults.TRANSFER_DATASET)
+    image_size: int | None = override(RunConfig, "image_size", None)
+    weights: str = setting(
+        defaults.TRANSFER_WEIGHTS,
+        "imagenet (Keras cache or download), none (random initialisation), or the path of a weights file.",
+        metavar="imagenet|none|PATH",
+    )
+    head: str = setting(
+        defaults.TRANSFER_HEAD,
+        "seed: Flatten, Dense 128, Dense 64, softmax (seed 003); gap: global average pooling, dropout, softmax.",
+        choices=defaults.TRANSFER_HEADS,
+        noun="head",
+    )
+    dropout: float = setting(
+        defaults.GAP_DROPOUT, "Dropout rate of the gap head.", low=0.0, high=1.0, high_open=True
+    )
+    fine_tune: int = setting(
+        0,
+        "After the frozen phase, unfreeze the top N backbone layers (BatchNorm stays frozen) and train again.",
+        low=0,
+        high=10_000,
+    )
+    fine_tune_lr: float = setting(
+        defaults.FINE_TUNE_LR,
+        "Learning rate of the fine-tune phase.",
+        low=0.0,
+        low_open=True,
+    )
+    fine_tune_epochs: int | None = setting(
+        None,
+        "Epochs of the fine-tune phase [default: as many as --epochs].",
+        low=1,
+        high=100_000,
+    )
+    cache_features: bool = setting(
+        True,
+        "Compute the frozen backbone's features once and train the head on them (same result, much faster).",
+    )
+
+    def check(self) -> None:
+        from kcnn.models import backbones
+
+        self.backbones = backbones.expand(list(self.backbones))
+        self.weights = _check_weights(self.weights)
+        if self.fine_tune_epochs is None:
+            self.fine_tune_epochs = self.epochs
+        smallest = max(backbones.get(b).min_size for b in self.backbones)
+        if self.image_size is not None and self.image_size < smallest:
+            raise KcnnError(
+                f"--image-size {self.image_size} is too small for {', '.join(self.backbones)}: "
+                f"the smallest input that works is {smallest}×{smallest}"
+            )
+
+    def default_name(self) -> str:
+        what = self.backbones[0] if len(self.backbones) == 1 else "transfer"
+        return f"{what}-{dataset_label(self.dataset)}-{self.head}"
+
+
+WEIGHT_CHOICES = ("imagenet", "none")
+
+
+def _check_weights(weights: str) -> str:
+    """`imagenet`, `none`, or an existing file; anything else is refused before any work."""
+    if weights.lower() in WEIGHT_CHOICES:
+        return weights.lower()
+    path = Path(weights).expanduser()
+    if path.is_file():
+        return str(path)
+    hint = closest(weights, WEIGHT_CHOICES)
+    tip = f"did you mean '{hint}'? " if hint else ""
+    raise KcnnError(
+        f"--weights {weights}: no such file; {tip}pass --weights imagenet, --weights none, "
+        "or the path of a weights file saved from the same backbone"
+    )
+
+
+COMMANDS: dict[str, type[RunConfig]] = {
+    c.command: c for c in (TrainConfig, CompareConfig, TransferConfig)
+}

@@ -1,0 +1,504 @@
+"""The trainer every command shares: one run folder, trained phase by phase.
+
+A command composes the phases it needs:
+
+    trainer = Trainer(config)                    # a validated RunConfig
+    with trainer.running():                      # folder, lock, signals, divergence, failure
+        data = trainer.load_data(input_shape_for)    # data: load, validate, split
+        model = trainer.build(make_model)            # build: seeded, timed, summary.txt
+        trainer.compile(model)                       # compile: optimizer, loss, metrics
+        trainer.fit(model, trainer.training_batches(), trainer.batches("val"))  # fit phase(s)
+        result = trainer.finish(model, title)        # evaluate, pictures, model.keras, metrics.json
+
+`kcnn train` is exactly that; `transfer` adds a feature phase and a fine-tune phase, each one more
+call to `fit`; `compare-apis` runs one trainer per API form. The trainer alone writes config.json
+(`config_record`, the one function that builds it) and metrics.json; it never asks which command
+it serves.
+
+Stopping early: Ctrl-C, SIGTERM or SIGHUP stop after the current batch. The folder is marked
+`interrupted`, keeps the finished epochs and a checkpoint of the last one (weights, optimizer and
+random-generator state), and `kcnn train --resume` finishes it with the numbers an uninterrupted
+run would have had. A NaN or infinite loss marks it `diverged` (exit 3).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kcnn.engine import checkpoints, interrupts
+from kcnn.engine.config import RunConfig, check_batch_memory
+from kcnn.errors import KcnnError
+from kcnn.models.params import count_params, model_summary
+from kcnn.runs import folders
+from kcnn.runs.records import write_csv, write_json
+
+
+@dataclass
+class Prepared:
+    """What the data phase hands on: the data, its splits, and the model input they are fed at."""
+
+    data: Any  # kcnn.data.datasets.Data
+    parts: Any  # kcnn.data.splits.Splits
+    input_shape: tuple[int, int, int]
+    fit: str  # how images reach input_shape: none, pad or resize
+
+    fingerprint: str  # digest of the images and labels (a resume must see the same data)
+
+    @property
+    def classes(self) -> int:
+        return self.parts.num_classes
+
+
+def prepare_data(
+    config: RunConfig,
+    input_shape_for: Callable[[tuple[int, int, int], int], tuple[int, int, int]],
+) -> Prepared:
+    """The data phase: load and validate the data set, split it, and settle the model input."""
+    from kcnn.data import datasets, splits
+    from kcnn.data.pipeline import fit_mode
+
+    data = datasets.load(config.dataset, config.data_dir, config.seed, config.shapes_count)
+    parts = splits.make_splits(data, config.val_split, config.seed, config.limit, config.test_split)
+    input_shape = tuple(int(v) for v in input_shape_for(data.image_shape, parts.num_classes))
+    check_batch_memory(config.batch_size, *input_shape)
+    fit = fit_mode(data.image_shape[:2], input_shape[:2])
+    return Prepared(data, parts, input_shape, fit, data_fingerprint(data))
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    metrics: dict[str, Any]
+    history: dict[str, list[float]]
+    model: Any = None
+
+
+def seed_everything(seed: int) -> None:
+    """Same seed, same run: Python, NumPy and TensorFlow seeds, and deterministic TF ops."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def make_optimizer(name: str, lr: float):
+    import keras
+
+    return {
+        "adam": keras.optimizers.Adam,
+        "sgd": keras.optimizers.SGD,
+        "rmsprop": keras.optimizers.RMSprop,
+    }[name](learning_rate=lr)
+
+
+def verbosity() -> int:
+    """Keras's progress bar on a terminal, one line per epoch in logs and pipes."""
+    return 1 if sys.stdout.isatty() else 2
+
+
+def data_fingerprint(data) -> str:
+    """A digest of the images and labels a run trained on: a resume must see the very same data."""
+    digest = hashlib.blake2b(digest_size=16)
+    for array in (data.x_train, data.y_train, data.x_test, data.y_test):
+        if array is None:
+            digest.update(b"-")
+            continue
+        digest.update(str((array.shape, array.dtype.str)).encode())
+        digest.update(memoryview(array).cast("B") if array.flags.c_contiguous else array.tobytes())
+    return digest.hexdigest()
+
+
+class Trainer:
+    """One run folder, trained phase by phase (see the module docstring)."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        *,
+        quiet: bool = False,
+        out: str | Path | None = None,
+        resume: checkpoints.Resume | None = None,
+        identity: dict[str, Any] | None = None,
+        facts: dict[str, Any] | None = None,
+        epochs_planned: int | None = None,
+    ):
+        self.config = config
+        self.quiet = quiet  # Keras's progress goes to stderr, stdout is kept for --json
+        self.out = Path(out if out is not None else config.out)
+        self.resume = resume
+        self.started = time.perf_counter()
+        self.run_dir: Path | None = resume.run_dir if resume else None
+        self.prepared: Prepared | None = None
+        # What the model is (arch and API form, or backbone and head): in config.json and metrics.json.
+        self.identity: dict[str, Any] = dict(identity or {})
+        self.facts: dict[str, Any] = dict(facts or {})  # what config.json holds besides settings
+        self.preprocess = None  # a backbone's preprocess_input, applied per batch in the pipeline
+        self.results: dict[str, Any] = {}  # what metrics.json holds besides the trainer's own
+        self.rows: list[dict[str, float]] = list(resume.rows) if resume else []
+        self.train_seconds = resume.train_seconds if resume else 0.0
+        self.epochs_planned = epochs_planned or config.epochs
+        self.model = None  # the model the current fit phase trains (a checkpoint saves it)
+        self.guard = interrupts.SignalGuard()
+        self.sentinel = None
+        self._lock = None
+        self._trained = (
+            False  # an epoch ran in this process (bad input after that keeps the folder)
+        )
+
+    # --- records --------------------------------------------------------------------------------
+
+    def config_record(self) -> dict[str, Any]:
+        """Everything config.json holds: the command, its resolved settings (which `kcnn run
+        config.json` replays), the facts of the run (data provenance, input shape, ...), versions."""
+        return {
+            "command": self.config.command,
+            **self.config.settings_dict(),
+            **self.identity,
+            **self.facts,
+            "versions": folders.versions(),
+        }
+
+    def write_config(self) -> None:
+        write_json(self.run_dir / folders.CONFIG, self.config_record())
+
+    def _base_metrics(self) -> dict[str, Any]:
+        data = self.prepared.data if self.prepared else None
+        return {
+            "command": self.config.command,
+            **self.identity,
+            "dataset": data.name if data else self.config.dataset,
+            "dataset_fallback": bool(data.provenance.get("fallback")) if data else False,
+            "epochs_planned": self.epochs_planned,
+        }
+
+    def _write_status(self, status: str, epochs: int | None = None, **extra) -> None:
+        done = len(self.rows) if epochs is None else epochs
+        write_json(
+            self.run_dir / folders.METRICS,
+            {
+                **self._base_metrics(),
+                **self.results,
+                "status": status,
+                "epochs_completed": done,
+                "train_seconds": self.train_seconds,
+                **extra,
+            },
+        )
+
+    # --- the run's frame: folder, lock, signals -------------------------------------------------
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[Trainer]:
+        """The frame of a run: the folder (made first, so a signal at any moment leaves a run that
+        --resume can finish), its lock, signal handling, and the status written however it ends."""
+        made_out = not self.out.expanduser().exists()
+        if self.run_dir is None:
+            self.run_dir = folders.create(self.out, self.config.name)
+        self._lock = checkpoints.lock(self.run_dir)
+        if self.resume is None:
+            self.write_config()
+        self._write_status("running")
+        with self.guard:
+            try:
+                yield self
+            except (interrupts.Interrupted, KeyboardInterrupt) as e:
+                import signal
+
+                signum = getattr(e, "signum", signal.SIGINT)
+                name = signal.Signals(signum).name
+                done = self._stopped("interrupted", signal=name)
+                again = (
+                    f"continue with: kcnn train --resume {self.run_dir}"
+                    if self.resumable
+                    else f"records kept in {self.run_dir}"
+                )
+                raise interrupts.Interrupted(
+                    signum,
+                    f"interrupted by {name} after {done} of {self.epochs_planned} epochs; {again}",
+                ) from None
+            except interrupts.NonFiniteLoss as stop:
+                self._stopped(
+                    "diverged", diverged_at={"epoch": stop.epoch + 1, "batch": stop.batch + 1}
+                )
+                raise interrupts.diverged(stop, self.config.optimizer, self.config.lr) from None
+            except KcnnError:
+                self.guard.shielded = True
+                if not self._trained and self.resume is None:
+                    # Bad input found before any training: leave nothing that looks like a run.
+                    self._release()
+                    shutil.rmtree(self.run_dir, ignore_errors=True)
+                    if made_out:
+                        with contextlib.suppress(OSError):
+                            self.out.expanduser().rmdir()  # only if nothing else is in it
+                else:
+                    self._write_status("failed")
+                raise
+            except BaseException:
+                self.guard.shielded = True
+                self._write_status("failed")
+                raise
+            finally:
+                self._release()
+
+    @property
+    def resumable(self) -> bool:
+        return self.config.command == "train"
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    def _stopped(self, status: str, **extra) -> int:
+        """Record a run that ends early; returns the epochs its records keep."""
+        self.guard.shielded = True  # a second Ctrl-C must not cut the records short
+        done = len(self.rows)
+        if status == "interrupted" and self.resumable and self.model is not None:
+            if self.sentinel is not None and self.sentinel.restore_snapshot(self.model):
+                done = min(done, self.sentinel.snapshot_epoch)
+            if done:
+                checkpoints.save(self.run_dir, self.model, done, reason="interrupted")
+                extra["checkpoint"] = checkpoints.CHECKPOINT
+        write_csv(self.run_dir / folders.HISTORY, self.rows[:done], None if done else ["epoch"])
+        self._write_status(status, epochs=done, **extra)
+        return done
+
+    # --- phase: data ----------------------------------------------------------------------------
+
+    def load_data(
+        self, input_shape_for: Callable[[tuple[int, int, int], int], tuple[int, int, int]]
+    ) -> Prepared:
+        """Load, validate and split the data; `input_shape_for(image_shape, classes)` gives the
+        model input the images are brought to in the pipeline."""
+        return self.use(prepare_data(self.config, input_shape_for))
+
+    def use(self, prepared: Prepared) -> Prepared:
+        """Train on data prepared once for several runs (the forms of compare-apis)."""
+        if self.resume is not None and self.resume.fingerprint not in (None, prepared.fingerprint):
+            raise KcnnError(
+                f"{self.run_dir} was trained on other data than `{self.config.dataset}` gives now "
+                f"({prepared.data.provenance.get('source', prepared.data.name)}): resuming would "
+                "mix two data sets; start a new run"
+            )
+        self.prepared = prepared
+        data, parts = prepared.data, prepared.parts
+        self.facts.update(
+            {
+                "input_shape": list(prepared.input_shape),
+                "fit": prepared.fit,
+                "image_shape": list(data.image_shape),
+                "classes": parts.class_names,
+                "split_sizes": parts.sizes(),
+                "dataset_provenance": data.provenance,
+                "data_fingerprint": prepared.fingerprint,
+            }
+        )
+        self.write_config()
+        return prepared
+
+    # --- phase: build and compile ---------------------------------------------------------------
+
+    def build(self, make: Callable[[], Any], *, seed: int | None = None) -> Any:
+        """Build the model with every random draw seeded; records its build time and summary."""
+        seed_everything(self.config.seed if seed is None else seed)
+        start = time.perf_counter()
+        model = make()
+        self.results["build_seconds"] = time.perf_counter() - start
+        self.describe(model)
+        return model
+
+    def describe(self, model) -> None:
+        """summary.txt and the parameter counts of the model this run trains."""
+        (self.run_dir / folders.SUMMARY).write_text(model_summary(model))
+        self.results["params"] = count_params(model)
+
+    def compile(self, model, lr: float | None = None) -> None:
+        model.compile(
+            optimizer=make_optimizer(self.config.optimizer, lr or self.config.lr),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
+
+    # --- the pipeline ---------------------------------------------------------------------------
+
+    def batches(self, split: str):
+        """The validation or test split, batched and prepared for the model, in a fixed order."""
+        from kcnn.data.pipeline import make_dataset
+
+        p = self.prepared
+        x, y = {"val": (p.parts.x_val, p.parts.y_val), "test": (p.parts.x_test, p.parts.y_test)}[
+            split
+        ]
+        return make_dataset(x, y, p.input_shape, self.config.batch_size, preprocess=self.preprocess)
+
+    def training_batches(self, epochs: int, x=None, y=None):
+        """Training batches from the current epoch to `epochs`, each epoch shuffled by (seed,
+        epoch) alone, so a resumed run sees exactly the batches an uninterrupted one sees.
+        `x`, `y` replace the training images (transfer trains its head on cached features)."""
+        from kcnn.data.pipeline import epoch_batches
+
+        p = self.prepared
+        x = p.parts.x_train if x is None else x
+        y = p.parts.y_train if y is None else y
+        images = x is p.parts.x_train  # features need no preparing
+        return epoch_batches(
+            x,
+            y,
+            p.input_shape if images else None,
+            self.config.batch_size,
+            self.config.seed,
+            len(self.rows),
+            epochs,
+            self.preprocess if images else None,
+        )
+
+    # --- phase: fit -----------------------------------------------------------------------------
+
+    def fit(self, model, train_ds, val_ds, *, epochs: int, steps: int | None = None) -> None:
+        """One fit phase: train `model` from the epochs already done up to `epochs` in all.
+        History rows continue across phases; the sentinel checks for signals and a diverged loss."""
+        from kcnn.data.pipeline import steps_per_epoch
+
+        self.model = model
+        first = len(self.rows)
+        if first >= epochs:
+            return
+        if self.sentinel is None:
+            self.sentinel = interrupts.sentinel(self.guard)
+        recorder = _Recorder(self)
+        steps = steps or steps_per_epoch(len(self.prepared.parts.y_train), self.config.batch_size)
+        progress = (
+            contextlib.redirect_stdout(sys.stderr) if self.quiet else contextlib.nullcontext()
+        )
+        with progress, self.guard.deferred():
+            model.fit(
+                train_ds,
+                validation_data=val_ds,
+                epochs=epochs,
+                initial_epoch=first,
+                steps_per_epoch=steps,
+                shuffle=False,
+                callbacks=[
+                    self.sentinel,
+                    recorder,
+                ],  # the sentinel first: a diverged epoch is never recorded
+                verbose=verbosity(),
+            )
+        self.guard.check()  # a signal during the last epoch's validation
+
+    def add_training_seconds(self, seconds: float) -> None:
+        """Training work done outside Keras's epochs (such as computing cached features)."""
+        self.train_seconds += seconds
+
+    # --- phase: evaluate and record -------------------------------------------------------------
+
+    def history(self) -> dict[str, list[float]]:
+        keys = [k for k in (self.rows[0] if self.rows else {}) if k != "epoch"]
+        return {k: [row[k] for row in self.rows] for k in keys}
+
+    def finish(self, model, title: str) -> RunResult:
+        """Evaluate on the test set and write the rest of the run folder, metrics.json last."""
+        import numpy as np
+
+        from kcnn.engine import evaluation
+        from kcnn.runs import plots
+
+        p, run_dir = self.prepared, self.run_dir
+        self.model = model
+        history = self.history()
+        test_ds = self.batches("test")
+        metrics, matrix = evaluation.evaluate(model, test_ds, p.parts.y_test, p.parts.class_names)
+        plots.curves(history, run_dir / folders.CURVES, title=title)
+        plots.confusion_matrix(
+            matrix, p.parts.class_names, run_dir / folders.CONFUSION, title=f"{title}: test set"
+        )
+        model.save(run_dir / folders.MODEL)
+        epochs = len(self.rows)
+        images = len(p.parts.y_train) * epochs
+        final = {
+            **self._base_metrics(),
+            **self.results,
+            "status": "completed",
+            "epochs_completed": epochs,
+            **metrics,
+            "best_val_accuracy": max(history.get("val_accuracy", [float("nan")])),
+            "wall_seconds": time.perf_counter() - self.started,
+            "train_seconds": self.train_seconds,
+            "seconds_per_epoch": self.train_seconds / max(epochs, 1),
+            "train_images_per_second": images / self.train_seconds if self.train_seconds else None,
+            "confusion_matrix": np.asarray(matrix).tolist(),
+            "run_dir": str(run_dir),
+        }
+        self.guard.shielded = (
+            True  # from here on the run is complete: a late signal changes nothing
+        )
+        write_json(run_dir / folders.METRICS, final)
+        checkpoints.discard(run_dir)
+        return RunResult(run_dir, final, history, model)
+
+
+def _Recorder(trainer: Trainer):
+    """A Keras callback that keeps history.csv and metrics.json current after every epoch and
+    measures training time (validation excluded)."""
+    import keras
+
+    class Recorder(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self._start = 0.0
+            self._in_train = False
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._start = time.perf_counter()
+            self._in_train = True
+
+        def _stop_train_clock(self):
+            if self._in_train:
+                trainer.train_seconds += time.perf_counter() - self._start
+                self._in_train = False
+
+        def on_test_begin(self, logs=None):
+            self._stop_train_clock()
+
+        def on_train_end(self, logs=None):
+            self._stop_train_clock()  # an interrupted epoch's time still counts
+
+        def on_epoch_end(self, epoch, logs=None):
+            self._stop_train_clock()
+            trainer._trained = True
+            trainer.rows.append(
+                {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
+            )
+            write_csv(trainer.run_dir / folders.HISTORY, trainer.rows)
+            trainer._write_status("running")
+
+    return Recorder()
+
+
+def default_input_shape(arch: str, image_size: int | None):
+    """The model input for data of a given image shape: `--image-size` if given, else the data's
+    own size grown to the architecture's minimum; the data's channels are kept."""
+    from kcnn.models.architectures import get as get_architecture
+
+    architecture = get_architecture(arch)
+
+    def input_shape_for(image_shape, classes):
+        h, w, c = image_shape
+        if image_size is not None:
+            shape = (image_size, image_size, c)
+        else:
+            smallest = architecture.min_size(c, classes)
+            shape = (max(h, smallest), max(w, smallest), c)
+        architecture.check_input(shape, classes)
+        return shape
+
+    return input_shape_for
