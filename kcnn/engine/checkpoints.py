@@ -219,7 +219,7 @@ def load_model(run_dir: Path):
     except Exception as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise KcnnError(
-            f"the checkpoint {path} is damaged and cannot be loaded ({first[:120]}); "
+            f"cannot load the checkpoint {path}: it is damaged or unsafe ({first[:120]}); "
             "this run cannot be resumed"
         ) from None
     if not (run_dir / CHECKPOINT_RNG).is_file():
