@@ -38,7 +38,7 @@ from kcnn.engine.config import RunConfig, check_batch_memory
 from kcnn.errors import KcnnError
 from kcnn.models.params import count_params, model_summary
 from kcnn.runs import folders
-from kcnn.runs.records import write_csv, write_json
+from kcnn.runs.records import write_atomic, write_csv, write_json
 
 
 @dataclass
@@ -204,8 +204,11 @@ class Trainer:
         if self.run_dir is None:
             self.run_dir = folders.create(self.out, self.config.name)
         self._lock = checkpoints.lock(self.run_dir)
+        before = None  # a resume refused for bad input leaves the run as it found it
         if self.resume is None:
             self.write_config()
+        else:
+            before = (self.run_dir / folders.METRICS).read_text()
         self._write_status("running")
         with self.guard:
             try:
@@ -232,7 +235,9 @@ class Trainer:
                 raise interrupts.diverged(stop, self.config.optimizer, self.config.lr) from None
             except KcnnError:
                 self.guard.shielded = True
-                if not self._trained and self.resume is None:
+                if not self._trained and before is not None:
+                    write_atomic(self.run_dir / folders.METRICS, before)
+                elif not self._trained:
                     # Bad input found before any training: leave nothing that looks like a run.
                     self._release()
                     shutil.rmtree(self.run_dir, ignore_errors=True)
