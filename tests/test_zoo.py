@@ -99,11 +99,13 @@ def test_bottleneck_stride_sits_in_the_first_conv():
 
 def test_smallest_inputs():
     sizes = {arch: get(arch).min_size(3, 10) for arch in ZOO}
-    # AlexNet/ZFNet by arithmetic (the last 3/2 pool needs a 3×3 map); the others stride 32
+    # AlexNet/ZFNet by arithmetic (the last 3/2 pool needs a 3×3 map); GoogLeNet's ceil-mode
+    # pools by arithmetic too (its 4th pool takes a 2×2 map); the others stride 32
     assert sizes == {
         "alexnet": 67,
         "zfnet": 53,
-        **{a: 32 for a in ZOO if a not in ("alexnet", "zfnet")},
+        "googlenet": 31,
+        **{a: 32 for a in ZOO if a not in ("alexnet", "zfnet", "googlenet")},
     }
 
 
@@ -319,7 +321,9 @@ def test_summary_reports_a_shape_mismatch_loudly(monkeypatch):
     from kcnn.models import layers, summary
 
     real = layers.conv_out
-    monkeypatch.setattr(layers, "conv_out", lambda n, k, s, p: real(n, k, s, p) + (k == 11))
+    monkeypatch.setattr(
+        layers, "conv_out", lambda n, k, s, p, ceil=False: real(n, k, s, p, ceil) + (k == 11)
+    )
     report = summary.summarize("alexnet", "sequential", (227, 227, 3), 10)
     assert [m["layer"] for m in report["shape_check"]["mismatches"]] == ["conv1"]
     assert "SHAPE MISMATCH at conv1" in report["text"]

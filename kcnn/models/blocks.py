@@ -2,6 +2,9 @@
 
 It lets even a Sequential model hold a block with branches or skips. Its parts and their wiring
 come from the block's `BlockSpec`, the same one the Functional form spreads out into its graph.
+`keras_layers(spec)` is where a spec becomes Keras layers: a block this one layer, any other
+spec its own `to_keras()`. Importing this module registers every Keras layer kcnn defines, so
+saved models that hold them reload.
 """
 
 from __future__ import annotations
@@ -9,7 +12,13 @@ from __future__ import annotations
 import keras
 
 import kcnn.models.composites  # noqa: F401  (registers the block specs a saved Block's config names)
+import kcnn.models.padding  # noqa: F401  (registers the max-pooling padding layer for reloading)
 from kcnn.models.layers import BlockSpec, Spec
+
+
+def keras_layers(spec: Spec) -> list[keras.layers.Layer]:
+    """Fresh Keras layers for `spec`, in order: a block is one `Block` layer."""
+    return [Block(spec, name=spec.name)] if isinstance(spec, BlockSpec) else spec.to_keras()
 
 
 @keras.saving.register_keras_serializable(package="kcnn")
@@ -18,7 +27,7 @@ class Block(keras.layers.Layer):
         super().__init__(**kwargs)
         self.spec = Spec.from_config(spec) if isinstance(spec, dict) else spec
         # one list of Keras layers per part, in the spec's order (that order is the weight order)
-        self.parts = {key: part.to_keras() for key, part in self.spec.named_parts().items()}
+        self.parts = {key: keras_layers(part) for key, part in self.spec.named_parts().items()}
 
     def build(self, input_shape):
         # Create every part's weights here, from shapes alone: Keras infers this layer's symbolic

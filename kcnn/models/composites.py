@@ -3,8 +3,9 @@
 Each block is a `BlockSpec` (see `kcnn.models.layers`): its parts are ordinary specs, and `wire(run, x)`
 says how they connect. `run` is whatever the caller needs it to be: Keras layers inside the
 block's layer (Sequential and subclassed forms), Keras layers spread into the Functional graph
-(branches and skips visible there), or plain shapes — which is how a block's output shape is
-derived here, from the same wiring, so it cannot disagree with the layers.
+(branches and skips visible there), or plain shapes — which is how a block's output shape,
+parameters and multiply-adds are derived (`BlockSpec`), from the same wiring, so they cannot
+disagree with the layers.
 
 The merges (`Add`, `Concat`) are parts too, so the Functional graph shows them as real
 `keras.layers.Add`/`Concatenate` nodes and all three forms hold exactly the same layers.
@@ -18,11 +19,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from kcnn.models.layers import Activation, BatchNorm, BlockSpec, Conv, Pool, Shape, ShapeError, Spec
+from kcnn.models.layers import (
+    Activation,
+    BatchNorm,
+    BlockSpec,
+    Conv,
+    Pointwise,
+    Pool,
+    Shape,
+    ShapeError,
+    Spec,
+    Weightless,
+)
 
 
 @dataclass(frozen=True)
-class Add(Spec):
+class Add(Weightless, Pointwise, Spec):
     """Element-wise sum of equally shaped tensors: the residual connection."""
 
     def to_keras(self) -> list:
@@ -37,7 +49,7 @@ class Add(Spec):
 
 
 @dataclass(frozen=True)
-class Concat(Spec):
+class Concat(Weightless, Pointwise, Spec):
     """Concatenation along channels: the inception module's filter concatenation."""
 
     def to_keras(self) -> list:
@@ -51,18 +63,6 @@ class Concat(Spec):
         return (*shapes[0][:2], sum(s[2] for s in shapes))
 
 
-MERGES = (Add, Concat)
-
-
-@dataclass(frozen=True)
-class WiredBlock(BlockSpec):
-    """A block whose output shape follows from its wiring applied to part shapes."""
-
-    def output_shape(self, shape: Shape) -> Shape:
-        parts = self.named_parts()
-        return tuple(self.wire(lambda key, s: parts[key].output_shape(s), tuple(shape)))
-
-
 def _conv_bn(filters: int, kernel: int, stride: int = 1) -> Conv:
     # no bias: the BatchNorm that follows has its own shift (beta), so a bias would be redundant
     return Conv(
@@ -71,7 +71,7 @@ def _conv_bn(filters: int, kernel: int, stride: int = 1) -> Conv:
 
 
 @dataclass(frozen=True)
-class BasicBlock(WiredBlock):
+class BasicBlock(BlockSpec):
     """ResNet's basic block (He et al. 2015, Fig. 2 left): two 3×3 convs and a skip.
 
     `stride` sits in the first 3×3 conv; `projection` adds a 1×1 conv + BN on the skip when the
@@ -104,7 +104,7 @@ class BasicBlock(WiredBlock):
 
 
 @dataclass(frozen=True)
-class Bottleneck(WiredBlock):
+class Bottleneck(BlockSpec):
     """ResNet's bottleneck block (He et al. 2015, Fig. 2 right): 1×1 reduce, 3×3, 1×1 expand ×4.
 
     As in the paper (and the original Caffe models) the downsampling stride is in the first 1×1
@@ -143,7 +143,7 @@ class Bottleneck(WiredBlock):
 
 
 @dataclass(frozen=True)
-class Inception(WiredBlock):
+class Inception(BlockSpec):
     """The inception module of GoogLeNet (Szegedy et al. 2014, Fig. 2b), four parallel branches:
 
     1×1 | 1×1 reduce → 3×3 | 1×1 reduce → 5×5 | 3×3 max pool (stride 1) → 1×1 projection,
@@ -164,6 +164,8 @@ class Inception(WiredBlock):
             "3x3": Conv(self.b2, 3, padding=1),
             "5x5_reduce": Conv(self.b3_reduce, 1),
             "5x5": Conv(self.b3, 5, padding=2),
+            # TensorFlow's 'same' max pooling never lets its padding win, so this is the paper's
+            # and torchvision's MaxPool2d(3, stride=1, padding=1, ceil_mode=True) exactly
             "pool": Pool(3, stride=1, padding="same"),
             "pool_proj": Conv(self.pool_proj, 1),
             "concat": Concat(),

@@ -14,7 +14,7 @@ import numpy as np
 from kcnn.defaults import APIS
 from kcnn.errors import KcnnError, unknown
 from kcnn.models.architectures import get as get_architecture
-from kcnn.models.blocks import Block
+from kcnn.models.blocks import Block, keras_layers
 from kcnn.models.layers import BlockSpec, Spec
 
 
@@ -23,7 +23,7 @@ def _model_name(arch: str, api: str) -> str:
 
 
 def build_sequential(arch: str, specs: list[Spec], input_shape) -> keras.Model:
-    layers = [layer for spec in specs for layer in spec.to_keras()]
+    layers = [layer for spec in specs for layer in keras_layers(spec)]
     return keras.Sequential(
         [keras.Input(tuple(input_shape)), *layers], name=_model_name(arch, "sequential")
     )
@@ -40,7 +40,7 @@ def build_functional(arch: str, specs: list[Spec], input_shape) -> keras.Model:
 def _apply_expanded(spec: Spec, x):
     """Apply a spec on a symbolic tensor; a block is spread out so its branches show in the graph."""
     if isinstance(spec, BlockSpec):
-        made = {key: part.to_keras() for key, part in spec.named_parts().items()}
+        made = {key: keras_layers(part) for key, part in spec.named_parts().items()}
 
         def run(key, t):
             for layer in made[key]:
@@ -48,7 +48,7 @@ def _apply_expanded(spec: Spec, x):
             return t
 
         return spec.wire(run, x)
-    for layer in spec.to_keras():
+    for layer in keras_layers(spec):
         x = layer(x)
     return x
 
@@ -62,7 +62,7 @@ class DescribedCNN(keras.Model):
         super().__init__(**kwargs)
         self.arch, self.classes, self.image_shape = arch, int(classes), tuple(input_shape)
         specs = get_architecture(arch).describe(self.classes)
-        self.stages = [layer for spec in specs for layer in spec.to_keras()]
+        self.stages = [layer for spec in specs for layer in keras_layers(spec)]
 
     def call(self, inputs, training=None):
         x = inputs

@@ -3,9 +3,11 @@
 `trace(specs, input_shape)` follows an input through every leaf spec — blocks opened up through
 their own `wire`, so branches and skips are followed exactly as the Keras layers are connected —
 and records for each leaf its input and output shape, parameters, multiply-adds and receptive
-field. `kcnn summary` puts these beside the shapes Keras reports, and checks one against the
-other with the formula every seed teaches: a conv or pooling window of size k, stride s and
-padding p turns N pixels into ⌊(N + 2p − k)/s⌋ + 1.
+field. Each spec says its own parameters, multiply-adds and window (`kcnn.models.layers`); this
+module only follows the input through them. `kcnn summary` puts these beside the shapes Keras
+reports, and checks one against the other with the formula every seed teaches: a conv or pooling
+window of size k, stride s and padding p turns N pixels into ⌊(N + 2p − k)/s⌋ + 1 (⌈…⌉ + 1 for
+the ceil-mode pooling of Caffe's GoogLeNet).
 
 Multiply-adds count what the papers count (He et al. 2015, Table 1): one per weight use in convs
 and fully connected layers. Pooling, BatchNorm (folded into the conv at inference), activations
@@ -17,19 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from kcnn.models.composites import MERGES
-from kcnn.models.layers import (
-    BatchNorm,
-    BlockSpec,
-    Conv,
-    Dense,
-    Flatten,
-    GlobalAvgPool,
-    Pool,
-    Shape,
-    Spec,
-    conv_out,
-)
+from kcnn.models.layers import BlockSpec, Shape, Spec
+from kcnn.models.windows import Window, conv_out
 
 
 @dataclass(frozen=True)
@@ -55,71 +46,46 @@ class Leaf:
     rf: int | None
     input_rf: int | None
     block: str | None = None
-    window: tuple[int, int, int | str] | None = field(default=None)  # kernel, stride, padding
+    window: Window | None = field(default=None)
 
 
-def window(spec: Spec) -> tuple[int, int, int | str] | None:
-    """(kernel, stride, padding) of a conv or pooling layer; padding is pixels per side or 'same'."""
-    if isinstance(spec, Conv):
-        return spec.kernel, spec.stride, 0 if spec.padding == "valid" else spec.padding
-    if isinstance(spec, Pool):
-        return spec.size, spec.stride or spec.size, 0 if spec.padding == "valid" else spec.padding
-    return None
-
-
-def formula(n: int, kernel: int, stride: int, padding: int | str) -> str:
+def formula(n: int, kernel: int, stride: int, padding: int | str, ceil: bool = False) -> str:
     """The output-size arithmetic written out, e.g. '⌊(227 + 2·0 − 11)/4⌋ + 1 = 55'."""
-    out = conv_out(n, kernel, stride, padding)
+    out = conv_out(n, kernel, stride, padding, ceil)
     if padding == "same":
         return f"⌈{n}/{stride}⌉ = {out}"
-    return f"⌊({n} + 2·{padding} − {kernel})/{stride}⌋ + 1 = {out}"
-
-
-def params(spec: Spec, shape: Shape) -> tuple[int, int]:
-    """(total, trainable) weights of a leaf spec on an input of `shape`."""
-    if isinstance(spec, Conv):
-        n = spec.kernel * spec.kernel * shape[-1] * spec.filters + (
-            spec.filters if spec.bias else 0
-        )
-        return n, n
-    if isinstance(spec, Dense):
-        n = shape[-1] * spec.units + spec.units
-        return n, n
-    if isinstance(spec, BatchNorm):
-        # gamma and beta are learned; the moving mean and variance are statistics Keras stores as weights
-        return 4 * shape[-1], 2 * shape[-1]
-    return 0, 0
-
-
-def macs(spec: Spec, shape: Shape, out: Shape) -> int:
-    if isinstance(spec, Conv):
-        return out[0] * out[1] * spec.kernel * spec.kernel * shape[-1] * spec.filters
-    if isinstance(spec, Dense):
-        return shape[-1] * spec.units
-    return 0
+    if not ceil:
+        return f"⌊({n} + 2·{padding} − {kernel})/{stride}⌋ + 1 = {out}"
+    text = f"⌈({n} + 2·{padding} − {kernel})/{stride}⌉ + 1"
+    # Caffe's and PyTorch's rule drops a last window that would start in the right padding
+    return (
+        f"{text} = {out}"
+        if out == -(-(n + 2 * int(padding) - kernel) // stride) + 1
+        else (f"{text} − 1 = {out} (no window starts in the padding)")
+    )
 
 
 def _step(spec: Spec, point: Point | list[Point], leaves: list[Leaf], block: str | None) -> Point:
     if isinstance(spec, BlockSpec):
         parts = spec.named_parts()
         return spec.wire(lambda key, p: _step(parts[key], p, leaves, spec.name), point)
-    if isinstance(spec, MERGES):
-        points = list(point)  # type: ignore[arg-type]
-        shapes = [p.shape for p in points]
-        out = spec.output_shape(shapes)
-        rfs = [p.rf for p in points]
+    if isinstance(point, list):  # a merge (add, concatenate): it sees what its inputs see
+        shapes = [p.shape for p in point]
+        out = spec.output_shape(shapes)  # type: ignore[arg-type]
+        rfs = [p.rf for p in point]
         rf = None if None in rfs else max(rfs)  # type: ignore[type-var]
-        leaves.append(Leaf(spec.name, spec, shapes, out, 0, 0, 0, rf, rf, block))
-        return Point(out, rf, max(p.jump for p in points))
-    assert isinstance(point, Point)
+        total, trainable = spec.params(shapes)  # type: ignore[arg-type]
+        macs = spec.macs(shapes)  # type: ignore[arg-type]
+        leaves.append(Leaf(spec.name, spec, shapes, out, total, trainable, macs, rf, rf, block))
+        return Point(out, rf, max(p.jump for p in point))
     out = spec.output_shape(point.shape)
-    total, trainable = params(spec, point.shape)
-    win = window(spec)
+    total, trainable = spec.params(point.shape)
+    win = spec.window()
     rf, jump = point.rf, point.jump
-    if win and rf is not None:
-        rf, jump = rf + (win[0] - 1) * jump, jump * win[1]
-    elif isinstance(spec, (Flatten, GlobalAvgPool)):
-        rf = None
+    if len(out) == 1:
+        rf = None  # a flat vector: every value is computed from the whole map
+    elif win and rf is not None:
+        rf, jump = rf + (win.kernel - 1) * jump, jump * win.stride
     leaves.append(
         Leaf(
             spec.name,
@@ -128,7 +94,7 @@ def _step(spec: Spec, point: Point | list[Point], leaves: list[Leaf], block: str
             out,
             total,
             trainable,
-            macs(spec, point.shape, out),
+            spec.macs(point.shape),
             rf,
             point.rf,
             block,

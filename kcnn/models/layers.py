@@ -1,13 +1,16 @@
 """Layer specs: the vocabulary architecture descriptions are written in.
 
 A spec is a small frozen dataclass — `Conv(6, 5, activation="tanh", name="c1")` — that knows
-three things: the Keras layers it becomes (`to_keras`), the shape it outputs for a given input
-shape (`output_shape`, plain Python, so sizes and minimum inputs are known without TensorFlow),
-and how to describe itself as a config (so saved models can be rebuilt).
+what a layer is, in plain Python (no TensorFlow): the shape it outputs for an input shape
+(`output_shape`), its weights (`params`), its multiply-adds (`macs`), its sliding window
+(`window`, which is what widens the receptive field), and how to describe itself as a config (so
+saved models can be rebuilt). `to_keras` gives the Keras layers it becomes. A spec that does not
+say one of these is an error, never a silent zero: the base `Spec` raises.
 
 Composite blocks (residual, inception) subclass `BlockSpec`: their parts are specs too, and one
-`wire` function connects them, used both inside the block's Keras layer (Sequential and
-subclassed forms) and spread out into the Functional graph, where the branches stay visible.
+`wire` function connects them — inside the block's Keras layer (`kcnn.models.blocks`, Sequential
+and subclassed forms), spread out into the Functional graph where the branches stay visible, and
+here, on plain shapes, to sum a block's parameters and multiply-adds from its parts.
 """
 
 from __future__ import annotations
@@ -16,22 +19,24 @@ import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
+
+from kcnn.models.windows import Window, conv_out
 
 Shape = tuple[int, ...]  # (H, W, C) for feature maps, (N,) after flattening
 
 SPEC_CLASSES: dict[str, type[Spec]] = {}
 
+# BatchNorm as the reference implementations have it: the paper's Caffe ResNets and torchvision's
+# use epsilon 1e-5 (Keras's default 1e-3 changes the normalised values of small-variance channels),
+# and torchvision's momentum=0.1 weighs the new batch by 0.1, which is Keras's momentum=0.9
+# (Keras weighs the running average, PyTorch the batch).
+BN_EPSILON = 1e-5
+BN_MOMENTUM = 0.9
+
 
 class ShapeError(ValueError):
     """An input is too small for a layer: its output would have no pixels."""
-
-
-def conv_out(n: int, kernel: int, stride: int, padding: int | str) -> int:
-    """Output size of a convolution or pooling window: ⌊(N + 2p − k)/s⌋ + 1, or ⌈N/s⌉ for 'same'."""
-    if padding == "same":
-        return math.ceil(n / stride)
-    return (n + 2 * int(padding) - kernel) // stride + 1
 
 
 @dataclass(frozen=True)
@@ -42,12 +47,28 @@ class Spec:
         super().__init_subclass__(**kwargs)
         SPEC_CLASSES[cls.__name__] = cls
 
+    def _missing(self, what: str):
+        return NotImplementedError(f"{type(self).__name__} does not say its {what}")
+
     def to_keras(self) -> list:
         """Fresh Keras layers, in order, named after this spec."""
-        raise NotImplementedError
+        raise self._missing("Keras layers")
 
     def output_shape(self, shape: Shape) -> Shape:
-        raise NotImplementedError
+        raise self._missing("output shape")
+
+    def params(self, shape: Shape) -> tuple[int, int]:
+        """(total, trainable) weights on an input of `shape`, counted as Keras stores them."""
+        raise self._missing("parameters")
+
+    def macs(self, shape: Shape) -> int:
+        """Multiply-adds on an input of `shape`: one per weight use, as the papers count them."""
+        raise self._missing("multiply-adds")
+
+    def window(self) -> Window | None:
+        """The sliding window of a conv or pooling layer; None for a layer whose every output
+        value sees only its own position (activations, normalisation, dense on a flat vector)."""
+        raise self._missing("window")
 
     def to_config(self) -> dict[str, Any]:
         return {"class": type(self).__name__, **dataclasses.asdict(self)}
@@ -69,14 +90,30 @@ def _spatial(shape: Shape, layer: str) -> tuple[int, int, int]:
     return shape  # type: ignore[return-value]
 
 
-def _window(
-    shape: Shape, layer: str, kernel: int, stride: int, padding: int | str
-) -> tuple[int, int]:
+def _slide(shape: Shape, layer: str, window: Window) -> tuple[int, int]:
     h, w, _ = _spatial(shape, layer)
-    oh, ow = conv_out(h, kernel, stride, padding), conv_out(w, kernel, stride, padding)
+    oh, ow = (conv_out(n, *window) for n in (h, w))
     if oh < 1 or ow < 1:
-        raise ShapeError(f"{layer}: a {h}×{w} input is too small for a {kernel}×{kernel} window")
+        k = window.kernel
+        raise ShapeError(f"{layer}: a {h}×{w} input is too small for a {k}×{k} window")
     return oh, ow
+
+
+class Weightless:
+    """Mixin for a layer with no weights and no multiply-adds."""
+
+    def params(self, shape: Shape) -> tuple[int, int]:
+        return 0, 0
+
+    def macs(self, shape: Shape) -> int:
+        return 0
+
+
+class Pointwise:
+    """Mixin for a layer without a sliding window: it does not widen the receptive field."""
+
+    def window(self) -> None:
+        return None
 
 
 @dataclass(frozen=True)
@@ -115,45 +152,74 @@ class Conv(Spec):
         )
         return ([layers.ZeroPadding2D(pad, name=f"{self.name}_pad")] if pad else []) + [conv]
 
+    def window(self) -> Window:
+        return Window(self.kernel, self.stride, 0 if self.padding == "valid" else self.padding)
+
     def output_shape(self, shape: Shape) -> Shape:
-        pad = 0 if self.padding == "valid" else self.padding
-        return (*_window(shape, self.name, self.kernel, self.stride, pad), self.filters)
+        return (*_slide(shape, self.name, self.window()), self.filters)
+
+    def params(self, shape: Shape) -> tuple[int, int]:
+        n = self.kernel * self.kernel * shape[-1] * self.filters + (
+            self.filters if self.bias else 0
+        )
+        return n, n
+
+    def macs(self, shape: Shape) -> int:
+        h, w, _ = self.output_shape(shape)
+        return h * w * self.kernel * self.kernel * shape[-1] * self.filters
 
 
 @dataclass(frozen=True)
-class Pool(Spec):
-    """Max or average pooling; `stride` defaults to the window size."""
+class Pool(Weightless, Spec):
+    """Max or average pooling; `stride` defaults to the window size.
+
+    Max pooling pads with −∞ as PyTorch does, so padding never wins over a real (even negative)
+    value; average pooling pads with zeros that count in the mean (PyTorch's default
+    `count_include_pad=True`). `ceil=True` is Caffe's and PyTorch's `ceil_mode`: the window
+    count rounds up and the last window may run past the bottom/right edge (max pooling only).
+    """
 
     size: int
     stride: int | None = None
     kind: str = "max"
     padding: int | str = "valid"
+    ceil: bool = False
+
+    def __post_init__(self):
+        if self.kind not in ("max", "avg"):
+            raise ValueError(f"{self.name}: pooling kind is 'max' or 'avg', not {self.kind!r}")
+        if self.ceil and (self.kind != "max" or self.padding == "same"):
+            raise ValueError(f"{self.name}: ceil mode is for max pooling with explicit padding")
+        if isinstance(self.padding, int) and 2 * self.padding > self.size:
+            # PyTorch's rule too: a wider pad would give windows that hold nothing but padding
+            raise ValueError(f"{self.name}: padding {self.padding} exceeds half the window")
+
+    def window(self) -> Window:
+        padding = 0 if self.padding == "valid" else self.padding
+        return Window(self.size, self.stride or self.size, padding, self.ceil)
 
     def to_keras(self) -> list:
         from keras import layers
 
+        kernel, stride, padding, ceil = self.window()
         cls = layers.MaxPooling2D if self.kind == "max" else layers.AveragePooling2D
-        pad = self.padding
-        out = []
-        if isinstance(pad, int) and pad > 0:
-            out.append(layers.ZeroPadding2D(pad, name=f"{self.name}_pad"))
-        out.append(
-            cls(
-                self.size,
-                strides=self.stride or self.size,
-                padding="same" if pad == "same" else "valid",
-                name=self.name,
-            )
+        pool = cls(
+            kernel, strides=stride, padding="same" if padding == "same" else "valid", name=self.name
         )
-        return out
+        if padding == "same" or not (padding or ceil):
+            return [pool]
+        if self.kind == "avg":
+            return [layers.ZeroPadding2D(padding, name=f"{self.name}_pad"), pool]
+        from kcnn.models.padding import MaxPoolPadding2D
+
+        return [MaxPoolPadding2D(kernel, stride, padding, ceil, name=f"{self.name}_pad"), pool]
 
     def output_shape(self, shape: Shape) -> Shape:
-        pad = 0 if self.padding == "valid" else self.padding
-        return (*_window(shape, self.name, self.size, self.stride or self.size, pad), shape[2])
+        return (*_slide(shape, self.name, self.window()), shape[2])
 
 
 @dataclass(frozen=True)
-class Flatten(Spec):
+class Flatten(Weightless, Pointwise, Spec):
     def to_keras(self) -> list:
         from keras import layers
 
@@ -164,7 +230,7 @@ class Flatten(Spec):
 
 
 @dataclass(frozen=True)
-class GlobalAvgPool(Spec):
+class GlobalAvgPool(Weightless, Pointwise, Spec):
     def to_keras(self) -> list:
         from keras import layers
 
@@ -175,7 +241,7 @@ class GlobalAvgPool(Spec):
 
 
 @dataclass(frozen=True)
-class Dense(Spec):
+class Dense(Pointwise, Spec):
     units: int
     activation: str | None = "relu"
 
@@ -189,9 +255,16 @@ class Dense(Spec):
             raise ShapeError(f"{self.name} needs a flat input, got shape {shape}")
         return (self.units,)
 
+    def params(self, shape: Shape) -> tuple[int, int]:
+        n = shape[-1] * self.units + self.units
+        return n, n
+
+    def macs(self, shape: Shape) -> int:
+        return shape[-1] * self.units
+
 
 @dataclass(frozen=True)
-class Dropout(Spec):
+class Dropout(Weightless, Pointwise, Spec):
     rate: float
 
     def to_keras(self) -> list:
@@ -204,18 +277,25 @@ class Dropout(Spec):
 
 
 @dataclass(frozen=True)
-class BatchNorm(Spec):
+class BatchNorm(Pointwise, Spec):
     def to_keras(self) -> list:
         from keras import layers
 
-        return [layers.BatchNormalization(name=self.name)]
+        return [layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=self.name)]
 
     def output_shape(self, shape: Shape) -> Shape:
         return shape
 
+    def params(self, shape: Shape) -> tuple[int, int]:
+        # gamma and beta are learned; the moving mean and variance are statistics Keras stores as weights
+        return 4 * shape[-1], 2 * shape[-1]
+
+    def macs(self, shape: Shape) -> int:
+        return 0  # folded into the preceding conv at inference
+
 
 @dataclass(frozen=True)
-class Activation(Spec):
+class Activation(Weightless, Pointwise, Spec):
     function: str = "relu"
 
     def to_keras(self) -> list:
@@ -233,10 +313,9 @@ class BlockSpec(Spec):
 
     Subclasses define `parts()` — an ordered dict of part name → spec, with names unique within
     the block — and `wire(run, x)`, where `run(part_name, tensor)` applies one part. The same
-    `wire` serves the block's Keras layer and the Functional graph, so the forms cannot drift.
+    `wire` serves the block's Keras layer and the Functional graph, so the forms cannot drift,
+    and gives the block's output shape, parameters and multiply-adds from its parts'.
     """
-
-    composite: ClassVar[bool] = True
 
     def parts(self) -> dict[str, Spec]:
         raise NotImplementedError
@@ -252,9 +331,33 @@ class BlockSpec(Spec):
         }
 
     def to_keras(self) -> list:
-        from kcnn.models.blocks import Block
+        raise TypeError(
+            f"{self.name}: a block becomes one Keras layer, kcnn.models.blocks.Block; "
+            "kcnn.models.blocks.keras_layers(spec) makes the layers of any spec"
+        )
 
-        return [Block(self, name=self.name)]
+    def _walk(self, shape: Shape, visit: Callable[[Spec, Any], None]) -> Shape:
+        """Follow `shape` through the wiring, calling `visit(part, input_shape)` on every part."""
+        parts = self.named_parts()
+
+        def run(key: str, s: Any) -> Any:
+            visit(parts[key], s)
+            return parts[key].output_shape(s)
+
+        return tuple(self.wire(run, tuple(shape)))
+
+    def output_shape(self, shape: Shape) -> Shape:
+        return self._walk(shape, lambda part, s: None)
+
+    def params(self, shape: Shape) -> tuple[int, int]:
+        counts = []
+        self._walk(shape, lambda part, s: counts.append(part.params(s)))
+        return sum(c[0] for c in counts), sum(c[1] for c in counts)
+
+    def macs(self, shape: Shape) -> int:
+        counts = []
+        self._walk(shape, lambda part, s: counts.append(part.macs(s)))
+        return sum(counts)
 
 
 def output_shapes(specs: list[Spec], input_shape: Shape) -> list[Shape]:

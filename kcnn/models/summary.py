@@ -42,13 +42,12 @@ def _rows(model) -> list[dict]:
 
 def shape_check(model, leaves: list[geometry.Leaf]) -> dict:
     """Every conv and pooling layer: the output size Keras's own layer computes for its input
-    (after its zero-padding layer, if any) against ⌊(N + 2p − k)/s⌋ + 1."""
+    (after its padding layer, if any) against ⌊(N + 2p − k)/s⌋ + 1 (⌈…⌉ + 1 in ceil mode)."""
     layers = forms.leaves(model)
     checked, mismatches = 0, []
     for leaf in leaves:
         if leaf.window is None:
             continue
-        kernel, stride, padding = leaf.window
         shape = (None, *leaf.input_shape)
         for name in (f"{leaf.name}_pad", leaf.name):
             if name in layers:
@@ -60,9 +59,10 @@ def shape_check(model, leaves: list[geometry.Leaf]) -> dict:
                 {
                     "layer": leaf.name,
                     "input": list(leaf.input_shape[:2]),
-                    "kernel": kernel,
-                    "stride": stride,
-                    "padding": padding,
+                    "kernel": leaf.window.kernel,
+                    "stride": leaf.window.stride,
+                    "padding": leaf.window.padding,
+                    "ceil": leaf.window.ceil,
                     "keras": list(keras_hw),
                     "formula": list(formula_hw),
                 }
@@ -119,12 +119,18 @@ def summarize(arch: str, api: str, input_shape, classes: int) -> dict:
         for m in check["mismatches"]:
             lines.append(
                 f"SHAPE MISMATCH at {m['layer']}: Keras gives {m['keras']}, "
-                f"⌊(N + 2p − k)/s⌋ + 1 gives {m['formula']} (N={m['input']}, k={m['kernel']}, "
+                f"{'⌈' if m['ceil'] else '⌊'}(N + 2p − k)/s{'⌉' if m['ceil'] else '⌋'} + 1 "
+                f"gives {m['formula']} (N={m['input']}, k={m['kernel']}, "
                 f"s={m['stride']}, p={m['padding']})"
             )
     else:
         lines.append(
             f"output sizes: all {check['checked']} conv and pooling layers equal ⌊(N + 2p − k)/s⌋ + 1"
+            + (
+                " (⌈…⌉ + 1 for ceil-mode pools)"
+                if any(w.window.ceil for w in windows.values())
+                else ""
+            )
         )
     return {
         "arch": arch,

@@ -18,23 +18,21 @@ parameters, later work (Simonyan & Zisserman 2014, §4.1) found it did not help,
 normalisation replaced it. The parameter count is unaffected.
 """
 
-from kcnn.models.architectures import Architecture
+from kcnn.models.architectures import Architecture, register
 from kcnn.models.layers import Conv, Dense, Dropout, Flatten, Pool
 
-ARCHITECTURES = [
+
+@register(
     Architecture(
         name="alexnet",
         family="AlexNet",
         year=2012,
         paper="Krizhevsky et al., ImageNet classification with deep convolutional neural networks",
-        module="alexnet",
         input_shape=(227, 227, 3),
         reference_classes=1000,
         reference_params=62_378_344,
     )
-]
-
-
+)
 def describe(classes: int):
     return [
         Conv(96, 11, stride=4, name="conv1"),

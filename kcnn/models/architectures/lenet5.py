@@ -11,22 +11,20 @@ are plain average pooling (the paper's have a trainable coefficient and bias) an
 all six S2 maps (the paper's sparse connection table was an engineering compromise of 1998).
 """
 
-from kcnn.models.architectures import Architecture
+from kcnn.models.architectures import Architecture, register
 from kcnn.models.layers import Conv, Dense, Flatten, Pool
 
-ARCHITECTURES = [
+
+@register(
     Architecture(
         name="lenet5",
         family="LeNet",
         year=1998,
         paper="LeCun et al., Gradient-based learning applied to document recognition",
-        module="lenet5",
         input_shape=(32, 32, 1),
         reference_params=61_706,
     )
-]
-
-
+)
 def describe(classes: int):
     return [
         Conv(6, 5, activation="tanh", name="c1"),

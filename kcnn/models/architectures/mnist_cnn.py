@@ -6,22 +6,20 @@ them, which makes the three a single linear map; kcnn puts ReLU between them (sa
 count) so the extra layers earn their place.
 """
 
-from kcnn.models.architectures import Architecture
+from kcnn.models.architectures import Architecture, register
 from kcnn.models.layers import Conv, Dense, Flatten, Pool
 
-ARCHITECTURES = [
+
+@register(
     Architecture(
         name="mnist-cnn",
         family="seed CNN",
         year=2023,
         paper="seed 004: AI study week 4 (CNN on MNIST, ~98% in 3 epochs)",
-        module="mnist_cnn",
         input_shape=(28, 28, 1),
         reference_params=3_363_594,
     )
-]
-
-
+)
 def describe(classes: int):
     return [
         Conv(32, 3, padding=1, name="conv1"),

@@ -18,7 +18,7 @@ two per BN channel; the learned (trainable) count is the paper's. (keras.applica
 has 25,636,712 because its convs keep their biases.)
 """
 
-from kcnn.models.architectures import Architecture
+from kcnn.models.architectures import Architecture, register
 from kcnn.models.composites import BasicBlock, Bottleneck
 from kcnn.models.layers import Activation, BatchNorm, Conv, Dense, GlobalAvgPool, Pool
 
@@ -47,31 +47,31 @@ REFERENCE_MACS = {
     "resnet152": 11.3e9,
 }
 
-ARCHITECTURES = [
-    Architecture(
-        name=name,
-        family="ResNet",
-        year=2015,
-        paper="He et al., Deep residual learning for image recognition",
-        module="resnet",
-        input_shape=(224, 224, 3),
-        reference_classes=1000,
-        reference_params=REFERENCE_PARAMS[name],
-        variant=name,
-        # total stride 32: below 32×32 the last stage's strided convs would see only padding
-        min_input=32,
+
+@register(
+    *(
+        Architecture(
+            name=name,
+            family="ResNet",
+            year=2015,
+            paper="He et al., Deep residual learning for image recognition",
+            input_shape=(224, 224, 3),
+            reference_classes=1000,
+            reference_params=REFERENCE_PARAMS[name],
+            variant=name,
+            # total stride 32: below 32×32 the last stage's strided convs would see only padding
+            min_input=32,
+        )
+        for name in DEPTHS
     )
-    for name in DEPTHS
-]
-
-
+)
 def describe(classes: int, variant: str):
     block, depths = DEPTHS[variant]
     specs = [
         Conv(64, 7, stride=2, padding=3, activation=None, bias=False, name="conv1"),
         BatchNorm(name="conv1_bn"),
         Activation("relu", name="conv1_relu"),
-        # zero padding before the max pool is harmless here: ReLU outputs are never negative
+        # torchvision's MaxPool2d(3, stride=2, padding=1); the padding is −∞, as in PyTorch
         Pool(3, stride=2, padding=1, name="pool1"),
     ]
     channels = 64

@@ -4,22 +4,20 @@ conv32 → pool → conv64 → pool → conv64 (all 3×3, 'same', ReLU) → flat
 582,026 parameters on 32×32×3 CIFAR-10 images.
 """
 
-from kcnn.models.architectures import Architecture
+from kcnn.models.architectures import Architecture, register
 from kcnn.models.layers import Conv, Dense, Flatten, Pool
 
-ARCHITECTURES = [
+
+@register(
     Architecture(
         name="simple-cnn",
         family="seed CNN",
         year=2023,
         paper="seed 003: CV - convolutional neural networks (CIFAR-10 in three Keras APIs)",
-        module="simple_cnn",
         input_shape=(32, 32, 3),
         reference_params=582_026,
     )
-]
-
-
+)
 def describe(classes: int):
     return [
         Conv(32, 3, padding="same", name="conv1"),

@@ -10,7 +10,7 @@ A-LRN and C (with 1×1 convs) are not included. Layer names follow `keras.applic
 (`block1_conv1` … `fc1`, `fc2`, `predictions`), so its weights load into ours layer for layer.
 """
 
-from kcnn.models.architectures import Architecture
+from kcnn.models.architectures import Architecture, register
 from kcnn.models.layers import Conv, Dense, Dropout, Flatten, Pool
 
 # convolutions per stage; the stages have 64, 128, 256, 512, 512 filters
@@ -28,22 +28,22 @@ REFERENCE_PARAMS = {
     "vgg19": 143_667_240,
 }
 
-ARCHITECTURES = [
-    Architecture(
-        name=name,
-        family="VGG",
-        year=2014,
-        paper=f"Simonyan & Zisserman, Very deep convolutional networks (configuration {'ABDE'[i]})",
-        module="vgg",
-        input_shape=(224, 224, 3),
-        reference_classes=1000,
-        reference_params=REFERENCE_PARAMS[name],
-        variant=name,
+
+@register(
+    *(
+        Architecture(
+            name=name,
+            family="VGG",
+            year=2014,
+            paper=f"Simonyan & Zisserman, Very deep convolutional networks (configuration {'ABDE'[i]})",
+            input_shape=(224, 224, 3),
+            reference_classes=1000,
+            reference_params=REFERENCE_PARAMS[name],
+            variant=name,
+        )
+        for i, name in enumerate(CONFIGS)
     )
-    for i, name in enumerate(CONFIGS)
-]
-
-
+)
 def describe(classes: int, variant: str):
     specs = []
     for stage, (convs, width) in enumerate(zip(CONFIGS[variant], WIDTHS, strict=True), start=1):

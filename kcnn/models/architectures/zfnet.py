@@ -14,22 +14,20 @@ it holds no parameters, and batch normalisation has since taken its place.
 SPEC.md gives no reference parameter count; at 224×224×3 and 1000 classes it is 62,357,608.
 """
 
-from kcnn.models.architectures import Architecture
+from kcnn.models.architectures import Architecture, register
 from kcnn.models.layers import Conv, Dense, Dropout, Flatten, Pool
 
-ARCHITECTURES = [
+
+@register(
     Architecture(
         name="zfnet",
         family="AlexNet",
         year=2013,
         paper="Zeiler & Fergus, Visualizing and understanding convolutional networks",
-        module="zfnet",
         input_shape=(224, 224, 3),
         reference_classes=1000,
     )
-]
-
-
+)
 def describe(classes: int):
     return [
         Conv(96, 7, stride=2, padding=1, name="conv1"),
