@@ -491,10 +491,11 @@ def _images(x, where: str, key: str) -> np.ndarray:
     if x.dtype.kind == "f":
         bad = ~np.isfinite(x)
         if bad.any():
+            images = int(bad.any(axis=(1, 2, 3)).sum())
             nan = int(np.isnan(x).sum())
             raise KcnnError(
-                f"{where}: {key} holds {nan:,} NaN and {int(bad.sum()) - nan:,} infinite pixel "
-                "values; fix or drop those images"
+                f"{where}: {images:,} of the {len(x):,} images in {key} hold NaN or infinite "
+                f"pixels ({nan:,} NaN, {int(bad.sum()) - nan:,} infinite); fix or drop them"
             )
     return x
 
