@@ -390,3 +390,24 @@ def test_too_many_distinct_labels(tmp_path, monkeypatch):
     path = npz(tmp_path / "many.npz", y_train=np.arange(30), y_test=np.arange(12))
     with pytest.raises(KcnnError, match="30 distinct labels, over the limit of 5 classes"):
         datasets.load(str(path))
+
+
+def test_check_refuses_without_loading(tmp_path, monkeypatch):
+    monkeypatch.setattr(datasets, "_load_path", lambda p: pytest.fail("loaded"))
+    datasets.check("cifar10")  # registered: fine, nothing read
+    datasets.check(str(tmp_path))
+    with pytest.raises(KcnnError, match="did you mean 'mnist'"):
+        datasets.check("mnsit")
+    with pytest.raises(KcnnError, match="--dataset is empty"):
+        datasets.check(" ")
+    with pytest.raises(KcnnError, match="does not exist; pass an existing folder to --data-dir"):
+        datasets.check("mnist", tmp_path / "nowhere")
+
+
+def test_every_registered_set_loads_through_its_entry():
+    for entry in datasets.DATASETS.values():
+        assert entry.classes == len(entry.class_names) and entry.source
+        if not entry.offline:  # the Keras sets say which files --data-dir needs, and a cache
+            assert entry.files and entry.read and entry.fetch and entry.files in entry.source
+    shapes = datasets.load("shapes", shapes_count=12)
+    assert shapes.class_names == list(datasets.DATASETS["shapes"].class_names)

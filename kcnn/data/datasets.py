@@ -370,14 +370,8 @@ def is_path(name: str) -> bool:
     return name.endswith(".npz") or os.sep in name or name.startswith(".") or os.path.lexists(name)
 
 
-def load(
-    name: str,
-    data_dir: str | Path | None = None,
-    seed: int = defaults.SEED,
-    shapes_count: int = defaults.SHAPES_COUNT,
-) -> Data:
-    """Load a registered data set, a class-per-subfolder image folder, or an .npz file, and
-    `validate` it."""
+def check(name: str, data_dir: str | Path | None = None) -> None:
+    """Refuse a `--dataset` / `--data-dir` pair that cannot name data, without loading anything."""
     if not name.strip():
         raise KcnnError(
             f"--dataset is empty; pass a registered name ({', '.join(DATASETS)}), "
@@ -388,13 +382,25 @@ def load(
         if not data_dir.is_dir():
             what = "is not a folder" if os.path.lexists(data_dir) else "does not exist"
             raise KcnnError(f"data folder {data_dir} {what}; pass an existing folder to --data-dir")
+    if name not in DATASETS and not is_path(name):
+        raise unknown("dataset", name, DATASETS)
+
+
+def load(
+    name: str,
+    data_dir: str | Path | None = None,
+    seed: int = defaults.SEED,
+    shapes_count: int = defaults.SHAPES_COUNT,
+) -> Data:
+    """Load a registered data set, a class-per-subfolder image folder, or an .npz file, and
+    `validate` it."""
+    check(name, data_dir)
+    data_dir = Path(data_dir).expanduser() if data_dir is not None else None
     entry = DATASETS.get(name)
     if entry is not None:
         data = entry.loader(entry, data_dir=data_dir, seed=seed, shapes_count=shapes_count)
-    elif is_path(name):
-        data = _load_path(Path(name).expanduser())
     else:
-        raise unknown("dataset", name, DATASETS)
+        data = _load_path(Path(name).expanduser())
     return validate(data)
 
 
@@ -505,15 +511,15 @@ def _as_uint8(x: np.ndarray, xt: np.ndarray | None, where: str):
     splits = [a for a in (x, xt) if a is not None]
     if all(a.dtype == np.uint8 for a in splits):
         return x, xt
-    lo = min(float(a.min()) for a in splits)
-    hi = max(float(a.max()) for a in splits)
+    lows, highs = [float(a.min()) for a in splits], [float(a.max()) for a in splits]
+    lo, hi = min(lows), max(highs)
     if lo < 0 or hi > 255:
         raise KcnnError(
             f"{where}: pixel values range over {lo:g}..{hi:g}; kcnn takes uint8 0..255 or floats "
             "in 0..1 or 0..255: rescale the images"
         )
-    floats = [a for a in splits if a.dtype.kind == "f"]
-    scale = 255.0 if floats and max(float(a.max()) for a in floats) <= 1.0 else 1.0
+    float_highs = [h for a, h in zip(splits, highs, strict=True) if a.dtype.kind == "f"]
+    scale = 255.0 if float_highs and max(float_highs) <= 1.0 else 1.0
 
     def convert(a: np.ndarray) -> np.ndarray:
         if a.dtype == np.uint8:
@@ -521,8 +527,9 @@ def _as_uint8(x: np.ndarray, xt: np.ndarray | None, where: str):
         if a.dtype.kind != "f":
             return a.astype(np.uint8)
         out = np.empty(a.shape, np.uint8)
-        for start in range(0, len(a), 1024):  # a float64 copy of one chunk at a time
-            out[start : start + 1024] = np.rint(a[start : start + 1024].astype(np.float64) * scale)
+        for start in range(0, len(a), 4096):  # a float copy of one chunk at a time
+            chunk = a[start : start + 4096] * a.dtype.type(scale)  # float32 stays float32: exact
+            out[start : start + 4096] = np.rint(chunk, out=chunk)  # enough for 255 levels
         return out
 
     return convert(x), (convert(xt) if xt is not None else None)
@@ -559,7 +566,7 @@ def _labels(y, count: int, where: str, key: str) -> np.ndarray:
         return y.astype(np.int64)
     raise KcnnError(
         f"{where}: {key} must be integer class labels (whole numbers) or class names, got "
-        f"{y.dtype} values such as {y[~np.isfinite(y) | (y != np.round(y))][0] if kind == 'f' else y[0]}"
+        f"{y.dtype} values; round them or map them to classes"
     )
 
 

@@ -115,7 +115,9 @@ def read_idx(path: Path) -> np.ndarray:
             expected = _array_bytes(dims, dtype)
             check_memory(expected, str(path))
             payload = stream.read(expected + 1)
-        except (OSError, EOFError, gzip.BadGzipFile) as e:
+        except (OSError, EOFError) as e:  # gzip.BadGzipFile is an OSError
+            if path.suffix != ".gz":
+                raise KcnnError(f"cannot read {path}: {e.strerror or e}") from None
             raise KcnnError(f"{path} is not a valid gzip file ({e}); re-download it") from None
     if len(payload) != expected:
         raise KcnnError(
@@ -160,7 +162,8 @@ NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
 def _member_header(archive: zipfile.ZipFile, key: str) -> tuple[tuple[int, ...], np.dtype]:
     """The shape and dtype an .npz member declares, read without reading its data."""
-    with archive.open(f"{key}.npy") as member:
+    member_name = f"{key}.npy" if f"{key}.npy" in archive.namelist() else key
+    with archive.open(member_name) as member:
         version = np.lib.format.read_magic(member)
         if version == (1, 0):
             shape, _, dtype = np.lib.format.read_array_header_1_0(member)
