@@ -24,7 +24,6 @@ from kcnn import defaults
 from kcnn.errors import KcnnError
 
 IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 
 _KINDS = {
     stat.S_IFIFO: "a FIFO (named pipe)",
@@ -72,12 +71,13 @@ def read_bytes(path: Path) -> bytes:
             raise KcnnError(f"cannot read {path}: {e.strerror or e}") from None
 
 
-def human_bytes(n: float) -> str:
-    for unit in ("bytes", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+def human_bytes(n: int) -> str:
+    if n < 1024:
+        return f"{n:,} bytes"
+    for unit in ("KB", "MB", "GB"):
         n /= 1024
-    return f"{n:,.1f} TB"  # pragma: no cover
+        if n < 1024 or unit == "GB":
+            return f"{n:,.1f} {unit}"
 
 
 def check_memory(nbytes: int, what: str) -> None:
