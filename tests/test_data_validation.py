@@ -16,8 +16,8 @@ from PIL import Image
 
 from kcnn import defaults
 from kcnn.data import datasets, formats
-from kcnn.data.datasets import Data, validate
 from kcnn.data.splits import make_splits
+from kcnn.data.validation import Data, validate
 from kcnn.errors import KcnnError
 
 rng = np.random.default_rng(7)
