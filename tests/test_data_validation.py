@@ -245,6 +245,12 @@ def test_folder_where_a_file_belongs(tmp_path):
         datasets.load("mnist", data_dir=tmp_path)
 
 
+def test_folder_named_like_an_npz_file(tmp_path):
+    (tmp_path / "mine.npz").mkdir()
+    with pytest.raises(KcnnError, match=r"mine\.npz is a folder, not an \.npz file"):
+        datasets.load(str(tmp_path / "mine.npz"))
+
+
 def test_data_dir_that_is_a_file(tmp_path):
     (tmp_path / "f").write_text("x")
     with pytest.raises(KcnnError, match="is not a folder"):

@@ -392,7 +392,7 @@ def _load_path(path: Path) -> Data:
             raise KcnnError(f"{path} is not an .npz file or a folder; see `kcnn list datasets`")
         x, y, xt, yt = formats.read_npz(path)
         return Data(path.stem, x, y, xt, yt, None, {"source": f"npz file {path}"})
-    if not stat.S_ISDIR(mode):
+    if not stat.S_ISDIR(mode) or path.suffix == ".npz":
         raise KcnnError(
             f"{path} is {formats.file_kind(mode)}, not an .npz file or an image folder; "
             "pass --dataset a registered name, an image folder or an .npz file"
