@@ -42,3 +42,13 @@ FINE_TUNE_LR = 1e-5  # a low rate keeps the unfrozen ImageNet features from bein
 # Frozen-backbone features are cached in memory only up to this size; beyond it the backbone runs
 # every epoch instead (e.g. VGG16 flattened 7×7×512 features of 40k images at 224×224 are ~4 GB).
 FEATURE_CACHE_MAX_BYTES = 2 * 1024**3
+
+# --- data limits (kcnn/data): what a data set may cost before it is refused -----------------------
+# One image in an image folder, in pixels: Pillow's decompression-bomb guard is set to this (a
+# 8192×8192 image; a tiny PNG can claim 20000×20000 and would decode to over a gigabyte).
+MAX_IMAGE_PIXELS = 8192 * 8192
+# A data set's arrays in memory, checked from file headers before they are read where the format
+# allows (CIFAR-10 is 184 MB; the tf.data pipeline holds one more copy while training).
+MAX_DATA_BYTES = 4 * 1024**3
+# Classes of one data set (class folders or distinct labels); more is a mistake, not a data set.
+MAX_CLASSES = 10_000

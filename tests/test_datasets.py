@@ -100,10 +100,10 @@ def test_cifar10_unavailable_suggests_offline_sets(no_download):
         datasets.load("cifar10")
 
 
-def cifar_batch(n, label_key="labels", extra=None):
+def cifar_batch(n, label_key="labels", extra=None, first_label=0):
     batch = {
         b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-        label_key.encode(): [int(v) for v in np.arange(n) % 10],
+        label_key.encode(): [int(v) for v in (first_label + np.arange(n)) % 10],
         b"batch_label": b"testing batch",
     }
     batch.update(extra or {})
@@ -114,7 +114,7 @@ def test_cifar10_batches(tmp_path):
     folder = tmp_path / "cifar-10-batches-py"
     folder.mkdir()
     for i in range(1, 6):
-        (folder / f"data_batch_{i}").write_bytes(cifar_batch(4))
+        (folder / f"data_batch_{i}").write_bytes(cifar_batch(4, first_label=4 * i))
     (folder / "test_batch").write_bytes(cifar_batch(6))
     data = datasets.load("cifar10", data_dir=tmp_path)
     assert data.x_train.shape == (20, 32, 32, 3) and data.x_test.shape == (6, 32, 32, 3)

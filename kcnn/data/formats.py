@@ -1,7 +1,9 @@
 """Readers for the image data formats kcnn accepts: IDX, npz, CIFAR pickles, image folders.
 
-Every reader returns images as uint8 arrays shaped (N, H, W, C) and labels as int64 (N,),
-and raises `KcnnError` with a message that names the file and what is wrong with it.
+Readers return the arrays as the files hold them (uint8 or not); `datasets.validate` turns every
+loader's result into the one form `Data` holds. Every reader opens files through `open_regular`
+(a FIFO or a device is refused, never read), checks sizes from headers against
+`defaults.MAX_DATA_BYTES` before it allocates, and raises `KcnnError` naming the file.
 """
 
 from __future__ import annotations
@@ -9,55 +11,126 @@ from __future__ import annotations
 import codecs
 import gzip
 import io
+import os
 import pickle
+import stat
+import warnings
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from kcnn import defaults
 from kcnn.errors import KcnnError
 
 IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+
+_KINDS = {
+    stat.S_IFIFO: "a FIFO (named pipe)",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFDIR: "a folder",
+}
 
 
-def _open_bytes(path: Path) -> bytes:
+def file_kind(mode: int) -> str:
+    return _KINDS.get(stat.S_IFMT(mode), "not a regular file")
+
+
+def open_regular(path: Path):
+    """Open `path` for binary reading only if it is a regular file.
+
+    The file is opened non-blocking and checked with fstat on the open descriptor, so a FIFO is
+    never waited on (a blocking open of a FIFO hangs until a writer appears) and nothing can be
+    swapped in between the check and the read.
+    """
     try:
-        raw = path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except IsADirectoryError:
+        raise KcnnError(
+            f"{path} is a folder where a file belongs; replace it with the file"
+        ) from None
     except OSError as e:
         raise KcnnError(f"cannot read {path}: {e.strerror or e}") from None
-    if path.suffix == ".gz":
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise KcnnError(
+            f"{path} is {file_kind(mode)}, not a regular file; point kcnn at a data file"
+        )
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def read_bytes(path: Path) -> bytes:
+    with open_regular(path) as f:
         try:
-            return gzip.decompress(raw)
-        except (OSError, EOFError) as e:
-            raise KcnnError(f"{path} is not a valid gzip file ({e}); re-download it") from None
-    return raw
+            return f.read()
+        except OSError as e:
+            raise KcnnError(f"cannot read {path}: {e.strerror or e}") from None
+
+
+def human_bytes(n: int) -> str:
+    if n < 1024:
+        return f"{n:,} bytes"
+    for unit in ("KB", "MB", "GB"):
+        n /= 1024
+        if n < 1024 or unit == "GB":
+            return f"{n:,.1f} {unit}"
+
+
+def check_memory(nbytes: int, what: str) -> None:
+    """Refuse arrays whose size in memory would exceed `defaults.MAX_DATA_BYTES`."""
+    limit = defaults.MAX_DATA_BYTES
+    if nbytes > limit:
+        raise KcnnError(
+            f"{what} would take {human_bytes(nbytes)} in memory, over kcnn's limit of "
+            f"{human_bytes(limit)} (MAX_DATA_BYTES in kcnn/defaults.py); use a smaller subset"
+        )
+
+
+def _array_bytes(shape: tuple[int, ...], dtype) -> int:
+    return int(np.prod(shape, dtype=object)) * np.dtype(dtype).itemsize
 
 
 def read_idx(path: Path) -> np.ndarray:
-    """Read an IDX file (the format of the original MNIST and Fashion-MNIST files), gzipped or raw."""
-    data = _open_bytes(path)
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in IDX_DTYPES:
-        raise KcnnError(f"{path} is not an IDX file (wrong magic number); re-download it")
-    ndim = data[3]
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise KcnnError(f"{path} is truncated (header cut short); re-download it")
-    dims = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    dtype = np.dtype(IDX_DTYPES[data[2]])
-    expected = int(np.prod(dims)) * dtype.itemsize
-    if len(data) - header != expected:
+    """Read an IDX file (the format of the original MNIST and Fashion-MNIST files), gzipped or raw.
+
+    The header is read first and the size it promises checked, so a small gzip that would
+    decompress to gigabytes is refused before it is decompressed.
+    """
+    with open_regular(path) as raw:
+        stream = gzip.GzipFile(fileobj=raw) if path.suffix == ".gz" else raw
+        try:
+            head = stream.read(4)
+            if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in IDX_DTYPES:
+                raise KcnnError(f"{path} is not an IDX file (wrong magic number); re-download it")
+            ndim = head[3]
+            dim_bytes = stream.read(4 * ndim)
+            if len(dim_bytes) < 4 * ndim:
+                raise KcnnError(f"{path} is truncated (header cut short); re-download it")
+            dims = tuple(int.from_bytes(dim_bytes[4 * i : 4 * i + 4], "big") for i in range(ndim))
+            dtype = np.dtype(IDX_DTYPES[head[2]])
+            expected = _array_bytes(dims, dtype)
+            check_memory(expected, str(path))
+            payload = stream.read(expected + 1)
+        except (OSError, EOFError) as e:  # gzip.BadGzipFile is an OSError
+            if path.suffix != ".gz":
+                raise KcnnError(f"cannot read {path}: {e.strerror or e}") from None
+            raise KcnnError(f"{path} is not a valid gzip file ({e}); re-download it") from None
+    if len(payload) != expected:
         raise KcnnError(
-            f"{path} holds {len(data) - header} data bytes but its header promises {expected}; "
-            "the file is truncated or corrupt, re-download it"
+            f"{path} holds {len(payload)}{'+' if len(payload) > expected else ''} data bytes but "
+            f"its header promises {expected}; the file is truncated or corrupt, re-download it"
         )
-    return np.frombuffer(data, dtype=dtype, offset=header).reshape(dims)
+    return np.frombuffer(payload, dtype=dtype).reshape(dims)
 
 
 def _find(folder: Path, stems: list[str]) -> Path | None:
     for stem in stems:
         for candidate in (folder / stem, folder / f"{stem}.gz"):
-            if candidate.is_file():
+            if os.path.lexists(candidate):  # a FIFO or folder under this name is an error, later
                 return candidate
     return None
 
@@ -84,24 +157,43 @@ def read_idx_folder(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
     return arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"]
 
 
+NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+def _member_header(archive: zipfile.ZipFile, key: str) -> tuple[tuple[int, ...], np.dtype]:
+    """The shape and dtype an .npz member declares, read without reading its data."""
+    member_name = f"{key}.npy" if f"{key}.npy" in archive.namelist() else key
+    with archive.open(member_name) as member:
+        version = np.lib.format.read_magic(member)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+        else:
+            shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+    return shape, dtype
+
+
 def read_npz(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """An .npz file with arrays x_train, y_train, x_test, y_test (Keras's mnist.npz is one)."""
-    keys = ("x_train", "y_train", "x_test", "y_test")
+    """An .npz file with arrays x_train, y_train, x_test, y_test (Keras's mnist.npz is one).
+
+    The arrays' headers are read first, so an .npz declaring more than `MAX_DATA_BYTES` is refused
+    before anything is allocated.
+    """
     try:
-        # allow_pickle=False: an .npz must never be able to run code.
-        with np.load(path, allow_pickle=False) as f:
-            missing = [k for k in keys if k not in f.files]
-            if missing:
-                raise KcnnError(
-                    f"{path} lacks array(s) {', '.join(missing)}; an .npz data set needs "
-                    f"{', '.join(keys)} (it has: {', '.join(f.files) or 'nothing'})"
-                )
-            arrays = tuple(f[k] for k in keys)
+        with open_regular(path) as raw:
+            # allow_pickle=False: an .npz must never be able to run code.
+            with np.load(raw, allow_pickle=False) as f:
+                missing = [k for k in NPZ_KEYS if k not in f.files]
+                if missing:
+                    raise KcnnError(
+                        f"{path} lacks array(s) {', '.join(missing)}; an .npz data set needs "
+                        f"{', '.join(NPZ_KEYS)} (it has: {', '.join(f.files) or 'nothing'})"
+                    )
+                declared = [_member_header(f.zip, k) for k in NPZ_KEYS]
+                check_memory(sum(_array_bytes(s, d) for s, d in declared), f"{path}'s arrays")
+                arrays = tuple(f[k] for k in NPZ_KEYS)
     except KcnnError:
         raise
-    except FileNotFoundError:
-        raise KcnnError(f"no such file: {path}") from None
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError) as e:
         raise KcnnError(
             f"{path} is not a readable .npz file ({e}); check or re-create it"
         ) from None
@@ -134,10 +226,7 @@ class _CifarUnpickler(pickle.Unpickler):
 
 def read_cifar_batch(path: Path) -> dict:
     """One CIFAR-10/100 python batch file, through the restricted unpickler."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise KcnnError(f"no such file: {path}") from None
+    raw = read_bytes(path)
     try:
         batch = _CifarUnpickler(io.BytesIO(raw), encoding="bytes").load()
     except pickle.UnpicklingError as e:
@@ -151,19 +240,40 @@ def read_cifar_batch(path: Path) -> dict:
     return {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
+
+
 def _cifar_arrays(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
+    """Images (N, 32, 32, 3) and labels of one batch, whose types are checked, not coerced."""
     batch = read_cifar_batch(path)
     if "data" not in batch or label_key not in batch:
         raise KcnnError(f"{path} lacks '{label_key}' or 'data': not a CIFAR batch of this data set")
-    data = np.asarray(batch["data"])
-    labels = np.asarray(batch[label_key], dtype=np.int64)
-    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+    data, labels = batch["data"], batch[label_key]
+    if (
+        not isinstance(data, np.ndarray)
+        or data.dtype != np.uint8
+        or data.ndim != 2
+        or data.shape[1] != 3 * 32 * 32
+    ):
+        held = (
+            f"an array of shape {data.shape} {data.dtype}"
+            if isinstance(data, np.ndarray)
+            else f"a {type(data).__name__}"
+        )
         raise KcnnError(
-            f"{path} holds data of shape {data.shape}, expected (N, 3072) uint8; the file is corrupt"
+            f"{path} holds {held} as data, expected (N, 3072) uint8; the file is corrupt, "
+            "re-download it"
+        )
+    if not isinstance(labels, list) or not all(_is_int(v) for v in labels):
+        raise KcnnError(
+            f"{path} holds {type(labels).__name__} '{label_key}', expected a list of whole-number "
+            "labels; the file is corrupt, re-download it"
         )
     if len(data) != len(labels):
         raise KcnnError(f"{path} holds {len(data)} images but {len(labels)} labels")
-    return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels
+    images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    return images, np.asarray(labels, dtype=np.int64)
 
 
 def read_cifar10(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -194,49 +304,122 @@ def class_names_cifar100(folder: Path) -> list[str] | None:
     """Fine label names from CIFAR-100's `meta` file, when it is there."""
     if (folder / "cifar-100-python").is_dir():
         folder = folder / "cifar-100-python"
-    if not (folder / "meta").is_file():
+    if not os.path.lexists(folder / "meta"):
         return None
     meta = read_cifar_batch(folder / "meta")
     names = meta.get("fine_label_names")
-    return [n.decode() if isinstance(n, bytes) else str(n) for n in names] if names else None
+    if names is None:
+        return None
+    if not isinstance(names, list) or not all(isinstance(n, bytes | str) for n in names):
+        raise KcnnError(f"{folder / 'meta'} holds no list of class names; re-download it")
+    return [n.decode() if isinstance(n, bytes) else n for n in names]
 
 
-def read_image_folder(folder: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Images in one subfolder per class, all decoded to uint8 at the size of the first image.
+def _entries(folder: Path) -> list[Path]:
+    """The visible entries of a folder, sorted; a folder that cannot be listed is an error."""
+    try:
+        return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    except NotADirectoryError:
+        raise KcnnError(f"{folder} is not a folder") from None
+    except OSError as e:
+        raise KcnnError(f"cannot list {folder}: {e.strerror or e}") from None
 
-    Images of other sizes are resized to match; grayscale and colour may not be mixed.
+
+def _bomb_message(file: Path, limit: int) -> str:
+    """The one-line refusal of an image over the pixel limit, with its size read from its header."""
+    from PIL import Image
+
+    size = ""
+    guard, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+    try:  # Image.open reads only the header: the guard can be off for this
+        with Image.open(file) as im:
+            size = f"{im.size[0]}×{im.size[1]} = {im.size[0] * im.size[1]:,} pixels, "
+    except Exception:  # noqa: BLE001 - the size is a detail of the message
+        pass
+    finally:
+        Image.MAX_IMAGE_PIXELS = guard
+    return (
+        f"{file} is too large an image ({size}over the limit of {limit:,} pixels, "
+        "MAX_IMAGE_PIXELS in kcnn/defaults.py); shrink or remove it"
+    )
+
+
+def read_image(file: Path, mode: str | None, size: tuple[int, int] | None):
+    """One image as uint8 (H, W, C) in `mode` at `size` (both taken from the image when None).
+
+    Pillow's decompression-bomb guard is set to `defaults.MAX_IMAGE_PIXELS` and its warning is
+    an error: a small file that claims a huge size is refused from its header, before decoding.
     """
     from PIL import Image, UnidentifiedImageError
 
-    classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    limit = defaults.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = limit
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with open_regular(file) as f, Image.open(f) as im:
+                im.load()
+                if mode is None:
+                    mode = "L" if im.mode in ("1", "L", "I;16", "I", "F") else "RGB"
+                    size = im.size
+                im = im.convert(mode)
+                if im.size != size:
+                    im = im.resize(size, Image.BILINEAR)
+                pixels = np.asarray(im, dtype=np.uint8)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise KcnnError(_bomb_message(file, limit)) from None
+    except KcnnError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        reason = "not an image" if isinstance(e, UnidentifiedImageError) else str(e)
+        raise KcnnError(
+            f"{file} cannot be read as an image ({reason}); remove or replace it"
+        ) from None
+    return (pixels if pixels.ndim == 3 else pixels[..., None]), mode, size
+
+
+def read_image_folder(
+    folder: Path, mode: str | None = None, size: tuple[int, int] | None = None
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Images in one subfolder per class, decoded to uint8 in Pillow `mode` ("L" or "RGB") at
+    `size` (width, height); both default to those of the first image.
+
+    Images of other sizes are resized to match, and converted to the same mode. The first
+    image's size times the number of files is checked against `MAX_DATA_BYTES` before the rest
+    are decoded; more than `MAX_CLASSES` class folders is refused before any image is read.
+    """
+    entries = _entries(folder)
+    classes = [p.name for p in entries if p.is_dir()]
     if len(classes) < 2:
         raise KcnnError(
             f"{folder} should hold one subfolder of images per class (at least two); found "
             f"{len(classes)}"
         )
-    images, labels, size, mode = [], [], None, None
-    for index, name in enumerate(classes):
-        files = sorted(
-            p for p in (folder / name).iterdir() if p.is_file() and not p.name.startswith(".")
+    if len(classes) > defaults.MAX_CLASSES:
+        raise KcnnError(
+            f"{folder} holds {len(classes):,} class folders, over the limit of "
+            f"{defaults.MAX_CLASSES:,} (MAX_CLASSES in kcnn/defaults.py); is it the right folder?"
         )
+    files_of = {}
+    for name in classes:
+        files = _entries(folder / name)
+        for file in files:
+            if not file.is_file():  # never open a FIFO or a device as if it were an image
+                st_mode = (file.stat() if file.exists() else file.lstat()).st_mode
+                raise KcnnError(
+                    f"{file} is {file_kind(st_mode)} inside a class folder, where only image files "
+                    "belong; move it out"
+                )
         if not files:
             raise KcnnError(f"class folder {folder / name} holds no images")
-        for file in files:
-            try:
-                with Image.open(file) as im:
-                    im.load()
-                    if mode is None:
-                        mode = "L" if im.mode in ("1", "L", "I;16", "I") else "RGB"
-                        size = im.size
-                    im = im.convert(mode)
-                    if im.size != size:
-                        im = im.resize(size, Image.BILINEAR)
-                    pixels = np.asarray(im, dtype=np.uint8)
-            except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-                reason = "not an image" if isinstance(e, UnidentifiedImageError) else str(e)
-                raise KcnnError(
-                    f"{file} cannot be read as an image ({reason}); remove or replace it"
-                ) from None
-            images.append(pixels if pixels.ndim == 3 else pixels[..., None])
+        files_of[name] = files
+    total = sum(len(f) for f in files_of.values())
+    images, labels = [], []
+    for index, name in enumerate(classes):
+        for file in files_of[name]:
+            pixels, mode, size = read_image(file, mode, size)
+            if not images:
+                check_memory(total * pixels.nbytes, f"the {total:,} images of {folder}")
+            images.append(pixels)
             labels.append(index)
     return np.stack(images), np.asarray(labels, dtype=np.int64), classes

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kcnn.data.datasets import Data
+from kcnn.data.validation import Data
 from kcnn.errors import KcnnError
 
 
