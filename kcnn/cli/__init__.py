@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import sys
 
+from kcnn.cli import after, catalog, training  # noqa: F401  (each module registers its commands)
 from kcnn.cli import app as _app_module
-from kcnn.cli import catalog, training  # noqa: F401  (each module registers its commands)
 from kcnn.errors import KcnnError
 
 app = _app_module.app
