@@ -68,7 +68,7 @@ def runs(
             **r,
             # a comparison's run is indented under it (named in full when it is filtered out)
             "name": ("  " + r["name"].split("/", 1)[1])
-            if r["name"].split("/", 1)[0] in names
+            if "/" in r["name"] and r["name"].split("/", 1)[0] in names
             else r["name"],
             "epochs": ""
             if r["epochs_done"] is None

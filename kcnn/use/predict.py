@@ -91,10 +91,10 @@ def _data_shape(info: RunInfo, input_shape: tuple[int, int, int]) -> tuple[int, 
 
 
 def load(run: str | Path) -> LoadedRun:
+    info = find_run(run)  # before TensorFlow is imported: a wrong name answers at once
     from kcnn.data.pipeline import prepare_batch_fn
     from kcnn.models import backbones
 
-    info = find_run(run)
     model = load_model(info.folder / folders.MODEL)
     input_shape = info.input_shape or tuple(int(v) for v in model.input_shape[1:])
     preprocess = backbones.get(info.backbone).preprocess_input() if info.backbone else None
@@ -144,15 +144,21 @@ def predict_files(loaded: LoadedRun, paths: list[Path], top: int) -> list[dict[s
     files = image_files(paths)
     if not files:
         raise KcnnError("no image files given (PNG or JPEG files, or folders holding them)")
-    images, readable = [], []
+    images, readable, problems = [], [], []
     for path in files:
         try:
             images.append(read_image(path, loaded.data_shape))
             readable.append(path)
         except KcnnError as e:
-            print(f"error: {e}", file=sys.stderr)
+            problems.append(str(e))
     if not images:
-        raise KcnnError(f"none of the {len(files)} image(s) could be read")
+        raise KcnnError(
+            problems[0]
+            if len(problems) == 1
+            else f"none of the {len(files)} images could be read ({problems[0]}; ...)"
+        )
+    for problem in problems:  # the others are still predicted
+        print(f"error: {problem}", file=sys.stderr)
     probabilities = loaded.predict(np.stack(images))
     k = min(top, probabilities.shape[-1])
     results = []

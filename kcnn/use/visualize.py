@@ -57,19 +57,34 @@ def _stages(model) -> list | None:
     return layers if previous is model.outputs[0] else None
 
 
-def conv_layers(model) -> list:
-    """Every conv layer (or Block) of a model in order, nested models and chains opened."""
+def conv_layers(model, merges: bool = False) -> list:
+    """Every conv layer (or Block) of a model in order, nested models and chains opened.
+
+    `merges` adds, inside branched graphs, every layer with a 4-D output (Add, Concatenate,
+    activations): where a chain form holds a whole residual or inception Block, the Functional
+    form's equivalent of that Block's output is such a layer, not a conv.
+    """
     import keras
 
     stages = _stages(model)
     if stages is None:
-        return [la for la in model.layers if _is_conv(la)]
+        return [
+            la
+            for la in model.layers
+            if _is_conv(la)
+            or (
+                merges
+                # padding only reshapes a map: the padded map is not a feature of its own
+                and not isinstance(la, (keras.layers.InputLayer, keras.layers.ZeroPadding2D))
+                and len(la.output.shape) == 4
+            )
+        ]
     found = []
     for layer in stages:
         if _is_conv(layer):
             found.append(layer)
         elif isinstance(layer, keras.Model):
-            found += conv_layers(layer)
+            found += conv_layers(layer, merges)
     return found
 
 
@@ -194,11 +209,11 @@ def grad_cam(loaded: LoadedRun, image: np.ndarray) -> tuple[np.ndarray, int, np.
     """(heatmap in 0..1 at the conv map's size, predicted class, probabilities, conv layer)."""
     import tensorflow as tf
 
-    convs = conv_layers(loaded.model)
+    convs = conv_layers(loaded.model, merges=True)
     x = tf.convert_to_tensor(loaded.prepare(image[None]))
     with tf.GradientTape() as tape:
         taps, probabilities = run(loaded.model, x, convs)
-        # the last conv map with a spatial extent (LeNet-5's C5 is 1×1: nothing to localise)
+        # the last feature map with a spatial extent (LeNet-5's C5 is 1×1: nothing to localise)
         spatial = [la for la in convs if np.prod(taps[id(la)].shape[1:3]) > 1] or convs
         maps = taps[id(spatial[-1])]
         predicted = int(tf.argmax(probabilities[0]))
