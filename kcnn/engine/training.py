@@ -445,7 +445,7 @@ def _finish(
         "run_dir": str(run_dir),
     }
     write_json(run_dir / folders.METRICS, final)
-    from kcnn.runs.html import write_report  # report.html, built from the finished folder's files
+    from kcnn.runs.html import write_report_after  # report.html, from the finished folder
 
-    write_report(run_dir)
+    write_report_after(run_dir)
     return RunResult(run_dir, final, history, model)

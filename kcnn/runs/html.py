@@ -195,3 +195,15 @@ def write_report(folder: str | Path) -> Path:
     path = info.folder / REPORT
     write_atomic(path, page)
     return path
+
+
+def write_report_after(folder: str | Path) -> Path | None:
+    """write_report for the end of a run or comparison: the records are already complete, so a
+    report that cannot be written is a warning on stderr, never a failed run."""
+    import sys
+
+    try:
+        return write_report(folder)
+    except Exception as e:  # noqa: BLE001  (any failure here must not undo a finished run)
+        print(f"warning: {Path(folder) / REPORT} not written: {e}", file=sys.stderr)
+        return None
