@@ -175,6 +175,9 @@ class RunInfo:
 
     @property
     def epochs_planned(self) -> int | None:
+        if self.is_comparison and self.members:
+            found = [s.epochs_planned for s in self.members]
+            return max(found) if None not in found else None
         planned = (self.metrics or {}).get("epochs_planned") or self._get("epochs")
         if planned and self.settings.get("fine_tune"):
             planned += self.settings.get("fine_tune_epochs") or 0

@@ -42,6 +42,8 @@ def _image(path: Path, alt: str) -> str:
 def _value(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
     if isinstance(value, (list, tuple)):
         return "×".join(map(str, value)) if all(isinstance(v, int) for v in value) else str(value)
     return "" if value is None else str(value)
@@ -58,8 +60,8 @@ def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _pairs(record: dict[str, Any]) -> str:
-    return _table([{"setting": k, "value": v} for k, v in record.items()], ["setting", "value"])
+def _pairs(record: dict[str, Any], name: str = "setting") -> str:
+    return _table([{name: k, "value": v} for k, v in record.items()], [name, "value"])
 
 
 def _pictures(folder: Path) -> list[str]:
@@ -101,7 +103,7 @@ def _run_page(info: RunInfo) -> str:
         f'<p><span class="status {html.escape(info.status)}">{html.escape(info.status)}</span> '
         f"<code>{html.escape(str(folder))}</code></p>",
         "<h2>Results</h2>",
-        _pairs(results),
+        _pairs(results, "result"),
     ]
     if (folder / folders.CURVES).is_file():
         parts += ["<h2>Learning curves</h2>", _image(folder / folders.CURVES, "learning curves")]
@@ -127,7 +129,7 @@ def _run_page(info: RunInfo) -> str:
         parts[-1] += "/tensorboard</code></p>"
     versions = info.settings.get("versions")
     if versions:
-        parts += ["<h2>Versions</h2>", _pairs(versions)]
+        parts += ["<h2>Versions</h2>", _pairs(versions, "package")]
     return _page(title, parts)
 
 
