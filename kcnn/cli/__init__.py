@@ -23,7 +23,6 @@ except ImportError:  # older Typer uses Click itself
     from click import exceptions as click_errors
 
 from kcnn.cli import app as _app_module
-from kcnn.cli import catalog, training  # noqa: F401  (each module registers its commands)
 from kcnn.errors import KcnnError
 
 app = _app_module.app

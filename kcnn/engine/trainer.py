@@ -448,6 +448,9 @@ class Trainer:
         )
         write_json(run_dir / folders.METRICS, final)
         checkpoints.discard(run_dir)
+        from kcnn.runs.html import write_report_after  # report.html, from the finished folder
+
+        write_report_after(run_dir)
         return RunResult(run_dir, final, history, model)
 
 

@@ -56,3 +56,6 @@ def write_comparison(
         f"![learning curves]({OVERLAY})",
     ]
     write_atomic(folder / COMPARISON_MD, "\n\n".join(p for p in parts if p) + "\n")
+    from kcnn.runs.html import write_report_after
+
+    write_report_after(folder)  # report.html: the same report as one self-contained page

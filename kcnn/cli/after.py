@@ -1,0 +1,248 @@
+"""After training: `runs`, `show`, `compare`, `predict`, `visualize`, `export`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kcnn.cli.app import AsJson, app, print_json
+from kcnn.errors import KcnnError
+
+Run = Annotated[str, typer.Argument(help="A run folder (or its name under runs/).")]
+
+
+def _seconds(value) -> str:
+    if value is None:
+        return ""
+    return f"{value:.0f}s" if value < 120 else f"{value / 60:.1f}m"
+
+
+def _text_table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
+    cells = [[header for _, header in columns]] + [
+        [str(r.get(key, "")) for key, _ in columns] for r in rows
+    ]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    )
+
+
+@app.command("runs")
+def runs(
+    folder: Annotated[
+        Path, typer.Argument(help="Folder holding run folders.", show_default=True)
+    ] = Path("runs"),
+    status: Annotated[
+        str | None,
+        typer.Option(help="Only runs with this status (completed, interrupted, incomplete, ...)."),
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Only runs whose model contains this text.")
+    ] = None,
+    dataset: Annotated[str | None, typer.Option(help="Only runs on this data set.")] = None,
+    sort: Annotated[
+        str,
+        typer.Option(
+            help="time (newest first), name, command, model, dataset, status, accuracy "
+            "(best first), duration (shortest first), epochs. A comparison's runs follow it."
+        ),
+    ] = "time",
+    as_json: AsJson = False,
+) -> None:
+    """List the runs under FOLDER, newest first: comparisons, their runs, and stray folders."""
+    from kcnn.runs import browse
+
+    browse.check_sort(sort)
+    rows = browse.listing(folder, status, model, dataset, sort)
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        typer.echo(f"no runs in {folder}" + (" match" if status or model or dataset else ""))
+        return
+    names = {r["name"] for r in rows}
+    shown = [
+        {
+            **r,
+            # a comparison's run is indented under it (named in full when it is filtered out)
+            "name": ("  " + r["name"].split("/", 1)[1])
+            if "/" in r["name"] and r["name"].split("/", 1)[0] in names
+            else r["name"],
+            "epochs": ""
+            if r["epochs_done"] is None
+            else f"{r['epochs_done']}/{r['epochs_planned'] or '?'}",
+            "accuracy": "" if r["test_accuracy"] is None else f"{r['test_accuracy']:.4f}",
+            "time": _seconds(r["duration_seconds"]),
+            "command": r["command"] or "",
+            "model": r["model"] or "",
+            "dataset": r["dataset"] or "",
+        }
+        for r in rows
+    ]
+    columns = [
+        ("name", "name"),
+        ("command", "command"),
+        ("model", "model"),
+        ("dataset", "data set"),
+        ("epochs", "epochs"),
+        ("accuracy", "test acc"),
+        ("status", "status"),
+        ("time", "duration"),
+    ]
+    typer.echo(_text_table(shown, columns))
+
+
+@app.command("show")
+def show(run: Run, as_json: AsJson = False) -> None:
+    """One run's settings and results."""
+    from kcnn.runs import browse
+
+    info = browse.find(run)
+    if not info.is_run and not info.is_comparison:
+        raise KcnnError(f"{run} is not a run folder (no config.json); see `kcnn runs`")
+    if as_json:
+        print_json({"run": info.row(), "config": info.settings, "metrics": info.metrics})
+        return
+    row = info.row()
+    lines = [f"{row['name']}  ({row['status']})", f"  folder: {info.folder}"]
+    for key in ("command", "model", "dataset", "epochs_done", "epochs_planned", "test_accuracy"):
+        if row.get(key) is not None:
+            lines.append(f"  {key}: {row[key]}")
+    lines.append("settings:")
+    lines += [f"  {k}: {v}" for k, v in info.settings.items() if k not in ("versions", "classes")]
+    metrics = info.metrics or {}
+    skip = ("per_class", "confusion_matrix", "macro_avg", "weighted_avg", "run_dir")
+    if metrics:
+        lines.append("results:")
+        lines += [f"  {k}: {v}" for k, v in metrics.items() if k not in skip]
+    if info.per_class:
+        lines.append("per class (test set):")
+        rows = [
+            {"class": name, **{k: f"{v:.3f}" if isinstance(v, float) else v for k, v in s.items()}}
+            for name, s in info.per_class.items()
+        ]
+        table = _text_table(
+            rows, [(k, k) for k in ("class", "precision", "recall", "f1", "support")]
+        )
+        lines += ["  " + line for line in table.splitlines()]
+    for sub in info.members:
+        lines.append(f"  run: {sub.folder.name}  {sub.model_label}  {sub.status}")
+    typer.echo("\n".join(lines))
+
+
+@app.command("compare")
+def compare(
+    run_folders: Annotated[list[str], typer.Argument(help="Two or more run folders.")],
+    out: Annotated[Path, typer.Option(help="Folder that receives the comparison folder.")] = Path(
+        "runs"
+    ),
+    as_json: AsJson = False,
+) -> None:
+    """Compare any finished runs: results, overlaid curves and the settings that differ."""
+    from kcnn.runs import browse
+    from kcnn.runs.records import read_json
+
+    infos = [browse.find_run(r) for r in run_folders]
+    folder = browse.compare(infos, out)
+    if as_json:
+        print_json(read_json(folder / browse.COMPARISON_JSON))
+        return
+    typer.echo(f"report: {folder / 'comparison.md'}  (and report.html)")
+
+
+@app.command("predict")
+def predict(
+    run: Run,
+    images: Annotated[list[Path], typer.Argument(help="Image files (PNG/JPEG) or folders.")],
+    top: Annotated[int, typer.Option(help="How many classes to show per image.")] = 3,
+    as_json: AsJson = False,
+) -> None:
+    """Classify images with a run's model, preprocessed exactly as the run's data was."""
+    from kcnn.use import predict as use
+
+    if top < 1:
+        raise KcnnError(f"--top {top}: give at least 1")
+    results = use.predict_files(use.load(run), images, top)
+    if as_json:
+        print_json(results)
+        return
+    for r in results:
+        best = "  ".join(f"{t['class']} {t['probability']:.3f}" for t in r["top"])
+        typer.echo(f"{r['image']}: {best}")
+
+
+@app.command("visualize")
+def visualize(
+    run: Run,
+    image: Annotated[
+        Path | None,
+        typer.Option(
+            help="Image to look at \\[default: the first test image of the run's data].",
+            show_default=False,
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder for the pictures \\[default: RUN/visualize].", show_default=False
+        ),
+    ] = None,
+    as_json: AsJson = False,
+) -> None:
+    """First-layer filters, feature maps and a Grad-CAM heatmap of a run's model (PNG files)."""
+    from kcnn.runs import html
+    from kcnn.use import predict as use
+    from kcnn.use import visualize as vis
+
+    loaded = use.load(run)
+    if image is not None:
+        picture = use.read_image(image, loaded.data_shape)
+    else:
+        test = loaded.test_images(1)
+        if test is None:
+            raise KcnnError("the run's data set is not available here; pass an image with --image")
+        picture = test[0]
+    target = out if out is not None else loaded.info.folder / html.VISUALIZE
+    try:
+        shown = vis.visualize(loaded, picture, target)
+    except OSError as e:
+        raise KcnnError(f"cannot write pictures to {target}: {e.strerror or e}") from None
+    if target.resolve() == (loaded.info.folder / html.VISUALIZE).resolve():
+        html.write_report(loaded.info.folder)  # the report now shows the pictures
+    if as_json:
+        print_json(shown)
+        return
+    g = shown["grad_cam"]
+    typer.echo(
+        f"pictures in {target}: {', '.join(shown['files'])}\n"
+        f"predicted {g['class']} ({g['probability']:.3f}); Grad-CAM on {g['layer']}"
+    )
+
+
+@app.command("export")
+def export(
+    run: Run,
+    format: Annotated[str, typer.Option("--format", help="saved-model or tflite.")] = "saved-model",
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder for the exported model \\[default: RUN/export].", show_default=False
+        ),
+    ] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Export a run's model (TF SavedModel or TFLite), then reload it and check its predictions."""
+    from kcnn.errors import ModelMismatchError
+    from kcnn.use import export as exporting
+    from kcnn.use import predict as use
+
+    exporting.check_format(format)
+    record = exporting.export(use.load(run), format, out)
+    if as_json:
+        print_json(record)
+    else:
+        typer.echo(f"{format}: {record['path']}\ncheck: {record['message']}")
+    if not record["ok"]:
+        raise ModelMismatchError(f"exported {format} model {record['message']}")

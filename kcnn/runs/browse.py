@@ -1,0 +1,461 @@
+"""Finding, reading and listing run folders: the one adapter between config.json/metrics.json and
+everything that looks at a finished run (`kcnn runs`, `show`, `compare`, `predict`, reports).
+
+Every key of a run's records is read here and nowhere else, so a renamed key is a one-line change.
+Old and new spellings are both understood (`arch`/`api` or `backbone`/`head`). No TensorFlow.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from kcnn.errors import KcnnError
+from kcnn.runs import folders
+
+COMPARISON_JSON, COMPARISON_MD = "comparison.json", "comparison.md"
+DEFAULT_DIR = Path("runs")
+
+# What a folder is, when it is not a run with a readable status of its own.
+NOT_A_RUN, INCOMPLETE, COMPARISON = "not a run", "incomplete", "comparison"
+
+_STAMP = re.compile(r"^(\d{8}-\d{6})-")
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    """A JSON record, or None if it is missing or cut short (a run killed while writing it)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+@dataclass
+class RunInfo:
+    """One folder under a runs directory, read without trusting that it is complete."""
+
+    folder: Path
+    config: dict[str, Any] | None
+    metrics: dict[str, Any] | None
+    comparison: dict[str, Any] | None = None
+    parent: RunInfo | None = field(default=None, repr=False)
+
+    @classmethod
+    def load(cls, folder: str | Path, parent: RunInfo | None = None) -> RunInfo:
+        folder = Path(folder)
+        comparison = _read(folder / COMPARISON_JSON)
+        if comparison is None and (folder / COMPARISON_MD).is_file():
+            comparison = {}  # a comparison written before comparison.json existed (transfer)
+        return cls(
+            folder,
+            _read(folder / folders.CONFIG),
+            _read(folder / folders.METRICS),
+            comparison,
+            parent,
+        )
+
+    # --- what kind of folder -----------------------------------------------------------------
+    @property
+    def is_comparison(self) -> bool:
+        return self.comparison is not None
+
+    @property
+    def is_run(self) -> bool:
+        """A training run folder (complete or not), as opposed to a comparison or a stray folder."""
+        return not self.is_comparison and (
+            self.config is not None or (self.folder / folders.METRICS).exists()
+        )
+
+    @property
+    def name(self) -> str:
+        return f"{self.parent.name}/{self.folder.name}" if self.parent else self.folder.name
+
+    @cached_property
+    def sub_runs(self) -> list[RunInfo]:
+        if not self.is_comparison:
+            return []
+        subs = [RunInfo.load(p, self) for p in sorted(self.folder.iterdir()) if p.is_dir()]
+        return [s for s in subs if s.is_run]
+
+    @cached_property
+    def members(self) -> list[RunInfo]:
+        """The runs a comparison compares: its own sub-folders, or those `kcnn compare` named."""
+        named = [Path(p) for p in self.settings.get("runs") or []]
+        return self.sub_runs or [RunInfo.load(p) for p in named if p.is_dir()]
+
+    # --- settings (config.json) ---------------------------------------------------------------
+    @property
+    def settings(self) -> dict[str, Any]:
+        if self.is_comparison:
+            return dict(self.comparison.get("config") or {})
+        return dict(self.config or {})
+
+    def _get(self, key: str, default: Any = None) -> Any:
+        """A key from config.json, else metrics.json (the two overlap for arch/api/dataset)."""
+        for record in (self.settings, self.metrics or {}):
+            if record.get(key) is not None:
+                return record[key]
+        return default
+
+    @property
+    def command(self) -> str | None:
+        return self._get("command") or self._get("kind")
+
+    @property
+    def arch(self) -> str | None:
+        return self._get("arch")
+
+    @property
+    def api(self) -> str | None:
+        return self._get("api")
+
+    @property
+    def backbone(self) -> str | None:
+        return self._get("backbone")
+
+    @property
+    def head(self) -> str | None:
+        return self._get("head")
+
+    @property
+    def model_label(self) -> str:
+        """`lenet5 (sequential)`, `vgg16 + seed head`, or for a comparison the forms it compares."""
+        if self.backbone:
+            return f"{self.backbone} + {self.head} head" if self.head else self.backbone
+        if self.is_comparison and self.settings.get("apis"):
+            return f"{self.arch} ({'/'.join(self.settings['apis'])})"
+        if self.is_comparison and self.members:
+            return " vs ".join(dict.fromkeys(s.model_label for s in self.members))
+        if self.arch:
+            return f"{self.arch} ({self.api})" if self.api else self.arch
+        return ""
+
+    @property
+    def dataset(self) -> str | None:
+        found = self._get("dataset")
+        if found is None and self.is_comparison and self.members:
+            found = ", ".join(dict.fromkeys(str(s.dataset) for s in self.members))
+        return found
+
+    @property
+    def input_shape(self) -> tuple[int, int, int] | None:
+        shape = self._get("input_shape")
+        return tuple(int(v) for v in shape) if shape else None
+
+    @property
+    def data_image_shape(self) -> tuple[int, int, int] | None:
+        """The data set's own image shape (before the pipeline pads or resizes it)."""
+        shape = self._get("data_image_shape")  # written by the trainer, when it records it
+        if shape:
+            return tuple(int(v) for v in shape)
+        from kcnn.data.datasets import DATASETS
+
+        info = DATASETS.get(str(self.dataset))
+        if info is not None and not (self.settings.get("dataset_provenance") or {}).get("fallback"):
+            return tuple(info.image_shape)
+        if info is not None:  # a fallback (mnist -> mnist-5k) stood in: same 28x28x1 images
+            return tuple(DATASETS["mnist-5k"].image_shape)
+        return None
+
+    @property
+    def fit(self) -> str | None:
+        return self._get("fit")
+
+    @property
+    def class_names(self) -> list[str]:
+        return [str(c) for c in self._get("classes") or []]
+
+    @property
+    def epochs_planned(self) -> int | None:
+        if self.is_comparison and self.members:
+            found = [s.epochs_planned for s in self.members]
+            return max(found) if None not in found else None
+        planned = (self.metrics or {}).get("epochs_planned") or self._get("epochs")
+        if planned and self.settings.get("fine_tune"):
+            planned += self.settings.get("fine_tune_epochs") or 0
+        return planned
+
+    # --- results (metrics.json) ---------------------------------------------------------------
+    @property
+    def status(self) -> str:
+        if self.is_comparison:
+            return COMPARISON
+        if not self.is_run:
+            return NOT_A_RUN
+        if self.metrics is None or "status" not in self.metrics:
+            return INCOMPLETE
+        return str(self.metrics["status"])
+
+    @property
+    def epochs_done(self) -> int | None:
+        if self.is_comparison:
+            done = [s.epochs_done for s in self.members]
+            return min(done) if done and None not in done else None
+        return (self.metrics or {}).get("epochs_completed")
+
+    @property
+    def test_accuracy(self) -> float | None:
+        if self.is_comparison:
+            found = [s.test_accuracy for s in self.members if s.test_accuracy is not None]
+            return max(found) if found else None
+        return (self.metrics or {}).get("test_accuracy")
+
+    @property
+    def test_loss(self) -> float | None:
+        return (self.metrics or {}).get("test_loss")
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from start to finish of the run (of the whole comparison)."""
+        return self._get("wall_seconds")
+
+    @property
+    def params(self) -> int | None:
+        p = (self.metrics or {}).get("params")
+        if isinstance(p, dict):
+            return p.get("total")
+        return (self.metrics or {}).get("total_params")
+
+    @property
+    def per_class(self) -> dict[str, dict[str, float]]:
+        return (self.metrics or {}).get("per_class") or {}
+
+    @property
+    def created(self) -> float:
+        """When the run started: the folder name's time stamp, else the folder's mtime."""
+        m = _STAMP.match(self.folder.name)
+        if m:
+            return time.mktime(time.strptime(m.group(1), "%Y%m%d-%H%M%S"))
+        try:
+            return self.folder.stat().st_mtime
+        except OSError:
+            return 0.0
+
+    def history(self) -> dict[str, list[float]]:
+        """history.csv as {metric: per-epoch values}; empty if the run recorded none."""
+        from kcnn.runs.records import read_csv
+
+        try:
+            rows = read_csv(self.folder / folders.HISTORY)
+        except (OSError, ValueError):
+            return {}
+        found: dict[str, list[float]] = {}
+        for row in rows:
+            for key, value in row.items():
+                if key != "epoch" and value not in (None, ""):
+                    found.setdefault(key, []).append(float(value))
+        return found
+
+    def row(self) -> dict[str, Any]:
+        """The line `kcnn runs` prints (and `--json` gives) for this folder."""
+        return {
+            "name": self.name,
+            "kind": "comparison" if self.is_comparison else ("run" if self.is_run else "other"),
+            "command": self.command,
+            "model": self.model_label,
+            "dataset": self.dataset,
+            "epochs_done": self.epochs_done,
+            "epochs_planned": self.epochs_planned,
+            "test_accuracy": self.test_accuracy,
+            "status": self.status,
+            "duration_seconds": self.duration,
+            "created": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.created)),
+            "path": str(self.folder),
+        }
+
+
+def find(run: str | Path, runs_dir: Path = DEFAULT_DIR) -> RunInfo:
+    """The run a user named: a folder path, or a folder name under `runs/`. Refuses anything else."""
+    path = Path(run).expanduser()
+    if not path.exists() and not path.is_absolute() and (runs_dir / path).exists():
+        path = runs_dir / path
+    if not path.exists():
+        raise KcnnError(f"no run folder {run}: give the path of a run folder (see `kcnn runs`)")
+    if not path.is_dir():
+        raise KcnnError(f"{run} is a file, not a run folder; give the run's folder")
+    return RunInfo.load(path)
+
+
+def find_run(run: str | Path) -> RunInfo:
+    """A single training run (not a comparison) that finished well enough to have a model."""
+    info = find(run)
+    if info.is_comparison:
+        subs = ", ".join(s.folder.name for s in info.sub_runs) or "none"
+        raise KcnnError(f"{run} is a comparison folder; name one of its runs ({subs})")
+    if not info.is_run:
+        raise KcnnError(f"{run} is not a run folder (no config.json); see `kcnn runs` for runs")
+    if info.config is None:
+        raise KcnnError(f"{run} is an incomplete run: its config.json is missing or corrupt")
+    return info
+
+
+def scan(runs_dir: str | Path = DEFAULT_DIR) -> list[RunInfo]:
+    """Every folder directly under `runs_dir` (hidden ones aside), newest first."""
+    runs_dir = Path(runs_dir).expanduser()
+    if not runs_dir.is_dir():
+        raise KcnnError(f"no runs folder {runs_dir}; train something first or name a folder")
+    found = [RunInfo.load(p) for p in runs_dir.iterdir() if p.is_dir() and p.name[0] != "."]
+    return sorted(found, key=lambda r: (r.created, r.folder.name), reverse=True)
+
+
+# --sort keys: the row field each sorts on, and whether the biggest value comes first.
+SORT_KEYS: dict[str, tuple[str, bool]] = {
+    "time": ("created", True),
+    "name": ("name", False),
+    "command": ("command", False),
+    "model": ("model", False),
+    "dataset": ("dataset", False),
+    "status": ("status", False),
+    "accuracy": ("test_accuracy", True),
+    "duration": ("duration_seconds", False),
+    "epochs": ("epochs_done", True),
+}
+
+
+def check_sort(key: str) -> str:
+    if key not in SORT_KEYS:
+        raise KcnnError(f"cannot sort by '{key}': choose one of {', '.join(SORT_KEYS)}")
+    return key
+
+
+def listing(
+    runs_dir: str | Path = DEFAULT_DIR,
+    status: str | None = None,
+    model: str | None = None,
+    dataset: str | None = None,
+    sort: str = "time",
+) -> list[dict[str, Any]]:
+    """The rows of `kcnn runs`: each folder, a comparison followed by its own runs, filtered, sorted.
+
+    Missing values sort last whichever the direction.
+    """
+    field_name, biggest_first = SORT_KEYS[check_sort(sort)]
+
+    def keep(row: dict[str, Any]) -> bool:
+        return (
+            (status is None or row["status"] == status)
+            and (model is None or model.lower() in (row["model"] or "").lower())
+            and (dataset is None or dataset == row["dataset"])
+        )
+
+    def ordered(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        present = [r for r in rows if r[field_name] is not None]
+        missing = [r for r in rows if r[field_name] is None]
+        return sorted(present, key=lambda r: r[field_name], reverse=biggest_first) + missing
+
+    rows: list[dict[str, Any]] = []
+    top = [(info, info.row()) for info in scan(runs_dir)]
+    by_name = {row["name"]: info for info, row in top}
+    for row in ordered([row for _, row in top]):
+        info = by_name[row["name"]]
+        subs = ordered([s.row() for s in info.sub_runs])
+        if keep(row):
+            rows.append(row)
+        rows += [s for s in subs if keep(s)]
+    return rows
+
+
+# Settings that name or place a run rather than say how it was trained.
+_NOT_SETTINGS = {"versions", "out", "name", "classes", "run_dir"}
+
+
+def _flat(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in record.items():
+        if key in _NOT_SETTINGS and not prefix:
+            continue
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def settings_differences(runs: list[RunInfo]) -> list[dict[str, Any]]:
+    """One row per config key whose value is not the same in every run (nested keys dotted)."""
+    flats = [_flat(r.settings) for r in runs]
+    keys = list(dict.fromkeys(k for f in flats for k in f))
+    labels = _labels(runs)
+    rows = []
+    for key in keys:
+        values = [f.get(key) for f in flats]
+        if any(json.dumps(v) != json.dumps(values[0]) for v in values[1:]):
+            rows.append({"setting": key, **dict(zip(labels, values, strict=True))})
+    return rows
+
+
+def _labels(runs: list[RunInfo]) -> list[str]:
+    """Unique short labels for runs: the folder name (the same name twice gets a number)."""
+    labels: list[str] = []
+    for r in runs:
+        label = r.folder.name
+        labels.append(label if label not in labels else f"{label} ({len(labels) + 1})")
+    return labels
+
+
+def compare(runs: list[RunInfo], out: str | Path, name: str = "compare-runs") -> Path:
+    """A comparison folder for any finished runs: comparison.md/.csv/.json, overlaid curves, and
+    a table of the settings that differ between them."""
+    from kcnn.runs import folders as run_folders
+    from kcnn.runs import report
+    from kcnn.runs.records import write_json
+
+    if len(runs) < 2:
+        raise KcnnError("compare needs at least two runs")
+    for r in runs:
+        if not r.is_run or r.metrics is None:
+            raise KcnnError(f"{r.folder} is {r.status}: compare only runs that have a metrics.json")
+    labels = _labels(runs)
+    rows = [
+        {
+            "run": label,
+            "command": r.command,
+            "model": r.model_label,
+            "dataset": r.dataset,
+            "status": r.status,
+            "epochs": r.epochs_done,
+            "parameters": r.params,
+            "test_accuracy": r.test_accuracy,
+            "test_loss": r.test_loss,
+            "best_val_accuracy": (r.metrics or {}).get("best_val_accuracy"),
+            "seconds_per_epoch": (r.metrics or {}).get("seconds_per_epoch"),
+            "wall_seconds": r.duration,
+            "run_dir": str(r.folder.resolve()),
+        }
+        for label, r in zip(labels, runs, strict=True)
+    ]
+    differences = settings_differences(runs)
+    if differences:
+        section = "## Settings that differ\n\n" + report.markdown_table(
+            differences, ["setting", *labels]
+        )
+    else:
+        section = "## Settings that differ\n\nNone: every run has the same settings."
+    folder = run_folders.create(out, name)
+    report.write_comparison(
+        folder,
+        " vs ".join(dict.fromkeys(f"{r.model_label} on {r.dataset}" for r in runs)),
+        rows,
+        {label: r.history() for label, r in zip(labels, runs, strict=True)},
+        intro=f"{len(runs)} runs compared with `kcnn compare`.",
+        sections=[section],
+    )
+    write_json(
+        folder / COMPARISON_JSON,
+        {
+            "folder": str(folder),
+            "config": {"command": "compare", "runs": [str(r.folder.resolve()) for r in runs]},
+            "rows": rows,
+            "differences": differences,
+        },
+    )
+    from kcnn.runs.html import write_report
+
+    write_report(folder)  # again: comparison.json now names the runs
+    return folder

@@ -1,0 +1,211 @@
+"""report.html: one self-contained page per run or comparison folder.
+
+Built purely from the folder's files (so any command can rebuild it after adding pictures):
+images are embedded as base64 data URIs and the CSS is inline, so the page can be mailed or
+opened offline. No scripts at all.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import re
+from pathlib import Path
+from typing import Any
+
+from kcnn.runs import folders
+from kcnn.runs.browse import COMPARISON_MD, RunInfo
+from kcnn.runs.records import write_atomic
+
+REPORT = "report.html"
+VISUALIZE = "visualize"  # where `kcnn visualize` puts its pictures by default
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2em auto;max-width:1100px;
+padding:0 1em;color:#222}
+h1{font-size:1.5em}h2{font-size:1.2em;border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}
+table{border-collapse:collapse;margin:.5em 0;font-size:.9em}
+td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}
+th{background:#f3f3f3}td.n{text-align:right;font-variant-numeric:tabular-nums}
+img{max-width:100%;border:1px solid #eee;margin:.5em 0}
+pre{background:#f7f7f7;padding:.8em;overflow-x:auto;font-size:.8em}
+.status{display:inline-block;padding:.1em .6em;border-radius:.8em;background:#eee}
+.completed{background:#d7f5dd}.diverged,.failed{background:#fbd5d5}.interrupted{background:#fdf0c8}
+"""
+
+
+def _image(path: Path, alt: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    if isinstance(value, (list, tuple)):
+        return "×".join(map(str, value)) if all(isinstance(v, int) for v in value) else str(value)
+    return "" if value is None else str(value)
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+
+    def cell(v):
+        cls = ' class="n"' if isinstance(v, (int, float)) else ""
+        return f"<td{cls}>{html.escape(_value(v))}</td>"
+
+    body = "".join("<tr>" + "".join(cell(r.get(c)) for c in columns) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _pairs(record: dict[str, Any], name: str = "setting") -> str:
+    return _table([{name: k, "value": v} for k, v in record.items()], [name, "value"])
+
+
+def _pictures(folder: Path) -> list[str]:
+    shown = sorted((folder / VISUALIZE).glob("*.png")) if (folder / VISUALIZE).is_dir() else []
+    return [f"<h3>{html.escape(p.stem.replace('_', ' '))}</h3>{_image(p, p.stem)}" for p in shown]
+
+
+def _page(title: str, parts: list[str]) -> str:
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"
+        + "\n".join(p for p in parts if p)
+        + "</body></html>\n"
+    )
+
+
+_RESULT_KEYS = (
+    "status",
+    "epochs_completed",
+    "epochs_planned",
+    "test_accuracy",
+    "test_loss",
+    "best_val_accuracy",
+    "wall_seconds",
+    "seconds_per_epoch",
+    "train_images_per_second",
+)
+
+
+def _run_page(info: RunInfo) -> str:
+    folder, metrics = info.folder, info.metrics or {}
+    title = f"{info.model_label or info.folder.name} on {info.dataset}"
+    settings = {k: v for k, v in info.settings.items() if k not in ("versions", "classes")}
+    results = {k: metrics[k] for k in _RESULT_KEYS if k in metrics}
+    if info.params is not None:
+        results["parameters"] = info.params
+    parts = [
+        f"<h1>{html.escape(title)}</h1>",
+        f'<p><span class="status {html.escape(info.status)}">{html.escape(info.status)}</span> '
+        f"<code>{html.escape(str(folder))}</code></p>",
+        "<h2>Results</h2>",
+        _pairs(results, "result"),
+    ]
+    if (folder / folders.CURVES).is_file():
+        parts += ["<h2>Learning curves</h2>", _image(folder / folders.CURVES, "learning curves")]
+    if (folder / folders.CONFUSION).is_file():
+        parts += ["<h2>Confusion matrix (test set)</h2>"]
+        parts += [_image(folder / folders.CONFUSION, "confusion matrix")]
+    if info.per_class:
+        rows = [{"class": name, **scores} for name, scores in info.per_class.items()]
+        for avg in ("macro_avg", "weighted_avg"):
+            if isinstance(metrics.get(avg), dict):
+                rows.append({"class": avg.replace("_", " "), **metrics[avg]})
+        parts += ["<h2>Per class (test set)</h2>"]
+        parts += [_table(rows, ["class", "precision", "recall", "f1", "support"])]
+    pictures = _pictures(folder)
+    if pictures:
+        parts += ["<h2>Inside the network</h2>", *pictures]
+    parts += ["<h2>Settings</h2>", _pairs(settings)]
+    if (folder / folders.SUMMARY).is_file():
+        summary = (folder / folders.SUMMARY).read_text(encoding="utf-8", errors="replace")
+        parts += ["<h2>Model</h2>", f"<pre>{html.escape(summary)}</pre>"]
+    if (folder / "tensorboard").is_dir():
+        parts += [f"<p>TensorBoard logs: <code>tensorboard --logdir {html.escape(str(folder))}"]
+        parts[-1] += "/tensorboard</code></p>"
+    versions = info.settings.get("versions")
+    if versions:
+        parts += ["<h2>Versions</h2>", _pairs(versions, "package")]
+    return _page(title, parts)
+
+
+def _inline(text: str, folder: Path) -> str:
+    """The markdown kcnn's comparison.md uses inside a line: images, `code`, **bold**."""
+
+    def image(m):
+        path = folder / m.group(2)
+        return _image(path, m.group(1)) if path.is_file() else html.escape(m.group(0))
+
+    parts = re.split(r"(!\[[^\]]*\]\([^)]*\))", text)
+    out = []
+    for part in parts:
+        m = re.fullmatch(r"!\[([^\]]*)\]\(([^)]*)\)", part)
+        if m:
+            out.append(image(m))
+            continue
+        part = html.escape(part)
+        part = re.sub(r"`([^`]+)`", r"<code>\1</code>", part)
+        out.append(re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", part))
+    return "".join(out)
+
+
+def markdown_html(text: str, folder: Path) -> str:
+    """comparison.md as HTML: headings, pipe tables, images and paragraphs (all it contains)."""
+    out: list[str] = []
+    for block in re.split(r"\n\s*\n", text.strip()):
+        lines = block.splitlines()
+        if lines and lines[0].startswith("#"):
+            level = min(len(lines[0]) - len(lines[0].lstrip("#")), 3)
+            out.append(f"<h{level}>{_inline(lines[0].lstrip('#').strip(), folder)}</h{level}>")
+            lines = lines[1:]
+        if lines and all(line.startswith("|") for line in lines):
+            rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in lines]
+            rows = [r for r in rows if not all(re.fullmatch(r"-+:?|:?-+", c) for c in r)]
+            head = "".join(f"<th>{_inline(c, folder)}</th>" for c in rows[0])
+            body = "".join(
+                "<tr>" + "".join(f"<td>{_inline(c, folder)}</td>" for c in r) + "</tr>"
+                for r in rows[1:]
+            )
+            out.append(f"<table><tr>{head}</tr>{body}</table>")
+        elif lines:
+            out.append(f"<p>{_inline(' '.join(lines), folder)}</p>")
+    return "\n".join(out)
+
+
+def _comparison_page(info: RunInfo) -> str:
+    folder = info.folder
+    md = folder / COMPARISON_MD
+    text = md.read_text(encoding="utf-8") if md.is_file() else f"# {folder.name}"
+    title = text.splitlines()[0].lstrip("#").strip() if text else folder.name
+    parts = [markdown_html(text, folder)]
+    subs = [s.row() for s in info.members]
+    if subs:
+        parts += ["<h2>Runs in this comparison</h2>"]
+        parts += [_table(subs, ["name", "model", "dataset", "status", "test_accuracy"])]
+        parts += ["<p>Each run has its own report.html in its folder.</p>"]
+    return _page(title, parts)
+
+
+def write_report(folder: str | Path) -> Path:
+    """Write `folder/report.html` from the files in the run or comparison folder; returns its path."""
+    info = RunInfo.load(folder)
+    page = _comparison_page(info) if info.is_comparison else _run_page(info)
+    path = info.folder / REPORT
+    write_atomic(path, page)
+    return path
+
+
+def write_report_after(folder: str | Path) -> Path | None:
+    """write_report for the end of a run or comparison: the records are already complete, so a
+    report that cannot be written is a warning on stderr, never a failed run."""
+    import sys
+
+    try:
+        return write_report(folder)
+    except Exception as e:  # noqa: BLE001  (any failure here must not undo a finished run)
+        print(f"warning: {Path(folder) / REPORT} not written: {e}", file=sys.stderr)
+        return None
