@@ -22,6 +22,7 @@ try:
 except ImportError:  # older Typer uses Click itself
     from click import exceptions as click_errors
 
+from kcnn.cli import after, catalog, training  # noqa: F401  (each module registers its commands)
 from kcnn.cli import app as _app_module
 from kcnn.errors import KcnnError
 
