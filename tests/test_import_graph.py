@@ -12,7 +12,7 @@ ROOT = Path(kcnn.__file__).parent
 
 # Cycles known and being removed elsewhere; each entry is one cycle's modules, sorted.
 # kcnn.engine.training <-> kcnn.engine.checkpoints: the lead is splitting the engine; empty this then.
-KNOWN_CYCLES: list[tuple[str, ...]] = [("kcnn.engine.checkpoints", "kcnn.engine.training")]
+KNOWN_CYCLES: list[tuple[str, ...]] = []
 
 
 def _module_name(path: Path) -> str:

@@ -145,7 +145,9 @@ def compare(
     from kcnn.runs.records import read_json
 
     infos = [browse.find_run(r) for r in run_folders]
-    folder = browse.compare(infos, out)
+    from kcnn.runs.report import compare_runs
+
+    folder = compare_runs(infos, out)
     if as_json:
         print_json(read_json(folder / browse.COMPARISON_JSON))
         return

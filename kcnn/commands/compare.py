@@ -33,9 +33,9 @@ from kcnn.engine.trainer import (
 )
 from kcnn.errors import KcnnError, ModelMismatchError
 from kcnn.runs import folders
+from kcnn.runs.folders import COMPARISON_JSON, PROOF_JSON
 from kcnn.runs.records import write_json
 
-PROOF_JSON, COMPARISON_JSON = "proof.json", "comparison.json"
 # Layer-by-layer tables longer than this go to comparison.md only, not to the terminal.
 MAX_LAYER_ROWS_SHOWN = 40
 

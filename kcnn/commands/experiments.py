@@ -33,10 +33,9 @@ CONFIG_JSON = "config.json"
 
 # Facts a run's config.json records beside its settings; replaying the run recomputes them.
 RUN_FACTS = {
-    "arch",
+    "arch",  # of a transfer run: backbone and head are what it is
     "api",
     "backbone",
-    "head",
     "versions",
     "input_shape",
     "fit",
@@ -138,7 +137,13 @@ def _read(path: Path) -> dict[str, Any]:
         command = data.get("command")
         if command not in COMMANDS:
             raise KcnnError(f"{path} is not a kcnn run's {CONFIG_JSON} (it names no kcnn command)")
-        settings = {k: v for k, v in data.items() if k not in RUN_FACTS and k != "command"}
+        known = COMMANDS[command].settings()
+        settings = {k: v for k, v in data.items() if k in known}
+        strange = [k for k in data if k not in known and k not in RUN_FACTS and k != "command"]
+        if strange:
+            raise KcnnError(
+                f"{path}: unknown key '{strange[0]}' for a {command} run; was the file edited?"
+            )
         return {
             "description": f"redo of {path.parent.name}",
             "run": [{"command": command, **settings}],

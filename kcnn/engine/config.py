@@ -256,6 +256,12 @@ class RunConfig:
     )
     out: str = setting(defaults.OUT_DIR, "Folder that receives the run folders.", metavar="PATH")
     name: str | None = setting(None, "Run name [default: made from the model and the data set].")
+    tensorboard: bool = setting(
+        False, "Write TensorBoard logs (scalars per epoch, the graph) into RUN/tensorboard/."
+    )
+    tensorboard_histograms: bool = setting(
+        False, "With --tensorboard, also log weight histograms every epoch (slower, bigger files)."
+    )
 
     # --- the schema ----------------------------------------------------------------------------
 
@@ -304,6 +310,9 @@ class RunConfig:
             self.lr = defaults.LEARNING_RATES[self.optimizer]
         if self.image_size is not None:
             check_batch_memory(self.batch_size, self.image_size, self.image_size, 3)
+        from kcnn.data import datasets
+
+        datasets.check(self.dataset, self.data_dir)  # names data at all? (loads nothing)
         self.check()
         if self.name is None:
             self.name = self.default_name()

@@ -380,6 +380,14 @@ class Trainer:
         if self.sentinel is None:
             self.sentinel = interrupts.sentinel(self.guard)
         recorder = _Recorder(self)
+        callbacks = [
+            self.sentinel,
+            recorder,
+        ]  # the sentinel first: a diverged epoch is never recorded
+        if self.config.tensorboard:
+            from kcnn.runs.tracking import tensorboard_callback
+
+            callbacks.append(tensorboard_callback(self.run_dir, self.config.tensorboard_histograms))
         steps = steps or steps_per_epoch(len(self.prepared.parts.y_train), self.config.batch_size)
         progress = (
             contextlib.redirect_stdout(sys.stderr) if self.quiet else contextlib.nullcontext()
@@ -392,10 +400,7 @@ class Trainer:
                 initial_epoch=first,
                 steps_per_epoch=steps,
                 shuffle=False,
-                callbacks=[
-                    self.sentinel,
-                    recorder,
-                ],  # the sentinel first: a diverged epoch is never recorded
+                callbacks=callbacks,
                 verbose=verbosity(),
             )
         self.guard.check()  # a signal during the last epoch's validation

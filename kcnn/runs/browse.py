@@ -17,8 +17,8 @@ from typing import Any
 
 from kcnn.errors import KcnnError
 from kcnn.runs import folders
+from kcnn.runs.folders import COMPARISON_JSON, COMPARISON_MD
 
-COMPARISON_JSON, COMPARISON_MD = "comparison.json", "comparison.md"
 DEFAULT_DIR = Path("runs")
 
 # What a folder is, when it is not a run with a readable status of its own.
@@ -151,7 +151,7 @@ class RunInfo:
     @property
     def data_image_shape(self) -> tuple[int, int, int] | None:
         """The data set's own image shape (before the pipeline pads or resizes it)."""
-        shape = self._get("data_image_shape")  # written by the trainer, when it records it
+        shape = self._get("image_shape")  # the trainer records the data set's own image shape
         if shape:
             return tuple(int(v) for v in shape)
         from kcnn.data.datasets import DATASETS
@@ -397,65 +397,3 @@ def _labels(runs: list[RunInfo]) -> list[str]:
         label = r.folder.name
         labels.append(label if label not in labels else f"{label} ({len(labels) + 1})")
     return labels
-
-
-def compare(runs: list[RunInfo], out: str | Path, name: str = "compare-runs") -> Path:
-    """A comparison folder for any finished runs: comparison.md/.csv/.json, overlaid curves, and
-    a table of the settings that differ between them."""
-    from kcnn.runs import folders as run_folders
-    from kcnn.runs import report
-    from kcnn.runs.records import write_json
-
-    if len(runs) < 2:
-        raise KcnnError("compare needs at least two runs")
-    for r in runs:
-        if not r.is_run or r.metrics is None:
-            raise KcnnError(f"{r.folder} is {r.status}: compare only runs that have a metrics.json")
-    labels = _labels(runs)
-    rows = [
-        {
-            "run": label,
-            "command": r.command,
-            "model": r.model_label,
-            "dataset": r.dataset,
-            "status": r.status,
-            "epochs": r.epochs_done,
-            "parameters": r.params,
-            "test_accuracy": r.test_accuracy,
-            "test_loss": r.test_loss,
-            "best_val_accuracy": (r.metrics or {}).get("best_val_accuracy"),
-            "seconds_per_epoch": (r.metrics or {}).get("seconds_per_epoch"),
-            "wall_seconds": r.duration,
-            "run_dir": str(r.folder.resolve()),
-        }
-        for label, r in zip(labels, runs, strict=True)
-    ]
-    differences = settings_differences(runs)
-    if differences:
-        section = "## Settings that differ\n\n" + report.markdown_table(
-            differences, ["setting", *labels]
-        )
-    else:
-        section = "## Settings that differ\n\nNone: every run has the same settings."
-    folder = run_folders.create(out, name)
-    report.write_comparison(
-        folder,
-        " vs ".join(dict.fromkeys(f"{r.model_label} on {r.dataset}" for r in runs)),
-        rows,
-        {label: r.history() for label, r in zip(labels, runs, strict=True)},
-        intro=f"{len(runs)} runs compared with `kcnn compare`.",
-        sections=[section],
-    )
-    write_json(
-        folder / COMPARISON_JSON,
-        {
-            "folder": str(folder),
-            "config": {"command": "compare", "runs": [str(r.folder.resolve()) for r in runs]},
-            "rows": rows,
-            "differences": differences,
-        },
-    )
-    from kcnn.runs.html import write_report
-
-    write_report(folder)  # again: comparison.json now names the runs
-    return folder

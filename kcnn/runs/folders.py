@@ -16,6 +16,14 @@ from kcnn.errors import KcnnError
 CONFIG, SUMMARY, HISTORY, METRICS = "config.json", "summary.txt", "history.csv", "metrics.json"
 CURVES, CONFUSION, MODEL = "curves.png", "confusion_matrix.png", "model.keras"
 RUN_FILES = (CONFIG, SUMMARY, HISTORY, METRICS, CURVES, CONFUSION, MODEL)
+REPORT_HTML = "report.html"
+# Files of a comparison folder (compare-apis, transfer of several backbones, kcnn compare).
+COMPARISON_MD, COMPARISON_CSV, COMPARISON_JSON = (
+    "comparison.md",
+    "comparison.csv",
+    "comparison.json",
+)
+OVERLAY, PROOF_JSON = "curves_overlay.png", "proof.json"
 
 STATUSES = ("running", "completed", "interrupted", "diverged", "failed")
 

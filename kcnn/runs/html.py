@@ -17,7 +17,7 @@ from kcnn.runs import folders
 from kcnn.runs.browse import COMPARISON_MD, RunInfo
 from kcnn.runs.records import write_atomic
 
-REPORT = "report.html"
+REPORT = folders.REPORT_HTML
 VISUALIZE = "visualize"  # where `kcnn visualize` puts its pictures by default
 
 _CSS = """

@@ -11,9 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from kcnn.runs import plots
+from kcnn.runs.folders import COMPARISON_CSV, COMPARISON_MD, OVERLAY
 from kcnn.runs.records import write_atomic, write_csv
-
-COMPARISON_MD, COMPARISON_CSV, OVERLAY = "comparison.md", "comparison.csv", "curves_overlay.png"
 
 
 def _cell(value: Any) -> str:
@@ -59,3 +58,64 @@ def write_comparison(
     from kcnn.runs.html import write_report_after
 
     write_report_after(folder)  # report.html: the same report as one self-contained page
+
+
+def compare_runs(runs, out: str | Path, name: str = "compare-runs") -> Path:
+    """A comparison folder for any finished runs: comparison.md/.csv/.json, overlaid curves, and
+    a table of the settings that differ between them."""
+    from kcnn.errors import KcnnError
+    from kcnn.runs import folders
+    from kcnn.runs.browse import _labels, settings_differences
+    from kcnn.runs.records import write_json
+
+    if len(runs) < 2:
+        raise KcnnError("compare needs at least two runs")
+    for r in runs:
+        if not r.is_run or r.metrics is None:
+            raise KcnnError(f"{r.folder} is {r.status}: compare only runs that have a metrics.json")
+    labels = _labels(runs)
+    rows = [
+        {
+            "run": label,
+            "command": r.command,
+            "model": r.model_label,
+            "dataset": r.dataset,
+            "status": r.status,
+            "epochs": r.epochs_done,
+            "parameters": r.params,
+            "test_accuracy": r.test_accuracy,
+            "test_loss": r.test_loss,
+            "best_val_accuracy": (r.metrics or {}).get("best_val_accuracy"),
+            "seconds_per_epoch": (r.metrics or {}).get("seconds_per_epoch"),
+            "wall_seconds": r.duration,
+            "run_dir": str(r.folder.resolve()),
+        }
+        for label, r in zip(labels, runs, strict=True)
+    ]
+    differences = settings_differences(runs)
+    if differences:
+        section = "## Settings that differ\n\n" + markdown_table(differences, ["setting", *labels])
+    else:
+        section = "## Settings that differ\n\nNone: every run has the same settings."
+    folder = folders.create(out, name)
+    write_comparison(
+        folder,
+        " vs ".join(dict.fromkeys(f"{r.model_label} on {r.dataset}" for r in runs)),
+        rows,
+        {label: r.history() for label, r in zip(labels, runs, strict=True)},
+        intro=f"{len(runs)} runs compared with `kcnn compare`.",
+        sections=[section],
+    )
+    write_json(
+        folder / folders.COMPARISON_JSON,
+        {
+            "folder": str(folder),
+            "config": {"command": "compare", "runs": [str(r.folder.resolve()) for r in runs]},
+            "rows": rows,
+            "differences": differences,
+        },
+    )
+    from kcnn.runs.html import write_report
+
+    write_report(folder)  # again: comparison.json now names the runs
+    return folder
