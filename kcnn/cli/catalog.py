@@ -123,7 +123,9 @@ def parse_shape(text: str) -> tuple[int, int, int]:
 @app.command()
 def summary(
     arch: Annotated[str, typer.Argument(help="Architecture name (see `kcnn list models`).")],
-    api: Annotated[str, typer.Option(help="sequential, functional or subclassed.")] = defaults.API,
+    api: Annotated[
+        str, typer.Option(help="Model-building style.", metavar="|".join(defaults.APIS))
+    ] = defaults.API,
     input_shape: Annotated[
         str | None,
         typer.Option(

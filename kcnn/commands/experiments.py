@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kcnn.engine.config import COMMANDS, RunConfig
+from kcnn.engine.config import COMMANDS, RunConfig, safe_label
 from kcnn.errors import KcnnError, closest, unknown
 
 FILE_KEYS = ("description", "run", "compare")
@@ -212,7 +212,27 @@ def load(path: str | Path, overrides: dict[str, Any] | None = None) -> Experimen
 
 
 def run(experiment: Experiment, quiet: bool = False) -> list[dict[str, Any]]:
-    """Run every run of an experiment in order; returns one short summary per run."""
+    """Run every run of an experiment in order; returns one short summary per run, and for a file
+    of several runs one more: the comparison of them all (`compare = false` in the file: none)."""
+    summaries = run_each(experiment, quiet)
+    if experiment.compare:
+        from kcnn.runs.browse import RunInfo
+        from kcnn.runs.report import compare_runs
+
+        folders = [d for s in summaries for d in s["run_dirs"]]
+        name = (
+            f"compare-{experiment.path.stem}"
+            if experiment.path.suffix == ".toml"
+            else "compare-runs"
+        )
+        folder = compare_runs(
+            [RunInfo.load(d) for d in folders], experiment.runs[0].out, name=safe_label(name)
+        )
+        summaries.append(_summary("compare", [Path(d) for d in folders], folder))
+    return summaries
+
+
+def run_each(experiment: Experiment, quiet: bool = False) -> list[dict[str, Any]]:
     summaries = []
     for config in experiment.runs:
         if config.command == "train":
