@@ -27,7 +27,7 @@ def train(config: TrainConfig, quiet: bool = False) -> RunResult:
     `quiet` sends Keras's progress to stderr, keeping stdout for a machine-readable answer.
     """
     config.validate()
-    return _run(Trainer(config, quiet=quiet, identity=identity(config)))
+    return _run(Trainer(config, quiet=quiet, identity=identity(config), resumable=True))
 
 
 def identity(config: TrainConfig) -> dict[str, Any]:
@@ -83,5 +83,7 @@ def resume(run_dir: str | Path, epochs: int | None = None, quiet: bool = False) 
         *(facts.get("resumed") or []),
         {"from_epoch": state.epoch, "at": time.strftime("%Y-%m-%d %H:%M:%S")},
     ]
-    trainer = Trainer(config, quiet=quiet, resume=state, identity=identity(config), facts=facts)
+    trainer = Trainer(
+        config, quiet=quiet, resume=state, identity=identity(config), facts=facts, resumable=True
+    )
     return _run(trainer, checkpoint=state.epoch > 0)

@@ -130,6 +130,7 @@ class Trainer:
         identity: dict[str, Any] | None = None,
         facts: dict[str, Any] | None = None,
         epochs_planned: int | None = None,
+        resumable: bool = False,
     ):
         self.config = config
         self.quiet = quiet  # Keras's progress goes to stderr, stdout is kept for --json
@@ -146,6 +147,9 @@ class Trainer:
         self.rows: list[dict[str, float]] = list(resume.rows) if resume else []
         self.train_seconds = resume.train_seconds if resume else 0.0
         self.epochs_planned = epochs_planned or config.epochs
+        # Whether an interrupted run keeps a checkpoint that `kcnn train --resume` continues: the
+        # command says so (one model trained in one phase can be resumed exactly).
+        self.resumable = resumable
         self.model = None  # the model the current fit phase trains (a checkpoint saves it)
         self.guard = interrupts.SignalGuard()
         self.sentinel = None
@@ -253,10 +257,6 @@ class Trainer:
                 raise
             finally:
                 self._release()
-
-    @property
-    def resumable(self) -> bool:
-        return self.config.command == "train"
 
     def _release(self) -> None:
         if self._lock is not None:
