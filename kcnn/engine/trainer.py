@@ -200,20 +200,27 @@ class Trainer:
 
     # --- the run's frame: folder, lock, signals -------------------------------------------------
 
+    def open_folder(self) -> Path:
+        """Make the run folder (once) and lock it. It is made after the data is loaded, so a data
+        folder that holds --out is never read with a half-made run in it; a signal before then
+        still leaves a folder that --resume starts from the beginning."""
+        if self._lock is None:
+            if self.run_dir is None:
+                self.run_dir = folders.create(self.out, self.config.name)
+            self._lock = checkpoints.lock(self.run_dir)
+            self.write_config()
+            self._write_status("running")
+        return self.run_dir
+
     @contextlib.contextmanager
     def running(self) -> Iterator[Trainer]:
-        """The frame of a run: the folder (made first, so a signal at any moment leaves a run that
-        --resume can finish), its lock, signal handling, and the status written however it ends."""
-        made_out = not self.out.expanduser().exists()
-        if self.run_dir is None:
-            self.run_dir = folders.create(self.out, self.config.name)
-        self._lock = checkpoints.lock(self.run_dir)
-        before = None  # a resume refused for bad input leaves the run as it found it
-        if self.resume is None:
-            self.write_config()
-        else:
+        """The frame of a run: its folder and lock, signal handling, and the status written
+        however it ends. Bad input found before any training leaves nothing that looks like a run;
+        a resume refused for bad input leaves the run as it found it."""
+        before = None
+        if self.resume is not None:
             before = (self.run_dir / folders.METRICS).read_text()
-        self._write_status("running")
+            self.open_folder()
         with self.guard:
             try:
                 yield self
@@ -222,6 +229,8 @@ class Trainer:
 
                 signum = getattr(e, "signum", signal.SIGINT)
                 name = signal.Signals(signum).name
+                self.guard.shielded = True
+                self.open_folder()
                 done = self._stopped("interrupted", signal=name)
                 again = (
                     f"continue with: kcnn train --resume {self.run_dir}"
@@ -239,21 +248,18 @@ class Trainer:
                 raise interrupts.diverged(stop, self.config.optimizer, self.config.lr) from None
             except KcnnError:
                 self.guard.shielded = True
-                if not self._trained and before is not None:
+                if self._trained:
+                    self._write_status("failed")
+                elif before is not None:
                     write_atomic(self.run_dir / folders.METRICS, before)
-                elif not self._trained:
-                    # Bad input found before any training: leave nothing that looks like a run.
+                elif self.run_dir is not None:  # made, then refused before training: remove it
                     self._release()
                     shutil.rmtree(self.run_dir, ignore_errors=True)
-                    if made_out:
-                        with contextlib.suppress(OSError):
-                            self.out.expanduser().rmdir()  # only if nothing else is in it
-                else:
-                    self._write_status("failed")
                 raise
             except BaseException:
                 self.guard.shielded = True
-                self._write_status("failed")
+                if self.run_dir is not None:
+                    self._write_status("failed")
                 raise
             finally:
                 self._release()
@@ -295,6 +301,7 @@ class Trainer:
                 "mix two data sets; start a new run"
             )
         self.prepared = prepared
+        self.open_folder()
         data, parts = prepared.data, prepared.parts
         self.facts.update(
             {
