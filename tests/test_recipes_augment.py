@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kcnn.data import augment
+from kcnn.data import augment, pipeline
 from kcnn.data.augment import AugmentSettings, augment_epoch, augmenter, resolve
 from kcnn.data.pipeline import make_dataset
 from kcnn.errors import KcnnError
@@ -156,3 +156,27 @@ def test_resolving_settings_does_not_load_tensorflow():
     )
     subprocess.run([sys.executable, "-c", code], check=True)
     assert augment.POLICIES == ("none", "light", "standard")
+
+
+@pytest.mark.skipif(
+    "augment" not in pipeline.epoch_batches.__code__.co_varnames,
+    reason="pipeline.epoch_batches does not take an augmenter yet",
+)
+def test_the_training_stream_is_augmented_and_resumes_exactly():
+    """Once wired: epoch_batches(..., augment=...) augments, and a stream started at epoch 1 holds
+    the very batches epoch 1 of a stream started at epoch 0 holds."""
+    x, y = _images(10, 28, 1), np.arange(10)
+    augment = augmenter(resolve("standard", "mnist-5k", 1), seed=4)
+
+    def stream(first, augment):
+        batches = pipeline.epoch_batches(x, y, (32, 32, 1), 4, 4, first, 2, augment=augment)
+        return [(images.numpy(), labels.numpy()) for images, labels in batches]
+
+    whole, resumed, plain = stream(0, augment), stream(1, augment), stream(0, None)
+    assert len(whole) == 6 and len(resumed) == 3
+    for (a, la), (b, lb) in zip(whole[3:], resumed, strict=True):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(la, lb)
+    for (a, la), (b, lb) in zip(whole, plain, strict=True):
+        np.testing.assert_array_equal(la, lb)  # same order, different pixels
+        assert a.shape == b.shape and not np.array_equal(a, b)
