@@ -145,13 +145,15 @@ def test_evaluation_batches_are_untouched():
 
 
 def test_resolving_settings_does_not_load_tensorflow():
-    """Config validation may resolve a policy at start-up, where TensorFlow must not load."""
+    """Config validation may check recipe settings at start-up, where TensorFlow must not load."""
     import subprocess
     import sys
 
     code = (
         "import sys; from kcnn.data.augment import resolve; from kcnn.engine import recipes; "
         "resolve('light', 'cifar10', 3); recipes.learning_rate(3, 0.1, 10, 'cosine'); "
+        "recipes.check_optimizer('sgd', 5e-4, 0.9, True); recipes.check_label_smoothing(0.1); "
+        "recipes.check_plateau(0.5, 3); recipes.check_early_stopping(5); "
         "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -161,13 +161,9 @@ def learning_rate_callback(
     return LearningRate()
 
 
-def make_optimizer(
-    name: str, lr: float, weight_decay: float = 0.0, momentum: float = 0.0, nesterov: bool = False
-):
-    """A Keras optimizer. `weight_decay` is decoupled (AdamW-style: w ← w − lr·wd·w) in every
-    Keras 3 optimizer; `adamw` is Adam with it. Momentum and Nesterov belong to SGD alone."""
-    import keras
-
+def check_optimizer(
+    name: str, weight_decay: float = 0.0, momentum: float = 0.0, nesterov: bool = False
+) -> None:
     if name not in OPTIMIZERS:
         raise unknown("optimizer", name, OPTIMIZERS)
     if weight_decay < 0:
@@ -181,6 +177,16 @@ def make_optimizer(
         )
     if nesterov and not momentum:
         raise KcnnError("--nesterov needs a --momentum above 0")
+
+
+def make_optimizer(
+    name: str, lr: float, weight_decay: float = 0.0, momentum: float = 0.0, nesterov: bool = False
+):
+    """A Keras optimizer. `weight_decay` is decoupled (AdamW-style: w ← w − lr·wd·w) in every
+    Keras 3 optimizer; `adamw` is Adam with it. Momentum and Nesterov belong to SGD alone."""
+    import keras
+
+    check_optimizer(name, weight_decay, momentum, nesterov)
     decay = weight_decay or None  # None: no decay at all, rather than a zero multiply per step
     if name == "sgd":
         return keras.optimizers.SGD(lr, momentum=momentum, nesterov=nesterov, weight_decay=decay)
@@ -190,6 +196,11 @@ def make_optimizer(
     return cls(lr, weight_decay=decay)
 
 
+def check_label_smoothing(label_smoothing: float) -> None:
+    if not 0.0 <= label_smoothing < 1.0:
+        raise KcnnError(f"--label-smoothing must be at least 0 and below 1, got {label_smoothing}")
+
+
 def make_loss(label_smoothing: float = 0.0):
     """Cross-entropy for integer labels and softmax outputs, optionally label-smoothed.
 
@@ -197,8 +208,7 @@ def make_loss(label_smoothing: float = 0.0):
     `SmoothedSparseCrossentropy`, which one-hots the labels itself: the pipeline keeps integer
     labels and compile's "accuracy" still resolves to sparse categorical accuracy.
     """
-    if not 0.0 <= label_smoothing < 1.0:
-        raise KcnnError(f"--label-smoothing must be at least 0 and below 1, got {label_smoothing}")
+    check_label_smoothing(label_smoothing)
     if not label_smoothing:
         return "sparse_categorical_crossentropy"
     return smoothed_loss_class()(label_smoothing=label_smoothing)
@@ -252,6 +262,11 @@ def smoothed_loss_class():
     return _SMOOTHED
 
 
+def check_early_stopping(patience: int) -> None:
+    if patience < 1:
+        raise KcnnError(f"--early-stopping must be a patience of 1 or more epochs, got {patience}")
+
+
 def early_stopping_callback(
     patience: int, monitor: str = "val_loss", history: Sequence[float] = ()
 ):
@@ -265,8 +280,7 @@ def early_stopping_callback(
     import keras
     import numpy as np
 
-    if patience < 1:
-        raise KcnnError(f"--early-stopping must be a patience of 1 or more epochs, got {patience}")
+    check_early_stopping(patience)
     higher_is_better = "acc" in monitor
 
     def better(value: float, best: float | None) -> bool:
