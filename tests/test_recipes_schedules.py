@@ -1,6 +1,8 @@
 """Recipes: schedules, optimizers, label smoothing, plateau and early stopping, exact resume."""
 
 import math
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -131,6 +133,18 @@ def test_label_smoothing_loss_matches_keras_and_survives_save_and_load(tmp_path)
     loaded = keras.models.load_model(tmp_path / "model.keras", safe_mode=True)
     assert loaded.loss.label_smoothing == 0.1
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+@pytest.mark.slow
+def test_keras_alone_loads_a_smoothed_model_without_its_training_configuration(tmp_path):
+    model = _tiny_model()
+    model.compile(optimizer="adam", loss=make_loss(0.1), metrics=["accuracy"])
+    model.save(tmp_path / "model.keras")
+    code = (
+        "import sys, keras; m = keras.models.load_model(sys.argv[1], compile=False); "
+        "assert 'kcnn' not in sys.modules and m.output_shape == (None, 3)"
+    )
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "model.keras")], check=True)
 
 
 def test_plateau_scale_from_recorded_losses():
