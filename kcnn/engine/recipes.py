@@ -1,0 +1,351 @@
+"""Training recipes: learning-rate schedules, optimizers, label smoothing, early stopping.
+
+Everything that changes from epoch to epoch is a function of the epoch number and of the history
+kcnn records (history.csv), never of how many epochs this process has run, so an interrupted run
+resumed at epoch k continues exactly as if it had never stopped:
+
+- `learning_rate(epoch, ...)` is a pure function of the epoch;
+- `plateau_scale(val_losses, ...)` recomputes ReduceLROnPlateau's reductions from the recorded
+  validation losses, and `LearningRate` applies schedule × plateau at each epoch's start;
+- `EarlyStopping` recomputes its best epoch and patience counter from the recorded history; the
+  best epoch's weights, which no history holds, come from `state()` / `restore(state)`.
+
+Learning rates change per epoch, not per batch: the schedule is the same whatever the batch size,
+and each epoch's rate is one row of history.csv.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from kcnn.errors import KcnnError, unknown
+
+SCHEDULES = ("constant", "cosine", "step", "one-cycle")
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+STEP_MILESTONES = (0.5, 0.75)  # step: ×0.1 at half and three quarters of the post-warm-up epochs
+STEP_FACTOR = 0.1
+ONE_CYCLE_RISE = 0.3  # one-cycle climbs for 30 % of the epochs unless `warmup` says otherwise
+ONE_CYCLE_START = 1 / 25  # ... from base_lr / 25 (the start fastai and PyTorch's OneCycleLR use)
+
+
+def check_schedule(schedule: str, epochs: int, warmup: int = 0, min_lr: float = 0.0) -> None:
+    if schedule not in SCHEDULES:
+        raise unknown("learning-rate schedule", schedule, SCHEDULES)
+    if warmup < 0 or (warmup and warmup >= epochs):
+        raise KcnnError(
+            f"--warmup must be 0 or more and fewer than the {epochs} epochs, got {warmup}"
+        )
+    if min_lr < 0:
+        raise KcnnError(f"--min-lr must be 0 or more, got {min_lr}")
+
+
+def learning_rate(
+    epoch: int,
+    base_lr: float,
+    epochs: int,
+    schedule: str = "constant",
+    warmup: int = 0,
+    min_lr: float = 0.0,
+) -> float:
+    """The learning rate of epoch `epoch` (0-based) of `epochs`.
+
+    warm-up (constant, cosine, step): epochs 0..W-1 climb linearly, lr = base_lr·(e+1)/(W+1),
+        and the schedule proper runs over the remaining N = epochs − W epochs, t = e − W.
+    constant: base_lr.
+    cosine: min_lr + (base_lr − min_lr)·(1 + cos(π·t/N))/2 — base_lr at t = 0, approaching
+        min_lr (default 0) without spending an epoch on it.
+    step: base_lr·0.1^k, k = how many of the milestones W + ⌊0.5·N⌋ and W + ⌊0.75·N⌋ are ≤ e.
+    one-cycle: a linear climb from base_lr/25 to base_lr over R epochs (R = W if given, else
+        max(1, round(0.3·epochs))), lr = base_lr/25 + (base_lr − base_lr/25)·e/R, then cosine from
+        base_lr down towards min_lr over the remaining epochs as above.
+    """
+    check_schedule(schedule, epochs, warmup, min_lr)
+    if schedule == "one-cycle":
+        rise = warmup or max(1, round(ONE_CYCLE_RISE * epochs))
+        if epoch < rise:
+            start = base_lr * ONE_CYCLE_START
+            return start + (base_lr - start) * epoch / rise
+        return _cosine(epoch - rise, max(epochs - rise, 1), base_lr, min_lr)
+    if epoch < warmup:
+        return base_lr * (epoch + 1) / (warmup + 1)
+    t, n = epoch - warmup, max(epochs - warmup, 1)
+    if schedule == "cosine":
+        return _cosine(t, n, base_lr, min_lr)
+    if schedule == "step":
+        passed = sum(t >= math.floor(m * n) for m in STEP_MILESTONES)
+        return base_lr * STEP_FACTOR**passed
+    return base_lr
+
+
+def _cosine(t: int, n: int, high: float, low: float) -> float:
+    return low + (high - low) * (1 + math.cos(math.pi * t / n)) / 2
+
+
+def plateau_scale(
+    val_losses: Sequence[float], factor: float = 0.1, patience: int = 5, min_delta: float = 1e-4
+) -> float:
+    """The factor ReduceLROnPlateau has multiplied the rate by after these epochs' losses.
+
+    After an epoch whose validation loss is not below the best so far by more than `min_delta`
+    the wait grows; when it reaches `patience` the rate is multiplied by `factor` and the wait
+    starts again (as keras.callbacks.ReduceLROnPlateau with cooldown 0 and mode 'min').
+    """
+    scale, best, wait = 1.0, math.inf, 0
+    for loss in val_losses:
+        if loss < best - min_delta:
+            best, wait = loss, 0
+            continue
+        wait += 1
+        if wait >= patience:
+            scale, wait = scale * factor, 0
+    return scale
+
+
+def check_plateau(factor: float, patience: int) -> None:
+    if not 0.0 < factor < 1.0:
+        raise KcnnError(f"--plateau-factor must be between 0 and 1 (exclusive), got {factor}")
+    if patience < 1:
+        raise KcnnError(
+            f"--reduce-lr-on-plateau must be a patience of 1 or more epochs, got {patience}"
+        )
+
+
+def learning_rate_callback(
+    base_lr: float,
+    epochs: int,
+    schedule: str = "constant",
+    warmup: int = 0,
+    min_lr: float = 0.0,
+    plateau: tuple[float, int] | None = None,
+    val_losses: Sequence[float] = (),
+):
+    """A Keras callback setting each epoch's rate at its start and logging it as `learning_rate`.
+
+    `plateau` = (factor, patience) multiplies the schedule by `plateau_scale` of the validation
+    losses seen so far; on resume pass the recorded losses of the finished epochs as `val_losses`.
+    """
+    import keras
+
+    check_schedule(schedule, epochs, warmup, min_lr)
+    if plateau is not None:
+        check_plateau(*plateau)
+
+    class LearningRate(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.val_losses = [float(v) for v in val_losses]
+            self.rate = base_lr
+
+        def rate_for(self, epoch: int) -> float:
+            rate = learning_rate(epoch, base_lr, epochs, schedule, warmup, min_lr)
+            if plateau is not None:
+                factor, patience = plateau
+                rate *= plateau_scale(self.val_losses[:epoch], factor, patience)
+            return rate
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.rate = self.rate_for(epoch)
+            self.model.optimizer.learning_rate.assign(self.rate)
+
+        def on_epoch_end(self, epoch, logs=None):
+            if logs is not None:
+                logs["learning_rate"] = self.rate
+                if plateau is not None:
+                    if "val_loss" not in logs:
+                        raise KcnnError("--reduce-lr-on-plateau needs a validation split")
+                    del self.val_losses[epoch:]
+                    self.val_losses.append(float(logs["val_loss"]))
+
+    return LearningRate()
+
+
+def check_optimizer(
+    name: str, weight_decay: float = 0.0, momentum: float = 0.0, nesterov: bool = False
+) -> None:
+    if name not in OPTIMIZERS:
+        raise unknown("optimizer", name, OPTIMIZERS)
+    if weight_decay < 0:
+        raise KcnnError(f"--weight-decay must be 0 or more, got {weight_decay}")
+    if not 0.0 <= momentum < 1.0:
+        raise KcnnError(f"--momentum must be at least 0 and below 1, got {momentum}")
+    if name != "sgd" and (momentum or nesterov):
+        raise KcnnError(
+            f"--momentum and --nesterov apply to the sgd optimizer, not {name}; "
+            "use --optimizer sgd or drop them"
+        )
+    if nesterov and not momentum:
+        raise KcnnError("--nesterov needs a --momentum above 0")
+
+
+def make_optimizer(
+    name: str, lr: float, weight_decay: float = 0.0, momentum: float = 0.0, nesterov: bool = False
+):
+    """A Keras optimizer. `weight_decay` is decoupled (AdamW-style: w ← w − lr·wd·w) in every
+    Keras 3 optimizer; `adamw` is Adam with it. Momentum and Nesterov belong to SGD alone."""
+    import keras
+
+    check_optimizer(name, weight_decay, momentum, nesterov)
+    decay = weight_decay or None  # None: no decay at all, rather than a zero multiply per step
+    if name == "sgd":
+        return keras.optimizers.SGD(lr, momentum=momentum, nesterov=nesterov, weight_decay=decay)
+    if name == "adamw":
+        return keras.optimizers.AdamW(lr, weight_decay=weight_decay)
+    cls = {"adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop}[name]
+    return cls(lr, weight_decay=decay)
+
+
+def check_label_smoothing(label_smoothing: float) -> None:
+    if not 0.0 <= label_smoothing < 1.0:
+        raise KcnnError(f"--label-smoothing must be at least 0 and below 1, got {label_smoothing}")
+
+
+def make_loss(label_smoothing: float = 0.0):
+    """Cross-entropy for integer labels and softmax outputs, optionally label-smoothed.
+
+    Keras 3's SparseCategoricalCrossentropy has no label smoothing, so smoothing uses
+    `SmoothedSparseCrossentropy`, which one-hots the labels itself: the pipeline keeps integer
+    labels and compile's "accuracy" still resolves to sparse categorical accuracy.
+    """
+    check_label_smoothing(label_smoothing)
+    if not label_smoothing:
+        return "sparse_categorical_crossentropy"
+    return smoothed_loss_class()(label_smoothing=label_smoothing)
+
+
+_SMOOTHED = None
+
+
+def smoothed_loss_class():
+    """The registered loss class (created once, on first use, so importing kcnn needs no Keras).
+
+    `keras.models.load_model` with safe_mode finds it by its registered name
+    'kcnn>SmoothedSparseCrossentropy' once this function has run in the loading process.
+    """
+    global _SMOOTHED
+    if _SMOOTHED is not None:
+        return _SMOOTHED
+    import keras
+
+    @keras.saving.register_keras_serializable(package="kcnn")
+    class SmoothedSparseCrossentropy(keras.losses.Loss):
+        """Categorical cross-entropy with label smoothing, for integer labels."""
+
+        def __init__(
+            self,
+            label_smoothing=0.1,
+            from_logits=False,
+            name="smoothed_sparse_crossentropy",
+            **kwargs,
+        ):
+            super().__init__(name=name, **kwargs)
+            self.label_smoothing = label_smoothing
+            self.from_logits = from_logits
+
+        def call(self, y_true, y_pred):
+            ops = keras.ops
+            labels = ops.cast(ops.reshape(y_true, (-1,)), "int32")
+            one_hot = ops.one_hot(labels, ops.shape(y_pred)[-1], dtype=y_pred.dtype)
+            return keras.losses.categorical_crossentropy(
+                one_hot, y_pred, from_logits=self.from_logits, label_smoothing=self.label_smoothing
+            )
+
+        def get_config(self):
+            return {
+                **super().get_config(),
+                "label_smoothing": self.label_smoothing,
+                "from_logits": self.from_logits,
+            }
+
+    _SMOOTHED = SmoothedSparseCrossentropy
+    return _SMOOTHED
+
+
+def check_early_stopping(patience: int) -> None:
+    if patience < 1:
+        raise KcnnError(f"--early-stopping must be a patience of 1 or more epochs, got {patience}")
+
+
+def early_stopping_callback(
+    patience: int, monitor: str = "val_loss", history: Sequence[float] = ()
+):
+    """A Keras callback stopping training after `patience` epochs without a better `monitor`
+    (lower loss, higher accuracy) and restoring the best epoch's weights when training ends.
+
+    On resume pass the recorded values of `monitor` of the finished epochs as `history` and
+    `restore(state)` the `state()` saved with the checkpoint (it holds the best weights).
+    `summary()` says what happened, for metrics.json.
+    """
+    import keras
+    import numpy as np
+
+    check_early_stopping(patience)
+    higher_is_better = "acc" in monitor
+
+    def better(value: float, best: float | None) -> bool:
+        if best is None:
+            return True
+        return value > best if higher_is_better else value < best
+
+    class EarlyStopping(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.values = [float(v) for v in history]
+            self.best_weights: list[np.ndarray] | None = None
+            self.stopped_epoch: int | None = None
+            self.restored = False
+
+        @property
+        def best_epoch(self) -> int | None:
+            best = None
+            for epoch, value in enumerate(self.values):
+                if better(value, None if best is None else self.values[best]):
+                    best = epoch
+            return best
+
+        def on_epoch_end(self, epoch, logs=None):
+            if monitor not in (logs or {}):
+                raise KcnnError(f"--early-stopping watches {monitor}, which training did not log")
+            del self.values[epoch:]
+            self.values.append(float(logs[monitor]))
+            if self.best_epoch == epoch:
+                self.best_weights = [np.array(w) for w in self.model.get_weights()]
+            elif epoch - self.best_epoch >= patience:
+                self.stopped_epoch = epoch
+                self.model.stop_training = True
+
+        def on_train_end(self, logs=None):
+            if self.best_epoch != len(self.values) - 1:
+                if self.best_weights is None:
+                    raise RuntimeError(  # an engine bug, not bad input
+                        "early stopping lost the best epoch's weights: restore(state) on resume"
+                    )
+                self.model.set_weights(self.best_weights)
+                self.restored = True
+
+        def state(self) -> dict[str, Any]:
+            return {"values": list(self.values), "best_weights": self.best_weights}
+
+        def restore(self, state: dict[str, Any]) -> None:
+            self.values = [float(v) for v in state["values"]]
+            weights = state.get("best_weights")
+            self.best_weights = None if weights is None else [np.asarray(w) for w in weights]
+
+        def summary(self) -> dict[str, Any]:
+            best = self.best_epoch
+            return {
+                "monitor": monitor,
+                "patience": patience,
+                "best_epoch": None if best is None else best + 1,  # 1-based, as history.csv
+                f"best_{monitor}": None if best is None else self.values[best],
+                "stopped_early": self.stopped_epoch is not None,
+                "stop_reason": (
+                    f"no better {monitor} for {patience} epochs after epoch {best + 1}"
+                    if self.stopped_epoch is not None
+                    else "ran all epochs"
+                ),
+                "restored_best_weights": self.restored,
+            }
+
+    return EarlyStopping()
