@@ -10,7 +10,7 @@ OUT_DIR = "runs"
 API = "sequential"
 
 # Learning rates each optimizer is commonly run with when --lr is not given.
-LEARNING_RATES = {"adam": 1e-3, "sgd": 1e-2, "rmsprop": 1e-3}
+LEARNING_RATES = {"adam": 1e-3, "adamw": 1e-3, "sgd": 1e-2, "rmsprop": 1e-3}
 OPTIMIZERS = tuple(LEARNING_RATES)
 APIS = ("sequential", "functional", "subclassed")
 

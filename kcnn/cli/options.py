@@ -82,8 +82,8 @@ def setting_parameter(cls: type[RunConfig], key: str, spec: Setting) -> inspect.
         )
     if spec.kind is bool:
         flags = spec.flags or f"{option_name(key)}/--no-{option_name(key)[2:]}"
-        option = typer.Option(flags, help=_help(spec))
-        annotation = Annotated[bool, option]
+        option = typer.Option(flags, help=_help(spec), show_default=default is not None)
+        annotation = Annotated[bool | None if spec.optional else bool, option]
     else:
         show = default is not None
         option = typer.Option(option_name(key), help=_help(spec), show_default=show, **extra)

@@ -370,7 +370,12 @@ def train_one(
             trainer.compile(net.model, config.fine_tune_lr)  # recompile: the trainable set changed
             trainer.results["fine_tune_trainable_params"] = count_params(net.model)["trainable"]
             trainer.fit(
-                net.model, trainer.training_batches(epochs), trainer.batches("val"), epochs=epochs
+                net.model,
+                trainer.training_batches(epochs),
+                trainer.batches("val"),
+                epochs=epochs,
+                lr=config.fine_tune_lr,
+                schedule=False,  # the recipe's schedule is the frozen phase's; fine-tuning is gentle
             )
         return trainer.finish(
             net.model, title=f"{backbone.name} + {config.head} head on {prepared.data.name}"

@@ -12,6 +12,8 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
+from kcnn.data.augment import augment_epoch
+
 
 def fit_mode(source_hw: tuple[int, int], target_hw: tuple[int, int]) -> str:
     """How a source image is brought to the model's size: 'none', 'pad' or 'resize'.
@@ -89,6 +91,7 @@ def epoch_batches(
     first_epoch: int,
     epochs: int,
     preprocess: Callable[[tf.Tensor], tf.Tensor] | None = None,
+    augment: Callable | None = None,
 ) -> tf.data.Dataset:
     """Training batches for epochs `first_epoch`..`epochs - 1` as one stream, for
     `model.fit(..., steps_per_epoch=steps_per_epoch(len(y), batch_size), initial_epoch=first_epoch)`.
@@ -96,13 +99,15 @@ def epoch_batches(
     Each epoch is shuffled by (seed, epoch number) alone, not by how many epochs this process has
     run, so a run resumed at epoch k sees the very batches an uninterrupted run sees from k on.
     `input_shape` None: `x` is already what the model takes (cached features), batched as it is.
+    `augment(images, epoch, batch_index)` (kcnn.data.augment) changes each training batch before it
+    is brought to the model's size, by (seed, epoch, batch) alone, so resuming stays exact.
     """
     images = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int64)))
     count = len(y)
 
     def one_epoch(epoch):
         order = images.shuffle(count, seed=seed * 1_000_003 + epoch, reshuffle_each_iteration=False)
-        return order.batch(batch_size)
+        return augment_epoch(order.batch(batch_size), epoch, augment)
 
     ds = tf.data.Dataset.range(first_epoch, epochs).flat_map(one_epoch)
     if input_shape is not None:

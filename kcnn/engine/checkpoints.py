@@ -26,6 +26,7 @@ CHECKPOINT, CHECKPOINT_INFO, CHECKPOINT_RNG = (
     "checkpoint.json",
     "checkpoint_rng.npz",
 )
+CHECKPOINT_BEST = "checkpoint_best.npz"  # early stopping's best weights so far
 LOCK = ".lock"
 RESUMABLE = ("interrupted", "running", "failed")  # "running" with no live process: killed outright
 
@@ -68,7 +69,7 @@ def set_rng_state(model, states: list) -> None:
 # --- writing ------------------------------------------------------------------------------------
 
 
-def save(run_dir: Path, model, epoch: int, reason: str) -> None:
+def save(run_dir: Path, model, epoch: int, reason: str, best: list | None = None) -> None:
     """Write the checkpoint atomically: the model and generator files first, then the note that
     points at them (a checkpoint without its note is never used)."""
     import numpy as np
@@ -80,12 +81,17 @@ def save(run_dir: Path, model, epoch: int, reason: str) -> None:
     tmp_rng = run_dir / f".{CHECKPOINT_RNG}.tmp.npz"
     np.savez(tmp_rng, *rng_state(model))
     os.replace(tmp_rng, run_dir / CHECKPOINT_RNG)
+    (run_dir / CHECKPOINT_BEST).unlink(missing_ok=True)
+    if best is not None:
+        tmp_best = run_dir / f".{CHECKPOINT_BEST}.tmp.npz"
+        np.savez(tmp_best, *best)
+        os.replace(tmp_best, run_dir / CHECKPOINT_BEST)
     write_json(run_dir / CHECKPOINT_INFO, {"epoch": epoch, "reason": reason, "file": CHECKPOINT})
 
 
 def discard(run_dir: Path) -> None:
     """A finished run keeps model.keras; its checkpoint is no longer needed."""
-    for name in (CHECKPOINT_INFO, CHECKPOINT, CHECKPOINT_RNG):
+    for name in (CHECKPOINT_INFO, CHECKPOINT, CHECKPOINT_RNG, CHECKPOINT_BEST):
         (run_dir / name).unlink(missing_ok=True)
 
 
@@ -207,21 +213,11 @@ def read_history(path: Path) -> list[dict[str, float]]:
 def load_model(run_dir: Path):
     """The checkpointed model, optimizer and random-generator state included, loaded with Keras
     safe mode (a saved model can never run arbitrary Python code through a lambda)."""
-    import keras
     import numpy as np
 
-    import kcnn.models.blocks  # noqa: F401  registers kcnn's layers with Keras before loading
-    import kcnn.models.forms  # noqa: F401
+    from kcnn.models import saved
 
-    path = run_dir / CHECKPOINT
-    try:
-        model = keras.saving.load_model(path, safe_mode=True)
-    except Exception as e:
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise KcnnError(
-            f"cannot load the checkpoint {path}: it is damaged or unsafe ({first[:120]}); "
-            "this run cannot be resumed"
-        ) from None
+    model = saved.load(run_dir / CHECKPOINT, "this run cannot be resumed")
     if not (run_dir / CHECKPOINT_RNG).is_file():
         if rng_variables(model):
             raise KcnnError(
@@ -239,3 +235,19 @@ def load_model(run_dir: Path):
         ) from None
     set_rng_state(model, states)
     return model
+
+
+def load_best_weights(run_dir: Path) -> list | None:
+    """Early stopping's best weights saved with the checkpoint (None: the last epoch was best)."""
+    import numpy as np
+
+    path = run_dir / CHECKPOINT_BEST
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path) as saved:
+            return [saved[f"arr_{i}"] for i in range(len(saved.files))]
+    except Exception as e:
+        raise KcnnError(
+            f"the checkpoint {path} is damaged ({type(e).__name__}); this run cannot be resumed"
+        ) from None

@@ -25,7 +25,12 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from kcnn import defaults
+from kcnn.data.augment import POLICIES as AUGMENT_POLICIES
+from kcnn.data.augment import SWITCHES
+from kcnn.engine.recipes import SCHEDULES
 from kcnn.errors import KcnnError, closest
+
+AUGMENT_SWITCHES = tuple(f"augment_{name}" for name in SWITCHES)
 
 # Whole numbers TensorFlow takes as int32 (steps, sizes) and seeds scikit-learn takes (< 2**32).
 INT32_MAX = 2**31 - 1
@@ -256,6 +261,74 @@ class RunConfig:
     )
     out: str = setting(defaults.OUT_DIR, "Folder that receives the run folders.", metavar="PATH")
     name: str | None = setting(None, "Run name [default: made from the model and the data set].")
+    # --- the recipe: optimizer, schedule, regularisation, augmentation (kcnn.engine.recipes) -----
+    weight_decay: float = setting(
+        0.0, "Decoupled weight decay (AdamW-style; any optimizer).", low=0.0, high=1.0
+    )
+    momentum: float = setting(
+        0.0, "Momentum of the sgd optimizer.", low=0.0, high=1.0, high_open=True
+    )
+    nesterov: bool = setting(False, "Nesterov momentum (sgd with --momentum).")
+    schedule: str = setting(
+        "constant",
+        "Learning-rate schedule, one rate per epoch (recorded in history.csv).",
+        choices=SCHEDULES,
+        noun="schedule",
+    )
+    warmup: int = setting(0, "Epochs of linear learning-rate warm-up.", low=0, high=100_000)
+    min_lr: float = setting(0.0, "The rate cosine and one-cycle decay towards.", low=0.0)
+    label_smoothing: float = setting(
+        0.0, "Label smoothing of the cross-entropy loss.", low=0.0, high=1.0, high_open=True
+    )
+    early_stopping: int | None = setting(
+        None,
+        "Stop after N epochs without a lower validation loss, restoring the best epoch's weights.",
+        low=1,
+        high=100_000,
+        metavar="PATIENCE",
+    )
+    reduce_lr_on_plateau: int | None = setting(
+        None,
+        "Multiply the rate by --plateau-factor after N epochs without a lower validation loss.",
+        low=1,
+        high=100_000,
+        metavar="PATIENCE",
+    )
+    plateau_factor: float = setting(
+        0.1, "Factor of --reduce-lr-on-plateau.", low=0.0, low_open=True, high=1.0, high_open=True
+    )
+    augment: str = setting(
+        "none",
+        "Augment training images: light (random crop, flips where classes survive them), standard "
+        "(light + small rotations + colour jitter on colour images). Never validation or test.",
+        choices=AUGMENT_POLICIES,
+        noun="augmentation policy",
+    )
+    augment_crop: float | None = setting(
+        None,
+        "Random-crop margin as a fraction of the side [default: the policy's].",
+        low=0.0,
+        high=0.5,
+    )
+    augment_flip: bool | None = setting(None, "Random left-right flips [default: the policy's].")
+    augment_rotate: float | None = setting(
+        None,
+        "Random rotation, up to this many degrees [default: the policy's].",
+        low=0.0,
+        high=180.0,
+    )
+    augment_translate: float | None = setting(
+        None,
+        "Random shift, up to this fraction of the side [default: the policy's].",
+        low=0.0,
+        high=0.5,
+    )
+    augment_color: float | None = setting(
+        None,
+        "Brightness/contrast jitter, up to this fraction (colour images) [default: the policy's].",
+        low=0.0,
+        high=1.0,
+    )
     tensorboard: bool = setting(
         False, "Write TensorBoard logs (scalars per epoch, the graph) into RUN/tensorboard/."
     )
@@ -313,6 +386,7 @@ class RunConfig:
         from kcnn.data import datasets
 
         datasets.check(self.dataset, self.data_dir)  # names data at all? (loads nothing)
+        self.check_recipe()
         self.check()
         if self.name is None:
             self.name = self.default_name()
@@ -323,6 +397,23 @@ class RunConfig:
 
     def check(self) -> None:
         """The command's own rules across settings (subclasses add theirs)."""
+
+    def check_recipe(self) -> None:
+        """The recipe's rules across settings: momentum is SGD's, warm-up fits in the epochs, and
+        no flip where a mirrored image is another class."""
+        from kcnn.data import augment
+        from kcnn.engine import recipes
+
+        recipes.check_optimizer(self.optimizer, self.weight_decay, self.momentum, self.nesterov)
+        recipes.check_schedule(self.schedule, self.epochs, self.warmup, self.min_lr)
+        if self.augment_flip and self.dataset in augment.MIRROR_SENSITIVE:
+            raise KcnnError(
+                f"--augment-flip on {self.dataset}: a mirrored digit or slash is another class; drop it"
+            )
+
+    def augment_switches(self) -> dict[str, Any]:
+        """The augmentation switches given explicitly (None: the policy's)."""
+        return {key: getattr(self, key) for key in AUGMENT_SWITCHES}
 
     def default_name(self) -> str:
         raise NotImplementedError

@@ -20,10 +20,11 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from kcnn import defaults
 from kcnn.errors import KcnnError, unknown
 
 SCHEDULES = ("constant", "cosine", "step", "one-cycle")
-OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+OPTIMIZERS = defaults.OPTIMIZERS
 STEP_MILESTONES = (0.5, 0.75)  # step: ×0.1 at half and three quarters of the post-warm-up epochs
 STEP_FACTOR = 0.1
 ONE_CYCLE_RISE = 0.3  # one-cycle climbs for 30 % of the epochs unless `warmup` says otherwise

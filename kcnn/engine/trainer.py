@@ -90,16 +90,6 @@ def seed_everything(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
-def make_optimizer(name: str, lr: float):
-    import keras
-
-    return {
-        "adam": keras.optimizers.Adam,
-        "sgd": keras.optimizers.SGD,
-        "rmsprop": keras.optimizers.RMSprop,
-    }[name](learning_rate=lr)
-
-
 def verbosity() -> int:
     """Keras's progress bar on a terminal, one line per epoch in logs and pipes."""
     return 1 if sys.stdout.isatty() else 2
@@ -151,6 +141,7 @@ class Trainer:
         # command says so (one model trained in one phase can be resumed exactly).
         self.resumable = resumable
         self.model = None  # the model the current fit phase trains (a checkpoint saves it)
+        self.early = None  # the early-stopping callback, when the recipe asks for it
         self.guard = interrupts.SignalGuard()
         self.sentinel = None
         self._lock = None
@@ -277,7 +268,8 @@ class Trainer:
             if self.sentinel is not None and self.sentinel.restore_snapshot(self.model):
                 done = min(done, self.sentinel.snapshot_epoch)
             if done:
-                checkpoints.save(self.run_dir, self.model, done, reason="interrupted")
+                best = self.early.best_weights if self.early is not None else None
+                checkpoints.save(self.run_dir, self.model, done, reason="interrupted", best=best)
                 extra["checkpoint"] = checkpoints.CHECKPOINT
         write_csv(self.run_dir / folders.HISTORY, self.rows[:done], None if done else ["epoch"])
         self._write_status(status, epochs=done, **extra)
@@ -334,9 +326,15 @@ class Trainer:
         self.results["params"] = count_params(model)
 
     def compile(self, model, lr: float | None = None) -> None:
+        """The optimizer and loss of the recipe (weight decay, momentum, label smoothing)."""
+        from kcnn.engine import recipes
+
+        c = self.config
         model.compile(
-            optimizer=make_optimizer(self.config.optimizer, lr or self.config.lr),
-            loss="sparse_categorical_crossentropy",
+            optimizer=recipes.make_optimizer(
+                c.optimizer, lr or c.lr, c.weight_decay, c.momentum, c.nesterov
+            ),
+            loss=recipes.make_loss(c.label_smoothing),
             metrics=["accuracy"],
         )
 
@@ -361,7 +359,7 @@ class Trainer:
         p = self.prepared
         x = p.parts.x_train if x is None else x
         y = p.parts.y_train if y is None else y
-        images = x is p.parts.x_train  # features need no preparing
+        images = x is p.parts.x_train  # features need no preparing (and are never augmented)
         return epoch_batches(
             x,
             y,
@@ -371,13 +369,38 @@ class Trainer:
             len(self.rows),
             epochs,
             self.preprocess if images else None,
+            self.augmenter() if images else None,
         )
+
+    def augmenter(self):
+        """The training images' augmentation (None: none), recorded in config.json."""
+        from kcnn.data import augment
+
+        c, p = self.config, self.prepared
+        settings = augment.resolve(
+            c.augment, p.data.name, p.data.image_shape[2], c.augment_switches()
+        )
+        self.facts["augmentation"] = settings.to_dict()
+        self.write_config()
+        return augment.augmenter(settings, c.seed)
 
     # --- phase: fit -----------------------------------------------------------------------------
 
-    def fit(self, model, train_ds, val_ds, *, epochs: int, steps: int | None = None) -> None:
+    def fit(
+        self,
+        model,
+        train_ds,
+        val_ds,
+        *,
+        epochs: int,
+        steps: int | None = None,
+        lr: float | None = None,
+        schedule: bool = True,
+    ) -> None:
         """One fit phase: train `model` from the epochs already done up to `epochs` in all.
-        History rows continue across phases; the sentinel checks for signals and a diverged loss."""
+        History rows continue across phases; the sentinel checks for signals and a diverged loss.
+        Each epoch's learning rate comes from the recipe's schedule (`schedule=False`: `lr` as it
+        is, as in transfer's fine-tune phase) and is recorded in history.csv."""
         from kcnn.data.pipeline import steps_per_epoch
 
         self.model = model
@@ -387,10 +410,12 @@ class Trainer:
         if self.sentinel is None:
             self.sentinel = interrupts.sentinel(self.guard)
         recorder = _Recorder(self)
-        callbacks = [
-            self.sentinel,
-            recorder,
-        ]  # the sentinel first: a diverged epoch is never recorded
+        # The sentinel first: a diverged epoch is never recorded; the rate before the recorder,
+        # so that each epoch's row holds its learning rate.
+        callbacks = [self.sentinel, self._learning_rate(lr, schedule, epochs)]
+        if self.config.early_stopping:
+            callbacks.append(self._early_stopping())
+        callbacks.append(recorder)
         if self.config.tensorboard:
             from kcnn.runs.tracking import tensorboard_callback
 
@@ -412,6 +437,36 @@ class Trainer:
             )
         self.guard.check()  # a signal during the last epoch's validation
 
+    def _learning_rate(self, lr: float | None, schedule: bool, epochs: int):
+        from kcnn.engine import recipes
+
+        c = self.config
+        plateau = (c.plateau_factor, c.reduce_lr_on_plateau) if c.reduce_lr_on_plateau else None
+        return recipes.learning_rate_callback(
+            lr or c.lr,
+            epochs,
+            c.schedule if schedule else "constant",
+            c.warmup if schedule else 0,
+            c.min_lr,
+            plateau=plateau if schedule else None,
+            val_losses=[row["val_loss"] for row in self.rows if "val_loss" in row],
+        )
+
+    def _early_stopping(self):
+        """Early stopping, its state carried across a resume: the monitored values from the
+        history, the best epoch's weights from the checkpoint."""
+        from kcnn.engine import recipes
+
+        if self.early is None:
+            self.early = recipes.early_stopping_callback(
+                self.config.early_stopping,
+                history=[row["val_loss"] for row in self.rows if "val_loss" in row],
+            )
+            if self.resume is not None and self.rows:
+                best = checkpoints.load_best_weights(self.run_dir)
+                self.early.restore({"values": self.early.values, "best_weights": best})
+        return self.early
+
     def add_training_seconds(self, seconds: float) -> None:
         """Training work done outside Keras's epochs (such as computing cached features)."""
         self.train_seconds += seconds
@@ -431,6 +486,8 @@ class Trainer:
 
         p, run_dir = self.prepared, self.run_dir
         self.model = model
+        if self.early is not None:
+            self.results["early_stopping"] = self.early.summary()
         history = self.history()
         test_ds = self.batches("test")
         metrics, matrix = evaluation.evaluate(model, test_ds, p.parts.y_test, p.parts.class_names)

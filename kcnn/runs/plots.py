@@ -28,7 +28,9 @@ def overlay_curves(histories: Mapping[str, History], path: str | Path, title: st
     Runs get different markers and shrinking line widths, so curves that coincide exactly (three
     API forms from the same initial weights) all stay visible.
     """
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    rates = any(len(h.get("learning_rate", ())) for h in histories.values())
+    metrics = ("loss", "accuracy", "learning_rate") if rates else ("loss", "accuracy")
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     markers = "osD^vP*X"
     for i, (label, history) in enumerate(histories.items()):
@@ -37,12 +39,13 @@ def overlay_curves(histories: Mapping[str, History], path: str | Path, title: st
             markers[i % len(markers)],
             max(2.6 - 0.7 * i, 0.8),
         )
-        for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
+        for ax, metric in zip(axes, metrics, strict=True):
             for prefix, style in (("", "-"), ("val_", "--")):
                 values = history.get(prefix + metric)
                 if values is not None and len(values):
                     epochs = np.arange(1, len(values) + 1)
-                    name = f"{label} {'validation' if prefix else 'train'}".strip()
+                    part = "validation" if prefix else "train"
+                    name = f"{label} {part if metric != 'learning_rate' else ''}".strip()
                     ax.plot(
                         epochs,
                         values,
@@ -54,12 +57,13 @@ def overlay_curves(histories: Mapping[str, History], path: str | Path, title: st
                         label=name,
                         alpha=0.9,
                     )
-    for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
+    for ax, metric in zip(axes, metrics, strict=True):
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel(metric)
+        ax.set_ylabel(metric.replace("_", " "))
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[1]:
+            ax.legend(fontsize=7)
     if title:
         fig.suptitle(title)
     _save(fig, Path(path))

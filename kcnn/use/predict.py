@@ -24,20 +24,9 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 def load_model(path: Path):
     """model.keras with kcnn's custom layers registered; a damaged file is a KcnnError."""
-    import keras
+    from kcnn.models import saved
 
-    import kcnn.models.blocks  # noqa: F401  (registers Block)
-    import kcnn.models.forms  # noqa: F401  (registers DescribedCNN)
-
-    if not path.is_file():
-        raise KcnnError(
-            f"{path.parent} has no {path.name}: the run did not finish saving its model"
-        )
-    try:
-        return keras.saving.load_model(path, safe_mode=True)
-    except Exception as e:  # a zip that is not one, a config Keras cannot rebuild, ...
-        reason = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
-        raise KcnnError(f"cannot load {path}: {reason}; retrain the run") from None
+    return saved.load(path, "the run did not finish saving its model: retrain it")
 
 
 @dataclass
