@@ -22,7 +22,14 @@ try:
 except ImportError:  # older Typer uses Click itself
     from click import exceptions as click_errors
 
-from kcnn.cli import after, catalog, training  # noqa: F401  (each module registers its commands)
+# Each module registers its commands; --help lists them in this order: train first, then what
+# comes after training, then the catalog.
+# isort: off
+from kcnn.cli import training  # noqa: F401
+from kcnn.cli import after  # noqa: F401
+from kcnn.cli import catalog  # noqa: F401
+
+# isort: on
 from kcnn.cli import app as _app_module
 from kcnn.errors import KcnnError
 
