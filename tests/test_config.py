@@ -4,6 +4,7 @@ and every run replayable from its own config.json."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tomllib
@@ -207,3 +208,29 @@ def test_transfer_runs_record_their_backbone_not_an_architecture():
     record = Trainer(config, identity={"backbone": "vgg16", "head": "seed"}).config_record()
     assert record["command"] == "transfer" and record["backbone"] == "vgg16"
     assert "arch" not in record and "api" not in record
+
+
+@pytest.mark.parametrize(
+    "words, expected",
+    [
+        ("kcnn train le", {"lenet5"}),
+        ("kcnn train lenet5 --api ", {"sequential", "functional", "subclassed"}),
+        ("kcnn transfer mob", {"mobilenetv2"}),
+        ("kcnn train lenet5 --dataset mnist", {"mnist", "mnist-5k"}),
+    ],
+)
+def test_shell_completion_offers_names_and_choices(kcnn_exe, words, expected):
+    env = {
+        **os.environ,
+        "_KCNN_COMPLETE": "complete_bash",
+        "COMP_WORDS": words,
+        "COMP_CWORD": str(len(words.split(" ")) - 1),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", "from kcnn.cli import main; main()"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert set(done.stdout.split()) == expected, done.stderr
