@@ -50,7 +50,7 @@ def test_every_setting_is_an_option_and_every_option_a_setting(command):
 def test_choices_are_listed_in_help():
     helps = {p.name: p for p in _click_command("train").params}
     assert "sequential|functional|subclassed" in helps["api"].metavar
-    assert "adam|sgd|rmsprop" in helps["optimizer"].metavar
+    assert "adam|adamw|sgd|rmsprop" in helps["optimizer"].metavar
 
 
 def test_a_new_shared_setting_reaches_every_command_from_one_declaration(monkeypatch):

@@ -117,7 +117,7 @@ def test_weights_file_is_loaded_and_stays_frozen(tmp_path):
         quiet=True,
     )
     run = result.runs[0]
-    assert run.metrics["weights_source"] == f"file {path}" and run.metrics["weights"] == "file"
+    assert run.metrics["weights_source"] == f"file {path}" and run.metrics["weights_kind"] == "file"
     # frozen means frozen: after training the backbone still holds exactly the file's weights,
     # in the live model and in the saved model.keras
     _assert_same(_backbone_weights(run.model, "vgg16"), saved.get_weights())

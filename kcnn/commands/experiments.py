@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from kcnn.engine.config import COMMANDS, RunConfig, safe_label
+from kcnn.engine.trainer import RUN_FACTS
 from kcnn.errors import KcnnError, closest, unknown
 
 FILE_KEYS = ("description", "run", "compare")
@@ -30,36 +31,6 @@ MAX_FILE_BYTES = 1024 * 1024  # an experiment file is a page of settings, not a 
 MAX_DEPTH = 8  # tables within tables: settings are flat, so anything deeper is a mistake
 MAX_RUNS = 1000
 CONFIG_JSON = "config.json"
-
-# Facts a run's config.json records beside its settings; replaying the run recomputes them.
-RUN_FACTS = {
-    "arch",  # of a transfer run: backbone and head are what it is
-    "api",
-    "backbone",
-    "versions",
-    "input_shape",
-    "fit",
-    "image_shape",
-    "classes",
-    "split_sizes",
-    "dataset_provenance",
-    "data_fingerprint",
-    "resumed",
-    "part_of",
-    "init",
-    "init_seed",
-    "initial_weights_from",
-    "backbone_paper",
-    "preprocess_input",
-    "weights_file",
-    "weights_source",
-    "weights_md5_verified",
-    "feature_cache",
-    "feature_cache_note",
-    "replicas",
-    "devices",
-    "workers",
-}
 
 
 @dataclass
@@ -139,7 +110,9 @@ def _read(path: Path) -> dict[str, Any]:
             raise KcnnError(f"{path} is not a kcnn run's {CONFIG_JSON} (it names no kcnn command)")
         known = COMMANDS[command].settings()
         settings = {k: v for k, v in data.items() if k in known}
-        strange = [k for k in data if k not in known and k not in RUN_FACTS and k != "command"]
+        strange = [
+            k for k in data if k not in known and k not in RUN_FACTS | {"command", "versions"}
+        ]
         if strange:
             raise KcnnError(
                 f"{path}: unknown key '{strange[0]}' for a {command} run; was the file edited?"

@@ -54,7 +54,7 @@ class WeightsSource:
 
     def record(self) -> dict[str, Any]:
         return {
-            "weights": self.kind,
+            "weights_kind": self.kind,
             "weights_file": self.path,
             "weights_source": self.source,
             "weights_md5_verified": self.verified,

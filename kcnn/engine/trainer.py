@@ -40,6 +40,42 @@ from kcnn.models.params import count_params, model_summary
 from kcnn.runs import folders
 from kcnn.runs.records import write_atomic, write_csv, write_json
 
+# What config.json records besides the command, its settings and the versions: the facts of the
+# run (what the model is, what the data turned out to be, how it was fed). Replaying a run
+# recomputes them; `kcnn run config.json` refuses any other key, so an edited record is caught.
+RUN_FACTS = frozenset(
+    {
+        "arch",  # train: also settings; transfer: backbone and head are what the model is
+        "api",
+        "backbone",
+        "head",
+        "backbone_paper",
+        "preprocess_input",
+        "weights_kind",
+        "weights_file",
+        "weights_source",
+        "weights_md5_verified",
+        "feature_cache",
+        "feature_cache_note",
+        "input_shape",
+        "fit",
+        "image_shape",
+        "classes",
+        "split_sizes",
+        "dataset_provenance",
+        "data_fingerprint",
+        "augmentation",
+        "resumed",
+        "part_of",
+        "init",
+        "init_seed",
+        "initial_weights_from",
+        "replicas",
+        "devices",
+        "workers",
+    }
+)
+
 
 @dataclass
 class Prepared:
@@ -154,6 +190,8 @@ class Trainer:
     def config_record(self) -> dict[str, Any]:
         """Everything config.json holds: the command, its resolved settings (which `kcnn run
         config.json` replays), the facts of the run (data provenance, input shape, ...), versions."""
+        unknown = (set(self.identity) | set(self.facts)) - RUN_FACTS
+        assert not unknown, f"add {sorted(unknown)} to RUN_FACTS"  # a kcnn bug, not bad input
         return {
             "command": self.config.command,
             **self.config.settings_dict(),
