@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from kcnn import defaults
+from kcnn.engine.distribute import STRATEGIES
 from kcnn.errors import KcnnError, closest
 
 # Whole numbers TensorFlow takes as int32 (steps, sizes) and seeds scikit-learn takes (< 2**32).
@@ -254,6 +255,25 @@ class RunConfig:
         low=12,
         high=defaults.SHAPES_COUNT_MAX,
     )
+    strategy: str = setting(
+        "default",
+        "tf.distribute strategy: default (one device), mirrored (the GPUs of this machine, or its "
+        "CPU split in --devices parts), multi-worker (the machines TF_CONFIG lists). --batch-size "
+        "stays the global batch.",
+        choices=STRATEGIES,
+        noun="strategy",
+    )
+    devices: int | None = setting(
+        None,
+        "Devices --strategy mirrored trains on [default: every GPU; 1 CPU device without GPUs].",
+        low=1,
+        high=4096,
+    )
+    mixed_precision: bool = setting(
+        False,
+        "Compute in float16 (GPU) or bfloat16 (CPU) with float32 weights, softmax and loss.",
+    )
+    jit_compile: bool = setting(False, "Compile the training step with XLA.")
     out: str = setting(defaults.OUT_DIR, "Folder that receives the run folders.", metavar="PATH")
     name: str | None = setting(None, "Run name [default: made from the model and the data set].")
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kcnn.engine import checkpoints, interrupts
+from kcnn.engine import checkpoints, distribute, interrupts
 from kcnn.engine.config import RunConfig, check_batch_memory
 from kcnn.errors import KcnnError
 from kcnn.models.params import count_params, model_summary
@@ -148,6 +148,7 @@ class Trainer:
         self.epochs_planned = epochs_planned or config.epochs
         self.model = None  # the model the current fit phase trains (a checkpoint saves it)
         self.guard = interrupts.SignalGuard()
+        self.dist: distribute.Distribution | None = None  # set by running(), before any work
         self.sentinel = None
         self._lock = None
         self._trained = (
@@ -199,7 +200,13 @@ class Trainer:
     @contextlib.contextmanager
     def running(self) -> Iterator[Trainer]:
         """The frame of a run: the folder (made first, so a signal at any moment leaves a run that
-        --resume can finish), its lock, signal handling, and the status written however it ends."""
+        --resume can finish), its lock, signal handling, and the status written however it ends.
+        The distribution strategy is set up first of all: devices can be split, and a cluster
+        joined, only before TensorFlow starts (a non-chief worker writes to a scratch folder)."""
+        self.dist = distribute.activate(self.config)
+        self.facts.update(self.dist.record())
+        if not self.dist.chief:
+            self.out = Path(self.config.out)
         made_out = not self.out.expanduser().exists()
         if self.run_dir is None:
             self.run_dir = folders.create(self.out, self.config.name)
@@ -212,7 +219,8 @@ class Trainer:
         self._write_status("running")
         with self.guard:
             try:
-                yield self
+                with self.dist.lost_peers():
+                    yield self
             except (interrupts.Interrupted, KeyboardInterrupt) as e:
                 import signal
 
@@ -316,7 +324,8 @@ class Trainer:
         """Build the model with every random draw seeded; records its build time and summary."""
         seed_everything(self.config.seed if seed is None else seed)
         start = time.perf_counter()
-        model = make()
+        with self.scope():
+            model = make()
         self.results["build_seconds"] = time.perf_counter() - start
         self.describe(model)
         return model
@@ -326,12 +335,19 @@ class Trainer:
         (self.run_dir / folders.SUMMARY).write_text(model_summary(model))
         self.results["params"] = count_params(model)
 
+    def scope(self):
+        """Where models are built, loaded and compiled: the strategy's scope, under the
+        mixed-precision policy when asked for."""
+        return self.dist.scope() if self.dist else contextlib.nullcontext()
+
     def compile(self, model, lr: float | None = None) -> None:
-        model.compile(
-            optimizer=make_optimizer(self.config.optimizer, lr or self.config.lr),
-            loss="sparse_categorical_crossentropy",
-            metrics=["accuracy"],
-        )
+        with self.scope():
+            model.compile(
+                optimizer=make_optimizer(self.config.optimizer, lr or self.config.lr),
+                loss="sparse_categorical_crossentropy",
+                metrics=["accuracy"],
+                jit_compile=bool(self.config.jit_compile),
+            )
 
     # --- the pipeline ---------------------------------------------------------------------------
 
@@ -343,7 +359,9 @@ class Trainer:
         x, y = {"val": (p.parts.x_val, p.parts.y_val), "test": (p.parts.x_test, p.parts.y_test)}[
             split
         ]
-        return make_dataset(x, y, p.input_shape, self.config.batch_size, preprocess=self.preprocess)
+        return self._distributed(
+            make_dataset(x, y, p.input_shape, self.config.batch_size, preprocess=self.preprocess)
+        )
 
     def training_batches(self, epochs: int, x=None, y=None):
         """Training batches from the current epoch to `epochs`, each epoch shuffled by (seed,
@@ -355,16 +373,22 @@ class Trainer:
         x = p.parts.x_train if x is None else x
         y = p.parts.y_train if y is None else y
         images = x is p.parts.x_train  # features need no preparing
-        return epoch_batches(
-            x,
-            y,
-            p.input_shape if images else None,
-            self.config.batch_size,
-            self.config.seed,
-            len(self.rows),
-            epochs,
-            self.preprocess if images else None,
+        return self._distributed(
+            epoch_batches(
+                x,
+                y,
+                p.input_shape if images else None,
+                self.config.batch_size,
+                self.config.seed,
+                len(self.rows),
+                epochs,
+                self.preprocess if images else None,
+            )
         )
+
+    def _distributed(self, dataset):
+        """Batches of the global batch size, which the strategy splits over its replicas."""
+        return self.dist.distribute(dataset) if self.dist else dataset
 
     # --- phase: fit -----------------------------------------------------------------------------
 
