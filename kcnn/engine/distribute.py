@@ -245,7 +245,8 @@ class Distribution:
     def record(self) -> dict[str, Any]:
         facts: dict[str, Any] = {
             "replicas": self.replicas,
-            "devices": self.devices,
+            # not `devices`: that key is the --devices setting, which `kcnn run` and --resume replay
+            "device_names": self.devices,
             "precision_policy": self.precision or "float32",
         }
         if self.kind == "multi-worker":
