@@ -359,3 +359,47 @@ def test_the_precision_policy_is_restored_after_building():
     assert model.layers[1].dtype_policy.name == "mixed_bfloat16"
     assert model.layers[-1].dtype_policy.name == "float32"  # the softmax classifier
     assert model.output.dtype == "float32"
+
+
+@pytest.mark.slow
+def test_a_worker_that_loses_its_peer_mid_run_fails_instead_of_hanging(tmp_path):
+    ports = _free_ports(2)
+    outs = [tmp_path / f"worker{i}" for i in range(2)]
+    env = {**ENV, distribute.PEER_TIMEOUT_ENV: "4"}  # a step waits at most 5 × 4 s for a peer
+    processes = []
+    try:
+        for i in range(2):
+            processes.append(
+                subprocess.Popen(
+                    [
+                        *KCNN,
+                        "train",
+                        *TINY,
+                        "--epochs",
+                        "200",
+                        "--strategy",
+                        "multi-worker",
+                        "--out",
+                        str(outs[i]),
+                    ],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                    env={**env, "TF_CONFIG": _tf_config(ports, i)},
+                )  # fmt: skip
+            )
+        deadline = time.monotonic() + 180
+        while not any(len(read_csv(h)) >= 1 for h in outs[0].glob("*/history.csv")):
+            assert processes[0].poll() is None, processes[0].communicate(timeout=10)
+            assert time.monotonic() < deadline, "no epoch was recorded in time"
+            time.sleep(0.1)
+        processes[1].kill()
+        _, err = processes[0].communicate(timeout=120)
+    finally:
+        for p in processes:
+            if p.poll() is None:
+                p.kill()
+                p.wait(timeout=30)
+    assert processes[0].returncode == 2, err
+    assert "lost contact with a peer" in err.strip().splitlines()[-1]
+    assert read_json(_run_dir(outs[0]) / "metrics.json")["status"] == "failed"

@@ -38,9 +38,11 @@ from typing import Any
 from kcnn.errors import KcnnError
 
 STRATEGIES = ("default", "mirrored", "multi-worker")
-PEER_TIMEOUT_ENV = "KCNN_PEER_TIMEOUT"  # seconds a worker waits for its peers (default below)
+# Seconds a worker waits for its peers to start (default below); a step waits COLLECTIVE_WAITS times
+# as long for a peer before the run fails, so a lost peer ends the run instead of hanging it.
+PEER_TIMEOUT_ENV = "KCNN_PEER_TIMEOUT"
 PEER_TIMEOUT = 60.0
-COLLECTIVE_TIMEOUT = 300.0  # one all-reduce may wait this long for a slow or lost peer
+COLLECTIVE_WAITS = 5  # one all-reduce waits at most this many peer timeouts for a slow or lost peer
 
 
 # --- TF_CONFIG ----------------------------------------------------------------------------------
@@ -341,7 +343,7 @@ def activate(config) -> Distribution:
                     "the devices of its machine, as TF_CONFIG lists the workers"
                 )
             wait_for_peers(cluster, timeout)
-            _ACTIVE = _multi_worker(cluster)
+            _ACTIVE = _multi_worker(cluster, timeout * COLLECTIVE_WAITS)
         elif config.strategy == "mirrored":
             _ACTIVE = _mirrored(config.devices, config.jit_compile)
         else:
@@ -418,11 +420,11 @@ def _mirrored(devices: int | None, jit_compile: bool) -> Distribution:
     return Distribution("mirrored", strategy, list(strategy.extended.worker_devices))
 
 
-def _multi_worker(cluster: Cluster) -> Distribution:
+def _multi_worker(cluster: Cluster, collective_timeout: float) -> Distribution:
     import tensorflow as tf
 
     _patch_keras_multi_worker()
-    options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=COLLECTIVE_TIMEOUT)
+    options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=collective_timeout)
     try:
         strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
     except (RuntimeError, ValueError, tf.errors.OpError) as e:
