@@ -403,3 +403,17 @@ def test_a_worker_that_loses_its_peer_mid_run_fails_instead_of_hanging(tmp_path)
     assert processes[0].returncode == 2, err
     assert "lost contact with a peer" in err.strip().splitlines()[-1]
     assert read_json(_run_dir(outs[0]) / "metrics.json")["status"] == "failed"
+
+
+@pytest.mark.slow
+def test_the_sentinel_still_catches_a_diverged_loss_under_mirrored(tmp_path):
+    # Under a strategy Keras hands callbacks the loss already reduced over the replicas.
+    out = tmp_path / "runs"
+    result = _kcnn(
+        "train", "simple-cnn", "--dataset", "digits", "--limit", "100", "--batch-size", "16",
+        "--epochs", "3", "--optimizer", "sgd", "--lr", "1e6", "--strategy", "mirrored",
+        "--devices", "2", "--out", out,
+    )  # fmt: skip
+    assert result.returncode == 3, result.stderr
+    assert "training diverged: the loss became" in result.stderr.strip().splitlines()[-1]
+    assert read_json(_run_dir(out) / "metrics.json")["status"] == "diverged"

@@ -411,6 +411,9 @@ def transfer(config: TransferConfig, quiet: bool = False) -> TransferResult:
     from kcnn.runs import report
 
     config.validate()
+    from kcnn.engine import distribute
+
+    distribute.activate(config)  # before TensorFlow starts: devices, cluster, scratch out
     chosen = [backbones.get(b) for b in config.backbones]
     prepared = prepare_data(
         config, input_shape_for(config.image_size, max(b.min_size for b in chosen))
