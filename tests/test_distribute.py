@@ -178,6 +178,7 @@ def test_a_worker_whose_peer_never_comes_gives_up_with_exit_2(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow  # five processes that each start TensorFlow
 def test_settings_that_do_not_fit_the_strategy_are_refused(tmp_path):
     out = tmp_path / "runs"
     uneven = _kcnn(
