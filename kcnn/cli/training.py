@@ -97,6 +97,12 @@ def show_run(result, as_json: bool) -> None:
         f"test accuracy {m['test_accuracy']:.4f}  test loss {m['test_loss']:.4f}  "
         f"on {m['dataset']}{fallback}"
     )
+    from kcnn.engine import distribute
+
+    dist = distribute.active()
+    if dist is not None and not dist.chief:  # its folder was scratch, deleted at exit
+        typer.echo("run folder: written by the chief worker")
+        return
     typer.echo(f"run folder: {result.run_dir}")
 
 

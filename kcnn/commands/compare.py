@@ -352,12 +352,15 @@ def compare_apis(config: CompareConfig, on_proof=None, quiet: bool = False) -> C
     """
     config.validate()  # before TensorFlow is imported or any data loaded: bad input fails at once
     from kcnn.data.pipeline import make_dataset
+    from kcnn.engine import distribute
     from kcnn.runs import report
 
+    dist = distribute.activate(config)  # before TensorFlow starts: devices, cluster, scratch out
     started = time.perf_counter()
     prepared = prepare_data(config, default_input_shape(config.arch, config.image_size))
     input_shape = prepared.input_shape
-    models, build_seconds = _build_forms(config, input_shape, prepared.classes)
+    with dist.scope():  # the forms' variables belong to the strategy the trainers fit under
+        models, build_seconds = _build_forms(config, input_shape, prepared.classes)
 
     # One real batch, exactly as the model sees it in training: from the test split, through the pipeline.
     parts = prepared.parts

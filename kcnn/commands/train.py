@@ -42,7 +42,8 @@ def _run(trainer: Trainer, checkpoint: bool = False) -> RunResult:
             from kcnn.engine.trainer import seed_everything
 
             seed_everything(config.seed)
-            model = checkpoints.load_model(trainer.run_dir)  # weights, optimizer and generators
+            with trainer.scope():  # under the run's strategy and precision, as it was built
+                model = checkpoints.load_model(trainer.run_dir)  # weights, optimizer, generators
             trainer.describe(model)
         else:
             from kcnn.models import forms

@@ -154,11 +154,11 @@ def head_layers(head: str, classes: int, dropout: float):
         return keras.layers.Flatten(name="flatten"), [
             keras.layers.Dense(128, activation="relu", name="dense_128"),
             keras.layers.Dense(64, activation="relu", name="dense_64"),
-            keras.layers.Dense(classes, activation="softmax", name="predictions"),
+            keras.layers.Dense(classes, activation="softmax", name="predictions", dtype="float32"),
         ]
     return keras.layers.GlobalAveragePooling2D(name="avg_pool"), [
         keras.layers.Dropout(dropout, name="dropout"),
-        keras.layers.Dense(classes, activation="softmax", name="predictions"),
+        keras.layers.Dense(classes, activation="softmax", name="predictions", dtype="float32"),
     ]
 
 
@@ -416,6 +416,9 @@ def transfer(config: TransferConfig, quiet: bool = False) -> TransferResult:
     from kcnn.runs import report
 
     config.validate()
+    from kcnn.engine import distribute
+
+    distribute.activate(config)  # before TensorFlow starts: devices, cluster, scratch out
     chosen = [backbones.get(b) for b in config.backbones]
     prepared = prepare_data(
         config, input_shape_for(config.image_size, max(b.min_size for b in chosen))

@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 from kcnn import defaults
 from kcnn.data.augment import POLICIES as AUGMENT_POLICIES
 from kcnn.data.augment import SWITCHES
+from kcnn.engine.distribute import STRATEGIES
 from kcnn.engine.recipes import SCHEDULES
 from kcnn.errors import KcnnError, closest
 
@@ -259,6 +260,25 @@ class RunConfig:
         low=12,
         high=defaults.SHAPES_COUNT_MAX,
     )
+    strategy: str = setting(
+        "default",
+        "tf.distribute strategy: default (one device), mirrored (the GPUs of this machine, or its "
+        "CPU split in --devices parts), multi-worker (the machines TF_CONFIG lists). --batch-size "
+        "stays the global batch.",
+        choices=STRATEGIES,
+        noun="strategy",
+    )
+    devices: int | None = setting(
+        None,
+        "Devices --strategy mirrored trains on [default: every GPU; 1 CPU device without GPUs].",
+        low=1,
+        high=4096,
+    )
+    mixed_precision: bool = setting(
+        False,
+        "Compute in float16 (GPU) or bfloat16 (CPU) with float32 weights, softmax and loss.",
+    )
+    jit_compile: bool = setting(False, "Compile the training step with XLA.")
     out: str = setting(defaults.OUT_DIR, "Folder that receives the run folders.", metavar="PATH")
     name: str | None = setting(None, "Run name [default: made from the model and the data set].")
     # --- the recipe: optimizer, schedule, regularisation, augmentation (kcnn.engine.recipes) -----

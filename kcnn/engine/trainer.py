@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kcnn.engine import checkpoints, interrupts
+from kcnn.engine import checkpoints, distribute, interrupts
 from kcnn.engine.config import RunConfig, check_batch_memory
 from kcnn.errors import KcnnError
 from kcnn.models.params import count_params, model_summary
@@ -71,7 +71,8 @@ RUN_FACTS = frozenset(
         "init_seed",
         "initial_weights_from",
         "replicas",
-        "devices",
+        "device_names",
+        "precision_policy",
         "workers",
     }
 )
@@ -179,6 +180,7 @@ class Trainer:
         self.model = None  # the model the current fit phase trains (a checkpoint saves it)
         self.early = None  # the early-stopping callback, when the recipe asks for it
         self.guard = interrupts.SignalGuard()
+        self.dist: distribute.Distribution | None = None  # set by running(), before any work
         self.sentinel = None
         self._lock = None
         self._trained = (
@@ -245,14 +247,21 @@ class Trainer:
     def running(self) -> Iterator[Trainer]:
         """The frame of a run: its folder and lock, signal handling, and the status written
         however it ends. Bad input found before any training leaves nothing that looks like a run;
-        a resume refused for bad input leaves the run as it found it."""
+        a resume refused for bad input leaves the run as it found it. The distribution strategy
+        is set up first of all: devices can be split, and a cluster joined, only before TensorFlow
+        starts (a non-chief worker writes to a scratch folder)."""
+        self.dist = distribute.activate(self.config)
+        self.facts.update(self.dist.record())
+        if not self.dist.chief:
+            self.out = Path(self.config.out)
         before = None
         if self.resume is not None:
             before = (self.run_dir / folders.METRICS).read_text()
             self.open_folder()
         with self.guard:
             try:
-                yield self
+                with self.dist.lost_peers():
+                    yield self
             except (interrupts.Interrupted, KeyboardInterrupt) as e:
                 import signal
 
@@ -353,7 +362,8 @@ class Trainer:
         """Build the model with every random draw seeded; records its build time and summary."""
         seed_everything(self.config.seed if seed is None else seed)
         start = time.perf_counter()
-        model = make()
+        with self.scope():
+            model = make()
         self.results["build_seconds"] = time.perf_counter() - start
         self.describe(model)
         return model
@@ -363,18 +373,26 @@ class Trainer:
         (self.run_dir / folders.SUMMARY).write_text(model_summary(model))
         self.results["params"] = count_params(model)
 
+    def scope(self):
+        """Where models are built, loaded and compiled: the strategy's scope, under the
+        mixed-precision policy when asked for."""
+        return self.dist.scope() if self.dist else contextlib.nullcontext()
+
     def compile(self, model, lr: float | None = None) -> None:
-        """The optimizer and loss of the recipe (weight decay, momentum, label smoothing)."""
+        """The optimizer and loss of the recipe (weight decay, momentum, label smoothing), in the
+        strategy's scope; XLA when asked for."""
         from kcnn.engine import recipes
 
         c = self.config
-        model.compile(
-            optimizer=recipes.make_optimizer(
-                c.optimizer, lr or c.lr, c.weight_decay, c.momentum, c.nesterov
-            ),
-            loss=recipes.make_loss(c.label_smoothing),
-            metrics=["accuracy"],
-        )
+        with self.scope():
+            model.compile(
+                optimizer=recipes.make_optimizer(
+                    c.optimizer, lr or c.lr, c.weight_decay, c.momentum, c.nesterov
+                ),
+                loss=recipes.make_loss(c.label_smoothing),
+                metrics=["accuracy"],
+                jit_compile=bool(c.jit_compile),
+            )
 
     # --- the pipeline ---------------------------------------------------------------------------
 
@@ -386,7 +404,9 @@ class Trainer:
         x, y = {"val": (p.parts.x_val, p.parts.y_val), "test": (p.parts.x_test, p.parts.y_test)}[
             split
         ]
-        return make_dataset(x, y, p.input_shape, self.config.batch_size, preprocess=self.preprocess)
+        return self._distributed(
+            make_dataset(x, y, p.input_shape, self.config.batch_size, preprocess=self.preprocess)
+        )
 
     def training_batches(self, epochs: int, x=None, y=None):
         """Training batches from the current epoch to `epochs`, each epoch shuffled by (seed,
@@ -398,17 +418,23 @@ class Trainer:
         x = p.parts.x_train if x is None else x
         y = p.parts.y_train if y is None else y
         images = x is p.parts.x_train  # features need no preparing (and are never augmented)
-        return epoch_batches(
-            x,
-            y,
-            p.input_shape if images else None,
-            self.config.batch_size,
-            self.config.seed,
-            len(self.rows),
-            epochs,
-            self.preprocess if images else None,
-            self.augmenter() if images else None,
+        return self._distributed(
+            epoch_batches(
+                x,
+                y,
+                p.input_shape if images else None,
+                self.config.batch_size,
+                self.config.seed,
+                len(self.rows),
+                epochs,
+                self.preprocess if images else None,
+                self.augmenter() if images else None,
+            )
         )
+
+    def _distributed(self, dataset):
+        """Batches of the global batch size, which the strategy splits over its replicas."""
+        return self.dist.distribute(dataset) if self.dist else dataset
 
     def augmenter(self):
         """The training images' augmentation (None: none), recorded in config.json."""

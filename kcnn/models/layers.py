@@ -248,7 +248,10 @@ class Dense(Pointwise, Spec):
     def to_keras(self) -> list:
         from keras import layers
 
-        return [layers.Dense(self.units, activation=self.activation, name=self.name)]
+        # A softmax classifier computes in float32 even under mixed precision: probabilities and
+        # the loss taken from them stay sound (float32 is what it computes in anyway otherwise).
+        dtype = "float32" if self.activation == "softmax" else None
+        return [layers.Dense(self.units, activation=self.activation, name=self.name, dtype=dtype)]
 
     def output_shape(self, shape: Shape) -> Shape:
         if len(shape) != 1:
