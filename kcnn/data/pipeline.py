@@ -1,8 +1,11 @@
 """The tf.data input pipeline: uint8 images in, batches shaped for the model out.
 
 Everything that changes an image — channel conversion, padding or resizing, scaling — happens
-here, per batch, so a data set is never copied at a bigger size in memory (feeding 32×32 images
-to a 224×224 backbone costs one batch of 224×224 images at a time, not the whole set).
+here. A set whose prepared float32 images fit in `CACHE_MAX_BYTES` is prepared once and kept in
+memory, so no epoch converts an image twice (a measured win: see benchmarks/RESULTS.md); a bigger
+one is prepared per batch, so it is never copied at a bigger size in memory (feeding 32×32 images
+to a 224×224 backbone costs one batch of 224×224 images at a time, not the whole set). Both give
+the very same batches: preparing is per image, and the shuffles depend on the seed alone.
 """
 
 from __future__ import annotations
@@ -11,6 +14,10 @@ from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
+
+# Prepared images up to this size are kept in memory (e.g. 60,000 32×32×3 images are 704 MiB);
+# beyond it every epoch prepares each batch again.
+CACHE_MAX_BYTES = 768 * 1024**2
 
 
 def fit_mode(source_hw: tuple[int, int], target_hw: tuple[int, int]) -> str:
@@ -55,6 +62,47 @@ def prepare_batch_fn(
     return prepare
 
 
+def prepared_bytes(count: int, input_shape: tuple[int, int, int]) -> int:
+    """Memory the prepared float32 images of a set of `count` images take."""
+    return count * int(np.prod(input_shape)) * 4
+
+
+def prepare_all(
+    x: np.ndarray,
+    input_shape: tuple[int, int, int],
+    preprocess: Callable[[tf.Tensor], tf.Tensor] | None = None,
+    chunk: int = 1024,
+) -> tf.Tensor:
+    """Every image of `x` prepared for the model, as one float32 tensor (prepared in chunks so
+    the temporaries stay small)."""
+    prepare = prepare_batch_fn(tuple(x.shape[1:]), tuple(input_shape), preprocess)
+    out = np.empty((len(x), *input_shape), dtype=np.float32)
+    for i in range(0, len(x), chunk):
+        out[i : i + chunk] = prepare(tf.constant(x[i : i + chunk])).numpy()
+    return tf.constant(out)
+
+
+def _cached(x, input_shape, cache: bool | None) -> bool:
+    """Whether to prepare `x` once: `cache` if given, else whether it fits `CACHE_MAX_BYTES`."""
+    if cache is None:
+        return prepared_bytes(len(x), input_shape) <= CACHE_MAX_BYTES
+    return cache
+
+
+def _image_batches(order: tf.data.Dataset, x, y, input_shape, preprocess, cache):
+    """Turn batches of image indices into batches of (prepared images, labels)."""
+    labels = tf.constant(y.astype(np.int64))
+    if _cached(x, input_shape, cache):
+        images = prepare_all(x, input_shape, preprocess)
+        return order.map(lambda i: (tf.gather(images, i), tf.gather(labels, i)))
+    prepare = prepare_batch_fn(tuple(x.shape[1:]), tuple(input_shape), preprocess)
+    raw = tf.constant(x)
+    return order.map(
+        lambda i: (prepare(tf.gather(raw, i)), tf.gather(labels, i)),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+
+
 def make_dataset(
     x: np.ndarray,
     y: np.ndarray,
@@ -63,17 +111,20 @@ def make_dataset(
     shuffle: bool = False,
     seed: int = 0,
     preprocess: Callable[[tf.Tensor], tf.Tensor] | None = None,
+    cache: bool | None = None,
 ) -> tf.data.Dataset:
-    """Batches of (images, labels) ready for `model.fit`/`evaluate`/`predict`."""
-    prepare = prepare_batch_fn(tuple(x.shape[1:]), tuple(input_shape), preprocess)
-    ds = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int64)))
+    """Batches of (images, labels) ready for `model.fit`/`evaluate`/`predict`.
+
+    `cache`: prepare every image once up front (True), per batch (False), or whichever
+    `CACHE_MAX_BYTES` allows (None). The order is the same either way.
+    """
+    # Shuffling indices gives the very permutation shuffling the images would (a shuffle's order
+    # depends on its seed and buffer, never on the elements), without copying any image.
+    order = tf.data.Dataset.range(len(y))
     if shuffle:
-        ds = ds.shuffle(len(y), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size)
-    ds = ds.map(
-        lambda images, labels: (prepare(images), labels), num_parallel_calls=tf.data.AUTOTUNE
-    )
-    return ds.prefetch(tf.data.AUTOTUNE)
+        order = order.shuffle(len(y), seed=seed, reshuffle_each_iteration=True)
+    order = order.batch(batch_size)
+    return _image_batches(order, x, y, input_shape, preprocess, cache).prefetch(tf.data.AUTOTUNE)
 
 
 def steps_per_epoch(count: int, batch_size: int) -> int:
@@ -89,21 +140,21 @@ def epoch_batches(
     first_epoch: int,
     epochs: int,
     preprocess: Callable[[tf.Tensor], tf.Tensor] | None = None,
+    cache: bool | None = None,
 ) -> tf.data.Dataset:
     """Training batches for epochs `first_epoch`..`epochs - 1` as one stream, for
     `model.fit(..., steps_per_epoch=steps_per_epoch(len(y), batch_size), initial_epoch=first_epoch)`.
 
     Each epoch is shuffled by (seed, epoch number) alone, not by how many epochs this process has
     run, so a run resumed at epoch k sees the very batches an uninterrupted run sees from k on.
+    `cache` as for `make_dataset`.
     """
-    prepare = prepare_batch_fn(tuple(x.shape[1:]), tuple(input_shape), preprocess)
-    images = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int64)))
     count = len(y)
 
     def one_epoch(epoch):
-        order = images.shuffle(count, seed=seed * 1_000_003 + epoch, reshuffle_each_iteration=False)
+        order = tf.data.Dataset.range(count)
+        order = order.shuffle(count, seed=seed * 1_000_003 + epoch, reshuffle_each_iteration=False)
         return order.batch(batch_size)
 
-    ds = tf.data.Dataset.range(first_epoch, epochs).flat_map(one_epoch)
-    ds = ds.map(lambda batch, labels: (prepare(batch), labels), num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    order = tf.data.Dataset.range(first_epoch, epochs).flat_map(one_epoch)
+    return _image_batches(order, x, y, input_shape, preprocess, cache).prefetch(tf.data.AUTOTUNE)
