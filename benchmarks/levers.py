@@ -30,19 +30,14 @@ LEVERS = {
     "intra 1 / inter 1 threads": ({}, {"threads": (1, 1)}),
     "no per-batch callbacks": ({}, {"callbacks": False}),
     "images prepared per batch (no cache)": ({}, {"cache": False}),
-    "steps_per_execution 5": ({}, {"steps_per_execution": 5}),
-    "steps_per_execution 25": ({}, {"steps_per_execution": 25}),
+    "steps_per_execution 5 (of 25 steps)": ({}, {"steps_per_execution": 5}),
     "XLA jit_compile": ({}, {"jit_compile": True}),
-    "all winners": ({}, {"winners": True}),
+    "performance.compile_options (proposed)": ({}, {"proposed": True}),
 }
 
 
 def one_run(arch, dataset, epochs, options) -> dict:
     """Train in this process with `options` applied; per-epoch training seconds."""
-    if options.get("winners"):
-        from kcnn.engine import performance
-
-        options = {**performance.best_options(arch), **options}
     if options.get("threads"):
         import tensorflow as tf
 
@@ -62,6 +57,11 @@ def one_run(arch, dataset, epochs, options) -> dict:
     if options.get("determinism", True):
         tf.config.experimental.enable_op_determinism()
     model = forms.build(arch, config.api, input_shape, parts.num_classes)
+    steps = pipeline.steps_per_epoch(len(parts.y_train), config.batch_size)
+    if options.get("proposed"):
+        from kcnn.engine import performance
+
+        options = {**options, **performance.compile_options(steps)}
     model.compile(
         optimizer=training.make_optimizer(config.optimizer, config.lr),
         loss="sparse_categorical_crossentropy",
@@ -101,7 +101,7 @@ def one_run(arch, dataset, epochs, options) -> dict:
         history = model.fit(
             train_ds,
             epochs=epochs,
-            steps_per_epoch=pipeline.steps_per_epoch(len(parts.y_train), config.batch_size),
+            steps_per_epoch=steps,
             callbacks=callbacks,
             verbose=0,
         )

@@ -23,6 +23,20 @@ def load_note(s: dict) -> str:
     )
 
 
+def linear_fit(rows) -> str:
+    """Least-squares training seconds = fixed + per-image × train images, and how well it fits."""
+    import numpy as np
+
+    n = np.array([r["train_images"] for r in rows], float)
+    t = np.array([r["train_seconds"] for r in rows], float)
+    slope, fixed = np.polyfit(n, t, 1)
+    r2 = 1 - ((t - (fixed + slope * n)) ** 2).sum() / ((t - t.mean()) ** 2).sum()
+    return (
+        f"Training time fits fixed + per-image cost: {fixed:.1f} s (tracing the step function) "
+        f"+ {1000 * slope:.3f} s per 1,000 images, R² = {r2:.4f}."
+    )
+
+
 def write_report(results: dict, path: Path) -> None:
     m, v, sec = results["machine"], results["versions"], results.get("sections", {})
     cores = m["cores"]
@@ -69,6 +83,13 @@ def write_report(results: dict, path: Path) -> None:
             "`performance.compile_options` patched into its compile (benchmarks/kcnn_timed.py).",
             "",
         ]
+        if float(str(s.get("load_before", "0")).split("/")[0]) > cores:
+            out += [
+                f"**The machine was oversubscribed (load > {cores} cores) during this section: "
+                "PyTorch's figures then collapse far more than TensorFlow's and its ratios are "
+                "not a fair comparison (see the notes at the end).**",
+                "",
+            ]
         for case, c in s.items():
             if not isinstance(c, dict) or "contestants" not in c:
                 continue
@@ -176,7 +197,7 @@ def write_report(results: dict, path: Path) -> None:
                 f"{1000 * r['train_seconds'] / r['train_images']:.3f} | {r['wall']:.1f} | "
                 f"{r['peak_rss_mib']:.0f} | {r['images'] * 3072 / 1024**2:.0f} |"
             )
-        out.append("")
+        out += ["", linear_fit(rows), ""]
     if "evaluation" in sec:
         s = sec["evaluation"]
         out += [

@@ -26,7 +26,7 @@ import common  # noqa: E402
 HERE = Path(__file__).resolve().parent
 PY = common.PYTHON
 KCNN = [PY, "-m", "kcnn.cli"]
-SECTIONS = ("startup", "throughput", "levers", "transfer", "memory", "scaling", "evaluation")
+SECTIONS = ("startup", "throughput", "transfer", "memory", "scaling", "evaluation", "levers")
 
 
 def load() -> str:
