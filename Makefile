@@ -28,7 +28,8 @@ lint: install
 	$(BIN)/ruff check kcnn tests benchmarks
 	$(BIN)/ruff format --check kcnn tests benchmarks
 
-# Every benchmark, each against its baseline, into benchmarks/RESULTS.md (about 15 min on 2 cores).
+# Every benchmark, each against its baseline, into benchmarks/RESULTS.md. The lever survey is
+# separate: `PYTHONPATH=. .venv/bin/python benchmarks/run_all.py --only levers`.
 # PyTorch is the baseline of one figure: the `bench` extra installs a CPU build of it.
 bench: install $(VENV)/.bench-installed
 	PYTHONPATH=$(CURDIR) $(BIN)/python benchmarks/run_all.py

@@ -52,7 +52,8 @@ def write_report(results: dict, path: Path) -> None:
         f"- CPU: {m['cpu']}, {cores} cores; GPU: {m['gpu']}",
         f"- Python {m['python']}, TensorFlow {v['tensorflow']}, Keras {v['keras']}, "
         f"NumPy {v['numpy']}, PyTorch {v.get('torch')}; {m['platform']}",
-        f"- Last run: {results.get('date')}, {results.get('total_seconds', 0):.0f} s in all",
+        f"- Last run: {results.get('date')}, {results.get('total_seconds', 0):.0f} s for the "
+        "sections it ran (each section gives its own date and duration)",
         "",
     ]
     if "startup" in sec:

@@ -1,7 +1,10 @@
 """`make bench`: every benchmark, each contestant alternating with its baseline in the same run,
 written to benchmarks/RESULTS.md (and results.json, scaling.png).
 
-    python benchmarks/run_all.py [--repeats 3] [--skip levers memory ...]
+    python benchmarks/run_all.py [--repeats 3] [--skip memory ...] [--only levers]
+
+A partial run keeps the other sections of the last run in results.json (each with its date); the
+lever survey runs only when asked for (`--only levers`).
 
 Sections: startup, throughput, levers, transfer, memory, scaling, evaluation. Every figure is the
 median of its repeats; the machine's load average is recorded before and after each section,
@@ -197,7 +200,8 @@ def versions() -> dict:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--skip", nargs="*", default=[], choices=SECTIONS)
+    # the lever survey takes as long as everything else together: run it with --only levers
+    parser.add_argument("--skip", nargs="*", default=["levers"], choices=SECTIONS)
     parser.add_argument("--only", nargs="*", default=None, choices=SECTIONS)
     parser.add_argument("--out", default=str(HERE))
     args = parser.parse_args(argv)
