@@ -172,9 +172,9 @@ def write_report(results: dict, path: Path) -> None:
             f"`transfer {s['backbone']} --image-size {s['image_size']}` over {s['images']} "
             f"32×32 `shapes` images, 1 epoch: peak RSS **{s['peak_rss_mib']:.0f} MiB** (target "
             f"< 3 GB: {met(s['peak_rss_mib'] < MEMORY_TARGET_MIB)}), {s['wall']:.0f} s. "
-            "MobileNetV2 rather than VGG16: VGG16 at 224×224 over 10,000 images takes about an "
-            "hour on 2 cores, and the memory in question is the pipeline's and the feature "
-            "cache's, which do not depend on the backbone.",
+            "MobileNetV2 rather than VGG16 to fit the time budget (VGG16 at 224×224 over 10,000 "
+            "images takes about an hour on 2 cores); the backbone does matter for memory — its "
+            "activations at 224×224 and the size of its cached features (see the notes).",
             "",
         ]
     if "scaling" in sec:
