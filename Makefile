@@ -28,8 +28,15 @@ lint: install
 	$(BIN)/ruff check kcnn tests benchmarks
 	$(BIN)/ruff format --check kcnn tests benchmarks
 
-bench: install
-	$(BIN)/python benchmarks/feature_cache.py
+# Every benchmark, each against its baseline, into benchmarks/RESULTS.md. The lever survey is
+# separate: `PYTHONPATH=. .venv/bin/python benchmarks/run_all.py --only levers`.
+# PyTorch is the baseline of one figure: the `bench` extra installs a CPU build of it.
+bench: install $(VENV)/.bench-installed
+	PYTHONPATH=$(CURDIR) $(BIN)/python benchmarks/run_all.py
+
+$(VENV)/.bench-installed: pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	touch $@
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -1,7 +1,8 @@
 """Feature caching benchmark: a frozen VGG16 + seed head trained for 10 epochs on `shapes`, once on
 cached backbone features and once running the backbone every epoch, on the same data and seed.
 
-    python benchmarks/feature_cache.py [--epochs 10] [--backbone vgg16] [--json results.json]
+    python benchmarks/feature_cache.py [--epochs 10] [--backbone vgg16] [--shapes-count 2000]
+                                       [--json results.json]
 
 Prints both runs' time and accuracy and the speed ratio. The cached run goes first, so any
 one-off TensorFlow warm-up counts against caching, not for it. `--weights none` keeps it offline;
@@ -26,6 +27,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--weights", default="none")
     parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--shapes-count", type=int, default=2000, help="images `shapes` draws")
     parser.add_argument(
         "--json", dest="json_path", default=None, help="Also write the results to this file."
     )
@@ -43,6 +45,7 @@ def main(argv: list[str] | None = None) -> dict:
                 weights=args.weights,
                 epochs=args.epochs,
                 limit=args.limit,
+                shapes_count=args.shapes_count,
                 cache_features=cache,
                 out=out,
                 name=f"bench-{'cached' if cache else 'full'}",
@@ -64,6 +67,7 @@ def main(argv: list[str] | None = None) -> dict:
         "dataset": args.dataset,
         "epochs": args.epochs,
         "weights": args.weights,
+        "shapes_count": args.shapes_count,
         "runs": results,
         "speedup_training": full["train_seconds"] / cached["train_seconds"],
         "speedup_wall": full["wall_seconds"] / cached["wall_seconds"],

@@ -1,8 +1,11 @@
 """The tf.data input pipeline: uint8 images in, batches shaped for the model out.
 
 Everything that changes an image — channel conversion, padding or resizing, scaling — happens
-here, per batch, so a data set is never copied at a bigger size in memory (feeding 32×32 images
-to a 224×224 backbone costs one batch of 224×224 images at a time, not the whole set).
+here. A set whose prepared float32 images fit in `CACHE_MAX_BYTES` is prepared once and kept in
+memory, so no epoch converts an image twice (a measured win: see benchmarks/RESULTS.md); a bigger
+one is prepared per batch, so it is never copied at a bigger size in memory (feeding 32×32 images
+to a 224×224 backbone costs one batch of 224×224 images at a time, not the whole set). Both give
+the very same batches: preparing is per image, and the shuffles depend on the seed alone.
 """
 
 from __future__ import annotations
@@ -13,6 +16,11 @@ import numpy as np
 import tensorflow as tf
 
 from kcnn.data.augment import augment_epoch
+
+# Prepared images up to this size are kept in memory (20,000 32×32×3 images are 234 MiB; building
+# the cache briefly takes twice that); beyond it every epoch prepares each batch again, so the
+# memory a set costs beyond its uint8 images stays bounded however big the set is.
+CACHE_MAX_BYTES = 256 * 1024**2
 
 
 def fit_mode(source_hw: tuple[int, int], target_hw: tuple[int, int]) -> str:
@@ -57,6 +65,44 @@ def prepare_batch_fn(
     return prepare
 
 
+def prepared_bytes(count: int, input_shape: tuple[int, int, int]) -> int:
+    """Memory the prepared float32 images of a set of `count` images take."""
+    return count * int(np.prod(input_shape)) * 4
+
+
+def prepare_all(
+    x: np.ndarray,
+    input_shape: tuple[int, int, int],
+    preprocess: Callable[[tf.Tensor], tf.Tensor] | None = None,
+    chunk: int = 1024,
+) -> tf.Tensor:
+    """Every image of `x` prepared for the model, as one float32 tensor (prepared in chunks so
+    the temporaries stay small: the peak is twice the result, while the chunks are joined)."""
+    prepare = prepare_batch_fn(tuple(x.shape[1:]), tuple(input_shape), preprocess)
+    return tf.concat([prepare(tf.constant(x[i : i + chunk])) for i in range(0, len(x), chunk)], 0)
+
+
+def _cached(x, input_shape, cache: bool | None) -> bool:
+    """Whether to prepare `x` once: `cache` if given, else whether it fits `CACHE_MAX_BYTES`."""
+    if cache is None:
+        return prepared_bytes(len(x), input_shape) <= CACHE_MAX_BYTES
+    return cache
+
+
+def _image_batches(order: tf.data.Dataset, x, y, input_shape, preprocess, cache):
+    """Turn batches of image indices into batches of (prepared images, labels)."""
+    labels = tf.constant(y.astype(np.int64))
+    if _cached(x, input_shape, cache):
+        images = prepare_all(x, input_shape, preprocess)
+        return order.map(lambda i: (tf.gather(images, i), tf.gather(labels, i)))
+    prepare = prepare_batch_fn(tuple(x.shape[1:]), tuple(input_shape), preprocess)
+    raw = tf.constant(x)
+    return order.map(
+        lambda i: (prepare(tf.gather(raw, i)), tf.gather(labels, i)),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+
+
 def make_dataset(
     x: np.ndarray,
     y: np.ndarray,
@@ -65,17 +111,20 @@ def make_dataset(
     shuffle: bool = False,
     seed: int = 0,
     preprocess: Callable[[tf.Tensor], tf.Tensor] | None = None,
+    cache: bool | None = None,
 ) -> tf.data.Dataset:
-    """Batches of (images, labels) ready for `model.fit`/`evaluate`/`predict`."""
-    prepare = prepare_batch_fn(tuple(x.shape[1:]), tuple(input_shape), preprocess)
-    ds = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int64)))
+    """Batches of (images, labels) ready for `model.fit`/`evaluate`/`predict`.
+
+    `cache`: prepare every image once up front (True), per batch (False), or whichever
+    `CACHE_MAX_BYTES` allows (None). The order is the same either way.
+    """
+    # Shuffling indices gives the very permutation shuffling the images would (a shuffle's order
+    # depends on its seed and buffer, never on the elements), without copying any image.
+    order = tf.data.Dataset.range(len(y))
     if shuffle:
-        ds = ds.shuffle(len(y), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size)
-    ds = ds.map(
-        lambda images, labels: (prepare(images), labels), num_parallel_calls=tf.data.AUTOTUNE
-    )
-    return ds.prefetch(tf.data.AUTOTUNE)
+        order = order.shuffle(len(y), seed=seed, reshuffle_each_iteration=True)
+    order = order.batch(batch_size)
+    return _image_batches(order, x, y, input_shape, preprocess, cache).prefetch(tf.data.AUTOTUNE)
 
 
 def steps_per_epoch(count: int, batch_size: int) -> int:
@@ -92,6 +141,7 @@ def epoch_batches(
     epochs: int,
     preprocess: Callable[[tf.Tensor], tf.Tensor] | None = None,
     augment: Callable | None = None,
+    cache: bool | None = None,
 ) -> tf.data.Dataset:
     """Training batches for epochs `first_epoch`..`epochs - 1` as one stream, for
     `model.fit(..., steps_per_epoch=steps_per_epoch(len(y), batch_size), initial_epoch=first_epoch)`.
@@ -100,19 +150,30 @@ def epoch_batches(
     run, so a run resumed at epoch k sees the very batches an uninterrupted run sees from k on.
     `input_shape` None: `x` is already what the model takes (cached features), batched as it is.
     `augment(images, epoch, batch_index)` (kcnn.data.augment) changes each training batch before it
-    is brought to the model's size, by (seed, epoch, batch) alone, so resuming stays exact.
+    is brought to the model's size, by (seed, epoch, batch) alone, so resuming stays exact; the
+    images are then prepared per batch (a prepared copy would hold them unaugmented).
+    `cache` as for `make_dataset`.
     """
-    images = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int64)))
     count = len(y)
+    raw, labels = tf.constant(x), tf.constant(y.astype(np.int64))
 
     def one_epoch(epoch):
-        order = images.shuffle(count, seed=seed * 1_000_003 + epoch, reshuffle_each_iteration=False)
-        return augment_epoch(order.batch(batch_size), epoch, augment)
+        order = tf.data.Dataset.range(count)
+        order = order.shuffle(count, seed=seed * 1_000_003 + epoch, reshuffle_each_iteration=False)
+        order = order.batch(batch_size)
+        if augment is None:
+            return order
+        batches = order.map(lambda i: (tf.gather(raw, i), tf.gather(labels, i)))
+        return augment_epoch(batches, epoch, augment)
 
-    ds = tf.data.Dataset.range(first_epoch, epochs).flat_map(one_epoch)
-    if input_shape is not None:
+    stream = tf.data.Dataset.range(first_epoch, epochs).flat_map(one_epoch)
+    if augment is not None:
         prepare = prepare_batch_fn(tuple(x.shape[1:]), tuple(input_shape), preprocess)
-        ds = ds.map(
-            lambda batch, labels: (prepare(batch), labels), num_parallel_calls=tf.data.AUTOTUNE
+        stream = stream.map(
+            lambda images, y_: (prepare(images), y_), num_parallel_calls=tf.data.AUTOTUNE
         )
-    return ds.prefetch(tf.data.AUTOTUNE)
+    elif input_shape is None:
+        stream = stream.map(lambda i: (tf.gather(raw, i), tf.gather(labels, i)))
+    else:
+        stream = _image_batches(stream, x, y, input_shape, preprocess, cache)
+    return stream.prefetch(tf.data.AUTOTUNE)

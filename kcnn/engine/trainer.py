@@ -380,10 +380,17 @@ class Trainer:
 
     def compile(self, model, lr: float | None = None) -> None:
         """The optimizer and loss of the recipe (weight decay, momentum, label smoothing), in the
-        strategy's scope; XLA when asked for."""
-        from kcnn.engine import recipes
+        strategy's scope; XLA when asked for; several steps per call of the training function
+        (the measured winner on CPU, results unchanged) on one device."""
+        from kcnn.data.pipeline import steps_per_epoch
+        from kcnn.engine import performance, recipes
 
         c = self.config
+        speed = {}
+        if c.strategy == "default" and self.prepared is not None:
+            speed = performance.compile_options(
+                steps_per_epoch(len(self.prepared.parts.y_train), c.batch_size)
+            )
         with self.scope():
             model.compile(
                 optimizer=recipes.make_optimizer(
@@ -392,6 +399,7 @@ class Trainer:
                 loss=recipes.make_loss(c.label_smoothing),
                 metrics=["accuracy"],
                 jit_compile=bool(c.jit_compile),
+                **speed,
             )
 
     # --- the pipeline ---------------------------------------------------------------------------

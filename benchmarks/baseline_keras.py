@@ -1,0 +1,110 @@
+"""The plain-Keras baseline: the network written out by hand and `model.fit` on NumPy arrays,
+the way keras.io's examples train a small convnet.
+
+    python benchmarks/baseline_keras.py lenet5 --dataset mnist-5k --epochs 10
+
+Same network, split, batch size, optimizer, learning rate and epochs as `kcnn train`, no
+validation (kcnn's figure excludes validation time too). The images are padded and scaled once,
+before the clock starts. Prints one JSON line: per-epoch training seconds, images/second and
+test accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import common  # noqa: E402
+
+
+def build(arch: str, input_shape, classes: int):
+    import keras
+    from keras import layers
+
+    if arch == "lenet5":
+        body = [
+            layers.Conv2D(6, 5, activation="tanh"), layers.AveragePooling2D(2),
+            layers.Conv2D(16, 5, activation="tanh"), layers.AveragePooling2D(2),
+            layers.Conv2D(120, 5, activation="tanh"), layers.Flatten(),
+            layers.Dense(84, activation="tanh"),
+        ]  # fmt: skip
+    elif arch == "simple-cnn":
+        body = [
+            layers.Conv2D(32, 3, padding="same", activation="relu"), layers.MaxPooling2D(2),
+            layers.Conv2D(64, 3, padding="same", activation="relu"), layers.MaxPooling2D(2),
+            layers.Conv2D(64, 3, padding="same", activation="relu"), layers.Flatten(),
+            layers.Dense(128, activation="relu"),
+        ]  # fmt: skip
+    else:
+        raise SystemExit(f"unknown architecture {arch}")
+    return keras.Sequential(
+        [keras.Input(input_shape), *body, layers.Dense(classes, activation="softmax")]
+    )
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("arch")
+    parser.add_argument("--dataset", default="mnist-5k")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--seed", type=int, default=83)
+    parser.add_argument("--shapes-count", type=int, default=3000)
+    args = parser.parse_args(argv)
+
+    x_train, y_train, x_test, y_test, classes = common.load_split(
+        args.dataset, args.seed, args.shapes_count
+    )
+    import keras
+
+    keras.utils.set_random_seed(args.seed)
+    xs, xt = common.as_model_input(x_train), common.as_model_input(x_test)
+    model = build(args.arch, xs.shape[1:], classes)
+    model.compile(
+        optimizer=keras.optimizers.Adam(args.lr),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+
+    class Clock(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.seconds = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.seconds.append(time.perf_counter() - self._start)
+
+    clock = Clock()
+    model.fit(
+        xs, y_train, batch_size=args.batch_size, epochs=args.epochs, callbacks=[clock], verbose=0
+    )
+    _, accuracy = model.evaluate(xt, y_test, batch_size=args.batch_size, verbose=0)
+    n, s = len(y_train), clock.seconds
+    result = {
+        "contestant": "keras",
+        "keras": keras.__version__,
+        "backend": keras.backend.backend(),
+        "images": n,
+        "epoch_seconds": s,
+        "images_per_second": n * args.epochs / sum(s),
+        "first_epoch_images_per_second": n / s[0],
+        "later_images_per_second": n * (args.epochs - 1) / sum(s[1:]) if args.epochs > 1 else None,
+        "test_accuracy": float(accuracy),
+    }
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()

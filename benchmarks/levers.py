@@ -1,0 +1,167 @@
+"""Which settings make a kcnn training epoch faster? One lever at a time against kcnn's settings,
+each in a fresh process, the reference run alternating with every variant.
+
+    python benchmarks/levers.py [--arch lenet5] [--dataset mnist-5k] [--epochs 6] [--repeats 2]
+
+Each run builds the model with kcnn (`forms.build`), feeds it kcnn's training pipeline
+(`epoch_batches`, the same batches `kcnn train` gets) and times whole epochs with kcnn's two
+callbacks in place, as `training.run` does. Prints one JSON line per run, then a summary line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402
+
+# name -> (environment, options); the options mirror what `one_run` understands
+LEVERS = {
+    "kcnn as is": ({}, {}),
+    "no op determinism": ({}, {"determinism": False}),
+    "oneDNN off": ({"TF_ENABLE_ONEDNN_OPTS": "0"}, {}),
+    "intra 2 / inter 1 threads": ({}, {"threads": (2, 1)}),
+    "intra 1 / inter 1 threads": ({}, {"threads": (1, 1)}),
+    "no per-batch callbacks": ({}, {"callbacks": False}),
+    "images prepared per batch (no cache)": ({}, {"cache": False}),
+    "steps_per_execution 5 (of 25 steps)": ({}, {"steps_per_execution": 5}),
+    "XLA jit_compile": ({}, {"jit_compile": True}),
+    "performance.compile_options (proposed)": ({}, {"proposed": True}),
+}
+
+
+def one_run(arch, dataset, epochs, options) -> dict:
+    """Train in this process with `options` applied; per-epoch training seconds."""
+    if options.get("threads"):
+        import tensorflow as tf
+
+        intra, inter = options["threads"]
+        tf.config.threading.set_intra_op_parallelism_threads(intra)
+        tf.config.threading.set_inter_op_parallelism_threads(inter)
+    import keras
+    import tensorflow as tf
+
+    from kcnn.data import pipeline
+    from kcnn.engine import interrupts, training
+    from kcnn.models import forms
+
+    config = training.TrainConfig(arch, dataset=dataset, epochs=epochs).validate()
+    data, parts, input_shape = training.prepare(config)
+    keras.utils.set_random_seed(config.seed)
+    if options.get("determinism", True):
+        tf.config.experimental.enable_op_determinism()
+    model = forms.build(arch, config.api, input_shape, parts.num_classes)
+    steps = pipeline.steps_per_epoch(len(parts.y_train), config.batch_size)
+    if options.get("proposed"):
+        from kcnn.engine import performance
+
+        options = {**options, **performance.compile_options(steps)}
+    model.compile(
+        optimizer=training.make_optimizer(config.optimizer, config.lr),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+        steps_per_execution=options.get("steps_per_execution", 1),
+        jit_compile=options.get("jit_compile", "auto"),
+    )
+    train_ds = pipeline.epoch_batches(
+        parts.x_train,
+        parts.y_train,
+        input_shape,
+        config.batch_size,
+        config.seed,
+        0,
+        epochs,
+        cache=options.get("cache"),
+    )
+
+    class Clock(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.seconds: list[float] = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.seconds.append(time.perf_counter() - self._start)
+
+    import tempfile
+
+    callbacks = [Clock()]
+    with tempfile.TemporaryDirectory() as out:
+        if options.get("callbacks", True):
+            guard = interrupts.SignalGuard()
+            callbacks = [interrupts.sentinel(guard), training._recorder(Path(out), {}), *callbacks]
+        history = model.fit(
+            train_ds,
+            epochs=epochs,
+            steps_per_epoch=steps,
+            callbacks=callbacks,
+            verbose=0,
+        )
+    n, s = len(parts.y_train), callbacks[-1].seconds
+    return {
+        "images": n,
+        "epoch_seconds": s,
+        # the median epoch after the first: one busy moment of a shared machine moves it least
+        "later_images_per_second": n / common.median(s[1:]),
+        "first_epoch_images_per_second": n / s[0],
+        "loss": [float(v) for v in history.history["loss"]],
+    }
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--arch", default="lenet5")
+    parser.add_argument("--dataset", default="mnist-5k")
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--only", nargs="*", default=None)
+    parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # a child run
+    args = parser.parse_args(argv)
+    if args.one is not None:
+        print(json.dumps(one_run(args.arch, args.dataset, args.epochs, json.loads(args.one))))
+        return {}
+
+    def child(name):
+        env, options = LEVERS[name]
+        cmd = [common.PYTHON, __file__, "--arch", args.arch, "--dataset", args.dataset]
+        cmd += ["--epochs", str(args.epochs), "--one", json.dumps(options)]
+        r = common.last_json(common.run(cmd, env)["stdout"])
+        print(json.dumps({"lever": name, **r}), file=sys.stderr)
+        return r
+
+    names = [n for n in LEVERS if n != "kcnn as is" and (not args.only or n in args.only)]
+    rows = {}
+    for name in names:
+        ratios, speeds, refs, losses = [], [], [], None
+        for _ in range(args.repeats):
+            ref, var = child("kcnn as is"), child(name)  # alternately, in the same run
+            refs.append(ref["later_images_per_second"])
+            speeds.append(var["later_images_per_second"])
+            ratios.append(speeds[-1] / refs[-1])
+            same = ref["loss"] == var["loss"]
+            losses = var["loss"][-1], ref["loss"][-1], same
+        rows[name] = {
+            "images_per_second": common.median(speeds),
+            "reference_images_per_second": common.median(refs),
+            "ratio": common.median(ratios),
+            "final_loss": losses[0],
+            "reference_final_loss": losses[1],
+            "same_history": losses[2],
+        }
+        print(json.dumps({name: rows[name]}), file=sys.stderr)
+    summary = {"arch": args.arch, "dataset": args.dataset, "epochs": args.epochs, "levers": rows}
+    print(json.dumps(summary))
+    return summary
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    main()

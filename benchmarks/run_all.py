@@ -1,0 +1,254 @@
+"""`make bench`: every benchmark, each contestant alternating with its baseline in the same run,
+written to benchmarks/RESULTS.md (and results.json, scaling.png).
+
+    python benchmarks/run_all.py [--repeats 3] [--skip memory ...] [--only levers]
+
+A partial run keeps the other sections of the last run in results.json (each with its date); the
+lever survey runs only when asked for (`--only levers`).
+
+Sections: startup, throughput, levers, transfer, memory, scaling, evaluation. Every figure is the
+median of its repeats; the machine's load average is recorded before and after each section,
+because other processes on a shared machine move these timings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+PY = common.PYTHON
+KCNN = [PY, "-m", "kcnn.cli"]
+SECTIONS = ("startup", "throughput", "transfer", "memory", "scaling", "evaluation", "levers")
+
+
+def load() -> str:
+    return "/".join(f"{v:.1f}" for v in os.getloadavg())
+
+
+def startup(repeats: int) -> dict:
+    commands = {
+        "python -c pass": [PY, "-c", "pass"],
+        "python -c 'import typer'": [PY, "-c", "import typer"],
+        "kcnn --help": [*KCNN, "--help"],
+        "kcnn list": [*KCNN, "list"],
+    }
+    walls = {k: [] for k in commands}
+    for _ in range(repeats + 2):  # alternately
+        for k, cmd in commands.items():
+            walls[k].append(common.run(cmd)["wall"])
+    probe = "import sys, kcnn.cli; print('tensorflow' in sys.modules)"
+    loads_tf = common.run([PY, "-c", probe])["stdout"].strip() == "True"
+    return {
+        "median_seconds": {k: common.median(v) for k, v in walls.items()},
+        "runs": walls,
+        "imports_tensorflow": loads_tf,
+    }
+
+
+def kcnn_train(arch: str, dataset: str, epochs: int, out: str, proposed: bool) -> dict:
+    name = f"{arch}-{'p' if proposed else 'k'}-{time.monotonic_ns()}"
+    cmd = [PY, str(HERE / "kcnn_timed.py"), "train", arch, "--dataset", dataset]
+    cmd += ["--epochs", str(epochs), "--out", out, "--name", name]
+    r = common.run(cmd, {"KCNN_BENCH_PROPOSED": "1" if proposed else ""})
+    timed = common.last_json(r["stdout"])
+    run_dir = glob.glob(os.path.join(out, f"*{name}"))[0]
+    m = json.loads(Path(run_dir, "metrics.json").read_text())
+    s = timed["epoch_seconds"]
+    n = m["train_images_per_second"] * m["train_seconds"] / len(s) if s else None
+    return {
+        "images_per_second": m["train_images_per_second"],
+        "first_epoch_images_per_second": n / s[0] if s else None,
+        "later_images_per_second": n * (len(s) - 1) / sum(s[1:]) if len(s) > 1 else None,
+        "test_accuracy": m["test_accuracy"],
+        "epoch_seconds": s,
+    }
+
+
+def throughput(repeats: int) -> dict:
+    cases = [("lenet5", "mnist-5k", 10), ("simple-cnn", "shapes", 5)]
+    results = {}
+    with tempfile.TemporaryDirectory() as out:
+        for arch, dataset, epochs in cases:
+            runs = {"kcnn": [], "kcnn + proposed trainer change": [], "keras": [], "pytorch": []}
+            args = [arch, "--dataset", dataset, "--epochs", str(epochs)]
+            for i in range(repeats):  # alternately
+                runs["kcnn"].append(kcnn_train(arch, dataset, epochs, out, False))
+                runs["kcnn + proposed trainer change"].append(
+                    kcnn_train(arch, dataset, epochs, out, True)
+                )
+                for name in ("keras", "pytorch"):
+                    script = HERE / f"baseline_{'torch' if name == 'pytorch' else name}.py"
+                    runs[name].append(common.last_json(common.run([PY, script, *args])["stdout"]))
+                print(f"  {arch} repeat {i + 1}/{repeats} done (load {load()})", file=sys.stderr)
+            results[f"{arch} on {dataset}"] = {
+                "epochs": epochs,
+                "contestants": {
+                    name: {
+                        key: common.median([r[key] for r in rs])
+                        for key in (
+                            "images_per_second",
+                            "first_epoch_images_per_second",
+                            "later_images_per_second",
+                            "test_accuracy",
+                        )
+                    }
+                    for name, rs in runs.items()
+                },
+                "runs": runs,
+            }
+    return results
+
+
+def levers(repeats: int) -> dict:
+    r = common.run([PY, HERE / "levers.py", "--epochs", "8", "--repeats", str(repeats)])
+    return common.last_json(r["stdout"])
+
+
+def transfer() -> dict:
+    r = common.run([PY, HERE / "feature_cache.py", "--epochs", "10", "--shapes-count", "2000"])
+    return json.loads(r["stdout"][r["stdout"].index("\n{") :])
+
+
+def memory() -> dict:
+    with tempfile.TemporaryDirectory() as out:
+        cmd = [PY, "-c", MEMORY_RUN, out]
+        r = common.run(cmd)
+    return {**common.last_json(r["stdout"]), "peak_rss_mib": r["rss_mib"], "wall": r["wall"]}
+
+
+# 10,000 generated 32×32 images into MobileNetV2 at 224×224: VGG16 at 224 would take an hour on
+# two cores; memory is about the input pipeline and the feature cache, which any backbone shows.
+MEMORY_RUN = """
+import json, sys
+from kcnn.commands.transfer import TransferConfig, transfer
+config = TransferConfig(["mobilenetv2"], dataset="shapes", shapes_count=10_000, weights="none",
+                        image_size=224, epochs=1, out=sys.argv[1], name="memory")
+m = transfer(config, quiet=True).runs[0].metrics
+print(json.dumps({"backbone": "mobilenetv2", "images": 10_000, "image_size": 224,
+                  "train_seconds": m["train_seconds"], "test_accuracy": m["test_accuracy"]}))
+"""
+
+
+def scaling(sizes=(1_000, 5_000, 20_000, 60_000)) -> dict:
+    rows = []
+    for n in sizes:
+        r = common.run([PY, HERE / "scaling.py", str(n)])
+        rows.append({**common.last_json(r["stdout"]), "peak_rss_mib": r["rss_mib"]})
+        print(f"  scaling {n} done (load {load()})", file=sys.stderr)
+    plot_scaling(rows, HERE / "scaling.png")
+    return {"rows": rows}
+
+
+def plot_scaling(rows, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = [r["images"] for r in rows]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    a.plot(n, [r["train_seconds"] for r in rows], "o-", label="training (1 epoch)")
+    a.plot(n, [r["wall"] for r in rows], "s--", label="whole run")
+    a.set(xlabel="images generated", ylabel="seconds", title="Time")
+    a.legend()
+    data_mib = [x * 32 * 32 * 3 / 1024**2 for x in n]
+    b.plot(n, [r["peak_rss_mib"] for r in rows], "o-", label="peak RSS")
+    b.plot(n, data_mib, ":", label="the uint8 images themselves")
+    b.set(xlabel="images generated", ylabel="MiB", title="Peak memory")
+    b.legend()
+    fig.suptitle("kcnn train lenet5 --dataset shapes, 1 epoch")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def evaluation(repeats: int) -> dict:
+    r = common.run([PY, HERE / "eval_predict.py", "--repeats", str(repeats)])
+    return common.last_json(r["stdout"])
+
+
+def gpu() -> str:
+    probe = "import tensorflow as tf; print(len(tf.config.list_physical_devices('GPU')))"
+    try:
+        count = int(common.run([PY, "-c", probe])["stdout"].strip().splitlines()[-1])
+    except (RuntimeError, ValueError):
+        return "unknown"
+    return f"{count} GPU(s) visible to TensorFlow" if count else "none"
+
+
+def versions() -> dict:
+    probe = (
+        "import json, tensorflow as tf, keras, numpy\n"
+        "v = {'tensorflow': tf.__version__, 'keras': keras.__version__, 'numpy': numpy.__version__}\n"
+        "try:\n import torch; v['torch'] = torch.__version__\nexcept ImportError: v['torch'] = None\n"
+        "print(json.dumps(v))"
+    )
+    return common.last_json(common.run([PY, "-c", probe])["stdout"])
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=3)
+    # the lever survey takes as long as everything else together: run it with --only levers
+    parser.add_argument("--skip", nargs="*", default=["levers"], choices=SECTIONS)
+    parser.add_argument("--only", nargs="*", default=None, choices=SECTIONS)
+    parser.add_argument("--out", default=str(HERE))
+    args = parser.parse_args(argv)
+    wanted = [s for s in SECTIONS if s not in args.skip and (args.only is None or s in args.only)]
+    results_path = Path(args.out) / "results.json"
+    # a partial run (--only) keeps the other sections of the last full one
+    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    results.update(
+        {
+            "machine": {**common.machine(), "gpu": gpu()},
+            "versions": versions(),
+            "date": time.ctime(),
+        }
+    )
+    sections = results.setdefault("sections", {})
+    started = time.perf_counter()
+    for section in wanted:
+        before, t0 = load(), time.perf_counter()
+        print(f"{section} (load {before}) ...", file=sys.stderr)
+        run = {
+            "startup": lambda: startup(args.repeats),
+            "throughput": lambda: throughput(args.repeats),
+            "levers": lambda: levers(1),
+            "transfer": transfer,
+            "memory": memory,
+            "scaling": scaling,
+            "evaluation": lambda: evaluation(args.repeats),
+        }[section]
+        sections[section] = {
+            **run(),
+            "load_before": before,
+            "load_after": load(),
+            "seconds": time.perf_counter() - t0,
+            "date": time.ctime(),
+        }
+        results_path.write_text(json.dumps(results, indent=1))
+    results["total_seconds"] = time.perf_counter() - started
+    results_path.write_text(json.dumps(results, indent=1))
+    from report import write_report
+
+    write_report(results, Path(args.out) / "RESULTS.md")
+    print(
+        f"wrote {Path(args.out) / 'RESULTS.md'} in {results['total_seconds']:.0f} s",
+        file=sys.stderr,
+    )
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""The speed defaults change nothing but speed: cached and per-batch pipelines give the very same
+batches, each epoch's shuffle depends on (seed, epoch) alone, and several steps per execution
+train to the very same history as one."""
+
+import numpy as np
+import pytest
+
+from kcnn.data import pipeline
+from kcnn.engine import performance
+
+
+def _data(count=90, shape=(28, 28, 1), seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (count, *shape), dtype=np.uint8), rng.integers(0, 3, count)
+
+
+def _as_lists(ds):
+    return [(images.numpy(), labels.numpy()) for images, labels in ds]
+
+
+def _assert_same(a, b):
+    assert len(a) == len(b)
+    for (xa, ya), (xb, yb) in zip(a, b, strict=True):
+        np.testing.assert_array_equal(xa, xb)
+        np.testing.assert_array_equal(ya, yb)
+
+
+def test_cached_and_per_batch_training_pipelines_give_identical_batches():
+    x, y = _data()
+    args = (x, y, (32, 32, 1), 20, 7, 0, 3)
+    cached = _as_lists(pipeline.epoch_batches(*args, cache=True))
+    _assert_same(cached, _as_lists(pipeline.epoch_batches(*args, cache=False)))
+    assert len(cached) == 3 * pipeline.steps_per_epoch(len(y), 20)
+    # every epoch holds every image once, in a new order
+    first, second = (np.concatenate([b[1] for b in cached[i * 5 : i * 5 + 5]]) for i in (0, 1))
+    assert sorted(first) == sorted(second) == sorted(y) and not np.array_equal(first, second)
+
+
+def test_an_epoch_depends_only_on_seed_and_epoch_number():
+    x, y = _data()
+    steps = pipeline.steps_per_epoch(len(y), 20)
+    whole = _as_lists(pipeline.epoch_batches(x, y, (32, 32, 1), 20, 7, 0, 4))
+    resumed = _as_lists(pipeline.epoch_batches(x, y, (32, 32, 1), 20, 7, 2, 4))
+    _assert_same(whole[2 * steps :], resumed)
+    other_seed = _as_lists(pipeline.epoch_batches(x, y, (32, 32, 1), 20, 8, 2, 4))
+    assert not all(np.array_equal(a[1], b[1]) for a, b in zip(resumed, other_seed, strict=True))
+
+
+def test_cached_and_per_batch_evaluation_sets_match_with_preprocess_and_resize():
+    x, y = _data(40, (8, 8, 3))
+    for shuffle in (False, True):
+        kwargs = dict(shuffle=shuffle, seed=3, preprocess=lambda t: t - 127.5)
+        a = _as_lists(pipeline.make_dataset(x, y, (16, 16, 3), 16, cache=True, **kwargs).repeat(2))
+        b = _as_lists(pipeline.make_dataset(x, y, (16, 16, 3), 16, cache=False, **kwargs).repeat(2))
+        _assert_same(a, b)
+
+
+def test_sets_beyond_the_cache_limit_are_prepared_per_batch(monkeypatch):
+    x, y = _data(10)
+    monkeypatch.setattr(pipeline, "CACHE_MAX_BYTES", pipeline.prepared_bytes(9, (32, 32, 1)))
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a set over CACHE_MAX_BYTES must not be prepared up front")
+
+    monkeypatch.setattr(pipeline, "prepare_all", refuse)
+    assert len(_as_lists(pipeline.make_dataset(x, y, (32, 32, 1), 4))) == 3
+    with pytest.raises(AssertionError):
+        pipeline.make_dataset(x[:9], y[:9], (32, 32, 1), 4)
+
+
+def test_steps_per_execution_divides_the_epoch():
+    assert performance.steps_per_execution(25) == 25
+    assert performance.steps_per_execution(100) == 25  # largest divisor within the limit
+    assert performance.steps_per_execution(64) == 32
+    assert performance.steps_per_execution(37) == 1  # a prime epoch: one step per call
+    assert performance.steps_per_execution(1) == 1
+    for steps in range(1, 200):
+        n = performance.steps_per_execution(steps)
+        assert steps % n == 0 and 1 <= n <= performance.MAX_STEPS_PER_EXECUTION
+    with pytest.raises(ValueError):
+        performance.steps_per_execution(0)
+
+
+def test_compile_options_train_to_the_same_history_as_one_step_per_call():
+    import keras
+    import tensorflow as tf
+
+    from kcnn.models import forms
+
+    x, y = _data(96)
+    x_val, y_val = _data(30, seed=1)
+    steps = pipeline.steps_per_epoch(len(y), 16)
+    histories = []
+    for options in ({}, performance.compile_options(steps)):
+        keras.utils.set_random_seed(5)
+        tf.config.experimental.enable_op_determinism()
+        model = forms.build("lenet5", "sequential", (32, 32, 1), 3)
+        model.compile(
+            optimizer="adam",
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+            **options,
+        )
+        history = model.fit(
+            pipeline.epoch_batches(x, y, (32, 32, 1), 16, 5, 0, 2),
+            validation_data=pipeline.make_dataset(x_val, y_val, (32, 32, 1), 16),
+            epochs=2,
+            steps_per_epoch=steps,
+            verbose=0,
+        )
+        histories.append(history.history)
+    assert performance.compile_options(steps)["steps_per_execution"] == 6
+    assert histories[0] == histories[1]
