@@ -6,6 +6,7 @@ import os
 import platform
 import re
 import sys
+import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
@@ -38,6 +39,24 @@ def check_name(name: str) -> str:
 def dataset_label(dataset: str) -> str:
     """The part of a default run name that says which data: a registered name, or a file/folder's name."""
     return Path(dataset).name.removesuffix(".npz")
+
+
+def check_out(out: str | Path) -> None:
+    """Refuse an output folder that `create` could not make or write in, without making it."""
+    out = Path(out).expanduser()
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        if existing.is_symlink() or existing.parent.is_file():
+            break
+        existing = existing.parent
+    try:  # the one sure test of "can a folder be made here" is making one (and removing it)
+        if not existing.is_dir():
+            raise NotADirectoryError(20, "Not a directory")
+        os.rmdir(tempfile.mkdtemp(prefix=".kcnn-check-", dir=existing))
+    except OSError as e:
+        raise KcnnError(
+            f"cannot create output folder {out}: {e.strerror or e}; choose another --out"
+        ) from None
 
 
 def create(out: str | Path, name: str) -> Path:
