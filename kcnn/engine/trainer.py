@@ -145,6 +145,9 @@ class Trainer:
         self.results: dict[str, Any] = {}  # what metrics.json holds besides the trainer's own
         self.rows: list[dict[str, float]] = list(resume.rows) if resume else []
         self.train_seconds = resume.train_seconds if resume else 0.0
+        # Training seconds when each epoch ended: a checkpoint keeps the time of its own epochs,
+        # not of a half-done epoch that a resume does again (throughput stays right).
+        self._seconds_at = {len(self.rows): self.train_seconds}
         self.epochs_planned = epochs_planned or config.epochs
         self.model = None  # the model the current fit phase trains (a checkpoint saves it)
         self.guard = interrupts.SignalGuard()
@@ -270,8 +273,15 @@ class Trainer:
         if status == "interrupted" and self.resumable and self.model is not None:
             if self.sentinel is not None and self.sentinel.restore_snapshot(self.model):
                 done = min(done, self.sentinel.snapshot_epoch)
+            self.train_seconds = self._seconds_at.get(done, self.train_seconds)
             if done:
-                checkpoints.save(self.run_dir, self.model, done, reason="interrupted")
+                checkpoints.save(
+                    self.run_dir,
+                    self.model,
+                    done,
+                    reason="interrupted",
+                    settings=self.config.settings_dict(),
+                )
                 extra["checkpoint"] = checkpoints.CHECKPOINT
         write_csv(self.run_dir / folders.HISTORY, self.rows[:done], None if done else ["epoch"])
         self._write_status(status, epochs=done, **extra)
@@ -486,6 +496,7 @@ def _Recorder(trainer: Trainer):
             trainer.rows.append(
                 {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
             )
+            trainer._seconds_at[len(trainer.rows)] = trainer.train_seconds
             write_csv(trainer.run_dir / folders.HISTORY, trainer.rows)
             trainer._write_status("running")
 
