@@ -45,31 +45,44 @@ def experiment(path: Path, body: str, command: str = "train", arch: str | None =
     return path
 
 
-# Pre-TensorFlow: a tiny harness runs `cli.main` and reports whether TensorFlow got imported.
+# Pre-TensorFlow: a tiny harness runs `cli.main` on many argument lists in one process (each
+# with its own stderr) and reports, for each, the exit status, stderr, and whether TensorFlow
+# had been imported by then.
 HARNESS = """
-import sys
+import io, json, sys
 from kcnn.cli import main
-code = 0
-try:
-    main(sys.argv[1:])
-except SystemExit as e:
-    code = e.code
-print(("TF" if "tensorflow" in sys.modules else "noTF"), code, file=sys.__stdout__)
-sys.exit(code)
+answers = []
+for args in json.loads(sys.argv[1]):
+    err, sys.stderr = sys.stderr, io.StringIO()
+    code = 0
+    try:
+        main(args)
+    except SystemExit as e:
+        code = e.code
+    answers.append([code, sys.stderr.getvalue(), "tensorflow" in sys.modules])
+    sys.stderr = err
+print(json.dumps(answers))
 """
 
 
-def without_tensorflow(*args, cwd: Path | None = None) -> subprocess.CompletedProcess:
+def without_tensorflow(*cases, cwd: Path | None = None) -> list[subprocess.CompletedProcess]:
+    """Run each argument list; assert none of them imported TensorFlow."""
+    arg_lists = [[str(a) for a in args] for args in cases]
     result = subprocess.run(
-        [sys.executable, "-c", HARNESS, *map(str, args)],
+        [sys.executable, "-c", HARNESS, json.dumps(arg_lists)],
         capture_output=True,
         text=True,
         timeout=TIMEOUT,
         cwd=cwd,
         stdin=subprocess.DEVNULL,
     )
-    assert result.stdout.strip().splitlines()[-1] == "noTF 2", (args, result.stdout, result.stderr)
-    return result
+    assert result.returncode == 0, result.stderr[-3000:]
+    answers = json.loads(result.stdout.strip().splitlines()[-1])
+    done = []
+    for args, (code, err, tensorflow) in zip(arg_lists, answers, strict=True):
+        assert not tensorflow, f"{args} imported TensorFlow"
+        done.append(subprocess.CompletedProcess(args, code, "", err))
+    return done
 
 
 COMMAND_LINE = [
@@ -102,8 +115,11 @@ COMMAND_LINE = [
 
 def test_command_line_is_checked_before_tensorflow():
     """Wrong types, ranges, choices, unknown options, missing values: one line, no TensorFlow."""
-    for args, word in COMMAND_LINE:
-        refused(without_tensorflow(*args), word)
+    answers = without_tensorflow(*(args for args, _ in COMMAND_LINE))
+    for (_, word), answer in zip(COMMAND_LINE, answers, strict=True):
+        refused(answer, word)
+    for args, word in COMMAND_LINE[:3]:  # and through the executable itself
+        refused(kcnn(*args), word)
 
 
 def test_experiment_files_are_checked_with_the_file_named(tmp_path):
@@ -118,20 +134,25 @@ def test_experiment_files_are_checked_with_the_file_named(tmp_path):
         "dataset = ['digits']": "dataset",
         "[run.dataset]\nx = 1": "dataset",
     }
+    runs, words = [], []
     for number, (body, word) in enumerate(cases.items()):
         path = experiment(tmp_path / f"bad{number}.toml", body)
-        for check in ([], ["--check"]):
-            refused(without_tensorflow("run", path, *check), word, path.name)
-        refused(without_tensorflow("train", "--config", path), word, path.name)
+        runs += [["run", path], ["run", path, "--check"], ["train", "--config", path]]
+        words += [(word, path.name)] * 3
     same_init = experiment(tmp_path / "same.toml", 'same_init = "no"', "compare-apis", None)
-    refused(without_tensorflow("run", same_init, "--check"), "same_init", "true or false")
+    runs.append(["run", same_init, "--check"])
+    words.append(("same_init", "true or false"))
     apis = experiment(tmp_path / "apis.toml", 'apis = "sequential"', "compare-apis", None)
-    refused(without_tensorflow("run", apis), "--apis")
+    runs.append(["run", apis])
+    words.append(("--apis",))
+    for answer, expected in zip(without_tensorflow(*runs), words, strict=True):
+        refused(answer, *expected)
+    refused(kcnn("run", tmp_path / "bad0.toml"), "epochs", "bad0.toml")
 
 
 def test_set_overrides_are_checked(tmp_path):
     good = experiment(tmp_path / "good.toml", 'dataset = "digits"\nepochs = 1')
-    for override, word in [
+    cases = [
         ("epochs=[1,2]", "epochs"),
         ("epochs=ten", "epochs"),
         ("epochs=1e400", "epochs"),
@@ -141,8 +162,10 @@ def test_set_overrides_are_checked(tmp_path):
         ("bogus=1", "bogus"),
         ("=1", "KEY=VALUE"),
         ("arch=" + "[" * 200 + "]" * 200, "arch"),
-    ]:
-        refused(without_tensorflow("run", good, "--check", "--set", override), word)
+    ]
+    answers = without_tensorflow(*(["run", good, "--check", "--set", o] for o, _ in cases))
+    for (_, word), answer in zip(cases, answers, strict=True):
+        refused(answer, word)
 
 
 def test_absurd_files_are_refused_not_read(tmp_path):
@@ -159,7 +182,7 @@ def test_absurd_files_are_refused_not_read(tmp_path):
     (tmp_path / "run").mkdir()
     deep_json = tmp_path / "run" / "config.json"
     deep_json.write_text('{"a":' * 100_000 + "1" + "}" * 100_000)
-    for path, word in [
+    cases = [
         (deep, "deep"),
         (huge, "limit"),
         (binary, "utf-8"),
@@ -168,26 +191,34 @@ def test_absurd_files_are_refused_not_read(tmp_path):
         (tmp_path, "folder without config.json"),
         (deep_json, "deep"),
         (tmp_path / "missing.toml", "no such"),
-    ]:
-        refused(without_tensorflow("run", path), word)
-        refused(without_tensorflow("train", "--config", path), word)
+    ]
+    runs = [a for path, _ in cases for a in (["run", path], ["train", "--config", path])]
+    for answer, (_, word) in zip(
+        without_tensorflow(*runs), [c for c in cases for _ in "ab"], strict=True
+    ):
+        refused(answer, word)
+    refused(kcnn("run", fifo), "not a regular file")  # never opened: no hang
 
 
 def test_a_runs_config_json_is_checked_when_redone(tmp_path):
     """`kcnn run RUN/config.json`: the settings (arch included) go through the same schema."""
     record = {"command": "train", "arch": "lenet5", "api": "sequential", "dataset": "digits"}
-    for key, value, word in [
+    cases = [
         ("epochs", "ten", "epochs"),
         ("epochs", 1e300, "epochs"),
         ("seed", -1, "seed"),
         ("name", "../../etc", "run name"),
         ("arch", 5, "arch"),
         ("bogus", 1, "unknown setting 'bogus'"),
-    ]:
-        path = tmp_path / key / "config.json"
-        path.parent.mkdir(exist_ok=True)
-        path.write_text(json.dumps({**record, key: value}))
-        refused(without_tensorflow("run", path), word, str(path))
+    ]
+    paths = []
+    for number, (key, value, _) in enumerate(cases):
+        paths.append(tmp_path / str(number) / "config.json")
+        paths[-1].parent.mkdir()
+        paths[-1].write_text(json.dumps({**record, key: value}))
+    answers = without_tensorflow(*(["run", path] for path in paths))
+    for path, (_, _, word), answer in zip(paths, cases, answers, strict=True):
+        refused(answer, word, str(path))
     path = tmp_path / "ok" / "config.json"
     path.parent.mkdir()
     path.write_text(json.dumps({**record, "epochs": 2}))
@@ -202,6 +233,7 @@ def test_a_backbone_list_may_be_comma_separated():
     assert 'backbones = ["vgg16", "mobilenetv2"]' in result.stdout
 
 
+@pytest.mark.slow
 def test_check_refuses_what_the_run_refuses(tmp_path):
     """`kcnn run --check` does every check the run does before training (data, model input,
     output folder), so the pair always agrees; the run leaves no folder behind."""
