@@ -202,8 +202,7 @@ def test_signals_at_any_moment_then_resume_give_the_uninterrupted_numbers(tmp_pa
     moments = [
         ("loading", signal.SIGINT, lambda run, t: t > 0.5),
         ("epoch-2", signal.SIGHUP, lambda run, t: run is not None and epochs_in(run) >= 1),
-        ("last-val", signal.SIGTERM, lambda run, t: run is not None and epochs_in(run) >= 3),
-        ("pictures", signal.SIGINT, lambda run, t: run and (run / "curves.png").exists()),
+        ("pictures", signal.SIGTERM, lambda run, t: run and (run / "curves.png").exists()),
         ("killed", signal.SIGKILL, lambda run, t: run is not None and epochs_in(run) >= 2),
     ]
     for name, signum, when in moments:

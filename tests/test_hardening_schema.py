@@ -99,6 +99,7 @@ COMMAND_LINE = [
     (["train", "lenet5", "--optimizer", "adamw"], "did you mean 'adam'"),
     (["train", "lenet5", "--dataset", ""], "--dataset"),
     (["train", "lenet5", "--name", "../x"], "run name"),
+    (["train", "lenet5", "--name", "a" * 300], "too long"),
     (["train", "nosuch"], "unknown architecture"),
     (["train"], "name an architecture"),
     (["train", "lenet5", "--bogus"], "--bogus"),

@@ -18,6 +18,8 @@ CONFIG, SUMMARY, HISTORY, METRICS = "config.json", "summary.txt", "history.csv",
 CURVES, CONFUSION, MODEL = "curves.png", "confusion_matrix.png", "model.keras"
 RUN_FILES = (CONFIG, SUMMARY, HISTORY, METRICS, CURVES, CONFUSION, MODEL)
 
+NAME_MAX = 200
+
 STATUSES = ("running", "completed", "interrupted", "diverged", "failed")
 
 
@@ -31,6 +33,10 @@ def check_name(name: str) -> str:
         or ".." in name
     ):
         raise KcnnError(f"run name {name!r} must be a plain name without path separators or '..'")
+    if len(name.encode()) > NAME_MAX:  # the folder adds a timestamp; file systems stop at 255 bytes
+        raise KcnnError(
+            f"run name {name[:40]!r}... is too long: pass a --name of at most {NAME_MAX} bytes"
+        )
     if not re.fullmatch(r"[\w.+=@,-]+", name):
         raise KcnnError(f"run name {name!r} may hold only letters, digits and . _ - + = @ ,")
     return name
