@@ -19,7 +19,7 @@ from typing import Annotated, Any
 import typer
 
 from kcnn.cli.app import app
-from kcnn.engine.config import RunConfig, Setting, option_name
+from kcnn.engine.config import RunConfig, Setting, check_value, option_name
 
 _PYTHON_TYPES = {int: int, float: float, str: str, list: str, bool: bool}
 
@@ -148,6 +148,9 @@ def resolve(
         for k, v in values.items()
         if k in cls.settings() and given(ctx, k) and v is not None
     }
+    specs = cls.settings()
+    for key, value in typed.items():  # a bad typed value is the command line's, not the file's
+        typed[key] = check_value(key, specs[key], value)
     base = experiments.settings_of(config_file, cls.command) if config_file is not None else {}
     merged = {**base, **typed}
     source = str(config_file) if config_file is not None else "the command line"

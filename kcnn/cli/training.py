@@ -253,6 +253,8 @@ def run_experiment(
 
     experiment = experiments.load(file, experiments.parse_overrides(set_ or []))
     if check:
+        for cfg in experiment.runs:  # what the run would refuse before training, --check refuses
+            experiments.preflight(cfg)
         plan = [{"command": cfg.command, **cfg.settings_dict()} for cfg in experiment.runs]
         if as_json:
             print_json({"file": str(file), "description": experiment.description, "runs": plan})

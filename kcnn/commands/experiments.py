@@ -108,15 +108,14 @@ def _read(path: Path) -> dict[str, Any]:
         command = data.get("command")
         if command not in COMMANDS:
             raise KcnnError(f"{path} is not a kcnn run's {CONFIG_JSON} (it names no kcnn command)")
-        known = COMMANDS[command].settings()
-        settings = {k: v for k, v in data.items() if k in known}
-        strange = [
-            k for k in data if k not in known and k not in RUN_FACTS | {"command", "versions"}
-        ]
-        if strange:
-            raise KcnnError(
-                f"{path}: unknown key '{strange[0]}' for a {command} run; was the file edited?"
-            )
+        own = COMMANDS[command].settings()  # `arch` and `head` are settings as well as facts
+        # Anything that is neither a fact nor versions is taken as a setting, so that an edited
+        # or foreign key is refused by the schema like any unknown setting.
+        settings = {
+            k: v
+            for k, v in data.items()
+            if k not in ("command", "versions") and (k in own or k not in RUN_FACTS)
+        }
         return {
             "description": f"redo of {path.parent.name}",
             "run": [{"command": command, **settings}],
@@ -184,9 +183,45 @@ def load(path: str | Path, overrides: dict[str, Any] | None = None) -> Experimen
     return Experiment(path, description, runs, compare and len(runs) > 1)
 
 
+def preflight(config: RunConfig) -> None:
+    """Everything a run checks before it trains, done without training or making a folder: the
+    output folder, the data (loaded, validated, split) and the model input it would be fed at,
+    and for transfer every backbone's weights. `kcnn run --check` refuses what the run refuses."""
+    from kcnn.engine.trainer import default_input_shape, prepare_data
+    from kcnn.runs import folders
+
+    folders.check_out(config.out)
+    if config.command != "transfer":
+        prepare_data(config, default_input_shape(config.arch, config.image_size))
+        return
+    from kcnn.commands import transfer
+    from kcnn.models import backbones
+
+    chosen = [backbones.get(b) for b in config.backbones]
+    prepared = prepare_data(
+        config, transfer.input_shape_for(config.image_size, max(b.min_size for b in chosen))
+    )
+    for b in chosen:  # as `transfer.transfer` checks them before its first run
+        base = b.build(prepared.input_shape)
+        transfer.load_weights(
+            base, b, transfer.resolve_weights(b, config.weights, prepared.input_shape[0])
+        )
+        layers = transfer.backbone_layer_count(base)
+        if config.fine_tune > layers:
+            raise KcnnError(
+                f"--fine-tune {config.fine_tune} is more than the {layers} layers of {b.name}; "
+                f"use at most {layers}"
+            )
+
+
 def run(experiment: Experiment, quiet: bool = False) -> list[dict[str, Any]]:
     """Run every run of an experiment in order; returns one short summary per run, and for a file
-    of several runs one more: the comparison of them all (`compare = false` in the file: none)."""
+    of several runs one more: the comparison of them all (`compare = false` in the file: none).
+    With several runs, each is checked (`preflight`) before the first starts: no experiment fails
+    half-way for input a check could have found."""
+    if len(experiment.runs) > 1:
+        for config in experiment.runs:
+            preflight(config)
     summaries = run_each(experiment, quiet)
     if experiment.compare:
         from kcnn.runs.browse import RunInfo

@@ -1,7 +1,7 @@
 """`kcnn train` as a library call: data → pipeline → model → fit → evaluate → run folder.
 
     from kcnn.commands.train import train
-    from kcnn.engine.config import TrainConfig
+    from kcnn.engine.config import TrainConfig, check_value
     result = train(TrainConfig("lenet5", dataset="mnist-5k", epochs=10))
     result.metrics["test_accuracy"], result.run_dir
 
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from kcnn.engine import checkpoints
-from kcnn.engine.config import TrainConfig
+from kcnn.engine.config import TrainConfig, check_value
 from kcnn.engine.trainer import RunResult, Trainer, default_input_shape
 from kcnn.errors import KcnnError
 
@@ -64,11 +64,16 @@ def _run(trainer: Trainer, checkpoint: bool = False) -> RunResult:
 def resume(run_dir: str | Path, epochs: int | None = None, quiet: bool = False) -> RunResult:
     """Finish an interrupted (or killed) `kcnn train` run in its own folder; `epochs` may raise
     the total. Its settings are checked by the same schema as a new run's."""
+    from kcnn.commands.experiments import RUN_FACTS
+
     record, state = checkpoints.open_run(run_dir)
     settings = {k: v for k, v in record.items() if k in TrainConfig.settings()}
+    strange = sorted(set(record) - set(settings) - RUN_FACTS - {"command"})
+    if strange:  # as `kcnn run config.json` would refuse it: an edit, not a kcnn record
+        settings[strange[0]] = record[strange[0]]
     config = TrainConfig.from_settings(settings, source=str(Path(run_dir) / "config.json"))
-    if epochs is not None:
-        config.epochs = epochs
+    if epochs is not None:  # checked on its own: an error in it is not the file's
+        config.epochs = check_value("epochs", TrainConfig.settings()["epochs"], epochs)
     config.validate()
     if config.epochs < state.epoch:
         raise KcnnError(

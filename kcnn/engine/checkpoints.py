@@ -11,8 +11,10 @@ same metrics, bit for bit.
 
 from __future__ import annotations
 
+import csv
 import fcntl
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,9 +71,21 @@ def set_rng_state(model, states: list) -> None:
 # --- writing ------------------------------------------------------------------------------------
 
 
-def save(run_dir: Path, model, epoch: int, reason: str, best: list | None = None) -> None:
+# Settings a resume may change: they do not alter what the checkpoint's epochs computed.
+FREE_SETTINGS = ("epochs", "out", "name", "data_dir")
+
+
+def save(
+    run_dir: Path,
+    model,
+    epoch: int,
+    reason: str,
+    settings: dict[str, Any] | None = None,
+    best: list | None = None,
+) -> None:
     """Write the checkpoint atomically: the model and generator files first, then the note that
-    points at them (a checkpoint without its note is never used)."""
+    points at them (a checkpoint without its note is never used). The note keeps the settings
+    the epochs were trained with, so a config.json edited since cannot resume into another run."""
     import numpy as np
 
     (run_dir / CHECKPOINT_INFO).unlink(missing_ok=True)
@@ -82,11 +96,14 @@ def save(run_dir: Path, model, epoch: int, reason: str, best: list | None = None
     np.savez(tmp_rng, *rng_state(model))
     os.replace(tmp_rng, run_dir / CHECKPOINT_RNG)
     (run_dir / CHECKPOINT_BEST).unlink(missing_ok=True)
-    if best is not None:
+    if best is not None:  # early stopping's best weights so far
         tmp_best = run_dir / f".{CHECKPOINT_BEST}.tmp.npz"
         np.savez(tmp_best, *best)
         os.replace(tmp_best, run_dir / CHECKPOINT_BEST)
-    write_json(run_dir / CHECKPOINT_INFO, {"epoch": epoch, "reason": reason, "file": CHECKPOINT})
+    note = {"epoch": epoch, "reason": reason, "file": CHECKPOINT}
+    if settings is not None:
+        note["settings"] = {k: v for k, v in settings.items() if k not in FREE_SETTINGS}
+    write_json(run_dir / CHECKPOINT_INFO, note)
 
 
 def discard(run_dir: Path) -> None:
@@ -180,34 +197,67 @@ def open_run(run_dir: str | Path) -> tuple[dict[str, Any], Resume]:
             raise KcnnError(
                 f"{run_dir} has no {CHECKPOINT} beside its checkpoint note; this run cannot be resumed"
             )
+        _check_same_settings(run_dir, record, info.get("settings"))
     rows = read_history(run_dir / folders.HISTORY) if epoch else []
     if len(rows) < epoch:
         raise KcnnError(
             f"{run_dir / folders.HISTORY} holds {len(rows)} epochs but the checkpoint is of epoch "
             f"{epoch}; this run cannot be resumed"
         )
-    seconds = metrics.get("train_seconds") if epoch else 0.0
-    seconds = (
-        float(seconds)
-        if isinstance(seconds, int | float) and not isinstance(seconds, bool)
-        else 0.0
-    )
+    seconds = metrics.get("train_seconds", 0.0)
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds >= 0:
+        raise KcnnError(
+            f"the run metrics {run_dir / folders.METRICS} are damaged (train_seconds {seconds!r}); "
+            "this run cannot be resumed"
+        )
     fingerprint = record.get("data_fingerprint")
+    if fingerprint is not None and not isinstance(fingerprint, str):
+        raise KcnnError(
+            f"the run configuration {run_dir / folders.CONFIG} is damaged (data_fingerprint "
+            f"{fingerprint!r}); this run cannot be resumed"
+        )
     return record, Resume(
-        run_dir, epoch, rows[:epoch], seconds, fingerprint if isinstance(fingerprint, str) else None
+        run_dir, epoch, rows[:epoch], float(seconds) if epoch else 0.0, fingerprint
     )
+
+
+def _check_same_settings(run_dir: Path, record: dict, trained: Any) -> None:
+    """Refuse a config.json whose settings differ from those the checkpoint was trained with."""
+    if trained is None:  # a checkpoint from before notes kept settings
+        return
+    if not isinstance(trained, dict):
+        raise KcnnError(
+            f"the checkpoint note {run_dir / CHECKPOINT_INFO} is damaged (settings {trained!r}); "
+            "this run cannot be resumed"
+        )
+    changed = [k for k, v in trained.items() if record.get(k) != v]
+    if changed:
+        key = changed[0]
+        raise KcnnError(
+            f"{run_dir / folders.CONFIG} says {key} = {record.get(key)!r} but the checkpoint was "
+            f"trained with {key} = {trained[key]!r}; put it back, or start a new run with the "
+            "new settings"
+        )
 
 
 def read_history(path: Path) -> list[dict[str, float]]:
+    """The epochs history.csv records: numbered 1, 2, ... with the same numbers in each row."""
     try:
         rows = read_csv(path)
-        return [{k: int(v) if k == "epoch" else float(v) for k, v in row.items()} for row in rows]
+        rows = [{k: int(v) if k == "epoch" else float(v) for k, v in row.items()} for row in rows]
     except FileNotFoundError:
         return []
-    except (OSError, ValueError, TypeError) as e:
+    except (OSError, ValueError, TypeError, UnicodeDecodeError, csv.Error) as e:
         raise KcnnError(
-            f"the history {path} is damaged ({e}); this run cannot be resumed"
+            f"the history {path} is damaged ({str(e)[:120]}); this run cannot be resumed"
         ) from None
+    for number, row in enumerate(rows, 1):
+        if row.get("epoch") != number or "loss" not in row or None in row:
+            raise KcnnError(
+                f"the history {path} is damaged (row {number} is not epoch {number} with its "
+                "loss); this run cannot be resumed"
+            )
+    return rows
 
 
 def load_model(run_dir: Path):
@@ -217,7 +267,12 @@ def load_model(run_dir: Path):
 
     from kcnn.models import saved
 
-    model = saved.load(run_dir / CHECKPOINT, "this run cannot be resumed")
+    path = run_dir / CHECKPOINT
+    if path.is_file() and not zipfile.is_zipfile(path):  # Keras would call it "not found"
+        raise KcnnError(
+            f"the checkpoint {path} is damaged (not a .keras zip archive); this run cannot be resumed"
+        )
+    model = saved.load(path, "this run cannot be resumed")
     if not (run_dir / CHECKPOINT_RNG).is_file():
         if rng_variables(model):
             raise KcnnError(

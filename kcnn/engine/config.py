@@ -143,6 +143,8 @@ def check_value(key: str, spec: Setting, value: Any) -> Any:
             value = [part.strip() for part in value.split(",") if part.strip()]
         if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
             raise KcnnError(f"{name} must be a list of names, got {value!r}")
+        # `transfer vgg16,mobilenetv2` and `transfer vgg16 mobilenetv2` name the same backbones
+        value = [part.strip() for v in value for part in v.split(",") if part.strip()]
         if not value:
             raise KcnnError(f"{name} needs at least one name")
         if len(value) > 64:
@@ -392,11 +394,23 @@ class RunConfig:
         if missing:
             at = f"{source}: " if source else ""
             raise KcnnError(f"{at}{cls.command} needs the setting(s) {', '.join(missing)}")
-        return cls(**values)
+        config = cls(**values)
+        config._source = source  # validate() names the file a bad value came from
+        return config
 
     def validate(self) -> RunConfig:
         """Check every setting (type, range, allowed values), then the command's own rules, and
-        fill in what is derived (the optimizer's usual rate, the run name). Idempotent."""
+        fill in what is derived (the optimizer's usual rate, the run name). Idempotent.
+        An error names the file the settings came from (an experiment file, a run's config.json)."""
+        source = getattr(self, "_source", "")
+        try:
+            return self._validate()
+        except KcnnError as e:
+            if not source or source == "the command line" or str(e).startswith(source):
+                raise
+            raise KcnnError(f"{source}: {e}") from None
+
+    def _validate(self) -> RunConfig:
         for key, spec in self.settings().items():
             setattr(self, key, check_value(key, spec, getattr(self, key)))
         if self.lr is None:

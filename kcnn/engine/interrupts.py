@@ -39,9 +39,11 @@ class NonFiniteLoss(Exception):
 
 
 def diverged(stop: NonFiniteLoss, optimizer: str, lr: float) -> DivergedError:
+    # Adam is the usual cure for a diverging SGD or RMSprop; a diverging Adam needs a lower rate.
+    switch = "" if optimizer == "adam" else " or try --optimizer adam"
     return DivergedError(
         f"training diverged: the loss became {stop.value} in epoch {stop.epoch + 1}, batch {stop.batch + 1} "
-        f"({optimizer}, --lr {lr:g}); lower --lr or try --optimizer adam"
+        f"({optimizer}, --lr {lr:g}); lower --lr (e.g. --lr {lr / 10:g}){switch}"
     )
 
 

@@ -173,6 +173,9 @@ class Trainer:
         self.results: dict[str, Any] = {}  # what metrics.json holds besides the trainer's own
         self.rows: list[dict[str, float]] = list(resume.rows) if resume else []
         self.train_seconds = resume.train_seconds if resume else 0.0
+        # Training seconds when each epoch ended: a checkpoint keeps the time of its own epochs,
+        # not of a half-done epoch that a resume does again (throughput stays right).
+        self._seconds_at = {len(self.rows): self.train_seconds}
         self.epochs_planned = epochs_planned or config.epochs
         # Whether an interrupted run keeps a checkpoint that `kcnn train --resume` continues: the
         # command says so (one model trained in one phase can be resumed exactly).
@@ -314,9 +317,16 @@ class Trainer:
         if status == "interrupted" and self.resumable and self.model is not None:
             if self.sentinel is not None and self.sentinel.restore_snapshot(self.model):
                 done = min(done, self.sentinel.snapshot_epoch)
+            self.train_seconds = self._seconds_at.get(done, self.train_seconds)
             if done:
-                best = self.early.best_weights if self.early is not None else None
-                checkpoints.save(self.run_dir, self.model, done, reason="interrupted", best=best)
+                checkpoints.save(
+                    self.run_dir,
+                    self.model,
+                    done,
+                    reason="interrupted",
+                    settings=self.config.settings_dict(),
+                    best=self.early.best_weights if self.early is not None else None,
+                )
                 extra["checkpoint"] = checkpoints.CHECKPOINT
         write_csv(self.run_dir / folders.HISTORY, self.rows[:done], None if done else ["epoch"])
         self._write_status(status, epochs=done, **extra)
@@ -627,6 +637,7 @@ def _Recorder(trainer: Trainer):
             trainer.rows.append(
                 {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
             )
+            trainer._seconds_at[len(trainer.rows)] = trainer.train_seconds
             write_csv(trainer.run_dir / folders.HISTORY, trainer.rows)
             trainer._write_status("running")
 

@@ -6,6 +6,7 @@ import os
 import platform
 import re
 import sys
+import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
@@ -25,6 +26,8 @@ COMPARISON_MD, COMPARISON_CSV, COMPARISON_JSON = (
 )
 OVERLAY, PROOF_JSON = "curves_overlay.png", "proof.json"
 
+NAME_MAX = 200
+
 STATUSES = ("running", "completed", "interrupted", "diverged", "failed")
 
 
@@ -38,6 +41,10 @@ def check_name(name: str) -> str:
         or ".." in name
     ):
         raise KcnnError(f"run name {name!r} must be a plain name without path separators or '..'")
+    if len(name.encode()) > NAME_MAX:  # the folder adds a timestamp; file systems stop at 255 bytes
+        raise KcnnError(
+            f"run name {name[:40]!r}... is too long: pass a --name of at most {NAME_MAX} bytes"
+        )
     if not re.fullmatch(r"[\w.+=@,-]+", name):
         raise KcnnError(f"run name {name!r} may hold only letters, digits and . _ - + = @ ,")
     return name
@@ -46,6 +53,24 @@ def check_name(name: str) -> str:
 def dataset_label(dataset: str) -> str:
     """The part of a default run name that says which data: a registered name, or a file/folder's name."""
     return Path(dataset).name.removesuffix(".npz")
+
+
+def check_out(out: str | Path) -> None:
+    """Refuse an output folder that `create` could not make or write in, without making it."""
+    out = Path(out).expanduser()
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        if existing.is_symlink() or existing.parent.is_file():
+            break
+        existing = existing.parent
+    try:  # the one sure test of "can a folder be made here" is making one (and removing it)
+        if not existing.is_dir():
+            raise NotADirectoryError(20, "Not a directory")
+        os.rmdir(tempfile.mkdtemp(prefix=".kcnn-check-", dir=existing))
+    except OSError as e:
+        raise KcnnError(
+            f"cannot create output folder {out}: {e.strerror or e}; choose another --out"
+        ) from None
 
 
 def create(out: str | Path, name: str) -> Path:
