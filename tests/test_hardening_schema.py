@@ -96,7 +96,7 @@ COMMAND_LINE = [
     (["train", "lenet5", "--lr", "inf"], "--lr"),
     (["train", "lenet5", "--limit", "0"], "--limit"),
     (["train", "lenet5", "--val-split", "1"], "--val-split"),
-    (["train", "lenet5", "--optimizer", "adamw"], "did you mean 'adam'"),
+    (["train", "lenet5", "--optimizer", "adamm"], "did you mean 'adam'"),
     (["train", "lenet5", "--dataset", ""], "--dataset"),
     (["train", "lenet5", "--name", "../x"], "run name"),
     (["train", "lenet5", "--name", "a" * 300], "too long"),

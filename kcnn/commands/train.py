@@ -17,7 +17,7 @@ from typing import Any
 
 from kcnn.engine import checkpoints
 from kcnn.engine.config import TrainConfig, check_value
-from kcnn.engine.trainer import RunResult, Trainer, default_input_shape
+from kcnn.engine.trainer import RUN_FACTS, RunResult, Trainer, default_input_shape
 from kcnn.errors import KcnnError
 
 
@@ -64,11 +64,9 @@ def _run(trainer: Trainer, checkpoint: bool = False) -> RunResult:
 def resume(run_dir: str | Path, epochs: int | None = None, quiet: bool = False) -> RunResult:
     """Finish an interrupted (or killed) `kcnn train` run in its own folder; `epochs` may raise
     the total. Its settings are checked by the same schema as a new run's."""
-    from kcnn.commands.experiments import RUN_FACTS
-
     record, state = checkpoints.open_run(run_dir)
     settings = {k: v for k, v in record.items() if k in TrainConfig.settings()}
-    strange = sorted(set(record) - set(settings) - RUN_FACTS - {"command"})
+    strange = sorted(set(record) - set(settings) - RUN_FACTS - {"command", "versions"})
     if strange:  # as `kcnn run config.json` would refuse it: an edit, not a kcnn record
         settings[strange[0]] = record[strange[0]]
     config = TrainConfig.from_settings(settings, source=str(Path(run_dir) / "config.json"))
