@@ -195,23 +195,8 @@ def preflight(config: RunConfig) -> None:
         prepare_data(config, default_input_shape(config.arch, config.image_size))
         return
     from kcnn.commands import transfer
-    from kcnn.models import backbones
 
-    chosen = [backbones.get(b) for b in config.backbones]
-    prepared = prepare_data(
-        config, transfer.input_shape_for(config.image_size, max(b.min_size for b in chosen))
-    )
-    for b in chosen:  # as `transfer.transfer` checks them before its first run
-        base = b.build(prepared.input_shape)
-        transfer.load_weights(
-            base, b, transfer.resolve_weights(b, config.weights, prepared.input_shape[0])
-        )
-        layers = transfer.backbone_layer_count(base)
-        if config.fine_tune > layers:
-            raise KcnnError(
-                f"--fine-tune {config.fine_tune} is more than the {layers} layers of {b.name}; "
-                f"use at most {layers}"
-            )
+    transfer.prepare(config, quiet=True)
 
 
 def run(experiment: Experiment, quiet: bool = False) -> list[dict[str, Any]]:

@@ -430,25 +430,21 @@ def _batched(x, y, batch_size: int):
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def transfer(config: TransferConfig, quiet: bool = False) -> TransferResult:
-    """Train a head on each named backbone; several backbones also get a comparison report."""
-    from kcnn.runs import report
-
-    config.validate()
-    from kcnn.engine import distribute
-
-    distribute.activate(config)  # before TensorFlow starts: devices, cluster, scratch out
+def prepare(
+    config: TransferConfig, quiet: bool = False
+) -> tuple[Prepared, dict[str, WeightsSource]]:
+    """The data, and every backbone's weights found and checked against the backbone (and
+    --fine-tune against its layers), before the first run starts: no half-done comparison.
+    `kcnn run --check` calls it too. (A download's progress bar goes to stderr for --json.)"""
     chosen = [backbones.get(b) for b in config.backbones]
     prepared = prepare_data(
         config, input_shape_for(config.image_size, max(b.min_size for b in chosen))
     )
-    input_shape = prepared.input_shape
-    # Every backbone's weights are found, and checked against the backbone, before the first run
-    # starts: no half-done comparison. (A download's progress bar goes to stderr for --json.)
+    size = prepared.input_shape[0]
     with contextlib.redirect_stdout(sys.stderr) if quiet else contextlib.nullcontext():
-        sources = {b.name: resolve_weights(b, config.weights, input_shape[0]) for b in chosen}
+        sources = {b.name: resolve_weights(b, config.weights, size) for b in chosen}
     for b in chosen:
-        base = b.build(input_shape)
+        base = b.build(prepared.input_shape)
         load_weights(base, b, sources[b.name])
         layers = backbone_layer_count(base)
         if config.fine_tune > layers:
@@ -457,6 +453,20 @@ def transfer(config: TransferConfig, quiet: bool = False) -> TransferResult:
                 f"use at most {layers}"
             )
         del base
+    return prepared, sources
+
+
+def transfer(config: TransferConfig, quiet: bool = False) -> TransferResult:
+    """Train a head on each named backbone; several backbones also get a comparison report."""
+    from kcnn.runs import report
+
+    config.validate()
+    from kcnn.engine import distribute
+
+    distribute.activate(config)  # before TensorFlow starts: devices, cluster, scratch out
+    prepared, sources = prepare(config, quiet)
+    chosen = [backbones.get(b) for b in config.backbones]
+    input_shape = prepared.input_shape
     folder = folders.create(config.out, config.name) if len(chosen) > 1 else None
     if folder is not None:
         write_json(
