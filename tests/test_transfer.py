@@ -13,7 +13,7 @@ from kcnn.engine.config import TransferConfig
 from kcnn.models import backbones
 from kcnn.runs.records import read_csv, read_json
 
-# SPEC.md, "Transfer learning": 32×32×3 input, 10 classes, seed 003's head.
+# The reference figures of transfer learning: 32×32×3 input, 10 classes, seed 003's head.
 REFERENCE = {
     "vgg16": (14_789_258, 74_570),
     "mobilenetv2": (2_430_858, 172_874),

@@ -18,7 +18,7 @@ from kcnn.defaults import APIS
 from kcnn.models import geometry
 from kcnn.models.architectures import ARCHITECTURES, get
 
-# SPEC.md's architecture table: (input, classes) → parameters
+# The reference figures of each architecture (the papers' networks): (input, classes) → parameters
 SPEC_PARAMS = {
     "lenet5": ((32, 32, 1), 10, 61_706),
     "simple-cnn": ((32, 32, 3), 10, 582_026),
@@ -67,7 +67,7 @@ def test_every_zoo_architecture_is_registered():
 
 @pytest.mark.parametrize("arch", sorted(SPEC_PARAMS))
 def test_reference_params_from_specs(arch):
-    """The learned parameters the specs describe equal SPEC.md's figure (and the registry's)."""
+    """The learned parameters the specs describe equal the reference figure (and the registry's)."""
     shape, classes, expected = SPEC_PARAMS[arch]
     architecture = get(arch)
     assert (

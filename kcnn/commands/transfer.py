@@ -1,7 +1,7 @@
 """`kcnn transfer` as a library call: a frozen ImageNet backbone with a small head, trained on a
 data set, optionally fine-tuned, leaving the run folder `kcnn train` leaves.
 
-Seed 003's second experiment, done right (see SPEC.md, "Transfer learning"):
+Seed 003's second experiment, done right:
 
 - each backbone's own `preprocess_input`, applied per batch in the tf.data pipeline, which also
   resizes (`--image-size`) and repeats grayscale to three channels, so no bigger copy of the data

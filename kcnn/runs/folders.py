@@ -13,7 +13,7 @@ from pathlib import Path
 
 from kcnn.errors import KcnnError
 
-# Files of a finished run (SPEC.md, "A run folder").
+# Files of a finished run (README, "A run folder").
 CONFIG, SUMMARY, HISTORY, METRICS = "config.json", "summary.txt", "history.csv", "metrics.json"
 CURVES, CONFUSION, MODEL = "curves.png", "confusion_matrix.png", "model.keras"
 RUN_FILES = (CONFIG, SUMMARY, HISTORY, METRICS, CURVES, CONFUSION, MODEL)

@@ -11,7 +11,7 @@ at each step). One tower, ReLU, dropout 0.5 between the fully connected layers.
 
 The paper's contrast normalisation across feature maps is left out, as AlexNet's LRN is:
 it holds no parameters, and batch normalisation has since taken its place.
-SPEC.md gives no reference parameter count; at 224×224×3 and 1000 classes it is 62,357,608.
+No paper gives a reference parameter count; at 224×224×3 and 1000 classes it is 62,357,608.
 """
 
 from kcnn.models.architectures import Architecture, register
