@@ -56,11 +56,10 @@ def test_the_library_holds_each_seed_online_and_offline_plus_recipes():
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
-def test_every_file_checks_and_says_what_it_is_for(cli, path):
-    result = cli("run", path, "--dry-run", "--json")
-    assert result.code == 0, result.err
-    plan = json.loads(result.out)
-    assert len(plan["description"]) > 40 and plan["runs"]
+def test_every_file_says_what_it_is_for(path):
+    # that every file passes `kcnn run --check` is tests/test_experiments.py's
+    data = tomllib.loads(path.read_text(encoding="utf-8"))
+    assert len(data["description"]) > 40 and data["run"]
 
 
 def test_the_mnist5k_recipe_file_sets_bare_against_the_good_recipe():
