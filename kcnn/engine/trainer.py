@@ -186,6 +186,7 @@ class Trainer:
         self.dist: distribute.Distribution | None = None  # set by running(), before any work
         self.sentinel = None
         self._lock = None
+        self._made_out = False
         self._trained = (
             False  # an epoch ran in this process (bad input after that keeps the folder)
         )
@@ -240,6 +241,7 @@ class Trainer:
         still leaves a folder that --resume starts from the beginning."""
         if self._lock is None:
             if self.run_dir is None:
+                self._made_out = not self.out.expanduser().exists()
                 self.run_dir = folders.create(self.out, self.config.name)
             self._lock = checkpoints.lock(self.run_dir)
             self.write_config()
@@ -250,19 +252,26 @@ class Trainer:
     def running(self) -> Iterator[Trainer]:
         """The frame of a run: its folder and lock, signal handling, and the status written
         however it ends. Bad input found before any training leaves nothing that looks like a run;
-        a resume refused for bad input leaves the run as it found it. The distribution strategy
-        is set up first of all: devices can be split, and a cluster joined, only before TensorFlow
+        a resume refused for bad input leaves the run as it found it.
+
+        The folder is made first, before TensorFlow even starts, so a signal at any moment leaves a
+        run that --resume finishes — unless --out lies inside the data folder, which must not be
+        read with a half-made run in it (then it is made once the data is loaded), or this is a
+        multi-worker run, whose chief is known only once the cluster is joined. The distribution
+        strategy comes next: devices can be split, and a cluster joined, only before TensorFlow
         starts (a non-chief worker writes to a scratch folder)."""
-        self.dist = distribute.activate(self.config)
-        self.facts.update(self.dist.record())
-        if not self.dist.chief:
-            self.out = Path(self.config.out)
         before = None
         if self.resume is not None:
             before = (self.run_dir / folders.METRICS).read_text()
             self.open_folder()
+        elif self.config.strategy != "multi-worker" and not out_inside_data(self.config):
+            self.open_folder()
         with self.guard:
             try:
+                self.dist = distribute.activate(self.config)
+                self.facts.update(self.dist.record())
+                if not self.dist.chief:
+                    self.out = Path(self.config.out)
                 with self.dist.lost_peers():
                     yield self
             except (interrupts.Interrupted, KeyboardInterrupt) as e:
@@ -296,6 +305,9 @@ class Trainer:
                 elif self.run_dir is not None:  # made, then refused before training: remove it
                     self._release()
                     shutil.rmtree(self.run_dir, ignore_errors=True)
+                    if self._made_out:  # and the output folder, if this run made it for itself
+                        with contextlib.suppress(OSError):
+                            self.out.expanduser().rmdir()
                 raise
             except BaseException:
                 self.guard.shielded = True
@@ -642,6 +654,18 @@ def _Recorder(trainer: Trainer):
             trainer._write_status("running")
 
     return Recorder()
+
+
+def out_inside_data(config: RunConfig) -> bool:
+    """Whether the output folder lies inside the data set's folder (a folder `--dataset` or
+    `--data-dir`), where a run folder made before loading would be read as data."""
+    out = Path(config.out).expanduser().resolve()
+    for source in (config.dataset, config.data_dir):
+        if source and Path(source).expanduser().is_dir():
+            folder = Path(source).expanduser().resolve()
+            if out == folder or folder in out.parents:
+                return True
+    return False
 
 
 def default_input_shape(arch: str, image_size: int | None):
