@@ -28,8 +28,10 @@ lint: install
 	$(BIN)/ruff check kcnn tests benchmarks
 	$(BIN)/ruff format --check kcnn tests benchmarks
 
-# Every benchmark, each against its baseline, into benchmarks/RESULTS.md. The lever survey is
-# separate: `PYTHONPATH=. .venv/bin/python benchmarks/run_all.py --only levers`.
+# Every benchmark, each against its baseline, into benchmarks/RESULTS.md, in under 15 minutes on
+# 2 cores. Two long ones are separate (each longer than the rest together):
+# `PYTHONPATH=. .venv/bin/python benchmarks/run_all.py --only levers` (lever survey) and
+# `... --only memory` (transfer VGG16 at 224×224 over 10,000 images: about an hour).
 # PyTorch is the baseline of one figure: the `bench` extra installs a CPU build of it.
 bench: install $(VENV)/.bench-installed
 	PYTHONPATH=$(CURDIR) $(BIN)/python benchmarks/run_all.py

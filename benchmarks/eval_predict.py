@@ -1,10 +1,13 @@
 """Evaluation and prediction speed: kcnn's test-set evaluation and its input pipeline against
 `model.evaluate` / `model.predict` written by hand on NumPy arrays, alternately, same model.
 
-    python benchmarks/eval_predict.py [--images 6000] [--repeats 3]
+    python benchmarks/eval_predict.py [--images 6000] [--repeats 3] [--predict-images 1000]
 
-kcnn has no `predict` command yet, so "kcnn predict" here is `model.predict` on kcnn's own input
-pipeline (`make_dataset`), the path such a command would take. Prints one JSON line.
+In-process: kcnn's evaluation (`evaluation.evaluate` on kcnn's pipeline) and `model.predict` on
+kcnn's pipeline against the same calls on a NumPy array prepared beforehand. End to end: the
+`kcnn predict RUN FOLDER --json` command over a folder of PNG files against a by-hand script that
+loads the same model.keras, reads the same files with PIL and calls `model.predict` — both fresh
+processes, start-up included. Prints one JSON line.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--images", type=int, default=6000)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--predict-images", type=int, default=1000)
     args = parser.parse_args(argv)
 
     from kcnn.data import datasets
@@ -74,14 +78,53 @@ def main(argv=None) -> dict:
         figures["hand_predict"].append(
             timed(lambda: model.predict(x_float, batch_size=args.batch_size, verbose=0))
         )
+    figures.update(predict_command(args.arch, x[: args.predict_images], args.repeats))
     result = {
         "arch": args.arch,
         "images": len(y),
+        "predict_images": min(args.predict_images, len(y)),
         **{k: common.median(v) for k, v in figures.items()},
         "runs": figures,
     }
     print(json.dumps(result))
     return result
+
+
+# by hand: what a user writes without kcnn — load the model, read the files, model.predict
+HAND_PREDICT = """
+import sys, pathlib, numpy as np, keras
+from PIL import Image
+model = keras.models.load_model(sys.argv[1], compile=False)
+files = sorted(pathlib.Path(sys.argv[2]).glob("*.png"))
+x = np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files]).astype("float32") / 255
+p = model.predict(x, batch_size=128, verbose=0)
+print(len(files), p.shape)
+"""
+
+
+def predict_command(arch: str, images, repeats: int) -> dict:
+    """images/s of `kcnn predict RUN FOLDER --json` and of HAND_PREDICT, alternately, over the
+    same PNG files and the same run's model (trained 1 epoch: speed does not depend on weights)."""
+    import tempfile
+
+    from PIL import Image
+
+    from kcnn.commands.train import train
+    from kcnn.engine.config import TrainConfig
+
+    figures = {"kcnn_predict_command": [], "hand_predict_script": []}
+    with tempfile.TemporaryDirectory() as out:
+        run = train(TrainConfig(arch, dataset="shapes", epochs=1, out=out), quiet=True).run_dir
+        folder = Path(out, "images")
+        folder.mkdir()
+        for i, image in enumerate(images):
+            Image.fromarray(image).save(folder / f"{i:05d}.png")
+        kcnn = [common.PYTHON, "-m", "kcnn.cli", "predict", str(run), str(folder), "--json"]
+        hand = [common.PYTHON, "-c", HAND_PREDICT, str(Path(run, "model.keras")), str(folder)]
+        for _ in range(repeats):  # alternately, each a fresh process
+            figures["kcnn_predict_command"].append(len(images) / common.run(kcnn)["wall"])
+            figures["hand_predict_script"].append(len(images) / common.run(hand)["wall"])
+    return figures
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--arch", default="lenet5")
     parser.add_argument("--epochs", type=int, default=1)
     args = parser.parse_args(argv)
-    from kcnn.engine.training import TrainConfig, train
+    from kcnn.commands.train import train
+    from kcnn.engine.config import TrainConfig
 
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as out:
