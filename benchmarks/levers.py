@@ -5,7 +5,7 @@ each in a fresh process, the reference run alternating with every variant.
 
 Each run builds the model with kcnn (`forms.build`), feeds it kcnn's training pipeline
 (`epoch_batches`, the same batches `kcnn train` gets) and times whole epochs with kcnn's two
-callbacks in place, as `training.run` does. Prints one JSON line per run, then a summary line.
+callbacks in place, as kcnn's trainer does. Prints one JSON line per run, then a summary line.
 """
 
 from __future__ import annotations
@@ -48,11 +48,14 @@ def one_run(arch, dataset, epochs, options) -> dict:
     import tensorflow as tf
 
     from kcnn.data import pipeline
-    from kcnn.engine import interrupts, training
+    from kcnn.engine import interrupts, recipes
+    from kcnn.engine.config import TrainConfig
+    from kcnn.engine.trainer import default_input_shape, prepare_data
     from kcnn.models import forms
 
-    config = training.TrainConfig(arch, dataset=dataset, epochs=epochs).validate()
-    data, parts, input_shape = training.prepare(config)
+    config = TrainConfig(arch, dataset=dataset, epochs=epochs).validate()
+    prepared = prepare_data(config, default_input_shape(arch, config.image_size))
+    parts, input_shape = prepared.parts, prepared.input_shape
     keras.utils.set_random_seed(config.seed)
     if options.get("determinism", True):
         tf.config.experimental.enable_op_determinism()
@@ -63,7 +66,7 @@ def one_run(arch, dataset, epochs, options) -> dict:
 
         options = {**options, **performance.compile_options(steps)}
     model.compile(
-        optimizer=training.make_optimizer(config.optimizer, config.lr),
+        optimizer=recipes.make_optimizer(config.optimizer, config.lr),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
         steps_per_execution=options.get("steps_per_execution", 1),
@@ -97,7 +100,9 @@ def one_run(arch, dataset, epochs, options) -> dict:
     with tempfile.TemporaryDirectory() as out:
         if options.get("callbacks", True):
             guard = interrupts.SignalGuard()
-            callbacks = [interrupts.sentinel(guard), training._recorder(Path(out), {}), *callbacks]
+            # kcnn's per-epoch records: the sentinel, and history.csv rewritten every epoch
+            recorder = keras.callbacks.CSVLogger(str(Path(out) / "history.csv"))
+            callbacks = [interrupts.sentinel(guard), recorder, *callbacks]
         history = model.fit(
             train_ds,
             epochs=epochs,

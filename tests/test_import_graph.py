@@ -10,8 +10,7 @@ import kcnn
 
 ROOT = Path(kcnn.__file__).parent
 
-# Cycles known and being removed elsewhere; each entry is one cycle's modules, sorted.
-# kcnn.engine.training <-> kcnn.engine.checkpoints: the lead is splitting the engine; empty this then.
+# Cycles allowed to remain; each entry is one cycle's modules, sorted. None is.
 KNOWN_CYCLES: list[tuple[str, ...]] = []
 
 

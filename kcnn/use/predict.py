@@ -9,7 +9,7 @@ backbone's `preprocess_input`). `LoadedRun` is shared by `predict`, `visualize` 
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from kcnn.runs import folders
 from kcnn.runs.browse import RunInfo, find_run
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+PREDICT_BATCH = 64  # images per call of the model when predicting
 
 
 def load_model(path: Path):
@@ -36,15 +37,28 @@ class LoadedRun:
     data_shape: tuple[int, int, int]  # the data set's own image shape
     input_shape: tuple[int, int, int]  # the model's input
     prepare: Any  # uint8 (B, *data_shape) -> the float batch the model takes
+    _forward: Any = field(default=None, repr=False)  # the model as one compiled call
+    _names: list[str] | None = field(default=None, repr=False)
 
     def label(self, index: int) -> str:
         """A class's name from config.json ("classes"); its number if the run recorded none."""
-        names = self.info.class_names
+        if self._names is None:
+            self._names = list(self.info.class_names)
+        names = self._names
         return names[index] if index < len(names) else str(index)
 
-    def predict(self, images: np.ndarray) -> np.ndarray:
-        """Class probabilities for uint8 images in the data set's form (B, *data_shape)."""
-        return np.asarray(self.model(self.prepare(images), training=False))
+    def predict(self, images: np.ndarray, batch: int = PREDICT_BATCH) -> np.ndarray:
+        """Class probabilities for uint8 images in the data set's form (B, *data_shape), a batch
+        at a time through one compiled call: memory stays bounded for a folder of any size."""
+        import tensorflow as tf
+
+        if self._forward is None:
+            self._forward = tf.function(lambda x: self.model(x, training=False))
+        parts = [
+            np.asarray(self._forward(self.prepare(images[i : i + batch])))
+            for i in range(0, len(images), batch)
+        ]
+        return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
 
     def test_images(self, count: int) -> np.ndarray | None:
         """The first `count` test images of the run's data set, rebuilt from config.json (same
