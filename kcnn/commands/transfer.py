@@ -373,8 +373,18 @@ def train_one(
                 lr=config.fine_tune_lr,
                 schedule=False,  # the recipe's schedule is the frozen phase's; fine-tuning is gentle
             )
+        scorer = None
+        if use_cache and not config.fine_tune:
+            # The backbone is as it was when its features were cached: the head on the test
+            # images' features is the whole model, without a second graph at full image size.
+            f_test = extract_features(
+                net.extractor, parts.x_test, prepared.input_shape, trainer.preprocess
+            )
+            scorer = (net.head, _batched(f_test, parts.y_test, config.batch_size))
         return trainer.finish(
-            net.model, title=f"{backbone.name} + {config.head} head on {prepared.data.name}"
+            net.model,
+            title=f"{backbone.name} + {config.head} head on {prepared.data.name}",
+            evaluate_with=scorer,
         )
 
 

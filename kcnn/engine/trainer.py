@@ -571,8 +571,10 @@ class Trainer:
         keys = [k for k in (self.rows[0] if self.rows else {}) if k != "epoch"]
         return {k: [row[k] for row in self.rows] for k in keys}
 
-    def finish(self, model, title: str) -> RunResult:
-        """Evaluate on the test set and write the rest of the run folder, metrics.json last."""
+    def finish(self, model, title: str, evaluate_with=None) -> RunResult:
+        """Evaluate on the test set and write the rest of the run folder, metrics.json last.
+        `evaluate_with` = (a model, its test batches) stands in for `model` on the test set when
+        it computes the same function more cheaply (transfer's head on cached features)."""
         import numpy as np
 
         from kcnn.engine import evaluation
@@ -583,8 +585,8 @@ class Trainer:
         if self.early is not None:
             self.results["early_stopping"] = self.early.summary()
         history = self.history()
-        test_ds = self.batches("test")
-        metrics, matrix = evaluation.evaluate(model, test_ds, p.parts.y_test, p.parts.class_names)
+        scorer, test_ds = evaluate_with or (model, self.batches("test"))
+        metrics, matrix = evaluation.evaluate(scorer, test_ds, p.parts.y_test, p.parts.class_names)
         plots.curves(history, run_dir / folders.CURVES, title=title)
         plots.confusion_matrix(
             matrix, p.parts.class_names, run_dir / folders.CONFUSION, title=f"{title}: test set"
