@@ -11,7 +11,6 @@ test accuracy.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -50,19 +49,7 @@ def build(arch: str, input_shape, classes: int):
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("arch")
-    parser.add_argument("--dataset", default="mnist-5k")
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--seed", type=int, default=83)
-    parser.add_argument("--shapes-count", type=int, default=3000)
-    args = parser.parse_args(argv)
-
-    x_train, y_train, x_test, y_test, classes = common.load_split(
-        args.dataset, args.seed, args.shapes_count
-    )
+    args, (x_train, y_train, x_test, y_test, classes) = common.baseline_setup(argv)
     import keras
 
     keras.utils.set_random_seed(args.seed)

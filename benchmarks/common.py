@@ -29,6 +29,23 @@ def load_split(dataset: str, seed: int = 83, shapes_count: int = 3000, limit=Non
     return parts.x_train, parts.y_train, parts.x_test, parts.y_test, parts.num_classes
 
 
+def baseline_setup(argv=None):
+    """The arguments both hand-written baselines take (the same run as `kcnn train`), and the
+    data split they train on: kcnn's own split, so every contestant sees the same images."""
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("arch")
+    parser.add_argument("--dataset", default="mnist-5k")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--seed", type=int, default=83)
+    parser.add_argument("--shapes-count", type=int, default=3000)
+    args = parser.parse_args(argv)
+    return args, load_split(args.dataset, args.seed, args.shapes_count)
+
+
 def as_model_input(x, size: int = 32):
     """uint8 (N, H, W, C) -> float32 0..1 at size×size, zero-padded as kcnn's pipeline pads."""
     import numpy as np

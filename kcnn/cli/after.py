@@ -226,7 +226,10 @@ def visualize(
 @app.command("export")
 def export(
     run: Run,
-    format: Annotated[str, typer.Option("--format", help="saved-model or tflite.")] = "saved-model",
+    format: Annotated[
+        str,
+        typer.Option("--format", help="The format to export to.", metavar="saved-model|tflite"),
+    ] = "saved-model",
     out: Annotated[
         Path | None,
         typer.Option(

@@ -187,9 +187,8 @@ class Trainer:
         self.sentinel = None
         self._lock = None
         self._made_out = False
-        self._trained = (
-            False  # an epoch ran in this process (bad input after that keeps the folder)
-        )
+        # An epoch ran in this process: bad input found after that keeps the folder.
+        self._trained = False
 
     # --- records --------------------------------------------------------------------------------
 
