@@ -39,9 +39,13 @@ GAP_DROPOUT = (
     0.2  # the gap head's dropout before the classifier, as in the Keras transfer-learning guide
 )
 FINE_TUNE_LR = 1e-5  # a low rate keeps the unfrozen ImageNet features from being wrecked
-# Frozen-backbone features are cached in memory only up to this size; beyond it the backbone runs
-# every epoch instead (e.g. VGG16 flattened 7×7×512 features of 40k images at 224×224 are ~4 GB).
-FEATURE_CACHE_MAX_BYTES = 2 * 1024**3
+# Frozen-backbone features are cached up to this size (and half the free disk space); beyond it
+# the backbone runs every epoch instead (VGG16's flattened 7×7×512 features at 224×224 are 98 KiB
+# an image: 8 GB is about 85,000 images). Up to FEATURE_MEMORY_MAX_BYTES they are kept in memory,
+# beyond it in an unnamed file in the run folder (kcnn/data/feature_store.py), so a big cache
+# costs page cache the system can take back, not process memory.
+FEATURE_CACHE_MAX_BYTES = 8 * 1024**3
+FEATURE_MEMORY_MAX_BYTES = 256 * 1024**2
 
 # --- data limits (kcnn/data): what a data set may cost before it is refused -----------------------
 # One image in an image folder, in pixels: Pillow's decompression-bomb guard is set to this (a

@@ -64,3 +64,41 @@ def test_shuffle_is_seeded_and_batches_cover_everything():
     first = order(3)
     assert sorted(first.tolist()) == list(range(20))
     np.testing.assert_array_equal(first, order(3))
+
+
+def test_arrays_in_the_models_form_are_batched_as_they_are_in_order_and_shuffled_by_seed():
+    from kcnn.data.pipeline import array_batches, epoch_batches
+
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(10, 3, 4)).astype(np.float32)  # cached features, any shape
+    labels = np.arange(10) % 3
+    batches = list(array_batches(features, labels, 4))
+    assert [len(y) for _, y in batches] == [4, 4, 2]
+    np.testing.assert_array_equal(np.concatenate([x for x, _ in batches]), features)
+    np.testing.assert_array_equal(np.concatenate([y for _, y in batches]), labels)
+
+    def epochs(seed):
+        stream = epoch_batches(features, labels, None, 5, seed, 0, 2)
+        return [(x.numpy(), y.numpy()) for x, y in stream]
+
+    first, again = epochs(7), epochs(7)
+    assert len(first) == 4  # two epochs of two batches
+    for (x, y), (x2, y2) in zip(first, again, strict=True):
+        np.testing.assert_array_equal(x, x2)
+        np.testing.assert_array_equal(y, y2)
+    for epoch in (first[:2], first[2:]):  # each epoch: every row once, with its own label
+        x = np.concatenate([b[0] for b in epoch])
+        y = np.concatenate([b[1] for b in epoch])
+        order = [int(np.flatnonzero((features == row).all(axis=(1, 2)))[0]) for row in x]
+        assert sorted(order) == list(range(10))
+        np.testing.assert_array_equal(y, labels[order])
+    assert not np.array_equal(first[0][0], epochs(8)[0][0])
+
+
+def test_a_feature_pass_holds_the_same_pixels_per_batch_at_any_image_size():
+    from kcnn.commands.transfer import FEATURE_BATCH_MAX, feature_batch
+
+    assert feature_batch((224, 224, 3)) == 8
+    assert feature_batch((112, 112, 3)) == 32
+    assert feature_batch((32, 32, 3)) == FEATURE_BATCH_MAX  # small images: the most per batch
+    assert feature_batch((2048, 2048, 3)) == 1  # never zero

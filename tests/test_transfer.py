@@ -208,7 +208,10 @@ def test_default_cifar10_unavailable_suggests_the_offline_data_sets(cli, no_down
 
 
 def test_feature_caching_gives_the_same_training_as_running_the_backbone(tmp_path):
-    settings = dict(SMALL, limit=96, epochs=2, out=str(tmp_path / "runs"), weights="none")
+    # with a recipe's loss too: the head on cached features trains with the run's loss
+    settings = dict(
+        SMALL, limit=96, epochs=2, out=str(tmp_path / "runs"), weights="none", label_smoothing=0.2
+    )
     cached = transfer(
         TransferConfig(["vgg16"], cache_features=True, name="cached", **settings), quiet=True
     ).runs[0]
@@ -228,6 +231,42 @@ def test_feature_caching_gives_the_same_training_as_running_the_backbone(tmp_pat
             strict=True,
         ):
             np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
+
+
+def test_features_too_big_for_memory_go_to_a_file_and_train_the_same(tmp_path, monkeypatch):
+    from kcnn import defaults
+
+    settings = dict(SMALL, limit=96, epochs=2, out=str(tmp_path / "runs"), weights="none")
+    in_memory = transfer(TransferConfig(["vgg16"], name="memory", **settings), quiet=True).runs[0]
+    monkeypatch.setattr(defaults, "FEATURE_MEMORY_MAX_BYTES", 0)
+    in_file = transfer(TransferConfig(["vgg16"], name="file", **settings), quiet=True).runs[0]
+    assert "in memory" in in_memory.metrics["feature_cache_note"]
+    assert "in an unnamed file" in in_file.metrics["feature_cache_note"]
+    assert in_memory.history["loss"] == in_file.history["loss"]  # the same floats, bit for bit
+    assert in_memory.metrics["test_loss"] == in_file.metrics["test_loss"]
+    # the file has no name: nothing is left in the run folder, however the run ended
+    assert not [p for p in in_file.run_dir.iterdir() if "features" in p.name]
+
+    monkeypatch.setattr(defaults, "FEATURE_CACHE_MAX_BYTES", 0)
+    over = transfer(TransferConfig(["vgg16"], name="over", **settings), quiet=True).runs[0]
+    assert over.metrics["feature_cache"] is False and "limit" in over.metrics["feature_cache_note"]
+
+
+def test_a_feature_store_reads_back_the_rows_asked_for(tmp_path):
+    from kcnn.data.feature_store import FeatureStore
+
+    rows = np.random.default_rng(1).normal(size=(9, 2, 3)).astype(np.float32)
+    store = FeatureStore(rows.shape, tmp_path)
+    store.write(0, rows[:4])
+    store.write(4, rows[4:])
+    assert len(store) == 9 and store.nbytes == rows.nbytes and list(tmp_path.iterdir()) == []
+    np.testing.assert_array_equal(store[np.array([8, 0, 3, 3])], rows[[8, 0, 3, 3]])
+    assert store[np.array([], dtype=np.int64)].shape == (0, 2, 3)
+    with pytest.raises(IndexError):
+        store[np.array([9])]
+    with pytest.raises(ValueError):
+        store.write(8, rows[:2])  # past the end
+    store.close()
 
 
 def test_fine_tune_unfreezes_only_the_top_layers(tmp_path):

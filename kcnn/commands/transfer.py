@@ -230,7 +230,19 @@ def backbone_layer_count(base) -> int:
 
 # --- training -----------------------------------------------------------------------------------
 
-FEATURE_BATCH = 32  # images per pass of the frozen backbone when its features are cached
+# A feature pass's memory is the frozen backbone's activations at full input size (VGG16's first
+# block: 12.8 MB per 224×224 image and layer), while its speed per image hardly depends on the
+# batch (measured idle: VGG16 at 224×224, 9.4 images/s at batches of 8 and 32 with peaks of 1.1
+# and 2.0 GB; at 32×32, 310-400 images/s at batches of 32-256). So a batch holds a fixed number
+# of pixels: 8 images of 224×224, 256 (the most) of 32×32.
+FEATURE_BATCH_PIXELS = 8 * 224 * 224
+FEATURE_BATCH_MAX = 256
+
+
+def feature_batch(input_shape) -> int:
+    """Images per pass of the frozen backbone when its features are cached."""
+    h, w = input_shape[:2]
+    return max(1, min(FEATURE_BATCH_MAX, FEATURE_BATCH_PIXELS // (h * w)))
 
 
 @dataclass
@@ -253,22 +265,35 @@ def input_shape_for(image_size: int | None, min_size: int):
     return shape
 
 
-def cache_decision(config: TransferConfig, feature_shape, images: int) -> tuple[bool, str]:
-    """Whether the frozen phase trains on cached features, and why (recorded in metrics.json)."""
+def cache_decision(
+    config: TransferConfig, feature_shape, images: int, directory: Path | None = None
+) -> tuple[str | None, str]:
+    """Where the frozen phase's cached features go — "memory", "file" (an unnamed file in
+    `directory`, the run folder) or None (not cached: the backbone runs every epoch) — and why,
+    in words for metrics.json."""
+    import shutil
+
     import numpy as np
 
     if not config.cache_features:
-        return False, "off (--no-cache-features): the backbone runs every epoch"
+        return None, "off (--no-cache-features): the backbone runs every epoch"
     size = images * int(np.prod(feature_shape)) * 4
-    if size > defaults.FEATURE_CACHE_MAX_BYTES:
-        return False, (
+    limit = defaults.FEATURE_CACHE_MAX_BYTES
+    if directory is not None:
+        limit = min(limit, shutil.disk_usage(directory).free // 2)
+    if size > limit:
+        return None, (
             f"off: the features would take {size / 1024**3:.1f} GB, over the "
-            f"{defaults.FEATURE_CACHE_MAX_BYTES / 1024**3:.1f} GB limit; the backbone runs every epoch"
+            f"{limit / 1024**3:.1f} GB limit (at most {defaults.FEATURE_CACHE_MAX_BYTES / 1024**3:.0f} GB "
+            f"and half the free disk space); the backbone runs every epoch"
         )
-    note = f"on: features of {images} images computed once ({size / 1024**2:.1f} MB)"
+    where = "memory" if size <= defaults.FEATURE_MEMORY_MAX_BYTES or directory is None else "file"
+    note = f"on: features of {images} images computed once ({size / 1024**2:.1f} MB, " + (
+        "in memory)" if where == "memory" else "in an unnamed file in the run folder)"
+    )
     if config.fine_tune:
         note += "; the fine-tune phase runs the whole model"
-    return True, note
+    return where, note
 
 
 def train_one(
@@ -281,6 +306,7 @@ def train_one(
 ) -> RunResult:
     """Build, train (frozen phase, then the optional fine-tune phase), evaluate and record one
     backbone, each phase a phase of the shared trainer."""
+    from kcnn.data.pipeline import array_batches
 
     one = dataclasses.replace(config, backbones=[backbone.name])
     if len(config.backbones) > 1:
@@ -310,9 +336,14 @@ def train_one(
         trainer.compile(net.model)
         frozen = trainer.results["params"]
         parts = prepared.parts
-        use_cache, cache_note = cache_decision(
-            config, net.extractor.output.shape[1:], len(parts.y_train) + len(parts.y_val)
+        cache_in, cache_note = cache_decision(
+            config,
+            net.extractor.output.shape[1:],
+            len(parts.y_train) + len(parts.y_val),
+            trainer.run_dir,
         )
+        use_cache = cache_in is not None
+        store = trainer.run_dir if cache_in == "file" else None  # where big features are written
         trainer.facts.update({"feature_cache": use_cache, "feature_cache_note": cache_note})
         trainer.write_config()
         trainer.results.update(
@@ -334,23 +365,20 @@ def train_one(
         if use_cache:
             start = time.perf_counter()
             f_train, f_val = (
-                extract_features(net.extractor, x, prepared.input_shape, trainer.preprocess)
+                extract_features(net.extractor, x, prepared.input_shape, trainer.preprocess, store)
                 for x in (parts.x_train, parts.x_val)
             )
             seconds = time.perf_counter() - start
             trainer.results["feature_seconds"] = seconds
             trainer.add_training_seconds(seconds)
             # The head trains with the whole model's optimizer (same variables), so that
-            # model.keras saves an optimizer state that fits the model it belongs to.
-            net.head.compile(
-                optimizer=net.model.optimizer,
-                loss="sparse_categorical_crossentropy",
-                metrics=["accuracy"],
-            )
+            # model.keras saves an optimizer state that fits the model it belongs to; and with
+            # the recipe's loss, as the whole model would.
+            trainer.compile(net.head, optimizer=net.model.optimizer)
             trainer.fit(
                 net.head,
                 trainer.training_batches(config.epochs, x=f_train, y=parts.y_train),
-                _batched(f_val, parts.y_val, config.batch_size),
+                array_batches(f_val, parts.y_val, config.batch_size),
                 epochs=config.epochs,
             )
         else:
@@ -378,9 +406,9 @@ def train_one(
             # The backbone is as it was when its features were cached: the head on the test
             # images' features is the whole model, without a second graph at full image size.
             f_test = extract_features(
-                net.extractor, parts.x_test, prepared.input_shape, trainer.preprocess
+                net.extractor, parts.x_test, prepared.input_shape, trainer.preprocess, store
             )
-            scorer = (net.head, _batched(f_test, parts.y_test, config.batch_size))
+            scorer = (net.head, array_batches(f_test, parts.y_test, config.batch_size))
         return trainer.finish(
             net.model,
             title=f"{backbone.name} + {config.head} head on {prepared.data.name}",
@@ -388,25 +416,38 @@ def train_one(
         )
 
 
-def extract_features(extractor, x, input_shape, preprocess):
+def extract_features(extractor, x, input_shape, preprocess, directory: Path | None = None):
     """The frozen backbone's features of every image, written batch by batch into one array
-    allocated once: memory is the features plus one small batch of activations (at 224×224 a
-    batch of 128 through VGG16's first block alone is 1.6 GB), never a list of outputs to join."""
+    allocated once — or, given a `directory`, into a FeatureStore file there — so memory is one
+    small batch of activations (at 224×224 a batch of 128 through VGG16's first block alone is
+    1.6 GB) and the features, never a list of outputs to join. The head then reads them in
+    place (`array_batches`), so they are never copied whole."""
     import numpy as np
     import tensorflow as tf
 
+    from kcnn.data.feature_store import FeatureStore
     from kcnn.data.pipeline import make_dataset
 
-    features = np.empty((len(x), *extractor.output.shape[1:]), dtype=np.float32)
-    forward = tf.function(lambda images: extractor(images, training=False))
+    shape = (len(x), *extractor.output.shape[1:])
+    if directory is None:
+        features = np.empty(shape, dtype=np.float32)
+        write = features.__setitem__
+    else:
+        features = FeatureStore(shape, directory)
+        write = lambda rows, out: features.write(rows.start, out)  # noqa: E731
+    # one trace for every batch size (the last batch is smaller)
+    forward = tf.function(
+        lambda images: extractor(images, training=False),
+        input_signature=[tf.TensorSpec((None, *input_shape), tf.float32)],
+    )
     labels = np.zeros(len(x), dtype=np.int64)
     done = 0
     batches = make_dataset(
-        x, labels, input_shape, FEATURE_BATCH, preprocess=preprocess, cache=False
+        x, labels, input_shape, feature_batch(input_shape), preprocess=preprocess, cache=False
     )
     for images, _ in batches:
         out = forward(images).numpy()
-        features[done : done + len(out)] = out
+        write(slice(done, done + len(out)), out)
         done += len(out)
     return features
 
@@ -429,15 +470,6 @@ def _build_net(trainer: Trainer, backbone, prepared: Prepared, config, weights) 
         )
     )
     return built[0]
-
-
-def _batched(x, y, batch_size: int):
-    """Validation features in their fixed order."""
-    import numpy as np
-    import tensorflow as tf
-
-    ds = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int64)))
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
 def prepare(

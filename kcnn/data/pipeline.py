@@ -127,6 +127,32 @@ def make_dataset(
     return _image_batches(order, x, y, input_shape, preprocess, cache).prefetch(tf.data.AUTOTUNE)
 
 
+def _rows(x: np.ndarray) -> Callable[[tf.Tensor], tf.Tensor]:
+    """A function from a batch of indices to those rows of `x`, read from the NumPy array in place.
+
+    For arrays already in the model's form (transfer's cached features: 98 KiB an image for VGG16
+    at 224×224, gigabytes for a big set). `tf.constant(x)` would copy the whole array into a
+    tensor, holding three copies at its peak (measured: benchmarks/RESULTS.md, Memory); gathering
+    each batch from the array keeps one, at the cost of one small copy per batch.
+    """
+    dtype = tf.as_dtype(x.dtype)
+
+    def rows(i: tf.Tensor) -> tf.Tensor:
+        out = tf.numpy_function(lambda idx: x[idx], [i], dtype, stateful=False)
+        out.set_shape((None, *x.shape[1:]))
+        return out
+
+    return rows
+
+
+def array_batches(x: np.ndarray, y: np.ndarray, batch_size: int) -> tf.data.Dataset:
+    """Batches of (rows of `x`, labels) in their fixed order, for arrays already in the model's
+    form (cached features): nothing prepared, nothing copied as a whole."""
+    rows, labels = _rows(x), tf.constant(y.astype(np.int64))
+    order = tf.data.Dataset.range(len(y)).batch(batch_size)
+    return order.map(lambda i: (rows(i), tf.gather(labels, i))).prefetch(tf.data.AUTOTUNE)
+
+
 def steps_per_epoch(count: int, batch_size: int) -> int:
     return -(-count // batch_size)
 
@@ -155,7 +181,8 @@ def epoch_batches(
     `cache` as for `make_dataset`.
     """
     count = len(y)
-    raw, labels = tf.constant(x), tf.constant(y.astype(np.int64))
+    labels = tf.constant(y.astype(np.int64))
+    raw = tf.constant(x) if augment is not None else None  # the uint8 images, augmented per batch
 
     def one_epoch(epoch):
         order = tf.data.Dataset.range(count)
@@ -173,7 +200,8 @@ def epoch_batches(
             lambda images, y_: (prepare(images), y_), num_parallel_calls=tf.data.AUTOTUNE
         )
     elif input_shape is None:
-        stream = stream.map(lambda i: (tf.gather(raw, i), tf.gather(labels, i)))
+        rows = _rows(x)
+        stream = stream.map(lambda i: (rows(i), tf.gather(labels, i)))
     else:
         stream = _image_batches(stream, x, y, input_shape, preprocess, cache)
     return stream.prefetch(tf.data.AUTOTUNE)

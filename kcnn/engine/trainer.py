@@ -399,10 +399,11 @@ class Trainer:
         mixed-precision policy when asked for."""
         return self.dist.scope() if self.dist else contextlib.nullcontext()
 
-    def compile(self, model, lr: float | None = None) -> None:
+    def compile(self, model, lr: float | None = None, optimizer=None) -> None:
         """The optimizer and loss of the recipe (weight decay, momentum, label smoothing), in the
         strategy's scope; XLA when asked for; several steps per call of the training function
-        (the measured winner on CPU, results unchanged) on one device."""
+        (the measured winner on CPU, results unchanged) on one device. `optimizer`: one already
+        made, shared with another model of the same variables (transfer's head)."""
         from kcnn.data.pipeline import steps_per_epoch
         from kcnn.engine import performance, recipes
 
@@ -414,7 +415,8 @@ class Trainer:
             )
         with self.scope():
             model.compile(
-                optimizer=recipes.make_optimizer(
+                optimizer=optimizer
+                or recipes.make_optimizer(
                     c.optimizer, lr or c.lr, c.weight_decay, c.momentum, c.nesterov
                 ),
                 loss=recipes.make_loss(c.label_smoothing),
