@@ -31,7 +31,7 @@ lint: install
 # Every benchmark, each against its baseline, into benchmarks/RESULTS.md, in under 15 minutes on
 # 2 cores. Two long ones are separate (each longer than the rest together):
 # `PYTHONPATH=. .venv/bin/python benchmarks/run_all.py --only levers` (lever survey) and
-# `... --only memory` (transfer VGG16 at 224×224 over 10,000 images: about an hour).
+# `... --only memory --memory-backbone vgg16` (the memory case with VGG16: about 20 minutes).
 # PyTorch is the baseline of one figure: the `bench` extra installs a CPU build of it.
 bench: install $(VENV)/.bench-installed
 	PYTHONPATH=$(CURDIR) $(BIN)/python benchmarks/run_all.py

@@ -111,3 +111,35 @@ def test_compile_options_train_to_the_same_history_as_one_step_per_call():
         histories.append(history.history)
     assert performance.compile_options(steps)["steps_per_execution"] == 6
     assert histories[0] == histories[1]
+
+
+def test_training_state_built_before_fit_traces_the_step_once_and_trains_the_same():
+    import keras
+    import tensorflow as tf
+
+    from kcnn.models import forms
+
+    x, y = _data(64)
+    runs = []
+    for prebuild in (False, True):
+        keras.utils.set_random_seed(5)
+        tf.config.experimental.enable_op_determinism()
+        model = forms.build("lenet5", "functional", (32, 32, 1), 3)
+        model.compile(
+            optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"]
+        )
+        traces, step = [], model.train_step
+        model.train_step = lambda data, step=step, traces=traces: traces.append(1) or step(data)
+        if prebuild:
+            performance.build_training_state(model, (32, 32, 1))
+            assert model.optimizer.built
+            assert all(float(keras.ops.sum(v)) == 0 for m in model.metrics for v in m.variables)
+        history = model.fit(
+            pipeline.epoch_batches(x, y, (32, 32, 1), 16, 5, 0, 2),
+            epochs=2,
+            steps_per_epoch=pipeline.steps_per_epoch(len(y), 16),
+            verbose=0,
+        )
+        runs.append((len(traces), history.history))
+    assert runs[1][0] == 1  # one trace of the training step for the whole fit
+    assert runs[0][1] == runs[1][1]  # and the very same history, bit for bit

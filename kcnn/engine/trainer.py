@@ -424,6 +424,11 @@ class Trainer:
                 jit_compile=bool(c.jit_compile),
                 **speed,
             )
+            if c.strategy == "default":  # under a strategy Keras builds this state itself
+                # a subclassed model has no input_shape: it takes the data's
+                inputs = getattr(model, "inputs", None) or [None]
+                shape = inputs[0].shape[1:] if inputs[0] is not None else self.prepared.input_shape
+                performance.build_training_state(model, shape)
 
     # --- the pipeline ---------------------------------------------------------------------------
 
