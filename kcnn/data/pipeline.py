@@ -96,9 +96,9 @@ def _image_batches(order: tf.data.Dataset, x, y, input_shape, preprocess, cache)
         images = prepare_all(x, input_shape, preprocess)
         return order.map(lambda i: (tf.gather(images, i), tf.gather(labels, i)))
     prepare = prepare_batch_fn(tuple(x.shape[1:]), tuple(input_shape), preprocess)
-    raw = tf.constant(x)
+    rows = _rows(x)
     return order.map(
-        lambda i: (prepare(tf.gather(raw, i)), tf.gather(labels, i)),
+        lambda i: (prepare(rows(i)), tf.gather(labels, i)),
         num_parallel_calls=tf.data.AUTOTUNE,
     )
 
@@ -130,10 +130,11 @@ def make_dataset(
 def _rows(x: np.ndarray) -> Callable[[tf.Tensor], tf.Tensor]:
     """A function from a batch of indices to those rows of `x`, read from the NumPy array in place.
 
-    For arrays already in the model's form (transfer's cached features: 98 KiB an image for VGG16
-    at 224×224, gigabytes for a big set). `tf.constant(x)` would copy the whole array into a
-    tensor, holding three copies at its peak (measured: benchmarks/RESULTS.md, Memory); gathering
-    each batch from the array keeps one, at the cost of one small copy per batch.
+    For images prepared per batch and for arrays already in the model's form (transfer's cached
+    features: 98 KiB an image for VGG16 at 224×224, gigabytes for a big set). `tf.constant(x)`
+    would copy the whole array into a tensor, holding three copies at its peak and two after
+    (measured: benchmarks/RESULTS.md, Memory); gathering each batch from the array keeps one, at
+    the cost of one small copy per batch.
     """
     dtype = tf.as_dtype(x.dtype)
 
@@ -182,7 +183,7 @@ def epoch_batches(
     """
     count = len(y)
     labels = tf.constant(y.astype(np.int64))
-    raw = tf.constant(x) if augment is not None else None  # the uint8 images, augmented per batch
+    rows = _rows(x)
 
     def one_epoch(epoch):
         order = tf.data.Dataset.range(count)
@@ -190,7 +191,7 @@ def epoch_batches(
         order = order.batch(batch_size)
         if augment is None:
             return order
-        batches = order.map(lambda i: (tf.gather(raw, i), tf.gather(labels, i)))
+        batches = order.map(lambda i: (rows(i), tf.gather(labels, i)))
         return augment_epoch(batches, epoch, augment)
 
     stream = tf.data.Dataset.range(first_epoch, epochs).flat_map(one_epoch)
@@ -200,7 +201,6 @@ def epoch_batches(
             lambda images, y_: (prepare(images), y_), num_parallel_calls=tf.data.AUTOTUNE
         )
     elif input_shape is None:
-        rows = _rows(x)
         stream = stream.map(lambda i: (rows(i), tf.gather(labels, i)))
     else:
         stream = _image_batches(stream, x, y, input_shape, preprocess, cache)

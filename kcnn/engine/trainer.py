@@ -24,6 +24,7 @@ run would have had. A NaN or infinite loss marks it `diverged` (exit 3).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import shutil
 import sys
@@ -107,7 +108,16 @@ def prepare_data(
     input_shape = tuple(int(v) for v in input_shape_for(data.image_shape, parts.num_classes))
     check_batch_memory(config.batch_size, *input_shape)
     fit = fit_mode(data.image_shape[:2], input_shape[:2])
-    return Prepared(data, parts, input_shape, fit, data_fingerprint(data))
+    fingerprint = data_fingerprint(data)
+    # The splits hold their own copies of the images; past this point the loaded arrays serve
+    # only to describe the data (name, source, image shape), so one image of them is kept and a
+    # data set sits in memory once, not twice.
+    described = dataclasses.replace(
+        data, x_train=data.x_train[:1].copy(), y_train=data.y_train[:1].copy()
+    )
+    if data.x_test is not None:
+        described.x_test, described.y_test = data.x_test[:1].copy(), data.y_test[:1].copy()
+    return Prepared(described, parts, input_shape, fit, fingerprint)
 
 
 @dataclass
