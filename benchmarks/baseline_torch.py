@@ -54,10 +54,15 @@ def main(argv=None) -> dict:
     from torch import nn
 
     torch.manual_seed(args.seed)
-    to_nchw = lambda x: torch.from_numpy(common.as_model_input(x)).permute(0, 3, 1, 2).contiguous()  # noqa: E731
-    xs, ys = to_nchw(x_train), torch.from_numpy(y_train.astype("int64"))
-    xt, yt = to_nchw(x_test), torch.from_numpy(y_test.astype("int64"))
-    model = build(args.arch, xs.shape[1], classes)
+    # TensorFlow takes a GPU by itself when there is one; PyTorch is told to, so that on a GPU
+    # machine the same command compares the two there.
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    to_nchw = lambda x: (  # noqa: E731
+        torch.from_numpy(common.as_model_input(x)).permute(0, 3, 1, 2).contiguous().to(device)
+    )
+    xs, ys = to_nchw(x_train), torch.from_numpy(y_train.astype("int64")).to(device)
+    xt, yt = to_nchw(x_test), torch.from_numpy(y_test.astype("int64")).to(device)
+    model = build(args.arch, xs.shape[1], classes).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     loss_fn = nn.CrossEntropyLoss()
     generator = torch.Generator().manual_seed(args.seed)
@@ -66,7 +71,7 @@ def main(argv=None) -> dict:
     for _ in range(args.epochs):
         start = time.perf_counter()
         model.train()
-        order = torch.randperm(len(ys), generator=generator)
+        order = torch.randperm(len(ys), generator=generator).to(device)
         total = 0.0
         for i in range(0, len(ys), args.batch_size):
             idx = order[i : i + args.batch_size]
@@ -84,6 +89,7 @@ def main(argv=None) -> dict:
         "contestant": "pytorch",
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "device": str(device),
         "images": len(ys),
         "epoch_seconds": epoch_seconds,
         "images_per_second": len(ys) * args.epochs / sum(epoch_seconds),
