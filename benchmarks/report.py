@@ -126,17 +126,22 @@ def write_report(results: dict, path: Path) -> None:
             note(s),
             "",
             f"Each lever alone against kcnn's settings, {s['epochs']} epochs, in fresh processes "
-            "run alternately; images/s of the median later epoch. `same history` compares the "
-            "per-epoch losses bit for bit with kcnn's.",
+            "run alternately; images/s of the median later epoch, and the first epoch's seconds "
+            "(tracing included). `same history` compares the per-epoch losses bit for bit with "
+            "kcnn's.",
             "",
-            "| lever | images/s | kcnn alongside | ratio | same history |",
-            "|---|---|---|---|---|",
+            "| lever | images/s | kcnn alongside | ratio | first epoch s | kcnn's first epoch s "
+            "| same history |",
+            "|---|---|---|---|---|---|---|",
         ]
         for name, r in s["levers"].items():
+            first = r.get("first_epoch_seconds")
+            ref_first = r.get("reference_first_epoch_seconds")
             out.append(
                 f"| {name} | {r['images_per_second']:.0f} | "
                 f"{r['reference_images_per_second']:.0f} | {r['ratio']:.2f} | "
-                f"{'yes' if r['same_history'] else 'no'} |"
+                + (f"{first:.2f} | {ref_first:.2f} | " if first is not None else "– | – | ")
+                + f"{'yes' if r['same_history'] else 'no'} |"
             )
         out.append("")
     if "transfer" in sec:
