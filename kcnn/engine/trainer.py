@@ -435,9 +435,10 @@ class Trainer:
                 **speed,
             )
             if c.strategy == "default":  # under a strategy Keras builds this state itself
-                # a subclassed model has no input_shape: it takes the data's
-                inputs = getattr(model, "inputs", None) or [None]
-                shape = inputs[0].shape[1:] if inputs[0] is not None else self.prepared.input_shape
+                # a model of its own inputs (transfer's head takes features); a subclassed model
+                # has none and takes the data's images
+                inputs = getattr(model, "inputs", None)
+                shape = inputs[0].shape[1:] if inputs else self.prepared.input_shape
                 performance.build_training_state(model, shape)
 
     # --- the pipeline ---------------------------------------------------------------------------
