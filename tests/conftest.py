@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -61,3 +64,25 @@ def cli(capsys):
 def kcnn_exe():
     """The installed console script, for tests that need a real process (signals, start-up)."""
     return [sys.executable, "-m", "kcnn.cli"]
+
+
+@pytest.fixture
+def signal_after_epochs():
+    """`start(out, epochs, signum)`: send a real signal to this process once an in-process run
+    under `out` has recorded `epochs` epochs; returns the watching thread (join it)."""
+    from kcnn.runs.records import read_csv
+
+    def start(out: Path, epochs: int, signum: int) -> threading.Thread:
+        def watch():
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                if any(len(read_csv(h)) >= epochs for h in out.glob("*/history.csv")):
+                    os.kill(os.getpid(), signum)
+                    return
+                time.sleep(0.02)
+
+        thread = threading.Thread(target=watch, daemon=True)
+        thread.start()
+        return thread
+
+    return start

@@ -6,6 +6,7 @@ one is a process of its own. Every wait has a timeout; every started process is 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -64,6 +65,41 @@ def _free_ports(n: int) -> list[int]:
 def _tf_config(ports: list[int], index: int, kind: str = "worker") -> str:
     workers = [f"127.0.0.1:{p}" for p in ports]
     return json.dumps({"cluster": {"worker": workers}, "task": {"type": kind, "index": index}})
+
+
+@contextlib.contextmanager
+def _two_workers(tmp_path, extra: list[str], env: dict[str, str]):
+    """Two `kcnn train --strategy multi-worker` processes of one cluster, each writing under its
+    own folder; yields (processes, folders) and kills whatever still runs afterwards."""
+    ports = _free_ports(2)
+    outs = [tmp_path / f"worker{i}" for i in range(2)]
+    processes = []
+    try:
+        for i in range(2):
+            processes.append(
+                subprocess.Popen(
+                    [
+                        *KCNN,
+                        "train",
+                        *TINY,
+                        *extra,
+                        "--strategy",
+                        "multi-worker",
+                        "--out",
+                        str(outs[i]),
+                    ],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                    env={**ENV, **env, "TF_CONFIG": _tf_config(ports, i)},
+                )
+            )
+        yield processes, outs
+    finally:
+        for p in processes:
+            if p.poll() is None:
+                p.kill()
+                p.wait(timeout=30)
 
 
 # --- TF_CONFIG, checked before any work ---------------------------------------------------------
@@ -265,42 +301,9 @@ def test_an_interrupted_mirrored_run_resumes_under_its_strategy(tmp_path):
 
 @pytest.mark.slow
 def test_two_workers_train_one_model_and_only_the_chief_writes(tmp_path):
-    ports = _free_ports(2)
-    outs = [tmp_path / f"worker{i}" for i in range(2)]
-    processes = []
-    try:
-        for i in range(2):
-            processes.append(
-                subprocess.Popen(
-                    [
-                        *KCNN,
-                        "train",
-                        *TINY,
-                        "--epochs",
-                        "2",
-                        "--strategy",
-                        "multi-worker",
-                        "--out",
-                        str(outs[i]),
-                        "--name",
-                        "together",
-                    ],
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    text=True,
-                    env={
-                        **ENV,
-                        "TF_CONFIG": _tf_config(ports, i),
-                        distribute.PEER_TIMEOUT_ENV: "60",
-                    },
-                )  # fmt: skip
-            )
+    extra = ["--epochs", "2", "--name", "together"]
+    with _two_workers(tmp_path, extra, {distribute.PEER_TIMEOUT_ENV: "60"}) as (processes, outs):
         results = [p.communicate(timeout=240) for p in processes]
-    finally:
-        for p in processes:
-            if p.poll() is None:
-                p.kill()
-                p.wait(timeout=30)
     codes = [p.returncode for p in processes]
     assert codes == [0, 0], results
     chief = _run_dir(outs[0])
@@ -364,31 +367,8 @@ def test_the_precision_policy_is_restored_after_building():
 
 @pytest.mark.slow
 def test_a_worker_that_loses_its_peer_mid_run_fails_instead_of_hanging(tmp_path):
-    ports = _free_ports(2)
-    outs = [tmp_path / f"worker{i}" for i in range(2)]
-    env = {**ENV, distribute.PEER_TIMEOUT_ENV: "4"}  # a step waits at most 5 × 4 s for a peer
-    processes = []
-    try:
-        for i in range(2):
-            processes.append(
-                subprocess.Popen(
-                    [
-                        *KCNN,
-                        "train",
-                        *TINY,
-                        "--epochs",
-                        "200",
-                        "--strategy",
-                        "multi-worker",
-                        "--out",
-                        str(outs[i]),
-                    ],
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    text=True,
-                    env={**env, "TF_CONFIG": _tf_config(ports, i)},
-                )  # fmt: skip
-            )
+    peer = {distribute.PEER_TIMEOUT_ENV: "4"}  # a step waits at most 5 × 4 s for a peer
+    with _two_workers(tmp_path, ["--epochs", "200"], peer) as (processes, outs):
         deadline = time.monotonic() + 180
         while not any(len(read_csv(h)) >= 1 for h in outs[0].glob("*/history.csv")):
             assert processes[0].poll() is None, processes[0].communicate(timeout=10)
@@ -396,11 +376,6 @@ def test_a_worker_that_loses_its_peer_mid_run_fails_instead_of_hanging(tmp_path)
             time.sleep(0.1)
         processes[1].kill()
         _, err = processes[0].communicate(timeout=120)
-    finally:
-        for p in processes:
-            if p.poll() is None:
-                p.kill()
-                p.wait(timeout=30)
     assert processes[0].returncode == 2, err
     assert "lost contact with a peer" in err.strip().splitlines()[-1]
     assert read_json(_run_dir(outs[0]) / "metrics.json")["status"] == "failed"

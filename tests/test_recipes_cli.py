@@ -5,10 +5,7 @@ augmentation on."""
 from __future__ import annotations
 
 import json
-import os
 import signal
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -107,28 +104,14 @@ def test_early_stopping_reports_the_best_epoch_and_restores_it(cli, tmp_path):
         assert len(rows) == early["best_epoch"] + 1 and early["restored_best_weights"]
 
 
-def _signal_after_epochs(out: Path, epochs: int, signum: int) -> threading.Thread:
-    def watch():
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if any(len(read_csv(h)) >= epochs for h in out.glob("*/history.csv")):
-                os.kill(os.getpid(), signum)
-                return
-            time.sleep(0.02)
-
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    return thread
-
-
 @pytest.mark.slow
-def test_resume_mid_schedule_with_augmentation_is_exact(cli, tmp_path):
+def test_resume_mid_schedule_with_augmentation_is_exact(cli, tmp_path, signal_after_epochs):
     reference = cli("train", *TINY, *RECIPE, "--epochs", "4", "--out", tmp_path / "a", "--json")
     assert reference.code == 0, reference.err
     expected = json.loads(reference.out)["runs"][0]
 
     out = tmp_path / "b"
-    watcher = _signal_after_epochs(out, 2, signal.SIGINT)
+    watcher = signal_after_epochs(out, 2, signal.SIGINT)
     stopped = cli("train", *TINY, *RECIPE, "--epochs", "4", "--out", out)
     watcher.join()
     assert stopped.code == 130, stopped.err

@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from pathlib import Path
 
@@ -115,25 +114,9 @@ def test_sigint_marks_the_run_interrupted_and_resume_matches_an_uninterrupted_ru
     assert again.code == 2 and "already completed" in again.err
 
 
-def _signal_after_first_epoch(out: Path, signum: int) -> threading.Thread:
-    """Send a real signal to this process once the in-process run has recorded an epoch."""
-
-    def watch():
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if any(len(read_csv(h)) >= 1 for h in out.glob("*/history.csv")):
-                os.kill(os.getpid(), signum)
-                return
-            time.sleep(0.02)
-
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    return thread
-
-
-def test_sigterm_exits_143_and_resume_can_train_longer(tmp_path, cli):
+def test_sigterm_exits_143_and_resume_can_train_longer(tmp_path, cli, signal_after_epochs):
     out = tmp_path / "runs"
-    watcher = _signal_after_first_epoch(out, signal.SIGTERM)
+    watcher = signal_after_epochs(out, 1, signal.SIGTERM)
     result = cli("train", *TINY, "--epochs", "5", "--out", out)
     watcher.join()
     assert result.code == 143, result.err
