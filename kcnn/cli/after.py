@@ -52,7 +52,7 @@ def runs(
     as_json: AsJson = False,
 ) -> None:
     """List the runs under FOLDER, newest first: comparisons, their runs, and stray folders."""
-    from kcnn.runs import browse
+    from kcnn.runs import browse, groups
 
     browse.check_sort(sort)
     rows = browse.listing(folder, status, model, dataset, sort)
@@ -73,7 +73,9 @@ def runs(
             "epochs": ""
             if r["epochs_done"] is None
             else f"{r['epochs_done']}/{r['epochs_planned'] or '?'}",
-            "accuracy": "" if r["test_accuracy"] is None else f"{r['test_accuracy']:.4f}",
+            "accuracy": groups.accuracy_text(r)  # a group: mean ± 95% interval of its seeds
+            if r["kind"] == "group"
+            else ("" if r["test_accuracy"] is None else f"{r['test_accuracy']:.4f}"),
             "time": _seconds(r["duration_seconds"]),
             "command": r["command"] or "",
             "model": r["model"] or "",
@@ -100,6 +102,10 @@ def show(run: Run, as_json: AsJson = False) -> None:
     from kcnn.runs import browse
 
     info = browse.find(run)
+    from kcnn.runs import groups
+
+    if groups.is_group(info.folder):
+        return _show_group(info, as_json)
     if not info.is_run and not info.is_comparison:
         raise KcnnError(f"{run} is not a run folder (no config.json); see `kcnn runs`")
     if as_json:
@@ -132,6 +138,24 @@ def show(run: Run, as_json: AsJson = False) -> None:
     typer.echo("\n".join(lines))
 
 
+def _show_group(info, as_json: bool) -> None:
+    """A group of seed runs: each group's mean ± 95% interval, the tests between them, its seeds."""
+    from kcnn.runs import groups
+
+    record = groups.read(info.folder) or {}
+    if as_json:
+        print_json({"group": info.row(), **record, "runs": [s.row() for s in info.sub_runs]})
+        return
+    text = (info.folder / groups.GROUP_MD).read_text(encoding="utf-8") if (
+        info.folder / groups.GROUP_MD
+    ).is_file() else ""
+    lines = [f"{info.name}  ({record.get('status', 'incomplete')}, seeds {record.get('seeds')})"]
+    lines += [f"  folder: {info.folder}"]
+    lines += [line for line in text.splitlines() if line and not line.startswith("![")]
+    lines += ["runs:"] + [f"  {s.name}  {s.status}  {s.test_accuracy}" for s in info.sub_runs]
+    typer.echo("\n".join(lines))
+
+
 @app.command("compare")
 def compare(
     run_folders: Annotated[list[str], typer.Argument(help="Two or more run folders.")],
@@ -144,7 +168,12 @@ def compare(
     from kcnn.runs import browse
     from kcnn.runs.records import read_json
 
-    infos = [browse.find_run(r) for r in run_folders]
+    from kcnn.runs import groups
+
+    infos = []
+    for r in run_folders:  # a group folder stands for its seed runs
+        found = browse.find(r)
+        infos += found.sub_runs if groups.is_group(found.folder) else [browse.find_run(r)]
     from kcnn.runs.report import compare_runs
 
     folder = compare_runs(infos, out)

@@ -53,7 +53,7 @@ def _completion(spec: Setting) -> Callable[[], list[str]] | None:
 def setting_parameter(cls: type[RunConfig], key: str, spec: Setting) -> inspect.Parameter:
     """One setting as a Typer parameter: its flag, type, choices, help, default and completion."""
     default = _default(cls, key)
-    python_type = _PYTHON_TYPES[spec.kind]
+    python_type = str if spec.convert is not None else _PYTHON_TYPES[spec.kind]
     static_choices = spec.choices if isinstance(spec.choices, tuple) else None
     extra: dict[str, Any] = {}
     if static_choices:

@@ -79,6 +79,8 @@ def _train(ctx: typer.Context, resume: Path | None, config_file, print_config, a
         config = resolve(TrainConfig, ctx, values, config_file)
         if print_config:
             return _print_config(config)
+        if config.seeds is not None:
+            return show_group(config, as_json)
         from kcnn.commands.train import train
 
         result = train(config, quiet=as_json)
@@ -125,6 +127,8 @@ def _transfer(ctx: typer.Context, config_file, print_config, as_json, **values):
     config = resolve(TransferConfig, ctx, values, config_file)
     if print_config:
         return _print_config(config)
+    if config.seeds is not None:
+        return show_group(config, as_json)
     from kcnn.commands.transfer import transfer
 
     show_transfer(transfer(config, quiet=as_json), as_json)
@@ -165,6 +169,8 @@ def _compare(ctx: typer.Context, config_file, print_config, as_json, **values):
     config = resolve(CompareConfig, ctx, values, config_file)
     if print_config:
         return _print_config(config)
+    if config.seeds is not None:
+        return show_group(config, as_json)
     show_comparison(config, as_json)
 
 
@@ -215,6 +221,36 @@ training_command(
     help="The same CNN as Sequential, Functional and subclassed models: proven identical, then "
     "trained side by side.",
 )
+
+
+# --- --seeds: one group of seed runs ---------------------------------------------------------------
+
+
+def show_group(config, as_json: bool) -> None:
+    """Run every seed of `config` (finishing an interrupted group), then show each group's mean ±
+    95% interval and, between groups, the test and its sentence."""
+    from kcnn.commands.seeds import run_group
+    from kcnn.runs import stats
+    from kcnn.runs.records import read_json
+
+    group = run_group(config, quiet=as_json)
+    record = group.record
+    if as_json:
+        runs = [read_json(d / "metrics.json") for d in group.run_dirs()]
+        extra = {k: record[k] for k in ("seeds", "status", "groups", "tests", "identical")}
+        print_json(answer(config.command, runs, None, group=str(group.folder), **extra))
+        return
+    for name, g in record["groups"].items():
+        m = g["metrics"].get("test_accuracy")
+        line = stats.Summary(m["n"], m["mean"], m["sd"], m["ci_low"], m["ci_high"]).text()
+        sd = "" if m["sd"] is None else f", sd {m['sd']:.4f}"
+        typer.echo(f"{name}: test accuracy {line}{sd}  (95% interval over seeds {g['seeds']})")
+    for t in record["tests"]:
+        if t["metric"] == "test_accuracy":
+            typer.echo(f"- {t['sentence']}")
+    if record.get("identical"):
+        typer.echo("the groups gave identical test accuracy at every seed")
+    typer.echo(f"group folder: {group.folder}")
 
 
 # --- kcnn run ---------------------------------------------------------------------------------------
@@ -269,6 +305,6 @@ def run_experiment(
         print_json({"file": str(file), "runs": summaries})
         return
     for s in summaries:
-        where = s.get("comparison") or ", ".join(s.get("run_dirs", []))
+        where = s.get("group") or s.get("comparison") or ", ".join(s.get("run_dirs", []))
         accuracy = f"test accuracy {s['test_accuracy']:.4f}, " if "test_accuracy" in s else ""
         typer.echo(f"{s['command']}: {accuracy}results in {where}")

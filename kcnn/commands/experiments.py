@@ -71,6 +71,10 @@ def _depth(value: Any, level: int = 0) -> int:
 
 def _read(path: Path) -> dict[str, Any]:
     """A TOML experiment file or a run's config.json, refused when absurdly large or nested."""
+    if path.is_dir() and (path / "group.json").is_file():  # a group: finish its missing seeds
+        from kcnn.runs import groups
+
+        return groups.as_experiment(path)
     if path.is_dir():
         if (path / CONFIG_JSON).is_file():
             path = path / CONFIG_JSON
@@ -228,7 +232,13 @@ def run(experiment: Experiment, quiet: bool = False) -> list[dict[str, Any]]:
 def run_each(experiment: Experiment, quiet: bool = False) -> list[dict[str, Any]]:
     summaries = []
     for config in experiment.runs:
-        if config.command == "train":
+        if config.seeds is not None:  # one run per seed, kept as a group folder
+            from kcnn.commands.seeds import run_group
+
+            group = run_group(config, quiet=quiet)
+            summary = _summary(config.command, group.run_dirs(), None)
+            summaries.append({**summary, "group": str(group.folder)})
+        elif config.command == "train":
             from kcnn.commands.train import train
 
             result = train(config, quiet=quiet)

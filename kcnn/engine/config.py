@@ -58,6 +58,9 @@ class Setting:
     metavar: str | None = None
     completion: Callable[[], Iterable[str]] | None = None  # shell completion of free-form values
     noun: str = "value"  # what one of the choices is called in an error ("architecture")
+    # A setting whose values are not one plain kind (`seeds`: a count or a list) checks and
+    # canonicalises them itself: convert(name, value) -> value, or KcnnError.
+    convert: Callable[[str, Any], Any] | None = None
 
     def allowed(self) -> tuple[str, ...] | None:
         if self.choices is None:
@@ -117,6 +120,8 @@ def check_value(key: str, spec: Setting, value: Any) -> Any:
         if spec.optional:
             return None
         raise KcnnError(f"{name} needs a value")
+    if spec.convert is not None:
+        return spec.convert(name, value)
     kind = spec.kind
     if kind is bool:
         if not isinstance(value, bool):
@@ -170,6 +175,37 @@ def check_value(key: str, spec: Setting, value: Any) -> Any:
                     f"{name}: unknown {spec.noun} '{item}': {tip}choose one of: {', '.join(allowed)}"
                 )
     return value
+
+
+SEEDS_MAX = 1000  # runs of one group: more is a typing slip, not an experiment
+
+
+def parse_seeds(name: str, value: Any) -> int | list[int]:
+    """`--seeds 5` (a count: seed, seed+1, ...) or `--seeds 83,84,85` (a list), from the command
+    line, a file (`seeds = 5`, `seeds = [83, 84, 85]`, `seeds = "83,84,85"`) or a record."""
+    what = f"{name} takes a count of at least 2 (--seeds 5) or a list of distinct seeds (--seeds 83,84,85)"
+    if isinstance(value, str):
+        parts = [p.strip() for p in value.split(",") if p.strip()]
+        if not parts or not all(re.fullmatch(r"\d+", p) for p in parts):
+            raise KcnnError(f"{what}, got {value!r}")
+        value = int(parts[0]) if len(parts) == 1 and "," not in value else [int(p) for p in parts]
+    if isinstance(value, bool):
+        raise KcnnError(f"{what}, got {value!r}")
+    if isinstance(value, int):
+        if not 2 <= value <= SEEDS_MAX:
+            raise KcnnError(f"{what} (at most {SEEDS_MAX}), got {value!r}")
+        return value
+    if not isinstance(value, list | tuple) or not all(
+        isinstance(v, int) and not isinstance(v, bool) for v in value
+    ):
+        raise KcnnError(f"{what}, got {value!r}")
+    seeds = list(value)
+    if len(seeds) < 2 or len(seeds) > SEEDS_MAX or len(set(seeds)) != len(seeds):
+        raise KcnnError(f"{what} (2 to {SEEDS_MAX}, none twice), got {value!r}")
+    bad = [s for s in seeds if not 0 <= s <= SEED_MAX]
+    if bad:
+        raise KcnnError(f"{name}: seed {bad[0]} is outside 0 to {SEED_MAX:,}")
+    return seeds
 
 
 def _architectures() -> list[str]:
@@ -227,6 +263,14 @@ class RunConfig:
         "Seed for the split, weight initialisation and shuffling.",
         low=0,
         high=SEED_MAX,
+    )
+    seeds: int | list[int] | None = setting(
+        None,
+        "Train once per seed and keep the runs as one group with mean, sd and 95% intervals: a "
+        "count (5: --seed, --seed+1, ...) or a list (83,84,85). Seeds run in parallel processes "
+        "where the machine has room; the same command again finishes an interrupted group.",
+        convert=parse_seeds,
+        metavar="N|SEED,SEED,...",
     )
     val_split: float = setting(
         defaults.VAL_SPLIT,
@@ -415,6 +459,10 @@ class RunConfig:
             setattr(self, key, check_value(key, spec, getattr(self, key)))
         if self.lr is None:
             self.lr = defaults.LEARNING_RATES[self.optimizer]
+        if isinstance(self.seeds, int) and self.seed + self.seeds - 1 > SEED_MAX:
+            raise KcnnError(
+                f"--seeds {self.seeds} from --seed {self.seed} passes the largest seed {SEED_MAX:,}"
+            )
         if self.image_size is not None:
             check_batch_memory(self.batch_size, self.image_size, self.image_size, 3)
         from kcnn.data import datasets
@@ -444,6 +492,14 @@ class RunConfig:
             raise KcnnError(
                 f"--augment-flip on {self.dataset}: a mirrored digit or slash is another class; drop it"
             )
+
+    def seed_list(self) -> list[int]:
+        """The seeds of a group (`seeds`), or this run's one seed."""
+        if self.seeds is None:
+            return [self.seed]
+        if isinstance(self.seeds, int):
+            return [self.seed + i for i in range(self.seeds)]
+        return list(self.seeds)
 
     def augment_switches(self) -> dict[str, Any]:
         """The augmentation switches given explicitly (None: the policy's)."""

@@ -78,6 +78,10 @@ class RunInfo:
 
     @cached_property
     def sub_runs(self) -> list[RunInfo]:
+        from kcnn.runs import groups
+
+        if groups.is_group(self.folder):  # a group of seed runs: its runs, in their comparisons
+            return groups.leaves(groups.members(self.folder, self))
         if not self.is_comparison:
             return []
         subs = [RunInfo.load(p, self) for p in sorted(self.folder.iterdir()) if p.is_dir()]
@@ -254,6 +258,10 @@ class RunInfo:
 
     def row(self) -> dict[str, Any]:
         """The line `kcnn runs` prints (and `--json` gives) for this folder."""
+        from kcnn.runs import groups
+
+        if groups.is_group(self.folder):
+            return groups.row(self)
         return {
             "name": self.name,
             "kind": "comparison" if self.is_comparison else ("run" if self.is_run else "other"),

@@ -100,3 +100,86 @@ def confusion_matrix(
     ax.set_ylabel("true")
     ax.set_title(title or "confusion matrix (test set)")
     _save(fig, Path(path))
+
+
+def _interval(runs: Sequence[Sequence[float]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per epoch, over runs cut to the shortest: the mean and its 95% Student-t interval."""
+    from scipy import stats
+
+    length = min(len(r) for r in runs)
+    values = np.asarray([list(r)[:length] for r in runs], dtype=float)
+    mean = values.mean(axis=0)
+    if len(runs) < 2:
+        return mean, mean, mean
+    half = stats.t.ppf(0.975, len(runs) - 1) * values.std(axis=0, ddof=1) / np.sqrt(len(runs))
+    return mean, mean - half, mean + half
+
+
+def band_curves(
+    groups: Mapping[str, Sequence[History]], path: str | Path, title: str = ""
+) -> None:
+    """Loss and accuracy per epoch of each group of seed runs: the mean over seeds (train solid,
+    validation dashed) with its 95% interval as a band."""
+    metrics = ("loss", "accuracy")
+    fig, axes = plt.subplots(1, len(metrics), figsize=(11, 4))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (label, histories) in enumerate(groups.items()):
+        colour = colours[i % len(colours)]
+        for ax, metric in zip(axes, metrics, strict=True):
+            for prefix, style in (("", "-"), ("val_", "--")):
+                runs = [h.get(prefix + metric) for h in histories]
+                if not runs or any(r is None or not len(r) for r in runs):
+                    continue
+                mean, low, high = _interval(runs)
+                epochs = np.arange(1, len(mean) + 1)
+                part = "validation" if prefix else "train"
+                ax.plot(
+                    epochs,
+                    mean,
+                    style,
+                    color=colour,
+                    marker="o",
+                    markersize=3,
+                    label=f"{label} {part} (n={len(runs)})",
+                )
+                ax.fill_between(epochs, low, high, color=colour, alpha=0.2, linewidth=0)
+    for ax, metric in zip(axes, metrics, strict=True):
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[1]:
+            ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    _save(fig, Path(path))
+
+
+def per_class_intervals(
+    groups: Mapping[str, Mapping[str, Mapping[str, Mapping[str, float]]]],
+    path: str | Path,
+    title: str = "",
+    metric: str = "f1",
+) -> None:
+    """Each class's test `metric` per group: the mean over seeds with its 95% interval as an
+    error bar. `groups` maps a group to {class: {metric: summary}} (kcnn.runs.groups)."""
+    names = list(dict.fromkeys(c for g in groups.values() for c in g))
+    width = 0.8 / max(len(groups), 1)
+    fig, ax = plt.subplots(figsize=(min(4 + 0.6 * len(names) * len(groups), 24), 4))
+    for i, (label, classes) in enumerate(groups.items()):
+        means, errors = [], [[], []]
+        for name in names:
+            s = (classes.get(name) or {}).get(metric) or {}
+            mean = s.get("mean", np.nan)
+            means.append(mean)
+            errors[0].append(0 if s.get("ci_low") is None else mean - s["ci_low"])
+            errors[1].append(0 if s.get("ci_high") is None else s["ci_high"] - mean)
+        x = np.arange(len(names)) + (i - (len(groups) - 1) / 2) * width
+        ax.bar(x, means, width, yerr=errors, capsize=3, label=label, alpha=0.85)
+    ax.set_xticks(range(len(names)), names, rotation=45 if len(names) > 8 else 0, ha="right")
+    ax.set_ylabel(f"test {metric} (mean, 95% interval)")
+    ax.set_ylim(0, 1.05)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title(title or f"per-class {metric}")
+    _save(fig, Path(path))

@@ -97,6 +97,13 @@ def compare_runs(runs, out: str | Path, name: str = "compare-runs") -> Path:
         section = "## Settings that differ\n\n" + markdown_table(differences, ["setting", *labels])
     else:
         section = "## Settings that differ\n\nNone: every run has the same settings."
+    from kcnn.runs import groups
+
+    grouped = groups.group_runs(runs)  # runs that differ only in seed: one group
+    described = groups.describe(grouped) if len(grouped) < len(runs) else None
+    sections = [section]
+    if described is not None:
+        sections.insert(0, groups.markdown("Seed groups", described, level=2))
     folder = folders.create(out, name)
     write_comparison(
         folder,
@@ -104,7 +111,7 @@ def compare_runs(runs, out: str | Path, name: str = "compare-runs") -> Path:
         rows,
         {label: r.history() for label, r in zip(labels, runs, strict=True)},
         intro=f"{len(runs)} runs compared with `kcnn compare`.",
-        sections=[section],
+        sections=sections,
     )
     write_json(
         folder / folders.COMPARISON_JSON,
@@ -113,6 +120,7 @@ def compare_runs(runs, out: str | Path, name: str = "compare-runs") -> Path:
             "config": {"command": "compare", "runs": [str(r.folder.resolve()) for r in runs]},
             "rows": rows,
             "differences": differences,
+            "groups": described,
         },
     )
     from kcnn.runs.html import write_report

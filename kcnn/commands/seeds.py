@@ -1,0 +1,202 @@
+"""`--seeds`: one training command run once per seed, the runs kept as one group folder.
+
+    group = run_group(TrainConfig("lenet5", dataset="digits", seeds=5))
+    group.record["groups"]["lenet5-digits-sequential"]["metrics"]["test_accuracy"]  # mean, sd, CI
+
+Each seed is a normal run of the command (`train`, `compare-apis`, `transfer`: its run or
+comparison folder, named `NAME-seedS`) inside the group folder `<out>/<stamp>-NAME-seeds/`, whose
+`group.json` (`kcnn.runs.groups`) summarises them. Where the machine has room (`os.cpu_count() // 2`
+workers, or `KCNN_SEED_WORKERS`), seeds run in parallel processes, each `kcnn run SEED.toml`
+(TensorFlow and fork do not mix: fresh interpreters, never forked ones); with one worker they run in
+this process, one after the other. A group the same command started before and did not finish
+(interrupted, killed, a seed that failed) is found by its settings and only its missing seeds run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kcnn.engine.config import RunConfig
+from kcnn.errors import KcnnError
+from kcnn.runs import groups
+
+WORKERS_ENV = "KCNN_SEED_WORKERS"
+
+
+@dataclass
+class GroupResult:
+    folder: Path
+    record: dict[str, Any]  # group.json
+
+    def run_dirs(self) -> list[Path]:
+        return [
+            self.folder / p for g in self.record.get("groups", {}).values() for p in g["runs"]
+        ]
+
+
+def workers(missing: int) -> int:
+    """Processes to run seeds in: KCNN_SEED_WORKERS, else half the cores (TensorFlow already uses
+    several threads per process), never more than there are seeds to run."""
+    raw = os.environ.get(WORKERS_ENV)
+    if raw is not None:
+        if not raw.strip().isdigit() or int(raw) < 1:
+            raise KcnnError(f"{WORKERS_ENV}={raw!r}: give a whole number of processes, 1 or more")
+        count = int(raw)
+    else:
+        count = max(1, (os.cpu_count() or 2) // 2)
+    return max(1, min(count, missing))
+
+
+def _settings(config: RunConfig) -> dict[str, Any]:
+    """The group's identity: its settings as config.json would record them, but where it goes."""
+    values = json.loads(json.dumps(config.settings_dict(), default=str))
+    values.pop("out", None)
+    return values
+
+
+def find_unfinished(config: RunConfig) -> Path | None:
+    """The newest group folder under `out` made by the same settings and not completed."""
+    out = Path(config.out).expanduser()
+    if not out.is_dir():
+        return None
+    wanted = _settings(config)
+    found = []
+    for folder in out.iterdir():
+        data = groups.read(folder) if folder.is_dir() else None
+        if data is None or data.get("status") == "completed":
+            continue
+        settings = dict(data.get("config") or {})
+        settings.pop("out", None)
+        if data.get("command") == config.command and settings == wanted:
+            found.append(folder)
+    return max(found, key=lambda p: p.name) if found else None
+
+
+def seed_config(config: RunConfig, seed: int, folder: Path) -> RunConfig:
+    """One seed's run: the group's settings with this seed, in the group folder."""
+    one = dataclasses.replace(
+        config, seed=seed, seeds=None, out=str(folder), name=f"{config.name}-seed{seed}"
+    )
+    return one.validate()
+
+
+def _member(folder: Path, name: str, seed: int) -> Path | None:
+    pattern = re.compile(rf"^\d{{8}}-\d{{6}}-{re.escape(name)}-seed{seed}(-\d+)?$")
+    found = [p for p in folder.iterdir() if p.is_dir() and pattern.match(p.name)]
+    return max(found, key=lambda p: p.name) if found else None
+
+
+def _finished(member: Path) -> bool:
+    from kcnn.runs.browse import RunInfo
+
+    info = RunInfo.load(member)
+    runs = groups.leaves([info])
+    return bool(runs) and all(r.status == "completed" for r in runs)
+
+
+def run_group(config: RunConfig, quiet: bool = False) -> GroupResult:
+    """Run every seed of `config.seeds` not yet finished in its group folder, then summarise."""
+    config.validate()
+    if config.seeds is None:
+        raise KcnnError("run_group needs --seeds (a count or a list of seeds)")
+    seeds = config.seed_list()
+    from kcnn.runs import folders
+
+    folder = find_unfinished(config) or folders.create(config.out, f"{config.name}-seeds")
+    record = {
+        "command": config.command,
+        "name": config.name,
+        "config": config.settings_dict(),
+        "seeds": seeds,
+        "status": "running",
+    }
+    groups.write(folder, record)
+    missing = []
+    for seed in seeds:
+        member = _member(folder, config.name, seed)
+        if member is not None and _finished(member):
+            continue
+        if member is not None:  # killed or interrupted: this seed starts again from its beginning
+            shutil.rmtree(member)
+        missing.append(seed)
+    start = time.perf_counter()
+    failures: dict[int, str] = {}
+    try:
+        count = workers(len(missing))
+        if count == 1:
+            for seed in missing:
+                _in_process(seed_config(config, seed, folder), quiet)
+        else:
+            failures = _in_processes([seed_config(config, s, folder) for s in missing], count)
+    except BaseException:
+        groups.write(folder, {**record, "status": "interrupted"})
+        raise
+    record["wall_seconds"] = time.perf_counter() - start
+    record["status"] = "failed" if failures else "completed"
+    if failures:
+        record["failures"] = {str(s): why for s, why in failures.items()}
+    data = groups.write(folder, record)
+    if failures:
+        seed, why = next(iter(failures.items()))
+        raise KcnnError(
+            f"seed {seed} of {folder} failed: {why}; the same command runs only the missing seeds"
+        )
+    return GroupResult(folder, data)
+
+
+def _in_process(config: RunConfig, quiet: bool) -> None:
+    from kcnn.commands import experiments
+
+    experiments.run_each(experiments.Experiment(Path(config.name), "", [config]), quiet=quiet)
+
+
+def _in_processes(configs: list[RunConfig], count: int) -> dict[int, str]:
+    """Each seed as `kcnn run SEED.toml` in its own interpreter, `count` at a time. Returns the
+    seeds that failed, with the error line each printed."""
+    children: list[subprocess.Popen] = []
+
+    def one(config: RunConfig) -> tuple[int, str | None]:
+        toml = Path(config.out) / f".{config.name}.toml"
+        toml.write_text(config.to_toml(), encoding="utf-8")
+        command = [sys.executable, "-m", "kcnn.cli", "run", str(toml), "--json"]
+        child = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        children.append(child)
+        _, err = child.communicate()
+        toml.unlink(missing_ok=True)
+        if child.returncode == 0:
+            return config.seed, None
+        lines = [line for line in err.splitlines() if line.startswith("error:")]
+        return config.seed, (lines[-1] if lines else f"exit status {child.returncode}")
+
+    failures: dict[int, str] = {}
+    pool = ThreadPoolExecutor(count)
+    try:
+        for seed, why in pool.map(one, configs):
+            if why is not None:
+                failures[seed] = why
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        for child in list(children):
+            if child.poll() is None:
+                child.terminate()  # SIGTERM: the run stops after its batch, as `interrupted`
+        for child in list(children):
+            try:
+                child.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        raise
+    pool.shutdown()
+    return failures
