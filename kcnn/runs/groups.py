@@ -96,9 +96,13 @@ def group_runs(runs: Sequence) -> dict[str, list]:
     by_recipe: dict[str, list] = {}
     for run in runs:
         by_recipe.setdefault(recipe(run), []).append(run)
+    names = [label(found[0]) for found in by_recipe.values()]
+    recipes = [json.loads(key) for key in by_recipe]
     labelled: dict[str, list] = {}
-    for found in by_recipe.values():
-        name = label(found[0])
+    for name, settings, found in zip(names, recipes, by_recipe.values(), strict=True):
+        if names.count(name) > 1:  # same name, other settings: say which
+            differ = [k for k in settings if any(r.get(k) != settings[k] for r in recipes)]
+            name = f"{name} ({', '.join(f'{k}={settings[k]}' for k in differ)})"
         labelled[name if name not in labelled else f"{name} ({len(labelled) + 1})"] = found
     return labelled
 
