@@ -62,7 +62,7 @@ def test_bad_seeds_on_the_command_line(kcnn_exe, tmp_path):
 def test_group_statistics_are_those_of_the_seed_records(train_group):
     folder, record = train_group.folder, train_group.record
     assert record["status"] == "completed" and record["seeds"] == [83, 84]
-    (name, group), = record["groups"].items()
+    ((name, group),) = record["groups"].items()
     assert name == "lenet5-digits-sequential" and group["seeds"] == [83, 84]
     runs = [folder / p for p in group["runs"]]
     assert all(r.parent == folder for r in runs)

@@ -146,9 +146,11 @@ def _show_group(info, as_json: bool) -> None:
     if as_json:
         print_json({"group": info.row(), **record, "runs": [s.row() for s in info.sub_runs]})
         return
-    text = (info.folder / groups.GROUP_MD).read_text(encoding="utf-8") if (
-        info.folder / groups.GROUP_MD
-    ).is_file() else ""
+    text = (
+        (info.folder / groups.GROUP_MD).read_text(encoding="utf-8")
+        if (info.folder / groups.GROUP_MD).is_file()
+        else ""
+    )
     lines = [f"{info.name}  ({record.get('status', 'incomplete')}, seeds {record.get('seeds')})"]
     lines += [f"  folder: {info.folder}"]
     lines += [line for line in text.splitlines() if line and not line.startswith("![")]
@@ -165,10 +167,8 @@ def compare(
     as_json: AsJson = False,
 ) -> None:
     """Compare any finished runs: results, overlaid curves and the settings that differ."""
-    from kcnn.runs import browse
+    from kcnn.runs import browse, groups
     from kcnn.runs.records import read_json
-
-    from kcnn.runs import groups
 
     infos = []
     for r in run_folders:  # a group folder stands for its seed runs

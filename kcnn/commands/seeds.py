@@ -40,9 +40,7 @@ class GroupResult:
     record: dict[str, Any]  # group.json
 
     def run_dirs(self) -> list[Path]:
-        return [
-            self.folder / p for g in self.record.get("groups", {}).values() for p in g["runs"]
-        ]
+        return [self.folder / p for g in self.record.get("groups", {}).values() for p in g["runs"]]
 
 
 def workers(missing: int) -> int:
@@ -170,9 +168,7 @@ def _in_processes(configs: list[RunConfig], count: int) -> dict[int, str]:
         toml = Path(config.out) / f".{config.name}.toml"
         toml.write_text(config.to_toml(), encoding="utf-8")
         command = [sys.executable, "-m", "kcnn.cli", "run", str(toml), "--json"]
-        child = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
+        child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         children.append(child)
         _, err = child.communicate()
         toml.unlink(missing_ok=True)

@@ -222,7 +222,9 @@ def markdown(title: str, described: dict[str, Any], level: int = 1) -> str:
                 "metric": t["metric"],
                 "pair": f"{t['b']} − {t['a']}",
                 "difference": f"{t['difference']:+.4f}",
-                "95% CI": "" if t["ci_low"] is None else f"[{t['ci_low']:+.4f}, {t['ci_high']:+.4f}]",
+                "95% CI": ""
+                if t["ci_low"] is None
+                else f"[{t['ci_low']:+.4f}, {t['ci_high']:+.4f}]",
                 "test": t["test"],
                 "p": "" if t["p"] is None else f"{t['p']:.4g}",
                 "p (Holm)": "" if t["p_holm"] is None else f"{t['p_holm']:.4g}",
@@ -286,7 +288,9 @@ def write_report(folder: str | Path) -> Path:
     parts = [pages.markdown_html(text, folder), "<h2>Seeds</h2>"]
     for name, g in (data.get("groups") or {}).items():
         s = (g.get("metrics") or {}).get("test_accuracy")
-        line = stats.Summary(s["n"], s["mean"], s["sd"], s["ci_low"], s["ci_high"]).text() if s else ""
+        line = (
+            stats.Summary(s["n"], s["mean"], s["sd"], s["ci_low"], s["ci_high"]).text() if s else ""
+        )
         rows = [RunInfo.load(folder / p).row() for p in g.get("runs") or []]
         for row, seed in zip(rows, g.get("seeds") or [], strict=False):
             row["seed"] = seed
@@ -310,7 +314,10 @@ def as_experiment(folder: Path) -> dict[str, Any]:
     if not isinstance(config, dict) or not isinstance(data.get("command"), str):
         raise KcnnError(f"{folder / GROUP_JSON} is damaged: it records no command and settings")
     settings = {**config, "out": str(folder.parent)}
-    return {"description": f"seeds of {folder.name}", "run": [{"command": data["command"], **settings}]}
+    return {
+        "description": f"seeds of {folder.name}",
+        "run": [{"command": data["command"], **settings}],
+    }
 
 
 # --- reading groups back (kcnn runs, kcnn show) --------------------------------------------------
@@ -333,9 +340,7 @@ def row(info) -> dict[str, Any]:
         "epochs_done": None,
         "epochs_planned": config.get("epochs"),
         "test_accuracy": accuracy.get("mean"),
-        "test_accuracy_ci": [accuracy.get("ci_low"), accuracy.get("ci_high")]
-        if accuracy
-        else None,
+        "test_accuracy_ci": [accuracy.get("ci_low"), accuracy.get("ci_high")] if accuracy else None,
         "seeds": data.get("seeds"),
         "status": data.get("status", "incomplete"),
         "duration_seconds": data.get("wall_seconds"),

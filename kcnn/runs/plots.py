@@ -115,9 +115,7 @@ def _interval(runs: Sequence[Sequence[float]]) -> tuple[np.ndarray, np.ndarray, 
     return mean, mean - half, mean + half
 
 
-def band_curves(
-    groups: Mapping[str, Sequence[History]], path: str | Path, title: str = ""
-) -> None:
+def band_curves(groups: Mapping[str, Sequence[History]], path: str | Path, title: str = "") -> None:
     """Loss and accuracy per epoch of each group of seed runs: the mean over seeds (train solid,
     validation dashed) with its 95% interval as a band."""
     metrics = ("loss", "accuracy")

@@ -246,9 +246,7 @@ def compare_groups(
         for b in names[i + 1 :]
     ]
     corrected = holm([d.p for d in found]) if len(found) > 1 else [d.p for d in found]
-    return [
-        Difference(**{**asdict(d), "p_holm": p}) for d, p in zip(found, corrected, strict=True)
-    ]
+    return [Difference(**{**asdict(d), "p_holm": p}) for d, p in zip(found, corrected, strict=True)]
 
 
 def _points(metric: str, value: float) -> str:
