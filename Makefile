@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slow lint bench clean
+.PHONY: install demo test test-slow lint bench results clean
 
 install: $(STAMP)
 
@@ -39,6 +39,11 @@ bench: install $(VENV)/.bench-installed
 $(VENV)/.bench-installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	touch $@
+
+# Every figure of experiments/RESULTS.md, experiments/README.md's table and README.md's recipe
+# figures, rewritten from the kept records in experiments/records/ (see experiments/results.py).
+results: install
+	PYTHONPATH=$(CURDIR) $(BIN)/python experiments/results.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -14,7 +14,7 @@ FILES = sorted(FOLDER.glob("*.toml"))
 
 # A tiny size for every run: 2 epochs (the recipes warm up for 1, which needs more than 1 epoch),
 # a few images, few drawn shapes. `--set` changes only the runs that have the key; every command has these.
-TINY = {"epochs": 2, "limit": 96, "batch_size": 32, "shapes_count": 240}
+TINY = {"epochs": 2, "limit": 96, "batch_size": 32, "shapes_count": 240, "seeds": 2}
 
 
 def _runs(path: Path) -> list[dict]:

@@ -30,6 +30,7 @@ from typing import Any
 from kcnn.engine.config import RunConfig
 from kcnn.errors import KcnnError
 from kcnn.runs import groups
+from kcnn.runs.report import write_group
 
 WORKERS_ENV = "KCNN_SEED_WORKERS"
 
@@ -98,8 +99,7 @@ def _member(folder: Path, name: str, seed: int) -> Path | None:
 def _finished(member: Path) -> bool:
     from kcnn.runs.browse import RunInfo
 
-    info = RunInfo.load(member)
-    runs = groups.leaves([info])
+    runs = groups.leaves([RunInfo.load(member)])
     return bool(runs) and all(r.status == "completed" for r in runs)
 
 
@@ -119,7 +119,7 @@ def run_group(config: RunConfig, quiet: bool = False) -> GroupResult:
         "seeds": seeds,
         "status": "running",
     }
-    groups.write(folder, record)
+    write_group(folder, record)
     missing = []
     for seed in seeds:
         member = _member(folder, config.name, seed)
@@ -138,13 +138,13 @@ def run_group(config: RunConfig, quiet: bool = False) -> GroupResult:
         else:
             failures = _in_processes([seed_config(config, s, folder) for s in missing], count)
     except BaseException:
-        groups.write(folder, {**record, "status": "interrupted"})
+        write_group(folder, {**record, "status": "interrupted"})
         raise
     record["wall_seconds"] = time.perf_counter() - start
     record["status"] = "failed" if failures else "completed"
     if failures:
         record["failures"] = {str(s): why for s, why in failures.items()}
-    data = groups.write(folder, record)
+    data = write_group(folder, record)
     if failures:
         seed, why = next(iter(failures.items()))
         raise KcnnError(
@@ -154,9 +154,19 @@ def run_group(config: RunConfig, quiet: bool = False) -> GroupResult:
 
 
 def _in_process(config: RunConfig, quiet: bool) -> None:
-    from kcnn.commands import experiments
+    """One seed's run in this process, by the command's own library call."""
+    if config.command == "train":
+        from kcnn.commands.train import train
 
-    experiments.run_each(experiments.Experiment(Path(config.name), "", [config]), quiet=quiet)
+        train(config, quiet=quiet)
+    elif config.command == "transfer":
+        from kcnn.commands.transfer import transfer
+
+        transfer(config, quiet=quiet)
+    else:
+        from kcnn.commands.compare import compare_apis
+
+        compare_apis(config, quiet=quiet)
 
 
 def _in_processes(configs: list[RunConfig], count: int) -> dict[int, str]:

@@ -81,7 +81,8 @@ class RunInfo:
         from kcnn.runs import groups
 
         if groups.is_group(self.folder):  # a group of seed runs: its runs, in their comparisons
-            return groups.leaves(groups.members(self.folder, self))
+            seeds = [RunInfo.load(p, self) for p in sorted(self.folder.iterdir()) if p.is_dir()]
+            return groups.leaves(seeds)
         if not self.is_comparison:
             return []
         subs = [RunInfo.load(p, self) for p in sorted(self.folder.iterdir()) if p.is_dir()]

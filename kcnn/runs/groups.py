@@ -51,14 +51,6 @@ def is_group(folder: str | Path) -> bool:
     return (Path(folder) / GROUP_JSON).is_file()
 
 
-def members(folder: str | Path, parent=None) -> list:
-    """The seed folders of a group folder (runs or comparisons), as RunInfo, in name order."""
-    from kcnn.runs.browse import RunInfo
-
-    found = [RunInfo.load(p, parent) for p in sorted(Path(folder).iterdir()) if p.is_dir()]
-    return [m for m in found if m.is_run or m.is_comparison]
-
-
 def leaves(infos: Iterable) -> list:
     """The training runs in runs and comparisons (a comparison's own runs)."""
     out = []
@@ -184,124 +176,6 @@ def describe(grouped: dict[str, list]) -> dict[str, Any]:
         "tests": tests(grouped) if len(grouped) > 1 else [],
         "identical": identical(grouped),
     }
-
-
-# --- the group folder's own files ---------------------------------------------------------------
-
-
-def markdown(title: str, described: dict[str, Any], level: int = 1) -> str:
-    """group.md (and the groups section of a comparison): each group's mean ± 95% interval, each
-    test, and one sentence per pair."""
-    from kcnn.runs.report import markdown_table
-
-    rows = []
-    for name, g in described["groups"].items():
-        row = {"group": name, "seeds": g["n"]}
-        for metric in ("test_accuracy", "test_loss", "best_val_accuracy"):
-            s = g["metrics"].get(metric)
-            if s is not None:
-                row[metric] = stats.Summary(
-                    s["n"], s["mean"], s["sd"], s["ci_low"], s["ci_high"]
-                ).text()
-                row[f"{metric} sd"] = "" if s["sd"] is None else f"{s['sd']:.4f}"
-        rows.append(row)
-    columns = list(dict.fromkeys(k for r in rows for k in r))
-    head = "#" * level
-    parts = [
-        f"{head} {title}",
-        "Mean ± half-width of the 95% confidence interval (Student's t) over the seeds; sd with "
-        "ddof=1. Differences are the second group's mean minus the first's: a paired t-test where "
-        "the seeds pair (same seed, same split), Welch's otherwise; Holm-corrected when more than "
-        "one pair is compared.",
-        f"{head}# Groups",
-        markdown_table(rows, columns),
-    ]
-    if described["tests"]:
-        table = [
-            {
-                "metric": t["metric"],
-                "pair": f"{t['b']} − {t['a']}",
-                "difference": f"{t['difference']:+.4f}",
-                "95% CI": ""
-                if t["ci_low"] is None
-                else f"[{t['ci_low']:+.4f}, {t['ci_high']:+.4f}]",
-                "test": t["test"],
-                "p": "" if t["p"] is None else f"{t['p']:.4g}",
-                "p (Holm)": "" if t["p_holm"] is None else f"{t['p_holm']:.4g}",
-                "effect": ""
-                if t["effect_size"] is None
-                else f"{t['effect']} = {t['effect_size']:.2f}",
-            }
-            for t in described["tests"]
-        ]
-        parts += [f"{head}# Differences", markdown_table(table, list(table[0]))]
-        parts += ["\n".join(f"- {t['sentence']}" for t in described["tests"])]
-    if described["identical"]:
-        parts += ["**Identical:** every group gave the same test accuracy at every seed."]
-    return "\n\n".join(parts) + "\n"
-
-
-def write(folder: str | Path, record: dict[str, Any]) -> dict[str, Any]:
-    """Summarise a group folder's finished seeds into group.json (keeping `record`'s settings and
-    status), group.md, curves_band.png, per_class.png and report.html. Returns group.json."""
-    from kcnn.runs import plots
-    from kcnn.runs.records import write_atomic, write_json
-
-    folder = Path(folder)
-    done = [r for r in leaves(members(folder)) if r.status == "completed"]
-    grouped = group_runs(done)
-    described = describe(grouped) if done else {"groups": {}, "tests": [], "identical": False}
-    for g in described["groups"].values():
-        g["runs"] = [str(Path(p).relative_to(folder)) for p in g["runs"]]
-    data = {**record, "kind": "group", **described}
-    write_json(folder / GROUP_JSON, data)
-    title = f"{record.get('name') or folder.name}: {len(record.get('seeds') or [])} seeds"
-    if done:
-        plots.band_curves(
-            {name: [r.history() for r in runs] for name, runs in grouped.items()},
-            folder / BAND,
-            title=f"{title} (mean and 95% interval over seeds)",
-        )
-        per_class = {n: g["per_class"] for n, g in described["groups"].items() if g["per_class"]}
-        if per_class:
-            plots.per_class_intervals(per_class, folder / PER_CLASS, title=title)
-    text = markdown(title, described)
-    for name, picture in (("learning curves", BAND), ("per-class F1", PER_CLASS)):
-        if (folder / picture).is_file():
-            text += f"\n![{name}]({picture})\n"
-    write_atomic(folder / GROUP_MD, text)
-    write_report(folder)
-    return data
-
-
-def write_report(folder: str | Path) -> Path:
-    """report.html of a group: group.md, then each group as one line (mean ± CI) that opens onto
-    its seeds (HTML <details>: no script)."""
-    from kcnn.runs import html as pages
-    from kcnn.runs.browse import RunInfo
-    from kcnn.runs.records import write_atomic
-
-    folder = Path(folder)
-    data = read(folder) or {}
-    md = folder / GROUP_MD
-    text = md.read_text(encoding="utf-8") if md.is_file() else f"# {folder.name}"
-    parts = [pages.markdown_html(text, folder), "<h2>Seeds</h2>"]
-    for name, g in (data.get("groups") or {}).items():
-        s = (g.get("metrics") or {}).get("test_accuracy")
-        line = (
-            stats.Summary(s["n"], s["mean"], s["sd"], s["ci_low"], s["ci_high"]).text() if s else ""
-        )
-        rows = [RunInfo.load(folder / p).row() for p in g.get("runs") or []]
-        for row, seed in zip(rows, g.get("seeds") or [], strict=False):
-            row["seed"] = seed
-        table = pages._table(rows, ["seed", "name", "status", "test_accuracy", "path"])
-        parts.append(
-            f"<details><summary><b>{pages.html.escape(name)}</b>: test accuracy "
-            f"{pages.html.escape(line)}</summary>{table}</details>"
-        )
-    path = folder / pages.REPORT
-    write_atomic(path, pages._page(text.splitlines()[0].lstrip("# "), parts))
-    return path
 
 
 def as_experiment(folder: Path) -> dict[str, Any]:

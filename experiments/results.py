@@ -1,0 +1,292 @@
+"""Every published figure of the experiment library, regenerated from kept records (`make results`).
+
+    python experiments/results.py record OUT --file experiments/FILE.toml   # keep a file's runs
+    python experiments/results.py                                            # rewrite the tables
+    python experiments/results.py --check                                    # exit 1 if stale
+
+`record` reads the run folders `kcnn run experiments/FILE.toml --set out=OUT` left (groups of seed
+runs and plain runs alike) and keeps one small JSON file per run in experiments/records/FILE/:
+its settings, its final metrics, its seed and data fingerprint (what pairs it with another recipe's
+run), and when, where and with which versions it was measured. The tables are then written from
+those records alone, between `<!-- results:NAME -->` and `<!-- /results:NAME -->` markers, in
+experiments/RESULTS.md (a table per file, with each group's mean ± 95% interval and the tests
+between groups), experiments/README.md (the library table) and README.md (the recipe figures).
+A file without records says so, with the command that makes them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+FOLDER = ROOT / "experiments"
+RECORDS = FOLDER / "records"
+DOCUMENTS = (FOLDER / "RESULTS.md", FOLDER / "README.md", ROOT / "README.md")
+METRICS = ("test_accuracy", "test_loss", "best_val_accuracy", "epochs_completed", "wall_seconds")
+NOT_KEPT = ("out", "name", "seeds", "versions", "classes", "data_dir")
+SETTINGS_KEPT = (
+    "command",
+    "arch",
+    "api",
+    "backbone",
+    "head",
+    "weights",
+    "dataset",
+    "limit",
+    "shapes_count",
+    "image_size",
+    "epochs",
+    "batch_size",
+    "optimizer",
+    "lr",
+    "weight_decay",
+    "schedule",
+    "warmup",
+    "augment",
+    "label_smoothing",
+    "same_init",
+    "seed",
+    "data_fingerprint",
+)
+
+
+# --- keeping records ------------------------------------------------------------------------------
+
+
+def _leaves(out: Path) -> list[tuple[str, Any]]:
+    """(the [[run]]'s name, leaf run) for every training run under `out`: a group's seeds, a
+    comparison's runs, a plain run."""
+    from kcnn.runs import groups
+    from kcnn.runs.browse import RunInfo
+
+    found = []
+    for folder in sorted(p for p in out.iterdir() if p.is_dir()):
+        info = RunInfo.load(folder)
+        if groups.is_group(folder):
+            name = (groups.read(folder) or {}).get("name") or folder.name
+            found += [(name, leaf) for leaf in info.sub_runs]
+        elif info.is_run:
+            found.append((groups.label(info), info))
+    return found
+
+
+def record(out: Path, file: Path) -> list[Path]:
+    """Keep one record per completed run under `out`, made by `kcnn run FILE`."""
+    from kcnn.runs import groups
+    from kcnn.runs.records import write_json
+
+    target = RECORDS / file.stem
+    target.mkdir(parents=True, exist_ok=True)
+    written = []
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    for run, leaf in _leaves(out):
+        if leaf.status != "completed":
+            continue
+        settings = leaf.settings
+        kept = {k: leaf._get(k) for k in SETTINGS_KEPT if leaf._get(k) is not None}
+        data = {
+            "file": file.name,
+            "run": run,
+            "group": groups.label(leaf),
+            "seed": settings.get("seed"),
+            "settings": kept,
+            "metrics": {k: (leaf.metrics or {}).get(k) for k in METRICS},
+            "recorded": time.strftime("%Y-%m-%d", time.localtime(leaf.created)),
+            "machine": f"{os.cpu_count()} CPU cores, no GPU"
+            if not os.environ.get("CUDA_VISIBLE_DEVICES")
+            else f"{os.cpu_count()} CPU cores",
+            "load_when_recorded": None if load is None else round(load, 1),
+            "versions": {
+                k: v
+                for k, v in (settings.get("versions") or {}).items()
+                if k in ("kcnn", "tensorflow", "keras", "python")
+            },
+        }
+        path = target / f"{groups.label(leaf)}-seed{data['seed']}.json"
+        write_json(path, data)
+        written.append(path)
+    return written
+
+
+# --- reading them back ------------------------------------------------------------------------------
+
+
+def records() -> dict[str, list[dict[str, Any]]]:
+    """Every kept record, by experiment file name, in a stable order."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    for path in sorted(RECORDS.glob("*/*.json")):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        found.setdefault(data["file"], []).append(data)
+    return found
+
+
+def _groups(kept: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Records by group (the run, or the form or backbone inside it), in file order."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for r in kept:
+        name = r["group"] if r["group"] == r["run"] else f"{r['run']}: {r['group']}"
+        out.setdefault(name, []).append(r)
+    return {k: sorted(v, key=lambda r: r["seed"]) for k, v in out.items()}
+
+
+def _summary(values: list[float]) -> str:
+    from kcnn.runs import stats
+
+    return stats.summarize(values).text(digits=4).replace(" (n=", " (n = ")
+
+
+def _file_table(name: str, kept: list[dict[str, Any]]) -> str:
+    """One file's groups: seeds, test accuracy mean ± 95% interval, sd, time per run; then the
+    tests between its groups, each with its sentence."""
+    from kcnn.runs import stats
+
+    if not kept:
+        return (
+            f"No records of `{name}` yet. Make them with\n`kcnn run experiments/{name} --set "
+            f"out=/tmp/lib-runs/{Path(name).stem}` then\n`python experiments/results.py record "
+            f"/tmp/lib-runs/{Path(name).stem} --file experiments/{name}` and `make results`."
+        )
+    grouped = _groups(kept)
+    lines = [
+        "| group | seeds | test accuracy (mean ± 95% CI) | sd | test loss (mean ± 95% CI) | "
+        "run time per seed | recorded |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for group, rows in grouped.items():
+        accuracy = [r["metrics"]["test_accuracy"] for r in rows]
+        loss = [r["metrics"]["test_loss"] for r in rows]
+        seconds = [r["metrics"]["wall_seconds"] for r in rows]
+        s = stats.summarize(accuracy)
+        sd = "" if s.sd is None else f"{s.sd:.4f}"
+        load = sorted({r.get("load_when_recorded") for r in rows} - {None})
+        loads = f", load {load[0]}-{load[-1]}" if load else ""
+        lines.append(
+            f"| `{group}` | {', '.join(str(r['seed']) for r in rows)} | {_summary(accuracy)} "
+            f"| {sd} | {_summary(loss)} | {sum(seconds) / len(seconds):.0f} s "
+            f"| {rows[0]['recorded']}{loads} |"
+        )
+    if len(grouped) > 1:
+        values = {
+            group: {(r["seed"], r["settings"].get("data_fingerprint")): r["metrics"]["test_accuracy"]
+                    for r in rows}
+            for group, rows in grouped.items()
+        }
+        lines.append("")
+        lines += [f"- {d.sentence()}" for d in stats.compare_groups(values)]
+    return "\n".join(lines)
+
+
+def _offline(kept_or_runs: list[dict[str, Any]]) -> bool:
+    from kcnn.data.datasets import DATASETS
+
+    for run in kept_or_runs:
+        default = "cifar10" if run.get("command") == "transfer" else "mnist"
+        dataset = run.get("dataset", default)
+        if dataset not in DATASETS or not DATASETS[dataset].offline:
+            return False
+        if run.get("command") == "transfer" and run.get("weights", "imagenet") == "imagenet":
+            return False
+    return True
+
+
+def _library_table(found: dict[str, list[dict[str, Any]]]) -> str:
+    """experiments/README.md's table: every file, its purpose (its description's first clause),
+    whether it needs a network, and per group the test accuracy its records give."""
+    lines = [
+        "| file | purpose | network | test accuracy, mean ± 95% CI over the seeds (records) |",
+        "|---|---|---|---|",
+    ]
+    for path in sorted(FOLDER.glob("*.toml")):
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        purpose = str(data.get("description", "")).split(":", 1)[0]
+        network = "no" if _offline(data["run"]) else "yes"
+        kept = found.get(path.name) or []
+        if kept:
+            cells = "; ".join(
+                f"`{g}` {_summary([r['metrics']['test_accuracy'] for r in rows])}"
+                for g, rows in _groups(kept).items()
+            )
+        elif network == "yes":
+            cells = "not run here (needs a network); see RESULTS.md for the post's own figure"
+        else:
+            cells = "no records yet (see RESULTS.md for the command)"
+        lines.append(f"| `{path.name}` | {purpose} | {network} | {cells} |")
+    return "\n".join(lines)
+
+
+def _recipe_sentence(found: dict[str, list[dict[str, Any]]]) -> str:
+    """README.md's recipe figures: the mnist5k recipe file's groups, from its records."""
+    kept = found.get("recipe-mnist5k.toml") or []
+    if not kept:
+        return (
+            "Its figures over 3 seeds are not recorded yet: `experiments/RESULTS.md` says how to "
+            "make them (`make results` then writes them here)."
+        )
+    parts = [
+        f"`{g}` {_summary([r['metrics']['test_accuracy'] for r in rows])}"
+        for g, rows in _groups(kept).items()
+    ]
+    return "Test accuracy on mnist-5k, mean ± 95% CI over the seeds (records): " + "; ".join(parts) + "."
+
+
+def blocks() -> dict[str, str]:
+    """Every marked block's text, by marker name."""
+    found = records()
+    out = {"library": _library_table(found), "recipe-mnist5k": _recipe_sentence(found)}
+    for path in sorted(FOLDER.glob("*.toml")):
+        out[f"file:{path.name}"] = _file_table(path.name, found.get(path.name) or [])
+    return out
+
+
+_BLOCK = re.compile(r"(<!-- results:(?P<name>[^ ]+) -->\n)(?P<body>.*?)(\n<!-- /results:(?P=name) -->)", re.S)
+
+
+def rewrite(text: str, generated: dict[str, str]) -> str:
+    """`text` with every marked block replaced by what the records give."""
+
+    def body(m: re.Match) -> str:
+        name = m.group("name")
+        if name not in generated:
+            raise SystemExit(f"unknown results block {name!r}")
+        return m.group(1) + generated[name] + m.group(4)
+
+    return _BLOCK.sub(body, text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="action")
+    keep = sub.add_parser("record", help="keep the runs `kcnn run FILE --set out=OUT` left")
+    keep.add_argument("out", type=Path)
+    keep.add_argument("--file", type=Path, required=True)
+    parser.add_argument("--check", action="store_true", help="exit 1 when a table is stale")
+    args = parser.parse_args(argv)
+    if args.action == "record":
+        written = record(args.out, args.file)
+        print(f"{len(written)} records in {RECORDS / args.file.stem}")
+        return 0
+    generated = blocks()
+    stale = []
+    for path in DOCUMENTS:
+        text = path.read_text(encoding="utf-8")
+        new = rewrite(text, generated)
+        if new != text:
+            stale.append(path)
+            if not args.check:
+                path.write_text(new, encoding="utf-8")
+    if args.check and stale:
+        print("stale: " + ", ".join(str(p.relative_to(ROOT)) for p in stale) + "; run `make results`")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
