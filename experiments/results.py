@@ -175,8 +175,10 @@ def _file_table(name: str, kept: list[dict[str, Any]]) -> str:
         )
     if len(grouped) > 1:
         values = {
-            group: {(r["seed"], r["settings"].get("data_fingerprint")): r["metrics"]["test_accuracy"]
-                    for r in rows}
+            group: {
+                (r["seed"], r["settings"].get("data_fingerprint")): r["metrics"]["test_accuracy"]
+                for r in rows
+            }
             for group, rows in grouped.items()
         }
         lines.append("")
@@ -234,7 +236,11 @@ def _recipe_sentence(found: dict[str, list[dict[str, Any]]]) -> str:
         f"`{g}` {_summary([r['metrics']['test_accuracy'] for r in rows])}"
         for g, rows in _groups(kept).items()
     ]
-    return "Test accuracy on mnist-5k, mean ± 95% CI over the seeds (records): " + "; ".join(parts) + "."
+    return (
+        "Test accuracy on mnist-5k, mean ± 95% CI over the seeds (records): "
+        + "; ".join(parts)
+        + "."
+    )
 
 
 def blocks() -> dict[str, str]:
@@ -246,7 +252,9 @@ def blocks() -> dict[str, str]:
     return out
 
 
-_BLOCK = re.compile(r"(<!-- results:(?P<name>[^ ]+) -->\n)(?P<body>.*?)(\n<!-- /results:(?P=name) -->)", re.S)
+_BLOCK = re.compile(
+    r"(<!-- results:(?P<name>[^ ]+) -->\n)(?P<body>.*?)(\n<!-- /results:(?P=name) -->)", re.S
+)
 
 
 def rewrite(text: str, generated: dict[str, str]) -> str:
@@ -283,7 +291,9 @@ def main(argv: list[str] | None = None) -> int:
             if not args.check:
                 path.write_text(new, encoding="utf-8")
     if args.check and stale:
-        print("stale: " + ", ".join(str(p.relative_to(ROOT)) for p in stale) + "; run `make results`")
+        print(
+            "stale: " + ", ".join(str(p.relative_to(ROOT)) for p in stale) + "; run `make results`"
+        )
         return 1
     return 0
 

@@ -25,7 +25,9 @@ def test_the_committed_tables_are_what_the_records_give():
     results = _script()
     for path in results.DOCUMENTS:
         text = path.read_text(encoding="utf-8")
-        assert results.rewrite(text, results.blocks()) == text, f"{path.name} is stale: make results"
+        assert results.rewrite(text, results.blocks()) == text, (
+            f"{path.name} is stale: make results"
+        )
     assert results.main(["--check"]) == 0
 
 

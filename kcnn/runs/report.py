@@ -190,7 +190,9 @@ def write_group(folder: str | Path, record: dict[str, Any]) -> dict[str, Any]:
     folder = Path(folder)
     done = [r for r in RunInfo.load(folder).sub_runs if r.status == "completed"]
     grouped = groups.group_runs(done)
-    described = groups.describe(grouped) if done else {"groups": {}, "tests": [], "identical": False}
+    described = (
+        groups.describe(grouped) if done else {"groups": {}, "tests": [], "identical": False}
+    )
     for g in described["groups"].values():
         g["runs"] = [str(Path(p).relative_to(folder)) for p in g["runs"]]
     data = {**record, "kind": "group", **described}
