@@ -109,6 +109,7 @@ def run_group(config: RunConfig, quiet: bool = False) -> GroupResult:
     if config.seeds is None:
         raise KcnnError("run_group needs --seeds (a count or a list of seeds)")
     seeds = config.seed_list()
+    workers(len(seeds))  # a bad KCNN_SEED_WORKERS is refused before any folder is made
     from kcnn.runs import folders
 
     folder = find_unfinished(config) or folders.create(config.out, f"{config.name}-seeds")
@@ -137,8 +138,11 @@ def run_group(config: RunConfig, quiet: bool = False) -> GroupResult:
                 _in_process(seed_config(config, seed, folder), quiet)
         else:
             failures = _in_processes([seed_config(config, s, folder) for s in missing], count)
-    except BaseException:
-        write_group(folder, {**record, "status": "interrupted"})
+    except BaseException as e:
+        from kcnn.engine.interrupts import Interrupted
+
+        stopped = isinstance(e, Interrupted | KeyboardInterrupt | SystemExit)
+        write_group(folder, {**record, "status": "interrupted" if stopped else "failed"})
         raise
     record["wall_seconds"] = time.perf_counter() - start
     record["status"] = "failed" if failures else "completed"
@@ -190,9 +194,11 @@ def _in_processes(configs: list[RunConfig], count: int) -> dict[int, str]:
     failures: dict[int, str] = {}
     pool = ThreadPoolExecutor(count)
     try:
-        for seed, why in pool.map(one, configs):
+        for done, (seed, why) in enumerate(pool.map(one, configs), 1):
             if why is not None:
                 failures[seed] = why
+            state = "done" if why is None else f"failed: {why}"
+            print(f"seed {seed} {state} ({done}/{len(configs)})", file=sys.stderr, flush=True)
     except BaseException:
         pool.shutdown(wait=False, cancel_futures=True)
         for child in list(children):

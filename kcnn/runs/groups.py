@@ -99,6 +99,14 @@ def group_runs(runs: Sequence) -> dict[str, list]:
     return labelled
 
 
+def one_per_seed(runs: Iterable) -> list:
+    """The newest run of each recipe and seed (a seed redone inside a group counts once)."""
+    newest: dict[tuple[str, Any], Any] = {}
+    for run in sorted(runs, key=lambda r: r.folder.name):
+        newest[(recipe(run), run.settings.get("seed"))] = run
+    return sorted(newest.values(), key=lambda r: r.folder.name)
+
+
 def final_metrics(info) -> dict[str, float]:
     """Every final number of a run: metrics.json's top-level numbers and its macro/weighted F1s."""
     metrics = info.metrics or {}

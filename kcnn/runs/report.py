@@ -188,7 +188,7 @@ def write_group(folder: str | Path, record: dict[str, Any]) -> dict[str, Any]:
     from kcnn.runs.records import write_json
 
     folder = Path(folder)
-    done = [r for r in RunInfo.load(folder).sub_runs if r.status == "completed"]
+    done = groups.one_per_seed(r for r in RunInfo.load(folder).sub_runs if r.status == "completed")
     grouped = groups.group_runs(done)
     described = (
         groups.describe(grouped) if done else {"groups": {}, "tests": [], "identical": False}
