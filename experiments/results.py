@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import re
 import sys
 import time
@@ -86,7 +87,6 @@ def record(out: Path, file: Path) -> list[Path]:
     target = RECORDS / file.stem
     target.mkdir(parents=True, exist_ok=True)
     written = []
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     for run, leaf in _leaves(out):
         if leaf.status != "completed":
             continue
@@ -100,10 +100,8 @@ def record(out: Path, file: Path) -> list[Path]:
             "settings": kept,
             "metrics": {k: (leaf.metrics or {}).get(k) for k in METRICS},
             "recorded": time.strftime("%Y-%m-%d", time.localtime(leaf.created)),
-            "machine": f"{os.cpu_count()} CPU cores, no GPU"
-            if not os.environ.get("CUDA_VISIBLE_DEVICES")
-            else f"{os.cpu_count()} CPU cores",
-            "load_when_recorded": None if load is None else round(load, 1),
+            "machine": f"{os.cpu_count()} CPU cores, {platform.machine()}",
+            "devices": settings.get("device_names") or "the default device (not recorded)",
             "versions": {
                 k: v
                 for k, v in (settings.get("versions") or {}).items()
@@ -157,7 +155,7 @@ def _file_table(name: str, kept: list[dict[str, Any]]) -> str:
     grouped = _groups(kept)
     lines = [
         "| group | seeds | test accuracy (mean ± 95% CI) | sd | test loss (mean ± 95% CI) | "
-        "run time per seed | recorded |",
+        "run time per seed | recorded on |",
         "|---|---|---|---|---|---|---|",
     ]
     for group, rows in grouped.items():
@@ -166,12 +164,10 @@ def _file_table(name: str, kept: list[dict[str, Any]]) -> str:
         seconds = [r["metrics"]["wall_seconds"] for r in rows]
         s = stats.summarize(accuracy)
         sd = "" if s.sd is None else f"{s.sd:.4f}"
-        load = sorted({r.get("load_when_recorded") for r in rows} - {None})
-        loads = f", load {load[0]}-{load[-1]}" if load else ""
         lines.append(
             f"| `{group}` | {', '.join(str(r['seed']) for r in rows)} | {_summary(accuracy)} "
             f"| {sd} | {_summary(loss)} | {sum(seconds) / len(seconds):.0f} s "
-            f"| {rows[0]['recorded']}{loads} |"
+            f"| {rows[0]['recorded']}, {rows[0].get('machine', '')} |"
         )
     if len(grouped) > 1:
         values = {
