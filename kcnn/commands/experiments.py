@@ -71,9 +71,9 @@ def _depth(value: Any, level: int = 0) -> int:
 
 def _read(path: Path) -> dict[str, Any]:
     """A TOML experiment file or a run's config.json, refused when absurdly large or nested."""
-    if path.is_dir() and (path / "group.json").is_file():  # a group: finish its missing seeds
-        from kcnn.runs import groups
+    from kcnn.runs import groups
 
+    if path.is_dir() and groups.is_group(path):  # a group of seed runs: finish its missing seeds
         return groups.as_experiment(path)
     if path.is_dir():
         if (path / CONFIG_JSON).is_file():
