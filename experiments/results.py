@@ -141,6 +141,14 @@ def _summary(values: list[float]) -> str:
     return stats.summarize(values).text(digits=4).replace(" (n=", " (n = ")
 
 
+def _data(kept: dict[str, Any]) -> str:
+    """Which data a record's run saw (data set, drawn shapes, limit): groups are tested against
+    each other only on the same data."""
+    settings = kept["settings"]
+    shapes = settings.get("shapes_count") if settings.get("dataset") == "shapes" else None
+    return json.dumps([settings.get("dataset"), shapes, settings.get("limit")])
+
+
 def _file_table(name: str, kept: list[dict[str, Any]]) -> str:
     """One file's groups: seeds, test accuracy mean ± 95% interval, sd, time per run; then the
     tests between its groups, each with its sentence."""
@@ -169,13 +177,18 @@ def _file_table(name: str, kept: list[dict[str, Any]]) -> str:
             f"| {sd} | {_summary(loss)} | {sum(seconds) / len(seconds):.0f} s "
             f"| {rows[0]['recorded']}, {rows[0].get('machine', '')} |"
         )
-    if len(grouped) > 1:
+    by_data: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for group, rows in grouped.items():  # tests only between groups trained on the same data
+        by_data.setdefault(_data(rows[0]), {})[group] = rows
+    for same in by_data.values():
+        if len(same) < 2:
+            continue
         values = {
             group: {
                 (r["seed"], r["settings"].get("data_fingerprint")): r["metrics"]["test_accuracy"]
                 for r in rows
             }
-            for group, rows in grouped.items()
+            for group, rows in same.items()
         }
         lines.append("")
         lines += [f"- {d.sentence()}" for d in stats.compare_groups(values)]
