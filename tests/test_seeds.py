@@ -155,6 +155,8 @@ def test_compare_forms_groups_from_runs_that_differ_only_in_seed(apis_group, cli
     assert all(not t["significant"] for t in tests)
     md = next(tmp_path.glob("*/comparison.md")).read_text()
     assert "## Seed groups" in md and "no evidence of a difference" in md
+    text = cli("compare", apis_group.folder, "--out", tmp_path / "text")
+    assert text.code == 0 and text.out.count("- no evidence of a difference") == 3
 
 
 def test_experiment_file_takes_seeds(tmp_path, cli):

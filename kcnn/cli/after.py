@@ -180,6 +180,12 @@ def compare(
     if as_json:
         print_json(read_json(folder / browse.COMPARISON_JSON))
         return
+    described = read_json(folder / browse.COMPARISON_JSON).get("groups")
+    for name, g in ((described or {}).get("groups") or {}).items():  # runs that differ in seed
+        typer.echo(f"{name}: test accuracy {groups.accuracy_text(groups.summary_row(g))}")
+    for t in (described or {}).get("tests") or []:
+        if t["metric"] == "test_accuracy":
+            typer.echo(f"- {t['sentence']}")
     typer.echo(f"report: {folder / 'comparison.md'}  (and report.html)")
 
 

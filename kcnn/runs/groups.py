@@ -239,6 +239,12 @@ def row(info) -> dict[str, Any]:
     }
 
 
+def summary_row(group: dict[str, Any]) -> dict[str, Any]:
+    """A group's test accuracy as `accuracy_text` reads it, from its summary in a record."""
+    s = (group.get("metrics") or {}).get("test_accuracy") or {}
+    return {"test_accuracy": s.get("mean"), "test_accuracy_ci": [s.get("ci_low"), s.get("ci_high")]}
+
+
 def accuracy_text(row: dict[str, Any]) -> str:
     """`0.9512 ± 0.0071` for a group row (the interval's half-width), '' without one."""
     ci = row.get("test_accuracy_ci")
