@@ -87,7 +87,7 @@ def record(out: Path, file: Path) -> list[Path]:
     target = RECORDS / file.stem
     target.mkdir(parents=True, exist_ok=True)
     written = []
-    for run, leaf in _leaves(out):
+    for order, (run, leaf) in enumerate(_leaves(out)):
         if leaf.status != "completed":
             continue
         settings = leaf.settings
@@ -97,6 +97,7 @@ def record(out: Path, file: Path) -> list[Path]:
             "run": run,
             "group": groups.label(leaf),
             "seed": settings.get("seed"),
+            "order": order,  # where the run came in the file's output: tables keep that order
             "settings": kept,
             "metrics": {k: (leaf.metrics or {}).get(k) for k in METRICS},
             "recorded": time.strftime("%Y-%m-%d", time.localtime(leaf.created)),
@@ -108,7 +109,9 @@ def record(out: Path, file: Path) -> list[Path]:
                 if k in ("kcnn", "tensorflow", "keras", "python")
             },
         }
-        path = target / f"{groups.label(leaf)}-seed{data['seed']}.json"
+        label = groups.label(leaf)
+        stem = label if label == run else f"{run}--{label}"
+        path = target / f"{stem}-seed{data['seed']}.json"
         write_json(path, data)
         written.append(path)
     return written
@@ -123,7 +126,7 @@ def records() -> dict[str, list[dict[str, Any]]]:
     for path in sorted(RECORDS.glob("*/*.json")):
         data = json.loads(path.read_text(encoding="utf-8"))
         found.setdefault(data["file"], []).append(data)
-    return found
+    return {k: sorted(v, key=lambda r: (r.get("order", 0), r["seed"])) for k, v in found.items()}
 
 
 def _groups(kept: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
