@@ -178,3 +178,24 @@ def test_seeds_run_in_parallel_processes(kcnn_exe, tmp_path):
     assert answer["status"] == "completed" and len(answer["runs"]) == 2
     group = Path(answer["group"])
     assert sorted(json.loads((group / "group.json").read_text())["seeds"]) == [83, 84]
+
+
+def test_independent_init_over_seeds_is_answered_by_a_paired_test(tmp_path, cli):
+    """Seed 003's question — do the API forms differ? — with each form initialised on its own."""
+    done = cli(
+        "compare-apis", "lenet5", "--dataset", "digits", "--epochs", "1", "--limit", "100",
+        "--apis", "sequential,functional", "--independent-init", "--seeds", "2",
+        "--out", tmp_path, "--json",
+    )  # fmt: skip
+    assert done.code == 0, done.err
+    answer = json.loads(done.out)
+    assert list(answer["groups"]) == ["lenet5-digits-sequential", "lenet5-digits-functional"]
+    (test,) = [t for t in answer["tests"] if t["metric"] == "test_accuracy"]
+    assert test["test"] == "paired t" and test["n_a"] == test["n_b"] == 2
+    assert test["sentence"] and test["effect"] == "d_z"
+    inits = {(r["seed"], r["init_seed"]) for r in map(_config, answer["runs"])}
+    assert len(inits) == 4  # every form of every seed started from its own weights
+
+
+def _config(metrics: dict) -> dict:
+    return json.loads((Path(metrics["run_dir"]) / "config.json").read_text())
