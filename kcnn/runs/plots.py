@@ -131,13 +131,14 @@ def band_curves(groups: Mapping[str, Sequence[History]], path: str | Path, title
                 mean, low, high = _interval(runs)
                 epochs = np.arange(1, len(mean) + 1)
                 part = "validation" if prefix else "train"
-                ax.plot(
+                ax.plot(  # shrinking widths and other markers: groups that coincide stay visible
                     epochs,
                     mean,
                     style,
                     color=colour,
-                    marker="o",
-                    markersize=3,
+                    marker="osD^vP*X"[i % 8],
+                    markersize=7 - 1.5 * min(i, 3),
+                    linewidth=max(2.6 - 0.7 * i, 0.8),
                     label=f"{label} {part} (n={len(runs)})",
                 )
                 ax.fill_between(epochs, low, high, color=colour, alpha=0.2, linewidth=0)
