@@ -96,7 +96,7 @@ class Difference:
     p: float | None
     effect: str  # "d_z" (paired) or "d" (Cohen's, pooled deviation)
     effect_size: float | None
-    p_holm: float | None = None  # Holm-corrected p (equal to p when one pair is tested)
+    p_holm: float | None = None  # Holm-corrected p (None when only one pair is tested)
 
     @property
     def half_width(self) -> float | None:
@@ -245,7 +245,7 @@ def compare_groups(
         for i, a in enumerate(names)
         for b in names[i + 1 :]
     ]
-    corrected = holm([d.p for d in found]) if len(found) > 1 else [d.p for d in found]
+    corrected = holm([d.p for d in found]) if len(found) > 1 else [None for d in found]
     return [Difference(**{**asdict(d), "p_holm": p}) for d, p in zip(found, corrected, strict=True)]
 
 
@@ -274,7 +274,7 @@ def sentence(d: Difference) -> str:
             "run 2 or more seeds of each (--seeds 5)"
         )
     p = d.p_holm if d.p_holm is not None else d.p
-    corrected = ", Holm-corrected" if d.p_holm is not None and d.p_holm != d.p else ""
+    corrected = ", Holm-corrected" if d.p_holm is not None else ""
     if not d.significant:
         return (
             f"no evidence of a difference between {d.a} and {d.b} in {d.metric} at {seeds} "
