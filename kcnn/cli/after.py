@@ -159,6 +159,16 @@ def predict(
     run: Run,
     images: Annotated[list[Path], typer.Argument(help="Image files (PNG/JPEG) or folders.")],
     top: Annotated[int, typer.Option(help="How many classes to show per image.")] = 3,
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            "--model",
+            help="An exported model to classify with instead of the run's model.keras: a .onnx "
+            "or .tflite file or a SavedModel folder (as `kcnn export` writes them), fed the "
+            "run's preprocessing.",
+            show_default=False,
+        ),
+    ] = None,
     as_json: AsJson = False,
 ) -> None:
     """Classify images with a run's model, preprocessed exactly as the run's data was."""
@@ -166,7 +176,7 @@ def predict(
 
     if top < 1:
         raise KcnnError(f"--top {top}: give at least 1")
-    results = use.predict_files(use.load(run), images, top)
+    results = use.predict_files(use.load(run, model), images, top)
     if as_json:
         print_json(results)
         return
@@ -228,8 +238,31 @@ def export(
     run: Run,
     format: Annotated[
         str,
-        typer.Option("--format", help="The format to export to.", metavar="saved-model|tflite"),
+        typer.Option(
+            "--format", help="The format to export to.", metavar="saved-model|tflite|onnx"
+        ),
     ] = "saved-model",
+    quantize: Annotated[
+        str | None,
+        typer.Option(
+            help="TFLite only: float16 weights, dynamic-range int8 weights, or int8 full-integer "
+            "quantisation calibrated on a sample of the run's training images.",
+            metavar="float16|dynamic|int8",
+            show_default=False,
+        ),
+    ] = None,
+    int8_io: Annotated[
+        bool,
+        typer.Option("--int8-io", help="With --quantize int8: integer input and output too."),
+    ] = False,
+    max_accuracy_drop: Annotated[
+        float | None,
+        typer.Option(
+            help="Exit 1 (and keep no file) when the exported model's test accuracy is more than "
+            "this below the run's model's (a fraction: 0.01 is one percentage point).",
+            show_default=False,
+        ),
+    ] = None,
     out: Annotated[
         Path | None,
         typer.Option(
@@ -238,16 +271,28 @@ def export(
     ] = None,
     as_json: AsJson = False,
 ) -> None:
-    """Export a run's model (TF SavedModel or TFLite), then reload it and check its predictions."""
-    from kcnn.errors import ModelMismatchError
+    """Export a run's model (SavedModel, TFLite, ONNX), reload it in its own runtime and measure
+    it on the run's test split against the run's model: size, accuracy, difference, speed."""
+    from kcnn.runs import browse
     from kcnn.use import export as exporting
     from kcnn.use import predict as use
 
-    exporting.check_format(format)
-    record = exporting.export(use.load(run), format, out)
+    target = exporting.target(format, quantize, int8_io)
+    exporting.check_max_drop(max_accuracy_drop)
+    exporting.check_paths(browse.find_run(run).folder, out, target)  # before loading anything
+    record = exporting.export(use.load(run), target, out, max_accuracy_drop)
     if as_json:
         print_json(record)
-    else:
-        typer.echo(f"{format}: {record['path']}\ncheck: {record['message']}")
-    if not record["ok"]:
-        raise ModelMismatchError(f"exported {format} model {record['message']}")
+        return
+    accuracy = (
+        ""
+        if record["accuracy"] is None
+        else f"\ntest accuracy {record['accuracy']:.4f} (the run's model: "
+        f"{record['run_accuracy']:.4f})"
+    )
+    typer.echo(
+        f"{target.key}: {record['path']}  ({record['file_bytes']:,} bytes)\n"
+        f"check: {record['message']}{accuracy}\n"
+        f"speed ({record['runtime']}): {record['latency_ms_batch1']:.3f} ms per image at batch 1, "
+        f"{record['throughput_batch32']:,.0f} images/s at batch 32"
+    )

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from kcnn.runs import folders
+from kcnn.runs import exports, folders
 from kcnn.runs.browse import COMPARISON_MD, RunInfo
 from kcnn.runs.records import write_atomic
 
@@ -69,6 +69,19 @@ def _pictures(folder: Path) -> list[str]:
     return [f"<h3>{html.escape(p.stem.replace('_', ' '))}</h3>{_image(p, p.stem)}" for p in shown]
 
 
+def _exports_section(folder: Path) -> list[str]:
+    """What `kcnn export` measured (RUN/export.json): one row per exported format."""
+    recorded = exports.read(folder)
+    if not recorded:
+        return []
+    rows = [dict(zip(exports.TABLE_COLUMNS, row, strict=True)) for row in exports.rows(recorded)]
+    note = (
+        "<p>Each exported file reloaded in its own runtime and run on the run's test split; "
+        "speed measured on the machine that exported it.</p>"
+    )
+    return ["<h2>Exported models</h2>", note, _table(rows, list(exports.TABLE_COLUMNS))]
+
+
 def _page(title: str, parts: list[str]) -> str:
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
@@ -120,6 +133,7 @@ def _run_page(info: RunInfo) -> str:
     pictures = _pictures(folder)
     if pictures:
         parts += ["<h2>Inside the network</h2>", *pictures]
+    parts += _exports_section(folder)
     parts += ["<h2>Settings</h2>", _pairs(settings)]
     if (folder / folders.SUMMARY).is_file():
         summary = (folder / folders.SUMMARY).read_text(encoding="utf-8", errors="replace")

@@ -33,12 +33,13 @@ def load_model(path: Path):
 @dataclass
 class LoadedRun:
     info: RunInfo
-    model: Any
+    model: Any  # the run's Keras model; None when an exported model file stands in for it
     data_shape: tuple[int, int, int]  # the data set's own image shape
     input_shape: tuple[int, int, int]  # the model's input
     prepare: Any  # uint8 (B, *data_shape) -> the float batch the model takes
     _forward: Any = field(default=None, repr=False)  # the model as one compiled call
     _names: list[str] | None = field(default=None, repr=False)
+    _splits: list | None = field(default=None, repr=False)  # [Splits or None] once rebuilt
 
     def label(self, index: int) -> str:
         """A class's name from config.json ("classes"); its number if the run recorded none."""
@@ -54,37 +55,64 @@ class LoadedRun:
 
         if self._forward is None:
             self._forward = tf.function(lambda x: self.model(x, training=False))
-        parts = [
-            np.asarray(self._forward(self.prepare(images[i : i + batch])))
-            for i in range(0, len(images), batch)
-        ]
-        return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
+        return predict_batches(self._forward, self.prepare, images, batch)
+
+    def splits(self):
+        """The run's splits rebuilt from config.json (same data, seed, limit and fractions), or
+        None when that data cannot be had here. Built once per LoadedRun."""
+        if self._splits is None:
+            self._splits = [_rebuild_splits(self.info.settings)]
+        parts = self._splits[0]
+        if parts is None or parts.x_test.shape[1:] != self.data_shape:
+            return None
+        return parts
+
+    def test_split(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Every test image (uint8, the data set's form) and its label, or None."""
+        parts = self.splits()
+        return None if parts is None else (parts.x_test, np.asarray(parts.y_test))
 
     def test_images(self, count: int) -> np.ndarray | None:
-        """The first `count` test images of the run's data set, rebuilt from config.json (same
-        seed, limit and splits), or None when that data cannot be had here."""
-        from kcnn import defaults
-        from kcnn.data import datasets, splits
+        """The first `count` test images of the run's data set, or None when that data cannot be
+        had here."""
+        found = self.test_split()
+        return None if found is None else found[0][:count]
 
-        s = self.info.settings
-        try:
-            data = datasets.load(
-                s["dataset"],
-                s.get("data_dir"),
-                s.get("seed", defaults.SEED),
-                s.get("shapes_count", defaults.SHAPES_COUNT),
-            )
-            parts = splits.make_splits(
-                data,
-                s.get("val_split", 0.2),
-                s.get("seed"),
-                s.get("limit"),
-                s.get("test_split", 0.2),
-            )
-        except (KcnnError, OSError, KeyError, ValueError):
-            return None
-        images = parts.x_test[:count]
-        return images if images.shape[1:] == self.data_shape else None
+    def train_images(self) -> np.ndarray | None:
+        """The run's training images (its training split only: neither validation nor test)."""
+        parts = self.splits()
+        return None if parts is None else parts.x_train
+
+
+def predict_batches(forward, prepare, images: np.ndarray, batch: int = PREDICT_BATCH) -> np.ndarray:
+    """`forward(prepare(chunk))` over `images` a batch at a time, as one float32 array."""
+    parts = [
+        np.asarray(forward(prepare(images[i : i + batch])), dtype=np.float32)
+        for i in range(0, len(images), batch)
+    ]
+    return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
+
+
+def _rebuild_splits(s: dict[str, Any]):
+    from kcnn import defaults
+    from kcnn.data import datasets, splits
+
+    try:
+        data = datasets.load(
+            s["dataset"],
+            s.get("data_dir"),
+            s.get("seed", defaults.SEED),
+            s.get("shapes_count", defaults.SHAPES_COUNT),
+        )
+        return splits.make_splits(
+            data,
+            s.get("val_split", 0.2),
+            s.get("seed"),
+            s.get("limit"),
+            s.get("test_split", 0.2),
+        )
+    except (KcnnError, OSError, KeyError, ValueError):
+        return None
 
 
 def _data_shape(info: RunInfo, input_shape: tuple[int, int, int]) -> tuple[int, int, int]:
@@ -93,17 +121,56 @@ def _data_shape(info: RunInfo, input_shape: tuple[int, int, int]) -> tuple[int, 
     return info.data_image_shape or input_shape
 
 
-def load(run: str | Path) -> LoadedRun:
+def load(run: str | Path, exported: str | Path | None = None) -> LoadedRun:
+    """A run ready to predict: its own model.keras, or with `exported` an exported model file
+    (`.onnx`, `.tflite`, a SavedModel folder) in its runtime, fed by the run's preprocessing."""
     info = find_run(run)  # before TensorFlow is imported: a wrong name answers at once
     from kcnn.data.pipeline import prepare_batch_fn
     from kcnn.models import backbones
 
-    model = load_model(info.folder / folders.MODEL)
-    input_shape = info.input_shape or tuple(int(v) for v in model.input_shape[1:])
+    model, forward = None, None
+    if exported is not None:
+        from kcnn.use import runtimes
+
+        runtime = runtimes.open_model(exported)
+        input_shape = _exported_input_shape(info, runtime, exported)
+        forward = runtime.predict
+    else:
+        model = load_model(info.folder / folders.MODEL)
+        input_shape = info.input_shape or tuple(int(v) for v in model.input_shape[1:])
     preprocess = backbones.get(info.backbone).preprocess_input() if info.backbone else None
     data_shape = _data_shape(info, input_shape)
     prepare = prepare_batch_fn(data_shape, input_shape, preprocess)
-    return LoadedRun(info, model, data_shape, input_shape, prepare)
+    loaded = LoadedRun(info, model, data_shape, input_shape, prepare, forward)
+    if exported is not None:
+        _check_outputs(loaded, exported)
+    return loaded
+
+
+def _exported_input_shape(info: RunInfo, runtime, path) -> tuple[int, int, int]:
+    """The run's input shape, which the exported model must take (when the file states one)."""
+    shape = info.input_shape or runtime.input_shape
+    if shape is None or len(shape) != 3:
+        raise KcnnError(f"cannot tell which image size {path} takes: {info.folder} records none")
+    if runtime.input_shape is not None and tuple(runtime.input_shape) != tuple(shape):
+        got, want = ("×".join(map(str, v)) for v in (runtime.input_shape, shape))
+        raise KcnnError(
+            f"{path} takes {got} inputs but the run {info.folder.name} takes {want}: "
+            "pass the run the model was exported from"
+        )
+    return tuple(int(v) for v in shape)
+
+
+def _check_outputs(loaded: LoadedRun, path) -> None:
+    """An exported model of another network (other classes) is refused, not mislabelled."""
+    probe = np.zeros((1, *loaded.data_shape), dtype=np.uint8)
+    out = loaded.predict(probe)
+    classes = len(loaded.info.class_names)
+    if out.ndim != 2 or (classes and out.shape[1] != classes):
+        raise KcnnError(
+            f"{path} gives outputs of shape {out.shape[1:]} but the run "
+            f"{loaded.info.folder.name} has {classes} classes: pass the run it was exported from"
+        )
 
 
 def read_image(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
