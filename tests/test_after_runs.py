@@ -290,10 +290,11 @@ def test_export_checks_the_reloaded_model(runs, cli, fmt):
 
 
 def test_export_check_fails_when_the_exported_model_differs(runs, tmp_path):
-    from kcnn.use import export, predict
+    from kcnn.use import export, predict, runtimes
 
     loaded = predict.load(runs["sequential"])
-    exported = export.saved_model(loaded, tmp_path / "sm")
+    export._saved_model(loaded, tmp_path / "sm")
+    exported = runtimes.open_model(tmp_path / "sm").predict
     batch, source = export.check_batch(loaded)
 
     def reference(x):
@@ -333,7 +334,7 @@ def test_bad_input_exits_2_with_one_line(runs, kcnn_exe, tmp_path):
     cases = [
         ("show", tmp_path / "missing"),
         ("predict", runs["out"] / "notes", not_image),
-        ("export", runs["sequential"], "--format", "onnx"),
+        ("export", runs["sequential"], "--format", "coreml"),
         ("predict", runs["sequential"], not_image, "--top", "0"),
         ("runs", runs["out"], "--sort", "size"),
     ]

@@ -161,6 +161,21 @@ def markdown_table(exports: dict[str, dict[str, Any]]) -> str:
 
     lines = ["| " + " | ".join(TABLE_COLUMNS) + " |", "|" + "---|" * len(TABLE_COLUMNS)]
     lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows(exports)]
+    loads = [
+        r["machine"]["load_average_1min"]
+        for r in exports.values()
+        if isinstance(r.get("machine"), dict)
+        and isinstance(r["machine"].get("load_average_1min"), (int, float))
+    ]
+    cpus = {
+        r["machine"].get("cpus") for r in exports.values() if isinstance(r.get("machine"), dict)
+    }
+    if loads and len(cpus) == 1:
+        lines += [
+            "",
+            f"Speed measured on {cell(str(cpus.pop()))} CPUs with a 1-minute load average of "
+            f"{min(loads):.1f} to {max(loads):.1f} while the exports ran.",
+        ]
     return "\n".join(lines)
 
 

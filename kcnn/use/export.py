@@ -40,7 +40,7 @@ TOLERANCE = 1e-4  # max abs difference of class probabilities: float32 noise, no
 CHECK_IMAGES = 16  # random images checked when the run's data is not available here
 CALIBRATION_IMAGES = 200  # training images int8 quantisation calibrates its ranges on
 LATENCY_RUNS = 50  # single-image calls timed for the median latency
-THROUGHPUT_BATCH, THROUGHPUT_RUNS = 32, 5
+THROUGHPUT_BATCH, THROUGHPUT_RUNS = 32, 20  # batch calls timed for the median throughput
 
 Predict = Callable[[np.ndarray], np.ndarray]
 
@@ -297,24 +297,37 @@ def check_batch(loaded: LoadedRun, count: int = CHECK_IMAGES) -> tuple[np.ndarra
 
 
 def speed(predict: Predict, prepared: np.ndarray) -> dict[str, float]:
-    """Median seconds per image at batch 1 and images per second at batch 32, after warm-up."""
-    singles = [prepared[i % len(prepared)][None] for i in range(LATENCY_RUNS)]
+    """Median seconds per call at batch 1 and at batch 32, each after a few calls of warm-up (a
+    runtime prepares its kernels lazily after a change of shape); medians, so that another
+    process's burst on a shared machine does not count."""
+
+    def median_seconds(x: np.ndarray, runs: int) -> float:
+        for _ in range(3):
+            predict(x)
+        times = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            predict(x)
+            times.append(time.perf_counter() - start)
+        return float(np.median(times))
+
+    single = prepared[:1]
     batch = np.resize(prepared, (THROUGHPUT_BATCH, *prepared.shape[1:]))
-    for x in singles[:3]:
-        predict(x)
-    times = []
-    for x in singles:
-        start = time.perf_counter()
-        predict(x)
-        times.append(time.perf_counter() - start)
-    predict(batch)
-    start = time.perf_counter()
-    for _ in range(THROUGHPUT_RUNS):
-        predict(batch)
-    elapsed = time.perf_counter() - start
     return {
-        "latency_ms_batch1": float(np.median(times) * 1000),
-        "throughput_batch32": float(THROUGHPUT_BATCH * THROUGHPUT_RUNS / elapsed),
+        "latency_ms_batch1": median_seconds(single, LATENCY_RUNS) * 1000,
+        "throughput_batch32": THROUGHPUT_BATCH / median_seconds(batch, THROUGHPUT_RUNS),
+    }
+
+
+def machine() -> dict[str, Any]:
+    """What the speed was measured on: the CPUs and how busy they were (a shared machine's
+    timings mean little without it)."""
+    import platform
+
+    return {
+        "cpus": os.cpu_count(),
+        "load_average_1min": round(os.getloadavg()[0], 2),
+        "processor": platform.processor() or platform.machine(),
     }
 
 
@@ -362,6 +375,7 @@ def _measure(
         "run_accuracy": run_accuracy,
         "accuracy_drop": None if accuracy is None else run_accuracy - accuracy,
         **speed(runtime.predict, sample),
+        "machine": machine(),
         "message": result.message(),
     }
 

@@ -66,7 +66,24 @@ def _version(package: str) -> str:
 
 def _shape(dims) -> tuple[int, ...] | None:
     rest = list(dims)[1:]
-    return tuple(int(d) for d in rest) if all(isinstance(d, int) and d > 0 for d in rest) else None
+    known = all(isinstance(d, (int, np.integer)) and d > 0 for d in rest)
+    return tuple(int(d) for d in rest) if known else None
+
+
+def _guarded(path: Path, predict: Callable[[np.ndarray], np.ndarray]) -> Callable:
+    """A runtime's own failure on a batch (a file of another network, a damaged graph) becomes
+    one line naming the file."""
+
+    def run(x: np.ndarray) -> np.ndarray:
+        try:
+            return predict(x)
+        except KcnnError:
+            raise
+        except Exception as e:  # noqa: BLE001  (each runtime raises its own classes)
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise KcnnError(f"{path} failed to run on the run's images: {first}") from None
+
+    return run
 
 
 def onnx(path: Path) -> Runtime:
@@ -156,4 +173,6 @@ def open_model(path: str | Path) -> Runtime:
     if not path.exists():
         raise KcnnError(f"exported model {path} does not exist")
     kind = kind_of(path)
-    return {"onnx": onnx, "tflite": tflite, "saved-model": saved_model}[kind](path)
+    runtime = {"onnx": onnx, "tflite": tflite, "saved-model": saved_model}[kind](path)
+    runtime.predict = _guarded(path, runtime.predict)
+    return runtime
