@@ -170,12 +170,17 @@ def markdown_table(exports: dict[str, dict[str, Any]]) -> str:
     cpus = {
         r["machine"].get("cpus") for r in exports.values() if isinstance(r.get("machine"), dict)
     }
+    images = {r.get("images") for r in exports.values()}
+    caption = []
+    if len(images) == 1 and isinstance(next(iter(images)), int):
+        caption.append(f"Each measured on the run's {images.pop()} test images.")
     if loads and len(cpus) == 1:
-        lines += [
-            "",
-            f"Speed measured on {cell(str(cpus.pop()))} CPUs with a 1-minute load average of "
-            f"{min(loads):.1f} to {max(loads):.1f} while the exports ran.",
-        ]
+        caption.append(
+            f"Speed on {cell(str(cpus.pop()))} CPUs with a 1-minute load average of "
+            f"{min(loads):.1f} to {max(loads):.1f} while the exports ran."
+        )
+    if caption:
+        lines += ["", " ".join(caption)]
     return "\n".join(lines)
 
 
