@@ -54,9 +54,10 @@ def run(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def own_run(run, tmp_path) -> Path:
-    """A copy of the run for a test that must see exactly what it wrote."""
+    """A copy of the run, without the exports other tests made, for a test that must see exactly
+    what it wrote."""
     copy = tmp_path / run.name
-    shutil.copytree(run, copy)
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("export", "export.json"))
     return copy
 
 
