@@ -196,10 +196,12 @@ def test_accuracy_drop_gate_exits_1_with_the_figures(own_run, cli, monkeypatch):
     good = export.calibration_sample
     monkeypatch.setattr(export, "calibration_sample", lambda loaded: np.zeros_like(good(loaded)))
     args = ("export", own_run, "--format", "tflite", "--quantize", "int8")
-    r = cli(*args, "--max-accuracy-drop", "0.05")
+    r = cli(*args, "--max-accuracy-drop", "0.05", "--json")
     assert r.code == 1, r.err
     _one_line_error(r)
     assert "drop of" in r.err and "> --max-accuracy-drop 0.05" in r.err and "not kept" in r.err
+    figures = json.loads(r.out)
+    assert figures["exit"] == 1 and figures["accuracy_drop"] > 0.05 and figures["kept"] is False
     assert not (own_run / "export" / "model-int8.tflite").exists()
     assert not [p for p in (own_run / "export").iterdir()]  # nothing half-written either
     recorded = json.loads((own_run / "export.json").read_text())["exports"]["tflite-int8"]
