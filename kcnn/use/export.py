@@ -16,6 +16,7 @@ refused before anything is written.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import stat
@@ -117,11 +118,15 @@ def _link_or_odd(path: Path) -> str | None:
     return None if stat.S_ISDIR(mode) or stat.S_ISREG(mode) else "not a regular file or folder"
 
 
+def export_folder(run_folder: Path, out: Path | None) -> Path:
+    return Path(out) if out is not None else Path(run_folder) / "export"
+
+
 def check_paths(run_folder: Path, out: Path | None, t: Target) -> Path:
     """Where the export goes (`out`, or RUN/export), refused when that folder, or what the export
     replaces in it, or RUN/export.json is a link (or a FIFO, a device...). Writes nothing."""
     exports.check_writable(run_folder)
-    folder = Path(out) if out is not None else Path(run_folder) / "export"
+    folder = export_folder(run_folder, out)
     for path in (folder, folder / t.filename):
         problem = _link_or_odd(path)
         if problem:
@@ -394,12 +399,35 @@ def export(
     gate fails, after recording it (the file is then not kept)."""
     import logging
 
+    logging.getLogger("absl").setLevel(logging.ERROR)
     t = target(t) if isinstance(t, str) else t
     check_max_drop(max_accuracy_drop)
     run_folder = loaded.info.folder
+    existed = export_folder(run_folder, out).is_dir()
     folder = prepare_folder(run_folder, out, t)
+    try:
+        record, failure = _export_into(loaded, t, folder, max_accuracy_drop)
+    except BaseException:
+        if not existed:  # a refused export leaves no empty folder behind either
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+    stored = {k: v for k, v in record.items() if k != "message"}
+    exports.write(run_folder, t.key, {"key": t.key, **stored})
+    _refresh_report(run_folder)
+    if failure is not None:
+        error = ExportCheckError(failure)
+        error.details = record
+        raise error
+    return record
+
+
+def _export_into(
+    loaded: LoadedRun, t: Target, folder: Path, max_accuracy_drop: float | None
+) -> tuple[dict, str | None]:
+    """Convert into a fresh private folder inside `folder`, measure the file there, and rename
+    it into place only when it passes. Returns the record and why it failed (None: kept)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    logging.getLogger("absl").setLevel(logging.ERROR)
     images, labels, source = check_images(loaded)
     if max_accuracy_drop is not None and labels is None:
         raise KcnnError(
@@ -425,14 +453,7 @@ def export(
             _put_in_place(fresh, final)
     finally:
         shutil.rmtree(fresh_dir, ignore_errors=True)
-    stored = {k: v for k, v in record.items() if k != "message"}
-    exports.write(run_folder, t.key, {"key": t.key, **stored})
-    _refresh_report(run_folder)
-    if failure is not None:
-        error = ExportCheckError(failure)
-        error.details = record
-        raise error
-    return record
+    return record, failure
 
 
 def _failure(record: dict, t: Target, max_drop: float | None) -> str | None:
