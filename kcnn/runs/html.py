@@ -2,7 +2,9 @@
 
 Built purely from the folder's files (so any command can rebuild it after adding pictures):
 images are embedded as base64 data URIs and the CSS is inline, so the page can be mailed or
-opened offline. No scripts at all.
+opened offline. No scripts at all. The folder may be anyone's: every text is escaped, and a
+picture is embedded only if it is a PNG kcnn checked, read from a regular file inside the folder
+(`RunFolder.png`): a planted link to a private file is shown as missing, never embedded.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from typing import Any
 
 from kcnn.runs import folders
 from kcnn.runs.browse import COMPARISON_MD, RunInfo
-from kcnn.runs.records import write_atomic
+from kcnn.runs.records import Damaged
+from kcnn.runs.run import RunFolder
 
 REPORT = folders.REPORT_HTML
 VISUALIZE = "visualize"  # where `kcnn visualize` puts its pictures by default
@@ -34,8 +37,15 @@ pre{background:#f7f7f7;padding:.8em;overflow-x:auto;font-size:.8em}
 """
 
 
-def _image(path: Path, alt: str) -> str:
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
+def _image(folder: Path, name: str, alt: str) -> str:
+    """The picture `name` of `folder` embedded, or a note saying why it is not."""
+    try:
+        data = base64.b64encode(RunFolder(folder).png(name)).decode("ascii")
+    except FileNotFoundError:
+        return ""
+    except (Damaged, ValueError) as e:
+        why = e.reason if isinstance(e, Damaged) else "not a name inside the folder"
+        return f"<p><em>{html.escape(name)} not shown: {html.escape(why)}</em></p>"
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
@@ -65,8 +75,15 @@ def _pairs(record: dict[str, Any], name: str = "setting") -> str:
 
 
 def _pictures(folder: Path) -> list[str]:
-    shown = sorted((folder / VISUALIZE).glob("*.png")) if (folder / VISUALIZE).is_dir() else []
-    return [f"<h3>{html.escape(p.stem.replace('_', ' '))}</h3>{_image(p, p.stem)}" for p in shown]
+    try:
+        shown = RunFolder(folder).pictures(VISUALIZE)
+    except Damaged:
+        return []
+    titles = [Path(name).stem for name in shown]
+    return [
+        f"<h3>{html.escape(title.replace('_', ' '))}</h3>{_image(folder, name, title)}"
+        for name, title in zip(shown, titles, strict=True)
+    ]
 
 
 def _page(title: str, parts: list[str]) -> str:
@@ -105,11 +122,12 @@ def _run_page(info: RunInfo) -> str:
         "<h2>Results</h2>",
         _pairs(results, "result"),
     ]
-    if (folder / folders.CURVES).is_file():
-        parts += ["<h2>Learning curves</h2>", _image(folder / folders.CURVES, "learning curves")]
-    if (folder / folders.CONFUSION).is_file():
-        parts += ["<h2>Confusion matrix (test set)</h2>"]
-        parts += [_image(folder / folders.CONFUSION, "confusion matrix")]
+    curves = _image(folder, folders.CURVES, "learning curves")
+    if curves:
+        parts += ["<h2>Learning curves</h2>", curves]
+    confusion = _image(folder, folders.CONFUSION, "confusion matrix")
+    if confusion:
+        parts += ["<h2>Confusion matrix (test set)</h2>", confusion]
     if info.per_class:
         rows = [{"class": name, **scores} for name, scores in info.per_class.items()]
         for avg in ("macro_avg", "weighted_avg"):
@@ -121,8 +139,8 @@ def _run_page(info: RunInfo) -> str:
     if pictures:
         parts += ["<h2>Inside the network</h2>", *pictures]
     parts += ["<h2>Settings</h2>", _pairs(settings)]
-    if (folder / folders.SUMMARY).is_file():
-        summary = (folder / folders.SUMMARY).read_text(encoding="utf-8", errors="replace")
+    summary = _text(folder, folders.SUMMARY)
+    if summary:
         parts += ["<h2>Model</h2>", f"<pre>{html.escape(summary)}</pre>"]
     if (folder / "tensorboard").is_dir():
         parts += [f"<p>TensorBoard logs: <code>tensorboard --logdir {html.escape(str(folder))}"]
@@ -137,8 +155,7 @@ def _inline(text: str, folder: Path) -> str:
     """The markdown kcnn's comparison.md uses inside a line: images, `code`, **bold**."""
 
     def image(m):
-        path = folder / m.group(2)
-        return _image(path, m.group(1)) if path.is_file() else html.escape(m.group(0))
+        return _image(folder, m.group(2), m.group(1)) or html.escape(m.group(0))
 
     parts = re.split(r"(!\[[^\]]*\]\([^)]*\))", text)
     out = []
@@ -178,8 +195,7 @@ def markdown_html(text: str, folder: Path) -> str:
 
 def _comparison_page(info: RunInfo) -> str:
     folder = info.folder
-    md = folder / COMPARISON_MD
-    text = md.read_text(encoding="utf-8") if md.is_file() else f"# {folder.name}"
+    text = _text(folder, COMPARISON_MD) or f"# {folder.name}"
     title = text.splitlines()[0].lstrip("#").strip() if text else folder.name
     parts = [markdown_html(text, folder)]
     subs = [s.row() for s in info.members]
@@ -190,13 +206,20 @@ def _comparison_page(info: RunInfo) -> str:
     return _page(title, parts)
 
 
+def _text(folder: Path, name: str) -> str:
+    """A text file of the folder, or "" when it is missing or cannot be trusted."""
+    try:
+        return RunFolder(folder).text(name)
+    except (FileNotFoundError, Damaged):
+        return ""
+
+
 def write_report(folder: str | Path) -> Path:
     """Write `folder/report.html` from the files in the run or comparison folder; returns its path."""
     info = RunInfo.load(folder)
     page = _comparison_page(info) if info.is_comparison else _run_page(info)
-    path = info.folder / REPORT
-    write_atomic(path, page)
-    return path
+    RunFolder(info.folder).write_text(REPORT, page)
+    return info.folder / REPORT
 
 
 def write_report_after(folder: str | Path) -> Path | None:
