@@ -100,6 +100,8 @@ def show(run: Run, as_json: AsJson = False) -> None:
     from kcnn.runs import browse
 
     info = browse.find(run)
+    if info.damage is not None:
+        raise KcnnError(f"{run} cannot be shown: {info.damage}")
     if not info.is_run and not info.is_comparison:
         raise KcnnError(f"{run} is not a run folder (no config.json); see `kcnn runs`")
     if as_json:
@@ -206,7 +208,10 @@ def visualize(
         if test is None:
             raise KcnnError("the run's data set is not available here; pass an image with --image")
         picture = test[0]
-    target = out if out is not None else loaded.info.folder / html.VISUALIZE
+    from kcnn.runs.run import RunFolder
+
+    # the run's own picture folder must be a real folder inside it: a planted link is refused
+    target = out if out is not None else RunFolder(loaded.info.folder).subfolder(html.VISUALIZE)
     try:
         shown = vis.visualize(loaded, picture, target)
     except OSError as e:

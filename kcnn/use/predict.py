@@ -18,6 +18,8 @@ import numpy as np
 from kcnn.errors import KcnnError
 from kcnn.runs import folders
 from kcnn.runs.browse import RunInfo, find_run
+from kcnn.runs.records import Damaged
+from kcnn.runs.run import RunFolder
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 PREDICT_BATCH = 64  # images per call of the model when predicting
@@ -76,10 +78,10 @@ class LoadedRun:
             )
             parts = splits.make_splits(
                 data,
-                s.get("val_split", 0.2),
-                s.get("seed"),
+                s.get("val_split", defaults.VAL_SPLIT),
+                s.get("seed", defaults.SEED),
                 s.get("limit"),
-                s.get("test_split", 0.2),
+                s.get("test_split", defaults.TEST_SPLIT),
             )
         except (KcnnError, OSError, KeyError, ValueError):
             return None
@@ -98,7 +100,13 @@ def load(run: str | Path) -> LoadedRun:
     from kcnn.data.pipeline import prepare_batch_fn
     from kcnn.models import backbones
 
-    model = load_model(info.folder / folders.MODEL)
+    try:
+        model_file = RunFolder(info.folder).model_file()
+    except FileNotFoundError:
+        model_file = info.folder / folders.MODEL  # load_model says what is missing and what to do
+    except Damaged as e:
+        raise KcnnError(f"cannot use {e.path}: {e.reason}") from None
+    model = load_model(model_file)
     input_shape = info.input_shape or tuple(int(v) for v in model.input_shape[1:])
     preprocess = backbones.get(info.backbone).preprocess_input() if info.backbone else None
     data_shape = _data_shape(info, input_shape)

@@ -256,15 +256,17 @@ def grad_cam_png(loaded: LoadedRun, image: np.ndarray, path: Path) -> dict:
 
 
 def visualize(loaded: LoadedRun, image: np.ndarray, out: Path) -> dict:
-    """Write the three pictures into `out`; returns what they show."""
+    """Write the three pictures into `out`; returns what they show. Each picture is drawn into a
+    fresh file and renamed, so a link planted at a picture's name is replaced, never written
+    through."""
+    from kcnn.runs.records import fresh_file
+
     out.mkdir(parents=True, exist_ok=True)
-    first = filters_png(loaded.model, out / FILTERS)
-    stages = feature_maps_png(loaded, image, out / FEATURE_MAPS)
-    prediction = grad_cam_png(loaded, image, out / GRAD_CAM)
-    return {
-        "folder": str(out),
-        "filters": first,
-        "feature_maps": stages,
-        "grad_cam": prediction,
-        "files": [FILTERS, FEATURE_MAPS, GRAD_CAM],
-    }
+    shown = {}
+    with fresh_file(out / FILTERS, ".png") as tmp:
+        shown["filters"] = filters_png(loaded.model, tmp)
+    with fresh_file(out / FEATURE_MAPS, ".png") as tmp:
+        shown["feature_maps"] = feature_maps_png(loaded, image, tmp)
+    with fresh_file(out / GRAD_CAM, ".png") as tmp:
+        shown["grad_cam"] = grad_cam_png(loaded, image, tmp)
+    return {"folder": str(out), **shown, "files": [FILTERS, FEATURE_MAPS, GRAD_CAM]}
