@@ -8,7 +8,6 @@ backbone's `preprocess_input`). `LoadedRun` is shared by `predict`, `visualize` 
 
 from __future__ import annotations
 
-import itertools
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -197,6 +196,24 @@ def image_files(paths: list[Path]) -> list[Path]:
     return [p for p in _listed(paths) if isinstance(p, Path)]
 
 
+def _batches(paths: list[Path], shape: tuple[int, int, int]):
+    """The readable images, PREDICT_BATCH at a time, each batch with the refusals (one message
+    per file) met while reading it; the last batch may be short or empty."""
+    batch: list[tuple[Path, np.ndarray]] = []
+    problems: list[str] = []
+    for item in _listed(paths):
+        try:
+            if isinstance(item, KcnnError):
+                raise item
+            batch.append((item, read_image(item, shape)))
+        except KcnnError as e:
+            problems.append(str(e))
+        if len(batch) == PREDICT_BATCH:
+            yield batch, problems
+            batch, problems = [], []
+    yield batch, problems
+
+
 def predict_files(loaded: LoadedRun, paths: list[Path], top: int) -> Iterator[dict[str, Any]]:
     """Top-`top` classes per readable image, yielded as each batch is predicted.
 
@@ -206,41 +223,24 @@ def predict_files(loaded: LoadedRun, paths: list[Path], top: int) -> Iterator[di
     """
     if top < 1:
         raise KcnnError(f"--top {top}: give at least 1")
-    if not paths:
-        raise KcnnError("no image files given (PNG or JPEG files, or folders holding them)")
-    seen, problems, done = 0, [], 0
-    batch: list[tuple[Path, np.ndarray]] = []
-
-    def problem(e: KcnnError) -> None:
-        problems.append(str(e))
-        if done:  # once an image was predicted, the command succeeds: say each problem as it comes
-            _say_error(problems.pop())
-
-    for item in itertools.chain(_listed(paths), [None]):  # None: the end, predict what is left
-        if isinstance(item, Path):
-            seen += 1
-            try:
-                batch.append((item, read_image(item, loaded.data_shape)))
-            except KcnnError as e:
-                problem(e)
-        elif isinstance(item, KcnnError):
-            seen += 1
-            problem(item)
-        if batch and (len(batch) == PREDICT_BATCH or item is None):
-            if not done:  # the first predictions: what went wrong before them is said now
-                for line in problems:
-                    _say_error(line)
-                problems.clear()
+    unsaid: list[str] = []  # refusals not printed yet: until an image is read, one may be the error
+    done = 0
+    for batch, problems in _batches(paths, loaded.data_shape):
+        unsaid += problems
+        if batch or done:
+            for message in unsaid:
+                _say_error(message)
+            unsaid = []
+        if batch:
             yield from _top(loaded, batch, top)
             done += len(batch)
-            batch = []
+    if not done and not unsaid:
+        raise KcnnError("no image files given (PNG or JPEG files, or folders holding them)")
     if not done:
-        if not seen:
-            raise KcnnError("no image files given (PNG or JPEG files, or folders holding them)")
         raise KcnnError(
-            problems[0]
-            if len(problems) == 1
-            else f"none of the {seen} images could be read ({problems[0]}; ...)"
+            unsaid[0]
+            if len(unsaid) == 1
+            else f"none of the {len(unsaid)} images could be read ({unsaid[0]}; ...)"
         )
 
 
