@@ -12,6 +12,7 @@ import csv
 import os
 import re
 import shutil
+import socket
 import struct
 import subprocess
 import sys
@@ -151,13 +152,18 @@ def test_predict_on_a_folder_reads_only_what_is_inside_it(loaded, cli, hostile_i
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(outside)
     (hostile_images / "out.png").symlink_to(outside)
     (hostile_images / "in.png").symlink_to("good1.png")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(hostile_images / "sock.png"))
+    (hostile_images / "dir.png").mkdir()
     r = cli("predict", loaded.info.folder, hostile_images)
+    sock.close()
     assert r.code == 0, r.err
     predicted = [Path(line.split(":")[0]).name for line in r.out.splitlines()]
     assert predicted == ["good1.png", "good2.png", "in.png"]
     errors = r.err.splitlines()
-    assert len(errors) == 5 and all(line.startswith("error: ") for line in errors)
-    # bomb, cut, out (a link out), x (a FIFO), zero (a link out)
+    assert len(errors) == 7 and all(line.startswith("error: ") for line in errors)
+    # bomb, cut, dir, out (a link out), sock, x (a FIFO), zero (a link out)
+    assert "dir.png is a folder" in errors[2] and "sock.png" in errors[4]
     assert sum(" is a link out of " in e for e in errors) == 2
 
 
