@@ -7,8 +7,9 @@ from typing import Annotated
 
 import typer
 
-from kcnn.cli.app import AsJson, app, print_json
+from kcnn.cli.app import AsJson, app, print_json, say
 from kcnn.errors import KcnnError
+from kcnn.runs.text import terminal
 
 Run = Annotated[str, typer.Argument(help="A run folder (or its name under runs/).")]
 
@@ -21,7 +22,7 @@ def _seconds(value) -> str:
 
 def _text_table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
     cells = [[header for _, header in columns]] + [
-        [str(r.get(key, "")) for key, _ in columns] for r in rows
+        [terminal(r.get(key, "")) for key, _ in columns] for r in rows
     ]
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
     return "\n".join(
@@ -60,7 +61,7 @@ def runs(
         print_json(rows)
         return
     if not rows:
-        typer.echo(f"no runs in {folder}" + (" match" if status or model or dataset else ""))
+        say(f"no runs in {folder}" + (" match" if status or model or dataset else ""))
         return
     names = {r["name"] for r in rows}
     shown = [
@@ -91,7 +92,7 @@ def runs(
         ("status", "status"),
         ("time", "duration"),
     ]
-    typer.echo(_text_table(shown, columns))
+    typer.echo(_text_table(shown, columns))  # each cell already escaped
 
 
 @app.command("show")
@@ -131,7 +132,7 @@ def show(run: Run, as_json: AsJson = False) -> None:
         lines += ["  " + line for line in table.splitlines()]
     for sub in info.members:
         lines.append(f"  run: {sub.folder.name}  {sub.model_label}  {sub.status}")
-    typer.echo("\n".join(lines))
+    say(*lines)
 
 
 @app.command("compare")
@@ -153,7 +154,7 @@ def compare(
     if as_json:
         print_json(read_json(folder / browse.COMPARISON_JSON))
         return
-    typer.echo(f"report: {folder / 'comparison.md'}  (and report.html)")
+    say(f"report: {folder / 'comparison.md'}  (and report.html)")
 
 
 @app.command("predict")
@@ -168,13 +169,13 @@ def predict(
 
     if top < 1:
         raise KcnnError(f"--top {top}: give at least 1")
-    results = use.predict_files(use.load(run), images, top)
+    results = use.predict_files(use.load(run), images, top)  # a batch at a time
     if as_json:
-        print_json(results)
+        print_json(list(results))  # small dicts: the images themselves are long gone
         return
     for r in results:
         best = "  ".join(f"{t['class']} {t['probability']:.3f}" for t in r["top"])
-        typer.echo(f"{r['image']}: {best}")
+        say(f"{r['image']}: {best}")
 
 
 @app.command("visualize")
@@ -222,9 +223,9 @@ def visualize(
         print_json(shown)
         return
     g = shown["grad_cam"]
-    typer.echo(
-        f"pictures in {target}: {', '.join(shown['files'])}\n"
-        f"predicted {g['class']} ({g['probability']:.3f}); Grad-CAM on {g['layer']}"
+    say(
+        f"pictures in {target}: {', '.join(shown['files'])}",
+        f"predicted {g['class']} ({g['probability']:.3f}); Grad-CAM on {g['layer']}",
     )
 
 
@@ -253,6 +254,6 @@ def export(
     if as_json:
         print_json(record)
     else:
-        typer.echo(f"{format}: {record['path']}\ncheck: {record['message']}")
+        say(f"{format}: {record['path']}", f"check: {record['message']}")
     if not record["ok"]:
         raise ModelMismatchError(f"exported {format} model {record['message']}")

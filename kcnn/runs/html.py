@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from kcnn.runs import folders
+from kcnn.runs import folders, text
 from kcnn.runs.browse import COMPARISON_MD, RunInfo
 from kcnn.runs.records import Damaged
 from kcnn.runs.run import RunFolder
@@ -60,11 +60,11 @@ def _value(value: Any) -> str:
 
 
 def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    head = "".join(f"<th>{text.html(c)}</th>" for c in columns)
 
     def cell(v):
         cls = ' class="n"' if isinstance(v, (int, float)) else ""
-        return f"<td{cls}>{html.escape(_value(v))}</td>"
+        return f"<td{cls}>{text.html(_value(v))}</td>"
 
     body = "".join("<tr>" + "".join(cell(r.get(c)) for c in columns) + "</tr>" for r in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
@@ -89,7 +89,7 @@ def _pictures(folder: Path) -> list[str]:
 def _page(title: str, parts: list[str]) -> str:
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"
+        f"<title>{text.html(title)}</title><style>{_CSS}</style></head><body>"
         + "\n".join(p for p in parts if p)
         + "</body></html>\n"
     )
@@ -116,9 +116,9 @@ def _run_page(info: RunInfo) -> str:
     if info.params is not None:
         results["parameters"] = info.params
     parts = [
-        f"<h1>{html.escape(title)}</h1>",
+        f"<h1>{text.html(title)}</h1>",
         f'<p><span class="status {html.escape(info.status)}">{html.escape(info.status)}</span> '
-        f"<code>{html.escape(str(folder))}</code></p>",
+        f"<code>{text.html(folder)}</code></p>",
         "<h2>Results</h2>",
         _pairs(results, "result"),
     ]
@@ -230,5 +230,8 @@ def write_report_after(folder: str | Path) -> Path | None:
     try:
         return write_report(folder)
     except Exception as e:  # noqa: BLE001  (any failure here must not undo a finished run)
-        print(f"warning: {Path(folder) / REPORT} not written: {e}", file=sys.stderr)
+        print(
+            f"warning: {text.terminal(Path(folder) / REPORT)} not written: {text.terminal(e)}",
+            file=sys.stderr,
+        )
         return None
