@@ -151,8 +151,26 @@ def _run_page(info: RunInfo) -> str:
     return _page(title, parts)
 
 
+# A backslash-escaped character in markdown (kcnn.runs.text.markdown_cell writes them for names)
+# stands for itself: it is set aside as a private-use character before any markdown is read, and
+# put back, HTML-escaped, at the end.
+_ESCAPED = re.compile(r"\\([!-/:-@\[-`{-~])")
+_PRIVATE = 0xF0000  # a plane of private-use characters: one per ASCII punctuation mark
+
+
+def _protect(text: str) -> str:
+    return _ESCAPED.sub(lambda m: chr(_PRIVATE + ord(m.group(1))), text)
+
+
+def _restore(text: str) -> str:
+    return re.sub(
+        "[\U000f0000-\U000f007f]", lambda m: html.escape(chr(ord(m.group(0)) - _PRIVATE)), text
+    )
+
+
 def _inline(text: str, folder: Path) -> str:
-    """The markdown kcnn's comparison.md uses inside a line: images, `code`, **bold**."""
+    """The markdown kcnn's comparison.md uses inside a line: images, `code`, **bold**, and
+    backslash escapes (a protected text: see `_protect`)."""
 
     def image(m):
         return _image(folder, m.group(2), m.group(1)) or html.escape(m.group(0))
@@ -167,13 +185,13 @@ def _inline(text: str, folder: Path) -> str:
         part = html.escape(part)
         part = re.sub(r"`([^`]+)`", r"<code>\1</code>", part)
         out.append(re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", part))
-    return "".join(out)
+    return _restore("".join(out))
 
 
 def markdown_html(text: str, folder: Path) -> str:
     """comparison.md as HTML: headings, pipe tables, images and paragraphs (all it contains)."""
     out: list[str] = []
-    for block in re.split(r"\n\s*\n", text.strip()):
+    for block in re.split(r"\n\s*\n", _protect(text).strip()):
         lines = block.splitlines()
         if lines and lines[0].startswith("#"):
             level = min(len(lines[0]) - len(lines[0].lstrip("#")), 3)
