@@ -11,7 +11,6 @@ size inside the folder, and written atomically by a rename that replaces a link,
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 import sys
@@ -19,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from kcnn.errors import KcnnError
-from kcnn.runs.records import write_json
+from kcnn.runs import text
+from kcnn.runs.records import Damaged, read_json_record, write_json
 
 EXPORT_JSON = "export.json"
 MAX_BYTES = 1_000_000  # a record of a few formats is a few kB
@@ -46,23 +46,12 @@ def read(folder: Path) -> dict[str, dict[str, Any]]:
 
 def read_file(path: Path) -> dict[str, dict[str, Any]]:
     """An export record at any path (the README's is kept under docs/), read as `read` does."""
+    path = Path(path)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
+        data = read_json_record(path.parent, path.name, MAX_BYTES)
+    except (FileNotFoundError, Damaged, ValueError):
         return {}
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_BYTES:
-            return {}
-        with os.fdopen(fd, "rb") as f:
-            fd = -1
-            data = json.loads(f.read(MAX_BYTES + 1))
-    except (OSError, ValueError, RecursionError):
-        return {}
-    finally:
-        if fd >= 0:
-            os.close(fd)
-    exports = data.get("exports") if isinstance(data, dict) else None
+    exports = data.get("exports")
     if not isinstance(exports, dict):
         return {}
     return {str(k): v for k, v in exports.items() if isinstance(v, dict)}
@@ -156,9 +145,7 @@ def rows(exports: dict[str, dict[str, Any]]) -> list[list[str]]:
 def markdown_table(exports: dict[str, dict[str, Any]]) -> str:
     """The README's table of formats: `|` and newlines in a cell are escaped."""
 
-    def cell(text: str) -> str:
-        return text.replace("|", "\\|").replace("\n", " ")
-
+    cell = text.markdown_cell
     lines = ["| " + " | ".join(TABLE_COLUMNS) + " |", "|" + "---|" * len(TABLE_COLUMNS)]
     lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows(exports)]
     loads = [

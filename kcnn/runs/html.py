@@ -2,7 +2,9 @@
 
 Built purely from the folder's files (so any command can rebuild it after adding pictures):
 images are embedded as base64 data URIs and the CSS is inline, so the page can be mailed or
-opened offline. No scripts at all.
+opened offline. No scripts at all. The folder may be anyone's: every text is escaped, and a
+picture is embedded only if it is a PNG kcnn checked, read from a regular file inside the folder
+(`RunFolder.png`): a planted link to a private file is shown as missing, never embedded.
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-from kcnn.runs import exports, folders
+from kcnn.runs import exports, folders, text
 from kcnn.runs.browse import COMPARISON_MD, RunInfo
-from kcnn.runs.records import write_atomic
+from kcnn.runs.records import Damaged
+from kcnn.runs.run import RunFolder
 
 REPORT = folders.REPORT_HTML
 VISUALIZE = "visualize"  # where `kcnn visualize` puts its pictures by default
@@ -34,8 +37,15 @@ pre{background:#f7f7f7;padding:.8em;overflow-x:auto;font-size:.8em}
 """
 
 
-def _image(path: Path, alt: str) -> str:
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
+def _image(folder: Path, name: str, alt: str) -> str:
+    """The picture `name` of `folder` embedded, or a note saying why it is not."""
+    try:
+        data = base64.b64encode(RunFolder(folder).png(name)).decode("ascii")
+    except FileNotFoundError:
+        return ""
+    except (Damaged, ValueError) as e:
+        why = e.reason if isinstance(e, Damaged) else "not a name inside the folder"
+        return f"<p><em>{html.escape(name)} not shown: {html.escape(why)}</em></p>"
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
@@ -50,11 +60,11 @@ def _value(value: Any) -> str:
 
 
 def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    head = "".join(f"<th>{text.html(c)}</th>" for c in columns)
 
     def cell(v):
         cls = ' class="n"' if isinstance(v, (int, float)) else ""
-        return f"<td{cls}>{html.escape(_value(v))}</td>"
+        return f"<td{cls}>{text.html(_value(v))}</td>"
 
     body = "".join("<tr>" + "".join(cell(r.get(c)) for c in columns) + "</tr>" for r in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
@@ -65,8 +75,15 @@ def _pairs(record: dict[str, Any], name: str = "setting") -> str:
 
 
 def _pictures(folder: Path) -> list[str]:
-    shown = sorted((folder / VISUALIZE).glob("*.png")) if (folder / VISUALIZE).is_dir() else []
-    return [f"<h3>{html.escape(p.stem.replace('_', ' '))}</h3>{_image(p, p.stem)}" for p in shown]
+    try:
+        shown = RunFolder(folder).pictures(VISUALIZE)
+    except Damaged:
+        return []
+    titles = [Path(name).stem for name in shown]
+    return [
+        f"<h3>{html.escape(title.replace('_', ' '))}</h3>{_image(folder, name, title)}"
+        for name, title in zip(shown, titles, strict=True)
+    ]
 
 
 def _exports_section(folder: Path) -> list[str]:
@@ -85,7 +102,7 @@ def _exports_section(folder: Path) -> list[str]:
 def _page(title: str, parts: list[str]) -> str:
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"
+        f"<title>{text.html(title)}</title><style>{_CSS}</style></head><body>"
         + "\n".join(p for p in parts if p)
         + "</body></html>\n"
     )
@@ -112,17 +129,18 @@ def _run_page(info: RunInfo) -> str:
     if info.params is not None:
         results["parameters"] = info.params
     parts = [
-        f"<h1>{html.escape(title)}</h1>",
+        f"<h1>{text.html(title)}</h1>",
         f'<p><span class="status {html.escape(info.status)}">{html.escape(info.status)}</span> '
-        f"<code>{html.escape(str(folder))}</code></p>",
+        f"<code>{text.html(folder)}</code></p>",
         "<h2>Results</h2>",
         _pairs(results, "result"),
     ]
-    if (folder / folders.CURVES).is_file():
-        parts += ["<h2>Learning curves</h2>", _image(folder / folders.CURVES, "learning curves")]
-    if (folder / folders.CONFUSION).is_file():
-        parts += ["<h2>Confusion matrix (test set)</h2>"]
-        parts += [_image(folder / folders.CONFUSION, "confusion matrix")]
+    curves = _image(folder, folders.CURVES, "learning curves")
+    if curves:
+        parts += ["<h2>Learning curves</h2>", curves]
+    confusion = _image(folder, folders.CONFUSION, "confusion matrix")
+    if confusion:
+        parts += ["<h2>Confusion matrix (test set)</h2>", confusion]
     if info.per_class:
         rows = [{"class": name, **scores} for name, scores in info.per_class.items()]
         for avg in ("macro_avg", "weighted_avg"):
@@ -135,8 +153,8 @@ def _run_page(info: RunInfo) -> str:
         parts += ["<h2>Inside the network</h2>", *pictures]
     parts += _exports_section(folder)
     parts += ["<h2>Settings</h2>", _pairs(settings)]
-    if (folder / folders.SUMMARY).is_file():
-        summary = (folder / folders.SUMMARY).read_text(encoding="utf-8", errors="replace")
+    summary = _text(folder, folders.SUMMARY)
+    if summary:
         parts += ["<h2>Model</h2>", f"<pre>{html.escape(summary)}</pre>"]
     if (folder / "tensorboard").is_dir():
         parts += [f"<p>TensorBoard logs: <code>tensorboard --logdir {html.escape(str(folder))}"]
@@ -147,12 +165,29 @@ def _run_page(info: RunInfo) -> str:
     return _page(title, parts)
 
 
+# A backslash-escaped character in markdown (kcnn.runs.text.markdown_cell writes them for names)
+# stands for itself: it is set aside as a private-use character before any markdown is read, and
+# put back, HTML-escaped, at the end.
+_ESCAPED = re.compile(r"\\([!-/:-@\[-`{-~])")
+_PRIVATE = 0xF0000  # a plane of private-use characters: one per ASCII punctuation mark
+
+
+def _protect(text: str) -> str:
+    return _ESCAPED.sub(lambda m: chr(_PRIVATE + ord(m.group(1))), text)
+
+
+def _restore(text: str) -> str:
+    return re.sub(
+        "[\U000f0000-\U000f007f]", lambda m: html.escape(chr(ord(m.group(0)) - _PRIVATE)), text
+    )
+
+
 def _inline(text: str, folder: Path) -> str:
-    """The markdown kcnn's comparison.md uses inside a line: images, `code`, **bold**."""
+    """The markdown kcnn's comparison.md uses inside a line: images, `code`, **bold**, and
+    backslash escapes (a protected text: see `_protect`)."""
 
     def image(m):
-        path = folder / m.group(2)
-        return _image(path, m.group(1)) if path.is_file() else html.escape(m.group(0))
+        return _image(folder, m.group(2), m.group(1)) or html.escape(m.group(0))
 
     parts = re.split(r"(!\[[^\]]*\]\([^)]*\))", text)
     out = []
@@ -164,13 +199,13 @@ def _inline(text: str, folder: Path) -> str:
         part = html.escape(part)
         part = re.sub(r"`([^`]+)`", r"<code>\1</code>", part)
         out.append(re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", part))
-    return "".join(out)
+    return _restore("".join(out))
 
 
 def markdown_html(text: str, folder: Path) -> str:
     """comparison.md as HTML: headings, pipe tables, images and paragraphs (all it contains)."""
     out: list[str] = []
-    for block in re.split(r"\n\s*\n", text.strip()):
+    for block in re.split(r"\n\s*\n", _protect(text).strip()):
         lines = block.splitlines()
         if lines and lines[0].startswith("#"):
             level = min(len(lines[0]) - len(lines[0].lstrip("#")), 3)
@@ -192,8 +227,7 @@ def markdown_html(text: str, folder: Path) -> str:
 
 def _comparison_page(info: RunInfo) -> str:
     folder = info.folder
-    md = folder / COMPARISON_MD
-    text = md.read_text(encoding="utf-8") if md.is_file() else f"# {folder.name}"
+    text = _text(folder, COMPARISON_MD) or f"# {folder.name}"
     title = text.splitlines()[0].lstrip("#").strip() if text else folder.name
     parts = [markdown_html(text, folder)]
     subs = [s.row() for s in info.members]
@@ -204,13 +238,20 @@ def _comparison_page(info: RunInfo) -> str:
     return _page(title, parts)
 
 
+def _text(folder: Path, name: str) -> str:
+    """A text file of the folder, or "" when it is missing or cannot be trusted."""
+    try:
+        return RunFolder(folder).text(name)
+    except (FileNotFoundError, Damaged):
+        return ""
+
+
 def write_report(folder: str | Path) -> Path:
     """Write `folder/report.html` from the files in the run or comparison folder; returns its path."""
     info = RunInfo.load(folder)
     page = _comparison_page(info) if info.is_comparison else _run_page(info)
-    path = info.folder / REPORT
-    write_atomic(path, page)
-    return path
+    RunFolder(info.folder).write_text(REPORT, page)
+    return info.folder / REPORT
 
 
 def write_report_after(folder: str | Path) -> Path | None:
@@ -221,5 +262,8 @@ def write_report_after(folder: str | Path) -> Path | None:
     try:
         return write_report(folder)
     except Exception as e:  # noqa: BLE001  (any failure here must not undo a finished run)
-        print(f"warning: {Path(folder) / REPORT} not written: {e}", file=sys.stderr)
+        print(
+            f"warning: {text.terminal(Path(folder) / REPORT)} not written: {text.terminal(e)}",
+            file=sys.stderr,
+        )
         return None
