@@ -170,6 +170,9 @@ def predict(
     if as_json:
         print_json(results)
         return
+    temperature = results[0].get("calibration_temperature") if results else None
+    if temperature is not None:
+        typer.echo(f"calibrated probabilities (temperature scaling, T = {temperature:.3f})")
     for r in results:
         best = "  ".join(f"{t['class']} {t['probability']:.3f}" for t in r["top"])
         typer.echo(f"{r['image']}: {best}")

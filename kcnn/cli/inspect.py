@@ -88,9 +88,7 @@ def _lines(answer: dict[str, Any]) -> list[str]:
                 f"  {pair['true_name']} taken for {pair['predicted_name']}: {pair['count']} "
                 f"({pair['share_of_true']:.1%} of {pair['true_name']})"
             )
-        worst = ", ".join(
-            f"{r['name']} {r['accuracy']:.3f}" for r in e["per_class_accuracy"][:5]
-        )
+        worst = ", ".join(f"{r['name']} {r['accuracy']:.3f}" for r in e["per_class_accuracy"][:5])
         lines.append(f"  worst classes: {worst}")
         if e.get("misclassified_csv"):
             lines.append("  misclassified files: inspect/misclassified.csv")
@@ -175,7 +173,9 @@ LR_FIND_OPTIONS = [
         "steps",
         Annotated[
             int | None,
-            typer.Option(help="Steps of the sweep \\[default: one epoch].", show_default=False),
+            typer.Option(
+                help="Steps of the sweep \\[default: one epoch, at least 100].", show_default=False
+            ),
         ],
         None,
     ),
@@ -209,7 +209,9 @@ def _lr_find(ctx: typer.Context, steps, start_lr, end_lr, config_file, as_json, 
 def _register_lr_find() -> None:
     """`kcnn lr-find ARCH [training options]`: the options of `kcnn train`, from TrainConfig, so
     the sweep trains what `kcnn train` with those options would."""
-    settings = [setting_parameter(TrainConfig, k, spec) for k, spec in TrainConfig.settings().items()]
+    settings = [
+        setting_parameter(TrainConfig, k, spec) for k, spec in TrainConfig.settings().items()
+    ]
     parameters = [CONTEXT, *settings, *LR_FIND_OPTIONS, CONFIG_FILE, AS_JSON]
 
     def command(ctx: typer.Context, **values: Any) -> None:

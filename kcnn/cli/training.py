@@ -82,13 +82,24 @@ def _train(ctx: typer.Context, resume: Path | None, config_file, print_config, a
         from kcnn.commands.train import train
 
         result = train(config, quiet=as_json)
-    show_run(result, as_json)
+    calibrated = _calibrate_after(config if resume is None else None, [result.run_dir], as_json)
+    show_run(result, as_json, calibrated)
 
 
-def show_run(result, as_json: bool) -> None:
+def _calibrate_after(config, run_dirs: list[Path], as_json: bool) -> list[dict] | None:
+    """`--calibrate`: temperature scaling of each finished run (kcnn.cli.inspect)."""
+    if config is None or not config.calibrate:
+        return None
+    from kcnn.cli.inspect import calibrate_after_training
+
+    return [calibrate_after_training(Path(d), quiet=as_json) for d in run_dirs]
+
+
+def show_run(result, as_json: bool, calibrated: list[dict] | None = None) -> None:
     m = result.metrics
     if as_json:
-        print_json(answer("train", [m]))
+        extra = {"calibration": calibrated} if calibrated is not None else {}
+        print_json(answer("train", [m], **extra))
         return
     fallback = (
         " (mnist-5k fallback: full MNIST was unavailable)" if m.get("dataset_fallback") else ""
@@ -127,12 +138,15 @@ def _transfer(ctx: typer.Context, config_file, print_config, as_json, **values):
         return _print_config(config)
     from kcnn.commands.transfer import transfer
 
-    show_transfer(transfer(config, quiet=as_json), as_json)
+    result = transfer(config, quiet=as_json)
+    calibrated = _calibrate_after(config, [r.run_dir for r in result.runs], as_json)
+    show_transfer(result, as_json, calibrated)
 
 
-def show_transfer(result, as_json: bool) -> None:
+def show_transfer(result, as_json: bool, calibrated: list[dict] | None = None) -> None:
     if as_json:
-        print_json(answer("transfer", [r.metrics for r in result.runs], result.folder))
+        extra = {"calibration": calibrated} if calibrated is not None else {}
+        print_json(answer("transfer", [r.metrics for r in result.runs], result.folder, **extra))
         return
     typer.echo(
         f"\n{'backbone':<12}{'test acc':>9}{'test loss':>10}{'total params':>14}{'trainable':>11}"
@@ -186,12 +200,16 @@ def show_comparison(config: CompareConfig, as_json: bool) -> None:
         if as_json and getattr(e, "proof", None) is not None:
             e.details = {"proof": e.proof.as_dict()}
         raise
+    run_dirs = [result.folder / row["run_dir"] for row in result.rows]
+    calibrated = _calibrate_after(config, run_dirs, as_json)
     if as_json:
         from kcnn.runs.records import read_json
 
-        runs = [read_json(result.folder / row["run_dir"] / "metrics.json") for row in result.rows]
+        runs = [read_json(d / "metrics.json") for d in run_dirs]
         details = result.as_dict()
         details.pop("folder")
+        if calibrated is not None:
+            details["calibration"] = calibrated
         print_json(answer("compare-apis", runs, result.folder, **details))
         return
     typer.echo(

@@ -13,7 +13,11 @@ from pathlib import Path
 
 INSPECT = "inspect"  # RUN/inspect/: every record and picture below
 
-ERRORS_JSON, TOP_LOSSES_PNG, MISCLASSIFIED_CSV = "errors.json", "top_losses.png", "misclassified.csv"
+ERRORS_JSON, TOP_LOSSES_PNG, MISCLASSIFIED_CSV = (
+    "errors.json",
+    "top_losses.png",
+    "misclassified.csv",
+)
 CALIBRATION_JSON, RELIABILITY_PNG = "calibration.json", "reliability.png"
 TEMPERATURE_JSON = "temperature.json"  # the fitted temperature `kcnn predict` applies
 ROBUSTNESS_JSON, ROBUSTNESS_PNG, CORRUPTIONS_PNG = (

@@ -178,7 +178,9 @@ def _grid(loaded: LoadedRun, images: np.ndarray, top: list[dict], path: Path) ->
             Image.fromarray(np.uint8(cam * 255)).resize((w, h), Image.Resampling.BILINEAR)
         )
         shown = image[..., 0] if image.shape[-1] == 1 else image
-        left, right = axes[k // pairs_per_row, 2 * (k % pairs_per_row) : 2 * (k % pairs_per_row) + 2]
+        left, right = axes[
+            k // pairs_per_row, 2 * (k % pairs_per_row) : 2 * (k % pairs_per_row) + 2
+        ]
         left.imshow(shown, cmap="gray", interpolation="nearest")
         colour = "green" if info["true"] == info["predicted"] else "red"
         left.set_title(

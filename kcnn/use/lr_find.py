@@ -1,7 +1,7 @@
 """`kcnn lr-find`: the learning-rate range test (Smith 2017, arXiv:1506.01186; fastai's lr_find).
 
-The model `kcnn train` with the same options would build is trained for one epoch (or N steps)
-while the rate grows exponentially from `start` to `end`, one step at a time; the loss of each
+The model `kcnn train` with the same options would build is trained for one epoch (at least 100
+steps, fastai's default, continuing into the next epoch's batches; or N steps) while the rate grows exponentially from `start` to `end`, one step at a time; the loss of each
 step, smoothed (an exponential moving average, bias-corrected, as fastai does), is plotted against
 the rate. The sweep stops early once the smoothed loss passes four times its minimum (it has
 diverged). Two rates are suggested, as fastai does: where the smoothed loss falls fastest
@@ -29,6 +29,7 @@ from kcnn.runs.records import write_json
 SMOOTHING = 0.98  # fastai's β
 DIVERGED = 4.0  # stop once the smoothed loss passes this many times its minimum
 START_LR, END_LR = 1e-7, 10.0
+MIN_STEPS = 100  # fastai's default sweep: a one-epoch sweep of a small set is too coarse to read
 
 
 def rates(start: float, end: float, steps: int) -> np.ndarray:
@@ -69,7 +70,9 @@ def sweep(model, batches, schedule: np.ndarray, progress=None) -> dict[str, list
             smooth.append(smoothed)
             best = min(best, smoothed)
             if progress is not None and (step % 10 == 0 or step == len(schedule) - 1):
-                progress(f"lr-find: step {step + 1}/{len(schedule)}  rate {rate:.2e}  loss {smoothed:.4f}")
+                progress(
+                    f"lr-find: step {step + 1}/{len(schedule)}  rate {rate:.2e}  loss {smoothed:.4f}"
+                )
             if step > 0 and smoothed > DIVERGED * best:
                 break
     finally:
@@ -122,7 +125,7 @@ def lr_find(
     prepared = prepare_data(config, default_input_shape(config.arch, config.image_size))
     parts = prepared.parts
     per_epoch = steps_per_epoch(len(parts.y_train), config.batch_size)
-    steps = steps or per_epoch
+    steps = steps or max(per_epoch, MIN_STEPS)
     schedule = rates(start, end, steps)
     settings = augment.resolve(
         config.augment, prepared.data.name, prepared.data.image_shape[2], config.augment_switches()

@@ -145,7 +145,9 @@ def _rebuild(settings: dict[str, Any]):
     args = (s.get("val_split", defaults.VAL_SPLIT), seed, s.get("limit"))
     test_split = s.get("test_split", defaults.TEST_SPLIT)
     try:
-        data = datasets.load(name, s.get("data_dir"), seed, s.get("shapes_count", defaults.SHAPES_COUNT))
+        data = datasets.load(
+            name, s.get("data_dir"), seed, s.get("shapes_count", defaults.SHAPES_COUNT)
+        )
     except KcnnError as e:
         raise KcnnError(f"the run's data set cannot be loaded here ({e})") from None
     recorded = s.get("data_fingerprint")
@@ -266,6 +268,11 @@ def predict_files(loaded: LoadedRun, paths: list[Path], top: int) -> list[dict[s
     for problem in problems:  # the others are still predicted
         print(f"error: {problem}", file=sys.stderr)
     probabilities = loaded.predict(np.stack(images))
+    from kcnn.use import calibration
+
+    temperature = calibration.read_temperature(loaded.info.folder)  # fitted by `kcnn calibrate`
+    if temperature is not None:
+        probabilities = calibration.with_temperature(probabilities, temperature)
     k = min(top, probabilities.shape[-1])
     results = []
     for path, p in zip(readable, probabilities, strict=True):
@@ -274,6 +281,7 @@ def predict_files(loaded: LoadedRun, paths: list[Path], top: int) -> list[dict[s
             {
                 "image": str(path),
                 "top": [{"class": loaded.label(i), "probability": float(p[i])} for i in best],
+                "calibration_temperature": temperature,  # None: the model's own probabilities
             }
         )
     return results

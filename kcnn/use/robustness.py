@@ -104,7 +104,11 @@ def corrupt(
         out = np.zeros_like(images)
         for i in range(n):
             src = images[i, max(0, -dy[i]) : h - max(0, dy[i]), max(0, -dx[i]) : w - max(0, dx[i])]
-            out[i, max(0, dy[i]) : max(0, dy[i]) + src.shape[0], max(0, dx[i]) : max(0, dx[i]) + src.shape[1]] = src
+            out[
+                i,
+                max(0, dy[i]) : max(0, dy[i]) + src.shape[0],
+                max(0, dx[i]) : max(0, dx[i]) + src.shape[1],
+            ] = src
         return out
     elif corruption == "occlusion":
         size = max(1, round(c * side))
