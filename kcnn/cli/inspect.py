@@ -185,10 +185,12 @@ LR_FIND_OPTIONS = [
 
 
 def _lr_find(ctx: typer.Context, steps, start_lr, end_lr, config_file, as_json, **values) -> None:
+    from kcnn.use.lr_find import check_sweep, lr_find
+
+    check_sweep(steps, start_lr, end_lr)  # before the settings' checks, which load TensorFlow
     if values.get("arch") is None and config_file is None:
         raise KcnnError("name an architecture (see `kcnn list models`)")
     config = resolve(TrainConfig, ctx, values, config_file)
-    from kcnn.use.lr_find import lr_find
 
     record = lr_find(config, steps, start_lr, end_lr)
     if as_json:

@@ -41,6 +41,14 @@ def rates(start: float, end: float, steps: int) -> np.ndarray:
     return start * (end / start) ** (np.arange(steps) / (steps - 1))
 
 
+def check_sweep(steps: int | None, start: float, end: float) -> None:
+    """Refuse a sweep that cannot be made, before any work."""
+    if not (math.isfinite(start) and math.isfinite(end) and 0 < start < end):
+        raise KcnnError(f"--start-lr {start:g} and --end-lr {end:g}: need 0 < start < end")
+    if steps is not None and not 2 <= steps <= 1_000_000:
+        raise KcnnError(f"--steps {steps}: give 2 to 1,000,000 steps")
+
+
 def sweep(model, batches, schedule: np.ndarray, progress=None) -> dict[str, list[float]]:
     """Train `model` (compiled) one batch per rate of `schedule`; returns the rates used and the
     raw and smoothed losses. The weights and optimizer state are put back afterwards, whatever
@@ -116,9 +124,7 @@ def lr_find(
     from kcnn.models import forms
     from kcnn.runs import folders
 
-    rates(start, end, max(steps or 2, 2))  # bad bounds are refused before any work
-    if steps is not None and steps < 2:
-        raise KcnnError(f"--steps {steps}: give at least 2")
+    check_sweep(steps, start, end)
     folders.check_out(config.out)
     began = time.perf_counter()
     progress(f"lr-find: loading {config.dataset}")
@@ -130,6 +136,7 @@ def lr_find(
     settings = augment.resolve(
         config.augment, prepared.data.name, prepared.data.image_shape[2], config.augment_switches()
     )
+    seed_everything(config.seed)  # as the trainer: seeded before the batches and the model
     batches = epoch_batches(
         parts.x_train,
         parts.y_train,
@@ -141,7 +148,6 @@ def lr_find(
         None,
         augment.augmenter(settings, config.seed),
     )
-    seed_everything(config.seed)
     model = forms.build(config.arch, config.api, prepared.input_shape, parts.num_classes)
     model.compile(
         optimizer=recipes.make_optimizer(
