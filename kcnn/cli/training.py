@@ -283,6 +283,10 @@ def run_experiment(
                 typer.echo(cfg.to_toml().split("[[run]]\n", 1)[1].rstrip())
         return
     summaries = experiments.run(experiment, quiet=as_json)
+    for cfg, summary in zip(experiment.runs, summaries, strict=False):  # the comparison comes last
+        calibrated = _calibrate_after(cfg, summary["run_dirs"], as_json)
+        if calibrated is not None:
+            summary["calibration"] = calibrated
     if as_json:
         print_json({"file": str(file), "runs": summaries})
         return
