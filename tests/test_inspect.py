@@ -267,6 +267,25 @@ def test_image_folder_runs_name_the_files_of_misclassified_images(cli, tmp_path)
         path = row["file"][1:] if row["file"].startswith("'") else row["file"]
         assert path in test.paths and row["true"] != row["predicted"]
         assert not row["file"].split("/")[-1].startswith("=")
+    # the folder changed since training: its split cannot be trusted to be the run's
+    (data / "d7" / "05.png").unlink()
+    result = cli("inspect", run, "--errors")
+    assert result.code == 2 and "not the data this run trained on" in result.err
+
+
+def test_inspect_a_subclassed_run(cli, tmp_path):
+    """A subclassed model (its layers are no graph): the same numbers as training's evaluation."""
+    from kcnn.runs.records import read_json
+
+    args = ["train", "simple-cnn", "--api", "subclassed", "--dataset", "shapes"]
+    assert cli(*args, "--shapes-count", "120", "--epochs", "1", "--out", tmp_path).code == 0
+    (run,) = tmp_path.iterdir()
+    result = cli("inspect", run, "--errors", "--calibration", "--json")
+    assert result.code == 0, result.err
+    answer, metrics = json.loads(result.out), read_json(run / "metrics.json")
+    assert answer["errors"]["accuracy"] == pytest.approx(metrics["test_accuracy"])
+    assert answer["calibration"]["before"]["nll"] == pytest.approx(metrics["test_loss"], rel=1e-4)
+    _png(inspected.folder(run) / inspected.TOP_LOSSES_PNG)
 
 
 # --- lr-find and summary --profile ------------------------------------------------------------
