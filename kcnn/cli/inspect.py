@@ -144,7 +144,7 @@ def calibrate(run: Run, limit: Limit = None, as_json: AsJson = False) -> None:
     typer.echo(f"kcnn predict {loaded.info.folder} now gives calibrated probabilities")
 
 
-def calibrate_after_training(run_dir: Path, quiet: bool) -> dict[str, Any]:
+def calibrate_after_training(run_dir: Path) -> dict[str, Any]:
     """`--calibrate` at training: calibrate the finished run (the model is loaded from its folder,
     as `kcnn calibrate` would). Progress goes to stderr; the record is returned."""
     from kcnn.use import calibration as calibrating
@@ -153,10 +153,14 @@ def calibrate_after_training(run_dir: Path, quiet: bool) -> dict[str, Any]:
     loaded = use.load(run_dir)
     record = calibrating.calibrate(loaded, fit=True)
     _report(loaded.info.folder)
-    if not quiet:
+    return record
+
+
+def show_calibrated(records: list[dict[str, Any]] | None) -> None:
+    """What `--calibrate` found, after a training command's own result."""
+    for record in records or []:
         typer.echo(f"calibrated: temperature {record['temperature']:.4f}")
         typer.echo("\n".join(_calibration_lines(record)))
-    return record
 
 
 # --- kcnn lr-find ---------------------------------------------------------------------------------

@@ -82,17 +82,36 @@ def _train(ctx: typer.Context, resume: Path | None, config_file, print_config, a
         from kcnn.commands.train import train
 
         result = train(config, quiet=as_json)
-    calibrated = _calibrate_after(config if resume is None else None, [result.run_dir], as_json)
+    if resume is not None:  # a resumed run calibrates if its own settings say so
+        from kcnn.runs.browse import RunInfo
+
+        wanted = RunInfo.load(result.run_dir).settings.get("calibrate") is True
+    else:
+        wanted = config.calibrate
+    calibrated = _calibrate_after(wanted, [result.run_dir])
     show_run(result, as_json, calibrated)
+    _show_calibrated(calibrated, as_json)
 
 
-def _calibrate_after(config, run_dirs: list[Path], as_json: bool) -> list[dict] | None:
+def _calibrate_after(wanted: bool, run_dirs: list[Path]) -> list[dict] | None:
     """`--calibrate`: temperature scaling of each finished run (kcnn.cli.inspect)."""
-    if config is None or not config.calibrate:
+    if not wanted:
+        return None
+    from kcnn.engine import distribute
+
+    dist = distribute.active()
+    if dist is not None and not dist.chief:  # its folder was scratch: the chief calibrates
         return None
     from kcnn.cli.inspect import calibrate_after_training
 
-    return [calibrate_after_training(Path(d), quiet=as_json) for d in run_dirs]
+    return [calibrate_after_training(Path(d)) for d in run_dirs]
+
+
+def _show_calibrated(records: list[dict] | None, as_json: bool) -> None:
+    if records is not None and not as_json:
+        from kcnn.cli.inspect import show_calibrated
+
+        show_calibrated(records)
 
 
 def show_run(result, as_json: bool, calibrated: list[dict] | None = None) -> None:
@@ -139,8 +158,9 @@ def _transfer(ctx: typer.Context, config_file, print_config, as_json, **values):
     from kcnn.commands.transfer import transfer
 
     result = transfer(config, quiet=as_json)
-    calibrated = _calibrate_after(config, [r.run_dir for r in result.runs], as_json)
+    calibrated = _calibrate_after(config.calibrate, [r.run_dir for r in result.runs])
     show_transfer(result, as_json, calibrated)
+    _show_calibrated(calibrated, as_json)
 
 
 def show_transfer(result, as_json: bool, calibrated: list[dict] | None = None) -> None:
@@ -201,7 +221,7 @@ def show_comparison(config: CompareConfig, as_json: bool) -> None:
             e.details = {"proof": e.proof.as_dict()}
         raise
     run_dirs = [result.folder / row["run_dir"] for row in result.rows]
-    calibrated = _calibrate_after(config, run_dirs, as_json)
+    calibrated = _calibrate_after(config.calibrate, run_dirs)
     if as_json:
         from kcnn.runs.records import read_json
 
@@ -225,6 +245,7 @@ def show_comparison(config: CompareConfig, as_json: bool) -> None:
         f"({'same' if config.same_init else 'independent'} initial weights)"
     )
     typer.echo(f"report: {result.folder / COMPARISON_MD}")
+    _show_calibrated(calibrated, as_json)
 
 
 training_command(
@@ -284,7 +305,7 @@ def run_experiment(
         return
     summaries = experiments.run(experiment, quiet=as_json)
     for cfg, summary in zip(experiment.runs, summaries, strict=False):  # the comparison comes last
-        calibrated = _calibrate_after(cfg, summary["run_dirs"], as_json)
+        calibrated = _calibrate_after(cfg.calibrate, summary["run_dirs"])
         if calibrated is not None:
             summary["calibration"] = calibrated
     if as_json:
