@@ -126,6 +126,17 @@ def lr_find(
 
     check_sweep(steps, start, end)
     folders.check_out(config.out)
+    ignored = [
+        name
+        for name, on in (
+            (f"--strategy {config.strategy}", config.strategy != "default"),
+            ("--mixed-precision", config.mixed_precision),
+            ("--jit-compile", config.jit_compile),
+        )
+        if on
+    ]
+    if ignored:  # the sweep's losses do not depend on them (speed settings, one device)
+        progress(f"lr-find: sweeping on one device in float32; {', '.join(ignored)} not applied")
     began = time.perf_counter()
     progress(f"lr-find: loading {config.dataset}")
     prepared = prepare_data(config, default_input_shape(config.arch, config.image_size))
