@@ -396,3 +396,18 @@ def test_inspect_a_transfer_run(cli, tmp_path):
     assert answer["calibration"]["before"]["nll"] == pytest.approx(metrics["test_loss"], rel=1e-3)
     for name in (inspected.TOP_LOSSES_PNG, inspected.RELIABILITY_PNG, inspected.ROBUSTNESS_PNG):
         _png(inspected.folder(run) / name)
+
+
+def test_a_damaged_record_leaves_its_section_out_not_the_report(tiny_run, tmp_path):
+    import shutil
+
+    from kcnn.runs import html
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    (inspected.folder(run) / inspected.ERRORS_JSON).write_text('{"images": ')
+    (inspected.folder(run) / inspected.CALIBRATION_JSON).write_text('{"before": 3}')
+    page = html.write_report(run).read_text()
+    assert "(errors.json could not be read)" in page
+    assert "(calibration.json could not be read)" in page
+    assert "Learning curves" in page

@@ -135,7 +135,7 @@ def lr_find(
         )
         if on
     ]
-    if ignored:  # the sweep's losses do not depend on them (speed settings, one device)
+    if ignored:  # speed settings: the shape of the curve does not hinge on them
         progress(f"lr-find: sweeping on one device in float32; {', '.join(ignored)} not applied")
     began = time.perf_counter()
     progress(f"lr-find: loading {config.dataset}")
