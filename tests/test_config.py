@@ -202,10 +202,11 @@ def test_the_cli_does_not_import_tensorflow_to_check_settings():
 
 
 def test_transfer_runs_record_their_backbone_not_an_architecture():
-    from kcnn.engine.trainer import Trainer
+    from kcnn.runs.recorder import RunRecords
 
     config = TransferConfig(["vgg16"], weights="none").validate()
-    record = Trainer(config, identity={"backbone": "vgg16", "head": "seed"}).config_record()
+    identity = {"backbone": "vgg16", "head": "seed"}
+    record = RunRecords(config.command, config.settings_dict(), identity).config_record()
     assert record["command"] == "transfer" and record["backbone"] == "vgg16"
     assert "arch" not in record and "api" not in record
 

@@ -408,6 +408,6 @@ def test_a_damaged_record_leaves_its_section_out_not_the_report(tiny_run, tmp_pa
     (inspected.folder(run) / inspected.ERRORS_JSON).write_text('{"images": ')
     (inspected.folder(run) / inspected.CALIBRATION_JSON).write_text('{"before": 3}')
     page = html.write_report(run).read_text()
-    assert "(errors.json could not be read)" in page
-    assert "(calibration.json could not be read)" in page
+    assert "errors.json not shown: " in page  # not JSON
+    assert "calibration.json not shown: not a kcnn record" in page
     assert "Learning curves" in page

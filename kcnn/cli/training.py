@@ -44,7 +44,7 @@ RESUME = inspect.Parameter(
     annotation=Annotated[
         Path | None,
         typer.Option(
-            help="Finish the interrupted run in this folder with its own settings (--epochs may raise the total).",
+            help="Finish the interrupted run (or comparison) in this folder with its own settings.",
             show_default=False,
             metavar="RUN_DIR",
         ),
@@ -52,20 +52,22 @@ RESUME = inspect.Parameter(
 )
 
 
+def _only_resume(ctx: typer.Context, values, config_file, print_config, allowed=()) -> None:
+    """--resume takes the run's own settings: refuse any other setting given with it."""
+    extra = [k for k in values if k not in allowed and given(ctx, k) and values[k] is not None]
+    if extra or config_file is not None or print_config:
+        names = [f"--{k.replace('_', '-')}" for k in extra] + (["--config"] if config_file else [])
+        names += ["--print-config"] if print_config else []
+        also = "".join(f"--{k}, " for k in allowed)
+        raise KcnnError(
+            f"--resume continues a run with its own settings; drop {', '.join(names)} "
+            f"(only {also}--json may be given)"
+        )
+
+
 def _train(ctx: typer.Context, resume: Path | None, config_file, print_config, as_json, **values):
     if resume is not None:
-        extra = [
-            k for k in values if k not in ("epochs",) and given(ctx, k) and values[k] is not None
-        ]
-        if extra or config_file is not None or print_config:
-            names = [f"--{k.replace('_', '-')}" for k in extra] + (
-                ["--config"] if config_file else []
-            )
-            names += ["--print-config"] if print_config else []
-            raise KcnnError(
-                f"--resume continues a run with its own settings; drop {', '.join(names)} "
-                "(only --epochs and --json may be given)"
-            )
+        _only_resume(ctx, values, config_file, print_config, allowed=("epochs",))
         from kcnn.commands.train import resume as resume_run
 
         result = resume_run(
@@ -147,7 +149,14 @@ training_command(
 # --- kcnn transfer --------------------------------------------------------------------------------
 
 
-def _transfer(ctx: typer.Context, config_file, print_config, as_json, **values):
+def _transfer(
+    ctx: typer.Context, resume: Path | None, config_file, print_config, as_json, **values
+):
+    if resume is not None:
+        _only_resume(ctx, values, config_file, print_config)
+        from kcnn.commands.transfer import resume as resume_run
+
+        return show_transfer(resume_run(resume, quiet=as_json), as_json)
     if not values.get("backbones") and config_file is None:
         raise KcnnError(
             "name a backbone: vgg16, mobilenetv2, resnet50v2 or all (see `kcnn list backbones`)"
@@ -189,20 +198,27 @@ training_command(
     TransferConfig,
     _transfer,
     help="A frozen ImageNet backbone with a small head (seed 003's transfer experiment, done right).",
+    extra=[RESUME],
 )
 
 
 # --- kcnn compare-apis ----------------------------------------------------------------------------
 
 
-def _compare(ctx: typer.Context, config_file, print_config, as_json, **values):
+def _compare(ctx: typer.Context, resume: Path | None, config_file, print_config, as_json, **values):
+    if resume is not None:
+        _only_resume(ctx, values, config_file, print_config)
+        from kcnn.commands.compare import resume_config
+
+        return show_comparison(resume_config(resume), as_json, resume=resume)
     config = resolve(CompareConfig, ctx, values, config_file)
     if print_config:
         return _print_config(config)
     show_comparison(config, as_json)
 
 
-def show_comparison(config: CompareConfig, as_json: bool) -> None:
+def show_comparison(config: CompareConfig, as_json: bool, resume: Path | None = None) -> None:
+    """Run compare-apis (finishing the comparison in `resume`, if given) and show its result."""
     from kcnn.commands.compare import compare_apis
     from kcnn.errors import ModelMismatchError
     from kcnn.runs.report import COMPARISON_MD
@@ -215,7 +231,7 @@ def show_comparison(config: CompareConfig, as_json: bool) -> None:
             )
 
     try:
-        result = compare_apis(config, on_proof=show_proof, quiet=as_json)
+        result = compare_apis(config, on_proof=show_proof, quiet=as_json, resume=resume)
     except ModelMismatchError as e:
         if as_json and getattr(e, "proof", None) is not None:
             e.details = {"proof": e.proof.as_dict()}
@@ -242,7 +258,7 @@ def show_comparison(config: CompareConfig, as_json: bool) -> None:
         )
     typer.echo(
         f"test accuracy spread {result.agreement['test_accuracy_spread']:.4f} "
-        f"({'same' if config.same_init else 'independent'} initial weights)"
+        f"({result.config['init']} initial weights)"
     )
     typer.echo(f"report: {result.folder / COMPARISON_MD}")
     _show_calibrated(calibrated, as_json)
@@ -253,6 +269,7 @@ training_command(
     _compare,
     help="The same CNN as Sequential, Functional and subclassed models: proven identical, then "
     "trained side by side.",
+    extra=[RESUME],
 )
 
 

@@ -23,18 +23,16 @@ from pathlib import Path
 from typing import Any
 
 from kcnn import defaults
+from kcnn.data.prepared import prepare_data
 from kcnn.engine.config import CompareConfig
-from kcnn.engine.trainer import (
-    Trainer,
-    count_params,
-    default_input_shape,
-    prepare_data,
-    seed_everything,
-)
+from kcnn.engine.trainer import Trainer, count_params, default_input_shape, seed_everything
 from kcnn.errors import KcnnError, ModelMismatchError
 from kcnn.runs import folders
+from kcnn.runs.browse import RunInfo
 from kcnn.runs.folders import COMPARISON_JSON, PROOF_JSON
-from kcnn.runs.records import write_json
+from kcnn.runs.recorder import RunRecords
+from kcnn.runs.records import Damaged, write_json
+from kcnn.runs.run import RUN_FACTS, RunFolder, read_resume
 
 # Layer-by-layer tables longer than this go to comparison.md only, not to the terminal.
 MAX_LAYER_ROWS_SHOWN = 40
@@ -343,17 +341,19 @@ def _agreement(
     }
 
 
-def compare_apis(config: CompareConfig, on_proof=None, quiet: bool = False) -> CompareResult:
+def compare_apis(
+    config: CompareConfig, on_proof=None, quiet: bool = False, resume: str | Path | None = None
+) -> CompareResult:
     """Prove the forms equal, train each on identical data order, and write the comparison folder.
 
     `on_proof(proof)` is called as soon as the proof is done (before training, and before a
     mismatch is raised), so a caller can show it. A mismatch raises `ModelMismatchError` (exit 1)
-    and leaves no comparison folder behind. `quiet` sends Keras's progress to stderr.
+    and leaves no comparison folder behind. `quiet` sends Keras's progress to stderr. `resume`:
+    the folder of an interrupted comparison (see `resume`), finished in place.
     """
     config.validate()  # before TensorFlow is imported or any data loaded: bad input fails at once
     from kcnn.data.pipeline import make_dataset
     from kcnn.engine import distribute
-    from kcnn.runs import report
 
     dist = distribute.activate(config)  # before TensorFlow starts: devices, cluster, scratch out
     started = time.perf_counter()
@@ -380,7 +380,6 @@ def compare_apis(config: CompareConfig, on_proof=None, quiet: bool = False) -> C
         for api in config.apis[1:]:
             forms.copy_weights(models[reference], models[api])
 
-    folder = folders.create(config.out, config.name)
     init = "same" if config.same_init else "independent"
     settings = {
         "command": config.command,
@@ -388,43 +387,29 @@ def compare_apis(config: CompareConfig, on_proof=None, quiet: bool = False) -> C
         "input_shape": list(input_shape),
         "init": init,
     }
-    write_json(folder / folders.CONFIG, {**settings, "versions": folders.versions()})
-    write_json(folder / PROOF_JSON, proof.as_dict())
+    if resume is None:
+        folder = folders.create(config.out, config.name)
+        write_json(folder / folders.CONFIG, {**settings, "versions": folders.versions()})
+        write_json(folder / PROOF_JSON, proof.as_dict())
+        found = {}
+    else:
+        folder = Path(resume)
+        found = _form_folders(folder)
 
     rows, histories = [], {}
     for i, api in enumerate(config.apis):
+        facts = {
+            "part_of": config.command,
+            "init": init,
+            "init_seed": config.seed if config.same_init else config.seed + i,
+            "initial_weights_from": reference if config.same_init and api != reference else None,
+        }
         form = config.form_config(api).validate()
-        trainer = Trainer(
-            form,
-            quiet=quiet,
-            out=folder,
-            identity={"arch": config.arch, "api": api},
-            facts={
-                "part_of": config.command,
-                "init": init,
-                "init_seed": config.seed if config.same_init else config.seed + i,
-                "initial_weights_from": reference
-                if config.same_init and api != reference
-                else None,
-            },
+        metrics, history, run_dir = _train_form(
+            form, facts, models[api], build_seconds[api], prepared, folder, found.get(api), quiet
         )
-        with trainer.running():
-            trainer.use(prepared)
-            model = models[api]
-            trainer.describe(model)
-            trainer.results["build_seconds"] = build_seconds[api]
-            # Re-seed before each fit: the same shuffle order and the same dropout draws for every form.
-            seed_everything(config.seed)
-            trainer.compile(model)
-            trainer.fit(
-                model,
-                trainer.training_batches(form.epochs),
-                trainer.batches("val"),
-                epochs=form.epochs,
-            )
-            result = trainer.finish(model, title=f"{config.arch} ({api}) on {prepared.data.name}")
         models[api] = None  # free each form once it is recorded
-        m = result.metrics
+        m = metrics
         rows.append(
             {
                 "form": api,
@@ -438,17 +423,108 @@ def compare_apis(config: CompareConfig, on_proof=None, quiet: bool = False) -> C
                 "max_abs_output_diff": next(
                     r["max_abs_output_diff"] for r in proof.forms if r["form"] == api
                 ),
-                "run_dir": result.run_dir.name,
+                "run_dir": run_dir.name,
             }
         )
-        histories[api] = result.history
+        histories[api] = history
 
     agreement = _agreement(rows, histories)
     settings["wall_seconds"] = time.perf_counter() - started
     result = CompareResult(folder, proof, rows, histories, agreement, settings)
+    from kcnn.runs import report
+
     _write_report(result, config, prepared.data.name, parts, input_shape, report)
     write_json(folder / COMPARISON_JSON, result.as_dict())
     return result
+
+
+def _train_form(form, facts, model, build_seconds, prepared, folder: Path, found, quiet):
+    """Train one API form in its run folder inside the comparison `folder` (or, resuming,
+    finish the form's folder `found`: nothing if it completed, from its checkpoint if it has
+    one). Returns its metrics, history and folder."""
+    from kcnn.engine import checkpoints
+
+    hint = f"kcnn compare-apis --resume {folder}"
+    identity = {"arch": form.arch, "api": form.api}
+    state = None
+    if found is not None:
+        run = RunFolder(found)
+        metrics = run.metrics()
+        if metrics.get("status") == "completed":
+            history = RunInfo.load(found).history()
+            return metrics, history, found
+        record, state = read_resume(found, ("train",))
+        facts = {k: v for k, v in record.items() if k in RUN_FACTS and k not in identity}
+    records = RunRecords(
+        form.command, form.settings_dict(), identity, facts, folder=found if state else None
+    )
+    trainer = Trainer(
+        form, records, quiet=quiet, out=folder, resume=state, resumable=True, resume_hint=hint
+    )
+    with trainer.running():
+        trainer.use(prepared)
+        # Re-seed before each fit: the same shuffle order and the same dropout draws for every form.
+        seed_everything(form.seed)
+        if state is not None and state.epoch:
+            with trainer.scope():  # weights, optimizer and generators as the checkpoint left them
+                model = checkpoints.load_model(trainer.run)
+            trainer.describe(model)
+        else:
+            trainer.describe(model)
+            trainer.compile(model)
+        trainer.records.results["build_seconds"] = build_seconds
+        trainer.fit(
+            model,
+            trainer.training_batches(form.epochs),
+            trainer.batches("val"),
+            epochs=form.epochs,
+        )
+        title = f"{form.arch} ({form.api}) on {prepared.data.name}"
+        result = trainer.finish(model, title=title)
+    return result.metrics, result.history, result.run_dir
+
+
+def _form_folders(folder: Path) -> dict[str, Path]:
+    """The API form each run folder inside an interrupted comparison trained."""
+    found = {}
+    for sub in RunFolder(folder).subfolders():
+        info = RunInfo.load(sub, member=True)
+        if info.damage is not None:
+            raise KcnnError(f"{sub} cannot be resumed: {info.damage}")
+        if info.config and info.config.get("api"):
+            found[info.config["api"]] = sub
+    return found
+
+
+def resume(folder: str | Path, quiet: bool = False, on_proof=None) -> CompareResult:
+    """Finish an interrupted `kcnn compare-apis` in its folder: each form that completed is kept,
+    an interrupted one continues from its checkpoint, one never started is trained; every number
+    is what an uninterrupted comparison would have given."""
+    config = resume_config(folder)
+    return compare_apis(config, on_proof=on_proof, quiet=quiet, resume=Path(folder).expanduser())
+
+
+def resume_config(folder: str | Path) -> CompareConfig:
+    """The settings of an interrupted comparison, checked as a new run's are."""
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise KcnnError(f"no comparison folder {folder}; pass the folder kcnn compare-apis made")
+    run = RunFolder(folder)
+    try:
+        record = run.config()
+    except FileNotFoundError:
+        raise KcnnError(f"{folder} has no config.json: it is not a kcnn comparison") from None
+    except Damaged as e:
+        raise KcnnError(f"{folder} cannot be resumed: {e.reason}") from None
+    if record.get("command") != "compare-apis":
+        raise KcnnError(
+            f"{folder} is not a `kcnn compare-apis` folder; use `kcnn {record.get('command')} "
+            "--resume` for it"
+        )
+    if run.has(COMPARISON_JSON):
+        raise KcnnError(f"{folder} is a finished comparison; start a new one to train again")
+    settings = {k: v for k, v in record.items() if k in CompareConfig.settings()}
+    return CompareConfig.from_settings(settings, source=str(folder / folders.CONFIG)).validate()
 
 
 def _write_report(

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from kcnn.engine.config import COMMANDS, RunConfig, safe_label
-from kcnn.engine.trainer import RUN_FACTS
 from kcnn.errors import KcnnError, closest, unknown
+from kcnn.runs.run import RUN_FACTS
 
 FILE_KEYS = ("description", "run", "compare")
 MAX_FILE_BYTES = 1024 * 1024  # an experiment file is a page of settings, not a data set
@@ -187,7 +187,8 @@ def preflight(config: RunConfig) -> None:
     """Everything a run checks before it trains, done without training or making a folder: the
     output folder, the data (loaded, validated, split) and the model input it would be fed at,
     and for transfer every backbone's weights. `kcnn run --check` refuses what the run refuses."""
-    from kcnn.engine.trainer import default_input_shape, prepare_data
+    from kcnn.data.prepared import prepare_data
+    from kcnn.engine.trainer import default_input_shape
     from kcnn.runs import folders
 
     folders.check_out(config.out)

@@ -33,12 +33,17 @@ from pathlib import Path
 from typing import Any
 
 from kcnn import defaults
+from kcnn.data.prepared import Prepared, prepare_data
+from kcnn.engine import checkpoints
 from kcnn.engine.config import TransferConfig
-from kcnn.engine.trainer import Prepared, RunResult, Trainer, count_params, prepare_data
+from kcnn.engine.trainer import RunResult, Trainer, count_params
 from kcnn.errors import KcnnError
 from kcnn.models import backbones
 from kcnn.runs import folders
+from kcnn.runs.browse import RunInfo
+from kcnn.runs.recorder import RunRecords
 from kcnn.runs.records import write_json
+from kcnn.runs.run import RunFolder, read_record, read_resume
 
 # --- weights: where they come from ------------------------------------------------------------
 
@@ -303,26 +308,46 @@ def train_one(
     prepared: Prepared,
     out: Path | None = None,
     quiet: bool = False,
+    resume=None,
+    resume_hint: str | None = None,
 ) -> RunResult:
     """Build, train (frozen phase, then the optional fine-tune phase), evaluate and record one
-    backbone, each phase a phase of the shared trainer."""
+    backbone, each phase a phase of the shared trainer. `resume` (a `kcnn.runs.run.Resume`)
+    finishes an interrupted run in its folder: the network is rebuilt as it was, the
+    checkpoint's state is put back into the model of the phase it was taken in, and the epochs
+    left are trained as an uninterrupted run would have trained them."""
     from kcnn.data.pipeline import array_batches
 
     one = dataclasses.replace(config, backbones=[backbone.name])
     if len(config.backbones) > 1:
         one.name = f"{backbone.name}-{config.head}"
     epochs = config.epochs + (config.fine_tune_epochs if config.fine_tune else 0)
-    trainer = Trainer(
-        one,
-        quiet=quiet,
-        out=out,
-        identity={"backbone": backbone.name, "head": config.head},
-        facts={
+    records = RunRecords(
+        one.command,
+        one.settings_dict(),
+        {"backbone": backbone.name, "head": config.head},
+        {
             "backbone_paper": backbone.paper,
             "preprocess_input": backbone.preprocess,
             **weights.record(),
         },
+        folder=resume.run_dir if resume else None,
+    )
+    if resume is not None:  # the record of every resume, as kcnn train keeps it
+        earlier = RunFolder(resume.run_dir).config().get("resumed") or []
+        records.facts["resumed"] = [
+            *earlier,
+            {"from_epoch": resume.epoch, "at": time.strftime("%Y-%m-%d %H:%M:%S")},
+        ]
+    trainer = Trainer(
+        one,
+        records,
+        quiet=quiet,
+        out=out,
+        resume=resume,
         epochs_planned=epochs,
+        resumable=True,
+        resume_hint=resume_hint,
     )
     with trainer.running():
         trainer.use(prepared)
@@ -334,7 +359,7 @@ def train_one(
                 f"--fine-tune {config.fine_tune} is more than the {layers} layers of {backbone.name}"
             )
         trainer.compile(net.model)
-        frozen = trainer.results["params"]
+        frozen = trainer.records.results["params"]
         parts = prepared.parts
         cache_in, cache_note = cache_decision(
             config,
@@ -344,9 +369,8 @@ def train_one(
         )
         use_cache = cache_in is not None
         store = trainer.run_dir if cache_in == "file" else None  # where big features are written
-        trainer.facts.update({"feature_cache": use_cache, "feature_cache_note": cache_note})
-        trainer.write_config()
-        trainer.results.update(
+        trainer.records.add_facts(feature_cache=use_cache, feature_cache_note=cache_note)
+        trainer.records.results.update(
             {
                 **weights.record(),
                 "total_params": frozen["total"],
@@ -360,28 +384,23 @@ def train_one(
                 "fine_tune_unfrozen": [],
             }
         )
+
+        def restore(model, phase: int) -> None:
+            """A resumed run's checkpoint goes back into the model of the phase it was taken in."""
+            if resume is not None and resume.epoch and resume.phase == phase:
+                checkpoints.restore(model, trainer.run)
+
         # Phase 1, frozen backbone: on cached features (one pass of the backbone per split, in
         # the pipeline's order), or on images through the whole model every epoch.
         if use_cache:
-            start = time.perf_counter()
-            f_train, f_val = (
-                extract_features(net.extractor, x, prepared.input_shape, trainer.preprocess, store)
-                for x in (parts.x_train, parts.x_val)
-            )
-            seconds = time.perf_counter() - start
-            trainer.results["feature_seconds"] = seconds
-            trainer.add_training_seconds(seconds)
             # The head trains with the whole model's optimizer (same variables), so that
             # model.keras saves an optimizer state that fits the model it belongs to; and with
             # the recipe's loss, as the whole model would.
             trainer.compile(net.head, optimizer=net.model.optimizer)
-            trainer.fit(
-                net.head,
-                trainer.training_batches(config.epochs, x=f_train, y=parts.y_train),
-                array_batches(f_val, parts.y_val, config.batch_size),
-                epochs=config.epochs,
-            )
+            restore(net.head, phase=1)
+            _frozen_phase_on_features(trainer, net, prepared, config, store)
         else:
+            restore(net.model, phase=1)
             trainer.fit(
                 net.model,
                 trainer.training_batches(config.epochs),
@@ -390,9 +409,12 @@ def train_one(
             )
         # Phase 2, fine-tuning: the top layers unfrozen, the whole model at a lower rate.
         if config.fine_tune:
-            trainer.results["fine_tune_unfrozen"] = unfreeze_top(net.base, config.fine_tune)
+            trainer.records.results["fine_tune_unfrozen"] = unfreeze_top(net.base, config.fine_tune)
             trainer.compile(net.model, config.fine_tune_lr)  # recompile: the trainable set changed
-            trainer.results["fine_tune_trainable_params"] = count_params(net.model)["trainable"]
+            restore(net.model, phase=2)
+            trainer.records.results["fine_tune_trainable_params"] = count_params(net.model)[
+                "trainable"
+            ]
             trainer.fit(
                 net.model,
                 trainer.training_batches(epochs),
@@ -414,6 +436,31 @@ def train_one(
             title=f"{backbone.name} + {config.head} head on {prepared.data.name}",
             evaluate_with=scorer,
         )
+
+
+def _frozen_phase_on_features(trainer: Trainer, net, prepared: Prepared, config, store) -> None:
+    """The frozen phase on cached features: one pass of the backbone per split, then the head's
+    epochs on them (none left: a resumed run past this phase computes no features)."""
+    from kcnn.data.pipeline import array_batches
+
+    parts = prepared.parts
+    if len(trainer.rows) >= config.epochs:
+        trainer.fit(net.head, None, None, epochs=config.epochs)  # counts the phase, trains nothing
+        return
+    start = time.perf_counter()
+    f_train, f_val = (
+        extract_features(net.extractor, x, prepared.input_shape, trainer.preprocess, store)
+        for x in (parts.x_train, parts.x_val)
+    )
+    seconds = time.perf_counter() - start
+    trainer.records.results["feature_seconds"] = seconds
+    trainer.add_training_seconds(seconds)
+    trainer.fit(
+        net.head,
+        trainer.training_batches(config.epochs, x=f_train, y=parts.y_train),
+        array_batches(f_val, parts.y_val, config.batch_size),
+        epochs=config.epochs,
+    )
 
 
 def extract_features(extractor, x, input_shape, preprocess, directory: Path | None = None):
@@ -500,15 +547,12 @@ def prepare(
 
 def transfer(config: TransferConfig, quiet: bool = False) -> TransferResult:
     """Train a head on each named backbone; several backbones also get a comparison report."""
-    from kcnn.runs import report
-
     config.validate()
     from kcnn.engine import distribute
 
     distribute.activate(config)  # before TensorFlow starts: devices, cluster, scratch out
     prepared, sources = prepare(config, quiet)
     chosen = [backbones.get(b) for b in config.backbones]
-    input_shape = prepared.input_shape
     folder = folders.create(config.out, config.name) if len(chosen) > 1 else None
     if folder is not None:
         write_json(
@@ -516,6 +560,13 @@ def transfer(config: TransferConfig, quiet: bool = False) -> TransferResult:
             {"command": config.command, **config.settings_dict(), "versions": folders.versions()},
         )
     results = [train_one(config, b, sources[b.name], prepared, folder, quiet) for b in chosen]
+    return _finish(config, prepared, results, folder)
+
+
+def _finish(config: TransferConfig, prepared: Prepared, results, folder) -> TransferResult:
+    """The result of a transfer command, with the comparison report when several backbones ran."""
+    from kcnn.runs import report
+
     rows = [comparison_row(r) for r in results]
     if folder is not None:
         report.write_comparison(
@@ -530,10 +581,62 @@ def transfer(config: TransferConfig, quiet: bool = False) -> TransferResult:
                     if config.fine_tune
                     else ""
                 )
-                + f", input {'×'.join(map(str, input_shape))}, weights: {config.weights}."
+                + f", input {'×'.join(map(str, prepared.input_shape))}, weights: {config.weights}."
             ),
         )
     return TransferResult(results, rows, folder)
+
+
+def resume(path: str | Path, quiet: bool = False) -> TransferResult:
+    """Finish an interrupted `kcnn transfer` in its folder (one backbone's run folder, or the
+    comparison folder of several): the feature pass is computed again, the head's and the
+    fine-tune phase's epochs go on from the checkpoint, and the numbers are those of an
+    uninterrupted run. Backbones that completed are kept as they are."""
+    from kcnn.engine import distribute
+
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise KcnnError(f"no run folder {folder}; pass the folder of an interrupted transfer run")
+    run = RunFolder(folder)
+    record = read_record(run, run.config, "run configuration")
+    if record.get("command") != "transfer":
+        raise KcnnError(
+            f"{folder} is a `kcnn {record.get('command')}` run; use `kcnn "
+            f"{record.get('command')} --resume` for it"
+        )
+    settings = {k: v for k, v in record.items() if k in TransferConfig.settings()}
+    config = TransferConfig.from_settings(settings, source=str(folder / folders.CONFIG))
+    config.validate()
+    several = len(config.backbones) > 1
+    if several and run.has(folders.COMPARISON_MD):
+        raise KcnnError(f"{folder} is a finished comparison; start a new one to train again")
+    if not several:
+        read_resume(folder, ("transfer",))  # refuse what cannot be resumed before any work
+    distribute.activate(config)
+    prepared, sources = prepare(config, quiet)
+    chosen = [backbones.get(b) for b in config.backbones]
+    hint = f"kcnn transfer --resume {folder}"
+    if not several:
+        _, state = read_resume(folder, ("transfer",))
+        b = chosen[0]
+        results = [train_one(config, b, sources[b.name], prepared, None, quiet, state, hint)]
+        return _finish(config, prepared, results, None)
+    found = {}
+    for sub in run.subfolders():
+        sub_record = read_record(RunFolder(sub), RunFolder(sub).config, "run configuration")
+        found[sub_record.get("backbone")] = sub
+    results = []
+    for b in chosen:
+        sub = found.get(b.name)
+        state = None
+        if sub is not None:
+            metrics = read_record(RunFolder(sub), RunFolder(sub).metrics, "run metrics")
+            if metrics.get("status") == "completed":
+                results.append(RunResult(sub, metrics, RunInfo.load(sub).history()))
+                continue
+            _, state = read_resume(sub, ("transfer",))
+        results.append(train_one(config, b, sources[b.name], prepared, folder, quiet, state, hint))
+    return _finish(config, prepared, results, folder)
 
 
 def comparison_row(result: RunResult) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 from kcnn import defaults
 from kcnn.data.augment import POLICIES as AUGMENT_POLICIES
 from kcnn.data.augment import SWITCHES
+from kcnn.data.prepared import check_batch_memory
 from kcnn.engine.distribute import STRATEGIES
 from kcnn.engine.recipes import SCHEDULES
 from kcnn.errors import KcnnError, closest
@@ -473,18 +474,6 @@ class RunConfig:
             if value is not None:  # TOML has no null: an absent key means the default
                 lines.append(f"{key} = {_toml(value)}")
         return "\n".join(lines) + "\n"
-
-
-def check_batch_memory(batch_size: int, height: int, width: int, channels: int) -> None:
-    """Refuse a batch whose float32 input alone would not fit, before anything is allocated."""
-    size = batch_size * height * width * channels * 4
-    if size > defaults.INPUT_BATCH_BYTES_MAX:
-        limit = defaults.INPUT_BATCH_BYTES_MAX
-        raise KcnnError(
-            f"one batch of {batch_size} images of {height}×{width}×{channels} takes "
-            f"{size / 1024**3:.1f} GB as float32, over the {limit / 1024**3:.0f} GB limit: "
-            "lower --batch-size or --image-size"
-        )
 
 
 def _toml(value: Any) -> str:

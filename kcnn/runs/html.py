@@ -2,7 +2,9 @@
 
 Built purely from the folder's files (so any command can rebuild it after adding pictures):
 images are embedded as base64 data URIs and the CSS is inline, so the page can be mailed or
-opened offline. No scripts at all.
+opened offline. No scripts at all. The folder may be anyone's: every text is escaped, and a
+picture is embedded only if it is a PNG kcnn checked, read from a regular file inside the folder
+(`RunFolder.png`): a planted link to a private file is shown as missing, never embedded.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from typing import Any
 
 from kcnn.runs import folders, inspected
 from kcnn.runs.browse import COMPARISON_MD, RunInfo
-from kcnn.runs.records import read_json, write_atomic
+from kcnn.runs.records import Damaged
+from kcnn.runs.run import RunFolder
 
 REPORT = folders.REPORT_HTML
 VISUALIZE = "visualize"  # where `kcnn visualize` puts its pictures by default
@@ -34,8 +37,15 @@ pre{background:#f7f7f7;padding:.8em;overflow-x:auto;font-size:.8em}
 """
 
 
-def _image(path: Path, alt: str) -> str:
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
+def _image(folder: Path, name: str, alt: str) -> str:
+    """The picture `name` of `folder` embedded, or a note saying why it is not."""
+    try:
+        data = base64.b64encode(RunFolder(folder).png(name)).decode("ascii")
+    except FileNotFoundError:
+        return ""
+    except (Damaged, ValueError) as e:
+        why = e.reason if isinstance(e, Damaged) else "not a name inside the folder"
+        return f"<p><em>{html.escape(name)} not shown: {html.escape(why)}</em></p>"
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
@@ -65,8 +75,15 @@ def _pairs(record: dict[str, Any], name: str = "setting") -> str:
 
 
 def _pictures(folder: Path) -> list[str]:
-    shown = sorted((folder / VISUALIZE).glob("*.png")) if (folder / VISUALIZE).is_dir() else []
-    return [f"<h3>{html.escape(p.stem.replace('_', ' '))}</h3>{_image(p, p.stem)}" for p in shown]
+    try:
+        shown = RunFolder(folder).pictures(VISUALIZE)
+    except Damaged:
+        return []
+    titles = [Path(name).stem for name in shown]
+    return [
+        f"<h3>{html.escape(title.replace('_', ' '))}</h3>{_image(folder, name, title)}"
+        for name, title in zip(shown, titles, strict=True)
+    ]
 
 
 def _page(title: str, parts: list[str]) -> str:
@@ -105,11 +122,12 @@ def _run_page(info: RunInfo) -> str:
         "<h2>Results</h2>",
         _pairs(results, "result"),
     ]
-    if (folder / folders.CURVES).is_file():
-        parts += ["<h2>Learning curves</h2>", _image(folder / folders.CURVES, "learning curves")]
-    if (folder / folders.CONFUSION).is_file():
-        parts += ["<h2>Confusion matrix (test set)</h2>"]
-        parts += [_image(folder / folders.CONFUSION, "confusion matrix")]
+    curves = _image(folder, folders.CURVES, "learning curves")
+    if curves:
+        parts += ["<h2>Learning curves</h2>", curves]
+    confusion = _image(folder, folders.CONFUSION, "confusion matrix")
+    if confusion:
+        parts += ["<h2>Confusion matrix (test set)</h2>", confusion]
     if info.per_class:
         rows = [{"class": name, **scores} for name, scores in info.per_class.items()]
         for avg in ("macro_avg", "weighted_avg"):
@@ -122,8 +140,8 @@ def _run_page(info: RunInfo) -> str:
         parts += ["<h2>Inside the network</h2>", *pictures]
     parts += _inspected(folder)
     parts += ["<h2>Settings</h2>", _pairs(settings)]
-    if (folder / folders.SUMMARY).is_file():
-        summary = (folder / folders.SUMMARY).read_text(encoding="utf-8", errors="replace")
+    summary = _text(folder, folders.SUMMARY)
+    if summary:
         parts += ["<h2>Model</h2>", f"<pre>{html.escape(summary)}</pre>"]
     if (folder / "tensorboard").is_dir():
         parts += [f"<p>TensorBoard logs: <code>tensorboard --logdir {html.escape(str(folder))}"]
@@ -139,27 +157,32 @@ def _run_page(info: RunInfo) -> str:
 
 def _inspected(folder: Path) -> list[str]:
     """The errors, calibration and robustness sections, each where its record exists; a record
-    that cannot be read (damaged, from another version) leaves its section out, never the page."""
-    where = inspected.folder(folder)
+    that cannot be read (damaged, a link, from another version) leaves a note, never the page."""
     parts: list[str] = []
     for name, section in (
         (inspected.ERRORS_JSON, _errors_section),
         (inspected.CALIBRATION_JSON, _calibration_section),
         (inspected.ROBUSTNESS_JSON, _robustness_section),
     ):
-        if (where / name).is_file():
-            try:
-                parts += section(read_json(where / name), where)
-            except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError):
-                parts.append(f"<p>({html.escape(name)} could not be read)</p>")
+        try:
+            record = RunFolder(folder).json(f"{inspected.INSPECT}/{name}")
+        except FileNotFoundError:
+            continue
+        except Damaged as e:
+            parts.append(f"<p><em>{html.escape(name)} not shown: {html.escape(e.reason)}</em></p>")
+            continue
+        try:
+            parts += section(record, folder)
+        except (ValueError, KeyError, TypeError, AttributeError, IndexError):
+            parts.append(f"<p><em>{html.escape(name)} not shown: not a kcnn record</em></p>")
     return parts
 
 
-def _picture(where: Path, name: str, alt: str) -> list[str]:
-    return [_image(where / name, alt)] if (where / name).is_file() else []
+def _picture(folder: Path, name: str, alt: str) -> list[str]:
+    return [_image(folder, f"{inspected.INSPECT}/{name}", alt)]
 
 
-def _errors_section(e: dict[str, Any], where: Path) -> list[str]:
+def _errors_section(e: dict[str, Any], folder: Path) -> list[str]:
     pairs = [
         {
             "true": p["true_name"],
@@ -184,7 +207,7 @@ def _errors_section(e: dict[str, Any], where: Path) -> list[str]:
     parts += ["<h3>Per-class accuracy, worst first</h3>"]
     parts += [_table(classes, ["class", "accuracy", "images"])]
     parts += ["<h3>Highest-loss test images, with Grad-CAM</h3>"]
-    parts += _picture(where, inspected.TOP_LOSSES_PNG, "highest-loss test images")
+    parts += _picture(folder, inspected.TOP_LOSSES_PNG, "highest-loss test images")
     if e.get("misclassified_csv"):
         parts += [
             f"<p>Misclassified files: <code>{html.escape(inspected.INSPECT)}/"
@@ -193,7 +216,7 @@ def _errors_section(e: dict[str, Any], where: Path) -> list[str]:
     return parts
 
 
-def _calibration_section(c: dict[str, Any], where: Path) -> list[str]:
+def _calibration_section(c: dict[str, Any], folder: Path) -> list[str]:
     keys = ["images", "accuracy", "ece", "mce", "brier", "nll"]
     rows = [{"probabilities": "model", **{k: c["before"][k] for k in keys}}]
     if "after" in c:
@@ -212,10 +235,10 @@ def _calibration_section(c: dict[str, Any], where: Path) -> list[str]:
         )
     parts[-1] += "</p>"
     parts += [_table(rows, ["probabilities", *keys])]
-    return parts + _picture(where, inspected.RELIABILITY_PNG, "reliability diagram")
+    return parts + _picture(folder, inspected.RELIABILITY_PNG, "reliability diagram")
 
 
-def _robustness_section(r: dict[str, Any], where: Path) -> list[str]:
+def _robustness_section(r: dict[str, Any], folder: Path) -> list[str]:
     severities = int(r["severities"])
     columns = ["corruption", *(str(s) for s in range(severities + 1)), "error"]
     rows = [
@@ -234,8 +257,8 @@ def _robustness_section(r: dict[str, Any], where: Path) -> list[str]:
         f"{r['mean_corruption_error']:.4f}; relative to the clean error "
         f"{r['relative_mean_corruption_error']:+.4f}.</p>",
         _table(rows, columns),
-        *_picture(where, inspected.ROBUSTNESS_PNG, "accuracy against severity"),
-        *_picture(where, inspected.CORRUPTIONS_PNG, "one test image under every corruption"),
+        *_picture(folder, inspected.ROBUSTNESS_PNG, "accuracy against severity"),
+        *_picture(folder, inspected.CORRUPTIONS_PNG, "one test image under every corruption"),
     ]
 
 
@@ -243,8 +266,7 @@ def _inline(text: str, folder: Path) -> str:
     """The markdown kcnn's comparison.md uses inside a line: images, `code`, **bold**."""
 
     def image(m):
-        path = folder / m.group(2)
-        return _image(path, m.group(1)) if path.is_file() else html.escape(m.group(0))
+        return _image(folder, m.group(2), m.group(1)) or html.escape(m.group(0))
 
     parts = re.split(r"(!\[[^\]]*\]\([^)]*\))", text)
     out = []
@@ -284,8 +306,7 @@ def markdown_html(text: str, folder: Path) -> str:
 
 def _comparison_page(info: RunInfo) -> str:
     folder = info.folder
-    md = folder / COMPARISON_MD
-    text = md.read_text(encoding="utf-8") if md.is_file() else f"# {folder.name}"
+    text = _text(folder, COMPARISON_MD) or f"# {folder.name}"
     title = text.splitlines()[0].lstrip("#").strip() if text else folder.name
     parts = [markdown_html(text, folder)]
     subs = [s.row() for s in info.members]
@@ -296,13 +317,20 @@ def _comparison_page(info: RunInfo) -> str:
     return _page(title, parts)
 
 
+def _text(folder: Path, name: str) -> str:
+    """A text file of the folder, or "" when it is missing or cannot be trusted."""
+    try:
+        return RunFolder(folder).text(name)
+    except (FileNotFoundError, Damaged):
+        return ""
+
+
 def write_report(folder: str | Path) -> Path:
     """Write `folder/report.html` from the files in the run or comparison folder; returns its path."""
     info = RunInfo.load(folder)
     page = _comparison_page(info) if info.is_comparison else _run_page(info)
-    path = info.folder / REPORT
-    write_atomic(path, page)
-    return path
+    RunFolder(info.folder).write_text(REPORT, page)
+    return info.folder / REPORT
 
 
 def write_report_after(folder: str | Path) -> Path | None:

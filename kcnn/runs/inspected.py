@@ -6,8 +6,6 @@ One owner of these names: the modules that write the records (kcnn.use.errors, .
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,15 +30,30 @@ def folder(run_dir: str | Path) -> Path:
     return Path(run_dir) / INSPECT
 
 
+def make_folder(run_dir: str | Path) -> Path:
+    """RUN/inspect as a real folder of the run (made if missing; a link there is refused)."""
+    from kcnn.runs.run import RunFolder
+
+    return RunFolder(run_dir).subfolder(INSPECT)
+
+
 def save_picture(path: Path, draw: Callable[[Path], None]) -> None:
-    """`draw(temporary path)` writes a picture that is then renamed into place: a reader never
-    sees half a PNG, and a failed drawing leaves the old picture (or none)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
+    """`draw(temporary path)` writes a picture into a fresh file (never a planted link) that is
+    then renamed into place: a reader never sees half a PNG, and a failed drawing leaves the old
+    picture (or none)."""
+    from kcnn.runs.records import fresh_file
+
+    with fresh_file(path, path.suffix) as tmp:
+        draw(tmp)
+
+
+def read(run_dir: str | Path, name: str) -> dict | None:
+    """A record of RUN/inspect read as untrusted (a regular file, size-capped), or None when it
+    is missing or damaged."""
+    from kcnn.runs.records import Damaged
+    from kcnn.runs.run import RunFolder
+
     try:
-        draw(Path(tmp))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        return RunFolder(run_dir).json(f"{INSPECT}/{name}")
+    except (FileNotFoundError, Damaged, ValueError):
+        return None

@@ -27,7 +27,7 @@ import numpy as np
 
 from kcnn.errors import KcnnError
 from kcnn.runs import inspected
-from kcnn.runs.records import read_json, write_json
+from kcnn.runs.records import write_json
 
 if TYPE_CHECKING:
     from kcnn.use.predict import LoadedRun
@@ -127,11 +127,7 @@ def fit_temperature(probabilities: np.ndarray, labels: np.ndarray) -> float:
 
 def read_temperature(run_dir: str | Path) -> float | None:
     """The temperature `kcnn calibrate` fitted for a run, or None (uncalibrated, or unreadable)."""
-    path = inspected.folder(run_dir) / inspected.TEMPERATURE_JSON
-    try:
-        t = read_json(path).get("temperature")
-    except (OSError, ValueError, AttributeError):
-        return None
+    t = (inspected.read(run_dir, inspected.TEMPERATURE_JSON) or {}).get("temperature")
     return float(t) if isinstance(t, int | float) and T_RANGE[0] <= t <= T_RANGE[1] else None
 
 
@@ -145,8 +141,7 @@ def calibrate(
     """Calibration of a run on its test split; `fit` first fits the temperature on its validation
     split (else a temperature fitted before is applied, if any). Writes RUN/inspect/
     calibration.json and reliability.png (temperature.json when fitting); returns the record."""
-    out = inspected.folder(loaded.info.folder)
-    out.mkdir(exist_ok=True)
+    out = inspected.make_folder(loaded.info.folder)
     progress("calibration: predicting the test split")
     test = loaded.labelled("test", limit)
     p_test = loaded.predict(test.images)

@@ -88,8 +88,7 @@ def _progress(message: str) -> None:
 def analyse(loaded: LoadedRun, limit: int | None = None, progress=_progress) -> dict[str, Any]:
     """Error analysis of a run on its test split; writes RUN/inspect/errors.json, top_losses.png
     and (image folders) misclassified.csv; returns the record."""
-    out = inspected.folder(loaded.info.folder)
-    out.mkdir(exist_ok=True)
+    out = inspected.make_folder(loaded.info.folder)
     progress("errors: predicting the test split")
     test = loaded.labelled("test", limit)
     p = loaded.predict(test.images)

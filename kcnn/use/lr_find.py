@@ -119,8 +119,9 @@ def lr_find(
     `config.out` named lr-find-<run name>; returns the record (with `folder`)."""
     from kcnn.data import augment
     from kcnn.data.pipeline import epoch_batches, steps_per_epoch
+    from kcnn.data.prepared import prepare_data
     from kcnn.engine import recipes
-    from kcnn.engine.trainer import default_input_shape, prepare_data, seed_everything
+    from kcnn.engine.trainer import default_input_shape, seed_everything
     from kcnn.models import forms
     from kcnn.runs import folders
 

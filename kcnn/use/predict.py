@@ -135,7 +135,7 @@ def _rebuild(settings: dict[str, Any]):
 
     from kcnn import defaults
     from kcnn.data import datasets, splits
-    from kcnn.engine.trainer import data_fingerprint
+    from kcnn.data.prepared import data_fingerprint
 
     s = settings
     name = s.get("dataset")

@@ -138,8 +138,7 @@ def accuracy_under(loaded: LoadedRun, images, labels, corruption, severity, seed
 def evaluate(loaded: LoadedRun, limit: int | None = None, progress=_progress) -> dict[str, Any]:
     """Accuracy of a run on its test split under every corruption at every severity; writes
     RUN/inspect/robustness.json, robustness.png and corruptions.png; returns the record."""
-    out = inspected.folder(loaded.info.folder)
-    out.mkdir(exist_ok=True)
+    out = inspected.make_folder(loaded.info.folder)
     seed = int(loaded.info.settings.get("seed", 0))
     test = loaded.labelled("test", limit)
     clean = float(np.mean(loaded.predict(test.images).argmax(axis=1) == test.labels))
