@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from kcnn.cli.app import AsJson, app, print_json
+from kcnn.cli.app import AsJson, app, print_json, say
 from kcnn.cli.options import AS_JSON, CONFIG_FILE, CONTEXT, resolve, setting_parameter
 from kcnn.engine.config import TrainConfig
 from kcnn.errors import KcnnError
@@ -72,7 +72,7 @@ def inspect_run(
     if as_json:
         print_json(answer)
         return
-    typer.echo("\n".join(_lines(answer)))
+    say(*_lines(answer))  # class names are the data's: shown, never sent raw
 
 
 def _lines(answer: dict[str, Any]) -> list[str]:
@@ -141,7 +141,7 @@ def calibrate(run: Run, limit: Limit = None, as_json: AsJson = False) -> None:
         f"-> {fit['validation_nll_after']:.4f} on {fit['validation_images']} images)"
     )
     typer.echo("\n".join(_calibration_lines(record)))
-    typer.echo(f"kcnn predict {loaded.info.folder} now gives calibrated probabilities")
+    say(f"kcnn predict {loaded.info.folder} now gives calibrated probabilities")
 
 
 def calibrate_after_training(run_dir: Path) -> dict[str, Any]:
@@ -209,7 +209,7 @@ def _lr_find(ctx: typer.Context, steps, start_lr, end_lr, config_file, as_json, 
         f"suggested learning rates: steepest descent {rate(s['steepest'])}, "
         f"minimum/10 {rate(s['minimum_over_10'])}  ({record['steps_done']} steps)"
     )
-    typer.echo(f"records: {record['folder']}")
+    say(f"records: {record['folder']}")
 
 
 def _register_lr_find() -> None:

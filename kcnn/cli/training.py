@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from kcnn.cli.app import AsJson, app, print_json
+from kcnn.cli.app import AsJson, app, print_json, say
 from kcnn.cli.options import given, resolve, training_command
 from kcnn.engine.config import CompareConfig, TrainConfig, TransferConfig
 from kcnn.errors import KcnnError
@@ -125,7 +125,7 @@ def show_run(result, as_json: bool, calibrated: list[dict] | None = None) -> Non
     fallback = (
         " (mnist-5k fallback: full MNIST was unavailable)" if m.get("dataset_fallback") else ""
     )
-    typer.echo(
+    say(
         f"test accuracy {m['test_accuracy']:.4f}  test loss {m['test_loss']:.4f}  "
         f"on {m['dataset']}{fallback}"
     )
@@ -135,7 +135,7 @@ def show_run(result, as_json: bool, calibrated: list[dict] | None = None) -> Non
     if dist is not None and not dist.chief:  # its folder was scratch, deleted at exit
         typer.echo("run folder: written by the chief worker")
         return
-    typer.echo(f"run folder: {result.run_dir}")
+    say(f"run folder: {result.run_dir}")
 
 
 training_command(
@@ -182,16 +182,16 @@ def show_transfer(result, as_json: bool, calibrated: list[dict] | None = None) -
         f"{'s/epoch':>9}  weights"
     )
     for r in result.rows:
-        typer.echo(
+        say(
             f"{r['backbone']:<12}{r['test_accuracy']:>9.4f}{r['test_loss']:>10.4f}{r['total_params']:>14,}"
             f"{r['trainable_params']:>11,}{r['seconds_per_epoch']:>9.2f}  {r['weights_source']}"
         )
     if result.folder is not None:
         from kcnn.runs.report import COMPARISON_MD
 
-        typer.echo(f"report: {result.folder / COMPARISON_MD}")
+        say(f"report: {result.folder / COMPARISON_MD}")
     else:
-        typer.echo(f"run folder: {result.runs[0].run_dir}")
+        say(f"run folder: {result.runs[0].run_dir}")
 
 
 training_command(
@@ -260,7 +260,7 @@ def show_comparison(config: CompareConfig, as_json: bool, resume: Path | None = 
         f"test accuracy spread {result.agreement['test_accuracy_spread']:.4f} "
         f"({result.config['init']} initial weights)"
     )
-    typer.echo(f"report: {result.folder / COMPARISON_MD}")
+    say(f"report: {result.folder / COMPARISON_MD}")
     _show_calibrated(calibrated, as_json)
 
 
@@ -315,7 +315,7 @@ def run_experiment(
         if as_json:
             print_json({"file": str(file), "description": experiment.description, "runs": plan})
         else:
-            typer.echo(f"{file}: {experiment.description}")
+            say(f"{file}: {experiment.description}")
             for cfg in experiment.runs:
                 typer.echo("")
                 typer.echo(cfg.to_toml().split("[[run]]\n", 1)[1].rstrip())
@@ -331,4 +331,4 @@ def run_experiment(
     for s in summaries:
         where = s.get("comparison") or ", ".join(s.get("run_dirs", []))
         accuracy = f"test accuracy {s['test_accuracy']:.4f}, " if "test_accuracy" in s else ""
-        typer.echo(f"{s['command']}: {accuracy}results in {where}")
+        say(f"{s['command']}: {accuracy}results in {where}")

@@ -430,9 +430,7 @@ class RunConfig:
         self.check()
         if self.name is None:
             self.name = self.default_name()
-        from kcnn.runs import folders
-
-        folders.check_name(self.name)
+        check_name(self.name)
         return self
 
     def check(self) -> None:
@@ -474,6 +472,23 @@ class RunConfig:
             if value is not None:  # TOML has no null: an absent key means the default
                 lines.append(f"{key} = {_toml(value)}")
         return "\n".join(lines) + "\n"
+
+
+# A run folder's name: a timestamp is added, and file systems stop at 255 bytes.
+NAME_MAX = 200
+
+
+def check_name(name: str) -> str:
+    """A run name that makes one folder name: no path separators, no "..", a safe alphabet."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name or ".." in name:
+        raise KcnnError(f"run name {name!r} must be a plain name without path separators or '..'")
+    if len(name.encode()) > NAME_MAX:
+        raise KcnnError(
+            f"run name {name[:40]!r}... is too long: pass a --name of at most {NAME_MAX} bytes"
+        )
+    if not re.fullmatch(r"[\w.+=@,-]+", name):
+        raise KcnnError(f"run name {name!r} may hold only letters, digits and . _ - + = @ ,")
+    return name
 
 
 def _toml(value: Any) -> str:

@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from kcnn.runs import folders, inspected
+from kcnn.runs import folders, inspected, text
 from kcnn.runs.browse import COMPARISON_MD, RunInfo
 from kcnn.runs.records import Damaged
 from kcnn.runs.run import RunFolder
@@ -60,11 +60,11 @@ def _value(value: Any) -> str:
 
 
 def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    head = "".join(f"<th>{text.html(c)}</th>" for c in columns)
 
     def cell(v):
         cls = ' class="n"' if isinstance(v, (int, float)) else ""
-        return f"<td{cls}>{html.escape(_value(v))}</td>"
+        return f"<td{cls}>{text.html(_value(v))}</td>"
 
     body = "".join("<tr>" + "".join(cell(r.get(c)) for c in columns) + "</tr>" for r in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
@@ -89,7 +89,7 @@ def _pictures(folder: Path) -> list[str]:
 def _page(title: str, parts: list[str]) -> str:
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"
+        f"<title>{text.html(title)}</title><style>{_CSS}</style></head><body>"
         + "\n".join(p for p in parts if p)
         + "</body></html>\n"
     )
@@ -116,9 +116,9 @@ def _run_page(info: RunInfo) -> str:
     if info.params is not None:
         results["parameters"] = info.params
     parts = [
-        f"<h1>{html.escape(title)}</h1>",
+        f"<h1>{text.html(title)}</h1>",
         f'<p><span class="status {html.escape(info.status)}">{html.escape(info.status)}</span> '
-        f"<code>{html.escape(str(folder))}</code></p>",
+        f"<code>{text.html(folder)}</code></p>",
         "<h2>Results</h2>",
         _pairs(results, "result"),
     ]
@@ -262,8 +262,26 @@ def _robustness_section(r: dict[str, Any], folder: Path) -> list[str]:
     ]
 
 
+# A backslash-escaped character in markdown (kcnn.runs.text.markdown_cell writes them for names)
+# stands for itself: it is set aside as a private-use character before any markdown is read, and
+# put back, HTML-escaped, at the end.
+_ESCAPED = re.compile(r"\\([!-/:-@\[-`{-~])")
+_PRIVATE = 0xF0000  # a plane of private-use characters: one per ASCII punctuation mark
+
+
+def _protect(text: str) -> str:
+    return _ESCAPED.sub(lambda m: chr(_PRIVATE + ord(m.group(1))), text)
+
+
+def _restore(text: str) -> str:
+    return re.sub(
+        "[\U000f0000-\U000f007f]", lambda m: html.escape(chr(ord(m.group(0)) - _PRIVATE)), text
+    )
+
+
 def _inline(text: str, folder: Path) -> str:
-    """The markdown kcnn's comparison.md uses inside a line: images, `code`, **bold**."""
+    """The markdown kcnn's comparison.md uses inside a line: images, `code`, **bold**, and
+    backslash escapes (a protected text: see `_protect`)."""
 
     def image(m):
         return _image(folder, m.group(2), m.group(1)) or html.escape(m.group(0))
@@ -278,13 +296,13 @@ def _inline(text: str, folder: Path) -> str:
         part = html.escape(part)
         part = re.sub(r"`([^`]+)`", r"<code>\1</code>", part)
         out.append(re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", part))
-    return "".join(out)
+    return _restore("".join(out))
 
 
 def markdown_html(text: str, folder: Path) -> str:
     """comparison.md as HTML: headings, pipe tables, images and paragraphs (all it contains)."""
     out: list[str] = []
-    for block in re.split(r"\n\s*\n", text.strip()):
+    for block in re.split(r"\n\s*\n", _protect(text).strip()):
         lines = block.splitlines()
         if lines and lines[0].startswith("#"):
             level = min(len(lines[0]) - len(lines[0].lstrip("#")), 3)
@@ -341,5 +359,8 @@ def write_report_after(folder: str | Path) -> Path | None:
     try:
         return write_report(folder)
     except Exception as e:  # noqa: BLE001  (any failure here must not undo a finished run)
-        print(f"warning: {Path(folder) / REPORT} not written: {e}", file=sys.stderr)
+        print(
+            f"warning: {text.terminal(Path(folder) / REPORT)} not written: {text.terminal(e)}",
+            file=sys.stderr,
+        )
         return None

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kcnn.runs import inspected
+from kcnn.runs import inspected, text
 from kcnn.runs.records import write_csv, write_json
 
 if TYPE_CHECKING:
@@ -26,16 +26,6 @@ if TYPE_CHECKING:
 TOP_LOSSES = 12  # images in the grid
 TOP_PAIRS = 10  # confused pairs recorded
 _TINY = np.finfo(np.float32).tiny
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def spreadsheet_safe(value: Any) -> Any:
-    """A CSV cell a spreadsheet will not run as a formula: text starting with = + - @ (or a tab
-    or carriage return) gets a leading ' (OWASP's advice against CSV injection). A file name is
-    the user's, and may start with anything."""
-    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
-        return "'" + value
-    return value
 
 
 def confused_pairs(labels: np.ndarray, predicted: np.ndarray, classes: int) -> list[dict]:
@@ -144,7 +134,8 @@ def analyse(loaded: LoadedRun, limit: int | None = None, progress=_progress) -> 
             for i in sorted(wrong, key=lambda i: -loss[i])
         ]
         columns = ["file", "true", "predicted", "probability", "true_probability", "loss"]
-        safe = [{k: spreadsheet_safe(v) for k, v in row.items()} for row in rows]
+        # a file name is the user's and may start with = + - @: escaped, never run
+        safe = [{k: text.csv_cell(v) for k, v in row.items()} for row in rows]
         write_csv(out / inspected.MISCLASSIFIED_CSV, safe, columns)
         record["misclassified_csv"] = inspected.MISCLASSIFIED_CSV
     write_json(out / inspected.ERRORS_JSON, record)
