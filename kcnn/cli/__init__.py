@@ -27,6 +27,7 @@ except ImportError:  # older Typer uses Click itself
 # isort: off
 from kcnn.cli import training  # noqa: F401
 from kcnn.cli import after  # noqa: F401
+from kcnn.cli import inspect  # noqa: F401
 from kcnn.cli import catalog  # noqa: F401
 
 # isort: on

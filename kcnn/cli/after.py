@@ -183,7 +183,10 @@ def predict(
     if as_json:
         print_json(list(results))  # small dicts: the images themselves are long gone
         return
-    for r in results:
+    for n, r in enumerate(results):
+        temperature = r.get("calibration_temperature")
+        if n == 0 and temperature is not None:
+            typer.echo(f"calibrated probabilities (temperature scaling, T = {temperature:.3f})")
         best = "  ".join(f"{t['class']} {t['probability']:.3f}" for t in r["top"])
         say(f"{r['image']}: {best}")
 

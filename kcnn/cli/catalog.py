@@ -138,6 +138,10 @@ def summary(
             help="Output classes \\[default: the reference class count].", show_default=False
         ),
     ] = None,
+    profile: Annotated[
+        bool,
+        typer.Option("--profile", help="Also measure each layer's inference time on this machine."),
+    ] = False,
     as_json: AsJson = False,
 ) -> None:
     """Show an architecture layer by layer: output shapes, parameters, multiply-adds, receptive fields, and the output-size formula checked against Keras."""
@@ -150,7 +154,7 @@ def summary(
         raise KcnnError(f"--classes must be at least 2, got {classes}")
     from kcnn.models.summary import summarize
 
-    report = summarize(arch, api, shape, classes)
+    report = summarize(arch, api, shape, classes, profile)
     if as_json:
         print_json(report)
     else:

@@ -84,13 +84,43 @@ def _train(ctx: typer.Context, resume: Path | None, config_file, print_config, a
         from kcnn.commands.train import train
 
         result = train(config, quiet=as_json)
-    show_run(result, as_json)
+    if resume is not None:  # a resumed run calibrates if its own settings say so
+        from kcnn.runs.browse import RunInfo
+
+        wanted = RunInfo.load(result.run_dir).settings.get("calibrate") is True
+    else:
+        wanted = config.calibrate
+    calibrated = _calibrate_after(wanted, [result.run_dir])
+    show_run(result, as_json, calibrated)
+    _show_calibrated(calibrated, as_json)
 
 
-def show_run(result, as_json: bool) -> None:
+def _calibrate_after(wanted: bool, run_dirs: list[Path]) -> list[dict] | None:
+    """`--calibrate`: temperature scaling of each finished run (kcnn.cli.inspect)."""
+    if not wanted:
+        return None
+    from kcnn.engine import distribute
+
+    dist = distribute.active()
+    if dist is not None and not dist.chief:  # its folder was scratch: the chief calibrates
+        return None
+    from kcnn.cli.inspect import calibrate_after_training
+
+    return [calibrate_after_training(Path(d)) for d in run_dirs]
+
+
+def _show_calibrated(records: list[dict] | None, as_json: bool) -> None:
+    if records is not None and not as_json:
+        from kcnn.cli.inspect import show_calibrated
+
+        show_calibrated(records)
+
+
+def show_run(result, as_json: bool, calibrated: list[dict] | None = None) -> None:
     m = result.metrics
     if as_json:
-        print_json(answer("train", [m]))
+        extra = {"calibration": calibrated} if calibrated is not None else {}
+        print_json(answer("train", [m], **extra))
         return
     fallback = (
         " (mnist-5k fallback: full MNIST was unavailable)" if m.get("dataset_fallback") else ""
@@ -136,12 +166,16 @@ def _transfer(
         return _print_config(config)
     from kcnn.commands.transfer import transfer
 
-    show_transfer(transfer(config, quiet=as_json), as_json)
+    result = transfer(config, quiet=as_json)
+    calibrated = _calibrate_after(config.calibrate, [r.run_dir for r in result.runs])
+    show_transfer(result, as_json, calibrated)
+    _show_calibrated(calibrated, as_json)
 
 
-def show_transfer(result, as_json: bool) -> None:
+def show_transfer(result, as_json: bool, calibrated: list[dict] | None = None) -> None:
     if as_json:
-        print_json(answer("transfer", [r.metrics for r in result.runs], result.folder))
+        extra = {"calibration": calibrated} if calibrated is not None else {}
+        print_json(answer("transfer", [r.metrics for r in result.runs], result.folder, **extra))
         return
     typer.echo(
         f"\n{'backbone':<12}{'test acc':>9}{'test loss':>10}{'total params':>14}{'trainable':>11}"
@@ -202,12 +236,16 @@ def show_comparison(config: CompareConfig, as_json: bool, resume: Path | None = 
         if as_json and getattr(e, "proof", None) is not None:
             e.details = {"proof": e.proof.as_dict()}
         raise
+    run_dirs = [result.folder / row["run_dir"] for row in result.rows]
+    calibrated = _calibrate_after(config.calibrate, run_dirs)
     if as_json:
         from kcnn.runs.records import read_json
 
-        runs = [read_json(result.folder / row["run_dir"] / "metrics.json") for row in result.rows]
+        runs = [read_json(d / "metrics.json") for d in run_dirs]
         details = result.as_dict()
         details.pop("folder")
+        if calibrated is not None:
+            details["calibration"] = calibrated
         print_json(answer("compare-apis", runs, result.folder, **details))
         return
     typer.echo(
@@ -223,6 +261,7 @@ def show_comparison(config: CompareConfig, as_json: bool, resume: Path | None = 
         f"({result.config['init']} initial weights)"
     )
     say(f"report: {result.folder / COMPARISON_MD}")
+    _show_calibrated(calibrated, as_json)
 
 
 training_command(
@@ -282,6 +321,10 @@ def run_experiment(
                 typer.echo(cfg.to_toml().split("[[run]]\n", 1)[1].rstrip())
         return
     summaries = experiments.run(experiment, quiet=as_json)
+    for cfg, summary in zip(experiment.runs, summaries, strict=False):  # the comparison comes last
+        calibrated = _calibrate_after(cfg.calibrate, summary["run_dirs"])
+        if calibrated is not None:
+            summary["calibration"] = calibrated
     if as_json:
         print_json({"file": str(file), "runs": summaries})
         return

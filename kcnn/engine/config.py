@@ -358,6 +358,11 @@ class RunConfig:
     tensorboard_histograms: bool = setting(
         False, "With --tensorboard, also log weight histograms every epoch (slower, bigger files)."
     )
+    calibrate: bool = setting(
+        False,
+        "After training, fit temperature scaling on the validation split (as `kcnn calibrate`): "
+        "`kcnn predict` then gives calibrated probabilities.",
+    )
 
     # --- the schema ----------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from kcnn.runs import exports, folders, text
+from kcnn.runs import exports, folders, inspected, text
 from kcnn.runs.browse import COMPARISON_MD, RunInfo
 from kcnn.runs.records import Damaged
 from kcnn.runs.run import RunFolder
@@ -151,6 +151,7 @@ def _run_page(info: RunInfo) -> str:
     pictures = _pictures(folder)
     if pictures:
         parts += ["<h2>Inside the network</h2>", *pictures]
+    parts += _inspected(folder)
     parts += _exports_section(folder)
     parts += ["<h2>Settings</h2>", _pairs(settings)]
     summary = _text(folder, folders.SUMMARY)
@@ -163,6 +164,116 @@ def _run_page(info: RunInfo) -> str:
     if versions:
         parts += ["<h2>Versions</h2>", _pairs(versions, "package")]
     return _page(title, parts)
+
+
+# --- the sections of `kcnn inspect` / `kcnn calibrate` (their records in RUN/inspect/) -----------
+
+
+def _inspected(folder: Path) -> list[str]:
+    """The errors, calibration and robustness sections, each where its record exists; a record
+    that cannot be read (damaged, a link, from another version) leaves a note, never the page."""
+    parts: list[str] = []
+    for name, section in (
+        (inspected.ERRORS_JSON, _errors_section),
+        (inspected.CALIBRATION_JSON, _calibration_section),
+        (inspected.ROBUSTNESS_JSON, _robustness_section),
+    ):
+        try:
+            record = RunFolder(folder).json(f"{inspected.INSPECT}/{name}")
+        except FileNotFoundError:
+            continue
+        except Damaged as e:
+            parts.append(f"<p><em>{html.escape(name)} not shown: {html.escape(e.reason)}</em></p>")
+            continue
+        try:
+            parts += section(record, folder)
+        except (ValueError, KeyError, TypeError, AttributeError, IndexError):
+            parts.append(f"<p><em>{html.escape(name)} not shown: not a kcnn record</em></p>")
+    return parts
+
+
+def _picture(folder: Path, name: str, alt: str) -> list[str]:
+    return [_image(folder, f"{inspected.INSPECT}/{name}", alt)]
+
+
+def _errors_section(e: dict[str, Any], folder: Path) -> list[str]:
+    pairs = [
+        {
+            "true": p["true_name"],
+            "taken for": p["predicted_name"],
+            "images": p["count"],
+            "share of true class": f"{p['share_of_true']:.1%}",
+        }
+        for p in e["confused_pairs"]
+    ]
+    classes = [
+        {"class": r["name"], "accuracy": r["accuracy"], "images": r["images"]}
+        for r in e["per_class_accuracy"]
+    ]
+    parts = [
+        "<h2>Errors (test set)</h2>",
+        f"<p>{e['misclassified']:,} of {e['images']:,} test images misclassified "
+        f"(accuracy {e['accuracy']:.4f}).</p>",
+    ]
+    if pairs:
+        parts += ["<h3>Most-confused pairs</h3>"]
+        parts += [_table(pairs, ["true", "taken for", "images", "share of true class"])]
+    parts += ["<h3>Per-class accuracy, worst first</h3>"]
+    parts += [_table(classes, ["class", "accuracy", "images"])]
+    parts += ["<h3>Highest-loss test images, with Grad-CAM</h3>"]
+    parts += _picture(folder, inspected.TOP_LOSSES_PNG, "highest-loss test images")
+    if e.get("misclassified_csv"):
+        parts += [
+            f"<p>Misclassified files: <code>{html.escape(inspected.INSPECT)}/"
+            f"{html.escape(e['misclassified_csv'])}</code></p>"
+        ]
+    return parts
+
+
+def _calibration_section(c: dict[str, Any], folder: Path) -> list[str]:
+    keys = ["images", "accuracy", "ece", "mce", "brier", "nll"]
+    rows = [{"probabilities": "model", **{k: c["before"][k] for k in keys}}]
+    if "after" in c:
+        label = f"temperature {c['temperature']:.3f}"
+        rows.append({"probabilities": label, **{k: c["after"][k] for k in keys}})
+    parts = [
+        "<h2>Calibration (test set)</h2>",
+        f"<p>ECE and MCE over {int(c['bins'])} equal-width confidence bins; Brier score; NLL.",
+    ]
+    fit = c.get("fit")
+    if fit:
+        parts[-1] += (
+            f" Temperature fitted on {int(fit['validation_images']):,} validation images "
+            f"(Guo et al. 2017): validation NLL {fit['validation_nll_before']:.4f} → "
+            f"{fit['validation_nll_after']:.4f}; <code>kcnn predict</code> uses it."
+        )
+    parts[-1] += "</p>"
+    parts += [_table(rows, ["probabilities", *keys])]
+    return parts + _picture(folder, inspected.RELIABILITY_PNG, "reliability diagram")
+
+
+def _robustness_section(r: dict[str, Any], folder: Path) -> list[str]:
+    severities = int(r["severities"])
+    columns = ["corruption", *(str(s) for s in range(severities + 1)), "error"]
+    rows = [
+        {
+            "corruption": name,
+            "0": r["clean_accuracy"],
+            **{str(s + 1): a for s, a in enumerate(accs)},
+            "error": r["corruption_error"][name],
+        }
+        for name, accs in r["accuracy"].items()
+    ]
+    return [
+        "<h2>Robustness (test set)</h2>",
+        f"<p>Accuracy of {int(r['images']):,} test images under each corruption at severities 1 to "
+        f"{severities} (0: clean), after Hendrycks &amp; Dietterich 2019. Mean corruption error "
+        f"{r['mean_corruption_error']:.4f}; relative to the clean error "
+        f"{r['relative_mean_corruption_error']:+.4f}.</p>",
+        _table(rows, columns),
+        *_picture(folder, inspected.ROBUSTNESS_PNG, "accuracy against severity"),
+        *_picture(folder, inspected.CORRUPTIONS_PNG, "one test image under every corruption"),
+    ]
 
 
 # A backslash-escaped character in markdown (kcnn.runs.text.markdown_cell writes them for names)

@@ -42,7 +42,7 @@ class LoadedRun:
     prepare: Any  # uint8 (B, *data_shape) -> the float batch the model takes
     _forward: Any = field(default=None, repr=False)  # the model as one compiled call
     _names: list[str] | None = field(default=None, repr=False)
-    _splits: list | None = field(default=None, repr=False)  # [Splits or None] once rebuilt
+    _parts: Any = field(default=None, repr=False)  # the run's splits, rebuilt once (labelled)
 
     def label(self, index: int) -> str:
         """A class's name from config.json ("classes"); its number if the run recorded none."""
@@ -61,30 +61,91 @@ class LoadedRun:
         return predict_batches(self._forward, self.prepare, images, batch)
 
     def splits(self):
-        """The run's splits rebuilt from config.json (same data, seed, limit and fractions), or
-        None when that data cannot be had here. Built once per LoadedRun."""
-        if self._splits is None:
-            self._splits = [_rebuild_splits(self.info.settings)]
-        parts = self._splits[0]
-        if parts is None or parts.x_test.shape[1:] != self.data_shape:
+        """The run's splits rebuilt from config.json as training made them (the same data, by
+        its fingerprint), or None when that data cannot be had here."""
+        try:
+            if self._parts is None:
+                self._parts = _rebuild(self.info.settings)
+        except KcnnError:
             return None
-        return parts
+        parts = self._parts[0]
+        return parts if parts.x_test.shape[1:] == self.data_shape else None
 
     def test_split(self) -> tuple[np.ndarray, np.ndarray] | None:
         """Every test image (uint8, the data set's form) and its label, or None."""
         parts = self.splits()
         return None if parts is None else (parts.x_test, np.asarray(parts.y_test))
 
-    def test_images(self, count: int) -> np.ndarray | None:
-        """The first `count` test images of the run's data set, or None when that data cannot be
-        had here."""
-        found = self.test_split()
-        return None if found is None else found[0][:count]
-
     def train_images(self) -> np.ndarray | None:
         """The run's training images (its training split only: neither validation nor test)."""
         parts = self.splits()
         return None if parts is None else parts.x_train
+
+    def test_images(self, count: int) -> np.ndarray | None:
+        """The first `count` test images of the run's data set, rebuilt from config.json (same
+        seed, limit and splits), or None when that data cannot be had here."""
+        from kcnn import defaults
+        from kcnn.data import datasets, splits
+
+        s = self.info.settings
+        try:
+            data = datasets.load(
+                s["dataset"],
+                s.get("data_dir"),
+                s.get("seed", defaults.SEED),
+                s.get("shapes_count", defaults.SHAPES_COUNT),
+            )
+            parts = splits.make_splits(
+                data,
+                s.get("val_split", defaults.VAL_SPLIT),
+                s.get("seed", defaults.SEED),
+                s.get("limit"),
+                s.get("test_split", defaults.TEST_SPLIT),
+            )
+        except (KcnnError, OSError, KeyError, ValueError):
+            return None
+        images = parts.x_test[:count]
+        return images if images.shape[1:] == self.data_shape else None
+
+    def labelled(self, split: str = "test", limit: int | None = None) -> Labelled:
+        """Every image of the run's test (or validation) split with its label, rebuilt from
+        config.json as training split it, and for an image-folder data set each image's file.
+        `limit`: a stratified subset of at most that many, drawn from the run's seed, in the
+        split's order. The data must be the very data the run trained on (its fingerprint)."""
+        if split not in ("test", "val"):
+            raise ValueError(f"split {split!r}: test or val")
+        if self._parts is None:
+            self._parts = _rebuild(self.info.settings)
+        parts, files = self._parts
+        x, y = (parts.x_test, parts.y_test) if split == "test" else (parts.x_val, parts.y_val)
+        paths = files.get(split)
+        if x.shape[1:] != self.data_shape:
+            raise KcnnError(
+                f"the run's data set gives {'×'.join(map(str, x.shape[1:]))} images now, but the "
+                f"run was trained on {'×'.join(map(str, self.data_shape))}"
+            )
+        if limit is not None and limit < len(y):
+            from kcnn.data.splits import _subset
+
+            seed = self.info.settings.get("seed", 0)
+            chosen, _ = _subset(np.arange(len(y)), y, limit, seed)
+            chosen = np.sort(chosen)
+            x, y = x[chosen], y[chosen]
+            paths = [paths[i] for i in chosen] if paths is not None else None
+        return Labelled(x, y, paths)
+
+
+@dataclass
+class Labelled:
+    """Images of one split of a run's data, their labels, and their files (image folders only:
+    None for registered data sets and .npz files, whose images have no file of their own)."""
+
+    images: np.ndarray  # uint8 (N, *data_shape)
+    labels: np.ndarray  # int64 (N,)
+    paths: list[str] | None
+
+    def __len__(self) -> int:
+        return len(self.labels)
 
 
 def predict_batches(forward, prepare, images: np.ndarray, batch: int = PREDICT_BATCH) -> np.ndarray:
@@ -96,26 +157,68 @@ def predict_batches(forward, prepare, images: np.ndarray, batch: int = PREDICT_B
     return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
 
 
-def _rebuild_splits(s: dict[str, Any]):
+def _rebuild(settings: dict[str, Any]):
+    """(the run's splits, {split: file paths}) from config.json's settings, exactly as the trainer
+    made them; refused when the data cannot be loaded here or is not the data the run saw."""
+    import dataclasses
+
     from kcnn import defaults
     from kcnn.data import datasets, splits
+    from kcnn.data.prepared import data_fingerprint
 
+    s = settings
+    name = s.get("dataset")
+    if not name:
+        raise KcnnError("the run's config.json names no data set; its test split cannot be rebuilt")
+    seed = s.get("seed", defaults.SEED)
+    args = (s.get("val_split", defaults.VAL_SPLIT), seed, s.get("limit"))
+    test_split = s.get("test_split", defaults.TEST_SPLIT)
     try:
         data = datasets.load(
-            s["dataset"],
-            s.get("data_dir"),
-            s.get("seed", defaults.SEED),
-            s.get("shapes_count", defaults.SHAPES_COUNT),
+            name, s.get("data_dir"), seed, s.get("shapes_count", defaults.SHAPES_COUNT)
         )
-        return splits.make_splits(
+    except KcnnError as e:
+        raise KcnnError(f"the run's data set cannot be loaded here ({e})") from None
+    recorded = s.get("data_fingerprint")
+    if recorded and recorded != data_fingerprint(data):
+        raise KcnnError(
+            f"the data set {name} is not the data this run trained on (its fingerprint differs): "
+            "its test split cannot be rebuilt; point the run at the original data"
+        )
+    parts = splits.make_splits(data, *args, test_split)
+    files: dict[str, list[str]] = {}
+    listing = _folder_files(name) if not datasets.DATASETS.get(name) else None
+    if listing is not None:
+        train_files, test_files = listing
+        # The same split drawn over file numbers: the splits depend on the labels and the seed
+        # alone, never on the pixels, so file i lands where image i did.
+        index = dataclasses.replace(
             data,
-            s.get("val_split", defaults.VAL_SPLIT),
-            s.get("seed", defaults.SEED),
-            s.get("limit"),
-            s.get("test_split", defaults.TEST_SPLIT),
+            x_train=np.arange(len(data.y_train)),
+            x_test=None if data.x_test is None else np.arange(len(data.y_test)),
         )
-    except (KcnnError, OSError, KeyError, ValueError):
+        where = splits.make_splits(index, *args, test_split)
+        test_pool = test_files if test_files is not None else train_files
+        files["val"] = [train_files[i] for i in where.x_val]
+        files["test"] = [test_pool[i] for i in where.x_test]
+    return parts, files
+
+
+def _folder_files(dataset: str) -> tuple[list[str], list[str] | None] | None:
+    """An image folder's files in the order its loader read them: (training files, test files
+    or None); None when the data set is not an image folder."""
+    from kcnn.data import formats
+
+    root = Path(dataset).expanduser()
+    if not root.is_dir():
         return None
+
+    def listing(folder: Path) -> list[str]:
+        return [str(f) for files in formats.class_files(folder).values() for f in files]
+
+    if (root / "train").is_dir() and (root / "test").is_dir():
+        return listing(root / "train"), listing(root / "test")
+    return listing(root), None
 
 
 def _data_shape(info: RunInfo, input_shape: tuple[int, int, int]) -> tuple[int, int, int]:
@@ -323,12 +426,18 @@ def predict_files(loaded: LoadedRun, paths: list[Path], top: int) -> Iterator[di
 
 def _top(loaded: LoadedRun, batch: list[tuple[Path, np.ndarray]], top: int):
     probabilities = loaded.predict(np.stack([image for _, image in batch]))
+    from kcnn.use import calibration
+
+    temperature = calibration.read_temperature(loaded.info.folder)  # fitted by `kcnn calibrate`
+    if temperature is not None:
+        probabilities = calibration.with_temperature(probabilities, temperature)
     k = min(top, probabilities.shape[-1])
     for (path, _), p in zip(batch, probabilities, strict=True):
         best = np.argsort(-p)[:k]
         yield {
             "image": str(path),
             "top": [{"class": loaded.label(i), "probability": float(p[i])} for i in best],
+            "calibration_temperature": temperature,  # None: the model's own probabilities
         }
 
 
