@@ -7,6 +7,9 @@ from pathlib import Path
 
 STARTUP_TARGET = 0.5  # seconds
 RATIO_TARGET = 1.0  # kcnn / baseline images per second
+# kcnn / the best PyTorch contestant, whole runs, first epoch included (issue 23)
+TORCH_TARGETS = {"lenet5 on mnist-5k": 1.0, "simple-cnn on shapes": 1.2}
+FIRST_EPOCH_GAP_TARGET = 0.3  # seconds of LeNet-5's first epoch beyond a later one
 CACHE_TARGET = 10.0  # × faster with feature caching
 MEMORY_TARGET_MIB = 3 * 1024
 
@@ -35,6 +38,92 @@ def linear_fit(rows) -> str:
         f"Training time fits fixed + per-image cost: {fixed:.1f} s (tracing the step function) "
         f"+ {1000 * slope:.3f} s per 1,000 images, R² = {r2:.4f}."
     )
+
+
+def fmt(x, spec=".0f") -> str:
+    return "–" if x is None or x != x else format(x, spec)
+
+
+def ratio_cell(r: dict) -> str:
+    if r["median"] is None:
+        return "–"
+    return f"{r['median']:.2f} ({r['low']:.2f}–{r['high']:.2f})"
+
+
+def throughput_section(s: dict, note, cores: int) -> list[str]:
+    out = ["## 2. Training throughput", "", note(s), ""]
+    out += [
+        "Training images per second over whole runs, validation excluded, first epoch included; "
+        "the first epoch (tracing, compiling) and the later ones also apart. Same network "
+        "(parameter count below), split, batch size 128, Adam 1e-3 and epochs for every "
+        "contestant. kcnn is `kcnn train` as it is (benchmarks/kcnn_timed.py only notes its "
+        "epoch clock). _keras_ is the plain script with Keras's defaults; _keras with kcnn's "
+        "settings_ adds kcnn's two compile settings (several steps per call, training state "
+        "built first). The PyTorch loops sum loss and accuracy on the device and sync once per "
+        "epoch; _channels_last_ keeps NHWC memory; _compiled_ is `torch.compile`. "
+        f"{s.get('repeats', '?')} repeats, every contestant once per repeat in a shuffled "
+        "order; contestants' figures are medians over the repeats; each ratio is taken within "
+        "a repeat (paired) and given as median (lowest–highest) over the repeats.",
+        "",
+    ]
+    if float(str(s.get("load_before", "0")).split("/")[0]) > cores:
+        out += [
+            f"**The machine was oversubscribed (load > {cores} cores) during this section: "
+            "the figures are a loaded machine's.**",
+            "",
+        ]
+    for case, c in s.items():
+        if not isinstance(c, dict) or "contestants" not in c:
+            continue
+        cs = c["contestants"]
+        out += [
+            f"### {case}, {c['epochs']} epochs",
+            "",
+            "| contestant | parameters | images/s | first epoch | later epochs | test accuracy |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, r in cs.items():
+            if name == "best pytorch":
+                continue
+            if r.get("errors") and not r.get("images_per_second") == r.get("images_per_second"):
+                out.append(
+                    f"| {name} | {fmt(r.get('params'), ',')} | failed: {r['errors'][0]} |||| "
+                )
+                continue
+            out.append(
+                f"| {name} | {fmt(r.get('params'), ',')} | {fmt(r['images_per_second'])} | "
+                f"{fmt(r['first_epoch_images_per_second'])} | "
+                f"{fmt(r['later_images_per_second'])} | {fmt(r['test_accuracy'], '.4f')} |"
+            )
+        whole, later = c["ratios"]["images_per_second"], c["ratios"]["later_images_per_second"]
+        out += [
+            "",
+            "| kcnn ÷ | whole run: median (range) | later epochs | target | |",
+            "|---|---|---|---|---|",
+        ]
+        target = TORCH_TARGETS.get(case)
+        for b, r in whole.items():
+            goal = target if b == "best pytorch" else None
+            out.append(
+                f"| {b} | {ratio_cell(r)} | {ratio_cell(later[b])} | "
+                + (f">= {goal} | {met(r['median'] is not None and r['median'] >= goal)} |"
+                   if goal else "| |")
+            )  # fmt: skip
+        gap = c.get("kcnn_first_epoch_gap_seconds")
+        if gap and gap["median"] is not None:
+            ok = gap["median"] <= FIRST_EPOCH_GAP_TARGET
+            out += [
+                "",
+                f"kcnn's first epoch took {gap['median']:.2f} s ({gap['low']:.2f}–"
+                f"{gap['high']:.2f}) beyond its median later epoch"
+                + (
+                    f" (target <= {FIRST_EPOCH_GAP_TARGET} s: {met(ok)})."
+                    if case.startswith("lenet5")
+                    else "."
+                ),
+            ]
+        out.append("")
+    return out
 
 
 def write_report(results: dict, path: Path) -> None:
@@ -74,50 +163,7 @@ def write_report(results: dict, path: Path) -> None:
             "",
         ]
     if "throughput" in sec:
-        s = sec["throughput"]
-        out += ["## 2. Training throughput", "", note({**s}), ""]
-        out += [
-            "Training images per second over whole epochs, validation excluded, first epoch "
-            "included; the first epoch (tracing) and the later ones also apart. Same model, "
-            "split, batch size 128, Adam 1e-3 and epochs for every contestant. kcnn is "
-            "`kcnn train` as it is (benchmarks/kcnn_timed.py only notes its epoch clock); "
-            f"median of {s.get('repeats', '?')} alternating "
-            "runs per contestant.",
-            "",
-        ]
-        if float(str(s.get("load_before", "0")).split("/")[0]) > cores:
-            out += [
-                f"**The machine was oversubscribed (load > {cores} cores) during this section: "
-                "PyTorch's figures then collapse far more than TensorFlow's and its ratios are "
-                "not a fair comparison (see the notes at the end).**",
-                "",
-            ]
-        for case, c in s.items():
-            if not isinstance(c, dict) or "contestants" not in c:
-                continue
-            cs = c["contestants"]
-            out += [
-                f"### {case}, {c['epochs']} epochs",
-                "",
-                "| contestant | images/s | first epoch | later epochs | test accuracy |",
-                "|---|---|---|---|---|",
-            ]
-            for name, r in cs.items():
-                out.append(
-                    f"| {name} | {r['images_per_second']:.0f} | "
-                    f"{r['first_epoch_images_per_second']:.0f} | "
-                    f"{r['later_images_per_second']:.0f} | {r['test_accuracy']:.4f} |"
-                )
-            out += ["", "| ratio (images/s) | value | target | |", "|---|---|---|---|"]
-            for k in ("kcnn",):
-                for b in ("keras", "pytorch"):
-                    ratio = cs[k]["images_per_second"] / cs[b]["images_per_second"]
-                    later = cs[k]["later_images_per_second"] / cs[b]["later_images_per_second"]
-                    out.append(
-                        f"| {k} / {b} | {ratio:.2f} (later epochs {later:.2f}) | >= 1.0 | "
-                        f"{met(ratio >= RATIO_TARGET)} |"
-                    )
-            out.append("")
+        out += throughput_section(sec["throughput"], note, cores)
     if "levers" in sec:
         s = sec["levers"]
         out += [
@@ -271,9 +317,12 @@ def write_report(results: dict, path: Path) -> None:
         out += [
             "",
         ]
-    notes = Path(__file__).with_name("NOTES.md")
-    if notes.exists():
-        out += [notes.read_text()]
+    out += [
+        "---",
+        "",
+        "Nothing above is written by hand. What was measured by hand, tried, and why a target",
+        "is or is not met: [NOTES.md](NOTES.md) (hand-written, dated).",
+    ]
     path.write_text("\n".join(out) + "\n")
 
 

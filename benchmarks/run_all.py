@@ -20,16 +20,27 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
+import protocol  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 PY = common.PYTHON
 KCNN = [PY, "-m", "kcnn.cli"]
-SECTIONS = ("startup", "throughput", "transfer", "memory", "scaling", "evaluation", "levers")
+SECTIONS = (
+    "startup",
+    "throughput",
+    "scaleout",
+    "transfer",
+    "memory",
+    "scaling",
+    "evaluation",
+    "levers",
+)
 
 
 def load() -> str:
@@ -67,6 +78,8 @@ def kcnn_train(arch: str, dataset: str, epochs: int, out: str) -> dict:
     s = timed["epoch_seconds"]
     n = m["train_images_per_second"] * m["train_seconds"] / len(s) if s else None
     return {
+        "contestant": "kcnn",
+        "params": m.get("params", {}).get("total") if isinstance(m.get("params"), dict) else None,
         "images_per_second": m["train_images_per_second"],
         "first_epoch_images_per_second": n / s[0] if s else None,
         "later_images_per_second": n * (len(s) - 1) / sum(s[1:]) if len(s) > 1 else None,
@@ -75,25 +88,70 @@ def kcnn_train(arch: str, dataset: str, epochs: int, out: str) -> dict:
     }
 
 
-def throughput(repeats: int) -> dict:
-    # few epochs: the first (tracing) is reported apart, and later epochs vary little
-    cases = [("lenet5", "mnist-5k", 5), ("simple-cnn", "shapes", 3)]
-    results = {}
+def has_torch() -> bool:
+    return (
+        common.run([PY, "-c", "import importlib.util as u; print(bool(u.find_spec('torch')))"])[
+            "stdout"
+        ].strip()
+        == "True"
+    )
+
+
+# Every contestant of the throughput section: its command-line flags for its script.
+KERAS = {"keras": [], "keras with kcnn's settings": ["--kcnn-settings"]}
+TORCH = {
+    "pytorch": [],
+    "pytorch channels_last": ["--channels-last"],
+    "pytorch compiled": ["--compile"],
+}
+
+
+def baseline(script: str, args: list[str]) -> Callable[[], dict]:
+    def run() -> dict:
+        try:
+            return common.last_json(common.run([PY, HERE / script, *args])["stdout"])
+        except (RuntimeError, ValueError) as e:  # recorded, not fatal: the others still count
+            return {"error": str(e).strip().splitlines()[-1][:300]}
+
+    return run
+
+
+def first_epoch_gap(run: dict) -> float | None:
+    """Seconds the first epoch took beyond the median later epoch."""
+    s = run.get("epoch_seconds") or []
+    return s[0] - common.median(s[1:]) if len(s) > 1 else None
+
+
+def throughput(repeats: int, cases=(("lenet5", "mnist-5k", 10), ("simple-cnn", "shapes", 3))):
+    """Every contestant once per repeat, in a shuffled order (benchmarks/protocol.py); kcnn's
+    ratio to each, per repeat."""
+    torch_names = list(TORCH) if has_torch() else []
+    results = {"repeats": repeats, "torch_contestants": torch_names}
     with tempfile.TemporaryDirectory() as out:
         for arch, dataset, epochs in cases:
-            runs = {"kcnn": [], "keras": [], "pytorch": []}
             args = [arch, "--dataset", dataset, "--epochs", str(epochs)]
-            for i in range(repeats):  # alternately
-                runs["kcnn"].append(kcnn_train(arch, dataset, epochs, out))
-                for name in ("keras", "pytorch"):
-                    script = HERE / f"baseline_{'torch' if name == 'pytorch' else name}.py"
-                    runs[name].append(common.last_json(common.run([PY, script, *args])["stdout"]))
-                print(f"  {arch} repeat {i + 1}/{repeats} done (load {load()})", file=sys.stderr)
+            contestants = {"kcnn": lambda a=arch, d=dataset, e=epochs: kcnn_train(a, d, e, out)}
+            contestants |= {k: baseline("baseline_keras.py", [*args, *f]) for k, f in KERAS.items()}
+            contestants |= {
+                k: baseline("baseline_torch.py", [*args, *f])
+                for k, f in TORCH.items()
+                if k in torch_names
+            }
+            runs = protocol.shuffled_repeats(
+                contestants,
+                repeats,
+                seed=len(results),
+                progress=lambda m, a=arch: print(f"  {a} {m} (load {load()})", file=sys.stderr),
+            )
+            for r in runs:  # the best PyTorch contestant of each repeat, by whole-run speed
+                best = protocol.best_of(runs=[r], names=torch_names, key="images_per_second")[0]
+                r["best pytorch"] = {**best, "which": best.get("contestant")}
+            names = [*contestants, *(["best pytorch"] if torch_names else [])]
             results[f"{arch} on {dataset}"] = {
                 "epochs": epochs,
                 "contestants": {
                     name: {
-                        key: common.median([r[key] for r in rs])
+                        key: common.median([r[name][key] for r in runs if r[name].get(key)])
                         for key in (
                             "images_per_second",
                             "first_epoch_images_per_second",
@@ -101,12 +159,92 @@ def throughput(repeats: int) -> dict:
                             "test_accuracy",
                         )
                     }
-                    for name, rs in runs.items()
+                    | {
+                        "params": next((r[name].get("params") for r in runs), None),
+                        "errors": [r[name]["error"] for r in runs if "error" in r[name]],
+                    }
+                    for name in names
                 },
+                "ratios": {
+                    key: protocol.paired_ratios(runs, "kcnn", names[1:], key)
+                    for key in ("images_per_second", "later_images_per_second")
+                },
+                "kcnn_first_epoch_gap_seconds": protocol.spread(
+                    [first_epoch_gap(r["kcnn"]) for r in runs]
+                ),
                 "runs": runs,
             }
-    results["repeats"] = repeats
     return results
+
+
+# The README's "What each costs" (Scaling out): the same LeNet-5 run under each option. Each
+# configuration's later epochs give its seconds per epoch; the first epoch's excess over them is
+# the tracing (and, with XLA, compiling).
+SCALEOUT = {
+    "one device": [],
+    "mirrored, 2 logical CPUs": ["--strategy", "mirrored", "--devices", "2"],
+    "mixed precision": ["--mixed-precision"],
+    "XLA": ["--jit-compile"],
+}
+SCALEOUT_RUN = ("lenet5", "mnist-5k", 4)
+
+
+def scaleout(repeats: int) -> dict:
+    arch, dataset, epochs = SCALEOUT_RUN
+
+    def one(flags):
+        def run():
+            name = f"scaleout-{time.monotonic_ns()}"
+            cmd = [PY, str(HERE / "kcnn_timed.py"), "train", arch, "--dataset", dataset]
+            cmd += ["--epochs", str(epochs), "--out", out, "--name", name, *flags]
+            timed = common.last_json(common.run(cmd)["stdout"])
+            run_dir = glob.glob(os.path.join(out, f"*{name}"))[0]
+            m = json.loads(Path(run_dir, "metrics.json").read_text())
+            s = timed["epoch_seconds"]
+            later = common.median(s[1:])
+            return {
+                "epoch_seconds": s,
+                "later_epoch_seconds": later,
+                "first_epoch_extra_seconds": s[0] - later,
+                "test_accuracy": m["test_accuracy"],
+                "precision_policy": m.get("precision_policy"),
+            }
+
+        return run
+
+    with tempfile.TemporaryDirectory() as out:
+        runs = protocol.shuffled_repeats(
+            {k: one(f) for k, f in SCALEOUT.items()},
+            repeats,
+            seed=1,
+            progress=lambda m: print(f"  scale-out {m} (load {load()})", file=sys.stderr),
+        )
+    names = list(SCALEOUT)
+    return {
+        "arch": arch,
+        "dataset": dataset,
+        "epochs": epochs,
+        "batch_size": 128,
+        "repeats": repeats,
+        "configurations": {
+            k: {
+                "later_epoch_seconds": common.median([r[k]["later_epoch_seconds"] for r in runs]),
+                "first_epoch_extra_seconds": common.median(
+                    [r[k]["first_epoch_extra_seconds"] for r in runs]
+                ),
+                "test_accuracy": common.median([r[k]["test_accuracy"] for r in runs]),
+            }
+            for k in names
+        },
+        # per repeat, each configuration's later epoch over one device's (paired)
+        "epoch_time_ratios": protocol.paired_ratios(
+            [{k: {"t": r[k]["later_epoch_seconds"]} for k in names} for r in runs],
+            "one device",
+            names[1:],
+            "t",
+        ),
+        "runs": runs,
+    }
 
 
 def levers(repeats: int) -> dict:
@@ -204,7 +342,7 @@ def versions() -> dict:
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=protocol.MIN_REPEATS)
     # The lever survey takes longer than everything else together on 2 cores, so `make bench`
     # (under 15 minutes) leaves it out: run it with --only levers.
     parser.add_argument("--skip", nargs="*", default=["levers"], choices=SECTIONS)
@@ -233,6 +371,7 @@ def main(argv=None) -> dict:
         run = {
             "startup": lambda: startup(args.repeats),
             "throughput": lambda: throughput(args.repeats),
+            "scaleout": lambda: scaleout(args.repeats),
             "levers": lambda: levers(1),
             "transfer": transfer,
             "memory": lambda: memory(args.memory_backbone),
@@ -252,6 +391,10 @@ def main(argv=None) -> dict:
     from report import write_report
 
     write_report(results, Path(args.out) / "RESULTS.md")
+    if Path(args.out).resolve() == HERE:  # the committed results: README's figures follow them
+        import readme_figures
+
+        readme_figures.main([])
     print(
         f"wrote {Path(args.out) / 'RESULTS.md'} in {results['total_seconds']:.0f} s",
         file=sys.stderr,
