@@ -45,6 +45,8 @@ def build(arch: str, channels: int, classes: int):
             # Keras flattens channels-last: the same features, in another order
             nn.Flatten(), nn.Linear(64 * 8 * 8, 128), nn.ReLU(), nn.Linear(128, classes),
         ]  # fmt: skip
+    elif arch == "resnet18":
+        return resnet18(channels, classes)
     else:
         raise SystemExit(f"unknown architecture {arch}")
     model = nn.Sequential(*layers)
@@ -55,9 +57,47 @@ def build(arch: str, channels: int, classes: int):
     return model
 
 
-def contestant_name(channels_last: bool, compiled: bool) -> str:
+def resnet18(channels: int, classes: int):
+    """ResNet-18 as kcnn builds it (kcnn/models/architectures/resnet.py, torchvision's layout):
+    7×7 stem, 3×3 max pool, four stages of two basic blocks, 1×1 projections where the shape
+    changes, no conv biases, global average pooling. For the GPU section (torchvision is not
+    needed)."""
+    from torch import nn
+
+    def conv_bn(cin, cout, k, stride):
+        return [nn.Conv2d(cin, cout, k, stride, k // 2, bias=False), nn.BatchNorm2d(cout)]
+
+    class Block(nn.Module):
+        def __init__(self, cin, cout, stride):
+            super().__init__()
+            self.body = nn.Sequential(
+                *conv_bn(cin, cout, 3, stride), nn.ReLU(), *conv_bn(cout, cout, 3, 1)
+            )
+            self.skip = (
+                nn.Sequential(*conv_bn(cin, cout, 1, stride))
+                if stride != 1 or cin != cout
+                else nn.Identity()
+            )
+
+        def forward(self, x):
+            return (self.body(x) + self.skip(x)).relu()
+
+    layers = [*conv_bn(channels, 64, 7, 2), nn.ReLU(), nn.MaxPool2d(3, 2, 1)]
+    cin = 64
+    for stage, width in enumerate((64, 128, 256, 512)):
+        for i in range(2):
+            layers.append(Block(cin, width, 2 if (i == 0 and stage > 0) else 1))
+            cin = width
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, classes)]
+    return nn.Sequential(*layers)
+
+
+def contestant_name(channels_last: bool, compiled: bool, mixed: bool = False) -> str:
     return (
-        "pytorch" + (" compiled" if compiled else "") + (" channels_last" if channels_last else "")
+        "pytorch"
+        + (" compiled" if compiled else "")
+        + (" channels_last" if channels_last else "")
+        + (" mixed precision" if mixed else "")
     )
 
 
@@ -68,6 +108,11 @@ def arguments(argv=None):
     extra.add_argument("--channels-last", action="store_true")
     extra.add_argument("--compile", action="store_true")
     extra.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    extra.add_argument(
+        "--mixed-precision",
+        action="store_true",
+        help="autocast: float16 with loss scaling on a GPU, bfloat16 on a CPU (as Keras's policy)",
+    )
     own, rest = extra.parse_known_args(argv)
     args, split = common.baseline_setup(rest)
     return own, args, split
@@ -78,7 +123,7 @@ def main(argv=None) -> dict:
     import torch
     from torch import nn
 
-    name = contestant_name(own.channels_last, own.compile)
+    name = contestant_name(own.channels_last, own.compile, own.mixed_precision)
     torch.manual_seed(args.seed)
     # TensorFlow takes a GPU by itself when there is one; PyTorch is told to, so that on a GPU
     # machine the same command compares the two there.
@@ -97,6 +142,13 @@ def main(argv=None) -> dict:
     loss_fn = nn.CrossEntropyLoss()
     generator = torch.Generator().manual_seed(args.seed)
     step_model = torch.compile(model) if own.compile else model
+    half = torch.float16 if device.type == "cuda" else torch.bfloat16
+    scaler = torch.amp.GradScaler(
+        device.type, enabled=own.mixed_precision and half == torch.float16
+    )
+
+    def autocast():
+        return torch.autocast(device.type, dtype=half, enabled=own.mixed_precision)
 
     def one_epoch():
         model.train()
@@ -107,10 +159,12 @@ def main(argv=None) -> dict:
             idx = order[i : i + args.batch_size]
             xb, yb = xs[idx].contiguous(memory_format=memory), ys[idx]
             optimizer.zero_grad(set_to_none=True)
-            logits = step_model(xb)
-            loss = loss_fn(logits, yb)
-            loss.backward()
-            optimizer.step()
+            with autocast():
+                logits = step_model(xb)
+                loss = loss_fn(logits.float(), yb)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
             # what Keras's fit reports, kept on the device: no host sync per step
             loss_sum += loss.detach() * len(idx)
             correct += (logits.detach().argmax(1) == yb).sum()
@@ -133,7 +187,7 @@ def main(argv=None) -> dict:
         print(json.dumps(result))
         return result
     model.eval()
-    with torch.inference_mode():  # one pass, batched as Keras's evaluate batches
+    with torch.inference_mode(), autocast():  # one pass, batched as Keras's evaluate batches
         hits = sum(
             int(
                 (

@@ -85,7 +85,8 @@ def throughput_section(s: dict, note, cores: int) -> list[str]:
         for name, r in cs.items():
             if name == "best pytorch":
                 continue
-            if r.get("errors") and not r.get("images_per_second") == r.get("images_per_second"):
+            speed = r.get("images_per_second")
+            if r.get("errors") and (speed is None or speed != speed):  # no run of it finished
                 out.append(
                     f"| {name} | {fmt(r.get('params'), ',')} | failed: {r['errors'][0]} |||| "
                 )
@@ -126,6 +127,72 @@ def throughput_section(s: dict, note, cores: int) -> list[str]:
     return out
 
 
+SECTION_TITLES = {
+    "startup": "start-up",
+    "throughput": "training throughput",
+    "scaleout": "scale-out options",
+    "transfer": "transfer feature caching",
+    "memory": "memory",
+    "scaling": "scaling",
+    "evaluation": "evaluation and prediction",
+}
+
+
+def scaleout_section(s: dict, note) -> list[str]:
+    c, r = s["configurations"], s["epoch_time_ratios"]
+    out = [
+        '## 7. Scale-out options (README\'s "What each costs")',
+        "",
+        note(s),
+        "",
+        f"`kcnn train {s['arch']} --dataset {s['dataset']} --epochs {s['epochs']}` (batch "
+        f"{s['batch_size']}) under each option, {s['repeats']} repeats in a shuffled order. "
+        "Seconds per later epoch (median), the first epoch's excess over them (tracing; with XLA "
+        "also compiling), and each option's later epoch over one device's in the same repeat.",
+        "",
+        "| configuration | s per later epoch | first epoch's excess s | ÷ one device | "
+        "test accuracy |",
+        "|---|---|---|---|---|",
+    ]
+    for name, x in c.items():
+        ratio = ratio_cell(r[name]) if name in r else "1"
+        out.append(
+            f"| {name} | {x['later_epoch_seconds']:.2f} | {x['first_epoch_extra_seconds']:.2f} "
+            f"| {ratio} | {x['test_accuracy']:.4f} |"
+        )
+    return [*out, ""]
+
+
+def gpu_section(s: dict | None, note) -> list[str]:
+    out = ["## 8. GPU", ""]
+    if not s or "skipped" in s or s.get("quick"):
+        why = (s or {}).get("skipped", "the last `make bench` ran where there is no GPU")
+        return [
+            *out,
+            f"**Not run: {why}.** benchmarks/gpu.py (kcnn against PyTorch eager and compiled on "
+            "resnet18 and simple-cnn at batch 1,024, with and without mixed precision and XLA; "
+            "frozen MobileNetV2 feature extraction at 224×224) has not yet run on a GPU; "
+            "`make bench` runs it on a machine with one.",
+            "",
+        ]
+    out += [
+        note(s),
+        "",
+        f"{s['gpus']} GPU(s); one run of each contestant, in a shuffled order.",
+        "",
+    ]
+    for case in ("simple-cnn", "resnet18", "mobilenetv2 features at 224"):
+        c = s.get(case)
+        if not c:
+            continue
+        out += [f"### {case}", "", "| contestant | images/s | |", "|---|---|---|"]
+        for name, r in c["contestants"].items():
+            fig = r.get("images_per_second")
+            out.append(f"| {name} | {fmt(fig)} | {r.get('error', '')} |")
+        out.append("")
+    return out
+
+
 def write_report(results: dict, path: Path) -> None:
     m, v, sec = results["machine"], results["versions"], results.get("sections", {})
     cores = m["cores"]
@@ -134,10 +201,21 @@ def write_report(results: dict, path: Path) -> None:
         "# kcnn benchmarks",
         "",
         "Written by `make bench` (benchmarks/run_all.py); raw figures in benchmarks/results.json.",
-        "Every figure is the median of several runs; each contestant ran alternately with its",
-        "baseline in the same session, so a busy moment of the machine hits both. The machine is",
-        "shared with other work: the load average is given with each section.",
+        "Nothing here is typed by hand. Protocol (benchmarks/protocol.py): at least 3 repeats,",
+        "every contestant once per repeat in a shuffled order; figures are medians over the",
+        "repeats, and each ratio is taken within a repeat (paired) and given as median",
+        "(lowest–highest). The machine is shared with other work: the load average is given",
+        "with each section.",
         "",
+        *(
+            [
+                "**QUICK CHECK (`--quick`): tiny sizes that test the harness; no figure here "
+                "means anything.**",
+                "",
+            ]
+            if results.get("quick")
+            else []
+        ),  # fmt: skip
         f"- CPU: {m['cpu']}, {cores} cores; GPU: {m['gpu']}",
         f"- Python {m['python']}, TensorFlow {v['tensorflow']}, Keras {v['keras']}, "
         f"NumPy {v['numpy']}, PyTorch {v.get('torch')}; {m['platform']}",
@@ -288,33 +366,47 @@ def write_report(results: dict, path: Path) -> None:
         out += ["", linear_fit(rows), ""]
     if "evaluation" in sec:
         s = sec["evaluation"]
+        r = s["ratios"]
         out += [
             "## 6. Evaluation and prediction",
             "",
             note(s),
             "",
-            f"{s['arch']}, images/s, median of alternating runs. In process, on {s['images']} "
-            "`shapes` images: kcnn's evaluation = `model.evaluate` + `model.predict` + per-class "
-            "report on kcnn's pipeline, and `model.predict` on kcnn's pipeline, against the same "
-            "calls by hand on a NumPy array prepared beforehand (off the clock). End to end, "
-            f"on {s.get('predict_images')} PNG files: `kcnn predict RUN FOLDER --json` against a "
+            f"{s['arch']}, images/s, medians over {s.get('repeats')} repeats in a shuffled order; "
+            "ratios per repeat, median (lowest–highest). In process, on "
+            f"{s['images']} `shapes` images, one pass each: kcnn's evaluation (the class "
+            "probabilities once, then loss, accuracy and the per-class report, on kcnn's "
+            "pipeline) against the same work by hand (`model.predict` once on a NumPy array "
+            "prepared beforehand, off the clock, then the same figures); `model.predict` on "
+            "kcnn's pipeline against `model.predict` on the array. End to end, on "
+            f"{s.get('predict_images')} PNG files: `kcnn predict RUN FOLDER --json` against a "
             "script that loads model.keras, reads the files with PIL and calls `model.predict` "
             "(both fresh processes, start-up included).",
             "",
-            "| what | kcnn | by hand | ratio |",
+            "| what | kcnn | by hand | kcnn ÷ by hand |",
             "|---|---|---|---|",
-            f"| test-set evaluation | {s['kcnn_evaluate']:.0f} | {s['hand_evaluate']:.0f} | "
-            f"{s['kcnn_evaluate'] / s['hand_evaluate']:.2f} |",
+            f"| test-set evaluation (one pass each) | {s['kcnn_evaluate']:.0f} | "
+            f"{s['hand_evaluate']:.0f} | {ratio_cell(r['evaluate'])} |",
             f"| prediction | {s['kcnn_predict']:.0f} | {s['hand_predict']:.0f} | "
-            f"{s['kcnn_predict'] / s['hand_predict']:.2f} |",
+            f"{ratio_cell(r['predict'])} |",
+            f"| `kcnn predict` command, end to end | {s['kcnn_predict_command']:.0f} | "
+            f"{s['hand_predict_script']:.0f} | {ratio_cell(r['predict_command'])} |",
+            "",
         ]
-        if "kcnn_predict_command" in s:
-            out.append(
-                f"| `kcnn predict` command, end to end | {s['kcnn_predict_command']:.0f} | "
-                f"{s['hand_predict_script']:.0f} | "
-                f"{s['kcnn_predict_command'] / s['hand_predict_script']:.2f} |"
-            )
+    if "scaleout" in sec:
+        out += scaleout_section(sec["scaleout"], note)
+    out += gpu_section(sec.get("gpu"), note)
+    missing = [k for k in SECTION_TITLES if k not in sec]
+    if missing:
         out += [
+            "## Not measured under this protocol yet",
+            "",
+            "These sections have no figures in benchmarks/results.json from the current "
+            "protocol (benchmarks/protocol.py); `python benchmarks/run_all.py --only "
+            + " ".join(missing)
+            + "` measures them: "
+            + ", ".join(SECTION_TITLES[k] for k in missing)
+            + ".",
             "",
         ]
     out += [

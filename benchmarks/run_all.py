@@ -1,14 +1,16 @@
-"""`make bench`: every benchmark, each contestant alternating with its baseline in the same run,
-written to benchmarks/RESULTS.md (and results.json, scaling.png).
+"""`make bench`: every benchmark against its baselines in the same run, written to
+benchmarks/RESULTS.md (and results.json, scaling.png, README.md's marked figures).
 
-    python benchmarks/run_all.py [--repeats 3] [--skip memory ...] [--only levers]
+    python benchmarks/run_all.py [--repeats 3] [--skip memory ...] [--only levers] [--out DIR]
 
-A partial run keeps the other sections of the last run in results.json (each with its date); the
-lever survey runs only when asked for (`--only levers`).
+Comparisons follow benchmarks/protocol.py: at least 3 repeats, every contestant once per repeat
+in a shuffled order, ratios taken per repeat (paired) and given as median and range. The
+machine's load average is recorded before and after each section, because other processes on a
+shared machine move these timings. On a machine with a GPU, TensorFlow and PyTorch both run
+there, and the GPU section (benchmarks/gpu.py) runs too; without one it is recorded as not run.
 
-Sections: startup, throughput, levers, transfer, memory, scaling, evaluation. Every figure is the
-median of its repeats; the machine's load average is recorded before and after each section,
-because other processes on a shared machine move these timings.
+A partial run keeps the other sections of the last run in results.json (each with its date),
+never those of an earlier protocol; the lever survey runs only when asked for (`--only levers`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ import protocol  # noqa: E402
 HERE = Path(__file__).resolve().parent
 PY = common.PYTHON
 KCNN = [PY, "-m", "kcnn.cli"]
+# Results of an earlier protocol are never mixed with this one's (run_all refuses to merge them).
+PROTOCOL = "issue-23: >=3 shuffled repeats, paired ratios"
 SECTIONS = (
     "startup",
     "throughput",
@@ -39,6 +43,7 @@ SECTIONS = (
     "memory",
     "scaling",
     "evaluation",
+    "gpu",
     "levers",
 )
 
@@ -188,9 +193,22 @@ SCALEOUT = {
 }
 SCALEOUT_RUN = ("lenet5", "mnist-5k", 4)
 
+# `--quick`: every section at a tiny size, to check that the harness works (into a scratch
+# --out, never the committed results: these figures mean nothing)
+QUICK = {
+    "throughput": (("lenet5", "mnist-5k", 2),),
+    "scaleout_epochs": 2,
+    "transfer": ["--epochs", "2", "--shapes-count", "200", "--backbone", "mobilenetv2"],
+    "memory_images": 200,
+    "scaling": (300, 600),
+    "evaluation": ["--images", "300", "--predict-images", "30"],
+}
+quick = False
+
 
 def scaleout(repeats: int) -> dict:
     arch, dataset, epochs = SCALEOUT_RUN
+    epochs = QUICK["scaleout_epochs"] if quick else epochs
 
     def one(flags):
         def run():
@@ -253,13 +271,15 @@ def levers(repeats: int) -> dict:
 
 
 def transfer() -> dict:
-    r = common.run([PY, HERE / "feature_cache.py", "--epochs", "10", "--shapes-count", "2000"])
+    args = QUICK["transfer"] if quick else ["--epochs", "10", "--shapes-count", "2000"]
+    r = common.run([PY, HERE / "feature_cache.py", *args])
     return json.loads(r["stdout"][r["stdout"].index("\n{") :])
 
 
 def memory(backbone: str) -> dict:
     with tempfile.TemporaryDirectory() as out:
-        r = common.run([PY, "-c", MEMORY_RUN, out, backbone, str(MEMORY_IMAGES)])
+        images = QUICK["memory_images"] if quick else MEMORY_IMAGES
+        r = common.run([PY, "-c", MEMORY_RUN, out, backbone, str(images)])
     return {**common.last_json(r["stdout"]), "peak_rss_mib": r["rss_mib"], "wall": r["wall"]}
 
 
@@ -283,13 +303,14 @@ print(json.dumps({"backbone": backbone, "images": images, "image_size": 224, "ep
 """
 
 
-def scaling(sizes=(1_000, 5_000, 20_000, 60_000)) -> dict:
+def scaling(out: Path, sizes=(1_000, 5_000, 20_000, 60_000)) -> dict:
+    sizes = QUICK["scaling"] if quick else sizes
     rows = []
     for n in sizes:
         r = common.run([PY, HERE / "scaling.py", str(n)])
         rows.append({**common.last_json(r["stdout"]), "peak_rss_mib": r["rss_mib"]})
         print(f"  scaling {n} done (load {load()})", file=sys.stderr)
-    plot_scaling(rows, HERE / "scaling.png")
+    plot_scaling(rows, out / "scaling.png")
     return {"rows": rows}
 
 
@@ -317,8 +338,14 @@ def plot_scaling(rows, path) -> None:
 
 
 def evaluation(repeats: int) -> dict:
-    r = common.run([PY, HERE / "eval_predict.py", "--repeats", str(repeats)])
+    args = QUICK["evaluation"] if quick else []
+    r = common.run([PY, HERE / "eval_predict.py", "--repeats", str(repeats), *args])
     return common.last_json(r["stdout"])
+
+
+def gpu_section() -> dict:
+    """benchmarks/gpu.py, on a GPU machine only (it says so itself otherwise)."""
+    return common.last_json(common.run([PY, HERE / "gpu.py"])["stdout"])
 
 
 def gpu() -> str:
@@ -351,14 +378,30 @@ def main(argv=None) -> dict:
     )
     parser.add_argument("--only", nargs="*", default=None, choices=SECTIONS)
     parser.add_argument("--out", default=str(HERE))
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, to check the harness")
     args = parser.parse_args(argv)
+    global quick
+    quick = args.quick
+    if quick and Path(args.out).resolve() == HERE:
+        raise SystemExit("--quick figures mean nothing: give a scratch --out, not benchmarks/")
     wanted = [s for s in SECTIONS if s not in args.skip and (args.only is None or s in args.only)]
     results_path = Path(args.out) / "results.json"
     # a partial run (--only) keeps the other sections of the last full one
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    if results.get("protocol") != PROTOCOL:  # an earlier protocol's figures: not kept beside these
+        results = {}
+    machine_gpu = gpu()
+    if machine_gpu == "none" and "gpu" in wanted:  # recorded as not run, with the reason
+        wanted.remove("gpu")
+        results.setdefault("sections", {})["gpu"] = {
+            "skipped": "no GPU visible to TensorFlow on the machine of the last run",
+            "date": time.ctime(),
+        }
     results.update(
         {
-            "machine": {**common.machine(), "gpu": gpu()},
+            "protocol": PROTOCOL,
+            "quick": quick,
+            "machine": {**common.machine(), "gpu": machine_gpu},
             "versions": versions(),
             "date": time.ctime(),
         }
@@ -370,13 +413,16 @@ def main(argv=None) -> dict:
         print(f"{section} (load {before}) ...", file=sys.stderr)
         run = {
             "startup": lambda: startup(args.repeats),
-            "throughput": lambda: throughput(args.repeats),
+            "throughput": lambda: throughput(
+                args.repeats, *([QUICK["throughput"]] if quick else [])
+            ),
             "scaleout": lambda: scaleout(args.repeats),
             "levers": lambda: levers(1),
             "transfer": transfer,
             "memory": lambda: memory(args.memory_backbone),
-            "scaling": scaling,
+            "scaling": lambda: scaling(Path(args.out)),
             "evaluation": lambda: evaluation(args.repeats),
+            "gpu": gpu_section,
         }[section]
         sections[section] = {
             **run(),

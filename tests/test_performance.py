@@ -157,3 +157,47 @@ def test_training_state_built_before_fit_traces_the_step_once_and_trains_the_sam
         runs.append((len(traces), history.history))
     assert runs[1][0] == 1  # one trace of the training step for the whole fit
     assert runs[0][1] == runs[1][1]  # and the very same history, bit for bit
+
+
+@pytest.mark.parametrize(
+    "arch, api", [("lenet5", "sequential"), ("lenet5", "subclassed"), ("mnist-cnn", "functional")]
+)
+def test_steps_traced_as_written_train_evaluate_and_predict_the_same_bit_for_bit(arch, api):
+    """Autograph's conversion of Keras's steps is skipped (a cheaper first epoch): the history,
+    the validation figures and the predictions are the very same."""
+    import keras
+    import tensorflow as tf
+
+    from kcnn.models import forms
+
+    x, y = _data(64)
+    x_val, y_val = _data(20, seed=1)
+    shape = (32, 32, 1)
+    runs = []
+    for as_written in (False, True):
+        keras.utils.set_random_seed(5)
+        tf.config.experimental.enable_op_determinism()
+        model = forms.build(arch, api, shape, 3)
+        steps = pipeline.steps_per_epoch(len(y), 16)
+        model.compile(
+            optimizer="adam",
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+            **performance.compile_options(steps),
+        )
+        performance.build_training_state(model, shape)
+        if not as_written:  # undo it: Keras's default, autograph converting the steps
+            for name in performance.STEPS:
+                delattr(model, name)
+        assert getattr(model.train_step, "_kcnn_as_written", False) == as_written
+        history = model.fit(
+            pipeline.epoch_batches(x, y, shape, 16, 5, 0, 2),
+            validation_data=pipeline.make_dataset(x_val, y_val, shape, 16),
+            epochs=2,
+            steps_per_epoch=steps,
+            verbose=0,
+        )
+        predictions = model.predict(pipeline.make_dataset(x_val, y_val, shape, 16), verbose=0)
+        runs.append((history.history, predictions))
+    assert runs[0][0] == runs[1][0]
+    np.testing.assert_array_equal(runs[0][1], runs[1][1])
