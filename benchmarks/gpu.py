@@ -138,6 +138,9 @@ def main(argv=None) -> dict:
         order = list(contestants)
         rng.shuffle(order)
         runs = {name: attempt(contestants[name]) for name in order}
+        for name, r in runs.items():  # a CPU build of PyTorch would compare CPU with GPU
+            if gpus and name.startswith("pytorch") and r.get("device", "cuda") == "cpu":
+                r["error"] = "PyTorch ran on the CPU: install a CUDA build of torch"
         result[arch] = {"order": order, "contestants": {n: runs[n] for n in contestants}}
         print(f"  {arch} done", file=sys.stderr)
     features = {}

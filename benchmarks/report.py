@@ -96,6 +96,8 @@ def throughput_section(s: dict, note, cores: int) -> list[str]:
                 f"{fmt(r['first_epoch_images_per_second'])} | "
                 f"{fmt(r['later_images_per_second'])} | {fmt(r['test_accuracy'], '.4f')} |"
             )
+        if c.get("pytorch_devices"):
+            out += ["", f"PyTorch ran on: {', '.join(c['pytorch_devices'])}."]
         whole, later = c["ratios"]["images_per_second"], c["ratios"]["later_images_per_second"]
         out += [
             "",
@@ -193,7 +195,24 @@ def gpu_section(s: dict | None, note) -> list[str]:
     return out
 
 
+def memory_slope(rows) -> str:
+    """Peak memory per image between the smallest and the largest run, against the images'
+    own bytes: what "memory that stays flat" is judged by."""
+    a, b = rows[0], rows[-1]
+    per_image = (b["peak_rss_mib"] - a["peak_rss_mib"]) * 1024**2 / (b["images"] - a["images"])
+    return (
+        f"Peak memory grows by {per_image / 1000:.1f} KB per image from {a['images']:,} to "
+        f"{b['images']:,} images; each 32×32×3 uint8 image is 3.1 KB (target: no more than "
+        f"the images themselves: {met(per_image <= 3072 * 1.1)})."
+    )
+
+
 def write_report(results: dict, path: Path) -> None:
+    path.write_text(render(results))
+
+
+def render(results: dict) -> str:
+    """RESULTS.md's text: every figure from `results`, nothing typed by hand."""
     m, v, sec = results["machine"], results["versions"], results.get("sections", {})
     cores = m["cores"]
     note = lambda s: load_note(s).replace("{cores}", str(cores))  # noqa: E731
@@ -363,7 +382,7 @@ def write_report(results: dict, path: Path) -> None:
                 f"{1000 * r['train_seconds'] / r['train_images']:.3f} | {r['wall']:.1f} | "
                 f"{r['peak_rss_mib']:.0f} | {r['images'] * 3072 / 1024**2:.0f} |"
             )
-        out += ["", linear_fit(rows), ""]
+        out += ["", linear_fit(rows), "", memory_slope(rows), ""]
     if "evaluation" in sec:
         s = sec["evaluation"]
         r = s["ratios"]
@@ -415,7 +434,7 @@ def write_report(results: dict, path: Path) -> None:
         "Nothing above is written by hand. What was measured by hand, tried, and why a target",
         "is or is not met: [NOTES.md](NOTES.md) (hand-written, dated).",
     ]
-    path.write_text("\n".join(out) + "\n")
+    return "\n".join(out) + "\n"
 
 
 if __name__ == "__main__":

@@ -174,6 +174,9 @@ def throughput(repeats: int, cases=(("lenet5", "mnist-5k", 10), ("simple-cnn", "
                     key: protocol.paired_ratios(runs, "kcnn", names[1:], key)
                     for key in ("images_per_second", "later_images_per_second")
                 },
+                "pytorch_devices": sorted(
+                    {r[n]["device"] for r in runs for n in torch_names if "device" in r[n]}
+                ),
                 "kcnn_first_epoch_gap_seconds": protocol.spread(
                     [first_epoch_gap(r["kcnn"]) for r in runs]
                 ),
@@ -212,6 +215,12 @@ def scaleout(repeats: int) -> dict:
 
     def one(flags):
         def run():
+            try:
+                return attempt()
+            except (RuntimeError, ValueError, IndexError) as e:  # recorded; the others count
+                return {"error": str(e).strip().splitlines()[-1][:300]}
+
+        def attempt():
             name = f"scaleout-{time.monotonic_ns()}"
             cmd = [PY, str(HERE / "kcnn_timed.py"), "train", arch, "--dataset", dataset]
             cmd += ["--epochs", str(epochs), "--out", out, "--name", name, *flags]
@@ -246,17 +255,15 @@ def scaleout(repeats: int) -> dict:
         "repeats": repeats,
         "configurations": {
             k: {
-                "later_epoch_seconds": common.median([r[k]["later_epoch_seconds"] for r in runs]),
-                "first_epoch_extra_seconds": common.median(
-                    [r[k]["first_epoch_extra_seconds"] for r in runs]
-                ),
-                "test_accuracy": common.median([r[k]["test_accuracy"] for r in runs]),
+                key: common.median([r[k][key] for r in runs if key in r[k]])
+                for key in ("later_epoch_seconds", "first_epoch_extra_seconds", "test_accuracy")
             }
+            | {"errors": [r[k]["error"] for r in runs if "error" in r[k]]}
             for k in names
         },
         # per repeat, each configuration's later epoch over one device's (paired)
         "epoch_time_ratios": protocol.paired_ratios(
-            [{k: {"t": r[k]["later_epoch_seconds"]} for k in names} for r in runs],
+            [{k: {"t": r[k].get("later_epoch_seconds")} for k in names} for r in runs],
             "one device",
             names[1:],
             "t",

@@ -126,3 +126,10 @@ def test_every_contestant_trains_the_same_network_on_the_same_split(arch, datase
     # and it takes the same images: one batch through it gives one row per image and class
     out = net(torch.from_numpy(xs).permute(0, 3, 1, 2).contiguous())
     assert tuple(out.shape) == (2, classes)
+
+
+def test_results_md_is_exactly_what_the_report_makes_from_results_json():
+    """RESULTS.md holds generated figures only: no hand-written text pasted in."""
+    report = importlib.import_module("report")
+    results = json.loads((BENCH / "results.json").read_text())
+    assert report.render(results) == (BENCH / "RESULTS.md").read_text()
