@@ -133,3 +133,42 @@ def test_results_md_is_exactly_what_the_report_makes_from_results_json():
     report = importlib.import_module("report")
     results = json.loads((BENCH / "results.json").read_text())
     assert report.render(results) == (BENCH / "RESULTS.md").read_text()
+
+
+def test_the_throughput_section_pairs_each_repeat_and_reports_failures(monkeypatch):
+    """The harness's bookkeeping, with contestants that report fixed speeds (no timing here):
+    ratios per repeat against the best PyTorch contestant of that repeat, a failed contestant
+    recorded and shown, the others still compared."""
+    run_all = importlib.import_module("run_all")
+    report = importlib.import_module("report")
+    speeds = iter([100, 120, 110])  # kcnn's, one per repeat
+
+    def kcnn(arch, dataset, epochs, out):
+        return {"contestant": "kcnn", "params": 61706, "images_per_second": next(speeds),
+                "first_epoch_images_per_second": 50, "later_images_per_second": 150,
+                "test_accuracy": 0.9, "epoch_seconds": [1.0, 0.25, 0.2]}  # fmt: skip
+
+    def baseline(script, args):
+        def run():
+            if "--compile" in args:
+                return {"error": "InductorError: no compiler"}
+            speed = {"--channels-last": 80, "--kcnn-settings": 90}.get(args[-1], 50)
+            return {"contestant": args[-1], "params": 61706, "images_per_second": speed,
+                    "first_epoch_images_per_second": speed, "later_images_per_second": speed,
+                    "test_accuracy": 0.9, "device": "cpu"}  # fmt: skip
+
+        return run
+
+    monkeypatch.setattr(run_all, "kcnn_train", kcnn)
+    monkeypatch.setattr(run_all, "baseline", baseline)
+    monkeypatch.setattr(run_all, "has_torch", lambda: True)
+    result = run_all.throughput(3, cases=(("lenet5", "mnist-5k", 3),))
+    case = result["lenet5 on mnist-5k"]
+    best = case["ratios"]["images_per_second"]["best pytorch"]
+    assert best["values"] == [100 / 80, 120 / 80, 110 / 80]  # in the order of the repeats
+    assert (best["low"], best["median"], best["high"]) == (1.25, 1.375, 1.5)
+    assert case["contestants"]["pytorch compiled"]["errors"] == ["InductorError: no compiler"] * 3
+    assert case["kcnn_first_epoch_gap_seconds"]["median"] == pytest.approx(0.775)
+    text = "\n".join(report.throughput_section({**result, "load_before": "1/1/1"}, str, 2))
+    assert "failed: InductorError: no compiler" in text
+    assert "| best pytorch | 1.38 (1.25–1.50) |" in text and "**met**" in text
