@@ -7,8 +7,7 @@ compiled training function (`steps_per_execution`) removes most of that. The oth
 (thread pools, XLA, switching oneDNN off, dropping op determinism, the JAX backend) gave nothing
 measurable here or cost accuracy of the record, so kcnn leaves them at TensorFlow's defaults.
 The first epoch also traces the training step; creating the training state before it
-(`build_training_state`) makes that one trace instead of two, and tracing Keras's steps as the
-plain Python they are (`trace_as_written`) makes that trace cheaper.
+(`build_training_state`) makes that one trace instead of two.
 
     model.compile(..., **performance.compile_options(steps_per_epoch(len(y_train), batch_size)))
 """
@@ -57,26 +56,3 @@ def build_training_state(model, input_shape) -> None:
     if not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
     model.reset_metrics()
-    trace_as_written(model)
-
-
-# Keras's steps, traced by tf.function. Keras 3's code runs on JAX and PyTorch too, so it holds
-# no Python `if`/`for` on tensor values for autograph to rewrite: converting it changes nothing
-# in the graph but costs time. Profiled on LeNet-5 (benchmarks/first_epoch.py, NOTES.md), the
-# conversion took about a third of the first epoch.
-STEPS = ("train_step", "test_step", "predict_step")
-
-
-def trace_as_written(model) -> None:
-    """Have tf.function trace the model's training, evaluation and prediction steps without
-    autograph's conversion: the same graph (a Python `if` on a tensor would fail loudly instead
-    of being converted), the same results bit for bit, a cheaper trace. Keras's own loop around
-    the steps (several steps per execution) keeps its conversion."""
-    import tensorflow as tf
-
-    for name in STEPS:
-        step = getattr(model, name)
-        if not getattr(step, "_kcnn_as_written", False):
-            plain = tf.autograph.experimental.do_not_convert(step)
-            plain._kcnn_as_written = True
-            setattr(model, name, plain)
