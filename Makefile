@@ -28,11 +28,13 @@ lint: install
 	$(BIN)/ruff check kcnn tests benchmarks
 	$(BIN)/ruff format --check kcnn tests benchmarks
 
-# Every benchmark, each against its baseline, into benchmarks/RESULTS.md, in under 15 minutes on
-# 2 cores. Two long ones are separate (each longer than the rest together):
+# Every benchmark against its baselines (shuffled, paired repeats: benchmarks/protocol.py) into
+# benchmarks/RESULTS.md, results.json and README's marked figures, in under 15 minutes on 2 cores;
+# on a machine with a GPU, TensorFlow and PyTorch both run there and the GPU section
+# (benchmarks/gpu.py) runs too. Two long ones are separate:
 # `PYTHONPATH=. .venv/bin/python benchmarks/run_all.py --only levers` (lever survey) and
-# `... --only memory --memory-backbone vgg16` (the memory case with VGG16: about 20 minutes).
-# PyTorch is the baseline of one figure: the `bench` extra installs a CPU build of it.
+# `... --only memory --memory-backbone vgg16` (the memory case with VGG16).
+# PyTorch is the baseline of several figures: the `bench` extra installs it.
 bench: install $(VENV)/.bench-installed
 	PYTHONPATH=$(CURDIR) $(BIN)/python benchmarks/run_all.py
 
