@@ -28,6 +28,7 @@ except ImportError:  # older Typer uses Click itself
 from kcnn.cli import training  # noqa: F401
 from kcnn.cli import after  # noqa: F401
 from kcnn.cli import catalog  # noqa: F401
+from kcnn.cli import doctor  # noqa: F401
 
 # isort: on
 from kcnn.cli import app as _app_module
