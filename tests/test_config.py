@@ -125,8 +125,9 @@ def test_unknown_keys_in_a_file_suggest_the_closest_setting():
         TrainConfig.from_settings({"arch": "lenet5", "epoch": 3})
 
 
-def test_validate_is_idempotent_and_fills_in_derived_settings():
-    config = TrainConfig("lenet5", dataset="my data/").validate()
+def test_validate_is_idempotent_and_fills_in_derived_settings(tmp_path):
+    (tmp_path / "my data").mkdir()
+    config = TrainConfig("lenet5", dataset=f"{tmp_path / 'my data'}/").validate()
     assert config.lr == 1e-3 and config.name == "lenet5-my-data-sequential"
     assert config.validate().settings_dict() == config.settings_dict()
 

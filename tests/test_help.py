@@ -95,3 +95,34 @@ def test_version_answers_without_tensorflow():
     from importlib import metadata
 
     assert result.stdout.strip() == f"kcnn {metadata.version('kcnn')}"
+
+
+# --- errors name what the user wrote -----------------------------------------------------------
+
+
+def test_an_error_names_the_option_on_the_command_line_and_the_key_in_a_file(cli, tmp_path):
+    typed = cli("train", "lenet5", "--epochs", "0", "--print-config")
+    assert typed.code == 2 and "error: --epochs must be a whole number" in typed.err
+    assert "in a file" not in typed.err
+    config = tmp_path / "c.toml"
+    config.write_text('[[run]]\ncommand = "train"\narch = "lenet5"\nepochs = 0\n')
+    filed = cli("train", "--config", config, "--print-config")
+    assert filed.code == 2 and f"error: {config}: `epochs` must be a whole number" in filed.err
+    assert "--epochs" not in filed.err
+
+
+def test_a_missing_dataset_path_is_refused_before_tensorflow_is_imported(tmp_path):
+    code = (
+        "import sys\n"
+        "from kcnn.cli import main\n"
+        "try:\n"
+        f"    main(['train', 'lenet5', '--dataset', {str(tmp_path / 'nowhere')!r}])\n"
+        "except SystemExit as e:\n"
+        "    assert e.code == 2, e.code\n"
+        "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert "data set path" in result.stderr and "does not exist" in result.stderr

@@ -20,6 +20,7 @@ import typer
 
 from kcnn.cli.app import app
 from kcnn.engine.config import (
+    COMMAND_LINE,
     CONFIGURATION,
     OUTPUT,
     PANELS,
@@ -237,10 +238,10 @@ def resolve(
     }
     specs = cls.settings()
     for key, value in typed.items():  # a bad typed value is the command line's, not the file's
-        typed[key] = check_value(key, specs[key], value)
+        typed[key] = check_value(key, specs[key], value, COMMAND_LINE)
     base = experiments.settings_of(config_file, cls.command) if config_file is not None else {}
     merged = {**base, **typed}
-    source = str(config_file) if config_file is not None else "the command line"
+    source = str(config_file) if config_file is not None else COMMAND_LINE
     return cls.from_settings(merged, source=source).validate()
 
 

@@ -357,6 +357,16 @@ def check(name: str, data_dir: str | Path | None = None) -> None:
             raise KcnnError(f"data folder {data_dir} {what}; pass an existing folder to --data-dir")
     if name not in DATASETS and not is_path(name):
         raise unknown("dataset", name, DATASETS)
+    if name not in DATASETS:
+        _check_exists(Path(name).expanduser())  # at once: before any TensorFlow is imported
+
+
+def _check_exists(path: Path) -> None:
+    if not os.path.lexists(path):
+        raise KcnnError(
+            f"data set path {path} does not exist; pass a registered name ({', '.join(DATASETS)}), "
+            "an image folder or an .npz file"
+        )
 
 
 def load(
@@ -378,11 +388,7 @@ def load(
 
 
 def _load_path(path: Path) -> Data:
-    if not os.path.lexists(path):
-        raise KcnnError(
-            f"data set path {path} does not exist; pass a registered name ({', '.join(DATASETS)}), "
-            "an image folder or an .npz file"
-        )
+    _check_exists(path)
     try:
         mode = path.stat().st_mode
     except OSError as e:

@@ -113,11 +113,19 @@ def option_name(key: str) -> str:
     return "--" + key.replace("_", "-")
 
 
-def where(key: str, spec: Setting) -> str:
-    """How an error names a setting: the option on the command line and the key in a file."""
-    if spec.argument:
-        return f"{key.upper()} (`{key}` in a file)"
-    return f"{option_name(key)} (`{key}` in a file)"
+COMMAND_LINE = "the command line"  # the `source` of settings typed as options
+
+
+def where(key: str, spec: Setting, source: str = "") -> str:
+    """How an error names a setting, as the user wrote it: the option (or argument) when the
+    value came from the command line, the key when it came from a file (the error then starts
+    with the file's name); both when the source is not known."""
+    flag = key.upper() if spec.argument else option_name(key)
+    if source == COMMAND_LINE:
+        return flag
+    if source:
+        return f"`{key}`"
+    return f"{flag} (`{key}` in a file)"
 
 
 def _range_text(spec: Setting) -> str:
@@ -138,9 +146,10 @@ def _range_text(spec: Setting) -> str:
     return ""
 
 
-def check_value(key: str, spec: Setting, value: Any) -> Any:
-    """`value` checked against its setting; returns it in its canonical form (tuples as lists)."""
-    name = where(key, spec)
+def check_value(key: str, spec: Setting, value: Any, source: str = "") -> Any:
+    """`value` checked against its setting; returns it in its canonical form (tuples as lists).
+    `source` (COMMAND_LINE, a file's name, or "") decides how the error names the setting."""
+    name = where(key, spec, source)
     if value is None:
         if spec.optional:
             return None
@@ -490,13 +499,14 @@ class RunConfig:
         try:
             return self._validate()
         except KcnnError as e:
-            if not source or source == "the command line" or str(e).startswith(source):
+            if not source or source == COMMAND_LINE or str(e).startswith(source):
                 raise
             raise KcnnError(f"{source}: {e}") from None
 
     def _validate(self) -> RunConfig:
+        source = getattr(self, "_source", "")
         for key, spec in self.settings().items():
-            setattr(self, key, check_value(key, spec, getattr(self, key)))
+            setattr(self, key, check_value(key, spec, getattr(self, key), source))
         if self.lr is None:
             self.lr = defaults.LEARNING_RATES[self.optimizer]
         if self.image_size is not None:
@@ -646,8 +656,9 @@ class CompareConfig(RunConfig):
 
     def check(self) -> None:
         if len(set(self.apis)) < 2:
+            name = where("apis", self.settings()["apis"], getattr(self, "_source", ""))
             raise KcnnError(
-                f"--apis (`apis` in a file) needs at least two different API forms, got {', '.join(self.apis)}"
+                f"{name} needs at least two different API forms, got {', '.join(self.apis)}"
             )
 
     def default_name(self) -> str:
