@@ -387,6 +387,20 @@ def load(
     return validate(data)
 
 
+def _class_difference(path: Path, train: list[str], test: list[str]) -> str:
+    """Which class folders only one of train/ and test/ holds, by name."""
+    parts = []
+    for split, mine, other in (("train", train, test), ("test", test, train)):
+        only = [name for name in mine if name not in other]
+        if only:
+            shown = ", ".join(only[:5]) + (f" and {len(only) - 5} more" if len(only) > 5 else "")
+            parts.append(f"only {path / split}/ has {shown}")
+    return (
+        f"{path}/train and {path}/test hold different class folders: {'; '.join(parts)}; "
+        "give both the same classes"
+    )
+
+
 def _load_path(path: Path) -> Data:
     _check_exists(path)
     try:
@@ -410,7 +424,7 @@ def _load_path(path: Path) -> Data:
         mode_size = ("L" if x.shape[-1] == 1 else "RGB", (x.shape[2], x.shape[1]))
         xt, yt, test_classes = formats.read_image_folder(split_dirs[1], *mode_size)
         if test_classes != classes:
-            raise KcnnError(f"{path}/train and {path}/test hold different class folders")
+            raise KcnnError(_class_difference(path, classes, test_classes))
         return Data(
             path.name, x, y, xt, yt, classes, {"source": f"image folder {path} (train/ and test/)"}
         )
