@@ -340,7 +340,11 @@ def _text(checks: list[Check]) -> str:
     return "\n".join(lines)
 
 
-@app.command("doctor")
+@app.command(
+    "doctor",
+    help="Check this machine for kcnn: versions, devices, the Keras cache, the run folder and "
+    "the network, with one line of advice per problem.",
+)
 def doctor(
     out: Annotated[
         Path,
@@ -348,8 +352,6 @@ def doctor(
     ] = Path(defaults.OUT_DIR),
     as_json: AsJson = False,
 ) -> None:
-    """Check this machine for kcnn: versions, devices, the Keras cache, the run folder, the
-    network; one line of advice per problem."""
     checks = diagnose(out)
     failed = any(c.status == FAIL for c in checks)
     if as_json:
