@@ -69,6 +69,10 @@ def test_the_no_twin_of_a_flag_still_overrides_a_file(cli, tmp_path):
     assert "tensorboard = false" in result.out
     both = cli("train", "lenet5", "--tensorboard", "--no-tensorboard", "--print-config")
     assert both.code == 2 and "contradict" in both.err
+    # a flag that is on by default: its --no- twin turns it off
+    off = cli("transfer", "vgg16", "--weights", "none", "--no-cache-features", "--print-config")
+    assert off.code == 0, off.err
+    assert "cache_features = false" in off.out
 
 
 def test_a_setting_without_a_panel_lands_among_its_kind():

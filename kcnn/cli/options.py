@@ -163,7 +163,8 @@ def _fold_negatives(ctx: typer.Context, values: dict[str, Any]) -> dict[str, Any
         off = values.pop(key)
         if off:
             name = key.removesuffix("__off")
-            if values.get(name):
+            source = ctx.get_parameter_source(name)  # the flag typed, not its default of true
+            if values.get(name) and source is not None and source.name == "COMMANDLINE":
                 from kcnn.errors import KcnnError
 
                 raise KcnnError(
