@@ -29,6 +29,7 @@ from kcnn.cli import training  # noqa: F401
 from kcnn.cli import after  # noqa: F401
 from kcnn.cli import inspect  # noqa: F401
 from kcnn.cli import catalog  # noqa: F401
+from kcnn.cli import doctor  # noqa: F401
 
 # isort: on
 from kcnn.cli import app as _app_module

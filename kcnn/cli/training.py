@@ -15,7 +15,7 @@ import typer
 
 from kcnn.cli.app import AsJson, app, print_json, say
 from kcnn.cli.options import given, resolve, training_command
-from kcnn.engine.config import CompareConfig, TrainConfig, TransferConfig
+from kcnn.engine.config import CONFIGURATION, CompareConfig, TrainConfig, TransferConfig
 from kcnn.errors import KcnnError
 
 
@@ -47,6 +47,7 @@ RESUME = inspect.Parameter(
             help="Finish the interrupted run (or comparison) in this folder with its own settings.",
             show_default=False,
             metavar="RUN_DIR",
+            rich_help_panel=CONFIGURATION,
         ),
     ],
 )
