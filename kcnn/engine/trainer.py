@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kcnn.engine import checkpoints, distribute, interrupts
+from kcnn.engine import checkpoints, distribute, hooks, interrupts
 from kcnn.engine.config import RunConfig, check_batch_memory
 from kcnn.errors import KcnnError
 from kcnn.models.params import count_params, model_summary
@@ -531,6 +531,7 @@ class Trainer:
             from kcnn.runs.tracking import tensorboard_callback
 
             callbacks.append(tensorboard_callback(self.run_dir, self.config.tensorboard_histograms))
+        callbacks += hooks.callbacks(self)  # a sweep's pruning, MLflow tracking (kcnn.engine.hooks)
         steps = steps or steps_per_epoch(len(self.prepared.parts.y_train), self.config.batch_size)
         progress = (
             contextlib.redirect_stdout(sys.stderr) if self.quiet else contextlib.nullcontext()
@@ -633,7 +634,9 @@ class Trainer:
         from kcnn.runs.html import write_report_after  # report.html, from the finished folder
 
         write_report_after(run_dir)
-        return RunResult(run_dir, final, history, model)
+        result = RunResult(run_dir, final, history, model)
+        hooks.finished(self, result)
+        return result
 
 
 def _Recorder(trainer: Trainer):
