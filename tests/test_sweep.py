@@ -103,6 +103,11 @@ def test_sweep_runs_trials_as_run_folders_reports_resumes_and_confirms(tmp_path,
     listing = json.loads(cli("runs", tmp_path / "runs", "--json").out)
     names = [r["name"] for r in listing]
     assert "sweep-tiny" in names and sum(n.startswith("sweep-tiny/") for n in names) == 3
+    assert listing[names.index("sweep-tiny")]["status"] == "sweep"
+    # `kcnn compare SWEEP` compares its best trials
+    compared = cli("compare", folder, "--out", tmp_path / "compared", "--json")
+    assert compared.code == 0, compared.err
+    assert len(json.loads(compared.out)["rows"]) == sum(t["state"] == "complete" for t in trials)
     # the best trial's config.json replays with `kcnn run`
     replay = cli("run", folder / "best_config.json", "--json")
     assert replay.code == 0, replay.err
@@ -203,3 +208,21 @@ def test_a_missing_optuna_is_one_line_naming_the_extra(tmp_path, kcnn_exe):
     assert done.stderr.strip() == (
         "error: kcnn sweep needs Optuna, an optional extra: pip install 'kcnn[sweep]'"
     )
+
+
+def test_kcnn_run_points_a_sweep_file_to_kcnn_sweep(tmp_path, cli):
+    result = cli("run", sweep_file(tmp_path), "--check")
+    assert result.code == 2 and "use `kcnn sweep" in result.err
+
+
+def test_the_library_sweep_file_checks(cli, tmp_path):
+    path = Path(__file__).parent.parent / "experiments" / "sweeps" / "sweep-lenet5.toml"
+    result = cli("sweep", path, "--check", "--out", tmp_path, "--json")
+    assert result.code == 0, result.err
+    plan = json.loads(result.out)
+    assert plan["trials"] == 16 and set(plan["space"]) == {
+        "lr",
+        "batch_size",
+        "weight_decay",
+        "augment",
+    }

@@ -333,6 +333,7 @@ def load(path: str | Path, out: str | Path | None = None) -> Sweep:
     )
     sampler = _one_of(_sweep_value(table, "sampler", str, "tpe", where), SAMPLERS, "sampler", where)
     pruner = _one_of(_sweep_value(table, "pruner", str, "median", where), PRUNERS, "pruner", where)
+    size = 0  # points of a grid
     if sampler == "grid":
         coarse = [
             k for k, d in space.items() if isinstance(d, Range) and not d.integer and not d.step
@@ -353,7 +354,10 @@ def load(path: str | Path, out: str | Path | None = None) -> Sweep:
     seed = _sweep_value(table, "seed", int, 0, where)
     if prune_after < 0 or not 0 <= seed < 2**32:
         raise KcnnError(f"{where}: [sweep] prune_after must be 0 or more and seed 0 … 2³²−1")
-    name = _sweep_value(table, "name", str, f"sweep-{safe_label(path.stem)}", where)
+    stem = safe_label(path.stem)
+    name = _sweep_value(
+        table, "name", str, stem if stem.startswith("sweep") else f"sweep-{stem}", where
+    )
     from kcnn.runs import folders
 
     folders.check_name(name)
@@ -420,6 +424,8 @@ def open_study(sweep: Sweep, storage: str | None, worker: int = 0):
         study = optuna.create_study(
             study_name=sweep.name, storage=rdb, direction=sweep.direction, load_if_exists=True
         )
+    except KcnnError:  # a signal while connecting
+        raise
     except Exception as e:  # noqa: BLE001  (a database that cannot be reached: one line)
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise KcnnError(f"cannot open the study in {url}: {first}") from None

@@ -124,6 +124,8 @@ class MlflowTracker:
                     experiment, artifact_location=_artifact_root(self.uri)
                 )
             )
+        except KcnnError:  # a signal while connecting
+            raise
         except Exception as e:  # noqa: BLE001  (a server down, a bad database: one line)
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise KcnnError(

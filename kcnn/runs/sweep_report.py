@@ -50,6 +50,22 @@ def index(folder: Path, sweep) -> None:
     )
 
 
+def best_runs(folder: str | Path, limit: int = 5) -> list:
+    """The run folders of a sweep's best complete trials, best first (`kcnn compare SWEEP`);
+    empty when `folder` is no sweep folder or has no trials.json yet."""
+    from kcnn.runs.browse import RunInfo
+
+    folder = Path(folder).expanduser()
+    path = folder / TRIALS_JSON
+    if not (folder / folders.COMPARISON_JSON).is_file() or not path.is_file():
+        return []
+    record = read_json(path)
+    rows = [r for r in record.get("trials", []) if r.get("state") == "complete" and r.get("run")]
+    rows.sort(key=lambda r: r["score"], reverse=record.get("direction") == "maximize")
+    found = [RunInfo.load(folder / r["run"]) for r in rows[:limit]]
+    return [r for r in found if r.is_run and r.metrics is not None]
+
+
 def trial_rows(study, folder: Path) -> list[dict[str, Any]]:
     """One row per trial, in trial order, from the study (settings, scores) alone."""
     rows = []
