@@ -12,7 +12,7 @@ import pytest
 
 optuna = pytest.importorskip("optuna")
 
-SPACE = """
+SPACE = """description = "<i>tiny</i> & co"
 [sweep]
 trials = {trials}
 pruner = "{pruner}"
@@ -91,6 +91,7 @@ def test_sweep_runs_trials_as_run_folders_reports_resumes_and_confirms(tmp_path,
         assert (folder / name).is_file(), name
     page = (folder / "report.html").read_text()
     assert "data:image/png;base64," in page and "<script" not in page and "http" not in page
+    assert "&lt;i&gt;tiny&lt;/i&gt; &amp; co" in page and "<i>tiny" not in page
     assert record["best"]["trial"] in {0, 1, 2}
     # the same command again repeats nothing
     before = sorted(p.name for p in folder.glob("*-trial-*"))

@@ -99,7 +99,8 @@ def sweep(
         if worker is not None:  # one of `--jobs N`'s processes: trials only
             sweeping.work(plan, storage, worker, echo)
             return
-        record = sweeping.run(plan, storage, jobs, echo)
+        extra = (f"--mlflow={mlflow}",) if mlflow is not None else ()
+        record = sweeping.run(plan, storage, jobs, echo, worker_args=extra)
         if confirm:
             sweeping.confirm(plan, record, confirm, seeds, echo)
             from kcnn.runs import sweep_report

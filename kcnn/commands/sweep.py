@@ -668,6 +668,7 @@ def run(
     storage: str | None = None,
     jobs: int = 1,
     echo=print,
+    worker_args: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """The sweep: the folder and study (continued if they exist), `jobs` worker processes, then
     the report (`kcnn.runs.sweep_report`). Returns the report's summary."""
@@ -714,7 +715,7 @@ def run(
     count = tally(study)
     if count.done:
         echo(f"{sweep.name}: {count.done} of {sweep.trials} trials done; continuing")
-    workers = [_spawn(sweep, storage, w) for w in range(1, jobs)]
+    workers = [_spawn(sweep, storage, w, worker_args) for w in range(1, jobs)]
     try:
         work(sweep, storage, 0, echo)
     except interrupts.Interrupted as e:
@@ -735,10 +736,14 @@ def run(
     return sweep_report.write(folder, study, sweep)
 
 
-def _spawn(sweep: Sweep, storage: str | None, worker: int) -> subprocess.Popen:
-    """A worker in a new process (TensorFlow does not survive fork): `kcnn sweep --worker N`."""
+def _spawn(
+    sweep: Sweep, storage: str | None, worker: int, extra: tuple[str, ...]
+) -> subprocess.Popen:
+    """A worker in a new process (TensorFlow does not survive fork): `kcnn sweep --worker N`,
+    with `extra` options (such as --mlflow URI)."""
     command = [sys.executable, "-m", "kcnn.cli", "sweep", str(sweep.path), "--worker", str(worker)]
     command += ["--out", str(sweep.out)] + (["--storage", storage] if storage else [])
+    command += list(extra)
     return subprocess.Popen(command)
 
 
