@@ -227,3 +227,10 @@ def test_the_library_sweep_file_checks(cli, tmp_path):
         "weight_decay",
         "augment",
     }
+
+
+def test_a_study_database_that_cannot_be_opened_is_one_line_and_leaves_nothing(tmp_path, cli):
+    result = cli("sweep", sweep_file(tmp_path), "--storage", "nosuchdb://x/y")
+    assert result.code == 2
+    assert result.err.startswith("error: cannot open the study in nosuchdb://x/y")
+    assert not (tmp_path / "runs" / "sweep-tiny").exists()

@@ -32,6 +32,7 @@ Optuna; a trial the pruner stops ends its run cleanly after that epoch (a comple
 from __future__ import annotations
 
 import math
+import shutil
 import subprocess
 import sys
 import time
@@ -692,7 +693,16 @@ def run(
         raise KcnnError(
             f"{folder} exists and is not a sweep folder; set another [sweep] name or --out"
         )
-    folder.mkdir(parents=True, exist_ok=True)
+    made = not folder.exists()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        study = open_study(sweep, storage)
+    except OSError as e:
+        raise KcnnError(f"cannot create the sweep folder {folder}: {e.strerror or e}") from None
+    except KcnnError:  # a database that cannot be opened: leave nothing behind
+        if made:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
     write_json(
         record,
         {
@@ -706,7 +716,6 @@ def run(
         },
     )
     sweep_report.index(folder, sweep)
-    study = open_study(sweep, storage)
     requeued = requeue_lost(study)
     if requeued:
         echo(
