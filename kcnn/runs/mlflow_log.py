@@ -16,6 +16,7 @@ MLflow is the optional extra `tracking`, imported only when `--mlflow` is given.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import sys
@@ -105,6 +106,8 @@ class MlflowTracker:
 
     def __init__(self, uri: str | None, experiment: str = EXPERIMENT, tags: dict | None = None):
         client_class = _import()
+        for name in ("mlflow", "alembic"):  # their set-up notes are not kcnn's output
+            logging.getLogger(name).setLevel(logging.WARNING)
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")  # a dead server fails fast
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
         self.uri = store_uri(uri)
