@@ -234,3 +234,16 @@ def test_a_study_database_that_cannot_be_opened_is_one_line_and_leaves_nothing(t
     assert result.code == 2
     assert result.err.startswith("error: cannot open the study in nosuchdb://x/y")
     assert not (tmp_path / "runs" / "sweep-tiny").exists()
+
+
+def test_help_imports_neither_optuna_nor_mlflow(kcnn_exe):
+    import sys
+
+    code = (
+        "import sys\nfrom kcnn.cli import main\ntry:\n    main(['sweep', '--help'])\n"
+        "except SystemExit:\n    pass\n"
+        "assert not {'optuna', 'mlflow', 'tensorflow'} & set(sys.modules), sorted(sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-500:]
+    assert "--confirm" in done.stdout and "--mlflow" in done.stdout
