@@ -154,6 +154,7 @@ def test_a_trial_stopped_by_a_signal_is_run_again_by_the_same_command(
     stopped = cli("sweep", path)
     watcher.join()
     assert stopped.code == 130, stopped.err
+    assert "is queued again: run the same `kcnn sweep" in stopped.err
     study = study_of(folder)
     states = [t.state.name for t in study.trials]
     assert states == ["FAIL", "WAITING"]
@@ -221,11 +222,12 @@ def test_the_library_sweep_file_checks(cli, tmp_path):
     result = cli("sweep", path, "--check", "--out", tmp_path, "--json")
     assert result.code == 0, result.err
     plan = json.loads(result.out)
-    assert plan["trials"] == 16 and set(plan["space"]) == {
+    assert plan["trials"] == 12 and set(plan["space"]) == {
         "lr",
         "batch_size",
         "weight_decay",
         "augment",
+        "label_smoothing",
     }
 
 

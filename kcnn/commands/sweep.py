@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -77,7 +78,7 @@ def import_optuna():
         import optuna
     except ImportError:
         raise KcnnError(f"kcnn sweep needs Optuna, an optional extra: {INSTALL}") from None
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # kcnn says what each trial did
     # heartbeats and stale-trial retries are marked experimental; kcnn relies on them knowingly
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     return optuna
@@ -657,8 +658,13 @@ def work(sweep: Sweep, storage: str | None = None, worker: int = 0, echo=print) 
                 gc_after_trial=True,
             )
         except TrialInterrupted as e:
-            requeue_lost(study)  # this worker's trial, with its own settings, for the next run
-            raise e.error from None
+            queued = requeue_lost(study)  # this worker's trial, its own settings, for the next run
+            name = signal.Signals(e.error.signum).name
+            raise interrupts.Interrupted(
+                e.error.signum,
+                f"interrupted by {name} in trial {', '.join(map(str, queued)) or '?'}; it is "
+                f"queued again: run the same `kcnn sweep {sweep.path}` to finish the sweep",
+            ) from None
         except (interrupts.Interrupted, KeyboardInterrupt):
             requeue_lost(study)
             raise
@@ -728,8 +734,6 @@ def run(
     try:
         work(sweep, storage, 0, echo)
     except interrupts.Interrupted as e:
-        import signal
-
         if e.signum != signal.SIGINT:  # Ctrl-C reached the workers' process group already
             for p in workers:
                 if p.poll() is None:

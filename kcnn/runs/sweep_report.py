@@ -184,13 +184,16 @@ def plots(study, folder: Path, sweep) -> dict[str, str]:
         path = folder / name
         path.unlink(missing_ok=True)
         try:
-            with warnings.catch_warnings():
+            # Optuna sets its own style globally: kept inside this block, so later pictures of
+            # the same process (a --confirm run's curves) keep kcnn's.
+            with warnings.catch_warnings(), matplotlib.rc_context():
                 warnings.simplefilter("ignore")
                 axes = getattr(vis, function)(study, target_name=target_name)
-            figure = np.atleast_1d(axes).flat[0].figure
-            figure.set_size_inches(max(figure.get_size_inches()[0], 8), 5)
-            figure.savefig(path, dpi=100, bbox_inches="tight")
-            plt.close(figure)
+                figure = np.atleast_1d(axes).flat[0].figure
+                wide = function in ("plot_slice", "plot_parallel_coordinate")
+                figure.set_size_inches(max(8, 3.5 * len(sweep.space)) if wide else 8, 5)
+                figure.savefig(path, dpi=100, bbox_inches="tight")
+                plt.close(figure)
             shown[name] = title
         except Exception as e:  # noqa: BLE001  (Optuna refuses plots it lacks trials for)
             plt.close("all")
