@@ -249,3 +249,14 @@ def test_help_imports_neither_optuna_nor_mlflow(kcnn_exe):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr[-500:]
     assert "--confirm" in done.stdout and "--mlflow" in done.stdout
+
+
+def test_the_library_sweep_results_are_made_from_its_records_and_match_the_recipe():
+    from kcnn.runs.sweep_report import markdown, summary
+
+    library = Path(__file__).parent.parent / "experiments"
+    record = json.loads((library / "sweeps" / "sweep-lenet5.trials.json").read_text())
+    results = (library / "RESULTS.md").read_text()
+    assert summary(record) in results and markdown(record) in results
+    # at least as good as recipe-lenet5.toml's hand-made recipe on the same test set
+    assert record["best"]["test_accuracy"] >= 0.975

@@ -278,10 +278,34 @@ def markdown(record: dict[str, Any], limit: int | None = None) -> str:
         "| " + " | ".join(c.removeprefix("param:") for c in cols) + " |",
         "|" + "---|" * len(cols),
     ]
-    lines += ["| " + " | ".join(_cell(r.get(c)) for c in cols) + " |" for r in rows]
+
+    def cell(row: dict[str, Any], column: str) -> str:
+        value = row.get(column)
+        return f"{value:.0f}" if column == "seconds" and value is not None else _cell(value)
+
+    lines += ["| " + " | ".join(cell(r, c) for c in cols) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def summary(record: dict[str, Any]) -> str:
+    """One paragraph of a trials.json's figures: counts, time in trials, the best trial."""
+    counts = record["counts"]
+    seconds = sum(r.get("seconds") or 0 for r in record["trials"])
+    text = (
+        f"{len(record['trials'])} trials: {counts['complete']} complete, {counts['pruned']} "
+        f"pruned, {counts['fail']} failed; {seconds:,.0f} s ({seconds / 60:.1f} min) inside trials."
+    )
+    best = record.get("best")
+    if best:
+        shown = ", ".join(f"{k}={_cell(v)}" for k, v in _params(best).items())
+        text += (
+            f" Best by {record['metric']}: trial {best['trial']} ({shown}), "
+            f"{record['metric']} {best['score']:.4f}, test accuracy {_cell(best['test_accuracy'])}."
+        )
+    return text
 
 
 if __name__ == "__main__":  # python -m kcnn.runs.sweep_report TRIALS_JSON [LIMIT]
     data = read_json(sys.argv[1])
+    print(summary(data) + "\n")
     print(markdown(data, int(sys.argv[2]) if len(sys.argv) > 2 else None))
