@@ -149,7 +149,11 @@ def compare(
     from kcnn.runs import browse, sweep_report
     from kcnn.runs.records import read_json
 
-    infos = [i for r in run_folders for i in sweep_report.best_runs(r) or [browse.find_run(r)]]
+    infos = [
+        i
+        for r in run_folders
+        for i in sweep_report.best_runs(browse.find(r).folder) or [browse.find_run(r)]
+    ]
     from kcnn.runs.report import compare_runs
 
     folder = compare_runs(infos, out)

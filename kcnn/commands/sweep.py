@@ -591,6 +591,7 @@ def _objective(sweep: Sweep, trial, echo) -> float:
         config = sweep.config(params, name, f"{sweep.path} trial {trial.number}")
     except KcnnError as e:
         trial.set_user_attr("failed_because", str(e))
+        echo(f"trial {trial.number}: refused: {e}")
         raise TrialFailed(str(e)) from None
     watcher = Pruning(trial, sweep.metric)
     try:
