@@ -260,3 +260,35 @@ def test_the_library_sweep_results_are_made_from_its_records_and_match_the_recip
     assert summary(record) in results and markdown(record) in results
     # at least as good as recipe-lenet5.toml's hand-made recipe on the same test set
     assert record["best"]["test_accuracy"] >= 0.975
+
+
+def test_space_kinds_samplers_and_the_grid_size(tmp_path):
+    from kcnn.commands import sweep as sweeping
+    from kcnn.errors import KcnnError
+
+    space = """[sweep]
+sampler = "grid"
+[sweep.space]
+batch_size = [16, 32]
+warmup = { low = 0, high = 1 }
+label_smoothing = { low = 0.0, high = 0.2, step = 0.1 }
+"""
+    plan = sweeping.load(sweep_file(tmp_path, space=space))
+    assert plan.trials == 2 * 2 * 3  # the whole grid by default
+    assert plan.space["label_smoothing"].grid() == [0.0, 0.1, 0.2]
+    study = optuna.create_study(sampler=sweeping._sampler(optuna, plan, 0))
+    trial = study.ask()
+    drawn = {k: d.suggest(trial, k) for k, d in plan.space.items()}
+    assert isinstance(drawn["warmup"], int) and drawn["batch_size"] in (16, 32)
+    assert drawn["label_smoothing"] in (0.0, 0.1, 0.2)
+    for bad, expected in (
+        ('sampler = "grid"\n[sweep.space]\nlr = { low = 0.001, high = 0.01 }', "needs choices"),
+        ("[sweep.space]\nlr = { low = 0.001, high = 0.01, log = true, step = 0.001 }", "no step"),
+        ("[sweep.space]\nepochs = { low = 1.5, high = 3 }", "whole number"),
+        ("[sweep.space]\noptimizer = { low = 1, high = 3 }", "not a number setting"),
+        ("[sweep.space]\noptimizer = ['adam', 'adamx']", "unknown optimizer 'adamx'"),
+        ('pruner = "hyperband"\n[sweep.space]\nlr = [0.01]', "choose one of: median"),
+        ("[sweep.space]\nname = ['a']", "names and places its trials itself"),
+    ):
+        with pytest.raises(KcnnError, match=expected):
+            sweeping.load(sweep_file(tmp_path, space=f"[sweep]\n{bad}\n"))
