@@ -827,6 +827,7 @@ def confirm(sweep: Sweep, record: dict[str, Any], best: int, seeds: int, echo=pr
                 "seeds": f"{first}…{first + seeds - 1}",
                 "mean_test_accuracy": statistics.fmean(accuracies),
                 "sd_test_accuracy": statistics.stdev(accuracies) if len(accuracies) > 1 else None,
+                "test_accuracies": accuracies,
                 "min": min(accuracies),
                 "max": max(accuracies),
                 "runs": [str(r.folder.resolve()) for r in runs],

@@ -287,6 +287,27 @@ def markdown(record: dict[str, Any], limit: int | None = None) -> str:
     return "\n".join(lines)
 
 
+def confirm_table(record: dict[str, Any]) -> str:
+    """The `--confirm` rows of a trials.json as markdown (empty without a confirmation)."""
+    confirm = record.get("confirm")
+    if not confirm:
+        return ""
+    settings = {r["trial"]: _params(r) for r in record["trials"]}
+    lines = [
+        "| trial | settings | seeds | test accuracy per seed | mean | sd |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in confirm["rows"]:
+        shown = ", ".join(f"{k}={_cell(v)}" for k, v in settings.get(row["trial"], {}).items())
+        each = " / ".join(f"{v:.4f}" for v in row.get("test_accuracies", []))
+        sd = row.get("sd_test_accuracy")
+        lines.append(
+            f"| {row['trial']} | {shown} | {row['seeds']} | {each} | "
+            f"{row['mean_test_accuracy']:.4f} | {'' if sd is None else f'{sd:.4f}'} |"
+        )
+    return "\n".join(lines)
+
+
 def summary(record: dict[str, Any]) -> str:
     """One paragraph of a trials.json's figures: counts, time in trials, the best trial."""
     counts = record["counts"]
@@ -309,3 +330,5 @@ if __name__ == "__main__":  # python -m kcnn.runs.sweep_report TRIALS_JSON [LIMI
     data = read_json(sys.argv[1])
     print(summary(data) + "\n")
     print(markdown(data, int(sys.argv[2]) if len(sys.argv) > 2 else None))
+    if data.get("confirm"):
+        print("\n" + confirm_table(data))
