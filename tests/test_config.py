@@ -36,10 +36,10 @@ def _click_command(name: str):
 @pytest.mark.parametrize("command", list(COMMANDS))
 def test_every_setting_is_an_option_and_every_option_a_setting(command):
     """The CLI options of a training command are made from its config class: nothing more,
-    nothing less (besides --config, --print-config, --json and train's --resume)."""
+    nothing less (besides --config, --print-config, --mlflow, --json and train's --resume)."""
     cls = COMMANDS[command]
     params = {p.name for p in _click_command(command).params}
-    extra = {"config_file", "print_config", "as_json"} | (
+    extra = {"config_file", "print_config", "mlflow", "as_json"} | (
         {"resume"} if command == "train" else set()
     )
     assert params - extra == set(cls.settings())
