@@ -292,3 +292,31 @@ label_smoothing = { low = 0.0, high = 0.2, step = 0.1 }
     ):
         with pytest.raises(KcnnError, match=expected):
             sweeping.load(sweep_file(tmp_path, space=f"[sweep]\n{bad}\n"))
+
+
+@pytest.mark.slow
+def test_a_trial_whose_process_was_killed_is_run_again_after_its_heartbeat_stops(
+    tmp_path, kcnn_exe
+):
+    import time
+
+    path = sweep_file(tmp_path, trials=2, pruner="none", epochs=3)
+    folder = tmp_path / "runs" / "sweep-tiny"
+    process = subprocess.Popen([*kcnn_exe, "sweep", str(path)], stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not any(
+        len(h.read_text().splitlines()) >= 2 for h in folder.glob("*/history.csv")
+    ):
+        time.sleep(0.2)
+    process.kill()  # SIGKILL: no handler runs, the trial stays RUNNING in the study
+    process.wait(timeout=60)
+    assert [t.state.name for t in study_of(folder).trials] == ["RUNNING"]
+    done = subprocess.run(
+        [*kcnn_exe, "sweep", str(path)], capture_output=True, text=True, timeout=900
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    trials = study_of(folder).trials
+    states = [t.state.name for t in trials]
+    assert states.count("COMPLETE") == 2 and states[0] == "FAIL"  # failed by its stale heartbeat
+    retry = next(t for t in trials if t.system_attrs.get("failed_trial") == 0)
+    assert retry.state.name == "COMPLETE" and retry.params == trials[0].params
