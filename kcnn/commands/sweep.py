@@ -834,7 +834,9 @@ def confirm(sweep: Sweep, record: dict[str, Any], best: int, seeds: int, echo=pr
             }
         )
         every += runs
-    comparison = compare_runs(every, folder, name="confirm") if len(every) > 1 else None
+    comparison = _earlier_comparison(folder, every)
+    if comparison is None and len(every) > 1:
+        comparison = compare_runs(every, folder, name="confirm")
     result = {
         "best": best,
         "seeds": seeds,
@@ -845,3 +847,18 @@ def confirm(sweep: Sweep, record: dict[str, Any], best: int, seeds: int, echo=pr
     }
     write_json(folder / "confirm.json", result)
     return result
+
+
+def _earlier_comparison(folder: Path, runs) -> Path | None:
+    """The comparison an earlier `--confirm` wrote of these very runs, if it is still there."""
+    from kcnn.runs.records import read_json
+
+    try:
+        before = read_json(folder / "confirm.json")
+    except (OSError, ValueError):
+        return None
+    named = before.get("comparison")
+    ran = sorted(d for row in before.get("rows", []) for d in row.get("runs", []))
+    if named and Path(named).is_dir() and ran == sorted(str(r.folder.resolve()) for r in runs):
+        return Path(named)
+    return None
