@@ -36,14 +36,14 @@ def _click_command(name: str):
 @pytest.mark.parametrize("command", list(COMMANDS))
 def test_every_setting_is_an_option_and_every_option_a_setting(command):
     """The CLI options of a training command are made from its config class: nothing more,
-    nothing less (besides --config, --print-config, --json and --resume)."""
+    nothing less (besides --config, --print-config, --mlflow, --json and --resume)."""
     cls = COMMANDS[command]
     params = {p.name for p in _click_command(command).params}
     # a yes/no setting shows one flag; its `--no-` twin is a hidden parameter of the same setting
     twins = {name for name in params if name.endswith("__off")}
     assert {name.removesuffix("__off") for name in twins} <= set(cls.settings())
     params -= twins
-    extra = {"config_file", "print_config", "as_json", "resume"}  # --resume: every command
+    extra = {"config_file", "print_config", "mlflow", "as_json", "resume"}  # --resume: every command
     assert params - extra == set(cls.settings())
     shared = set(RunConfig.settings())
     assert shared <= set(cls.settings())  # every shared setting, in every command

@@ -26,6 +26,7 @@ except ImportError:  # older Typer uses Click itself
 # comes after training, then the catalog.
 # isort: off
 from kcnn.cli import training  # noqa: F401
+from kcnn.cli import sweeping  # noqa: F401
 from kcnn.cli import after  # noqa: F401
 from kcnn.cli import inspect  # noqa: F401
 from kcnn.cli import catalog  # noqa: F401
@@ -91,9 +92,10 @@ def _fail(message: str, code: int, as_json: bool) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """The console script: runs the app, turning every failure into one line and its exit status."""
+    from kcnn.cli.options import mlflow_args
     from kcnn.engine.interrupts import exit_on_signals
 
-    args = list(sys.argv[1:] if argv is None else argv)
+    args = mlflow_args(list(sys.argv[1:] if argv is None else argv))
     debug = "--debug" in args[:1] or "--debug" in args  # before Click parses: TF may load first
     as_json = "--json" in args
     with quiet_native_stderr(not debug):

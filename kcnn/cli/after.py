@@ -137,17 +137,26 @@ def show(run: Run, as_json: AsJson = False) -> None:
 
 @app.command("compare")
 def compare(
-    run_folders: Annotated[list[str], typer.Argument(help="Two or more run folders.")],
+    run_folders: Annotated[
+        list[str],
+        typer.Argument(
+            help="Two or more run folders; a sweep folder stands for its best 5 trials."
+        ),
+    ],
     out: Annotated[Path, typer.Option(help="Folder that receives the comparison folder.")] = Path(
         "runs"
     ),
     as_json: AsJson = False,
 ) -> None:
     """Compare any finished runs: results, overlaid curves and the settings that differ."""
-    from kcnn.runs import browse
+    from kcnn.runs import browse, sweep_report
     from kcnn.runs.records import read_json
 
-    infos = [browse.find_run(r) for r in run_folders]
+    infos = [
+        i
+        for r in run_folders
+        for i in sweep_report.best_runs(browse.find(r).folder) or [browse.find_run(r)]
+    ]
     from kcnn.runs.report import compare_runs
 
     folder = compare_runs(infos, out)

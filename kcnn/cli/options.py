@@ -212,6 +212,54 @@ AS_JSON = inspect.Parameter(
         typer.Option("--json", help="Print the result as JSON on stdout.", rich_help_panel=OUTPUT),
     ],
 )
+MLFLOW_HELP = (
+    "Log settings, each epoch's metrics, pictures, report and model to MLflow: alone, the local "
+    "store ./mlruns (or MLFLOW_TRACKING_URI); or a tracking URI (http://host:5000, sqlite:///f.db, "
+    "file:...) or folder. Needs: pip install 'kcnn[tracking]'."
+)
+MLFLOW = inspect.Parameter(
+    "mlflow",
+    inspect.Parameter.KEYWORD_ONLY,
+    default=None,
+    annotation=Annotated[
+        str | None,
+        typer.Option("--mlflow", help=MLFLOW_HELP, show_default=False, metavar="[URI]"),
+    ],
+)
+
+
+def mlflow_args(args: list[str]) -> list[str]:
+    """`--mlflow` takes an optional value, which Click cannot parse: it takes the next word only
+    when that is a URI (`scheme:...`) or a folder path (`./x`, `/x`, `~/x`, not a .toml/.json
+    file); otherwise `--mlflow` alone becomes `--mlflow=local` (`--mlflow=PATH` is always a value)."""
+    import re
+
+    def is_uri(word: str | None) -> bool:
+        if word is None or word.startswith("-"):
+            return False
+        if re.match(r"^[A-Za-z][\w+.-]+:", word):
+            return True
+        return word.startswith(("./", "../", "/", "~")) and not word.endswith((".toml", ".json"))
+
+    out = []
+    for i, arg in enumerate(args):
+        if arg == "--mlflow" and not is_uri(args[i + 1] if i + 1 < len(args) else None):
+            arg = "--mlflow=local"
+        out.append(arg)
+    return out
+
+
+def tracked(uri: str | None, **where: Any):
+    """The block a command trains in: logged to MLflow under `--mlflow`, else as it is."""
+    import contextlib
+
+    if uri is None:
+        return contextlib.nullcontext()
+    from kcnn.runs import mlflow_log
+
+    return mlflow_log.tracking(uri, **where)
+
+
 CONTEXT = inspect.Parameter(
     "ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context
 )
@@ -261,10 +309,12 @@ def training_command(
         key=lambda kv: (not kv[1].argument, PANELS.index(kv[1].help_panel(kv[0]))),
     )
     settings = [p for key, spec in ordered for p in setting_parameters(cls, key, spec)]
-    parameters = [CONTEXT, *settings, *extra, CONFIG_FILE, PRINT_CONFIG, AS_JSON]
+    parameters = [CONTEXT, *settings, *extra, CONFIG_FILE, PRINT_CONFIG, MLFLOW, AS_JSON]
 
     def command(ctx: typer.Context, **values: Any) -> None:
-        run(ctx, **_fold_negatives(ctx, values))
+        uri = values.pop("mlflow")
+        with tracked(None if values.get("print_config") else uri):
+            run(ctx, **_fold_negatives(ctx, values))
 
     command.__signature__ = inspect.Signature(parameters)
     command.__annotations__ = {p.name: p.annotation for p in parameters}

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from kcnn.cli.app import AsJson, app, print_json, say
-from kcnn.cli.options import given, resolve, training_command
+from kcnn.cli.options import MLFLOW_HELP, given, resolve, tracked, training_command
 from kcnn.engine.config import CONFIGURATION, CompareConfig, TrainConfig, TransferConfig
 from kcnn.errors import KcnnError
 
@@ -303,6 +303,10 @@ def run_experiment(
             help="Check the file and print its runs with their resolved settings, without training.",
         ),
     ] = False,
+    mlflow: Annotated[
+        str | None,
+        typer.Option("--mlflow", help=MLFLOW_HELP, show_default=False, metavar="[URI]"),
+    ] = None,
     as_json: AsJson = False,
 ) -> None:
     """Run the experiment(s) an experiment file describes, one after the other, or redo a run."""
@@ -321,7 +325,8 @@ def run_experiment(
                 typer.echo("")
                 typer.echo(cfg.to_toml().split("[[run]]\n", 1)[1].rstrip())
         return
-    summaries = experiments.run(experiment, quiet=as_json)
+    with tracked(mlflow):
+        summaries = experiments.run(experiment, quiet=as_json)
     for cfg, summary in zip(experiment.runs, summaries, strict=False):  # the comparison comes last
         calibrated = _calibrate_after(cfg.calibrate, summary["run_dirs"])
         if calibrated is not None:

@@ -152,6 +152,8 @@ def load(path: str | Path, overrides: dict[str, Any] | None = None) -> Experimen
     settings in every run that has them. Every run is checked before any one starts."""
     path = Path(path).expanduser()
     data = _read(path)
+    if "sweep" in data:
+        raise KcnnError(f"{path} is a sweep file (it has a [sweep] table): use `kcnn sweep {path}`")
     for key in data:
         if key not in FILE_KEYS:
             hint = closest(str(key), FILE_KEYS)

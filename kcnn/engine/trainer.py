@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from kcnn.data.prepared import Prepared, prepare_data  # noqa: F401  (commands import them here)
-from kcnn.engine import checkpoints, distribute, interrupts
+from kcnn.engine import checkpoints, distribute, hooks, interrupts
 from kcnn.engine.config import RunConfig
 from kcnn.errors import KcnnError
 from kcnn.models.params import count_params, model_summary
@@ -407,6 +407,7 @@ class Trainer:
         callbacks.append(recorder)
         if self.config.tensorboard:
             callbacks.append(self.records.tensorboard(self.config.tensorboard_histograms))
+        callbacks += hooks.callbacks(self)  # a sweep's pruning, MLflow tracking (kcnn.engine.hooks)
         steps = steps or steps_per_epoch(len(self.prepared.parts.y_train), self.config.batch_size)
         progress = (
             contextlib.redirect_stdout(sys.stderr) if self.quiet else contextlib.nullcontext()
@@ -502,7 +503,9 @@ class Trainer:
         self.records.write_status("completed", **{k: v for k, v in final.items() if k != "status"})
         checkpoints.discard(self.run)
         self.records.write_report()  # report.html, from the finished folder
-        return RunResult(run_dir, final, history, model)
+        result = RunResult(run_dir, final, history, model)
+        hooks.finished(self, result)
+        return result
 
 
 def _Recorder(trainer: Trainer):

@@ -30,6 +30,7 @@ DEFAULT_DIR = Path("runs")
 
 # What a folder is, when it is not a run with a readable status of its own.
 NOT_A_RUN, INCOMPLETE, COMPARISON, DAMAGED = "not a run", "incomplete", "comparison", "damaged"
+SWEEP = "sweep"  # a comparison folder that `kcnn sweep` made (kcnn.runs.sweep_report)
 
 _STAMP = re.compile(r"^(\d{8}-\d{6})-")
 
@@ -209,7 +210,7 @@ class RunInfo:
         if self.damage is not None:
             return DAMAGED
         if self.is_comparison:
-            return COMPARISON
+            return SWEEP if self.comparison.get("kind") == SWEEP else COMPARISON
         if not self.is_run:
             return NOT_A_RUN
         if self.metrics is None or "status" not in self.metrics:
