@@ -10,7 +10,14 @@ from typing import Annotated, Any
 import typer
 
 from kcnn.cli.app import AsJson, app, print_json, say
-from kcnn.cli.options import AS_JSON, CONFIG_FILE, CONTEXT, resolve, setting_parameter
+from kcnn.cli.options import (
+    AS_JSON,
+    CONFIG_FILE,
+    CONTEXT,
+    fold_negatives,
+    resolve,
+    setting_parameters,
+)
 from kcnn.engine.config import TrainConfig
 from kcnn.errors import KcnnError
 
@@ -216,12 +223,14 @@ def _register_lr_find() -> None:
     """`kcnn lr-find ARCH [training options]`: the options of `kcnn train`, from TrainConfig, so
     the sweep trains what `kcnn train` with those options would."""
     settings = [
-        setting_parameter(TrainConfig, k, spec) for k, spec in TrainConfig.settings().items()
+        p
+        for k, spec in TrainConfig.settings().items()
+        for p in setting_parameters(TrainConfig, k, spec)
     ]
     parameters = [CONTEXT, *settings, *LR_FIND_OPTIONS, CONFIG_FILE, AS_JSON]
 
     def command(ctx: typer.Context, **values: Any) -> None:
-        _lr_find(ctx, **values)
+        _lr_find(ctx, **fold_negatives(ctx, values))
 
     command.__signature__ = signature.Signature(parameters)
     command.__annotations__ = {p.name: p.annotation for p in parameters}

@@ -157,7 +157,7 @@ def setting_parameters(cls: type[RunConfig], key: str, spec: Setting) -> list[in
     ]
 
 
-def _fold_negatives(ctx: typer.Context, values: dict[str, Any]) -> dict[str, Any]:
+def fold_negatives(ctx: typer.Context, values: dict[str, Any]) -> dict[str, Any]:
     """`--no-X` (a hidden twin) sets X to false; `--X --no-X` together is refused."""
     for key in [k for k in values if k.endswith("__off")]:
         off = values.pop(key)
@@ -314,7 +314,7 @@ def training_command(
     def command(ctx: typer.Context, **values: Any) -> None:
         uri = values.pop("mlflow")
         with tracked(None if values.get("print_config") else uri):
-            run(ctx, **_fold_negatives(ctx, values))
+            run(ctx, **fold_negatives(ctx, values))
 
     command.__signature__ = inspect.Signature(parameters)
     command.__annotations__ = {p.name: p.annotation for p in parameters}
