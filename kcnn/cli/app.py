@@ -14,17 +14,26 @@ app = typer.Typer(
     add_completion=True,  # kcnn --install-completion: names of models, data sets, backbones, choices
 )
 
-_debug = False
+# The commands that load or build a Keras model: each first checks the installed Keras is one
+# kcnn supports (kcnn/models/keras_version.py), from package metadata, without importing it.
+MODEL_COMMANDS = frozenset(
+    {"train", "compare-apis", "transfer", "run", "summary", "predict", "visualize", "export"}
+)
 
 
 @app.callback()
 def _options(
+    ctx: typer.Context,
     debug: Annotated[
         bool, typer.Option("--debug", help="Show the full traceback when a command fails.")
     ] = False,
 ) -> None:
-    global _debug
-    _debug = debug
+    # --debug is acted on by `kcnn.cli.main` before Click parses (TensorFlow may load first);
+    # it is declared here so that Click accepts it and --help lists it.
+    if ctx.invoked_subcommand in MODEL_COMMANDS:
+        from kcnn.models import keras_version
+
+        keras_version.require()
 
 
 AsJson = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
