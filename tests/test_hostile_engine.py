@@ -328,38 +328,67 @@ def test_a_chief_and_a_worker_train_together(tmp_path):
     assert not outs[1].exists()  # the worker's folder was scratch
 
 
-@pytest.mark.slow  # waits out the join bound (JOIN_TIMEOUT_MIN, 60 s)
-def test_a_peer_that_answers_but_is_not_kcnn_ends_the_join_in_one_line(tmp_path):
-    impostor = socket.socket()  # accepts connections, speaks no TensorFlow
-    impostor.bind(("127.0.0.1", 0))
-    impostor.listen(16)
+@contextlib.contextmanager
+def _impostor():
+    """A port that accepts connections and answers like some other server would."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    server.settimeout(0.2)
     stop = threading.Event()
 
-    def accept():
-        impostor.settimeout(0.2)
-        held = []
+    def serve():
         while not stop.is_set():
             with contextlib.suppress(OSError):
-                held.append(impostor.accept()[0])
-        for s in held:
-            s.close()
+                connection = server.accept()[0]
+                with connection:
+                    connection.sendall(b"SSH-2.0-OpenSSH_9.6\r\n")
 
-    thread = threading.Thread(target=accept, daemon=True)
+    thread = threading.Thread(target=serve, daemon=True)
     thread.start()
-    (port,) = _free_ports(1)
     try:
-        config = _tf_config([port, impostor.getsockname()[1]], 0)
-        result = _kcnn(
-            "train", *TINY, "--strategy", "multi-worker", "--out", tmp_path / "runs",
-            env={"TF_CONFIG": config, distribute.PEER_TIMEOUT_ENV: "2"}, timeout=300,
-        )  # fmt: skip
+        yield server.getsockname()[1]
     finally:
         stop.set()
         thread.join(timeout=5)
-        impostor.close()
+        server.close()
+
+
+def test_a_peer_that_answers_but_is_not_kcnn_is_refused_before_tensorflow_waits_on_it(tmp_path):
+    # TensorFlow's join would wait for ever on it, holding the interpreter: nothing could stop it
+    (port,) = _free_ports(1)
+    with _impostor() as other:
+        result = _kcnn(
+            "train", *TINY, "--strategy", "multi-worker", "--out", tmp_path / "runs",
+            env={"TF_CONFIG": _tf_config([port, other], 0), distribute.PEER_TIMEOUT_ENV: "2"},
+            timeout=120,
+        )  # fmt: skip
     line = _one_line_error(result)
-    assert "could not join the cluster within 60 s" in line
+    assert f"127.0.0.1:{other} answered, but not as a kcnn worker of this cluster" in line
     assert not (tmp_path / "runs").exists()
+
+
+def test_workers_started_with_different_clusters_refuse_each_other():
+    ports = _free_ports(3)
+    workers = [f"127.0.0.1:{p}" for p in ports[:2]]
+    ours = {"worker": workers}
+    theirs = {"worker": workers, "evaluator": [f"127.0.0.1:{ports[2]}"]}  # another TF_CONFIG
+    errors: dict[int, str] = {}
+
+    def wait(index: int, cluster: dict) -> None:
+        task = {"cluster": cluster, "task": {"type": "worker", "index": index}}
+        try:
+            distribute.wait_for_peers(distribute.parse_tf_config(json.dumps(task)), 3.0)
+        except KcnnError as e:
+            errors[index] = str(e)
+
+    threads = [threading.Thread(target=wait, args=(i, c)) for i, c in enumerate([ours, theirs])]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert workers[1] in errors[0] and workers[0] in errors[1]
+    assert all("not as a kcnn worker of this cluster" in e for e in errors.values())
 
 
 # --- kcnn summary: what no laptop can build is refused before building ----------------------------

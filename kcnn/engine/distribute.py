@@ -24,12 +24,12 @@ from __future__ import annotations
 import atexit
 import contextlib
 import errno
+import hashlib
 import ipaddress
 import json
 import os
 import shutil
 import socket
-import sys
 import tempfile
 import threading
 import time
@@ -47,9 +47,6 @@ STRATEGIES = ("default", "mirrored", "multi-worker")
 PEER_TIMEOUT_ENV = "KCNN_PEER_TIMEOUT"
 PEER_TIMEOUT = 60.0
 COLLECTIVE_WAITS = 5  # one all-reduce waits at most this many peer timeouts for a slow or lost peer
-# Joining the cluster (TensorFlow's start-up on every worker, after all answered) may take this
-# long even under a short peer timeout: importing TensorFlow alone takes seconds on a busy machine.
-JOIN_TIMEOUT_MIN = 60.0
 
 
 # --- TF_CONFIG ----------------------------------------------------------------------------------
@@ -213,21 +210,34 @@ def _listen(cluster: Cluster) -> socket.socket:
         ) from None
 
 
-def _answer(listener: socket.socket) -> None:
-    """Accept and close every pending check from a peer (or from this task itself)."""
+def handshake(cluster: Cluster) -> bytes:
+    """What a kcnn worker answers on its port while it waits: a line that names this cluster.
+    A peer that answers anything else is another program on that port, or a worker started with
+    another TF_CONFIG cluster; TensorFlow would wait on either for ever, with no way to stop it."""
+    spec = json.dumps(cluster.tasks, sort_keys=True, separators=(",", ":"))
+    return b"kcnn-peer " + hashlib.sha256(spec.encode()).hexdigest()[:32].encode() + b"\n"
+
+
+def _answer(listener: socket.socket, token: bytes) -> None:
+    """Answer every pending check, from a peer or from this task itself, with `token`."""
     with contextlib.suppress(OSError):
         while True:
-            listener.accept()[0].close()
+            connection = listener.accept()[0]
+            with contextlib.suppress(OSError), connection:
+                connection.settimeout(0.5)
+                connection.sendall(token)
 
 
-def _reach(address: str, deadline: float, answered: threading.Event) -> None:
-    """Until `deadline`: resolve `address` and try to connect to it, each attempt capped by the
-    time left; set `answered` once it accepts. Runs in a daemon thread per address, so every
-    address is tried at once and a slow name lookup or a silent host delays no other."""
+def _reach(
+    address: str, token: bytes, deadline: float, answered: threading.Event, heard: dict
+) -> None:
+    """Until `deadline`: resolve `address`, connect to it and read its answer, each attempt
+    capped by the time left; set `answered` once it answers `token`, and note in `heard` an
+    address that answers something else. Runs in a daemon thread per address, so every address
+    is tried at once and a slow name lookup or a silent host delays no other."""
     host, port = split_address(address)
     while not answered.is_set():
-        left = deadline - time.monotonic()
-        if left <= 0:
+        if deadline - time.monotonic() <= 0:
             return
         try:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -240,8 +250,16 @@ def _reach(address: str, deadline: float, answered: threading.Event) -> None:
             with contextlib.suppress(OSError), socket.socket(family, kind, proto) as probe:
                 probe.settimeout(min(1.0, left))
                 probe.connect(target)
-                answered.set()
-                return
+                got = b""
+                while len(got) < len(token) and b"\n" not in got:
+                    chunk = probe.recv(len(token) - len(got))
+                    if not chunk:
+                        break
+                    got += chunk
+                if got == token:
+                    answered.set()
+                    return
+                heard[address] = True
         time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
 
 
@@ -251,47 +269,64 @@ def _listed(addresses: list[str], shown: int = 5) -> str:
 
 
 def wait_for_peers(cluster: Cluster, timeout: float) -> None:
-    """Listen on this task's port and connect to every peer's and to this task's own, until all
-    answer or `timeout` passes: the whole wait is bounded by `timeout`, however many peers.
+    """Listen on this task's port and check every peer's and this task's own, until all answer as
+    kcnn workers of this cluster or `timeout` passes: the whole wait is bounded by `timeout`,
+    however many peers.
 
-    The strategy's own start-up can wait forever for a peer that never comes, or for this task's
-    own address when it is not one of this machine's; this bounded wait turns either into an
-    error. Each worker listens on its own port meanwhile, so peers that check each other all
+    TensorFlow's own start-up waits for ever, holding the interpreter, for a peer that never
+    comes, for this task's own address when it is not this machine's, and for a peer that
+    answers but is not a worker of this cluster (`handshake`); this bounded wait turns each into
+    an error. Each worker listens on its own port meanwhile, so peers that check each other all
     succeed (the port is handed to TensorFlow's server right after).
     """
     listener = _listen(cluster)
+    token = handshake(cluster)
     deadline = time.monotonic() + timeout
     checks = {address: threading.Event() for address in [cluster.address, *cluster.peers]}
+    heard: dict[str, bool] = {}
     for address, answered in checks.items():
         threading.Thread(
-            target=_reach, args=(address, deadline, answered), daemon=True, name="kcnn-peer"
+            target=_reach,
+            args=(address, token, deadline, answered, heard),
+            daemon=True,
+            name="kcnn-peer",
         ).start()
     try:
         while True:
-            _answer(listener)
+            _answer(listener, token)
             waiting = [a for a, answered in checks.items() if not answered.is_set()]
             if not waiting:
                 break
             if time.monotonic() >= deadline:
-                if cluster.address in waiting:
-                    raise KcnnError(
-                        f"multi-worker: this task's own address {cluster.address} (TF_CONFIG task "
-                        f"{cluster.task_type} {cluster.task_index}) does not reach this machine "
-                        f"within {timeout:g} s; give this task an address of this machine in "
-                        "TF_CONFIG"
-                    )
-                raise KcnnError(
-                    f"multi-worker: no answer from {_listed(waiting)} within {timeout:g} s; start "
-                    f"every worker listed in TF_CONFIG (or raise {PEER_TIMEOUT_ENV})"
-                )
+                raise _unanswered(cluster, waiting, heard, timeout)
             time.sleep(0.05)
         # Keep answering a moment: a peer may be about to check on us.
         until = time.monotonic() + 1.0
         while time.monotonic() < until:
-            _answer(listener)
+            _answer(listener, token)
             time.sleep(0.05)
     finally:
         listener.close()
+
+
+def _unanswered(cluster: Cluster, waiting: list[str], heard: dict, timeout: float) -> KcnnError:
+    if cluster.address in waiting:
+        return KcnnError(
+            f"multi-worker: this task's own address {cluster.address} (TF_CONFIG task "
+            f"{cluster.task_type} {cluster.task_index}) does not reach this machine within "
+            f"{timeout:g} s; give this task an address of this machine in TF_CONFIG"
+        )
+    strangers = [a for a in waiting if a in heard]
+    if strangers:
+        return KcnnError(
+            f"multi-worker: {_listed(strangers)} answered, but not as a kcnn worker of this "
+            "cluster (another program on that port, or a worker started with another TF_CONFIG "
+            "cluster); give every worker the same TF_CONFIG cluster and free ports"
+        )
+    return KcnnError(
+        f"multi-worker: no answer from {_listed(waiting)} within {timeout:g} s; start "
+        f"every worker listed in TF_CONFIG (or raise {PEER_TIMEOUT_ENV})"
+    )
 
 
 # --- the strategy -------------------------------------------------------------------------------
@@ -491,51 +526,21 @@ def _mirrored(devices: int | None, jit_compile: bool) -> Distribution:
     return Distribution("mirrored", strategy, list(strategy.extended.worker_devices))
 
 
-@contextlib.contextmanager
-def _bounded(seconds: float, message: str) -> Iterator[None]:
-    """End the process with one `error:` line and exit status 2 if the block outlasts `seconds`.
-
-    TensorFlow joins a cluster inside C++, holding the main thread: a peer that answered kcnn's
-    check but never starts TensorFlow's server (another program on that port, a worker killed
-    meanwhile) blocks it for ever, and no Python signal handler or exception can reach it. Only a
-    timer thread can end that wait. Nothing has been written by then (activate runs first)."""
-
-    def give_up() -> None:
-        with contextlib.suppress(Exception):
-            sys.stderr.write(f"error: {message}\n")
-            sys.stderr.flush()
-        os._exit(KcnnError.exit_code)
-
-    timer = threading.Timer(seconds, give_up)
-    timer.daemon = True
-    timer.start()
-    try:
-        yield
-    finally:
-        timer.cancel()
-
-
 def _multi_worker(cluster: Cluster, timeout: float) -> Distribution:
     import tensorflow as tf
 
-    _patch_keras_multi_worker()
     options = tf.distribute.experimental.CommunicationOptions(
         timeout_seconds=timeout * COLLECTIVE_WAITS
     )
-    join = max(timeout, JOIN_TIMEOUT_MIN)
     try:
-        with _bounded(
-            join,
-            f"multi-worker: TensorFlow could not join the cluster within {join:g} s: a peer in "
-            f"TF_CONFIG ({_listed(cluster.peers)}) answered but is not a kcnn worker starting "
-            "with the same TF_CONFIG; check the addresses and start every worker",
-        ):
-            strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+        strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
     except (RuntimeError, ValueError, tf.errors.OpError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise KcnnError(
             f"multi-worker: TensorFlow could not join the cluster: {first[:200]}"
         ) from None
+    # after joining: the probe runs TensorFlow ops, and collective ops must be configured first
+    _patch_keras_multi_worker()
     return Distribution(
         "multi-worker",
         strategy,
