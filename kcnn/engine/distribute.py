@@ -211,27 +211,46 @@ def _listen(cluster: Cluster) -> socket.socket:
 
 
 def handshake(cluster: Cluster) -> bytes:
-    """What a kcnn worker answers on its port while it waits: a line that names this cluster.
+    """The line kcnn workers of one cluster exchange while they wait: it names the cluster.
     A peer that answers anything else is another program on that port, or a worker started with
     another TF_CONFIG cluster; TensorFlow would wait on either for ever, with no way to stop it."""
     spec = json.dumps(cluster.tasks, sort_keys=True, separators=(",", ":"))
     return b"kcnn-peer " + hashlib.sha256(spec.encode()).hexdigest()[:32].encode() + b"\n"
 
 
-def _answer(listener: socket.socket, token: bytes) -> None:
-    """Answer every pending check, from a peer or from this task itself, with `token`."""
+def _read_line(connection: socket.socket, limit: int = 512) -> bytes:
+    got = b""
+    while len(got) < limit and not got.endswith(b"\n"):
+        chunk = connection.recv(limit - len(got))
+        if not chunk:
+            break
+        got += chunk
+    return got
+
+
+def _answer(listener: socket.socket, token: bytes, heard_us: set[str]) -> None:
+    """Answer every pending check: a peer of this cluster (or this task itself) says the cluster's
+    line and its own address, and gets the line back; `heard_us` collects those addresses."""
     with contextlib.suppress(OSError):
         while True:
             connection = listener.accept()[0]
             with contextlib.suppress(OSError), connection:
                 connection.settimeout(0.5)
-                connection.sendall(token)
+                said, _, address = _read_line(connection).rstrip(b"\n").rpartition(b" ")
+                if said == token.rstrip(b"\n"):
+                    connection.sendall(token)
+                    heard_us.add(address.decode("ascii", "replace"))
 
 
 def _reach(
-    address: str, token: bytes, deadline: float, answered: threading.Event, heard: dict
+    address: str,
+    hello: bytes,
+    token: bytes,
+    deadline: float,
+    answered: threading.Event,
+    heard: dict,
 ) -> None:
-    """Until `deadline`: resolve `address`, connect to it and read its answer, each attempt
+    """Until `deadline`: resolve `address`, connect, say `hello` and read the answer, each attempt
     capped by the time left; set `answered` once it answers `token`, and note in `heard` an
     address that answers something else. Runs in a daemon thread per address, so every address
     is tried at once and a slow name lookup or a silent host delays no other."""
@@ -250,12 +269,8 @@ def _reach(
             with contextlib.suppress(OSError), socket.socket(family, kind, proto) as probe:
                 probe.settimeout(min(1.0, left))
                 probe.connect(target)
-                got = b""
-                while len(got) < len(token) and b"\n" not in got:
-                    chunk = probe.recv(len(token) - len(got))
-                    if not chunk:
-                        break
-                    got += chunk
+                probe.sendall(hello)
+                got = _read_line(probe, len(token))
                 if got == token:
                     answered.set()
                     return
@@ -269,47 +284,46 @@ def _listed(addresses: list[str], shown: int = 5) -> str:
 
 
 def wait_for_peers(cluster: Cluster, timeout: float) -> None:
-    """Listen on this task's port and check every peer's and this task's own, until all answer as
-    kcnn workers of this cluster or `timeout` passes: the whole wait is bounded by `timeout`,
-    however many peers.
+    """Listen on this task's port and check every peer's and this task's own, until every peer
+    has answered as a kcnn worker of this cluster and has heard this task answer, or `timeout`
+    passes: the whole wait is bounded by `timeout`, however many peers.
 
     TensorFlow's own start-up waits for ever, holding the interpreter, for a peer that never
     comes, for this task's own address when it is not this machine's, and for a peer that
     answers but is not a worker of this cluster (`handshake`); this bounded wait turns each into
-    an error. Each worker listens on its own port meanwhile, so peers that check each other all
-    succeed (the port is handed to TensorFlow's server right after).
+    an error. A task leaves the wait only once every peer has heard from it, so no peer is left
+    checking a port whose listener is gone (TensorFlow's server takes the port right after).
     """
     listener = _listen(cluster)
     token = handshake(cluster)
+    hello = token.rstrip(b"\n") + b" " + cluster.address.encode("ascii", "replace") + b"\n"
     deadline = time.monotonic() + timeout
     checks = {address: threading.Event() for address in [cluster.address, *cluster.peers]}
     heard: dict[str, bool] = {}
+    heard_us: set[str] = set()
     for address, answered in checks.items():
         threading.Thread(
             target=_reach,
-            args=(address, token, deadline, answered, heard),
+            args=(address, hello, token, deadline, answered, heard),
             daemon=True,
             name="kcnn-peer",
         ).start()
     try:
         while True:
-            _answer(listener, token)
+            _answer(listener, token, heard_us)
             waiting = [a for a, answered in checks.items() if not answered.is_set()]
-            if not waiting:
-                break
+            if not waiting and heard_us.issuperset(cluster.peers):
+                return
             if time.monotonic() >= deadline:
-                raise _unanswered(cluster, waiting, heard, timeout)
-            time.sleep(0.05)
-        # Keep answering a moment: a peer may be about to check on us.
-        until = time.monotonic() + 1.0
-        while time.monotonic() < until:
-            _answer(listener, token)
+                raise _unanswered(cluster, waiting, heard, heard_us, timeout)
             time.sleep(0.05)
     finally:
         listener.close()
 
 
-def _unanswered(cluster: Cluster, waiting: list[str], heard: dict, timeout: float) -> KcnnError:
+def _unanswered(
+    cluster: Cluster, waiting: list[str], heard: dict, heard_us: set[str], timeout: float
+) -> KcnnError:
     if cluster.address in waiting:
         return KcnnError(
             f"multi-worker: this task's own address {cluster.address} (TF_CONFIG task "
@@ -323,9 +337,16 @@ def _unanswered(cluster: Cluster, waiting: list[str], heard: dict, timeout: floa
             "cluster (another program on that port, or a worker started with another TF_CONFIG "
             "cluster); give every worker the same TF_CONFIG cluster and free ports"
         )
+    if waiting:
+        return KcnnError(
+            f"multi-worker: no answer from {_listed(waiting)} within {timeout:g} s; start "
+            f"every worker listed in TF_CONFIG (or raise {PEER_TIMEOUT_ENV})"
+        )
+    deaf = [a for a in cluster.peers if a not in heard_us]
     return KcnnError(
-        f"multi-worker: no answer from {_listed(waiting)} within {timeout:g} s; start "
-        f"every worker listed in TF_CONFIG (or raise {PEER_TIMEOUT_ENV})"
+        f"multi-worker: {_listed(deaf)} answered but did not reach this task at "
+        f"{cluster.address} within {timeout:g} s; let every worker connect to every other "
+        "(a firewall or address translation one way?)"
     )
 
 
