@@ -107,7 +107,8 @@ def test_runs_lists_every_folder_newest_first_and_tolerates_strays(runs, cli):
     subs = [n for n in by_name if n.startswith(runs["comparison"].name + "/")]
     assert len(subs) == 3  # its three forms, listed under it
     assert by_name["notes"]["status"] == "not a run"
-    assert by_name[runs["half"].name]["status"] == "incomplete"
+    half = by_name[runs["half"].name]  # a record cut short is damaged: kcnn writes atomically
+    assert half["status"] == "damaged" and "metrics.json" in half["damage"]
     transfer = by_name[runs["transfer"].name]
     assert transfer["model"] == "vgg16 + seed head" and transfer["command"] == "transfer"
     seq = by_name[runs["sequential"].name]
@@ -128,7 +129,7 @@ def test_runs_filters_and_sorts(runs, cli):
     top = [r["test_accuracy"] for r in rows if "/" not in r["name"]]
     assert top == sorted(top, reverse=True)
     text = cli("runs", runs["out"]).out
-    assert "vgg16 + seed head" in text and "incomplete" in text and "not a run" in text
+    assert "vgg16 + seed head" in text and "damaged" in text and "not a run" in text
 
 
 def test_show_prints_settings_and_results(runs, cli):

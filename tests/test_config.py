@@ -36,12 +36,10 @@ def _click_command(name: str):
 @pytest.mark.parametrize("command", list(COMMANDS))
 def test_every_setting_is_an_option_and_every_option_a_setting(command):
     """The CLI options of a training command are made from its config class: nothing more,
-    nothing less (besides --config, --print-config, --json and train's --resume)."""
+    nothing less (besides --config, --print-config, --json and --resume)."""
     cls = COMMANDS[command]
     params = {p.name for p in _click_command(command).params}
-    extra = {"config_file", "print_config", "as_json"} | (
-        {"resume"} if command == "train" else set()
-    )
+    extra = {"config_file", "print_config", "as_json", "resume"}
     assert params - extra == set(cls.settings())
     shared = set(RunConfig.settings())
     assert shared <= set(cls.settings())  # every shared setting, in every command
@@ -202,10 +200,11 @@ def test_the_cli_does_not_import_tensorflow_to_check_settings():
 
 
 def test_transfer_runs_record_their_backbone_not_an_architecture():
-    from kcnn.engine.trainer import Trainer
+    from kcnn.runs.recorder import RunRecords
 
     config = TransferConfig(["vgg16"], weights="none").validate()
-    record = Trainer(config, identity={"backbone": "vgg16", "head": "seed"}).config_record()
+    identity = {"backbone": "vgg16", "head": "seed"}
+    record = RunRecords(config.command, config.settings_dict(), identity).config_record()
     assert record["command"] == "transfer" and record["backbone"] == "vgg16"
     assert "arch" not in record and "api" not in record
 

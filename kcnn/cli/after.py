@@ -7,8 +7,9 @@ from typing import Annotated
 
 import typer
 
-from kcnn.cli.app import AsJson, app, print_json
+from kcnn.cli.app import AsJson, app, print_json, say
 from kcnn.errors import KcnnError
+from kcnn.runs.text import terminal
 
 Run = Annotated[str, typer.Argument(help="A run folder (or its name under runs/).")]
 
@@ -21,7 +22,7 @@ def _seconds(value) -> str:
 
 def _text_table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
     cells = [[header for _, header in columns]] + [
-        [str(r.get(key, "")) for key, _ in columns] for r in rows
+        [terminal(r.get(key, "")) for key, _ in columns] for r in rows
     ]
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
     return "\n".join(
@@ -60,7 +61,7 @@ def runs(
         print_json(rows)
         return
     if not rows:
-        typer.echo(f"no runs in {folder}" + (" match" if status or model or dataset else ""))
+        say(f"no runs in {folder}" + (" match" if status or model or dataset else ""))
         return
     names = {r["name"] for r in rows}
     shown = [
@@ -91,7 +92,7 @@ def runs(
         ("status", "status"),
         ("time", "duration"),
     ]
-    typer.echo(_text_table(shown, columns))
+    typer.echo(_text_table(shown, columns))  # each cell already escaped
 
 
 @app.command("show")
@@ -100,6 +101,8 @@ def show(run: Run, as_json: AsJson = False) -> None:
     from kcnn.runs import browse
 
     info = browse.find(run)
+    if info.damage is not None:
+        raise KcnnError(f"{run} cannot be shown: {info.damage}")
     if not info.is_run and not info.is_comparison:
         raise KcnnError(f"{run} is not a run folder (no config.json); see `kcnn runs`")
     if as_json:
@@ -129,7 +132,7 @@ def show(run: Run, as_json: AsJson = False) -> None:
         lines += ["  " + line for line in table.splitlines()]
     for sub in info.members:
         lines.append(f"  run: {sub.folder.name}  {sub.model_label}  {sub.status}")
-    typer.echo("\n".join(lines))
+    say(*lines)
 
 
 @app.command("compare")
@@ -151,7 +154,7 @@ def compare(
     if as_json:
         print_json(read_json(folder / browse.COMPARISON_JSON))
         return
-    typer.echo(f"report: {folder / 'comparison.md'}  (and report.html)")
+    say(f"report: {folder / 'comparison.md'}  (and report.html)")
 
 
 @app.command("predict")
@@ -166,13 +169,16 @@ def predict(
 
     if top < 1:
         raise KcnnError(f"--top {top}: give at least 1")
-    results = use.predict_files(use.load(run), images, top)
+    results = use.predict_files(use.load(run), images, top)  # a batch at a time
     if as_json:
-        print_json(results)
+        print_json(list(results))  # small dicts: the images themselves are long gone
         return
-    for r in results:
+    for n, r in enumerate(results):
+        temperature = r.get("calibration_temperature")
+        if n == 0 and temperature is not None:
+            typer.echo(f"calibrated probabilities (temperature scaling, T = {temperature:.3f})")
         best = "  ".join(f"{t['class']} {t['probability']:.3f}" for t in r["top"])
-        typer.echo(f"{r['image']}: {best}")
+        say(f"{r['image']}: {best}")
 
 
 @app.command("visualize")
@@ -206,7 +212,10 @@ def visualize(
         if test is None:
             raise KcnnError("the run's data set is not available here; pass an image with --image")
         picture = test[0]
-    target = out if out is not None else loaded.info.folder / html.VISUALIZE
+    from kcnn.runs.run import RunFolder
+
+    # the run's own picture folder must be a real folder inside it: a planted link is refused
+    target = out if out is not None else RunFolder(loaded.info.folder).subfolder(html.VISUALIZE)
     try:
         shown = vis.visualize(loaded, picture, target)
     except OSError as e:
@@ -217,9 +226,9 @@ def visualize(
         print_json(shown)
         return
     g = shown["grad_cam"]
-    typer.echo(
-        f"pictures in {target}: {', '.join(shown['files'])}\n"
-        f"predicted {g['class']} ({g['probability']:.3f}); Grad-CAM on {g['layer']}"
+    say(
+        f"pictures in {target}: {', '.join(shown['files'])}",
+        f"predicted {g['class']} ({g['probability']:.3f}); Grad-CAM on {g['layer']}",
     )
 
 
@@ -248,6 +257,6 @@ def export(
     if as_json:
         print_json(record)
     else:
-        typer.echo(f"{format}: {record['path']}\ncheck: {record['message']}")
+        say(f"{format}: {record['path']}", f"check: {record['message']}")
     if not record["ok"]:
         raise ModelMismatchError(f"exported {format} model {record['message']}")

@@ -39,6 +39,14 @@ def _options(
 AsJson = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 
 
+def say(*lines: object) -> None:
+    """Print lines that hold names from a run folder or the user's files: each line's control
+    characters (ESC, BEL, CR, a newline inside a name...) shown as escapes, never sent raw."""
+    from kcnn.runs.text import terminal
+
+    typer.echo("\n".join(terminal(line) for line in lines))
+
+
 def print_json(data) -> None:
     from kcnn.runs.records import json_text
 

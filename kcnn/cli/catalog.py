@@ -139,6 +139,10 @@ def summary(
             help="Output classes \\[default: the reference class count].", show_default=False
         ),
     ] = None,
+    profile: Annotated[
+        bool,
+        typer.Option("--profile", help="Also measure each layer's inference time on this machine."),
+    ] = False,
     as_json: AsJson = False,
 ) -> None:
     """Show an architecture layer by layer: output shapes, parameters, multiply-adds, receptive fields, and the output-size formula checked against Keras."""
@@ -151,7 +155,7 @@ def summary(
         raise KcnnError(f"--classes must be at least 2, got {classes}")
     from kcnn.models.summary import summarize
 
-    report = summarize(arch, api, shape, classes)
+    report = summarize(arch, api, shape, classes, profile)
     if as_json:
         print_json(report)
     else:

@@ -399,16 +399,10 @@ def read_image(file: Path, mode: str | None, size: tuple[int, int] | None):
     return (pixels if pixels.ndim == 3 else pixels[..., None]), mode, size
 
 
-def read_image_folder(
-    folder: Path, mode: str | None = None, size: tuple[int, int] | None = None
-) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Images in one subfolder per class, decoded to uint8 in Pillow `mode` ("L" or "RGB") at
-    `size` (width, height); both default to those of the first image.
-
-    Images of other sizes are resized to match, and converted to the same mode. The first
-    image's size times the number of files is checked against `MAX_DATA_BYTES` before the rest
-    are decoded; more than `MAX_CLASSES` class folders is refused before any image is read.
-    """
+def class_files(folder: Path) -> dict[str, list[Path]]:
+    """The image files of a class-per-subfolder folder, in the order `read_image_folder` reads
+    them (classes sorted, files sorted within each, hidden entries skipped): image i of the
+    loaded arrays is file i of this listing, which is how a run finds the file of a test image."""
     entries = _entries(folder)
     classes = [p.name for p in entries if p.is_dir()]
     if len(classes) < 2:
@@ -434,6 +428,21 @@ def read_image_folder(
         if not files:
             raise KcnnError(f"class folder {folder / name} holds no images")
         files_of[name] = files
+    return files_of
+
+
+def read_image_folder(
+    folder: Path, mode: str | None = None, size: tuple[int, int] | None = None
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Images in one subfolder per class, decoded to uint8 in Pillow `mode` ("L" or "RGB") at
+    `size` (width, height); both default to those of the first image.
+
+    Images of other sizes are resized to match, and converted to the same mode. The first
+    image's size times the number of files is checked against `MAX_DATA_BYTES` before the rest
+    are decoded; more than `MAX_CLASSES` class folders is refused before any image is read.
+    """
+    files_of = class_files(folder)
+    classes = list(files_of)
     total = sum(len(f) for f in files_of.values())
     images, labels = [], []
     for index, name in enumerate(classes):

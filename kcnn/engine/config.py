@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 from kcnn import defaults
 from kcnn.data.augment import POLICIES as AUGMENT_POLICIES
 from kcnn.data.augment import SWITCHES
+from kcnn.data.prepared import check_batch_memory
 from kcnn.engine.distribute import STRATEGIES
 from kcnn.engine.recipes import SCHEDULES
 from kcnn.errors import KcnnError, closest
@@ -357,6 +358,11 @@ class RunConfig:
     tensorboard_histograms: bool = setting(
         False, "With --tensorboard, also log weight histograms every epoch (slower, bigger files)."
     )
+    calibrate: bool = setting(
+        False,
+        "After training, fit temperature scaling on the validation split (as `kcnn calibrate`): "
+        "`kcnn predict` then gives calibrated probabilities.",
+    )
 
     # --- the schema ----------------------------------------------------------------------------
 
@@ -424,9 +430,7 @@ class RunConfig:
         self.check()
         if self.name is None:
             self.name = self.default_name()
-        from kcnn.runs import folders
-
-        folders.check_name(self.name)
+        check_name(self.name)
         return self
 
     def check(self) -> None:
@@ -470,16 +474,21 @@ class RunConfig:
         return "\n".join(lines) + "\n"
 
 
-def check_batch_memory(batch_size: int, height: int, width: int, channels: int) -> None:
-    """Refuse a batch whose float32 input alone would not fit, before anything is allocated."""
-    size = batch_size * height * width * channels * 4
-    if size > defaults.INPUT_BATCH_BYTES_MAX:
-        limit = defaults.INPUT_BATCH_BYTES_MAX
+# A run folder's name: a timestamp is added, and file systems stop at 255 bytes.
+NAME_MAX = 200
+
+
+def check_name(name: str) -> str:
+    """A run name that makes one folder name: no path separators, no "..", a safe alphabet."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name or ".." in name:
+        raise KcnnError(f"run name {name!r} must be a plain name without path separators or '..'")
+    if len(name.encode()) > NAME_MAX:
         raise KcnnError(
-            f"one batch of {batch_size} images of {height}×{width}×{channels} takes "
-            f"{size / 1024**3:.1f} GB as float32, over the {limit / 1024**3:.0f} GB limit: "
-            "lower --batch-size or --image-size"
+            f"run name {name[:40]!r}... is too long: pass a --name of at most {NAME_MAX} bytes"
         )
+    if not re.fullmatch(r"[\w.+=@,-]+", name):
+        raise KcnnError(f"run name {name!r} may hold only letters, digits and . _ - + = @ ,")
+    return name
 
 
 def _toml(value: Any) -> str:
