@@ -17,7 +17,19 @@ app = typer.Typer(
 # The commands that load or build a Keras model: each first checks the installed Keras is one
 # kcnn supports (kcnn/models/keras_version.py), from package metadata, without importing it.
 MODEL_COMMANDS = frozenset(
-    {"train", "compare-apis", "transfer", "run", "summary", "predict", "visualize", "export"}
+    {
+        "train",
+        "compare-apis",
+        "transfer",
+        "run",
+        "summary",
+        "predict",
+        "visualize",
+        "export",
+        "inspect",
+        "calibrate",
+        "lr-find",
+    }
 )
 
 
