@@ -14,7 +14,23 @@ app = typer.Typer(
     add_completion=True,  # kcnn --install-completion: names of models, data sets, backbones, choices
 )
 
-_debug = False
+# The commands that load or build a Keras model: each first checks the installed Keras is one
+# kcnn supports (kcnn/models/keras_version.py), from package metadata, without importing it.
+MODEL_COMMANDS = frozenset(
+    {
+        "train",
+        "compare-apis",
+        "transfer",
+        "run",
+        "summary",
+        "predict",
+        "visualize",
+        "export",
+        "inspect",
+        "calibrate",
+        "lr-find",
+    }
+)
 
 
 def _plain_type(shown: str | None) -> str | None:
@@ -72,6 +88,7 @@ def _show_version(value: bool) -> None:
 
 @app.callback()
 def _options(
+    ctx: typer.Context,
     debug: Annotated[
         bool, typer.Option("--debug", help="Show the full traceback when a command fails.")
     ] = False,
@@ -85,8 +102,12 @@ def _options(
         ),
     ] = False,
 ) -> None:
-    global _debug
-    _debug = debug
+    # --debug is acted on by `kcnn.cli.main` before Click parses (TensorFlow may load first);
+    # it is declared here so that Click accepts it and --help lists it.
+    if ctx.invoked_subcommand in MODEL_COMMANDS:
+        from kcnn.models import keras_version
+
+        keras_version.require()
 
 
 AsJson = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]

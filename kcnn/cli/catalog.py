@@ -115,7 +115,8 @@ def parse_shape(text: str) -> tuple[int, int, int]:
         values = ()
     if len(values) != 3 or min(values) <= 0:
         raise KcnnError(
-            f"--input-shape must be three positive whole numbers H,W,C such as 224,224,3; got {text!r}"
+            "--input-shape must be three positive whole numbers H,W,C such as 224,224,3; got "
+            + repr(text if len(text) <= 60 else text[:60] + "...")
         )
     return values  # type: ignore[return-value]
 

@@ -246,8 +246,19 @@ def _is_int(value) -> bool:
     return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
 
 
-def _cifar_arrays(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
-    """Images (N, 32, 32, 3) and labels of one batch, whose types are checked, not coerced."""
+def label_text(value: int) -> str:
+    """A label for a message, however large (Python will not print an int of 4,300+ digits)."""
+    value = int(value)
+    return (
+        str(value)
+        if abs(value) < 10**100
+        else f"a {'negative ' if value < 0 else ''}{value.bit_length()}-bit number"
+    )
+
+
+def _cifar_arrays(path: Path, label_key: str, classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Images (N, 32, 32, 3) and labels 0..classes-1 of one batch, whose types and values are
+    checked, not coerced (a label of 10³⁰ would not even fit the int64 array)."""
     batch = read_cifar_batch(path)
     if "data" not in batch or label_key not in batch:
         raise KcnnError(f"{path} lacks '{label_key}' or 'data': not a CIFAR batch of this data set")
@@ -274,6 +285,12 @@ def _cifar_arrays(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
         )
     if len(data) != len(labels):
         raise KcnnError(f"{path} holds {len(data)} images but {len(labels)} labels")
+    bad = next((i for i, v in enumerate(labels) if not 0 <= int(v) < classes), None)
+    if bad is not None:
+        raise KcnnError(
+            f"{path} holds the label {label_text(labels[bad])} (image {bad}) in '{label_key}'; "
+            f"this data set's labels are 0..{classes - 1}: the file is corrupt, re-download it"
+        )
     images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
     return images, np.asarray(labels, dtype=np.int64)
 
@@ -282,8 +299,8 @@ def read_cifar10(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
     """The original `cifar-10-batches-py/` folder (data_batch_1..5 and test_batch)."""
     if (folder / "cifar-10-batches-py").is_dir():
         folder = folder / "cifar-10-batches-py"
-    parts = [_cifar_arrays(folder / f"data_batch_{i}", "labels") for i in range(1, 6)]
-    x_test, y_test = _cifar_arrays(folder / "test_batch", "labels")
+    parts = [_cifar_arrays(folder / f"data_batch_{i}", "labels", 10) for i in range(1, 6)]
+    x_test, y_test = _cifar_arrays(folder / "test_batch", "labels", 10)
     return (
         np.concatenate([p[0] for p in parts]),
         np.concatenate([p[1] for p in parts]),
@@ -292,13 +309,17 @@ def read_cifar10(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
     )
 
 
+CIFAR100_CLASSES = {"fine": 100, "coarse": 20}
+
+
 def read_cifar100(folder: Path, label_mode: str = "fine") -> tuple[np.ndarray, ...]:
     """The original `cifar-100-python/` folder (train and test)."""
     if (folder / "cifar-100-python").is_dir():
         folder = folder / "cifar-100-python"
     key = f"{label_mode}_labels"
-    x_train, y_train = _cifar_arrays(folder / "train", key)
-    x_test, y_test = _cifar_arrays(folder / "test", key)
+    classes = CIFAR100_CLASSES[label_mode]
+    x_train, y_train = _cifar_arrays(folder / "train", key, classes)
+    x_test, y_test = _cifar_arrays(folder / "test", key, classes)
     return x_train, y_train, x_test, y_test
 
 
