@@ -29,6 +29,7 @@ MODEL_COMMANDS = frozenset(
         "inspect",
         "calibrate",
         "lr-find",
+        "sweep",
     }
 )
 
