@@ -43,7 +43,13 @@ def test_every_setting_is_an_option_and_every_option_a_setting(command):
     twins = {name for name in params if name.endswith("__off")}
     assert {name.removesuffix("__off") for name in twins} <= set(cls.settings())
     params -= twins
-    extra = {"config_file", "print_config", "mlflow", "as_json", "resume"}  # --resume: every command
+    extra = {
+        "config_file",
+        "print_config",
+        "mlflow",
+        "as_json",
+        "resume",
+    }  # --resume: every command
     assert params - extra == set(cls.settings())
     shared = set(RunConfig.settings())
     assert shared <= set(cls.settings())  # every shared setting, in every command

@@ -48,7 +48,7 @@ def register_custom_objects() -> None:
     """Make kcnn's own layers, models and losses known to Keras's deserialiser."""
     import kcnn.models.blocks  # noqa: F401  Block (and the padding layer it uses)
     import kcnn.models.forms  # noqa: F401  DescribedCNN, the subclassed form
-    from kcnn.engine.recipes import smoothed_loss_class
+    from kcnn.models.losses import smoothed_loss_class
 
     smoothed_loss_class()  # the label-smoothed loss a compiled model may name
 
