@@ -249,10 +249,8 @@ def page(record: dict[str, Any], folder: Path, shown: dict[str, str]) -> str:
     parts += ["<h2>Trials</h2>", _html_table(rows, columns(rows))]
     for name, title in shown.items():
         (heading, _) = PLOTS[name]
-        if (folder / name).is_file():
-            parts += [f"<h2>{e(heading)}</h2>", _image(folder / name, heading)]
-        else:
-            parts += [f"<h2>{e(heading)}</h2>", f"<p>{e(title)}</p>"]
+        picture = _image(folder, name, heading)  # a checked PNG inside the folder, or nothing
+        parts += [f"<h2>{e(heading)}</h2>", picture or f"<p>{e(title)}</p>"]
     confirm = record.get("confirm")
     if confirm:
         parts += ["<h2>Confirmed over seeds</h2>", f"<p>{e(confirm.get('note', ''))}</p>"]
