@@ -563,7 +563,7 @@ class Pruning:
                         watcher.pruned_at = step
                         self.model.stop_training = True
                 if watcher.pruned_at is not None:
-                    trainer.results["pruned_at_epoch"] = watcher.pruned_at
+                    trainer.records.results["pruned_at_epoch"] = watcher.pruned_at
 
         return PruneOnEpoch()
 

@@ -46,7 +46,9 @@ def _stratified(rows, y, fraction_or_count, seed):
         return train_test_split(rows, test_size=fraction_or_count, random_state=seed)
 
 
-def _subset(rows, y, limit, seed):
+def stratified_subset(rows, y, limit, seed):
+    """At most `limit` of `rows` (positions into `y`), stratified by class and drawn from
+    `seed`: what `--limit` keeps of a split, and what `kcnn inspect --limit` looks at."""
     if limit >= len(rows):
         return rows
     return _stratified(rows, y, limit, seed)[1]
@@ -91,9 +93,9 @@ def make_splits(
                 f"--limit {limit} is larger than the {len(rows)} training images of {data.name}; "
                 f"use --limit {len(rows)} or less, or drop --limit"
             )
-        rows = _subset(rows, y, limit, seed)
+        rows = stratified_subset(rows, y, limit, seed)
         every = np.arange(len(y_test_source)) if test_rows is None else test_rows
-        test_rows = _subset(every, y_test_source, limit, seed)
+        test_rows = stratified_subset(every, y_test_source, limit, seed)
     if round(len(rows) * val_split) < 1 or round(len(rows) * (1 - val_split)) < 1:
         raise KcnnError(f"--val-split {val_split} leaves an empty split of {len(rows)} images")
     train_rows, val_rows = _stratified(rows, y, val_split, seed)

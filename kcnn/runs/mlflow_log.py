@@ -151,7 +151,7 @@ class MlflowTracker:
                     **self.tags,
                     "kcnn.command": config.command,
                     "kcnn.run_dir": str(trainer.run_dir),
-                    **{f"kcnn.{k}": str(v) for k, v in trainer.identity.items()},
+                    **{f"kcnn.{k}": str(v) for k, v in trainer.records.identity.items()},
                 }
                 run = self.client.create_run(
                     self.experiment_id, run_name=Path(trainer.run_dir).name, tags=tags

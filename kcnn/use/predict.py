@@ -125,11 +125,10 @@ class LoadedRun:
                 f"run was trained on {'×'.join(map(str, self.data_shape))}"
             )
         if limit is not None and limit < len(y):
-            from kcnn.data.splits import _subset
+            from kcnn.data.splits import stratified_subset
 
             seed = self.info.settings.get("seed", 0)
-            chosen, _ = _subset(np.arange(len(y)), y, limit, seed)
-            chosen = np.sort(chosen)
+            chosen = np.sort(stratified_subset(np.arange(len(y)), y, limit, seed))
             x, y = x[chosen], y[chosen]
             paths = [paths[i] for i in chosen] if paths is not None else None
         return Labelled(x, y, paths)
