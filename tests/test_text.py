@@ -1,4 +1,4 @@
-"""Untrusted text made safe for its destination (kcnn.runs.text), and names drawn literally in
+"""Untrusted text made safe for its destination (kcnn.text), and names drawn literally in
 figures (kcnn.runs.plots): the nasty strings a shared run folder or a user's data can hold."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import warnings
 import numpy as np
 import pytest
 
-from kcnn.runs import text
+from kcnn import text
 
 NASTY = [
     "\x1b[2J\x1b]0;owned\x07",  # clear screen, retitle the terminal, bell

@@ -35,7 +35,7 @@ from kcnn.cli import doctor  # noqa: F401
 # isort: on
 from kcnn.cli import app as _app_module
 from kcnn.errors import KcnnError
-from kcnn.runs.text import terminal
+from kcnn.text import terminal
 
 app = _app_module.app
 

@@ -9,7 +9,7 @@ import typer
 
 from kcnn.cli.app import AsJson, app, print_json, say
 from kcnn.errors import KcnnError
-from kcnn.runs.text import terminal
+from kcnn.text import terminal
 
 Run = Annotated[str, typer.Argument(help="A run folder (or its name under runs/).")]
 

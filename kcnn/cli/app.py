@@ -117,7 +117,7 @@ AsJson = Annotated[bool, typer.Option("--json", help="Print the result as JSON o
 def say(*lines: object) -> None:
     """Print lines that hold names from a run folder or the user's files: each line's control
     characters (ESC, BEL, CR, a newline inside a name...) shown as escapes, never sent raw."""
-    from kcnn.runs.text import terminal
+    from kcnn.text import terminal
 
     typer.echo("\n".join(terminal(line) for line in lines))
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from kcnn import defaults
 from kcnn.errors import KcnnError
+from kcnn.text import terminal
 
 IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
@@ -517,7 +518,9 @@ def read_image_folder(
         shown = ", ".join(str(p.relative_to(folder)) for p in skipped[:3])
         more = f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""
         print(
-            f"note: {folder}: skipped {len(skipped)} file(s) that are not images: {shown}{more}",
+            terminal(
+                f"note: {folder}: skipped {len(skipped)} file(s) that are not images: {shown}{more}"
+            ),
             file=sys.stderr,
         )
     if mode is None or size is None:
@@ -529,7 +532,7 @@ def read_image_folder(
     channels = 3 if mode == "RGB" else 1
     check_memory(total * size[0] * size[1] * channels, f"the {total:,} images of {folder}")
     print(
-        f"image folder {folder}: {total:,} images in {len(classes)} classes, {became}",
+        terminal(f"image folder {folder}: {total:,} images in {len(classes)} classes, {became}"),
         file=sys.stderr,
     )
     images, labels = [], []

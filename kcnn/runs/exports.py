@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from kcnn import text
 from kcnn.errors import KcnnError
-from kcnn.runs import text
 from kcnn.runs.records import Damaged, read_json_record, write_json
 
 EXPORT_JSON = "export.json"

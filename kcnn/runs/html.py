@@ -15,7 +15,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from kcnn.runs import exports, folders, inspected, text
+from kcnn import text
+from kcnn.runs import exports, folders, inspected
 from kcnn.runs.browse import COMPARISON_MD, RunInfo
 from kcnn.runs.records import Damaged
 from kcnn.runs.run import RunFolder
@@ -276,7 +277,7 @@ def _robustness_section(r: dict[str, Any], folder: Path) -> list[str]:
     ]
 
 
-# A backslash-escaped character in markdown (kcnn.runs.text.markdown_cell writes them for names)
+# A backslash-escaped character in markdown (kcnn.text.markdown_cell writes them for names)
 # stands for itself: it is set aside as a private-use character before any markdown is read, and
 # put back, HTML-escaped, at the end.
 _ESCAPED = re.compile(r"\\([!-/:-@\[-`{-~])")

@@ -23,7 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from kcnn.runs import text  # noqa: E402
+from kcnn import text  # noqa: E402
 
 History = Mapping[str, Sequence[float]]  # "loss", "val_loss", "accuracy", "val_accuracy" per epoch
 

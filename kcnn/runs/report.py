@@ -10,7 +10,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from kcnn.runs import plots, text
+from kcnn import text
+from kcnn.runs import plots
 from kcnn.runs.folders import COMPARISON_CSV, COMPARISON_MD, OVERLAY
 from kcnn.runs.records import write_atomic, write_csv
 

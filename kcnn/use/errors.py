@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kcnn.runs import inspected, text
+from kcnn import text
+from kcnn.runs import inspected
 from kcnn.runs.records import write_csv, write_json
 
 if TYPE_CHECKING:

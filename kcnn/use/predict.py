@@ -441,6 +441,6 @@ def _top(loaded: LoadedRun, batch: list[tuple[Path, np.ndarray]], top: int):
 
 
 def _say_error(message: str) -> None:
-    from kcnn.runs.text import terminal
+    from kcnn.text import terminal
 
     print(f"error: {terminal(message)}", file=sys.stderr, flush=True)
