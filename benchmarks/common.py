@@ -78,7 +78,9 @@ def run(cmd: list[str], env: dict | None = None) -> dict:
         err.seek(0)
         stdout, stderr = out.read(), err.read()
     if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{stderr[-3000:]}")
+        raise RuntimeError(
+            f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n{stderr[-3000:]}"
+        )
     return {"wall": wall, "rss_mib": usage.ru_maxrss / 1024, "stdout": stdout, "stderr": stderr}
 
 

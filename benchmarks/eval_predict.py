@@ -1,5 +1,6 @@
 """Evaluation and prediction speed: kcnn's test-set evaluation and its input pipeline against
-`model.evaluate` / `model.predict` written by hand on NumPy arrays, alternately, same model.
+the same work written by hand on NumPy arrays (one pass each), in a shuffled order per repeat,
+same model.
 
     python benchmarks/eval_predict.py [--images 6000] [--repeats 3] [--predict-images 1000]
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import sys
 import time
 from pathlib import Path
@@ -23,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import common  # noqa: E402
+import protocol  # noqa: E402
 
 
 def main(argv=None) -> dict:
@@ -30,7 +33,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--arch", default="simple-cnn")
     parser.add_argument("--images", type=int, default=6000)
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=protocol.MIN_REPEATS)
     parser.add_argument("--predict-images", type=int, default=1000)
     args = parser.parse_args(argv)
 
@@ -39,6 +42,7 @@ def main(argv=None) -> dict:
     data = datasets.load("shapes", None, 83, args.images)
     x, y, names = data.x_train, data.y_train, data.class_names
     import keras
+    import numpy as np
 
     from kcnn.data.pipeline import make_dataset
     from kcnn.engine import evaluation
@@ -54,37 +58,59 @@ def main(argv=None) -> dict:
         fn()
         return len(y) / (time.perf_counter() - start)
 
-    figures = {k: [] for k in ("kcnn_evaluate", "hand_evaluate", "kcnn_predict", "hand_predict")}
-    hand_eval = lambda: (  # noqa: E731  what kcnn's evaluation does: loss/accuracy, then predictions
-        model.evaluate(x_float, y, batch_size=args.batch_size, verbose=0),
-        model.predict(x_float, batch_size=args.batch_size, verbose=0),
+    def hand_eval():
+        """What kcnn's evaluation does, by hand and in one pass as well: the probabilities once,
+        then the loss, the accuracy and the per-class report from them (the same work; before,
+        the by-hand side ran `evaluate` and then `predict`, two passes against kcnn's one)."""
+        from sklearn.metrics import classification_report, confusion_matrix
+
+        p = model.predict(x_float, batch_size=args.batch_size, verbose=0)
+        loss = float(np.mean(keras.losses.sparse_categorical_crossentropy(y, p)))
+        y_pred = p.argmax(-1)
+        classification_report(y, y_pred, output_dict=True, zero_division=0)
+        confusion_matrix(y, y_pred)
+        return loss, float(np.mean(y_pred == y))
+
+    contestants = {
+        # kcnn's figures include building its pipeline (the uint8 -> float conversion)
+        "kcnn_evaluate": lambda: evaluation.evaluate(
+            model, make_dataset(x, y, x.shape[1:], args.batch_size), y, names
+        ),
+        "hand_evaluate": hand_eval,
+        "kcnn_predict": lambda: model.predict(
+            make_dataset(x, y, x.shape[1:], args.batch_size), verbose=0
+        ),
+        "hand_predict": lambda: model.predict(x_float, batch_size=args.batch_size, verbose=0),
+    }
+    for fn in contestants.values():  # warm-up: every function traced once, off the clock
+        fn()
+    runs = protocol.shuffled_repeats(
+        {k: (lambda fn=fn: {"images_per_second": timed(fn)}) for k, fn in contestants.items()},
+        args.repeats,
+        seed=2,
     )
-    timed(hand_eval)  # warm-up: traces every function once, for both contestants
-    for _ in range(args.repeats):  # alternately
-        # kcnn's figure includes building its pipeline (the uint8 -> float conversion)
-        figures["kcnn_evaluate"].append(
-            timed(
-                lambda: evaluation.evaluate(
-                    model, make_dataset(x, y, x.shape[1:], args.batch_size), y, names
-                )
-            )
-        )
-        figures["hand_evaluate"].append(timed(hand_eval))
-        figures["kcnn_predict"].append(
-            timed(
-                lambda: model.predict(make_dataset(x, y, x.shape[1:], args.batch_size), verbose=0)
-            )
-        )
-        figures["hand_predict"].append(
-            timed(lambda: model.predict(x_float, batch_size=args.batch_size, verbose=0))
-        )
-    figures.update(predict_command(args.arch, x[: args.predict_images], args.repeats))
+    command = predict_command(args.arch, x[: args.predict_images], args.repeats)
+    for r, kcnn_s, hand_s in zip(
+        runs, command["kcnn_predict_command"], command["hand_predict_script"], strict=True
+    ):
+        r["kcnn_predict_command"] = {"images_per_second": kcnn_s}
+        r["hand_predict_script"] = {"images_per_second": hand_s}
+    names = [*contestants, "kcnn_predict_command", "hand_predict_script"]
     result = {
         "arch": args.arch,
         "images": len(y),
         "predict_images": min(args.predict_images, len(y)),
-        **{k: common.median(v) for k, v in figures.items()},
-        "runs": figures,
+        **{k: common.median([r[k]["images_per_second"] for r in runs]) for k in names},
+        "ratios": {
+            what: protocol.paired_ratios(runs, f"kcnn_{what}", [hand], "images_per_second")[hand]
+            for what, hand in (
+                ("evaluate", "hand_evaluate"),
+                ("predict", "hand_predict"),
+                ("predict_command", "hand_predict_script"),
+            )
+        },
+        "repeats": args.repeats,
+        "runs": runs,
     }
     print(json.dumps(result))
     return result
@@ -121,9 +147,12 @@ def predict_command(arch: str, images, repeats: int) -> dict:
             Image.fromarray(image).save(folder / f"{i:05d}.png")
         kcnn = [common.PYTHON, "-m", "kcnn.cli", "predict", str(run), str(folder), "--json"]
         hand = [common.PYTHON, "-c", HAND_PREDICT, str(Path(run, "model.keras")), str(folder)]
-        for _ in range(repeats):  # alternately, each a fresh process
-            figures["kcnn_predict_command"].append(len(images) / common.run(kcnn)["wall"])
-            figures["hand_predict_script"].append(len(images) / common.run(hand)["wall"])
+        order = [("kcnn_predict_command", kcnn), ("hand_predict_script", hand)]
+        rng = random.Random(3)
+        for _ in range(repeats):  # each a fresh process, in a shuffled order per repeat
+            rng.shuffle(order)
+            for name, cmd in order:
+                figures[name].append(len(images) / common.run(cmd)["wall"])
     return figures
 
 

@@ -51,9 +51,10 @@ def one_run(arch, dataset, epochs, options) -> dict:
     import tensorflow as tf
 
     from kcnn.data import pipeline
+    from kcnn.data.prepared import prepare_data
     from kcnn.engine import interrupts, performance, recipes
     from kcnn.engine.config import TrainConfig
-    from kcnn.engine.trainer import default_input_shape, prepare_data
+    from kcnn.engine.trainer import default_input_shape
     from kcnn.models import forms
 
     config = TrainConfig(arch, dataset=dataset, epochs=epochs).validate()

@@ -1,14 +1,16 @@
-"""`make bench`: every benchmark, each contestant alternating with its baseline in the same run,
-written to benchmarks/RESULTS.md (and results.json, scaling.png).
+"""`make bench`: every benchmark against its baselines in the same run, written to
+benchmarks/RESULTS.md (and results.json, scaling.png, README.md's marked figures).
 
-    python benchmarks/run_all.py [--repeats 3] [--skip memory ...] [--only levers]
+    python benchmarks/run_all.py [--repeats 3] [--skip memory ...] [--only levers] [--out DIR]
 
-A partial run keeps the other sections of the last run in results.json (each with its date); the
-lever survey runs only when asked for (`--only levers`).
+Comparisons follow benchmarks/protocol.py: at least 3 repeats, every contestant once per repeat
+in a shuffled order, ratios taken per repeat (paired) and given as median and range. The
+machine's load average is recorded before and after each section, because other processes on a
+shared machine move these timings. On a machine with a GPU, TensorFlow and PyTorch both run
+there, and the GPU section (benchmarks/gpu.py) runs too; without one it is recorded as not run.
 
-Sections: startup, throughput, levers, transfer, memory, scaling, evaluation. Every figure is the
-median of its repeats; the machine's load average is recorded before and after each section,
-because other processes on a shared machine move these timings.
+A partial run keeps the other sections of the last run in results.json (each with its date),
+never those of an earlier protocol; the lever survey runs only when asked for (`--only levers`).
 """
 
 from __future__ import annotations
@@ -20,16 +22,30 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
+import protocol  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 PY = common.PYTHON
 KCNN = [PY, "-m", "kcnn.cli"]
-SECTIONS = ("startup", "throughput", "transfer", "memory", "scaling", "evaluation", "levers")
+# Results of an earlier protocol are never mixed with this one's (run_all refuses to merge them).
+PROTOCOL = "issue-23: >=3 shuffled repeats, paired ratios"
+SECTIONS = (
+    "startup",
+    "throughput",
+    "scaleout",
+    "transfer",
+    "memory",
+    "scaling",
+    "evaluation",
+    "gpu",
+    "levers",
+)
 
 
 def load() -> str:
@@ -67,6 +83,8 @@ def kcnn_train(arch: str, dataset: str, epochs: int, out: str) -> dict:
     s = timed["epoch_seconds"]
     n = m["train_images_per_second"] * m["train_seconds"] / len(s) if s else None
     return {
+        "contestant": "kcnn",
+        "params": m.get("params", {}).get("total") if isinstance(m.get("params"), dict) else None,
         "images_per_second": m["train_images_per_second"],
         "first_epoch_images_per_second": n / s[0] if s else None,
         "later_images_per_second": n * (len(s) - 1) / sum(s[1:]) if len(s) > 1 else None,
@@ -75,25 +93,70 @@ def kcnn_train(arch: str, dataset: str, epochs: int, out: str) -> dict:
     }
 
 
-def throughput(repeats: int) -> dict:
-    # few epochs: the first (tracing) is reported apart, and later epochs vary little
-    cases = [("lenet5", "mnist-5k", 5), ("simple-cnn", "shapes", 3)]
-    results = {}
+def has_torch() -> bool:
+    return (
+        common.run([PY, "-c", "import importlib.util as u; print(bool(u.find_spec('torch')))"])[
+            "stdout"
+        ].strip()
+        == "True"
+    )
+
+
+# Every contestant of the throughput section: its command-line flags for its script.
+KERAS = {"keras": [], "keras with kcnn's settings": ["--kcnn-settings"]}
+TORCH = {
+    "pytorch": [],
+    "pytorch channels_last": ["--channels-last"],
+    "pytorch compiled": ["--compile"],
+}
+
+
+def baseline(script: str, args: list[str]) -> Callable[[], dict]:
+    def run() -> dict:
+        try:
+            return common.last_json(common.run([PY, HERE / script, *args])["stdout"])
+        except (RuntimeError, ValueError) as e:  # recorded, not fatal: the others still count
+            return {"error": str(e).strip().splitlines()[-1][:300]}
+
+    return run
+
+
+def first_epoch_gap(run: dict) -> float | None:
+    """Seconds the first epoch took beyond the median later epoch."""
+    s = run.get("epoch_seconds") or []
+    return s[0] - common.median(s[1:]) if len(s) > 1 else None
+
+
+def throughput(repeats: int, cases=(("lenet5", "mnist-5k", 10), ("simple-cnn", "shapes", 3))):
+    """Every contestant once per repeat, in a shuffled order (benchmarks/protocol.py); kcnn's
+    ratio to each, per repeat."""
+    torch_names = list(TORCH) if has_torch() else []
+    results = {"repeats": repeats, "torch_contestants": torch_names}
     with tempfile.TemporaryDirectory() as out:
         for arch, dataset, epochs in cases:
-            runs = {"kcnn": [], "keras": [], "pytorch": []}
             args = [arch, "--dataset", dataset, "--epochs", str(epochs)]
-            for i in range(repeats):  # alternately
-                runs["kcnn"].append(kcnn_train(arch, dataset, epochs, out))
-                for name in ("keras", "pytorch"):
-                    script = HERE / f"baseline_{'torch' if name == 'pytorch' else name}.py"
-                    runs[name].append(common.last_json(common.run([PY, script, *args])["stdout"]))
-                print(f"  {arch} repeat {i + 1}/{repeats} done (load {load()})", file=sys.stderr)
+            contestants = {"kcnn": lambda a=arch, d=dataset, e=epochs: kcnn_train(a, d, e, out)}
+            contestants |= {k: baseline("baseline_keras.py", [*args, *f]) for k, f in KERAS.items()}
+            contestants |= {
+                k: baseline("baseline_torch.py", [*args, *f])
+                for k, f in TORCH.items()
+                if k in torch_names
+            }
+            runs = protocol.shuffled_repeats(
+                contestants,
+                repeats,
+                seed=len(results),
+                progress=lambda m, a=arch: print(f"  {a} {m} (load {load()})", file=sys.stderr),
+            )
+            for r in runs:  # the best PyTorch contestant of each repeat, by whole-run speed
+                best = protocol.best_of(runs=[r], names=torch_names, key="images_per_second")[0]
+                r["best pytorch"] = {**best, "which": best.get("contestant")}
+            names = [*contestants, *(["best pytorch"] if torch_names else [])]
             results[f"{arch} on {dataset}"] = {
                 "epochs": epochs,
                 "contestants": {
                     name: {
-                        key: common.median([r[key] for r in rs])
+                        key: common.median([r[name][key] for r in runs if r[name].get(key)])
                         for key in (
                             "images_per_second",
                             "first_epoch_images_per_second",
@@ -101,12 +164,112 @@ def throughput(repeats: int) -> dict:
                             "test_accuracy",
                         )
                     }
-                    for name, rs in runs.items()
+                    | {
+                        "params": next((r[name].get("params") for r in runs), None),
+                        "errors": [r[name]["error"] for r in runs if "error" in r[name]],
+                    }
+                    for name in names
                 },
+                "ratios": {
+                    key: protocol.paired_ratios(runs, "kcnn", names[1:], key)
+                    for key in ("images_per_second", "later_images_per_second")
+                },
+                "pytorch_devices": sorted(
+                    {r[n]["device"] for r in runs for n in torch_names if "device" in r[n]}
+                ),
+                "kcnn_first_epoch_gap_seconds": protocol.spread(
+                    [first_epoch_gap(r["kcnn"]) for r in runs]
+                ),
                 "runs": runs,
             }
-    results["repeats"] = repeats
     return results
+
+
+# The README's "What each costs" (Scaling out): the same LeNet-5 run under each option. Each
+# configuration's later epochs give its seconds per epoch; the first epoch's excess over them is
+# the tracing (and, with XLA, compiling).
+SCALEOUT = {
+    "one device": [],
+    "mirrored, 2 logical CPUs": ["--strategy", "mirrored", "--devices", "2"],
+    "mixed precision": ["--mixed-precision"],
+    "XLA": ["--jit-compile"],
+}
+SCALEOUT_RUN = ("lenet5", "mnist-5k", 4)
+
+# `--quick`: every section at a tiny size, to check that the harness works (into a scratch
+# --out, never the committed results: these figures mean nothing)
+QUICK = {
+    "throughput": (("lenet5", "mnist-5k", 2),),
+    "scaleout_epochs": 2,
+    "transfer": ["--epochs", "2", "--shapes-count", "200", "--backbone", "mobilenetv2"],
+    "memory_images": 200,
+    "scaling": (300, 600),
+    "evaluation": ["--images", "300", "--predict-images", "30"],
+}
+quick = False
+
+
+def scaleout(repeats: int) -> dict:
+    arch, dataset, epochs = SCALEOUT_RUN
+    epochs = QUICK["scaleout_epochs"] if quick else epochs
+
+    def one(flags):
+        def run():
+            try:
+                return attempt()
+            except (RuntimeError, ValueError, IndexError) as e:  # recorded; the others count
+                return {"error": str(e).strip().splitlines()[-1][:300]}
+
+        def attempt():
+            name = f"scaleout-{time.monotonic_ns()}"
+            cmd = [PY, str(HERE / "kcnn_timed.py"), "train", arch, "--dataset", dataset]
+            cmd += ["--epochs", str(epochs), "--out", out, "--name", name, *flags]
+            timed = common.last_json(common.run(cmd)["stdout"])
+            run_dir = glob.glob(os.path.join(out, f"*{name}"))[0]
+            m = json.loads(Path(run_dir, "metrics.json").read_text())
+            s = timed["epoch_seconds"]
+            later = common.median(s[1:])
+            return {
+                "epoch_seconds": s,
+                "later_epoch_seconds": later,
+                "first_epoch_extra_seconds": s[0] - later,
+                "test_accuracy": m["test_accuracy"],
+                "precision_policy": m.get("precision_policy"),
+            }
+
+        return run
+
+    with tempfile.TemporaryDirectory() as out:
+        runs = protocol.shuffled_repeats(
+            {k: one(f) for k, f in SCALEOUT.items()},
+            repeats,
+            seed=1,
+            progress=lambda m: print(f"  scale-out {m} (load {load()})", file=sys.stderr),
+        )
+    names = list(SCALEOUT)
+    return {
+        "arch": arch,
+        "dataset": dataset,
+        "epochs": epochs,
+        "batch_size": 128,
+        "repeats": repeats,
+        "configurations": {
+            k: {
+                key: common.median([r[k][key] for r in runs if key in r[k]])
+                for key in ("later_epoch_seconds", "first_epoch_extra_seconds", "test_accuracy")
+            }
+            | {"errors": [r[k]["error"] for r in runs if "error" in r[k]]}
+            for k in names
+        },
+        # per repeat, each configuration's later epoch over one device's (paired)
+        "epoch_time_ratios": protocol.paired_ratios(
+            [{k: {"t": r[k].get("later_epoch_seconds")} for k in names} for r in runs],
+            "one device",
+            names[1:],
+            "t",
+        ),
+        "runs": runs,
+    }
 
 
 def levers(repeats: int) -> dict:
@@ -115,13 +278,15 @@ def levers(repeats: int) -> dict:
 
 
 def transfer() -> dict:
-    r = common.run([PY, HERE / "feature_cache.py", "--epochs", "10", "--shapes-count", "2000"])
+    args = QUICK["transfer"] if quick else ["--epochs", "10", "--shapes-count", "2000"]
+    r = common.run([PY, HERE / "feature_cache.py", *args])
     return json.loads(r["stdout"][r["stdout"].index("\n{") :])
 
 
 def memory(backbone: str) -> dict:
     with tempfile.TemporaryDirectory() as out:
-        r = common.run([PY, "-c", MEMORY_RUN, out, backbone, str(MEMORY_IMAGES)])
+        images = QUICK["memory_images"] if quick else MEMORY_IMAGES
+        r = common.run([PY, "-c", MEMORY_RUN, out, backbone, str(images)])
     return {**common.last_json(r["stdout"]), "peak_rss_mib": r["rss_mib"], "wall": r["wall"]}
 
 
@@ -145,13 +310,14 @@ print(json.dumps({"backbone": backbone, "images": images, "image_size": 224, "ep
 """
 
 
-def scaling(sizes=(1_000, 5_000, 20_000, 60_000)) -> dict:
+def scaling(out: Path, sizes=(1_000, 5_000, 20_000, 60_000)) -> dict:
+    sizes = QUICK["scaling"] if quick else sizes
     rows = []
     for n in sizes:
         r = common.run([PY, HERE / "scaling.py", str(n)])
         rows.append({**common.last_json(r["stdout"]), "peak_rss_mib": r["rss_mib"]})
         print(f"  scaling {n} done (load {load()})", file=sys.stderr)
-    plot_scaling(rows, HERE / "scaling.png")
+    plot_scaling(rows, out / "scaling.png")
     return {"rows": rows}
 
 
@@ -179,8 +345,14 @@ def plot_scaling(rows, path) -> None:
 
 
 def evaluation(repeats: int) -> dict:
-    r = common.run([PY, HERE / "eval_predict.py", "--repeats", str(repeats)])
+    args = QUICK["evaluation"] if quick else []
+    r = common.run([PY, HERE / "eval_predict.py", "--repeats", str(repeats), *args])
     return common.last_json(r["stdout"])
+
+
+def gpu_section() -> dict:
+    """benchmarks/gpu.py, on a GPU machine only (it says so itself otherwise)."""
+    return common.last_json(common.run([PY, HERE / "gpu.py"])["stdout"])
 
 
 def gpu() -> str:
@@ -204,7 +376,7 @@ def versions() -> dict:
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=protocol.MIN_REPEATS)
     # The lever survey takes longer than everything else together on 2 cores, so `make bench`
     # (under 15 minutes) leaves it out: run it with --only levers.
     parser.add_argument("--skip", nargs="*", default=["levers"], choices=SECTIONS)
@@ -213,14 +385,30 @@ def main(argv=None) -> dict:
     )
     parser.add_argument("--only", nargs="*", default=None, choices=SECTIONS)
     parser.add_argument("--out", default=str(HERE))
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, to check the harness")
     args = parser.parse_args(argv)
+    global quick
+    quick = args.quick
+    if quick and Path(args.out).resolve() == HERE:
+        raise SystemExit("--quick figures mean nothing: give a scratch --out, not benchmarks/")
     wanted = [s for s in SECTIONS if s not in args.skip and (args.only is None or s in args.only)]
     results_path = Path(args.out) / "results.json"
     # a partial run (--only) keeps the other sections of the last full one
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    if results.get("protocol") != PROTOCOL:  # an earlier protocol's figures: not kept beside these
+        results = {}
+    machine_gpu = gpu()
+    if machine_gpu == "none" and "gpu" in wanted:  # recorded as not run, with the reason
+        wanted.remove("gpu")
+        results.setdefault("sections", {})["gpu"] = {
+            "skipped": "no GPU visible to TensorFlow on the machine of the last run",
+            "date": time.ctime(),
+        }
     results.update(
         {
-            "machine": {**common.machine(), "gpu": gpu()},
+            "protocol": PROTOCOL,
+            "quick": quick,
+            "machine": {**common.machine(), "gpu": machine_gpu},
             "versions": versions(),
             "date": time.ctime(),
         }
@@ -232,12 +420,16 @@ def main(argv=None) -> dict:
         print(f"{section} (load {before}) ...", file=sys.stderr)
         run = {
             "startup": lambda: startup(args.repeats),
-            "throughput": lambda: throughput(args.repeats),
+            "throughput": lambda: throughput(
+                args.repeats, *([QUICK["throughput"]] if quick else [])
+            ),
+            "scaleout": lambda: scaleout(args.repeats),
             "levers": lambda: levers(1),
             "transfer": transfer,
             "memory": lambda: memory(args.memory_backbone),
-            "scaling": scaling,
+            "scaling": lambda: scaling(Path(args.out)),
             "evaluation": lambda: evaluation(args.repeats),
+            "gpu": gpu_section,
         }[section]
         sections[section] = {
             **run(),
@@ -252,6 +444,10 @@ def main(argv=None) -> dict:
     from report import write_report
 
     write_report(results, Path(args.out) / "RESULTS.md")
+    if Path(args.out).resolve() == HERE:  # the committed results: README's figures follow them
+        import readme_figures
+
+        readme_figures.main([])
     print(
         f"wrote {Path(args.out) / 'RESULTS.md'} in {results['total_seconds']:.0f} s",
         file=sys.stderr,

@@ -20,6 +20,12 @@ SHAPES_COUNT_MAX = 1_000_000  # 3 GB of 32×32×3 images: beyond that, generate 
 # Bounds that keep a setting from asking for memory no machine has, checked before any work.
 IMAGE_SIZE_MAX = 4096  # pixels per side of the model input
 INPUT_BATCH_BYTES_MAX = 2 * 1024**3  # one float32 input batch (batch × H × W × C × 4 bytes)
+# What one model may cost, estimated from its layer specs before Keras allocates anything
+# (kcnn/models/geometry.py), so that a model kcnn agrees to build fits a 24 GB laptop:
+# 10⁹ float32 weights are 4 GB, 16 GB while training with Adam (weights, gradients, two moments);
+# one image's float32 layer outputs (the input included) at most 4 GiB — VGG16 at 224×224 is 0.06.
+MODEL_PARAMS_MAX = 1_000_000_000
+ACTIVATION_BYTES_MAX = 4 * 1024**3
 
 # compare-apis: seed 003's experiment — simple-cnn three ways on CIFAR-10, Adam, batch 128,
 # 20 epochs, validation split 0.2, seed 83 (the shared defaults above hold the last four).

@@ -107,7 +107,8 @@ def test_runs_lists_every_folder_newest_first_and_tolerates_strays(runs, cli):
     subs = [n for n in by_name if n.startswith(runs["comparison"].name + "/")]
     assert len(subs) == 3  # its three forms, listed under it
     assert by_name["notes"]["status"] == "not a run"
-    assert by_name[runs["half"].name]["status"] == "incomplete"
+    half = by_name[runs["half"].name]  # a record cut short is damaged: kcnn writes atomically
+    assert half["status"] == "damaged" and "metrics.json" in half["damage"]
     transfer = by_name[runs["transfer"].name]
     assert transfer["model"] == "vgg16 + seed head" and transfer["command"] == "transfer"
     seq = by_name[runs["sequential"].name]
@@ -128,7 +129,7 @@ def test_runs_filters_and_sorts(runs, cli):
     top = [r["test_accuracy"] for r in rows if "/" not in r["name"]]
     assert top == sorted(top, reverse=True)
     text = cli("runs", runs["out"]).out
-    assert "vgg16 + seed head" in text and "incomplete" in text and "not a run" in text
+    assert "vgg16 + seed head" in text and "damaged" in text and "not a run" in text
 
 
 def test_show_prints_settings_and_results(runs, cli):
@@ -290,10 +291,11 @@ def test_export_checks_the_reloaded_model(runs, cli, fmt):
 
 
 def test_export_check_fails_when_the_exported_model_differs(runs, tmp_path):
-    from kcnn.use import export, predict
+    from kcnn.use import export, predict, runtimes
 
     loaded = predict.load(runs["sequential"])
-    exported = export.saved_model(loaded, tmp_path / "sm")
+    export._saved_model(loaded, tmp_path / "sm")
+    exported = runtimes.open_model(tmp_path / "sm").predict
     batch, source = export.check_batch(loaded)
 
     def reference(x):
@@ -333,7 +335,7 @@ def test_bad_input_exits_2_with_one_line(runs, kcnn_exe, tmp_path):
     cases = [
         ("show", tmp_path / "missing"),
         ("predict", runs["out"] / "notes", not_image),
-        ("export", runs["sequential"], "--format", "onnx"),
+        ("export", runs["sequential"], "--format", "coreml"),
         ("predict", runs["sequential"], not_image, "--top", "0"),
         ("runs", runs["out"], "--sort", "size"),
     ]

@@ -140,42 +140,42 @@ CASES = [
     (
         "epochs-zero",
         lambda t: _train("lenet5", "--epochs", "0"),
-        ["--epochs (`epochs` in a file) must be a whole number"],
+        ["--epochs must be a whole number"],
     ),
     (
         "epochs-negative",
         lambda t: _train("lenet5", "--epochs", "-2"),
-        ["--epochs (`epochs` in a file) must be a whole number"],
+        ["--epochs must be a whole number"],
     ),
     (
         "batch-zero",
         lambda t: _train("lenet5", "--batch-size", "0"),
-        ["--batch-size (`batch_size` in a file) must be a whole number"],
+        ["--batch-size must be a whole number"],
     ),
     (
         "lr-zero",
         lambda t: _train("lenet5", "--lr", "0"),
-        ["--lr (`lr` in a file) must be a number above 0"],
+        ["--lr must be a number above 0"],
     ),
     (
         "lr-negative",
         lambda t: _train("lenet5", "--lr", "-0.01"),
-        ["--lr (`lr` in a file) must be a number above 0"],
+        ["--lr must be a number above 0"],
     ),
     (
         "val-split-zero",
         lambda t: _train("lenet5", "--val-split", "0"),
-        ["--val-split (`val_split` in a file) must be a number above 0 below 1"],
+        ["--val-split must be a number above 0 below 1"],
     ),
     (
         "val-split-one",
         lambda t: _train("lenet5", "--val-split", "1"),
-        ["--val-split (`val_split` in a file) must be a number above 0 below 1"],
+        ["--val-split must be a number above 0 below 1"],
     ),
     (
         "val-split-big",
         lambda t: _train("lenet5", "--val-split", "2.5"),
-        ["--val-split (`val_split` in a file) must be a number above 0 below 1"],
+        ["--val-split must be a number above 0 below 1"],
     ),
     (
         "image-too-small",
@@ -270,9 +270,11 @@ CASES = [
     (
         "folder-non-image",
         lambda t: _train(
-            "lenet5", "--dataset", _with_file(_image_folder(t / "imgs"), "b/notes.txt")
+            "lenet5", "--dataset", _with_file(_image_folder(t / "imgs"), "b/photo.png")
         ),
-        ["notes.txt cannot be read as an image"],
+        [
+            "photo.png cannot be read as an image"
+        ],  # notes.txt is skipped: tests/test_image_folders.py
     ),
     (
         "folder-empty-class",

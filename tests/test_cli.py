@@ -58,15 +58,15 @@ def test_summary_table(cli):
         (["train", "lenet5", "--dataset", "mnistt"], "did you mean 'mnist'"),
         (
             ["train", "lenet5", "--epochs", "0"],
-            "--epochs (`epochs` in a file) must be a whole number",
+            "--epochs must be a whole number",
         ),
         (
             ["train", "lenet5", "--batch-size", "-3"],
-            "--batch-size (`batch_size` in a file) must be a whole number",
+            "--batch-size must be a whole number",
         ),
         (
             ["train", "lenet5", "--val-split", "1.5"],
-            "--val-split (`val_split` in a file) must be a number above 0 below 1",
+            "--val-split must be a number above 0 below 1",
         ),
         (
             ["train", "lenet5", "--dataset", "mnist", "--data-dir", "/no/such/folder"],

@@ -298,11 +298,11 @@ def test_cifar10_unavailable_suggests_offline_data_sets(cli, tmp_path, no_downlo
 @pytest.mark.parametrize(
     "args, message",
     [
-        (("--epochs", "0"), "--epochs (`epochs` in a file) must be a whole number"),
+        (("--epochs", "0"), "--epochs must be a whole number"),
         (("--optimizer", "adma"), "did you mean 'adam'"),
         (
             ("--val-split", "1.5"),
-            "--val-split (`val_split` in a file) must be a number above 0 below 1",
+            "--val-split must be a number above 0 below 1",
         ),
         (("simple-cnm",), "did you mean 'simple-cnn'"),
     ],

@@ -36,33 +36,43 @@ def _click_command(name: str):
 @pytest.mark.parametrize("command", list(COMMANDS))
 def test_every_setting_is_an_option_and_every_option_a_setting(command):
     """The CLI options of a training command are made from its config class: nothing more,
-    nothing less (besides --config, --print-config, --json and train's --resume)."""
+    nothing less (besides --config, --print-config, --mlflow, --json and --resume)."""
     cls = COMMANDS[command]
     params = {p.name for p in _click_command(command).params}
-    extra = {"config_file", "print_config", "as_json"} | (
-        {"resume"} if command == "train" else set()
-    )
+    # a yes/no setting shows one flag; its `--no-` twin is a hidden parameter of the same setting
+    twins = {name for name in params if name.endswith("__off")}
+    assert {name.removesuffix("__off") for name in twins} <= set(cls.settings())
+    params -= twins
+    extra = {
+        "config_file",
+        "print_config",
+        "mlflow",
+        "as_json",
+        "resume",
+    }  # --resume: every command
     assert params - extra == set(cls.settings())
     shared = set(RunConfig.settings())
     assert shared <= set(cls.settings())  # every shared setting, in every command
 
 
 def test_choices_are_listed_in_help():
+    """In the help text, with spaces (a narrow terminal wraps between names), not the metavar."""
     helps = {p.name: p for p in _click_command("train").params}
-    assert "sequential|functional|subclassed" in helps["api"].metavar
-    assert "adam|adamw|sgd|rmsprop" in helps["optimizer"].metavar
+    assert "One of: sequential, functional, subclassed." in helps["api"].help
+    assert "One of: adam, adamw, sgd, rmsprop." in helps["optimizer"].help
+    assert helps["optimizer"].metavar == "NAME"
 
 
 def test_a_new_shared_setting_reaches_every_command_from_one_declaration(monkeypatch):
     """Adding a setting is one field: its option, check and record come from it."""
-    from kcnn.cli.options import setting_parameter
+    from kcnn.cli.options import setting_parameters
 
     @dataclass
     class Extended(TrainConfig):
         warmup_steps: int = setting(0, "Warm-up steps.", low=0, high=1000)
 
     spec = Extended.settings()["warmup_steps"]
-    parameter = setting_parameter(Extended, "warmup_steps", spec)
+    (parameter,) = setting_parameters(Extended, "warmup_steps", spec)
     assert parameter.default == 0
     option = parameter.annotation.__metadata__[0]
     assert "--warmup-steps" in (*option.param_decls, option.default)
@@ -121,8 +131,9 @@ def test_unknown_keys_in_a_file_suggest_the_closest_setting():
         TrainConfig.from_settings({"arch": "lenet5", "epoch": 3})
 
 
-def test_validate_is_idempotent_and_fills_in_derived_settings():
-    config = TrainConfig("lenet5", dataset="my data/").validate()
+def test_validate_is_idempotent_and_fills_in_derived_settings(tmp_path):
+    (tmp_path / "my data").mkdir()
+    config = TrainConfig("lenet5", dataset=f"{tmp_path / 'my data'}/").validate()
     assert config.lr == 1e-3 and config.name == "lenet5-my-data-sequential"
     assert config.validate().settings_dict() == config.settings_dict()
 
@@ -202,10 +213,11 @@ def test_the_cli_does_not_import_tensorflow_to_check_settings():
 
 
 def test_transfer_runs_record_their_backbone_not_an_architecture():
-    from kcnn.engine.trainer import Trainer
+    from kcnn.runs.recorder import RunRecords
 
     config = TransferConfig(["vgg16"], weights="none").validate()
-    record = Trainer(config, identity={"backbone": "vgg16", "head": "seed"}).config_record()
+    identity = {"backbone": "vgg16", "head": "seed"}
+    record = RunRecords(config.command, config.settings_dict(), identity).config_record()
     assert record["command"] == "transfer" and record["backbone"] == "vgg16"
     assert "arch" not in record and "api" not in record
 

@@ -85,7 +85,7 @@ CASES = [
     ("dev-null", lambda t: Path("/dev/null"), "character device"),
     ("fifo", lambda t: fifo(t / "pipe.npz"), "is a FIFO"),
     ("bomb", bomb_folder, "bomb.png is too large an image (20000×20000"),
-    ("empty-name", lambda t: "", "--dataset (`dataset` in a file) must not be empty"),
+    ("empty-name", lambda t: "", "--dataset must not be empty"),
 ]
 
 

@@ -179,8 +179,8 @@ def test_image_folder_with_a_non_image(tmp_path):
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
         write_png(tmp_path / name / "0.png")
-    (tmp_path / "b" / "notes.txt").write_text("not an image")
-    with pytest.raises(KcnnError, match="notes.txt"):
+    (tmp_path / "b" / "photo.jpg").write_text("not an image")  # notes.txt would be skipped
+    with pytest.raises(KcnnError, match="photo.jpg cannot be read as an image"):
         datasets.load(str(tmp_path))
 
 

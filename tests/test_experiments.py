@@ -48,7 +48,7 @@ def write(tmp_path, text):
         ('description = "nothing to run"', "names no runs"),
         (
             '[[run]]\ncommand = "train"\narch = "lenet5"\nepochs = 0',
-            "--epochs (`epochs` in a file) must be a whole number",
+            "`epochs` must be a whole number",
         ),
         ('[[run]]\ncommand = "train"', "train needs the setting(s) arch"),
     ],

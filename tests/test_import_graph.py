@@ -114,3 +114,36 @@ def test_layer_specs_never_import_keras_side_blocks():
     graph = import_graph()
     assert "kcnn.models.blocks" not in graph["kcnn.models.layers"]
     assert "kcnn.models.blocks" not in graph["kcnn.models.composites"]
+
+
+# The packages in the order data flows through them: each may import only those before it.
+LAYERS = (
+    "kcnn.text",
+    "kcnn.errors",
+    "kcnn.defaults",
+    "kcnn.data",
+    "kcnn.models",
+    "kcnn.engine",
+    "kcnn.runs",
+    "kcnn.use",
+    "kcnn.commands",
+    "kcnn.cli",
+)
+# Upward imports still to remove; each entry is (importer, imported). None is the goal.
+KNOWN_UPWARD: set[tuple[str, str]] = set()
+
+
+def _layer(module: str) -> int:
+    return next(i for i, p in enumerate(LAYERS) if module == p or module.startswith(p + "."))
+
+
+def test_no_package_imports_one_above_it():
+    graph = import_graph()
+    upward = {
+        (m, t)
+        for m, targets in graph.items()
+        if m != "kcnn"
+        for t in targets
+        if t != "kcnn" and _layer(t) > _layer(m)
+    }
+    assert upward == KNOWN_UPWARD

@@ -63,9 +63,23 @@ def test_sets_beyond_the_cache_limit_are_prepared_per_batch(monkeypatch):
         raise AssertionError("a set over CACHE_MAX_BYTES must not be prepared up front")
 
     monkeypatch.setattr(pipeline, "prepare_all", refuse)
-    assert len(_as_lists(pipeline.make_dataset(x, y, (32, 32, 1), 4))) == 3
+    assert len(_as_lists(pipeline.make_dataset(x, y, (32, 32, 1), 4, cache=None))) == 3
+    assert len(_as_lists(pipeline.epoch_batches(x, y, (32, 32, 1), 4, 7, 0, 1))) == 3
     with pytest.raises(AssertionError):
-        pipeline.make_dataset(x[:9], y[:9], (32, 32, 1), 4)
+        pipeline.make_dataset(x[:9], y[:9], (32, 32, 1), 4, cache=None)
+    with pytest.raises(AssertionError):
+        pipeline.epoch_batches(x[:9], y[:9], (32, 32, 1), 4, 7, 0, 1)
+
+
+def test_sets_in_a_fixed_order_are_prepared_per_batch_by_default(monkeypatch):
+    """Validation and test sets hold no prepared float32 copy (flat memory, same batches)."""
+    x, y = _data(10)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a fixed-order set must not be prepared up front by default")
+
+    monkeypatch.setattr(pipeline, "prepare_all", refuse)
+    assert len(_as_lists(pipeline.make_dataset(x, y, (32, 32, 1), 4))) == 3
 
 
 def test_steps_per_execution_divides_the_epoch():

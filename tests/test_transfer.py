@@ -379,7 +379,7 @@ def test_grayscale_small_images_are_upsampled_in_the_pipeline_with_the_gap_head(
         (["vgg16", "--image-size", "16"], "smallest input that works is 32×32"),
         (
             ["vgg16", "--fine-tune", "-1"],
-            "--fine-tune (`fine_tune` in a file) must be a whole number from 0",
+            "--fine-tune must be a whole number from 0",
         ),
         (["vgg16", "--fine-tune", "50", "--weights", "none"], "more than the 18 layers of vgg16"),
     ],

@@ -26,12 +26,16 @@ except ImportError:  # older Typer uses Click itself
 # comes after training, then the catalog.
 # isort: off
 from kcnn.cli import training  # noqa: F401
+from kcnn.cli import sweeping  # noqa: F401
 from kcnn.cli import after  # noqa: F401
+from kcnn.cli import inspect  # noqa: F401
 from kcnn.cli import catalog  # noqa: F401
+from kcnn.cli import doctor  # noqa: F401
 
 # isort: on
 from kcnn.cli import app as _app_module
 from kcnn.errors import KcnnError
+from kcnn.text import terminal
 
 app = _app_module.app
 
@@ -71,20 +75,27 @@ def quiet_native_stderr(enabled: bool):
         os.close(real)
 
 
+def _say_error(message: object) -> None:
+    """The one `error:` line. A message may quote a folder, file or class name as it was found,
+    so its control characters (ESC, BEL, CR, newlines...) are shown as escapes: one line, inert."""
+    print(f"error: {terminal(message)}", file=sys.stderr, flush=True)
+
+
 def _fail(message: str, code: int, as_json: bool) -> None:
     if as_json:
         from kcnn.runs.records import json_text
 
         print(json_text({"error": message, "exit": code}), flush=True)
-    print(f"error: {message}", file=sys.stderr, flush=True)
+    _say_error(message)
     sys.exit(code)
 
 
 def main(argv: list[str] | None = None) -> None:
     """The console script: runs the app, turning every failure into one line and its exit status."""
+    from kcnn.cli.options import mlflow_args
     from kcnn.engine.interrupts import exit_on_signals
 
-    args = list(sys.argv[1:] if argv is None else argv)
+    args = mlflow_args(list(sys.argv[1:] if argv is None else argv))
     debug = "--debug" in args[:1] or "--debug" in args  # before Click parses: TF may load first
     as_json = "--json" in args
     with quiet_native_stderr(not debug):
@@ -101,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
                 from kcnn.runs.records import json_text
 
                 print(json_text({**details, "error": str(e), "exit": e.exit_code}), flush=True)
-                print(f"error: {e}", file=sys.stderr, flush=True)
+                _say_error(e)
                 sys.exit(e.exit_code)
             _fail(str(e), e.exit_code, as_json)
         except click_errors.NoArgsIsHelpError as e:

@@ -7,8 +7,9 @@ from typing import Annotated
 
 import typer
 
-from kcnn.cli.app import AsJson, app, print_json
+from kcnn.cli.app import AsJson, app, print_json, say
 from kcnn.errors import KcnnError
+from kcnn.text import terminal
 
 Run = Annotated[str, typer.Argument(help="A run folder (or its name under runs/).")]
 
@@ -21,7 +22,7 @@ def _seconds(value) -> str:
 
 def _text_table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
     cells = [[header for _, header in columns]] + [
-        [str(r.get(key, "")) for key, _ in columns] for r in rows
+        [terminal(r.get(key, "")) for key, _ in columns] for r in rows
     ]
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
     return "\n".join(
@@ -60,7 +61,7 @@ def runs(
         print_json(rows)
         return
     if not rows:
-        typer.echo(f"no runs in {folder}" + (" match" if status or model or dataset else ""))
+        say(f"no runs in {folder}" + (" match" if status or model or dataset else ""))
         return
     names = {r["name"] for r in rows}
     shown = [
@@ -93,7 +94,7 @@ def runs(
         ("status", "status"),
         ("time", "duration"),
     ]
-    typer.echo(_text_table(shown, columns))
+    typer.echo(_text_table(shown, columns))  # each cell already escaped
 
 
 @app.command("show")
@@ -106,6 +107,8 @@ def show(run: Run, as_json: AsJson = False) -> None:
 
     if groups.is_group(info.folder):
         return _show_group(info, as_json)
+    if info.damage is not None:
+        raise KcnnError(f"{run} cannot be shown: {info.damage}")
     if not info.is_run and not info.is_comparison:
         raise KcnnError(f"{run} is not a run folder (no config.json); see `kcnn runs`")
     if as_json:
@@ -135,7 +138,7 @@ def show(run: Run, as_json: AsJson = False) -> None:
         lines += ["  " + line for line in table.splitlines()]
     for sub in info.members:
         lines.append(f"  run: {sub.folder.name}  {sub.model_label}  {sub.status}")
-    typer.echo("\n".join(lines))
+    say(*lines)
 
 
 def _show_group(info, as_json: bool) -> None:
@@ -160,20 +163,28 @@ def _show_group(info, as_json: bool) -> None:
 
 @app.command("compare")
 def compare(
-    run_folders: Annotated[list[str], typer.Argument(help="Two or more run folders.")],
+    run_folders: Annotated[
+        list[str],
+        typer.Argument(
+            help="Two or more run folders; a sweep folder stands for its best 5 trials."
+        ),
+    ],
     out: Annotated[Path, typer.Option(help="Folder that receives the comparison folder.")] = Path(
         "runs"
     ),
     as_json: AsJson = False,
 ) -> None:
     """Compare any finished runs: results, overlaid curves and the settings that differ."""
-    from kcnn.runs import browse, groups
+    from kcnn.runs import browse, groups, sweep_report
     from kcnn.runs.records import read_json
 
     infos = []
     for r in run_folders:  # a group folder stands for its seed runs
         found = browse.find(r)
-        infos += found.sub_runs if groups.is_group(found.folder) else [browse.find_run(r)]
+        if groups.is_group(found.folder):
+            infos += found.sub_runs
+            continue
+        infos += sweep_report.best_runs(found.folder) or [browse.find_run(r)]
     from kcnn.runs.report import compare_runs
 
     folder = compare_runs(infos, out)
@@ -182,11 +193,11 @@ def compare(
         return
     described = read_json(folder / browse.COMPARISON_JSON).get("groups")
     for name, g in ((described or {}).get("groups") or {}).items():  # runs that differ in seed
-        typer.echo(f"{name}: test accuracy {groups.accuracy_text(groups.summary_row(g))}")
+        say(f"{name}: test accuracy {groups.accuracy_text(groups.summary_row(g))}")
     for t in (described or {}).get("tests") or []:
         if t["metric"] == "test_accuracy":
-            typer.echo(f"- {t['sentence']}")
-    typer.echo(f"report: {folder / 'comparison.md'}  (and report.html)")
+            say(f"- {t['sentence']}")
+    say(f"report: {folder / 'comparison.md'}  (and report.html)")
 
 
 @app.command("predict")
@@ -194,6 +205,16 @@ def predict(
     run: Run,
     images: Annotated[list[Path], typer.Argument(help="Image files (PNG/JPEG) or folders.")],
     top: Annotated[int, typer.Option(help="How many classes to show per image.")] = 3,
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            "--model",
+            help="An exported model to classify with instead of the run's model.keras: a .onnx "
+            "or .tflite file or a SavedModel folder (as `kcnn export` writes them), fed the "
+            "run's preprocessing.",
+            show_default=False,
+        ),
+    ] = None,
     as_json: AsJson = False,
 ) -> None:
     """Classify images with a run's model, preprocessed exactly as the run's data was."""
@@ -201,13 +222,16 @@ def predict(
 
     if top < 1:
         raise KcnnError(f"--top {top}: give at least 1")
-    results = use.predict_files(use.load(run), images, top)
+    results = use.predict_files(use.load(run, model), images, top)  # a batch at a time
     if as_json:
-        print_json(results)
+        print_json(list(results))  # small dicts: the images themselves are long gone
         return
-    for r in results:
+    for n, r in enumerate(results):
+        temperature = r.get("calibration_temperature")
+        if n == 0 and temperature is not None:
+            typer.echo(f"calibrated probabilities (temperature scaling, T = {temperature:.3f})")
         best = "  ".join(f"{t['class']} {t['probability']:.3f}" for t in r["top"])
-        typer.echo(f"{r['image']}: {best}")
+        say(f"{r['image']}: {best}")
 
 
 @app.command("visualize")
@@ -241,7 +265,10 @@ def visualize(
         if test is None:
             raise KcnnError("the run's data set is not available here; pass an image with --image")
         picture = test[0]
-    target = out if out is not None else loaded.info.folder / html.VISUALIZE
+    from kcnn.runs.run import RunFolder
+
+    # the run's own picture folder must be a real folder inside it: a planted link is refused
+    target = out if out is not None else RunFolder(loaded.info.folder).subfolder(html.VISUALIZE)
     try:
         shown = vis.visualize(loaded, picture, target)
     except OSError as e:
@@ -252,9 +279,9 @@ def visualize(
         print_json(shown)
         return
     g = shown["grad_cam"]
-    typer.echo(
-        f"pictures in {target}: {', '.join(shown['files'])}\n"
-        f"predicted {g['class']} ({g['probability']:.3f}); Grad-CAM on {g['layer']}"
+    say(
+        f"pictures in {target}: {', '.join(shown['files'])}",
+        f"predicted {g['class']} ({g['probability']:.3f}); Grad-CAM on {g['layer']}",
     )
 
 
@@ -263,8 +290,31 @@ def export(
     run: Run,
     format: Annotated[
         str,
-        typer.Option("--format", help="The format to export to.", metavar="saved-model|tflite"),
+        typer.Option(
+            "--format", help="The format to export to.", metavar="saved-model|tflite|onnx"
+        ),
     ] = "saved-model",
+    quantize: Annotated[
+        str | None,
+        typer.Option(
+            help="TFLite only: float16 weights, dynamic-range int8 weights, or int8 full-integer "
+            "quantisation calibrated on a sample of the run's training images.",
+            metavar="float16|dynamic|int8",
+            show_default=False,
+        ),
+    ] = None,
+    int8_io: Annotated[
+        bool,
+        typer.Option("--int8-io", help="With --quantize int8: integer input and output too."),
+    ] = False,
+    max_accuracy_drop: Annotated[
+        float | None,
+        typer.Option(
+            help="Exit 1 (and keep no file) when the exported model's test accuracy is more than "
+            "this below the run's model's (a fraction: 0.01 is one percentage point).",
+            show_default=False,
+        ),
+    ] = None,
     out: Annotated[
         Path | None,
         typer.Option(
@@ -273,16 +323,29 @@ def export(
     ] = None,
     as_json: AsJson = False,
 ) -> None:
-    """Export a run's model (TF SavedModel or TFLite), then reload it and check its predictions."""
-    from kcnn.errors import ModelMismatchError
+    """Export a run's model (SavedModel, TFLite, ONNX), reload it in its own runtime and measure
+    it on the run's test split against the run's model: size, accuracy, difference, speed."""
+    from kcnn.runs import browse
     from kcnn.use import export as exporting
     from kcnn.use import predict as use
 
-    exporting.check_format(format)
-    record = exporting.export(use.load(run), format, out)
+    target = exporting.target(format, quantize, int8_io)
+    exporting.check_max_drop(max_accuracy_drop)
+    exporting.check_paths(browse.find_run(run).folder, out, target)  # before loading anything
+    record = exporting.export(use.load(run), target, out, max_accuracy_drop)
     if as_json:
         print_json(record)
-    else:
-        typer.echo(f"{format}: {record['path']}\ncheck: {record['message']}")
-    if not record["ok"]:
-        raise ModelMismatchError(f"exported {format} model {record['message']}")
+        return
+    accuracy = (
+        ""
+        if record["accuracy"] is None
+        else f"test accuracy {record['accuracy']:.4f} (the run's model: "
+        f"{record['run_accuracy']:.4f})"
+    )
+    say(
+        f"{target.key}: {record['path']}  ({record['file_bytes']:,} bytes)",
+        f"check: {record['message']}",
+        *([accuracy] if accuracy else []),
+        f"speed ({record['runtime']}): {record['latency_ms_batch1']:.3f} ms per image at batch 1, "
+        f"{record['throughput_batch32']:,.0f} images/s at batch 32",
+    )

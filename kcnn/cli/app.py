@@ -14,20 +14,112 @@ app = typer.Typer(
     add_completion=True,  # kcnn --install-completion: names of models, data sets, backbones, choices
 )
 
-_debug = False
+# The commands that load or build a Keras model: each first checks the installed Keras is one
+# kcnn supports (kcnn/models/keras_version.py), from package metadata, without importing it.
+MODEL_COMMANDS = frozenset(
+    {
+        "train",
+        "compare-apis",
+        "transfer",
+        "run",
+        "summary",
+        "predict",
+        "visualize",
+        "export",
+        "inspect",
+        "calibrate",
+        "lr-find",
+        "sweep",
+    }
+)
+
+
+def _plain_type(shown: str | None) -> str | None:
+    """`<int>` -> `INT`, `<list[Path]>` -> `PATH...`: a plain word for what the option takes."""
+    if not shown or not (shown.startswith("<") and shown.endswith(">")):
+        return shown
+    inner = shown[1:-1]
+    if inner.startswith("list[") and inner.endswith("]"):
+        return inner[5:-1].upper() + "..."
+    return {"str": "TEXT", "float": "NUMBER"}.get(inner, inner.upper())
+
+
+def _plain_flags() -> None:
+    """--help shows a flag (--json, --help) as just its name, an argument by its name alone, and
+    a value as a plain word: Typer writes `<bool>` after a flag, as if it took a value, and
+    `<str>`, `<list[Path]>` after the rest. Kept to the method that draws the type column; a
+    Typer without it is left alone."""
+    core = getattr(typer, "core", None)
+    for cls_name in ("TyperOption", "TyperArgument"):
+        cls = getattr(core, cls_name, None)
+        original = getattr(cls, "display_type_rich", None)
+        if original is None or getattr(original, "_kcnn_plain", False):
+            continue
+
+        def display_type_rich(self, ctx, _original=original, _argument=cls_name == "TyperArgument"):
+            if getattr(self, "is_flag", False) and self.metavar is None:
+                return None
+            shown = _original(self, ctx)
+            if _argument and (self.metavar is not None or (shown or "").startswith("<")):
+                return None  # the name column already says ARCH
+            return _plain_type(shown)
+
+        display_type_rich._kcnn_plain = True
+        cls.display_type_rich = display_type_rich
+
+
+_plain_flags()
+
+
+def version() -> str:
+    """kcnn's version as installed (its package metadata): cheap, no TensorFlow."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("kcnn")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"kcnn {version()}")
+        raise typer.Exit(0)
 
 
 @app.callback()
 def _options(
+    ctx: typer.Context,
     debug: Annotated[
         bool, typer.Option("--debug", help="Show the full traceback when a command fails.")
     ] = False,
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            help="Print kcnn's version and stop.",
+            is_eager=True,
+            callback=_show_version,
+        ),
+    ] = False,
 ) -> None:
-    global _debug
-    _debug = debug
+    # --debug is acted on by `kcnn.cli.main` before Click parses (TensorFlow may load first);
+    # it is declared here so that Click accepts it and --help lists it.
+    if ctx.invoked_subcommand in MODEL_COMMANDS:
+        from kcnn.models import keras_version
+
+        keras_version.require()
 
 
 AsJson = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+
+
+def say(*lines: object) -> None:
+    """Print lines that hold names from a run folder or the user's files: each line's control
+    characters (ESC, BEL, CR, a newline inside a name...) shown as escapes, never sent raw."""
+    from kcnn.text import terminal
+
+    typer.echo("\n".join(terminal(line) for line in lines))
 
 
 def print_json(data) -> None:

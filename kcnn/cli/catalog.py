@@ -115,7 +115,8 @@ def parse_shape(text: str) -> tuple[int, int, int]:
         values = ()
     if len(values) != 3 or min(values) <= 0:
         raise KcnnError(
-            f"--input-shape must be three positive whole numbers H,W,C such as 224,224,3; got {text!r}"
+            "--input-shape must be three positive whole numbers H,W,C such as 224,224,3; got "
+            + repr(text if len(text) <= 60 else text[:60] + "...")
         )
     return values  # type: ignore[return-value]
 
@@ -138,6 +139,10 @@ def summary(
             help="Output classes \\[default: the reference class count].", show_default=False
         ),
     ] = None,
+    profile: Annotated[
+        bool,
+        typer.Option("--profile", help="Also measure each layer's inference time on this machine."),
+    ] = False,
     as_json: AsJson = False,
 ) -> None:
     """Show an architecture layer by layer: output shapes, parameters, multiply-adds, receptive fields, and the output-size formula checked against Keras."""
@@ -150,7 +155,7 @@ def summary(
         raise KcnnError(f"--classes must be at least 2, got {classes}")
     from kcnn.models.summary import summarize
 
-    report = summarize(arch, api, shape, classes)
+    report = summarize(arch, api, shape, classes, profile)
     if as_json:
         print_json(report)
     else:

@@ -13,9 +13,9 @@ from typing import Annotated, Any
 
 import typer
 
-from kcnn.cli.app import AsJson, app, print_json
-from kcnn.cli.options import given, resolve, training_command
-from kcnn.engine.config import CompareConfig, TrainConfig, TransferConfig
+from kcnn.cli.app import AsJson, app, print_json, say
+from kcnn.cli.options import MLFLOW_HELP, given, resolve, tracked, training_command
+from kcnn.engine.config import CONFIGURATION, CompareConfig, TrainConfig, TransferConfig
 from kcnn.errors import KcnnError
 
 
@@ -44,28 +44,31 @@ RESUME = inspect.Parameter(
     annotation=Annotated[
         Path | None,
         typer.Option(
-            help="Finish the interrupted run in this folder with its own settings (--epochs may raise the total).",
+            help="Finish the interrupted run (or comparison) in this folder with its own settings.",
             show_default=False,
             metavar="RUN_DIR",
+            rich_help_panel=CONFIGURATION,
         ),
     ],
 )
 
 
+def _only_resume(ctx: typer.Context, values, config_file, print_config, allowed=()) -> None:
+    """--resume takes the run's own settings: refuse any other setting given with it."""
+    extra = [k for k in values if k not in allowed and given(ctx, k) and values[k] is not None]
+    if extra or config_file is not None or print_config:
+        names = [f"--{k.replace('_', '-')}" for k in extra] + (["--config"] if config_file else [])
+        names += ["--print-config"] if print_config else []
+        also = "".join(f"--{k}, " for k in allowed)
+        raise KcnnError(
+            f"--resume continues a run with its own settings; drop {', '.join(names)} "
+            f"(only {also}--json may be given)"
+        )
+
+
 def _train(ctx: typer.Context, resume: Path | None, config_file, print_config, as_json, **values):
     if resume is not None:
-        extra = [
-            k for k in values if k not in ("epochs",) and given(ctx, k) and values[k] is not None
-        ]
-        if extra or config_file is not None or print_config:
-            names = [f"--{k.replace('_', '-')}" for k in extra] + (
-                ["--config"] if config_file else []
-            )
-            names += ["--print-config"] if print_config else []
-            raise KcnnError(
-                f"--resume continues a run with its own settings; drop {', '.join(names)} "
-                "(only --epochs and --json may be given)"
-            )
+        _only_resume(ctx, values, config_file, print_config, allowed=("epochs",))
         from kcnn.commands.train import resume as resume_run
 
         result = resume_run(
@@ -84,18 +87,48 @@ def _train(ctx: typer.Context, resume: Path | None, config_file, print_config, a
         from kcnn.commands.train import train
 
         result = train(config, quiet=as_json)
-    show_run(result, as_json)
+    if resume is not None:  # a resumed run calibrates if its own settings say so
+        from kcnn.runs.browse import RunInfo
+
+        wanted = RunInfo.load(result.run_dir).settings.get("calibrate") is True
+    else:
+        wanted = config.calibrate
+    calibrated = _calibrate_after(wanted, [result.run_dir])
+    show_run(result, as_json, calibrated)
+    _show_calibrated(calibrated, as_json)
 
 
-def show_run(result, as_json: bool) -> None:
+def _calibrate_after(wanted: bool, run_dirs: list[Path]) -> list[dict] | None:
+    """`--calibrate`: temperature scaling of each finished run (kcnn.cli.inspect)."""
+    if not wanted:
+        return None
+    from kcnn.engine import distribute
+
+    dist = distribute.active()
+    if dist is not None and not dist.chief:  # its folder was scratch: the chief calibrates
+        return None
+    from kcnn.cli.inspect import calibrate_after_training
+
+    return [calibrate_after_training(Path(d)) for d in run_dirs]
+
+
+def _show_calibrated(records: list[dict] | None, as_json: bool) -> None:
+    if records is not None and not as_json:
+        from kcnn.cli.inspect import show_calibrated
+
+        show_calibrated(records)
+
+
+def show_run(result, as_json: bool, calibrated: list[dict] | None = None) -> None:
     m = result.metrics
     if as_json:
-        print_json(answer("train", [m]))
+        extra = {"calibration": calibrated} if calibrated is not None else {}
+        print_json(answer("train", [m], **extra))
         return
     fallback = (
         " (mnist-5k fallback: full MNIST was unavailable)" if m.get("dataset_fallback") else ""
     )
-    typer.echo(
+    say(
         f"test accuracy {m['test_accuracy']:.4f}  test loss {m['test_loss']:.4f}  "
         f"on {m['dataset']}{fallback}"
     )
@@ -105,7 +138,7 @@ def show_run(result, as_json: bool) -> None:
     if dist is not None and not dist.chief:  # its folder was scratch, deleted at exit
         typer.echo("run folder: written by the chief worker")
         return
-    typer.echo(f"run folder: {result.run_dir}")
+    say(f"run folder: {result.run_dir}")
 
 
 training_command(
@@ -119,7 +152,14 @@ training_command(
 # --- kcnn transfer --------------------------------------------------------------------------------
 
 
-def _transfer(ctx: typer.Context, config_file, print_config, as_json, **values):
+def _transfer(
+    ctx: typer.Context, resume: Path | None, config_file, print_config, as_json, **values
+):
+    if resume is not None:
+        _only_resume(ctx, values, config_file, print_config)
+        from kcnn.commands.transfer import resume as resume_run
+
+        return show_transfer(resume_run(resume, quiet=as_json), as_json)
     if not values.get("backbones") and config_file is None:
         raise KcnnError(
             "name a backbone: vgg16, mobilenetv2, resnet50v2 or all (see `kcnn list backbones`)"
@@ -131,41 +171,51 @@ def _transfer(ctx: typer.Context, config_file, print_config, as_json, **values):
         return show_group(config, as_json)
     from kcnn.commands.transfer import transfer
 
-    show_transfer(transfer(config, quiet=as_json), as_json)
+    result = transfer(config, quiet=as_json)
+    calibrated = _calibrate_after(config.calibrate, [r.run_dir for r in result.runs])
+    show_transfer(result, as_json, calibrated)
+    _show_calibrated(calibrated, as_json)
 
 
-def show_transfer(result, as_json: bool) -> None:
+def show_transfer(result, as_json: bool, calibrated: list[dict] | None = None) -> None:
     if as_json:
-        print_json(answer("transfer", [r.metrics for r in result.runs], result.folder))
+        extra = {"calibration": calibrated} if calibrated is not None else {}
+        print_json(answer("transfer", [r.metrics for r in result.runs], result.folder, **extra))
         return
     typer.echo(
         f"\n{'backbone':<12}{'test acc':>9}{'test loss':>10}{'total params':>14}{'trainable':>11}"
         f"{'s/epoch':>9}  weights"
     )
     for r in result.rows:
-        typer.echo(
+        say(
             f"{r['backbone']:<12}{r['test_accuracy']:>9.4f}{r['test_loss']:>10.4f}{r['total_params']:>14,}"
             f"{r['trainable_params']:>11,}{r['seconds_per_epoch']:>9.2f}  {r['weights_source']}"
         )
     if result.folder is not None:
         from kcnn.runs.report import COMPARISON_MD
 
-        typer.echo(f"report: {result.folder / COMPARISON_MD}")
+        say(f"report: {result.folder / COMPARISON_MD}")
     else:
-        typer.echo(f"run folder: {result.runs[0].run_dir}")
+        say(f"run folder: {result.runs[0].run_dir}")
 
 
 training_command(
     TransferConfig,
     _transfer,
     help="A frozen ImageNet backbone with a small head (seed 003's transfer experiment, done right).",
+    extra=[RESUME],
 )
 
 
 # --- kcnn compare-apis ----------------------------------------------------------------------------
 
 
-def _compare(ctx: typer.Context, config_file, print_config, as_json, **values):
+def _compare(ctx: typer.Context, resume: Path | None, config_file, print_config, as_json, **values):
+    if resume is not None:
+        _only_resume(ctx, values, config_file, print_config)
+        from kcnn.commands.compare import resume_config
+
+        return show_comparison(resume_config(resume), as_json, resume=resume)
     config = resolve(CompareConfig, ctx, values, config_file)
     if print_config:
         return _print_config(config)
@@ -174,7 +224,8 @@ def _compare(ctx: typer.Context, config_file, print_config, as_json, **values):
     show_comparison(config, as_json)
 
 
-def show_comparison(config: CompareConfig, as_json: bool) -> None:
+def show_comparison(config: CompareConfig, as_json: bool, resume: Path | None = None) -> None:
+    """Run compare-apis (finishing the comparison in `resume`, if given) and show its result."""
     from kcnn.commands.compare import compare_apis
     from kcnn.errors import ModelMismatchError
     from kcnn.runs.report import COMPARISON_MD
@@ -187,17 +238,21 @@ def show_comparison(config: CompareConfig, as_json: bool) -> None:
             )
 
     try:
-        result = compare_apis(config, on_proof=show_proof, quiet=as_json)
+        result = compare_apis(config, on_proof=show_proof, quiet=as_json, resume=resume)
     except ModelMismatchError as e:
         if as_json and getattr(e, "proof", None) is not None:
             e.details = {"proof": e.proof.as_dict()}
         raise
+    run_dirs = [result.folder / row["run_dir"] for row in result.rows]
+    calibrated = _calibrate_after(config.calibrate, run_dirs)
     if as_json:
         from kcnn.runs.records import read_json
 
-        runs = [read_json(result.folder / row["run_dir"] / "metrics.json") for row in result.rows]
+        runs = [read_json(d / "metrics.json") for d in run_dirs]
         details = result.as_dict()
         details.pop("folder")
+        if calibrated is not None:
+            details["calibration"] = calibrated
         print_json(answer("compare-apis", runs, result.folder, **details))
         return
     typer.echo(
@@ -210,9 +265,10 @@ def show_comparison(config: CompareConfig, as_json: bool) -> None:
         )
     typer.echo(
         f"test accuracy spread {result.agreement['test_accuracy_spread']:.4f} "
-        f"({'same' if config.same_init else 'independent'} initial weights)"
+        f"({result.config['init']} initial weights)"
     )
-    typer.echo(f"report: {result.folder / COMPARISON_MD}")
+    say(f"report: {result.folder / COMPARISON_MD}")
+    _show_calibrated(calibrated, as_json)
 
 
 training_command(
@@ -220,6 +276,7 @@ training_command(
     _compare,
     help="The same CNN as Sequential, Functional and subclassed models: proven identical, then "
     "trained side by side.",
+    extra=[RESUME],
 )
 
 
@@ -282,6 +339,10 @@ def run_experiment(
             help="Check the file and print its runs with their resolved settings, without training.",
         ),
     ] = False,
+    mlflow: Annotated[
+        str | None,
+        typer.Option("--mlflow", help=MLFLOW_HELP, show_default=False, metavar="[URI]"),
+    ] = None,
     as_json: AsJson = False,
 ) -> None:
     """Run the experiment(s) an experiment file describes, one after the other, or redo a run."""
@@ -295,16 +356,21 @@ def run_experiment(
         if as_json:
             print_json({"file": str(file), "description": experiment.description, "runs": plan})
         else:
-            typer.echo(f"{file}: {experiment.description}")
+            say(f"{file}: {experiment.description}")
             for cfg in experiment.runs:
                 typer.echo("")
                 typer.echo(cfg.to_toml().split("[[run]]\n", 1)[1].rstrip())
         return
-    summaries = experiments.run(experiment, quiet=as_json)
+    with tracked(mlflow):
+        summaries = experiments.run(experiment, quiet=as_json)
+    for cfg, summary in zip(experiment.runs, summaries, strict=False):  # the comparison comes last
+        calibrated = _calibrate_after(cfg.calibrate, summary["run_dirs"])
+        if calibrated is not None:
+            summary["calibration"] = calibrated
     if as_json:
         print_json({"file": str(file), "runs": summaries})
         return
     for s in summaries:
         where = s.get("group") or s.get("comparison") or ", ".join(s.get("run_dirs", []))
         accuracy = f"test accuracy {s['test_accuracy']:.4f}, " if "test_accuracy" in s else ""
-        typer.echo(f"{s['command']}: {accuracy}results in {where}")
+        say(f"{s['command']}: {accuracy}results in {where}")

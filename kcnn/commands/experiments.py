@@ -17,14 +17,17 @@ RUN_DIR/config.json` redoes it. A file that holds several runs also writes one c
 from __future__ import annotations
 
 import json
+import os
+import stat
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kcnn.engine.config import COMMANDS, RunConfig, safe_label
-from kcnn.engine.trainer import RUN_FACTS
 from kcnn.errors import KcnnError, closest, unknown
+from kcnn.runs.records import Damaged, read_text
+from kcnn.runs.run import RUN_FACTS
 
 FILE_KEYS = ("description", "run", "compare")
 MAX_FILE_BYTES = 1024 * 1024  # an experiment file is a page of settings, not a data set
@@ -76,15 +79,17 @@ def _read(path: Path) -> dict[str, Any]:
     if path.is_dir() and groups.is_group(path):  # a group of seed runs: finish its missing seeds
         return groups.as_experiment(path)
     if path.is_dir():
-        if (path / CONFIG_JSON).is_file():
+        if os.path.lexists(path / CONFIG_JSON):  # inside a run folder: read, never followed
             path = path / CONFIG_JSON
         else:
             raise KcnnError(
                 f"{path} is a folder without {CONFIG_JSON}: pass an experiment file or a run folder"
             )
-    if not path.exists():
+    elif path.is_symlink():  # a file the user named: a link they chose is followed
+        path = path.resolve()
+    if not os.path.lexists(path):
         raise KcnnError(f"no such experiment file: {path}; see the experiments/ folder")
-    if not path.is_file():
+    if not stat.S_ISREG(os.lstat(path).st_mode):
         raise KcnnError(
             f"{path} is not a regular file: pass an experiment file (TOML) or a run's {CONFIG_JSON}"
         )
@@ -94,10 +99,13 @@ def _read(path: Path) -> dict[str, Any]:
             f"{path} holds {size:,} bytes, over the {MAX_FILE_BYTES:,}-byte limit of an experiment file"
         )
     try:
-        text = path.read_text(encoding="utf-8")
+        # a run's config.json may be anyone's: a regular file, never a link, read within the cap
+        text = read_text(path.parent, path.name, MAX_FILE_BYTES)
         data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
-    except (OSError, UnicodeDecodeError) as e:
-        raise KcnnError(f"cannot read {path}: {e}") from None
+    except Damaged as e:
+        raise KcnnError(f"cannot read {path}: {e.reason}") from None
+    except OSError as e:
+        raise KcnnError(f"cannot read {path}: {e.strerror or e}") from None
     except tomllib.TOMLDecodeError as e:
         raise KcnnError(f"{path} is not valid TOML: {e}") from None
     except json.JSONDecodeError as e:
@@ -148,6 +156,8 @@ def load(path: str | Path, overrides: dict[str, Any] | None = None) -> Experimen
     settings in every run that has them. Every run is checked before any one starts."""
     path = Path(path).expanduser()
     data = _read(path)
+    if "sweep" in data:
+        raise KcnnError(f"{path} is a sweep file (it has a [sweep] table): use `kcnn sweep {path}`")
     for key in data:
         if key not in FILE_KEYS:
             hint = closest(str(key), FILE_KEYS)
@@ -191,7 +201,8 @@ def preflight(config: RunConfig) -> None:
     """Everything a run checks before it trains, done without training or making a folder: the
     output folder, the data (loaded, validated, split) and the model input it would be fed at,
     and for transfer every backbone's weights. `kcnn run --check` refuses what the run refuses."""
-    from kcnn.engine.trainer import default_input_shape, prepare_data
+    from kcnn.data.prepared import prepare_data
+    from kcnn.engine.trainer import default_input_shape
     from kcnn.runs import folders
 
     folders.check_out(config.out)

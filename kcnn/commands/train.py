@@ -17,8 +17,10 @@ from typing import Any
 
 from kcnn.engine import checkpoints
 from kcnn.engine.config import TrainConfig, check_value
-from kcnn.engine.trainer import RUN_FACTS, RunResult, Trainer, default_input_shape
+from kcnn.engine.trainer import RunResult, Trainer, default_input_shape
 from kcnn.errors import KcnnError
+from kcnn.runs.recorder import RunRecords
+from kcnn.runs.run import RUN_FACTS, read_resume
 
 
 def train(config: TrainConfig, quiet: bool = False) -> RunResult:
@@ -27,7 +29,8 @@ def train(config: TrainConfig, quiet: bool = False) -> RunResult:
     `quiet` sends Keras's progress to stderr, keeping stdout for a machine-readable answer.
     """
     config.validate()
-    return _run(Trainer(config, quiet=quiet, identity=identity(config), resumable=True))
+    records = RunRecords(config.command, config.settings_dict(), identity(config))
+    return _run(Trainer(config, records, quiet=quiet, resumable=True))
 
 
 def identity(config: TrainConfig) -> dict[str, Any]:
@@ -43,7 +46,7 @@ def _run(trainer: Trainer, checkpoint: bool = False) -> RunResult:
 
             seed_everything(config.seed)
             with trainer.scope():  # under the run's strategy and precision, as it was built
-                model = checkpoints.load_model(trainer.run_dir)  # weights, optimizer, generators
+                model = checkpoints.load_model(trainer.run)  # weights, optimizer, generators
             trainer.describe(model)
         else:
             from kcnn.models import forms
@@ -64,7 +67,7 @@ def _run(trainer: Trainer, checkpoint: bool = False) -> RunResult:
 def resume(run_dir: str | Path, epochs: int | None = None, quiet: bool = False) -> RunResult:
     """Finish an interrupted (or killed) `kcnn train` run in its own folder; `epochs` may raise
     the total. Its settings are checked by the same schema as a new run's."""
-    record, state = checkpoints.open_run(run_dir)
+    record, state = read_resume(run_dir, ("train",))
     settings = {k: v for k, v in record.items() if k in TrainConfig.settings()}
     strange = sorted(set(record) - set(settings) - RUN_FACTS - {"command", "versions"})
     if strange:  # as `kcnn run config.json` would refuse it: an edit, not a kcnn record
@@ -87,7 +90,8 @@ def resume(run_dir: str | Path, epochs: int | None = None, quiet: bool = False) 
         *(facts.get("resumed") or []),
         {"from_epoch": state.epoch, "at": time.strftime("%Y-%m-%d %H:%M:%S")},
     ]
-    trainer = Trainer(
-        config, quiet=quiet, resume=state, identity=identity(config), facts=facts, resumable=True
+    records = RunRecords(
+        config.command, config.settings_dict(), identity(config), facts, folder=state.run_dir
     )
+    trainer = Trainer(config, records, quiet=quiet, resume=state, resumable=True)
     return _run(trainer, checkpoint=state.epoch > 0)

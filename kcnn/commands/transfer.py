@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import sys
 import time
 from dataclasses import dataclass, field
@@ -33,216 +32,31 @@ from pathlib import Path
 from typing import Any
 
 from kcnn import defaults
+from kcnn.data.prepared import Prepared, prepare_data
+from kcnn.engine import checkpoints
 from kcnn.engine.config import TransferConfig
-from kcnn.engine.trainer import Prepared, RunResult, Trainer, count_params, prepare_data
+from kcnn.engine.trainer import RunResult, Trainer, count_params
 from kcnn.errors import KcnnError
 from kcnn.models import backbones
+from kcnn.models.transfer_net import (  # noqa: F401  (part of this command's library interface)
+    FEATURE_BATCH_MAX,
+    FEATURE_BATCH_PIXELS,
+    TransferModel,
+    WeightsSource,
+    backbone_layer_count,
+    build,
+    extract_features,
+    feature_batch,
+    head_layers,
+    load_weights,
+    resolve_weights,
+    unfreeze_top,
+)
 from kcnn.runs import folders
+from kcnn.runs.browse import RunInfo
+from kcnn.runs.recorder import RunRecords
 from kcnn.runs.records import write_json
-
-# --- weights: where they come from ------------------------------------------------------------
-
-
-@dataclass
-class WeightsSource:
-    kind: str  # imagenet, file or none
-    path: str | None  # the file loaded (None for random initialisation)
-    source: str  # one readable phrase for metrics.json and the terminal
-    verified: bool | None = (
-        None  # the file's MD5 matches Keras's published hash (None: no hash known)
-    )
-
-    def record(self) -> dict[str, Any]:
-        return {
-            "weights_kind": self.kind,
-            "weights_file": self.path,
-            "weights_source": self.source,
-            "weights_md5_verified": self.verified,
-        }
-
-
-def _md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def resolve_weights(backbone: backbones.Backbone, weights: str, image_size: int) -> WeightsSource:
-    """Find the file a backbone's weights come from: the Keras cache, a download, or the user's.
-
-    A cached file is used as it is (Keras itself would re-download one whose hash differs, which
-    fails offline); whether it matches Keras's published hash is recorded, not enforced.
-    """
-    if weights == "none":
-        return WeightsSource("none", None, "none (random initialisation)")
-    if weights != "imagenet":
-        return WeightsSource("file", weights, f"file {weights}")
-    from kcnn.data.datasets import keras_home
-
-    cached = backbones.cache_path(keras_home(), backbone, image_size)
-    if cached.is_file():
-        verified = _md5(cached) == backbone.weights_md5 if backbone.weights_md5 else None
-        return WeightsSource("imagenet", str(cached), f"imagenet, Keras cache {cached}", verified)
-    import keras
-
-    try:
-        path = keras.utils.get_file(
-            backbone.weights_file(image_size),
-            backbone.weights_origin(image_size),
-            cache_subdir="models",
-            cache_dir=str(keras_home()),
-            file_hash=backbone.weights_md5,
-        )
-    except Exception as e:  # no network, DNS failure, HTTP error, hash mismatch after download
-        reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'download failed'}"
-        raise KcnnError(
-            f"ImageNet weights for {backbone.name} are not in the Keras cache and could not be downloaded "
-            f"({reason[:160]}): Keras expects {backbone.weights_file(image_size)} in {cached.parent}; "
-            f"put that file there, or pass --weights PATH with a local weights file, "
-            f"or --weights none for random initialisation"
-        ) from None
-    return WeightsSource(
-        "imagenet",
-        str(path),
-        f"imagenet, downloaded to {path}",
-        True if backbone.weights_md5 else None,
-    )
-
-
-def load_weights(base, backbone: backbones.Backbone, weights: WeightsSource) -> None:
-    """Load a weights file into a freshly built backbone; a file that does not fit is an error."""
-    import warnings
-
-    if weights.path is None:
-        return
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            base.load_weights(weights.path)
-        # Keras only warns when it skips parts of a file and leaves them randomly initialised:
-        # a partly loaded backbone is as wrong as an unloaded one.
-        skipped = [str(w.message) for w in caught if "freshly-initialized" in str(w.message)]
-        if skipped:
-            raise ValueError(skipped[0])
-    except Exception as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        fix = (
-            "delete it so that it is downloaded again"
-            if weights.kind == "imagenet"
-            else f"pass weights saved from a {backbone.name} built without its top (include_top=False)"
-        )
-        raise KcnnError(
-            f"weights file {weights.path} does not fit {backbone.name} ({reason[:160]}); {fix}"
-        ) from None
-
-
-# --- the model: backbone + head ----------------------------------------------------------------
-
-
-def head_layers(head: str, classes: int, dropout: float):
-    """The head's layers: a parameter-free first layer that turns the backbone's feature map into a
-    vector (cached together with the backbone), then the trainable rest.
-
-    `seed` is seed 003's head: Flatten → Dense 128 relu → Dense 64 relu → softmax.
-    `gap` is the Keras guide's: global average pooling → dropout → softmax.
-    """
-    import keras
-
-    if head == "seed":
-        return keras.layers.Flatten(name="flatten"), [
-            keras.layers.Dense(128, activation="relu", name="dense_128"),
-            keras.layers.Dense(64, activation="relu", name="dense_64"),
-            keras.layers.Dense(classes, activation="softmax", name="predictions", dtype="float32"),
-        ]
-    return keras.layers.GlobalAveragePooling2D(name="avg_pool"), [
-        keras.layers.Dropout(dropout, name="dropout"),
-        keras.layers.Dense(classes, activation="softmax", name="predictions", dtype="float32"),
-    ]
-
-
-@dataclass
-class TransferModel:
-    """One network seen three ways. `model` is the whole thing (what is saved and evaluated);
-    `extractor` is the frozen part (backbone + pooling) whose outputs are cached; `head` holds the
-    trainable layers on their own, sharing their weights with `model`."""
-
-    model: Any
-    base: Any
-    extractor: Any
-    head: Any
-
-
-def build(
-    backbone: backbones.Backbone,
-    input_shape,
-    classes: int,
-    head: str,
-    dropout: float,
-    weights: WeightsSource,
-) -> TransferModel:
-    import keras
-
-    base = backbone.build(input_shape)
-    load_weights(base, backbone, weights)
-    base.trainable = False
-    pool, trainable = head_layers(head, classes, dropout)
-
-    def top(x):
-        for layer in trainable:
-            x = layer(x)
-        return x
-
-    inputs = keras.Input(shape=tuple(input_shape), name="image")
-    # training=False keeps BatchNorm in inference mode, also after layers are unfrozen to fine-tune.
-    features = pool(base(inputs, training=False))
-    model = keras.Model(inputs, top(features), name=f"{backbone.name}_{head}_head")
-    extractor = keras.Model(inputs, features, name=f"{backbone.name}_features")
-    feature_input = keras.Input(shape=tuple(features.shape[1:]), name="features")
-    head_model = keras.Model(feature_input, top(feature_input), name=f"{head}_head")
-    return TransferModel(model, base, extractor, head_model)
-
-
-def unfreeze_top(base, n: int) -> list[str]:
-    """Make the top `n` backbone layers trainable, BatchNormalization excepted (its statistics stay
-    the ImageNet ones, as the Keras guide advises). Returns the names of the layers unfrozen."""
-    import keras
-
-    layers = [layer for layer in base.layers if not isinstance(layer, keras.layers.InputLayer)]
-    base.trainable = True
-    for layer in layers:
-        layer.trainable = False
-    unfrozen = []
-    for layer in layers[len(layers) - n :] if n else []:
-        if not isinstance(layer, keras.layers.BatchNormalization):
-            layer.trainable = True
-            if layer.weights:
-                unfrozen.append(layer.name)
-    return unfrozen
-
-
-def backbone_layer_count(base) -> int:
-    import keras
-
-    return sum(not isinstance(layer, keras.layers.InputLayer) for layer in base.layers)
-
-
-# --- training -----------------------------------------------------------------------------------
-
-# A feature pass's memory is the frozen backbone's activations at full input size (VGG16's first
-# block: 12.8 MB per 224×224 image and layer), while its speed per image hardly depends on the
-# batch (measured idle: VGG16 at 224×224, 9.4 images/s at batches of 8 and 32 with peaks of 1.1
-# and 2.0 GB; at 32×32, 310-400 images/s at batches of 32-256). So a batch holds a fixed number
-# of pixels: 8 images of 224×224, 256 (the most) of 32×32.
-FEATURE_BATCH_PIXELS = 8 * 224 * 224
-FEATURE_BATCH_MAX = 256
-
-
-def feature_batch(input_shape) -> int:
-    """Images per pass of the frozen backbone when its features are cached."""
-    h, w = input_shape[:2]
-    return max(1, min(FEATURE_BATCH_MAX, FEATURE_BATCH_PIXELS // (h * w)))
+from kcnn.runs.run import RunFolder, read_record, read_resume
 
 
 @dataclass
@@ -303,26 +117,46 @@ def train_one(
     prepared: Prepared,
     out: Path | None = None,
     quiet: bool = False,
+    resume=None,
+    resume_hint: str | None = None,
 ) -> RunResult:
     """Build, train (frozen phase, then the optional fine-tune phase), evaluate and record one
-    backbone, each phase a phase of the shared trainer."""
+    backbone, each phase a phase of the shared trainer. `resume` (a `kcnn.runs.run.Resume`)
+    finishes an interrupted run in its folder: the network is rebuilt as it was, the
+    checkpoint's state is put back into the model of the phase it was taken in, and the epochs
+    left are trained as an uninterrupted run would have trained them."""
     from kcnn.data.pipeline import array_batches
 
     one = dataclasses.replace(config, backbones=[backbone.name])
     if len(config.backbones) > 1:
         one.name = f"{backbone.name}-{config.head}"
     epochs = config.epochs + (config.fine_tune_epochs if config.fine_tune else 0)
-    trainer = Trainer(
-        one,
-        quiet=quiet,
-        out=out,
-        identity={"backbone": backbone.name, "head": config.head},
-        facts={
+    records = RunRecords(
+        one.command,
+        one.settings_dict(),
+        {"backbone": backbone.name, "head": config.head},
+        {
             "backbone_paper": backbone.paper,
             "preprocess_input": backbone.preprocess,
             **weights.record(),
         },
+        folder=resume.run_dir if resume else None,
+    )
+    if resume is not None:  # the record of every resume, as kcnn train keeps it
+        earlier = RunFolder(resume.run_dir).config().get("resumed") or []
+        records.facts["resumed"] = [
+            *earlier,
+            {"from_epoch": resume.epoch, "at": time.strftime("%Y-%m-%d %H:%M:%S")},
+        ]
+    trainer = Trainer(
+        one,
+        records,
+        quiet=quiet,
+        out=out,
+        resume=resume,
         epochs_planned=epochs,
+        resumable=True,
+        resume_hint=resume_hint,
     )
     with trainer.running():
         trainer.use(prepared)
@@ -334,7 +168,7 @@ def train_one(
                 f"--fine-tune {config.fine_tune} is more than the {layers} layers of {backbone.name}"
             )
         trainer.compile(net.model)
-        frozen = trainer.results["params"]
+        frozen = trainer.records.results["params"]
         parts = prepared.parts
         cache_in, cache_note = cache_decision(
             config,
@@ -344,9 +178,8 @@ def train_one(
         )
         use_cache = cache_in is not None
         store = trainer.run_dir if cache_in == "file" else None  # where big features are written
-        trainer.facts.update({"feature_cache": use_cache, "feature_cache_note": cache_note})
-        trainer.write_config()
-        trainer.results.update(
+        trainer.records.add_facts(feature_cache=use_cache, feature_cache_note=cache_note)
+        trainer.records.results.update(
             {
                 **weights.record(),
                 "total_params": frozen["total"],
@@ -360,28 +193,23 @@ def train_one(
                 "fine_tune_unfrozen": [],
             }
         )
+
+        def restore(model, phase: int) -> None:
+            """A resumed run's checkpoint goes back into the model of the phase it was taken in."""
+            if resume is not None and resume.epoch and resume.phase == phase:
+                checkpoints.restore(model, trainer.run)
+
         # Phase 1, frozen backbone: on cached features (one pass of the backbone per split, in
         # the pipeline's order), or on images through the whole model every epoch.
         if use_cache:
-            start = time.perf_counter()
-            f_train, f_val = (
-                extract_features(net.extractor, x, prepared.input_shape, trainer.preprocess, store)
-                for x in (parts.x_train, parts.x_val)
-            )
-            seconds = time.perf_counter() - start
-            trainer.results["feature_seconds"] = seconds
-            trainer.add_training_seconds(seconds)
             # The head trains with the whole model's optimizer (same variables), so that
             # model.keras saves an optimizer state that fits the model it belongs to; and with
             # the recipe's loss, as the whole model would.
             trainer.compile(net.head, optimizer=net.model.optimizer)
-            trainer.fit(
-                net.head,
-                trainer.training_batches(config.epochs, x=f_train, y=parts.y_train),
-                array_batches(f_val, parts.y_val, config.batch_size),
-                epochs=config.epochs,
-            )
+            restore(net.head, phase=1)
+            _frozen_phase_on_features(trainer, net, prepared, config, store)
         else:
+            restore(net.model, phase=1)
             trainer.fit(
                 net.model,
                 trainer.training_batches(config.epochs),
@@ -390,9 +218,12 @@ def train_one(
             )
         # Phase 2, fine-tuning: the top layers unfrozen, the whole model at a lower rate.
         if config.fine_tune:
-            trainer.results["fine_tune_unfrozen"] = unfreeze_top(net.base, config.fine_tune)
+            trainer.records.results["fine_tune_unfrozen"] = unfreeze_top(net.base, config.fine_tune)
             trainer.compile(net.model, config.fine_tune_lr)  # recompile: the trainable set changed
-            trainer.results["fine_tune_trainable_params"] = count_params(net.model)["trainable"]
+            restore(net.model, phase=2)
+            trainer.records.results["fine_tune_trainable_params"] = count_params(net.model)[
+                "trainable"
+            ]
             trainer.fit(
                 net.model,
                 trainer.training_batches(epochs),
@@ -416,40 +247,29 @@ def train_one(
         )
 
 
-def extract_features(extractor, x, input_shape, preprocess, directory: Path | None = None):
-    """The frozen backbone's features of every image, written batch by batch into one array
-    allocated once — or, given a `directory`, into a FeatureStore file there — so memory is one
-    small batch of activations (at 224×224 a batch of 128 through VGG16's first block alone is
-    1.6 GB) and the features, never a list of outputs to join. The head then reads them in
-    place (`array_batches`), so they are never copied whole."""
-    import numpy as np
-    import tensorflow as tf
+def _frozen_phase_on_features(trainer: Trainer, net, prepared: Prepared, config, store) -> None:
+    """The frozen phase on cached features: one pass of the backbone per split, then the head's
+    epochs on them (none left: a resumed run past this phase computes no features)."""
+    from kcnn.data.pipeline import array_batches
 
-    from kcnn.data.feature_store import FeatureStore
-    from kcnn.data.pipeline import make_dataset
-
-    shape = (len(x), *extractor.output.shape[1:])
-    if directory is None:
-        features = np.empty(shape, dtype=np.float32)
-        write = features.__setitem__
-    else:
-        features = FeatureStore(shape, directory)
-        write = lambda rows, out: features.write(rows.start, out)  # noqa: E731
-    # one trace for every batch size (the last batch is smaller)
-    forward = tf.function(
-        lambda images: extractor(images, training=False),
-        input_signature=[tf.TensorSpec((None, *input_shape), tf.float32)],
+    parts = prepared.parts
+    if len(trainer.rows) >= config.epochs:
+        trainer.fit(net.head, None, None, epochs=config.epochs)  # counts the phase, trains nothing
+        return
+    start = time.perf_counter()
+    f_train, f_val = (
+        extract_features(net.extractor, x, prepared.input_shape, trainer.preprocess, store)
+        for x in (parts.x_train, parts.x_val)
     )
-    labels = np.zeros(len(x), dtype=np.int64)
-    done = 0
-    batches = make_dataset(
-        x, labels, input_shape, feature_batch(input_shape), preprocess=preprocess, cache=False
+    seconds = time.perf_counter() - start
+    trainer.records.results["feature_seconds"] = seconds
+    trainer.add_training_seconds(seconds)
+    trainer.fit(
+        net.head,
+        trainer.training_batches(config.epochs, x=f_train, y=parts.y_train),
+        array_batches(f_val, parts.y_val, config.batch_size),
+        epochs=config.epochs,
     )
-    for images, _ in batches:
-        out = forward(images).numpy()
-        write(slice(done, done + len(out)), out)
-        done += len(out)
-    return features
 
 
 def _build_net(trainer: Trainer, backbone, prepared: Prepared, config, weights) -> TransferModel:
@@ -500,15 +320,12 @@ def prepare(
 
 def transfer(config: TransferConfig, quiet: bool = False) -> TransferResult:
     """Train a head on each named backbone; several backbones also get a comparison report."""
-    from kcnn.runs import report
-
     config.validate()
     from kcnn.engine import distribute
 
     distribute.activate(config)  # before TensorFlow starts: devices, cluster, scratch out
     prepared, sources = prepare(config, quiet)
     chosen = [backbones.get(b) for b in config.backbones]
-    input_shape = prepared.input_shape
     folder = folders.create(config.out, config.name) if len(chosen) > 1 else None
     if folder is not None:
         write_json(
@@ -516,6 +333,13 @@ def transfer(config: TransferConfig, quiet: bool = False) -> TransferResult:
             {"command": config.command, **config.settings_dict(), "versions": folders.versions()},
         )
     results = [train_one(config, b, sources[b.name], prepared, folder, quiet) for b in chosen]
+    return _finish(config, prepared, results, folder)
+
+
+def _finish(config: TransferConfig, prepared: Prepared, results, folder) -> TransferResult:
+    """The result of a transfer command, with the comparison report when several backbones ran."""
+    from kcnn.runs import report
+
     rows = [comparison_row(r) for r in results]
     if folder is not None:
         report.write_comparison(
@@ -530,10 +354,62 @@ def transfer(config: TransferConfig, quiet: bool = False) -> TransferResult:
                     if config.fine_tune
                     else ""
                 )
-                + f", input {'×'.join(map(str, input_shape))}, weights: {config.weights}."
+                + f", input {'×'.join(map(str, prepared.input_shape))}, weights: {config.weights}."
             ),
         )
     return TransferResult(results, rows, folder)
+
+
+def resume(path: str | Path, quiet: bool = False) -> TransferResult:
+    """Finish an interrupted `kcnn transfer` in its folder (one backbone's run folder, or the
+    comparison folder of several): the feature pass is computed again, the head's and the
+    fine-tune phase's epochs go on from the checkpoint, and the numbers are those of an
+    uninterrupted run. Backbones that completed are kept as they are."""
+    from kcnn.engine import distribute
+
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise KcnnError(f"no run folder {folder}; pass the folder of an interrupted transfer run")
+    run = RunFolder(folder)
+    record = read_record(run, run.config, "run configuration")
+    if record.get("command") != "transfer":
+        raise KcnnError(
+            f"{folder} is a `kcnn {record.get('command')}` run; use `kcnn "
+            f"{record.get('command')} --resume` for it"
+        )
+    settings = {k: v for k, v in record.items() if k in TransferConfig.settings()}
+    config = TransferConfig.from_settings(settings, source=str(folder / folders.CONFIG))
+    config.validate()
+    several = len(config.backbones) > 1
+    if several and run.has(folders.COMPARISON_MD):
+        raise KcnnError(f"{folder} is a finished comparison; start a new one to train again")
+    if not several:
+        read_resume(folder, ("transfer",))  # refuse what cannot be resumed before any work
+    distribute.activate(config)
+    prepared, sources = prepare(config, quiet)
+    chosen = [backbones.get(b) for b in config.backbones]
+    hint = f"kcnn transfer --resume {folder}"
+    if not several:
+        _, state = read_resume(folder, ("transfer",))
+        b = chosen[0]
+        results = [train_one(config, b, sources[b.name], prepared, None, quiet, state, hint)]
+        return _finish(config, prepared, results, None)
+    found = {}
+    for sub in run.subfolders():
+        sub_record = read_record(RunFolder(sub), RunFolder(sub).config, "run configuration")
+        found[sub_record.get("backbone")] = sub
+    results = []
+    for b in chosen:
+        sub = found.get(b.name)
+        state = None
+        if sub is not None:
+            metrics = read_record(RunFolder(sub), RunFolder(sub).metrics, "run metrics")
+            if metrics.get("status") == "completed":
+                results.append(RunResult(sub, metrics, RunInfo.load(sub).history()))
+                continue
+            _, state = read_resume(sub, ("transfer",))
+        results.append(train_one(config, b, sources[b.name], prepared, folder, quiet, state, hint))
+    return _finish(config, prepared, results, folder)
 
 
 def comparison_row(result: RunResult) -> dict[str, Any]:

@@ -357,6 +357,16 @@ def check(name: str, data_dir: str | Path | None = None) -> None:
             raise KcnnError(f"data folder {data_dir} {what}; pass an existing folder to --data-dir")
     if name not in DATASETS and not is_path(name):
         raise unknown("dataset", name, DATASETS)
+    if name not in DATASETS:
+        _check_exists(Path(name).expanduser())  # at once: before any TensorFlow is imported
+
+
+def _check_exists(path: Path) -> None:
+    if not os.path.lexists(path):
+        raise KcnnError(
+            f"data set path {path} does not exist; pass a registered name ({', '.join(DATASETS)}), "
+            "an image folder or an .npz file"
+        )
 
 
 def load(
@@ -377,12 +387,22 @@ def load(
     return validate(data)
 
 
+def _class_difference(path: Path, train: list[str], test: list[str]) -> str:
+    """Which class folders only one of train/ and test/ holds, by name."""
+    parts = []
+    for split, mine, other in (("train", train, test), ("test", test, train)):
+        only = [name for name in mine if name not in other]
+        if only:
+            shown = ", ".join(only[:5]) + (f" and {len(only) - 5} more" if len(only) > 5 else "")
+            parts.append(f"only {path / split}/ has {shown}")
+    return (
+        f"{path}/train and {path}/test hold different class folders: {'; '.join(parts)}; "
+        "give both the same classes"
+    )
+
+
 def _load_path(path: Path) -> Data:
-    if not os.path.lexists(path):
-        raise KcnnError(
-            f"data set path {path} does not exist; pass a registered name ({', '.join(DATASETS)}), "
-            "an image folder or an .npz file"
-        )
+    _check_exists(path)
     try:
         mode = path.stat().st_mode
     except OSError as e:
@@ -404,7 +424,7 @@ def _load_path(path: Path) -> Data:
         mode_size = ("L" if x.shape[-1] == 1 else "RGB", (x.shape[2], x.shape[1]))
         xt, yt, test_classes = formats.read_image_folder(split_dirs[1], *mode_size)
         if test_classes != classes:
-            raise KcnnError(f"{path}/train and {path}/test hold different class folders")
+            raise KcnnError(_class_difference(path, classes, test_classes))
         return Data(
             path.name, x, y, xt, yt, classes, {"source": f"image folder {path} (train/ and test/)"}
         )

@@ -14,14 +14,17 @@ import io
 import os
 import pickle
 import stat
+import sys
 import warnings
 import zipfile
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
 from kcnn import defaults
 from kcnn.errors import KcnnError
+from kcnn.text import terminal
 
 IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
@@ -244,8 +247,19 @@ def _is_int(value) -> bool:
     return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
 
 
-def _cifar_arrays(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
-    """Images (N, 32, 32, 3) and labels of one batch, whose types are checked, not coerced."""
+def label_text(value: int) -> str:
+    """A label for a message, however large (Python will not print an int of 4,300+ digits)."""
+    value = int(value)
+    return (
+        str(value)
+        if abs(value) < 10**100
+        else f"a {'negative ' if value < 0 else ''}{value.bit_length()}-bit number"
+    )
+
+
+def _cifar_arrays(path: Path, label_key: str, classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Images (N, 32, 32, 3) and labels 0..classes-1 of one batch, whose types and values are
+    checked, not coerced (a label of 10³⁰ would not even fit the int64 array)."""
     batch = read_cifar_batch(path)
     if "data" not in batch or label_key not in batch:
         raise KcnnError(f"{path} lacks '{label_key}' or 'data': not a CIFAR batch of this data set")
@@ -272,6 +286,12 @@ def _cifar_arrays(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
         )
     if len(data) != len(labels):
         raise KcnnError(f"{path} holds {len(data)} images but {len(labels)} labels")
+    bad = next((i for i, v in enumerate(labels) if not 0 <= int(v) < classes), None)
+    if bad is not None:
+        raise KcnnError(
+            f"{path} holds the label {label_text(labels[bad])} (image {bad}) in '{label_key}'; "
+            f"this data set's labels are 0..{classes - 1}: the file is corrupt, re-download it"
+        )
     images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
     return images, np.asarray(labels, dtype=np.int64)
 
@@ -280,8 +300,8 @@ def read_cifar10(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
     """The original `cifar-10-batches-py/` folder (data_batch_1..5 and test_batch)."""
     if (folder / "cifar-10-batches-py").is_dir():
         folder = folder / "cifar-10-batches-py"
-    parts = [_cifar_arrays(folder / f"data_batch_{i}", "labels") for i in range(1, 6)]
-    x_test, y_test = _cifar_arrays(folder / "test_batch", "labels")
+    parts = [_cifar_arrays(folder / f"data_batch_{i}", "labels", 10) for i in range(1, 6)]
+    x_test, y_test = _cifar_arrays(folder / "test_batch", "labels", 10)
     return (
         np.concatenate([p[0] for p in parts]),
         np.concatenate([p[1] for p in parts]),
@@ -290,13 +310,17 @@ def read_cifar10(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
     )
 
 
+CIFAR100_CLASSES = {"fine": 100, "coarse": 20}
+
+
 def read_cifar100(folder: Path, label_mode: str = "fine") -> tuple[np.ndarray, ...]:
     """The original `cifar-100-python/` folder (train and test)."""
     if (folder / "cifar-100-python").is_dir():
         folder = folder / "cifar-100-python"
     key = f"{label_mode}_labels"
-    x_train, y_train = _cifar_arrays(folder / "train", key)
-    x_test, y_test = _cifar_arrays(folder / "test", key)
+    classes = CIFAR100_CLASSES[label_mode]
+    x_train, y_train = _cifar_arrays(folder / "train", key, classes)
+    x_test, y_test = _cifar_arrays(folder / "test", key, classes)
     return x_train, y_train, x_test, y_test
 
 
@@ -378,16 +402,86 @@ def read_image(file: Path, mode: str | None, size: tuple[int, int] | None):
     return (pixels if pixels.ndim == 3 else pixels[..., None]), mode, size
 
 
-def read_image_folder(
-    folder: Path, mode: str | None = None, size: tuple[int, int] | None = None
-) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Images in one subfolder per class, decoded to uint8 in Pillow `mode` ("L" or "RGB") at
-    `size` (width, height); both default to those of the first image.
+GREY_MODES = ("1", "L", "LA", "I;16", "I", "F")  # Pillow modes without colour
 
-    Images of other sizes are resized to match, and converted to the same mode. The first
-    image's size times the number of files is checked against `MAX_DATA_BYTES` before the rest
-    are decoded; more than `MAX_CLASSES` class folders is refused before any image is read.
-    """
+
+def _image_suffixes() -> set[str]:
+    from PIL import Image
+
+    return set(Image.registered_extensions())
+
+
+def _header(file: Path) -> tuple[bool, tuple[int, int]]:
+    """Whether an image is in colour, and its (width, height), from its header alone."""
+    from PIL import Image, UnidentifiedImageError
+
+    limit = defaults.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = limit
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with open_regular(file) as f, Image.open(f) as im:
+                return im.mode not in GREY_MODES, im.size
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise KcnnError(_bomb_message(file, limit)) from None
+    except KcnnError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        reason = "not an image" if isinstance(e, UnidentifiedImageError) else str(e)
+        raise KcnnError(
+            f"{file} cannot be read as an image ({reason}); remove or replace it"
+        ) from None
+
+
+def common_form(headers: list[tuple[bool, tuple[int, int]]]) -> tuple[str, tuple[int, int]]:
+    """The one mode and size a folder's images are decoded to: colour ("RGB") if any image is in
+    colour (greyscale copies into three channels without loss; colour does not survive one),
+    else greyscale ("L"); the most common size (ties: the larger), so the fewest are resized."""
+    mode = "RGB" if any(colour for colour, _ in headers) else "L"
+    counts = Counter(size for _, size in headers)
+    size = max(counts, key=lambda s: (counts[s], s[0] * s[1]))
+    return mode, size
+
+
+def _describe(headers: list[tuple[bool, tuple[int, int]]], mode: str, size: tuple[int, int]) -> str:
+    sizes = {s for _, s in headers}
+    colours = {c for c, _ in headers}
+    target = f"{size[0]}×{size[1]} {'RGB' if mode == 'RGB' else 'greyscale'}"
+    if len(sizes) == 1 and len(colours) == 1:
+        return f"all {target}"
+    why = []
+    if len(sizes) > 1:
+        why.append(f"{len(sizes)} sizes: the most common is kept, the rest resized")
+    if len(colours) > 1:
+        why.append("colour and greyscale: greyscale images are repeated into RGB")
+    return f"decoded as {target} ({'; '.join(why)})"
+
+
+def _files_of_class(folder: Path, suffixes: set[str], skipped: list[Path]) -> list[Path]:
+    """A class folder's image files; files that are not images by their name (notes.txt,
+    Thumbs.db) are left out and listed in `skipped`; a FIFO or a device is refused."""
+    found = []
+    for file in _entries(folder):
+        if not file.is_file():  # never open a FIFO or a device as if it were an image
+            st_mode = (file.stat() if file.exists() else file.lstat()).st_mode
+            raise KcnnError(
+                f"{file} is {file_kind(st_mode)} inside a class folder, where only image files "
+                "belong; move it out"
+            )
+        if file.suffix.lower() not in suffixes:
+            skipped.append(file)
+            continue
+        found.append(file)
+    if not found:
+        raise KcnnError(f"class folder {folder} holds no images")
+    return found
+
+
+def class_files(folder: Path, skipped: list[Path] | None = None) -> dict[str, list[Path]]:
+    """The image files of a class-per-subfolder folder, in the order `read_image_folder` reads
+    them (classes sorted, files sorted within each, hidden entries and files that are not images
+    by their name skipped, and listed in `skipped`): image i of the loaded arrays is file i of
+    this listing, which is how a run finds the file of a test image."""
     entries = _entries(folder)
     classes = [p.name for p in entries if p.is_dir()]
     if len(classes) < 2:
@@ -400,26 +494,51 @@ def read_image_folder(
             f"{folder} holds {len(classes):,} class folders, over the limit of "
             f"{defaults.MAX_CLASSES:,} (MAX_CLASSES in kcnn/defaults.py); is it the right folder?"
         )
-    files_of = {}
-    for name in classes:
-        files = _entries(folder / name)
-        for file in files:
-            if not file.is_file():  # never open a FIFO or a device as if it were an image
-                st_mode = (file.stat() if file.exists() else file.lstat()).st_mode
-                raise KcnnError(
-                    f"{file} is {file_kind(st_mode)} inside a class folder, where only image files "
-                    "belong; move it out"
-                )
-        if not files:
-            raise KcnnError(f"class folder {folder / name} holds no images")
-        files_of[name] = files
+    suffixes = _image_suffixes()
+    skipped = [] if skipped is None else skipped
+    return {name: _files_of_class(folder / name, suffixes, skipped) for name in classes}
+
+
+def read_image_folder(
+    folder: Path, mode: str | None = None, size: tuple[int, int] | None = None
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Images in one subfolder per class, decoded to uint8 in Pillow `mode` ("L" or "RGB") at
+    `size` (width, height); without them, `common_form` picks both from every image's header.
+
+    Prints one line to stderr: how many images and classes were found and what they become
+    (and one note for files skipped as not images). The decoded size is checked against
+    `MAX_DATA_BYTES` before any image is decoded; more than `MAX_CLASSES` class folders is
+    refused before any image is read.
+    """
+    skipped: list[Path] = []
+    files_of = class_files(folder, skipped)
+    classes = list(files_of)
     total = sum(len(f) for f in files_of.values())
+    if skipped:
+        shown = ", ".join(str(p.relative_to(folder)) for p in skipped[:3])
+        more = f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+        print(
+            terminal(
+                f"note: {folder}: skipped {len(skipped)} file(s) that are not images: {shown}{more}"
+            ),
+            file=sys.stderr,
+        )
+    if mode is None or size is None:
+        headers = [_header(file) for name in classes for file in files_of[name]]
+        mode, size = common_form(headers)
+        became = _describe(headers, mode, size)
+    else:
+        became = f"decoded as {size[0]}×{size[1]} {'RGB' if mode == 'RGB' else 'greyscale'}"
+    channels = 3 if mode == "RGB" else 1
+    check_memory(total * size[0] * size[1] * channels, f"the {total:,} images of {folder}")
+    print(
+        terminal(f"image folder {folder}: {total:,} images in {len(classes)} classes, {became}"),
+        file=sys.stderr,
+    )
     images, labels = [], []
     for index, name in enumerate(classes):
         for file in files_of[name]:
-            pixels, mode, size = read_image(file, mode, size)
-            if not images:
-                check_memory(total * pixels.nbytes, f"the {total:,} images of {folder}")
+            pixels, _, _ = read_image(file, mode, size)
             images.append(pixels)
             labels.append(index)
     return np.stack(images), np.asarray(labels, dtype=np.int64), classes

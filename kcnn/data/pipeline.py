@@ -111,12 +111,15 @@ def make_dataset(
     shuffle: bool = False,
     seed: int = 0,
     preprocess: Callable[[tf.Tensor], tf.Tensor] | None = None,
-    cache: bool | None = None,
+    cache: bool | None = False,
 ) -> tf.data.Dataset:
     """Batches of (images, labels) ready for `model.fit`/`evaluate`/`predict`.
 
     `cache`: prepare every image once up front (True), per batch (False), or whichever
-    `CACHE_MAX_BYTES` allows (None). The order is the same either way.
+    `CACHE_MAX_BYTES` allows (None). The order is the same either way. Per batch by default:
+    a set in a fixed order (validation, test, prediction) is read once per pass, and preparing
+    it up front held a float32 copy four times the size of its uint8 images (the validation and
+    test sets of a run: 4.4 KB per image of the data set) to save one cast and pad per image.
     """
     # Shuffling indices gives the very permutation shuffling the images would (a shuffle's order
     # depends on its seed and buffer, never on the elements), without copying any image.

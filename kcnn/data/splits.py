@@ -28,21 +28,30 @@ class Splits:
         return {"train": len(self.y_train), "val": len(self.y_val), "test": len(self.y_test)}
 
 
-def _stratified(x, y, fraction_or_count, seed):
-    """Split off a stratified part; falls back to a plain shuffle when a class is too rare to stratify."""
+def _stratified(rows, y, fraction_or_count, seed):
+    """Split off a stratified part of `rows` (positions into `y`): (kept, split off), each in the
+    order scikit-learn draws. Falls back to a plain shuffle when a class is too rare to stratify.
+
+    Only positions are split, never images: scikit-learn's split of an array is the array taken
+    at these very positions (`x[positions]`), so each part is taken once, at the end, instead of
+    every split copying the images it passes on (a data set held three times at the peak).
+    """
     from sklearn.model_selection import train_test_split
 
     try:
-        return train_test_split(x, y, test_size=fraction_or_count, random_state=seed, stratify=y)
+        return train_test_split(
+            rows, test_size=fraction_or_count, random_state=seed, stratify=y[rows]
+        )
     except ValueError:
-        return train_test_split(x, y, test_size=fraction_or_count, random_state=seed)
+        return train_test_split(rows, test_size=fraction_or_count, random_state=seed)
 
 
-def _subset(x, y, limit, seed):
-    if limit >= len(y):
-        return x, y
-    _, x_small, _, y_small = _stratified(x, y, limit, seed)
-    return x_small, y_small
+def stratified_subset(rows, y, limit, seed):
+    """At most `limit` of `rows` (positions into `y`), stratified by class and drawn from
+    `seed`: what `--limit` keeps of a split, and what `kcnn inspect --limit` looks at."""
+    if limit >= len(rows):
+        return rows
+    return _stratified(rows, y, limit, seed)[1]
 
 
 def check_split(value: float, option: str) -> None:
@@ -66,24 +75,40 @@ def make_splits(
                 f"{data.name}: {name} labels range over {labels.min()}..{labels.max()} but there are "
                 f"{num_classes} classes; labels must be 0..{num_classes - 1}"
             )
-    x, y = data.x_train, data.y_train
+    y = data.y_train
+    rows = np.arange(len(y))
     if data.x_test is None:
-        x, x_test, y, y_test = _stratified(x, y, test_split, seed)
+        rows, test_rows = _stratified(rows, y, test_split, seed)
+        x_test_source, y_test_source = data.x_train, y
     else:
-        x_test, y_test = data.x_test, data.y_test
+        test_rows = None  # all of it, as it is: no copy
+        x_test_source, y_test_source = data.x_test, data.y_test
     if limit is not None:
         if limit < 2 * num_classes:
             raise KcnnError(
                 f"--limit {limit} is too small: use at least {2 * num_classes} (two images per class)"
             )
-        if limit > len(y):
+        if limit > len(rows):
             raise KcnnError(
-                f"--limit {limit} is larger than the {len(y)} training images of {data.name}; "
-                f"use --limit {len(y)} or less, or drop --limit"
+                f"--limit {limit} is larger than the {len(rows)} training images of {data.name}; "
+                f"use --limit {len(rows)} or less, or drop --limit"
             )
-        x, y = _subset(x, y, limit, seed)
-        x_test, y_test = _subset(x_test, y_test, limit, seed)
-    if round(len(y) * val_split) < 1 or round(len(y) * (1 - val_split)) < 1:
-        raise KcnnError(f"--val-split {val_split} leaves an empty split of {len(y)} images")
-    x_train, x_val, y_train, y_val = _stratified(x, y, val_split, seed)
-    return Splits(x_train, y_train, x_val, y_val, x_test, y_test, list(data.class_names))
+        rows = stratified_subset(rows, y, limit, seed)
+        every = np.arange(len(y_test_source)) if test_rows is None else test_rows
+        test_rows = stratified_subset(every, y_test_source, limit, seed)
+    if round(len(rows) * val_split) < 1 or round(len(rows) * (1 - val_split)) < 1:
+        raise KcnnError(f"--val-split {val_split} leaves an empty split of {len(rows)} images")
+    train_rows, val_rows = _stratified(rows, y, val_split, seed)
+    if test_rows is None:
+        x_test, y_test = x_test_source, y_test_source
+    else:
+        x_test, y_test = x_test_source[test_rows], y_test_source[test_rows]
+    return Splits(
+        data.x_train[train_rows],
+        y[train_rows],
+        data.x_train[val_rows],
+        y[val_rows],
+        x_test,
+        y_test,
+        list(data.class_names),
+    )

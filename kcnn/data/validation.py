@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from kcnn import defaults
+from kcnn.data.formats import label_text
 from kcnn.errors import KcnnError
 
 
@@ -155,19 +156,41 @@ def _labels(y, count: int, where: str, key: str) -> np.ndarray:
         if all(isinstance(v, str | bytes) for v in y):
             return np.array([v.decode() if isinstance(v, bytes) else v for v in y], dtype=object)
         if all(isinstance(v, int | np.integer) for v in y):
+            _in_int64(min(int(v) for v in y), max(int(v) for v in y), where, key)
             return y.astype(np.int64)
         raise KcnnError(
             f"{where}: {key} mixes names and numbers (or holds other objects); use either class "
             "names or integer class labels throughout"
         )
     if kind in "biu":
+        _in_int64(int(y.min()), int(y.max()), where, key)  # uint64 past 2⁶³ would wrap round
         return y.astype(np.int64)
     if kind == "f" and np.isfinite(y).all() and (y == np.round(y)).all():
+        lo, hi = float(y.min()), float(y.max())
+        if max(-lo, hi) > FLOAT_LABEL_MAX:  # int64 would take 1e30 as garbage, silently
+            raise KcnnError(
+                f"{where}: {key} holds the label {lo if -lo > hi else hi:g}, too large to be a "
+                f"class label (float labels must be whole numbers within ±2⁵³); store the labels "
+                "as integers 0..K-1 or as class names"
+            )
         return y.astype(np.int64)
     raise KcnnError(
         f"{where}: {key} must be integer class labels (whole numbers) or class names, got "
         f"{y.dtype} values; round them or map them to classes"
     )
+
+
+# Whole numbers a float64 holds exactly; past it a float label cannot name a class reliably.
+FLOAT_LABEL_MAX = 2.0**53
+INT64 = np.iinfo(np.int64)
+
+
+def _in_int64(lo: int, hi: int, where: str, key: str) -> None:
+    if lo < INT64.min or hi > INT64.max:
+        raise KcnnError(
+            f"{where}: {key} holds the label {label_text(lo if lo < INT64.min else hi)}, too large to be a class label (labels must "
+            "fit a 64-bit integer); store the labels as integers 0..K-1 or as class names"
+        )
 
 
 def _classes(y: np.ndarray, yt: np.ndarray | None, declared: list[str] | None, where: str):

@@ -1,4 +1,4 @@
-"""Checkpoints of an interrupted run, the lock on a run folder, and reading a run back to resume it.
+"""Checkpoints of an interrupted run: what a resume needs to go on exactly where it stopped.
 
 A checkpoint is the state of the last finished epoch: the model with its optimizer state
 (`checkpoint.keras`), the state of every random generator in the model (`checkpoint_rng.npz`:
@@ -6,22 +6,17 @@ Dropout draws from a Keras SeedGenerator whose state Keras does not save), and
 `checkpoint.json` saying which epoch that was. The data order needs no saved state: each epoch's
 shuffle depends only on the seed and the epoch number (`pipeline.epoch_batches`). So a run
 resumed at epoch k sees exactly what an uninterrupted run sees from epoch k on, and ends with the
-same metrics, bit for bit.
+same metrics, bit for bit. The run folder (`kcnn.runs.run.RunFolder`) is handed in: it owns the
+files, their fresh writes and their checked reads; reading a run back to resume it is its job too
+(`kcnn.runs.run.read_resume`).
 """
 
 from __future__ import annotations
 
-import csv
-import fcntl
-import os
 import zipfile
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from kcnn.errors import KcnnError
-from kcnn.runs import folders
-from kcnn.runs.records import read_csv, read_json, write_json
 
 CHECKPOINT, CHECKPOINT_INFO, CHECKPOINT_RNG = (
     "checkpoint.keras",
@@ -29,19 +24,6 @@ CHECKPOINT, CHECKPOINT_INFO, CHECKPOINT_RNG = (
     "checkpoint_rng.npz",
 )
 CHECKPOINT_BEST = "checkpoint_best.npz"  # early stopping's best weights so far
-LOCK = ".lock"
-RESUMABLE = ("interrupted", "running", "failed")  # "running" with no live process: killed outright
-
-
-@dataclass
-class Resume:
-    """Where a resumed run picks up: its folder, the epochs already done and their history."""
-
-    run_dir: Path
-    epoch: int  # epochs finished in the checkpoint (0: start again from the beginning)
-    rows: list[dict[str, float]]
-    train_seconds: float = 0.0
-    fingerprint: str | None = None  # the digest of the data it trained on
 
 
 # --- random-generator state ---------------------------------------------------------------------
@@ -71,209 +53,62 @@ def set_rng_state(model, states: list) -> None:
 # --- writing ------------------------------------------------------------------------------------
 
 
-# Settings a resume may change: they do not alter what the checkpoint's epochs computed.
-FREE_SETTINGS = ("epochs", "out", "name", "data_dir")
-
-
 def save(
-    run_dir: Path,
+    run,
     model,
     epoch: int,
     reason: str,
     settings: dict[str, Any] | None = None,
     best: list | None = None,
+    phase: int = 1,
 ) -> None:
     """Write the checkpoint atomically: the model and generator files first, then the note that
     points at them (a checkpoint without its note is never used). The note keeps the settings
     the epochs were trained with, so a config.json edited since cannot resume into another run."""
     import numpy as np
 
-    (run_dir / CHECKPOINT_INFO).unlink(missing_ok=True)
-    tmp = run_dir / f".{CHECKPOINT}.tmp.keras"  # Keras insists on the .keras suffix
-    model.save(tmp)
-    os.replace(tmp, run_dir / CHECKPOINT)
-    tmp_rng = run_dir / f".{CHECKPOINT_RNG}.tmp.npz"
-    np.savez(tmp_rng, *rng_state(model))
-    os.replace(tmp_rng, run_dir / CHECKPOINT_RNG)
-    (run_dir / CHECKPOINT_BEST).unlink(missing_ok=True)
+    run.remove(CHECKPOINT_INFO, CHECKPOINT_BEST)
+    run.save_model(model, CHECKPOINT)
+    with run.new_file(CHECKPOINT_RNG, ".npz") as tmp:
+        np.savez(tmp, *rng_state(model))
     if best is not None:  # early stopping's best weights so far
-        tmp_best = run_dir / f".{CHECKPOINT_BEST}.tmp.npz"
-        np.savez(tmp_best, *best)
-        os.replace(tmp_best, run_dir / CHECKPOINT_BEST)
-    note = {"epoch": epoch, "reason": reason, "file": CHECKPOINT}
+        with run.new_file(CHECKPOINT_BEST, ".npz") as tmp:
+            np.savez(tmp, *best)
+    # `phase`: which fit phase of the run the model was in (transfer's frozen phase 1 or its
+    # fine-tune phase 2), so a resume restores it into the model of that phase.
+    note = {"epoch": epoch, "phase": phase, "reason": reason, "file": CHECKPOINT}
     if settings is not None:
-        note["settings"] = {k: v for k, v in settings.items() if k not in FREE_SETTINGS}
-    write_json(run_dir / CHECKPOINT_INFO, note)
+        note["settings"] = settings
+    run.write_json(CHECKPOINT_INFO, note)
 
 
-def discard(run_dir: Path) -> None:
+def discard(run) -> None:
     """A finished run keeps model.keras; its checkpoint is no longer needed."""
-    for name in (CHECKPOINT_INFO, CHECKPOINT, CHECKPOINT_RNG, CHECKPOINT_BEST):
-        (run_dir / name).unlink(missing_ok=True)
-
-
-class Lock:
-    """An exclusive lock on a run folder, held while a process works in it. The kernel drops it
-    when the process dies, however it dies, so a killed run never stays locked."""
-
-    def __init__(self, run_dir: Path):
-        self.path = run_dir / LOCK
-        self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self._fd)
-            self._fd = None
-            raise KcnnError(
-                f"another kcnn process is working in {run_dir}; wait for it to end (or stop it) first"
-            ) from None
-
-    def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-
-def lock(run_dir: Path) -> Lock:
-    return Lock(run_dir)
+    run.remove(CHECKPOINT_INFO, CHECKPOINT, CHECKPOINT_RNG, CHECKPOINT_BEST)
 
 
 # --- reading a run back -------------------------------------------------------------------------
 
 
-def read_record(path: Path, what: str) -> dict:
-    """A JSON record of a run folder, or a clear error that names the file."""
-    try:
-        record = read_json(path)
-    except FileNotFoundError:
-        raise KcnnError(f"{path.parent} has no {path.name}: it is not a kcnn run folder") from None
-    except (OSError, ValueError, RecursionError) as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise KcnnError(
-            f"the {what} {path} is damaged ({reason[:120]}); this run cannot be resumed"
-        ) from None
-    if not isinstance(record, dict):
-        raise KcnnError(
-            f"the {what} {path} is damaged (not a JSON object); this run cannot be resumed"
-        )
-    return record
-
-
-def open_run(run_dir: str | Path) -> tuple[dict[str, Any], Resume]:
-    """Check that `run_dir` is a `kcnn train` run that can be resumed; its record and its state."""
-    run_dir = Path(run_dir).expanduser()
-    if not run_dir.is_dir():
-        raise KcnnError(
-            f"run folder {run_dir} does not exist; pass the folder of an interrupted run to --resume"
-        )
-    record = read_record(run_dir / folders.CONFIG, "run configuration")
-    metrics = read_record(run_dir / folders.METRICS, "run metrics")
-    status = metrics.get("status")
-    if record.get("command") != "train":
-        raise KcnnError(
-            f"{run_dir} is a `kcnn {record.get('command')}` run; --resume continues `kcnn train` runs"
-        )
-    if status == "completed":
-        raise KcnnError(
-            f"{run_dir} already completed its {metrics.get('epochs_completed')} epochs; "
-            "start a new run to train longer"
-        )
-    if status == "diverged":
-        raise KcnnError(
-            f"{run_dir} diverged; resuming would diverge again: start a new run with a lower --lr"
-        )
-    if status not in RESUMABLE:
-        raise KcnnError(f"{run_dir} has status {status!r}; it cannot be resumed")
-    epoch = 0
-    if (run_dir / CHECKPOINT_INFO).exists():
-        info = read_record(run_dir / CHECKPOINT_INFO, "checkpoint note")
-        epoch = info.get("epoch")
-        if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
-            raise KcnnError(
-                f"the checkpoint note {run_dir / CHECKPOINT_INFO} is damaged (epoch {epoch!r}); "
-                "this run cannot be resumed"
-            )
-        if not (run_dir / CHECKPOINT).is_file():
-            raise KcnnError(
-                f"{run_dir} has no {CHECKPOINT} beside its checkpoint note; this run cannot be resumed"
-            )
-        _check_same_settings(run_dir, record, info.get("settings"))
-    rows = read_history(run_dir / folders.HISTORY) if epoch else []
-    if len(rows) < epoch:
-        raise KcnnError(
-            f"{run_dir / folders.HISTORY} holds {len(rows)} epochs but the checkpoint is of epoch "
-            f"{epoch}; this run cannot be resumed"
-        )
-    seconds = metrics.get("train_seconds", 0.0)
-    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds >= 0:
-        raise KcnnError(
-            f"the run metrics {run_dir / folders.METRICS} are damaged (train_seconds {seconds!r}); "
-            "this run cannot be resumed"
-        )
-    fingerprint = record.get("data_fingerprint")
-    if fingerprint is not None and not isinstance(fingerprint, str):
-        raise KcnnError(
-            f"the run configuration {run_dir / folders.CONFIG} is damaged (data_fingerprint "
-            f"{fingerprint!r}); this run cannot be resumed"
-        )
-    return record, Resume(
-        run_dir, epoch, rows[:epoch], float(seconds) if epoch else 0.0, fingerprint
-    )
-
-
-def _check_same_settings(run_dir: Path, record: dict, trained: Any) -> None:
-    """Refuse a config.json whose settings differ from those the checkpoint was trained with."""
-    if trained is None:  # a checkpoint from before notes kept settings
-        return
-    if not isinstance(trained, dict):
-        raise KcnnError(
-            f"the checkpoint note {run_dir / CHECKPOINT_INFO} is damaged (settings {trained!r}); "
-            "this run cannot be resumed"
-        )
-    changed = [k for k, v in trained.items() if record.get(k) != v]
-    if changed:
-        key = changed[0]
-        raise KcnnError(
-            f"{run_dir / folders.CONFIG} says {key} = {record.get(key)!r} but the checkpoint was "
-            f"trained with {key} = {trained[key]!r}; put it back, or start a new run with the "
-            "new settings"
-        )
-
-
-def read_history(path: Path) -> list[dict[str, float]]:
-    """The epochs history.csv records: numbered 1, 2, ... with the same numbers in each row."""
-    try:
-        rows = read_csv(path)
-        rows = [{k: int(v) if k == "epoch" else float(v) for k, v in row.items()} for row in rows]
-    except FileNotFoundError:
-        return []
-    except (OSError, ValueError, TypeError, UnicodeDecodeError, csv.Error) as e:
-        raise KcnnError(
-            f"the history {path} is damaged ({str(e)[:120]}); this run cannot be resumed"
-        ) from None
-    for number, row in enumerate(rows, 1):
-        if row.get("epoch") != number or "loss" not in row or None in row:
-            raise KcnnError(
-                f"the history {path} is damaged (row {number} is not epoch {number} with its "
-                "loss); this run cannot be resumed"
-            )
-    return rows
-
-
-def load_model(run_dir: Path):
+def load_model(run):
     """The checkpointed model, optimizer and random-generator state included, loaded with Keras
     safe mode (a saved model can never run arbitrary Python code through a lambda)."""
     import numpy as np
 
     from kcnn.models import saved
 
+    run_dir = run.path
     path = run_dir / CHECKPOINT
-    if path.is_file() and not zipfile.is_zipfile(path):  # Keras would call it "not found"
+    if not run.has(CHECKPOINT):  # missing, or a link or special file: never followed
+        raise KcnnError(
+            f"{run_dir} has no {CHECKPOINT} (a regular file); this run cannot be resumed"
+        )
+    if not zipfile.is_zipfile(path):  # Keras would call it "not found"
         raise KcnnError(
             f"the checkpoint {path} is damaged (not a .keras zip archive); this run cannot be resumed"
         )
     model = saved.load(path, "this run cannot be resumed")
-    if not (run_dir / CHECKPOINT_RNG).is_file():
+    if not run.has(CHECKPOINT_RNG):
         if rng_variables(model):
             raise KcnnError(
                 f"{run_dir} has no {CHECKPOINT_RNG}: the model's random-generator state is lost, "
@@ -292,12 +127,12 @@ def load_model(run_dir: Path):
     return model
 
 
-def load_best_weights(run_dir: Path) -> list | None:
+def load_best_weights(run) -> list | None:
     """Early stopping's best weights saved with the checkpoint (None: the last epoch was best)."""
     import numpy as np
 
-    path = run_dir / CHECKPOINT_BEST
-    if not path.is_file():
+    path = run.path / CHECKPOINT_BEST
+    if not run.has(CHECKPOINT_BEST):
         return None
     try:
         with np.load(path) as saved:
@@ -306,3 +141,30 @@ def load_best_weights(run_dir: Path) -> list | None:
         raise KcnnError(
             f"the checkpoint {path} is damaged ({type(e).__name__}); this run cannot be resumed"
         ) from None
+
+
+def restore(model, run) -> None:
+    """Put the checkpoint's state into `model`, a freshly built and compiled copy of the network
+    it was taken from: weights, optimizer variables and random-generator state. For runs whose
+    model is rebuilt rather than loaded (transfer: the backbone comes from its weights file and
+    the head is trained on features)."""
+    saved = load_model(run)
+    weights, states = saved.get_weights(), rng_state(saved)
+    mine = model.get_weights()
+    if [w.shape for w in weights] != [w.shape for w in mine]:
+        raise KcnnError(
+            f"the checkpoint in {run.path} holds another network than this run builds; "
+            "it cannot be resumed"
+        )
+    model.set_weights(weights)
+    set_rng_state(model, states)
+    theirs = getattr(saved, "optimizer", None)
+    ours = getattr(model, "optimizer", None)
+    if theirs is not None and ours is not None:
+        if [tuple(v.shape) for v in theirs.variables] != [tuple(v.shape) for v in ours.variables]:
+            raise KcnnError(
+                f"the checkpoint in {run.path} holds another optimizer state than this run "
+                "builds; it cannot be resumed"
+            )
+        for variable, value in zip(ours.variables, theirs.variables, strict=True):
+            variable.assign(value)

@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 from kcnn import defaults
 from kcnn.data.augment import POLICIES as AUGMENT_POLICIES
 from kcnn.data.augment import SWITCHES
+from kcnn.data.prepared import check_batch_memory
 from kcnn.engine.distribute import STRATEGIES
 from kcnn.engine.recipes import SCHEDULES
 from kcnn.errors import KcnnError, closest
@@ -58,14 +59,41 @@ class Setting:
     metavar: str | None = None
     completion: Callable[[], Iterable[str]] | None = None  # shell completion of free-form values
     noun: str = "value"  # what one of the choices is called in an error ("architecture")
+    panel: str = ""  # the --help panel (one of PANELS); empty: `panel_of` picks one from the name
     # A setting whose values are not one plain kind (`seeds`: a count or a list) checks and
     # canonicalises them itself: convert(name, value) -> value, or KcnnError.
     convert: Callable[[str, Any], Any] | None = None
+
+    def help_panel(self, key: str) -> str:
+        return self.panel or panel_of(key)
 
     def allowed(self) -> tuple[str, ...] | None:
         if self.choices is None:
             return None
         return tuple(self.choices() if callable(self.choices) else self.choices)
+
+
+DATA, MODEL, OPTIMISATION, RECIPE = "Data", "Model", "Optimisation", "Recipe"
+AUGMENTATION, DISTRIBUTION, OUTPUT, CONFIGURATION = (
+    "Augmentation",
+    "Distribution",
+    "Output and tracking",
+    "Configuration",
+)
+PANELS = (DATA, MODEL, OPTIMISATION, RECIPE, AUGMENTATION, DISTRIBUTION, OUTPUT, CONFIGURATION)
+
+
+def panel_of(key: str) -> str:
+    """The --help panel of a setting declared without one: guessed from its name, so a new setting
+    still lands among its kind (augment_* with the augmentation, mlflow with the tracking)."""
+    if key.startswith("augment"):
+        return AUGMENTATION
+    words = set(key.split("_"))
+    if words & {"mlflow", "tensorboard", "log", "out", "name", "calibrate", "calibration"}:
+        return OUTPUT
+    if words & {"seed", "seeds"}:
+        return OPTIMISATION
+    return RECIPE
 
 
 def setting(default: Any = dataclasses.MISSING, help: str = "", **kwargs) -> Any:
@@ -88,11 +116,19 @@ def option_name(key: str) -> str:
     return "--" + key.replace("_", "-")
 
 
-def where(key: str, spec: Setting) -> str:
-    """How an error names a setting: the option on the command line and the key in a file."""
-    if spec.argument:
-        return f"{key.upper()} (`{key}` in a file)"
-    return f"{option_name(key)} (`{key}` in a file)"
+COMMAND_LINE = "the command line"  # the `source` of settings typed as options
+
+
+def where(key: str, spec: Setting, source: str = "") -> str:
+    """How an error names a setting, as the user wrote it: the option (or argument) when the
+    value came from the command line, the key when it came from a file (the error then starts
+    with the file's name); both when the source is not known."""
+    flag = key.upper() if spec.argument else option_name(key)
+    if source == COMMAND_LINE:
+        return flag
+    if source:
+        return f"`{key}`"
+    return f"{flag} (`{key}` in a file)"
 
 
 def _range_text(spec: Setting) -> str:
@@ -113,9 +149,10 @@ def _range_text(spec: Setting) -> str:
     return ""
 
 
-def check_value(key: str, spec: Setting, value: Any) -> Any:
-    """`value` checked against its setting; returns it in its canonical form (tuples as lists)."""
-    name = where(key, spec)
+def check_value(key: str, spec: Setting, value: Any, source: str = "") -> Any:
+    """`value` checked against its setting; returns it in its canonical form (tuples as lists).
+    `source` (COMMAND_LINE, a file's name, or "") decides how the error names the setting."""
+    name = where(key, spec, source)
     if value is None:
         if spec.optional:
             return None
@@ -236,33 +273,44 @@ class RunConfig:
         "mnist",
         "A registered data set (see `kcnn list datasets`), an image folder, or an .npz file.",
         completion=_datasets,
+        panel=DATA,
     )
     data_dir: str | None = setting(
         None,
         "Folder holding the data set's original files (e.g. mnist.npz, IDX files, cifar-10-batches-py/).",
         metavar="PATH",
+        panel=DATA,
     )
-    epochs: int = setting(defaults.EPOCHS, "Training epochs.", low=1, high=100_000)
+    epochs: int = setting(
+        defaults.EPOCHS, "Training epochs.", low=1, high=100_000, panel=OPTIMISATION
+    )
     batch_size: int = setting(
         defaults.BATCH_SIZE,
         "Images per batch: the global batch, split evenly over the replicas of a distribution strategy.",
         low=1,
         high=65_536,
+        panel=OPTIMISATION,
     )
     optimizer: str = setting(
-        defaults.OPTIMIZER, "The optimizer.", choices=defaults.OPTIMIZERS, noun="optimizer"
+        defaults.OPTIMIZER,
+        "The optimizer.",
+        choices=defaults.OPTIMIZERS,
+        noun="optimizer",
+        panel=OPTIMISATION,
     )
     lr: float | None = setting(
         None,
         "Learning rate [default: the optimizer's usual rate].",
         low=0.0,
         low_open=True,
+        panel=OPTIMISATION,
     )
     seed: int = setting(
         defaults.SEED,
         "Seed for the split, weight initialisation and shuffling.",
         low=0,
         high=SEED_MAX,
+        panel=OPTIMISATION,
     )
     seeds: int | list[int] | None = setting(
         None,
@@ -279,6 +327,7 @@ class RunConfig:
         high=1.0,
         low_open=True,
         high_open=True,
+        panel=DATA,
     )
     test_split: float = setting(
         defaults.TEST_SPLIT,
@@ -287,24 +336,28 @@ class RunConfig:
         high=1.0,
         low_open=True,
         high_open=True,
+        panel=DATA,
     )
     limit: int | None = setting(
         None,
         "Use at most N training (and N test) images, stratified: for quick runs.",
         low=1,
         high=INT32_MAX,
+        panel=DATA,
     )
     image_size: int | None = setting(
         None,
         "Resize (or pad) images to N×N inside the input pipeline.",
         low=1,
         high=defaults.IMAGE_SIZE_MAX,
+        panel=DATA,
     )
     shapes_count: int = setting(
         defaults.SHAPES_COUNT,
         "Images the generated `shapes` data set draws (ignored by other data sets).",
         low=12,
         high=defaults.SHAPES_COUNT_MAX,
+        panel=DATA,
     )
     strategy: str = setting(
         "default",
@@ -313,38 +366,59 @@ class RunConfig:
         "stays the global batch.",
         choices=STRATEGIES,
         noun="strategy",
+        panel=DISTRIBUTION,
     )
     devices: int | None = setting(
         None,
         "Devices --strategy mirrored trains on [default: every GPU; 1 CPU device without GPUs].",
         low=1,
         high=4096,
+        panel=DISTRIBUTION,
     )
     mixed_precision: bool = setting(
         False,
         "Compute in float16 (GPU) or bfloat16 (CPU) with float32 weights, softmax and loss.",
+        panel=DISTRIBUTION,
     )
-    jit_compile: bool = setting(False, "Compile the training step with XLA.")
-    out: str = setting(defaults.OUT_DIR, "Folder that receives the run folders.", metavar="PATH")
-    name: str | None = setting(None, "Run name [default: made from the model and the data set].")
+    jit_compile: bool = setting(False, "Compile the training step with XLA.", panel=DISTRIBUTION)
+    out: str = setting(
+        defaults.OUT_DIR, "Folder that receives the run folders.", metavar="PATH", panel=OUTPUT
+    )
+    name: str | None = setting(
+        None, "Run name [default: made from the model and the data set].", panel=OUTPUT
+    )
     # --- the recipe: optimizer, schedule, regularisation, augmentation (kcnn.engine.recipes) -----
     weight_decay: float = setting(
-        0.0, "Decoupled weight decay (AdamW-style; any optimizer).", low=0.0, high=1.0
+        0.0,
+        "Decoupled weight decay (AdamW-style; any optimizer).",
+        low=0.0,
+        high=1.0,
+        panel=OPTIMISATION,
     )
     momentum: float = setting(
-        0.0, "Momentum of the sgd optimizer.", low=0.0, high=1.0, high_open=True
+        0.0, "Momentum of the sgd optimizer.", low=0.0, high=1.0, high_open=True, panel=OPTIMISATION
     )
-    nesterov: bool = setting(False, "Nesterov momentum (sgd with --momentum).")
+    nesterov: bool = setting(False, "Nesterov momentum (sgd with --momentum).", panel=OPTIMISATION)
     schedule: str = setting(
         "constant",
         "Learning-rate schedule, one rate per epoch (recorded in history.csv).",
         choices=SCHEDULES,
         noun="schedule",
+        panel=OPTIMISATION,
     )
-    warmup: int = setting(0, "Epochs of linear learning-rate warm-up.", low=0, high=100_000)
-    min_lr: float = setting(0.0, "The rate cosine and one-cycle decay towards.", low=0.0)
+    warmup: int = setting(
+        0, "Epochs of linear learning-rate warm-up.", low=0, high=100_000, panel=OPTIMISATION
+    )
+    min_lr: float = setting(
+        0.0, "The rate cosine and one-cycle decay towards.", low=0.0, panel=OPTIMISATION
+    )
     label_smoothing: float = setting(
-        0.0, "Label smoothing of the cross-entropy loss.", low=0.0, high=1.0, high_open=True
+        0.0,
+        "Label smoothing of the cross-entropy loss.",
+        low=0.0,
+        high=1.0,
+        high_open=True,
+        panel=RECIPE,
     )
     early_stopping: int | None = setting(
         None,
@@ -352,6 +426,7 @@ class RunConfig:
         low=1,
         high=100_000,
         metavar="PATIENCE",
+        panel=RECIPE,
     )
     reduce_lr_on_plateau: int | None = setting(
         None,
@@ -359,9 +434,16 @@ class RunConfig:
         low=1,
         high=100_000,
         metavar="PATIENCE",
+        panel=RECIPE,
     )
     plateau_factor: float = setting(
-        0.1, "Factor of --reduce-lr-on-plateau.", low=0.0, low_open=True, high=1.0, high_open=True
+        0.1,
+        "Factor of --reduce-lr-on-plateau.",
+        low=0.0,
+        low_open=True,
+        high=1.0,
+        high_open=True,
+        panel=RECIPE,
     )
     augment: str = setting(
         "none",
@@ -369,37 +451,53 @@ class RunConfig:
         "(light + small rotations + colour jitter on colour images). Never validation or test.",
         choices=AUGMENT_POLICIES,
         noun="augmentation policy",
+        panel=AUGMENTATION,
     )
     augment_crop: float | None = setting(
         None,
         "Random-crop margin as a fraction of the side [default: the policy's].",
         low=0.0,
         high=0.5,
+        panel=AUGMENTATION,
     )
-    augment_flip: bool | None = setting(None, "Random left-right flips [default: the policy's].")
+    augment_flip: bool | None = setting(
+        None, "Random left-right flips [default: the policy's].", panel=AUGMENTATION
+    )
     augment_rotate: float | None = setting(
         None,
         "Random rotation, up to this many degrees [default: the policy's].",
         low=0.0,
         high=180.0,
+        panel=AUGMENTATION,
     )
     augment_translate: float | None = setting(
         None,
         "Random shift, up to this fraction of the side [default: the policy's].",
         low=0.0,
         high=0.5,
+        panel=AUGMENTATION,
     )
     augment_color: float | None = setting(
         None,
         "Brightness/contrast jitter, up to this fraction (colour images) [default: the policy's].",
         low=0.0,
         high=1.0,
+        panel=AUGMENTATION,
     )
     tensorboard: bool = setting(
-        False, "Write TensorBoard logs (scalars per epoch, the graph) into RUN/tensorboard/."
+        False,
+        "Write TensorBoard logs (scalars per epoch, the graph) into RUN/tensorboard/.",
+        panel=OUTPUT,
     )
     tensorboard_histograms: bool = setting(
-        False, "With --tensorboard, also log weight histograms every epoch (slower, bigger files)."
+        False,
+        "With --tensorboard, also log weight histograms every epoch (slower, bigger files).",
+        panel=OUTPUT,
+    )
+    calibrate: bool = setting(
+        False,
+        "After training, fit temperature scaling on the validation split (as `kcnn calibrate`): "
+        "`kcnn predict` then gives calibrated probabilities.",
     )
 
     # --- the schema ----------------------------------------------------------------------------
@@ -450,13 +548,14 @@ class RunConfig:
         try:
             return self._validate()
         except KcnnError as e:
-            if not source or source == "the command line" or str(e).startswith(source):
+            if not source or source == COMMAND_LINE or str(e).startswith(source):
                 raise
             raise KcnnError(f"{source}: {e}") from None
 
     def _validate(self) -> RunConfig:
+        source = getattr(self, "_source", "")
         for key, spec in self.settings().items():
-            setattr(self, key, check_value(key, spec, getattr(self, key)))
+            setattr(self, key, check_value(key, spec, getattr(self, key), source))
         if self.lr is None:
             self.lr = defaults.LEARNING_RATES[self.optimizer]
         if isinstance(self.seeds, int) and self.seed + self.seeds - 1 > SEED_MAX:
@@ -472,9 +571,7 @@ class RunConfig:
         self.check()
         if self.name is None:
             self.name = self.default_name()
-        from kcnn.runs import folders
-
-        folders.check_name(self.name)
+        check_name(self.name)
         return self
 
     def check(self) -> None:
@@ -526,16 +623,21 @@ class RunConfig:
         return "\n".join(lines) + "\n"
 
 
-def check_batch_memory(batch_size: int, height: int, width: int, channels: int) -> None:
-    """Refuse a batch whose float32 input alone would not fit, before anything is allocated."""
-    size = batch_size * height * width * channels * 4
-    if size > defaults.INPUT_BATCH_BYTES_MAX:
-        limit = defaults.INPUT_BATCH_BYTES_MAX
+# A run folder's name: a timestamp is added, and file systems stop at 255 bytes.
+NAME_MAX = 200
+
+
+def check_name(name: str) -> str:
+    """A run name that makes one folder name: no path separators, no "..", a safe alphabet."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name or ".." in name:
+        raise KcnnError(f"run name {name!r} must be a plain name without path separators or '..'")
+    if len(name.encode()) > NAME_MAX:
         raise KcnnError(
-            f"one batch of {batch_size} images of {height}×{width}×{channels} takes "
-            f"{size / 1024**3:.1f} GB as float32, over the {limit / 1024**3:.0f} GB limit: "
-            "lower --batch-size or --image-size"
+            f"run name {name[:40]!r}... is too long: pass a --name of at most {NAME_MAX} bytes"
         )
+    if not re.fullmatch(r"[\w.+=@,-]+", name):
+        raise KcnnError(f"run name {name!r} may hold only letters, digits and . _ - + = @ ,")
+    return name
 
 
 def _toml(value: Any) -> str:
@@ -571,9 +673,10 @@ class TrainConfig(RunConfig):
         argument=True,
         choices=_architectures,
         noun="architecture",
+        panel=MODEL,
     )
     api: str = setting(
-        defaults.API, "Model-building style.", choices=defaults.APIS, noun="API form"
+        defaults.API, "Model-building style.", choices=defaults.APIS, noun="API form", panel=MODEL
     )
 
     def default_name(self) -> str:
@@ -599,6 +702,7 @@ class CompareConfig(RunConfig):
         argument=True,
         choices=_architectures,
         noun="architecture",
+        panel=MODEL,
     )
     dataset: str = override(RunConfig, "dataset", defaults.COMPARE_DATASET)
     epochs: int = override(RunConfig, "epochs", defaults.COMPARE_EPOCHS)
@@ -608,12 +712,14 @@ class CompareConfig(RunConfig):
         choices=defaults.APIS,
         noun="API form",
         metavar="FORMS",
+        panel=MODEL,
     )
     same_init: bool = setting(
         True,
         "Start all forms from the same weights (curves coincide), or initialise each on its own "
         "(seed-to-seed spread).",
         flags="--same-init/--independent-init",
+        panel=MODEL,
     )
     tolerance: float = setting(
         defaults.COMPARE_TOLERANCE,
@@ -621,12 +727,14 @@ class CompareConfig(RunConfig):
         low=0.0,
         low_open=True,
         high=1.0,
+        panel=MODEL,
     )
 
     def check(self) -> None:
         if len(set(self.apis)) < 2:
+            name = where("apis", self.settings()["apis"], getattr(self, "_source", ""))
             raise KcnnError(
-                f"--apis (`apis` in a file) needs at least two different API forms, got {', '.join(self.apis)}"
+                f"{name} needs at least two different API forms, got {', '.join(self.apis)}"
             )
 
     def default_name(self) -> str:
@@ -651,6 +759,7 @@ class TransferConfig(RunConfig):
         argument=True,
         choices=_backbones,
         noun="backbone",
+        panel=MODEL,
     )
     dataset: str = override(RunConfig, "dataset", defaults.TRANSFER_DATASET)
     image_size: int | None = override(RunConfig, "image_size", None)
@@ -658,37 +767,48 @@ class TransferConfig(RunConfig):
         defaults.TRANSFER_WEIGHTS,
         "imagenet (Keras cache or download), none (random initialisation), or the path of a weights file.",
         metavar="imagenet|none|PATH",
+        panel=MODEL,
     )
     head: str = setting(
         defaults.TRANSFER_HEAD,
         "seed: Flatten, Dense 128, Dense 64, softmax (seed 003); gap: global average pooling, dropout, softmax.",
         choices=defaults.TRANSFER_HEADS,
         noun="head",
+        panel=MODEL,
     )
     dropout: float = setting(
-        defaults.GAP_DROPOUT, "Dropout rate of the gap head.", low=0.0, high=1.0, high_open=True
+        defaults.GAP_DROPOUT,
+        "Dropout rate of the gap head.",
+        low=0.0,
+        high=1.0,
+        high_open=True,
+        panel=MODEL,
     )
     fine_tune: int = setting(
         0,
         "After the frozen phase, unfreeze the top N backbone layers (BatchNorm stays frozen) and train again.",
         low=0,
         high=10_000,
+        panel=RECIPE,
     )
     fine_tune_lr: float = setting(
         defaults.FINE_TUNE_LR,
         "Learning rate of the fine-tune phase.",
         low=0.0,
         low_open=True,
+        panel=RECIPE,
     )
     fine_tune_epochs: int | None = setting(
         None,
         "Epochs of the fine-tune phase [default: as many as --epochs].",
         low=1,
         high=100_000,
+        panel=RECIPE,
     )
     cache_features: bool = setting(
         True,
         "Compute the frozen backbone's features once and train the head on them (same result, much faster).",
+        panel=RECIPE,
     )
 
     def check(self) -> None:

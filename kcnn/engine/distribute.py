@@ -23,12 +23,15 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import errno
+import hashlib
 import ipaddress
 import json
 import os
 import shutil
 import socket
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -36,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from kcnn.errors import KcnnError
+from kcnn.models import keras_version
 
 STRATEGIES = ("default", "mirrored", "multi-worker")
 # Seconds a worker waits for its peers to start (default below); a step waits COLLECTIVE_WAITS times
@@ -171,56 +175,179 @@ def peer_timeout() -> float:
     return value
 
 
-def wait_for_peers(cluster: Cluster, timeout: float) -> None:
-    """Listen on this task's port and connect to every peer's, until all answer or `timeout` passes.
-
-    The strategy's own start-up can wait forever for a peer that never comes; this bounded wait
-    turns a missing peer into an error. Each worker listens on its own port meanwhile, so peers
-    that check each other all succeed (the port is handed to TensorFlow's server right after).
-    """
-    _, port = split_address(cluster.address)
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+def _bound(family: int, port: int) -> socket.socket:
+    """A socket of `family` listening on `port` of every interface (dual-stack for IPv6)."""
+    listener = socket.socket(family, socket.SOCK_STREAM)
     try:
-        listener.bind(("", port))
-        listener.listen(16)
-    except OSError as e:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        listener.bind(("::" if family == socket.AF_INET6 else "", port))
+        listener.listen(64)
+    except OSError:
         listener.close()
+        raise
+    listener.setblocking(False)
+    return listener
+
+
+def _listen(cluster: Cluster) -> socket.socket:
+    """A non-blocking listener on this task's port, on every interface (IPv6 and IPv4 where the
+    machine has both, else IPv4), so that peers, and this task itself, can check it is up."""
+    _, port = split_address(cluster.address)
+    try:
+        if socket.has_ipv6:
+            try:
+                return _bound(socket.AF_INET6, port)
+            except OSError as e:
+                if e.errno == errno.EADDRINUSE:
+                    raise
+        return _bound(socket.AF_INET, port)
+    except OSError as e:
         raise KcnnError(
             f"cannot listen on {cluster.address} (TF_CONFIG task {cluster.task_type} "
             f"{cluster.task_index}): {e.strerror or e}; is another process using port {port}?"
         ) from None
-    listener.setblocking(False)
-    waiting = list(cluster.peers)
+
+
+def handshake(cluster: Cluster) -> bytes:
+    """The line kcnn workers of one cluster exchange while they wait: it names the cluster.
+    A peer that answers anything else is another program on that port, or a worker started with
+    another TF_CONFIG cluster; TensorFlow would wait on either for ever, with no way to stop it."""
+    spec = json.dumps(cluster.tasks, sort_keys=True, separators=(",", ":"))
+    return b"kcnn-peer " + hashlib.sha256(spec.encode()).hexdigest()[:32].encode() + b"\n"
+
+
+def _read_line(connection: socket.socket, limit: int = 512) -> bytes:
+    got = b""
+    while len(got) < limit and not got.endswith(b"\n"):
+        chunk = connection.recv(limit - len(got))
+        if not chunk:
+            break
+        got += chunk
+    return got
+
+
+def _answer(listener: socket.socket, token: bytes, heard_us: set[str]) -> None:
+    """Answer every pending check: a peer of this cluster (or this task itself) says the cluster's
+    line and its own address, and gets the line back; `heard_us` collects those addresses."""
+    with contextlib.suppress(OSError):
+        while True:
+            connection = listener.accept()[0]
+            with contextlib.suppress(OSError), connection:
+                connection.settimeout(0.5)
+                said, _, address = _read_line(connection).rstrip(b"\n").rpartition(b" ")
+                if said == token.rstrip(b"\n"):
+                    connection.sendall(token)
+                    heard_us.add(address.decode("ascii", "replace"))
+
+
+def _reach(
+    address: str,
+    hello: bytes,
+    token: bytes,
+    deadline: float,
+    answered: threading.Event,
+    heard: dict,
+) -> None:
+    """Until `deadline`: resolve `address`, connect, say `hello` and read the answer, each attempt
+    capped by the time left; set `answered` once it answers `token`, and note in `heard` an
+    address that answers something else. Runs in a daemon thread per address, so every address
+    is tried at once and a slow name lookup or a silent host delays no other."""
+    host, port = split_address(address)
+    while not answered.is_set():
+        if deadline - time.monotonic() <= 0:
+            return
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError:
+            infos = []
+        for family, kind, proto, _, target in infos:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            with contextlib.suppress(OSError), socket.socket(family, kind, proto) as probe:
+                probe.settimeout(min(1.0, left))
+                probe.connect(target)
+                probe.sendall(hello)
+                got = _read_line(probe, len(token))
+                if got == token:
+                    answered.set()
+                    return
+                heard[address] = True
+        time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+
+
+def _listed(addresses: list[str], shown: int = 5) -> str:
+    more = len(addresses) - shown
+    return ", ".join(addresses[:shown]) + (f" and {more} more" if more > 0 else "")
+
+
+def wait_for_peers(cluster: Cluster, timeout: float) -> None:
+    """Listen on this task's port and check every peer's and this task's own, until every peer
+    has answered as a kcnn worker of this cluster and has heard this task answer, or `timeout`
+    passes: the whole wait is bounded by `timeout`, however many peers.
+
+    TensorFlow's own start-up waits for ever, holding the interpreter, for a peer that never
+    comes, for this task's own address when it is not this machine's, and for a peer that
+    answers but is not a worker of this cluster (`handshake`); this bounded wait turns each into
+    an error. A task leaves the wait only once every peer has heard from it, so no peer is left
+    checking a port whose listener is gone (TensorFlow's server takes the port right after).
+    """
+    listener = _listen(cluster)
+    token = handshake(cluster)
+    hello = token.rstrip(b"\n") + b" " + cluster.address.encode("ascii", "replace") + b"\n"
     deadline = time.monotonic() + timeout
+    checks = {address: threading.Event() for address in [cluster.address, *cluster.peers]}
+    heard: dict[str, bool] = {}
+    heard_us: set[str] = set()
+    for address, answered in checks.items():
+        threading.Thread(
+            target=_reach,
+            args=(address, hello, token, deadline, answered, heard),
+            daemon=True,
+            name="kcnn-peer",
+        ).start()
     try:
-        while waiting:
-            with contextlib.suppress(OSError):  # answer peers that check on us
-                while True:
-                    listener.accept()[0].close()
-            for address in list(waiting):
-                host, peer_port = split_address(address)
-                try:
-                    with socket.create_connection((host, peer_port), timeout=1.0):
-                        waiting.remove(address)
-                except OSError:
-                    pass
-            if waiting and time.monotonic() > deadline:
-                raise KcnnError(
-                    f"multi-worker: no answer from {', '.join(waiting)} within {timeout:g} s; start "
-                    f"every worker listed in TF_CONFIG (or raise {PEER_TIMEOUT_ENV})"
-                )
-            if waiting:
-                time.sleep(0.2)
-        # Keep answering a moment: a peer may be about to check on us.
-        until = time.monotonic() + 1.0
-        while time.monotonic() < until:
-            with contextlib.suppress(OSError):
-                while True:
-                    listener.accept()[0].close()
+        while True:
+            _answer(listener, token, heard_us)
+            waiting = [a for a, answered in checks.items() if not answered.is_set()]
+            if not waiting and heard_us.issuperset(cluster.peers):
+                return
+            if time.monotonic() >= deadline:
+                raise _unanswered(cluster, waiting, heard, heard_us, timeout)
             time.sleep(0.05)
     finally:
         listener.close()
+
+
+def _unanswered(
+    cluster: Cluster, waiting: list[str], heard: dict, heard_us: set[str], timeout: float
+) -> KcnnError:
+    if cluster.address in waiting:
+        return KcnnError(
+            f"multi-worker: this task's own address {cluster.address} (TF_CONFIG task "
+            f"{cluster.task_type} {cluster.task_index}) does not reach this machine within "
+            f"{timeout:g} s; give this task an address of this machine in TF_CONFIG"
+        )
+    strangers = [a for a in waiting if a in heard]
+    if strangers:
+        return KcnnError(
+            f"multi-worker: {_listed(strangers)} answered, but not as a kcnn worker of this "
+            "cluster (another program on that port, or a worker started with another TF_CONFIG "
+            "cluster); give every worker the same TF_CONFIG cluster and free ports"
+        )
+    if waiting:
+        return KcnnError(
+            f"multi-worker: no answer from {_listed(waiting)} within {timeout:g} s; start "
+            f"every worker listed in TF_CONFIG (or raise {PEER_TIMEOUT_ENV})"
+        )
+    deaf = [a for a in cluster.peers if a not in heard_us]
+    return KcnnError(
+        f"multi-worker: {_listed(deaf)} answered but did not reach this task at "
+        f"{cluster.address} within {timeout:g} s; let every worker connect to every other "
+        "(a firewall or address translation one way?)"
+    )
 
 
 # --- the strategy -------------------------------------------------------------------------------
@@ -343,7 +470,7 @@ def activate(config) -> Distribution:
                     "the devices of its machine, as TF_CONFIG lists the workers"
                 )
             wait_for_peers(cluster, timeout)
-            _ACTIVE = _multi_worker(cluster, timeout * COLLECTIVE_WAITS)
+            _ACTIVE = _multi_worker(cluster, timeout)
         elif config.strategy == "mirrored":
             _ACTIVE = _mirrored(config.devices, config.jit_compile)
         else:
@@ -420,11 +547,12 @@ def _mirrored(devices: int | None, jit_compile: bool) -> Distribution:
     return Distribution("mirrored", strategy, list(strategy.extended.worker_devices))
 
 
-def _multi_worker(cluster: Cluster, collective_timeout: float) -> Distribution:
+def _multi_worker(cluster: Cluster, timeout: float) -> Distribution:
     import tensorflow as tf
 
-    _patch_keras_multi_worker()
-    options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=collective_timeout)
+    options = tf.distribute.experimental.CommunicationOptions(
+        timeout_seconds=timeout * COLLECTIVE_WAITS
+    )
     try:
         strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
     except (RuntimeError, ValueError, tf.errors.OpError) as e:
@@ -432,6 +560,8 @@ def _multi_worker(cluster: Cluster, collective_timeout: float) -> Distribution:
         raise KcnnError(
             f"multi-worker: TensorFlow could not join the cluster: {first[:200]}"
         ) from None
+    # after joining: the probe runs TensorFlow ops, and collective ops must be configured first
+    _patch_keras_multi_worker()
     return Distribution(
         "multi-worker",
         strategy,
@@ -441,50 +571,150 @@ def _multi_worker(cluster: Cluster, collective_timeout: float) -> Distribution:
     )
 
 
+# --- Keras's multi-worker bug, detected and worked around ----------------------------------------
+# Keras 3.x (up to at least 3.15) cannot `fit` under MultiWorkerMirroredStrategy
+# (tensorflow/tensorflow#72388): it averages each step's scalar metrics with
+# `strategy.reduce("MEAN", v, axis=0)`, which a scalar has no axis for, and it all-reduces a whole
+# input batch over the workers only to learn the batch's shape. kcnn replaces the two private
+# functions involved, `reduce_per_replica` and `TensorFlowTrainer._maybe_symbolic_build`, but
+# only where the installed Keras is seen to make these calls (a probe runs them against a
+# stand-in strategy that records what it is asked), so a fixed Keras keeps its own code.
+
+_PRIVATE = (
+    "keras.src.backend.tensorflow.trainer: reduce_per_replica, "
+    "_collective_all_reduce_multi_worker, TensorFlowTrainer._maybe_symbolic_build"
+)
 _PATCHED = False
 
 
+def _keras_trainer():
+    """Keras's TensorFlow trainer module, with the private names the workaround replaces."""
+    try:
+        from keras.src.backend.tensorflow import trainer as keras_trainer
+
+        for name in ("reduce_per_replica", "_collective_all_reduce_multi_worker"):
+            if not callable(getattr(keras_trainer, name)):
+                raise AttributeError(name)
+        keras_trainer.TensorFlowTrainer._maybe_symbolic_build  # noqa: B018  (must exist)
+    except (ImportError, AttributeError) as e:
+        raise KcnnError(
+            f"--strategy multi-worker: Keras {keras_version.installed()} no longer has the private functions "
+            f"kcnn's multi-worker workaround replaces ({_PRIVATE}; missing: {e}); train with "
+            "--strategy mirrored or default, or install a Keras release kcnn supports"
+        ) from None
+    return keras_trainer
+
+
+def _probe_strategy():
+    """A MultiWorkerMirroredStrategy in name only: Keras's checks take it for one in multi-worker
+    mode, and every `reduce` it is asked for is recorded (axis and value), not performed."""
+    import tensorflow as tf
+
+    class Extended:
+        def _in_multi_worker_mode(self) -> bool:
+            return True
+
+    class Probe(tf.distribute.MultiWorkerMirroredStrategy):
+        def __init__(self):  # no cluster, no devices: nothing of the real strategy is set up
+            self._extended = Extended()
+            self.reduced: list[tuple[Any, Any]] = []
+
+        def reduce(self, reduce_op, value, axis=None):
+            self.reduced.append((value, axis))
+            return value
+
+        def experimental_local_results(self, value):
+            return (value,)
+
+        def scope(self):
+            return contextlib.nullcontext()
+
+    return Probe()
+
+
+def keras_multi_worker_bugs() -> tuple[bool, bool]:
+    """(scalar metrics reduced over axis 0, whole input batch all-reduced to build the model):
+    whether the installed Keras does each, seen by running its own functions on a probe."""
+    import tensorflow as tf
+
+    keras_trainer = _keras_trainer()
+    try:
+        probe = _probe_strategy()
+        keras_trainer.reduce_per_replica(tf.constant(1.0), probe, "auto")
+        scalar_axis = any(
+            axis is not None and not value.shape.rank for value, axis in probe.reduced
+        )
+
+        class Replicated(tf.distribute.DistributedValues):
+            def __init__(self, value):
+                self._values = (value,)
+
+        class Model:
+            _distribute_strategy = distribute_strategy = _probe_strategy()
+
+            def _symbolic_build(self, data_batch=None):
+                pass
+
+        model = Model()
+        batch = (Replicated(tf.zeros((2, 3))), Replicated(tf.zeros((2,))))
+        keras_trainer.TensorFlowTrainer._maybe_symbolic_build(
+            model, iterator=[(0, 0, iter([batch]))]
+        )
+        batch_reduced = bool(model._distribute_strategy.reduced)
+    except Exception as e:  # Keras changed how these work: kcnn cannot tell what it would fix
+        raise KcnnError(
+            f"--strategy multi-worker: cannot tell whether Keras {keras_version.installed()} has the "
+            f"multi-worker bug kcnn works around ({type(e).__name__}: {str(e)[:120]}); train "
+            "with --strategy mirrored or default"
+        ) from None
+    return scalar_axis, batch_reduced
+
+
 def _patch_keras_multi_worker() -> None:
-    """Keras 3.x (up to at least 3.15) cannot `fit` under MultiWorkerMirroredStrategy: it averages
-    each step's scalar metrics with `strategy.reduce("MEAN", v, axis=0)`, which a scalar has no
-    axis for, and reduces a whole input batch to find its shape (tensorflow/tensorflow#72388).
-    Reduce scalars over all workers with axis=None, and take the input shape from this worker's
-    own batch. Only under that strategy; every other strategy keeps Keras's own code."""
+    """Reduce scalars over all workers with axis=None, and take the input shape from this
+    worker's own batch: each only where the installed Keras is seen to need it. Only under
+    MultiWorkerMirroredStrategy; every other strategy keeps Keras's own code."""
     global _PATCHED
     if _PATCHED:
         return
     import tensorflow as tf
-    from keras.src.backend.tensorflow import trainer as keras_trainer
 
-    original_reduce = keras_trainer.reduce_per_replica
+    keras_trainer = _keras_trainer()
+    scalar_axis, batch_reduced = keras_multi_worker_bugs()
     multi_worker = keras_trainer._collective_all_reduce_multi_worker
 
-    def reduce_per_replica(values, strategy, reduction="auto"):
-        if reduction in ("auto", "mean") and multi_worker(strategy):
-            return tf.nest.map_structure(
-                lambda v: strategy.reduce("MEAN", v, axis=0 if v.shape.rank else None), values
-            )
-        return original_reduce(values, strategy, reduction)
+    if scalar_axis:
+        original_reduce = keras_trainer.reduce_per_replica
 
-    original_build = keras_trainer.TensorFlowTrainer._maybe_symbolic_build
+        def reduce_per_replica(values, strategy, reduction="auto"):
+            if reduction in ("auto", "mean") and multi_worker(strategy):
+                return tf.nest.map_structure(
+                    lambda v: strategy.reduce("MEAN", v, axis=0 if v.shape.rank else None),
+                    values,
+                )
+            return original_reduce(values, strategy, reduction)
 
-    def maybe_symbolic_build(self, iterator=None, data_batch=None):
-        strategy = self._distribute_strategy
-        if iterator is not None and strategy is not None and multi_worker(strategy):
-            for _, _, batches in iterator:
-                batch = next(batches)
-                break
-            data_batch = tf.nest.map_structure(
-                lambda v: (
-                    strategy.experimental_local_results(v)[0]
-                    if isinstance(v, tf.distribute.DistributedValues)
-                    else v
-                ),
-                batch,
-            )
-            iterator = None
-        return original_build(self, iterator=iterator, data_batch=data_batch)
+        keras_trainer.reduce_per_replica = reduce_per_replica
 
-    keras_trainer.reduce_per_replica = reduce_per_replica
-    keras_trainer.TensorFlowTrainer._maybe_symbolic_build = maybe_symbolic_build
+    if batch_reduced:
+        original_build = keras_trainer.TensorFlowTrainer._maybe_symbolic_build
+
+        def maybe_symbolic_build(self, iterator=None, data_batch=None):
+            strategy = self._distribute_strategy
+            if iterator is not None and strategy is not None and multi_worker(strategy):
+                for _, _, batches in iterator:
+                    batch = next(batches)
+                    break
+                data_batch = tf.nest.map_structure(
+                    lambda v: (
+                        strategy.experimental_local_results(v)[0]
+                        if isinstance(v, tf.distribute.DistributedValues)
+                        else v
+                    ),
+                    batch,
+                )
+                iterator = None
+            return original_build(self, iterator=iterator, data_batch=data_batch)
+
+        keras_trainer.TensorFlowTrainer._maybe_symbolic_build = maybe_symbolic_build
     _PATCHED = True

@@ -1,4 +1,4 @@
-"""Stopping a run early and cleanly: Ctrl-C / SIGTERM, and a loss that is no longer a number.
+"""Stopping a run early and cleanly: a signal (`SIGNALS`), and a loss that is no longer a number.
 
 During `model.fit` a signal only raises a flag; the `Sentinel` callback acts on it at the end of
 the current batch, so the run stops between two steps, never inside one. The engine
@@ -6,7 +6,7 @@ the current batch, so the run stops between two steps, never inside one. The eng
 epochs and saves a checkpoint of the last finished epoch. A second signal stops at once.
 
 The exit status follows the shell convention for a process ended by a signal: 128 + its
-number, so 130 for SIGINT and 143 for SIGTERM.
+number, so 130 for SIGINT, 143 for SIGTERM and 129 for SIGHUP.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def diverged(stop: NonFiniteLoss, optimizer: str, lr: float) -> DivergedError:
 
 
 class SignalGuard:
-    """Holds SIGINT and SIGTERM for the duration of a `with` block.
+    """Holds every signal in `SIGNALS` for the duration of a `with` block.
 
     While `deferring` is true (inside `fit`) a first signal is only recorded in `received`;
     otherwise, or on a second signal, `Interrupted` is raised at once. Outside the main thread
@@ -97,7 +97,7 @@ class SignalGuard:
 
 @contextlib.contextmanager
 def exit_on_signals():
-    """For a whole command: SIGINT and SIGTERM raise `Interrupted` (exit 130 / 143).
+    """For a whole command: every signal in `SIGNALS` raises `Interrupted` (exit 128 + N).
 
     Click would turn a KeyboardInterrupt into "Aborted!" and exit status 1; an `Interrupted`
     passes through Click untouched and `cli.main` reports it like any other KcnnError.

@@ -1,19 +1,13 @@
-"""The trainer every command shares: one run folder, trained phase by phase.
+"""The trainer every command shares: one run, trained phase by phase.
 
-A command composes the phases it needs:
-
-    trainer = Trainer(config)                    # a validated RunConfig
-    with trainer.running():                      # folder, lock, signals, divergence, failure
-        data = trainer.load_data(input_shape_for)    # data: load, validate, split
-        model = trainer.build(make_model)            # build: seeded, timed, summary.txt
-        trainer.compile(model)                       # compile: optimizer, loss, metrics
-        trainer.fit(model, trainer.training_batches(), trainer.batches("val"))  # fit phase(s)
-        result = trainer.finish(model, title)        # evaluate, pictures, model.keras, metrics.json
-
-`kcnn train` is exactly that; `transfer` adds a feature phase and a fine-tune phase, each one more
-call to `fit`; `compare-apis` runs one trainer per API form. The trainer alone writes config.json
-(`config_record`, the one function that builds it) and metrics.json; it never asks which command
-it serves.
+A command composes the phases it needs (kcnn/commands/train.py is the plainest example): the
+run's frame (`running`: folder, lock, signals, the status however the run ends), its data
+(`load_data` or `use`), the model (`build`, `compile`), one `fit` per training phase and
+`finish` (test evaluation, pictures, model.keras, the final metrics.json). `transfer` adds a
+feature phase and a fine-tune phase, each one more call to `fit`; `compare-apis` runs one trainer
+per API form. What the run records lives in its `RunRecords` (`trainer.records`), written through
+its `RunFolder` (kcnn/runs/run.py), the one owner of a run folder; commands add their facts and
+results there. The trainer never asks which command it serves.
 
 Stopping early: Ctrl-C, SIGTERM or SIGHUP stop after the current batch. The folder is marked
 `interrupted`, keeps the finished epochs and a checkpoint of the last one (weights, optimizer and
@@ -24,9 +18,6 @@ run would have had. A NaN or infinite loss marks it `diverged` (exit 3).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import hashlib
-import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -34,90 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kcnn.engine import checkpoints, distribute, interrupts
-from kcnn.engine.config import RunConfig, check_batch_memory
+from kcnn.data.prepared import Prepared, prepare_data  # noqa: F401  (commands import them here)
+from kcnn.engine import checkpoints, distribute, hooks, interrupts
+from kcnn.engine.config import RunConfig
 from kcnn.errors import KcnnError
 from kcnn.models.params import count_params, model_summary
-from kcnn.runs import folders
-from kcnn.runs.records import write_atomic, write_csv, write_json
-
-# What config.json records besides the command, its settings and the versions: the facts of the
-# run (what the model is, what the data turned out to be, how it was fed). Replaying a run
-# recomputes them; `kcnn run config.json` refuses any other key, so an edited record is caught.
-RUN_FACTS = frozenset(
-    {
-        "arch",  # train: also settings; transfer: backbone and head are what the model is
-        "api",
-        "backbone",
-        "head",
-        "backbone_paper",
-        "preprocess_input",
-        "weights_kind",
-        "weights_file",
-        "weights_source",
-        "weights_md5_verified",
-        "feature_cache",
-        "feature_cache_note",
-        "input_shape",
-        "fit",
-        "image_shape",
-        "classes",
-        "split_sizes",
-        "dataset_provenance",
-        "data_fingerprint",
-        "augmentation",
-        "resumed",
-        "part_of",
-        "init",
-        "init_seed",
-        "initial_weights_from",
-        "replicas",
-        "device_names",
-        "precision_policy",
-        "workers",
-    }
-)
-
-
-@dataclass
-class Prepared:
-    """What the data phase hands on: the data, its splits, and the model input they are fed at."""
-
-    data: Any  # kcnn.data.datasets.Data
-    parts: Any  # kcnn.data.splits.Splits
-    input_shape: tuple[int, int, int]
-    fit: str  # how images reach input_shape: none, pad or resize
-
-    fingerprint: str  # digest of the images and labels (a resume must see the same data)
-
-    @property
-    def classes(self) -> int:
-        return self.parts.num_classes
-
-
-def prepare_data(
-    config: RunConfig,
-    input_shape_for: Callable[[tuple[int, int, int], int], tuple[int, int, int]],
-) -> Prepared:
-    """The data phase: load and validate the data set, split it, and settle the model input."""
-    from kcnn.data import datasets, splits
-    from kcnn.data.pipeline import fit_mode
-
-    data = datasets.load(config.dataset, config.data_dir, config.seed, config.shapes_count)
-    parts = splits.make_splits(data, config.val_split, config.seed, config.limit, config.test_split)
-    input_shape = tuple(int(v) for v in input_shape_for(data.image_shape, parts.num_classes))
-    check_batch_memory(config.batch_size, *input_shape)
-    fit = fit_mode(data.image_shape[:2], input_shape[:2])
-    fingerprint = data_fingerprint(data)
-    # The splits hold their own copies of the images; past this point the loaded arrays serve
-    # only to describe the data (name, source, image shape), so one image of them is kept and a
-    # data set sits in memory once, not twice.
-    described = dataclasses.replace(
-        data, x_train=data.x_train[:1].copy(), y_train=data.y_train[:1].copy()
-    )
-    if data.x_test is not None:
-        described.x_test, described.y_test = data.x_test[:1].copy(), data.y_test[:1].copy()
-    return Prepared(described, parts, input_shape, fit, fingerprint)
 
 
 @dataclass
@@ -142,45 +54,31 @@ def verbosity() -> int:
     return 1 if sys.stdout.isatty() else 2
 
 
-def data_fingerprint(data) -> str:
-    """A digest of the images and labels a run trained on: a resume must see the very same data."""
-    digest = hashlib.blake2b(digest_size=16)
-    for array in (data.x_train, data.y_train, data.x_test, data.y_test):
-        if array is None:
-            digest.update(b"-")
-            continue
-        digest.update(str((array.shape, array.dtype.str)).encode())
-        digest.update(memoryview(array).cast("B") if array.flags.c_contiguous else array.tobytes())
-    return digest.hexdigest()
-
-
 class Trainer:
     """One run folder, trained phase by phase (see the module docstring)."""
 
     def __init__(
         self,
         config: RunConfig,
+        records,
         *,
         quiet: bool = False,
         out: str | Path | None = None,
-        resume: checkpoints.Resume | None = None,
-        identity: dict[str, Any] | None = None,
-        facts: dict[str, Any] | None = None,
+        resume=None,
         epochs_planned: int | None = None,
         resumable: bool = False,
+        resume_hint: str | None = None,
     ):
+        """`records`: the run's `kcnn.runs.run.RunRecords` (its folder already set when
+        resuming); `resume`: where a resumed run picks up (`kcnn.runs.run.Resume`)."""
         self.config = config
         self.quiet = quiet  # Keras's progress goes to stderr, stdout is kept for --json
         self.out = Path(out if out is not None else config.out)
         self.resume = resume
         self.started = time.perf_counter()
-        self.run_dir: Path | None = resume.run_dir if resume else None
         self.prepared: Prepared | None = None
-        # What the model is (arch and API form, or backbone and head): in config.json and metrics.json.
-        self.identity: dict[str, Any] = dict(identity or {})
-        self.facts: dict[str, Any] = dict(facts or {})  # what config.json holds besides settings
+        self.records = records  # what the run records, added to by the command too
         self.preprocess = None  # a backbone's preprocess_input, applied per batch in the pipeline
-        self.results: dict[str, Any] = {}  # what metrics.json holds besides the trainer's own
         self.rows: list[dict[str, float]] = list(resume.rows) if resume else []
         self.train_seconds = resume.train_seconds if resume else 0.0
         # Training seconds when each epoch ended: a checkpoint keeps the time of its own epochs,
@@ -190,39 +88,31 @@ class Trainer:
         # Whether an interrupted run keeps a checkpoint that `kcnn train --resume` continues: the
         # command says so (one model trained in one phase can be resumed exactly).
         self.resumable = resumable
+        self.resume_hint = resume_hint  # the command that continues it (default: --resume RUN)
+        self.phase = 0  # the fit phase being trained (1, 2, ...: one per call of `fit`)
         self.model = None  # the model the current fit phase trains (a checkpoint saves it)
         self.early = None  # the early-stopping callback, when the recipe asks for it
         self.guard = interrupts.SignalGuard()
         self.dist: distribute.Distribution | None = None  # set by running(), before any work
         self.sentinel = None
-        self._lock = None
-        self._made_out = False
+        self._locked = False
         # An epoch ran in this process: bad input found after that keeps the folder.
         self._trained = False
 
     # --- records --------------------------------------------------------------------------------
 
-    def config_record(self) -> dict[str, Any]:
-        """Everything config.json holds: the command, its resolved settings (which `kcnn run
-        config.json` replays), the facts of the run (data provenance, input shape, ...), versions."""
-        unknown = (set(self.identity) | set(self.facts)) - RUN_FACTS
-        assert not unknown, f"add {sorted(unknown)} to RUN_FACTS"  # a kcnn bug, not bad input
-        return {
-            "command": self.config.command,
-            **self.config.settings_dict(),
-            **self.identity,
-            **self.facts,
-            "versions": folders.versions(),
-        }
+    @property
+    def run(self):
+        """The run's folder (`RunFolder`), once made."""
+        return self.records.folder
 
-    def write_config(self) -> None:
-        write_json(self.run_dir / folders.CONFIG, self.config_record())
+    @property
+    def run_dir(self) -> Path | None:
+        return self.records.path
 
-    def _base_metrics(self) -> dict[str, Any]:
+    def _metrics_base(self) -> dict[str, Any]:
         data = self.prepared.data if self.prepared else None
         return {
-            "command": self.config.command,
-            **self.identity,
             "dataset": data.name if data else self.config.dataset,
             "dataset_fallback": bool(data.provenance.get("fallback")) if data else False,
             "epochs_planned": self.epochs_planned,
@@ -230,16 +120,12 @@ class Trainer:
 
     def _write_status(self, status: str, epochs: int | None = None, **extra) -> None:
         done = len(self.rows) if epochs is None else epochs
-        write_json(
-            self.run_dir / folders.METRICS,
-            {
-                **self._base_metrics(),
-                **self.results,
-                "status": status,
-                "epochs_completed": done,
-                "train_seconds": self.train_seconds,
-                **extra,
-            },
+        self.records.write_status(
+            status,
+            **self._metrics_base(),
+            epochs_completed=done,
+            train_seconds=self.train_seconds,
+            **extra,
         )
 
     # --- the run's frame: folder, lock, signals -------------------------------------------------
@@ -248,12 +134,9 @@ class Trainer:
         """Make the run folder (once) and lock it. It is made after the data is loaded, so a data
         folder that holds --out is never read with a half-made run in it; a signal before then
         still leaves a folder that --resume starts from the beginning."""
-        if self._lock is None:
-            if self.run_dir is None:
-                self._made_out = not self.out.expanduser().exists()
-                self.run_dir = folders.create(self.out, self.config.name)
-            self._lock = checkpoints.lock(self.run_dir)
-            self.write_config()
+        if not self._locked:
+            self.records.open(self.out, self.config.name)
+            self._locked = True
             self._write_status("running")
         return self.run_dir
 
@@ -271,14 +154,14 @@ class Trainer:
         starts (a non-chief worker writes to a scratch folder)."""
         before = None
         if self.resume is not None:
-            before = (self.run_dir / folders.METRICS).read_text()
+            before = self.records.metrics_text()
             self.open_folder()
         elif self.config.strategy != "multi-worker" and not out_inside_data(self.config):
             self.open_folder()
         with self.guard:
             try:
                 self.dist = distribute.activate(self.config)
-                self.facts.update(self.dist.record())
+                self.records.facts.update(self.dist.record())
                 if not self.dist.chief:
                     self.out = Path(self.config.out)
                 with self.dist.lost_peers():
@@ -291,8 +174,9 @@ class Trainer:
                 self.guard.shielded = True
                 self.open_folder()
                 done = self._stopped("interrupted", signal=name)
+                hint = self.resume_hint or f"kcnn {self.config.command} --resume {self.run_dir}"
                 again = (
-                    f"continue with: kcnn train --resume {self.run_dir}"
+                    f"continue with: {hint}"
                     if self.resumable
                     else f"records kept in {self.run_dir}"
                 )
@@ -310,13 +194,10 @@ class Trainer:
                 if self._trained:
                     self._write_status("failed")
                 elif before is not None:
-                    write_atomic(self.run_dir / folders.METRICS, before)
+                    self.records.restore_metrics(before)
                 elif self.run_dir is not None:  # made, then refused before training: remove it
                     self._release()
-                    shutil.rmtree(self.run_dir, ignore_errors=True)
-                    if self._made_out:  # and the output folder, if this run made it for itself
-                        with contextlib.suppress(OSError):
-                            self.out.expanduser().rmdir()
+                    self.records.discard()
                 raise
             except BaseException:
                 self.guard.shielded = True
@@ -327,9 +208,8 @@ class Trainer:
                 self._release()
 
     def _release(self) -> None:
-        if self._lock is not None:
-            self._lock.close()
-            self._lock = None
+        self.records.unlock()
+        self._locked = False
 
     def _stopped(self, status: str, **extra) -> int:
         """Record a run that ends early; returns the epochs its records keep."""
@@ -341,15 +221,16 @@ class Trainer:
             self.train_seconds = self._seconds_at.get(done, self.train_seconds)
             if done:
                 checkpoints.save(
-                    self.run_dir,
+                    self.run,
                     self.model,
                     done,
                     reason="interrupted",
                     settings=self.config.settings_dict(),
                     best=self.early.best_weights if self.early is not None else None,
+                    phase=max(self.phase, 1),
                 )
                 extra["checkpoint"] = checkpoints.CHECKPOINT
-        write_csv(self.run_dir / folders.HISTORY, self.rows[:done], None if done else ["epoch"])
+        self.run.write_history(self.rows[:done], None if done else ["epoch"])
         self._write_status(status, epochs=done, **extra)
         return done
 
@@ -373,18 +254,15 @@ class Trainer:
         self.prepared = prepared
         self.open_folder()
         data, parts = prepared.data, prepared.parts
-        self.facts.update(
-            {
-                "input_shape": list(prepared.input_shape),
-                "fit": prepared.fit,
-                "image_shape": list(data.image_shape),
-                "classes": parts.class_names,
-                "split_sizes": parts.sizes(),
-                "dataset_provenance": data.provenance,
-                "data_fingerprint": prepared.fingerprint,
-            }
+        self.records.add_facts(
+            input_shape=list(prepared.input_shape),
+            fit=prepared.fit,
+            image_shape=list(data.image_shape),
+            classes=parts.class_names,
+            split_sizes=parts.sizes(),
+            dataset_provenance=data.provenance,
+            data_fingerprint=prepared.fingerprint,
         )
-        self.write_config()
         return prepared
 
     # --- phase: build and compile ---------------------------------------------------------------
@@ -395,14 +273,14 @@ class Trainer:
         start = time.perf_counter()
         with self.scope():
             model = make()
-        self.results["build_seconds"] = time.perf_counter() - start
+        self.records.results["build_seconds"] = time.perf_counter() - start
         self.describe(model)
         return model
 
     def describe(self, model) -> None:
         """summary.txt and the parameter counts of the model this run trains."""
-        (self.run_dir / folders.SUMMARY).write_text(model_summary(model))
-        self.results["params"] = count_params(model)
+        self.records.write_summary(model_summary(model))
+        self.records.results["params"] = count_params(model)
 
     def scope(self):
         """Where models are built, loaded and compiled: the strategy's scope, under the
@@ -491,8 +369,7 @@ class Trainer:
         settings = augment.resolve(
             c.augment, p.data.name, p.data.image_shape[2], c.augment_switches()
         )
-        self.facts["augmentation"] = settings.to_dict()
-        self.write_config()
+        self.records.add_facts(augmentation=settings.to_dict())
         return augment.augmenter(settings, c.seed)
 
     # --- phase: fit -----------------------------------------------------------------------------
@@ -515,6 +392,7 @@ class Trainer:
         from kcnn.data.pipeline import steps_per_epoch
 
         self.model = model
+        self.phase += 1
         first = len(self.rows)
         if first >= epochs:
             return
@@ -528,9 +406,8 @@ class Trainer:
             callbacks.append(self._early_stopping())
         callbacks.append(recorder)
         if self.config.tensorboard:
-            from kcnn.runs.tracking import tensorboard_callback
-
-            callbacks.append(tensorboard_callback(self.run_dir, self.config.tensorboard_histograms))
+            callbacks.append(self.records.tensorboard(self.config.tensorboard_histograms))
+        callbacks += hooks.callbacks(self)  # a sweep's pruning, MLflow tracking (kcnn.engine.hooks)
         steps = steps or steps_per_epoch(len(self.prepared.parts.y_train), self.config.batch_size)
         progress = (
             contextlib.redirect_stdout(sys.stderr) if self.quiet else contextlib.nullcontext()
@@ -574,7 +451,7 @@ class Trainer:
                 history=[row["val_loss"] for row in self.rows if "val_loss" in row],
             )
             if self.resume is not None and self.rows:
-                best = checkpoints.load_best_weights(self.run_dir)
+                best = checkpoints.load_best_weights(self.run)
                 self.early.restore({"values": self.early.values, "best_weights": best})
         return self.early
 
@@ -595,45 +472,40 @@ class Trainer:
         import numpy as np
 
         from kcnn.engine import evaluation
-        from kcnn.runs import plots
 
         p, run_dir = self.prepared, self.run_dir
         self.model = model
         if self.early is not None:
-            self.results["early_stopping"] = self.early.summary()
+            self.records.results["early_stopping"] = self.early.summary()
         history = self.history()
         scorer, test_ds = evaluate_with or (model, self.batches("test"))
         metrics, matrix = evaluation.evaluate(scorer, test_ds, p.parts.y_test, p.parts.class_names)
-        plots.curves(history, run_dir / folders.CURVES, title=title)
-        plots.confusion_matrix(
-            matrix, p.parts.class_names, run_dir / folders.CONFUSION, title=f"{title}: test set"
-        )
-        model.save(run_dir / folders.MODEL)
+        self.records.draw(history, matrix, p.parts.class_names, title)
+        self.records.save_model(model)
         epochs = len(self.rows)
         images = len(p.parts.y_train) * epochs
-        final = {
-            **self._base_metrics(),
-            **self.results,
-            "status": "completed",
-            "epochs_completed": epochs,
+        final = self.records.metrics_record(
+            "completed",
+            **self._metrics_base(),
+            epochs_completed=epochs,
             **metrics,
-            "best_val_accuracy": max(history.get("val_accuracy", [float("nan")])),
-            "wall_seconds": time.perf_counter() - self.started,
-            "train_seconds": self.train_seconds,
-            "seconds_per_epoch": self.train_seconds / max(epochs, 1),
-            "train_images_per_second": images / self.train_seconds if self.train_seconds else None,
-            "confusion_matrix": np.asarray(matrix).tolist(),
-            "run_dir": str(run_dir),
-        }
+            best_val_accuracy=max(history.get("val_accuracy", [float("nan")])),
+            wall_seconds=time.perf_counter() - self.started,
+            train_seconds=self.train_seconds,
+            seconds_per_epoch=self.train_seconds / max(epochs, 1),
+            train_images_per_second=images / self.train_seconds if self.train_seconds else None,
+            confusion_matrix=np.asarray(matrix).tolist(),
+            run_dir=str(run_dir),
+        )
         self.guard.shielded = (
             True  # from here on the run is complete: a late signal changes nothing
         )
-        write_json(run_dir / folders.METRICS, final)
-        checkpoints.discard(run_dir)
-        from kcnn.runs.html import write_report_after  # report.html, from the finished folder
-
-        write_report_after(run_dir)
-        return RunResult(run_dir, final, history, model)
+        self.records.write_status("completed", **{k: v for k, v in final.items() if k != "status"})
+        checkpoints.discard(self.run)
+        self.records.write_report()  # report.html, from the finished folder
+        result = RunResult(run_dir, final, history, model)
+        hooks.finished(self, result)
+        return result
 
 
 def _Recorder(trainer: Trainer):
@@ -669,7 +541,7 @@ def _Recorder(trainer: Trainer):
                 {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
             )
             trainer._seconds_at[len(trainer.rows)] = trainer.train_seconds
-            write_csv(trainer.run_dir / folders.HISTORY, trainer.rows)
+            trainer.run.write_history(trainer.rows)
             trainer._write_status("running")
 
     return Recorder()

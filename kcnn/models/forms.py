@@ -80,6 +80,9 @@ class DescribedCNN(keras.Model):
 
     @classmethod
     def from_config(cls, config):
+        # a saved model's config is read from a file: its size is checked before any allocation
+        shape = tuple(int(v) for v in config["input_shape"])
+        get_architecture(config["arch"]).check_input(shape, int(config["classes"]))
         model = cls(**config)
         model(np.zeros((1, *model.image_shape), dtype="float32"))
         return model

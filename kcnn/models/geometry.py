@@ -19,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from kcnn import defaults
+from kcnn.errors import KcnnError
 from kcnn.models.layers import BlockSpec, Shape, Spec
 from kcnn.models.windows import Window, conv_out
 
@@ -126,6 +128,50 @@ def totals(leaves: list[Leaf]) -> Totals:
         sum(x.trainable_params for x in leaves),
         sum(x.macs for x in leaves),
     )
+
+
+def _count(n: int) -> str:
+    """A count of any size for a message: 1,234,567, or about 10^33 (no huge int to text)."""
+    return f"{n:,}" if n < 10**15 else f"about 10^{int(n.bit_length() * 0.30103)}"
+
+
+def _gib(nbytes: int) -> str:
+    return f"{nbytes / 1024**3:,.1f} GiB" if nbytes < 10**15 else f"{_count(nbytes)} bytes"
+
+
+def _size(values: int) -> int:
+    total = 1
+    for v in values:
+        total *= int(v)
+    return total
+
+
+def check_affordable(name: str, specs: list[Spec], input_shape: Shape) -> None:
+    """Refuse, before Keras allocates anything, a model no ordinary machine can hold: an input
+    side over IMAGE_SIZE_MAX, more than MODEL_PARAMS_MAX parameters, or one image's float32 layer
+    outputs over ACTIVATION_BYTES_MAX (all in kcnn/defaults.py). Counts come from the specs."""
+    h, w, c = (int(v) for v in input_shape)
+    shown = f"{h}×{w}×{c}"
+    if max(h, w) > defaults.IMAGE_SIZE_MAX:
+        raise KcnnError(
+            f"{name}: input {shown} is over {defaults.IMAGE_SIZE_MAX:,} pixels a side "
+            "(IMAGE_SIZE_MAX in kcnn/defaults.py); use a smaller input"
+        )
+    leaves = trace(specs, (h, w, c))
+    params = sum(leaf.params for leaf in leaves)
+    if params > defaults.MODEL_PARAMS_MAX:
+        raise KcnnError(
+            f"{name} for a {shown} input and {_count(leaves[-1].output_shape[-1])} classes would "
+            f"have {_count(params)} parameters, over the limit of {defaults.MODEL_PARAMS_MAX:,} "
+            "(MODEL_PARAMS_MAX in kcnn/defaults.py); use fewer classes or a smaller input"
+        )
+    values = _size(input_shape) + sum(_size(leaf.output_shape) for leaf in leaves)
+    if values * 4 > defaults.ACTIVATION_BYTES_MAX:
+        raise KcnnError(
+            f"{name} on a {shown} input would hold {_gib(values * 4)} of layer outputs for "
+            f"one image, over the limit of {defaults.ACTIVATION_BYTES_MAX / 1024**3:g} GiB "
+            "(ACTIVATION_BYTES_MAX in kcnn/defaults.py); use a smaller input"
+        )
 
 
 def by_layer(specs: list[Spec], leaves: list[Leaf]) -> dict[str, dict[str, Any]]:

@@ -1,14 +1,19 @@
-"""Finding, reading and listing run folders: the one adapter between config.json/metrics.json and
-everything that looks at a finished run (`kcnn runs`, `show`, `compare`, `predict`, reports).
+"""Finding, reading and listing run folders: what `kcnn runs`, `show`, `compare`, `predict` and
+the reports see of a run.
 
-Every key of a run's records is read here and nowhere else, so a renamed key is a one-line change.
-Old and new spellings are both understood (`arch`/`api` or `backbone`/`head`). No TensorFlow.
+Every record is read through the run folder's owner (`kcnn.runs.run.RunFolder`): regular files
+inside the folder only, size-capped and schema-checked. A folder that fails is listed as damaged
+with the reason, never a traceback; a comparison lists its runs one level deep, never itself or
+another comparison's runs. Old and new spellings are both understood (`arch`/`api` or
+`backbone`/`head`). No TensorFlow.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -17,48 +22,53 @@ from typing import Any
 
 from kcnn.errors import KcnnError
 from kcnn.runs import folders
-from kcnn.runs.folders import COMPARISON_JSON, COMPARISON_MD
+from kcnn.runs.folders import COMPARISON_JSON, COMPARISON_MD  # noqa: F401  (re-exported)
+from kcnn.runs.records import Damaged
+from kcnn.runs.run import RunFolder
 
 DEFAULT_DIR = Path("runs")
 
 # What a folder is, when it is not a run with a readable status of its own.
-NOT_A_RUN, INCOMPLETE, COMPARISON = "not a run", "incomplete", "comparison"
+NOT_A_RUN, INCOMPLETE, COMPARISON, DAMAGED = "not a run", "incomplete", "comparison", "damaged"
+SWEEP = "sweep"  # a comparison folder that `kcnn sweep` made (kcnn.runs.sweep_report)
 
 _STAMP = re.compile(r"^(\d{8}-\d{6})-")
 
 
-def _read(path: Path) -> dict[str, Any] | None:
-    """A JSON record, or None if it is missing or cut short (a run killed while writing it)."""
+def _read(read) -> tuple[dict[str, Any] | None, str | None]:
+    """A record (None if missing) and what is wrong with it (None if nothing)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+        return read(), None
+    except FileNotFoundError:
+        return None, None
+    except Damaged as e:
+        return None, f"{e.path.name}: {e.reason}"
 
 
 @dataclass
 class RunInfo:
-    """One folder under a runs directory, read without trusting that it is complete."""
+    """One folder under a runs directory, read without trusting that it is complete or kcnn's."""
 
     folder: Path
     config: dict[str, Any] | None
     metrics: dict[str, Any] | None
     comparison: dict[str, Any] | None = None
     parent: RunInfo | None = field(default=None, repr=False)
+    damage: str | None = None  # why a record could not be trusted
+    member: bool = False  # loaded as a comparison's run: its own runs are never listed
 
     @classmethod
-    def load(cls, folder: str | Path, parent: RunInfo | None = None) -> RunInfo:
-        folder = Path(folder)
-        comparison = _read(folder / COMPARISON_JSON)
-        if comparison is None and (folder / COMPARISON_MD).is_file():
+    def load(cls, folder: str | Path, parent: RunInfo | None = None, member: bool = False):
+        run = RunFolder(folder)
+        if (parent is not None or member) and _is_link(run.path):
+            return cls(run.path, None, None, None, parent, "a link: not followed", member)
+        config, bad_config = _read(run.config)
+        metrics, bad_metrics = _read(run.metrics)
+        comparison, bad_comparison = (None, None) if member or parent else _read(run.comparison)
+        if comparison is None and not member and not parent and run.has(COMPARISON_MD):
             comparison = {}  # a comparison written before comparison.json existed (transfer)
-        return cls(
-            folder,
-            _read(folder / folders.CONFIG),
-            _read(folder / folders.METRICS),
-            comparison,
-            parent,
-        )
+        damage = bad_config or bad_metrics or bad_comparison
+        return cls(run.path, config, metrics, comparison, parent, damage, member)
 
     # --- what kind of folder -----------------------------------------------------------------
     @property
@@ -69,7 +79,9 @@ class RunInfo:
     def is_run(self) -> bool:
         """A training run folder (complete or not), as opposed to a comparison or a stray folder."""
         return not self.is_comparison and (
-            self.config is not None or (self.folder / folders.METRICS).exists()
+            self.config is not None
+            or self.damage is not None
+            or os.path.lexists(self.folder / folders.METRICS)
         )
 
     @property
@@ -78,21 +90,34 @@ class RunInfo:
 
     @cached_property
     def sub_runs(self) -> list[RunInfo]:
+        """A comparison's own run folders (real folders inside it, never links), one level deep."""
         from kcnn.runs import groups
 
-        if groups.is_group(self.folder):  # a group of seed runs: its runs, in their comparisons
-            seeds = [RunInfo.load(p, self) for p in sorted(self.folder.iterdir()) if p.is_dir()]
-            return groups.leaves(seeds)
-        if not self.is_comparison:
+        if groups.is_group(self.folder) and not self.member:  # a group of seed runs: its runs
+            found = [RunInfo.load(p) for p in RunFolder(self.folder).subfolders()]
+            return groups.leaves(
+                f if f.is_comparison else RunInfo.load(f.folder, self) for f in found
+            )
+        if not self.is_comparison or self.member:
             return []
-        subs = [RunInfo.load(p, self) for p in sorted(self.folder.iterdir()) if p.is_dir()]
+        try:
+            subs = [RunInfo.load(p, self) for p in RunFolder(self.folder).subfolders()]
+        except Damaged:
+            return []
         return [s for s in subs if s.is_run]
 
     @cached_property
     def members(self) -> list[RunInfo]:
-        """The runs a comparison compares: its own sub-folders, or those `kcnn compare` named."""
+        """The runs a comparison compares: its own sub-folders, or those `kcnn compare` named
+        (read as plain runs: a comparison that names itself or another comparison never
+        recurses)."""
+        if self.member or not self.is_comparison:
+            return []
         named = [Path(p) for p in self.settings.get("runs") or []]
-        return self.sub_runs or [RunInfo.load(p) for p in named if p.is_dir()]
+        here = self.folder.resolve()
+        return self.sub_runs or [
+            RunInfo.load(p, member=True) for p in named if p.is_dir() and p.resolve() != here
+        ]
 
     # --- settings (config.json) ---------------------------------------------------------------
     @property
@@ -189,8 +214,10 @@ class RunInfo:
     # --- results (metrics.json) ---------------------------------------------------------------
     @property
     def status(self) -> str:
+        if self.damage is not None:
+            return DAMAGED
         if self.is_comparison:
-            return COMPARISON
+            return SWEEP if self.comparison.get("kind") == SWEEP else COMPARISON
         if not self.is_run:
             return NOT_A_RUN
         if self.metrics is None or "status" not in self.metrics:
@@ -243,18 +270,17 @@ class RunInfo:
             return 0.0
 
     def history(self) -> dict[str, list[float]]:
-        """history.csv as {metric: per-epoch values}; empty if the run recorded none."""
-        from kcnn.runs.records import read_csv
-
+        """history.csv as {metric: per-epoch values}; empty if the run recorded none (or a
+        damaged one)."""
         try:
-            rows = read_csv(self.folder / folders.HISTORY)
-        except (OSError, ValueError):
+            rows = RunFolder(self.folder).history()
+        except Damaged:
             return {}
         found: dict[str, list[float]] = {}
         for row in rows:
             for key, value in row.items():
-                if key != "epoch" and value not in (None, ""):
-                    found.setdefault(key, []).append(float(value))
+                if key != "epoch":
+                    found.setdefault(key, []).append(value)
         return found
 
     def row(self) -> dict[str, Any]:
@@ -273,6 +299,7 @@ class RunInfo:
             "epochs_planned": self.epochs_planned,
             "test_accuracy": self.test_accuracy,
             "status": self.status,
+            "damage": self.damage,
             "duration_seconds": self.duration,
             "created": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.created)),
             "path": str(self.folder),
@@ -291,12 +318,21 @@ def find(run: str | Path, runs_dir: Path = DEFAULT_DIR) -> RunInfo:
     return RunInfo.load(path)
 
 
+def _is_link(path: Path) -> bool:
+    try:
+        return stat.S_ISLNK(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
 def find_run(run: str | Path) -> RunInfo:
     """A single training run (not a comparison) that finished well enough to have a model."""
     info = find(run)
     if info.is_comparison:
         subs = ", ".join(s.folder.name for s in info.sub_runs) or "none"
         raise KcnnError(f"{run} is a comparison folder; name one of its runs ({subs})")
+    if info.damage is not None:
+        raise KcnnError(f"{run} cannot be used: {info.damage}")
     if not info.is_run:
         raise KcnnError(f"{run} is not a run folder (no config.json); see `kcnn runs` for runs")
     if info.config is None:
@@ -309,7 +345,18 @@ def scan(runs_dir: str | Path = DEFAULT_DIR) -> list[RunInfo]:
     runs_dir = Path(runs_dir).expanduser()
     if not runs_dir.is_dir():
         raise KcnnError(f"no runs folder {runs_dir}; train something first or name a folder")
-    found = [RunInfo.load(p) for p in runs_dir.iterdir() if p.is_dir() and p.name[0] != "."]
+    try:
+        entries = RunFolder(runs_dir).entries()
+    except Damaged as e:
+        raise KcnnError(f"cannot list {runs_dir}: {e.reason}") from None
+    found = []
+    for entry in entries:
+        if entry.name[0] == ".":
+            continue
+        if entry.is_symlink():  # never followed: it may lead anywhere
+            found.append(RunInfo(Path(entry.path), None, None, damage="a link: not followed"))
+        elif entry.is_dir(follow_symlinks=False):
+            found.append(RunInfo.load(entry.path))
     return sorted(found, key=lambda r: (r.created, r.folder.name), reverse=True)
 
 

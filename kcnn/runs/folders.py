@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 import platform
-import re
 import sys
 import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
 
+from kcnn.engine.config import check_name
 from kcnn.errors import KcnnError
 
 # Files of a finished run (README, "A run folder").
@@ -26,28 +26,7 @@ COMPARISON_MD, COMPARISON_CSV, COMPARISON_JSON = (
 )
 OVERLAY, PROOF_JSON = "curves_overlay.png", "proof.json"
 
-NAME_MAX = 200
-
 STATUSES = ("running", "completed", "interrupted", "diverged", "failed")
-
-
-def check_name(name: str) -> str:
-    if (
-        not name
-        or name in (".", "..")
-        or "/" in name
-        or "\\" in name
-        or os.sep in name
-        or ".." in name
-    ):
-        raise KcnnError(f"run name {name!r} must be a plain name without path separators or '..'")
-    if len(name.encode()) > NAME_MAX:  # the folder adds a timestamp; file systems stop at 255 bytes
-        raise KcnnError(
-            f"run name {name[:40]!r}... is too long: pass a --name of at most {NAME_MAX} bytes"
-        )
-    if not re.fullmatch(r"[\w.+=@,-]+", name):
-        raise KcnnError(f"run name {name!r} may hold only letters, digits and . _ - + = @ ,")
-    return name
 
 
 def dataset_label(dataset: str) -> str:

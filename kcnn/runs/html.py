@@ -2,7 +2,9 @@
 
 Built purely from the folder's files (so any command can rebuild it after adding pictures):
 images are embedded as base64 data URIs and the CSS is inline, so the page can be mailed or
-opened offline. No scripts at all.
+opened offline. No scripts at all. The folder may be anyone's: every text is escaped, and a
+picture is embedded only if it is a PNG kcnn checked, read from a regular file inside the folder
+(`RunFolder.png`): a planted link to a private file is shown as missing, never embedded.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-from kcnn.runs import folders
+from kcnn import text
+from kcnn.runs import exports, folders, inspected
 from kcnn.runs.browse import COMPARISON_MD, RunInfo
-from kcnn.runs.records import write_atomic
+from kcnn.runs.records import Damaged
+from kcnn.runs.run import RunFolder
 
 REPORT = folders.REPORT_HTML
 VISUALIZE = "visualize"  # where `kcnn visualize` puts its pictures by default
@@ -34,8 +38,15 @@ pre{background:#f7f7f7;padding:.8em;overflow-x:auto;font-size:.8em}
 """
 
 
-def _image(path: Path, alt: str) -> str:
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
+def _image(folder: Path, name: str, alt: str) -> str:
+    """The picture `name` of `folder` embedded, or a note saying why it is not."""
+    try:
+        data = base64.b64encode(RunFolder(folder).png(name)).decode("ascii")
+    except FileNotFoundError:
+        return ""
+    except (Damaged, ValueError) as e:
+        why = e.reason if isinstance(e, Damaged) else "not a name inside the folder"
+        return f"<p><em>{html.escape(name)} not shown: {html.escape(why)}</em></p>"
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
@@ -50,11 +61,11 @@ def _value(value: Any) -> str:
 
 
 def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    head = "".join(f"<th>{text.html(c)}</th>" for c in columns)
 
     def cell(v):
         cls = ' class="n"' if isinstance(v, (int, float)) else ""
-        return f"<td{cls}>{html.escape(_value(v))}</td>"
+        return f"<td{cls}>{text.html(_value(v))}</td>"
 
     body = "".join("<tr>" + "".join(cell(r.get(c)) for c in columns) + "</tr>" for r in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
@@ -65,14 +76,34 @@ def _pairs(record: dict[str, Any], name: str = "setting") -> str:
 
 
 def _pictures(folder: Path) -> list[str]:
-    shown = sorted((folder / VISUALIZE).glob("*.png")) if (folder / VISUALIZE).is_dir() else []
-    return [f"<h3>{html.escape(p.stem.replace('_', ' '))}</h3>{_image(p, p.stem)}" for p in shown]
+    try:
+        shown = RunFolder(folder).pictures(VISUALIZE)
+    except Damaged:
+        return []
+    titles = [Path(name).stem for name in shown]
+    return [
+        f"<h3>{html.escape(title.replace('_', ' '))}</h3>{_image(folder, name, title)}"
+        for name, title in zip(shown, titles, strict=True)
+    ]
+
+
+def _exports_section(folder: Path) -> list[str]:
+    """What `kcnn export` measured (RUN/export.json): one row per exported format."""
+    recorded = exports.read(folder)
+    if not recorded:
+        return []
+    rows = [dict(zip(exports.TABLE_COLUMNS, row, strict=True)) for row in exports.rows(recorded)]
+    note = (
+        "<p>Each exported file reloaded in its own runtime and run on the run's test split; "
+        "speed measured on the machine that exported it.</p>"
+    )
+    return ["<h2>Exported models</h2>", note, _table(rows, list(exports.TABLE_COLUMNS))]
 
 
 def _page(title: str, parts: list[str]) -> str:
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"
+        f"<title>{text.html(title)}</title><style>{_CSS}</style></head><body>"
         + "\n".join(p for p in parts if p)
         + "</body></html>\n"
     )
@@ -99,17 +130,18 @@ def _run_page(info: RunInfo) -> str:
     if info.params is not None:
         results["parameters"] = info.params
     parts = [
-        f"<h1>{html.escape(title)}</h1>",
+        f"<h1>{text.html(title)}</h1>",
         f'<p><span class="status {html.escape(info.status)}">{html.escape(info.status)}</span> '
-        f"<code>{html.escape(str(folder))}</code></p>",
+        f"<code>{text.html(folder)}</code></p>",
         "<h2>Results</h2>",
         _pairs(results, "result"),
     ]
-    if (folder / folders.CURVES).is_file():
-        parts += ["<h2>Learning curves</h2>", _image(folder / folders.CURVES, "learning curves")]
-    if (folder / folders.CONFUSION).is_file():
-        parts += ["<h2>Confusion matrix (test set)</h2>"]
-        parts += [_image(folder / folders.CONFUSION, "confusion matrix")]
+    curves = _image(folder, folders.CURVES, "learning curves")
+    if curves:
+        parts += ["<h2>Learning curves</h2>", curves]
+    confusion = _image(folder, folders.CONFUSION, "confusion matrix")
+    if confusion:
+        parts += ["<h2>Confusion matrix (test set)</h2>", confusion]
     if info.per_class:
         rows = [{"class": name, **scores} for name, scores in info.per_class.items()]
         for avg in ("macro_avg", "weighted_avg"):
@@ -120,9 +152,11 @@ def _run_page(info: RunInfo) -> str:
     pictures = _pictures(folder)
     if pictures:
         parts += ["<h2>Inside the network</h2>", *pictures]
+    parts += _inspected(folder)
+    parts += _exports_section(folder)
     parts += ["<h2>Settings</h2>", _pairs(settings)]
-    if (folder / folders.SUMMARY).is_file():
-        summary = (folder / folders.SUMMARY).read_text(encoding="utf-8", errors="replace")
+    summary = _text(folder, folders.SUMMARY)
+    if summary:
         parts += ["<h2>Model</h2>", f"<pre>{html.escape(summary)}</pre>"]
     if (folder / "tensorboard").is_dir():
         parts += [f"<p>TensorBoard logs: <code>tensorboard --logdir {html.escape(str(folder))}"]
@@ -133,12 +167,139 @@ def _run_page(info: RunInfo) -> str:
     return _page(title, parts)
 
 
+# --- the sections of `kcnn inspect` / `kcnn calibrate` (their records in RUN/inspect/) -----------
+
+
+def _inspected(folder: Path) -> list[str]:
+    """The errors, calibration and robustness sections, each where its record exists; a record
+    that cannot be read (damaged, a link, from another version) leaves a note, never the page."""
+    parts: list[str] = []
+    for name, section in (
+        (inspected.ERRORS_JSON, _errors_section),
+        (inspected.CALIBRATION_JSON, _calibration_section),
+        (inspected.ROBUSTNESS_JSON, _robustness_section),
+    ):
+        try:
+            record = RunFolder(folder).json(f"{inspected.INSPECT}/{name}")
+        except FileNotFoundError:
+            continue
+        except Damaged as e:
+            parts.append(f"<p><em>{html.escape(name)} not shown: {html.escape(e.reason)}</em></p>")
+            continue
+        try:
+            parts += section(record, folder)
+        except (ValueError, KeyError, TypeError, AttributeError, IndexError):
+            parts.append(f"<p><em>{html.escape(name)} not shown: not a kcnn record</em></p>")
+    return parts
+
+
+def _picture(folder: Path, name: str, alt: str) -> list[str]:
+    return [_image(folder, f"{inspected.INSPECT}/{name}", alt)]
+
+
+def _errors_section(e: dict[str, Any], folder: Path) -> list[str]:
+    pairs = [
+        {
+            "true": p["true_name"],
+            "taken for": p["predicted_name"],
+            "images": p["count"],
+            "share of true class": f"{p['share_of_true']:.1%}",
+        }
+        for p in e["confused_pairs"]
+    ]
+    classes = [
+        {"class": r["name"], "accuracy": r["accuracy"], "images": r["images"]}
+        for r in e["per_class_accuracy"]
+    ]
+    parts = [
+        "<h2>Errors (test set)</h2>",
+        f"<p>{e['misclassified']:,} of {e['images']:,} test images misclassified "
+        f"(accuracy {e['accuracy']:.4f}).</p>",
+    ]
+    if pairs:
+        parts += ["<h3>Most-confused pairs</h3>"]
+        parts += [_table(pairs, ["true", "taken for", "images", "share of true class"])]
+    parts += ["<h3>Per-class accuracy, worst first</h3>"]
+    parts += [_table(classes, ["class", "accuracy", "images"])]
+    parts += ["<h3>Highest-loss test images, with Grad-CAM</h3>"]
+    parts += _picture(folder, inspected.TOP_LOSSES_PNG, "highest-loss test images")
+    if e.get("misclassified_csv"):
+        parts += [
+            f"<p>Misclassified files: <code>{html.escape(inspected.INSPECT)}/"
+            f"{html.escape(e['misclassified_csv'])}</code></p>"
+        ]
+    return parts
+
+
+def _calibration_section(c: dict[str, Any], folder: Path) -> list[str]:
+    keys = ["images", "accuracy", "ece", "mce", "brier", "nll"]
+    rows = [{"probabilities": "model", **{k: c["before"][k] for k in keys}}]
+    if "after" in c:
+        label = f"temperature {c['temperature']:.3f}"
+        rows.append({"probabilities": label, **{k: c["after"][k] for k in keys}})
+    parts = [
+        "<h2>Calibration (test set)</h2>",
+        f"<p>ECE and MCE over {int(c['bins'])} equal-width confidence bins; Brier score; NLL.",
+    ]
+    fit = c.get("fit")
+    if fit:
+        parts[-1] += (
+            f" Temperature fitted on {int(fit['validation_images']):,} validation images "
+            f"(Guo et al. 2017): validation NLL {fit['validation_nll_before']:.4f} → "
+            f"{fit['validation_nll_after']:.4f}; <code>kcnn predict</code> uses it."
+        )
+    parts[-1] += "</p>"
+    parts += [_table(rows, ["probabilities", *keys])]
+    return parts + _picture(folder, inspected.RELIABILITY_PNG, "reliability diagram")
+
+
+def _robustness_section(r: dict[str, Any], folder: Path) -> list[str]:
+    severities = int(r["severities"])
+    columns = ["corruption", *(str(s) for s in range(severities + 1)), "error"]
+    rows = [
+        {
+            "corruption": name,
+            "0": r["clean_accuracy"],
+            **{str(s + 1): a for s, a in enumerate(accs)},
+            "error": r["corruption_error"][name],
+        }
+        for name, accs in r["accuracy"].items()
+    ]
+    return [
+        "<h2>Robustness (test set)</h2>",
+        f"<p>Accuracy of {int(r['images']):,} test images under each corruption at severities 1 to "
+        f"{severities} (0: clean), after Hendrycks &amp; Dietterich 2019. Mean corruption error "
+        f"{r['mean_corruption_error']:.4f}; relative to the clean error "
+        f"{r['relative_mean_corruption_error']:+.4f}.</p>",
+        _table(rows, columns),
+        *_picture(folder, inspected.ROBUSTNESS_PNG, "accuracy against severity"),
+        *_picture(folder, inspected.CORRUPTIONS_PNG, "one test image under every corruption"),
+    ]
+
+
+# A backslash-escaped character in markdown (kcnn.text.markdown_cell writes them for names)
+# stands for itself: it is set aside as a private-use character before any markdown is read, and
+# put back, HTML-escaped, at the end.
+_ESCAPED = re.compile(r"\\([!-/:-@\[-`{-~])")
+_PRIVATE = 0xF0000  # a plane of private-use characters: one per ASCII punctuation mark
+
+
+def _protect(text: str) -> str:
+    return _ESCAPED.sub(lambda m: chr(_PRIVATE + ord(m.group(1))), text)
+
+
+def _restore(text: str) -> str:
+    return re.sub(
+        "[\U000f0000-\U000f007f]", lambda m: html.escape(chr(ord(m.group(0)) - _PRIVATE)), text
+    )
+
+
 def _inline(text: str, folder: Path) -> str:
-    """The markdown kcnn's comparison.md uses inside a line: images, `code`, **bold**."""
+    """The markdown kcnn's comparison.md uses inside a line: images, `code`, **bold**, and
+    backslash escapes (a protected text: see `_protect`)."""
 
     def image(m):
-        path = folder / m.group(2)
-        return _image(path, m.group(1)) if path.is_file() else html.escape(m.group(0))
+        return _image(folder, m.group(2), m.group(1)) or html.escape(m.group(0))
 
     parts = re.split(r"(!\[[^\]]*\]\([^)]*\))", text)
     out = []
@@ -150,13 +311,13 @@ def _inline(text: str, folder: Path) -> str:
         part = html.escape(part)
         part = re.sub(r"`([^`]+)`", r"<code>\1</code>", part)
         out.append(re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", part))
-    return "".join(out)
+    return _restore("".join(out))
 
 
 def markdown_html(text: str, folder: Path) -> str:
     """comparison.md as HTML: headings, pipe tables, images and paragraphs (all it contains)."""
     out: list[str] = []
-    for block in re.split(r"\n\s*\n", text.strip()):
+    for block in re.split(r"\n\s*\n", _protect(text).strip()):
         lines = block.splitlines()
         if lines and lines[0].startswith("#"):
             level = min(len(lines[0]) - len(lines[0].lstrip("#")), 3)
@@ -178,8 +339,7 @@ def markdown_html(text: str, folder: Path) -> str:
 
 def _comparison_page(info: RunInfo) -> str:
     folder = info.folder
-    md = folder / COMPARISON_MD
-    text = md.read_text(encoding="utf-8") if md.is_file() else f"# {folder.name}"
+    text = _text(folder, COMPARISON_MD) or f"# {folder.name}"
     title = text.splitlines()[0].lstrip("#").strip() if text else folder.name
     parts = [markdown_html(text, folder)]
     subs = [s.row() for s in info.members]
@@ -190,13 +350,20 @@ def _comparison_page(info: RunInfo) -> str:
     return _page(title, parts)
 
 
+def _text(folder: Path, name: str) -> str:
+    """A text file of the folder, or "" when it is missing or cannot be trusted."""
+    try:
+        return RunFolder(folder).text(name)
+    except (FileNotFoundError, Damaged):
+        return ""
+
+
 def write_report(folder: str | Path) -> Path:
     """Write `folder/report.html` from the files in the run or comparison folder; returns its path."""
     info = RunInfo.load(folder)
     page = _comparison_page(info) if info.is_comparison else _run_page(info)
-    path = info.folder / REPORT
-    write_atomic(path, page)
-    return path
+    RunFolder(info.folder).write_text(REPORT, page)
+    return info.folder / REPORT
 
 
 def write_report_after(folder: str | Path) -> Path | None:
@@ -207,5 +374,8 @@ def write_report_after(folder: str | Path) -> Path | None:
     try:
         return write_report(folder)
     except Exception as e:  # noqa: BLE001  (any failure here must not undo a finished run)
-        print(f"warning: {Path(folder) / REPORT} not written: {e}", file=sys.stderr)
+        print(
+            f"warning: {text.terminal(Path(folder) / REPORT)} not written: {text.terminal(e)}",
+            file=sys.stderr,
+        )
         return None

@@ -1,8 +1,19 @@
-"""Pictures of a run: learning curves, the confusion matrix, and overlaid curves for comparisons."""
+"""Pictures of a run: learning curves, the confusion matrix, and overlaid curves for comparisons.
+
+Names in a picture (class names, run labels, titles) come from a user's data or a run folder, so
+they are drawn as plain text: every figure is made and saved inside `literal_text()`, where
+matplotlib reads no `$...$` as mathtext (a class named `$5 bills` would otherwise be parsed as
+TeX, and crash the drawing), and control characters are shown as escapes. A picture is a by-product
+of a run: one that cannot be drawn is a warning on stderr, never a lost run.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+import functools
+import inspect
+import sys
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -12,28 +23,78 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from kcnn import text  # noqa: E402
+
 History = Mapping[str, Sequence[float]]  # "loss", "val_loss", "accuracy", "val_accuracy" per epoch
+
+# matplotlib's own switches for text drawn as given: no mathtext (`text.parse_math`, read by every
+# Text object when it is made, tick labels made while saving included), no LaTeX, and no mathtext
+# in the axes' number formatting either.
+LITERAL_TEXT = {
+    "text.parse_math": False,
+    "text.usetex": False,
+    "axes.formatter.use_mathtext": False,
+}
+
+
+@contextlib.contextmanager
+def literal_text() -> Iterator[None]:
+    """Make and save figures in here: every text in them is drawn literally."""
+    with matplotlib.rc_context(LITERAL_TEXT):
+        yield
+
+
+def label(name: object) -> str:
+    """A name as figure text: control characters and bidi overrides as visible escapes."""
+    return text.terminal(name)
+
+
+def _never_fatal(draw):
+    """A drawing function whose failure (any error, a font, a full disk) is one warning line and
+    no file, leaving the run or comparison that asked for it whole."""
+
+    signature = inspect.signature(draw)
+
+    @functools.wraps(draw)
+    def drawn(*args, **kwargs) -> bool:
+        before = set(plt.get_fignums())
+        try:
+            with literal_text():
+                draw(*args, **kwargs)
+            return True
+        except Exception as e:  # noqa: BLE001  (a picture must never cost a finished run)
+            for number in set(plt.get_fignums()) - before:  # its own half-made figure only
+                plt.close(number)
+            path = signature.bind(*args, **kwargs).arguments.get("path", draw.__name__)
+            print(f"warning: {label(path)} not drawn: {label(e)}", file=sys.stderr)
+            return False
+
+    return drawn
 
 
 def _save(fig, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
+        tmp.replace(path)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
 
 
+@_never_fatal
 def overlay_curves(histories: Mapping[str, History], path: str | Path, title: str = "") -> None:
     """Loss and accuracy per epoch, train (solid) and validation (dashed), one colour per run.
 
     Runs get different markers and shrinking line widths, so curves that coincide exactly (three
-    API forms from the same initial weights) all stay visible.
+    API forms from the same initial weights) all stay visible. Returns whether it was drawn.
     """
     rates = any(len(h.get("learning_rate", ())) for h in histories.values())
     metrics = ("loss", "accuracy", "learning_rate") if rates else ("loss", "accuracy")
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     markers = "osD^vP*X"
-    for i, (label, history) in enumerate(histories.items()):
+    for i, (run, history) in enumerate(histories.items()):
         colour, marker, width = (
             colours[i % len(colours)],
             markers[i % len(markers)],
@@ -45,7 +106,7 @@ def overlay_curves(histories: Mapping[str, History], path: str | Path, title: st
                 if values is not None and len(values):
                     epochs = np.arange(1, len(values) + 1)
                     part = "validation" if prefix else "train"
-                    name = f"{label} {part if metric != 'learning_rate' else ''}".strip()
+                    name = f"{label(run)} {part if metric != 'learning_rate' else ''}".strip()
                     ax.plot(
                         epochs,
                         values,
@@ -62,17 +123,19 @@ def overlay_curves(histories: Mapping[str, History], path: str | Path, title: st
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(metric.replace("_", " "))
         ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[1]:
-            ax.legend(fontsize=7)
+        lines = [line for line in ax.get_lines() if line.get_label()]
+        if lines:  # handed over explicitly: a label starting with "_" is still shown
+            ax.legend(lines, [line.get_label() for line in lines], fontsize=7)
     if title:
-        fig.suptitle(title)
+        fig.suptitle(label(title))
     _save(fig, Path(path))
 
 
-def curves(history: History, path: str | Path, title: str = "") -> None:
-    overlay_curves({"": history}, path, title)
+def curves(history: History, path: str | Path, title: str = "") -> bool:
+    return overlay_curves({"": history}, path, title)
 
 
+@_never_fatal
 def confusion_matrix(
     matrix: np.ndarray, class_names: Sequence[str], path: str | Path, title: str = ""
 ) -> None:
@@ -82,8 +145,9 @@ def confusion_matrix(
     image = ax.imshow(matrix, cmap="Blues")
     fig.colorbar(image, ax=ax, fraction=0.046)
     if n <= 30:
-        ax.set_xticks(range(n), class_names, rotation=45, ha="right", fontsize=8)
-        ax.set_yticks(range(n), class_names, fontsize=8)
+        names = [label(c) for c in class_names]
+        ax.set_xticks(range(n), names, rotation=45, ha="right", fontsize=8)
+        ax.set_yticks(range(n), names, fontsize=8)
         threshold = matrix.max() / 2 if matrix.size else 0
         for i in range(n):
             for j in range(n):
@@ -98,7 +162,7 @@ def confusion_matrix(
                 )
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(title or "confusion matrix (test set)")
+    ax.set_title(label(title) if title else "confusion matrix (test set)")
     _save(fig, Path(path))
 
 

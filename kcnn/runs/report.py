@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from kcnn import text
 from kcnn.runs import groups, plots, stats
 from kcnn.runs.folders import COMPARISON_CSV, COMPARISON_MD, OVERLAY
 from kcnn.runs.records import write_atomic, write_csv
@@ -21,11 +22,14 @@ def _cell(value: Any) -> str:
         return f"{value:,.4f}" if abs(value) < 1000 else f"{value:,.0f}"
     if isinstance(value, int):
         return f"{value:,}"
-    return "" if value is None else str(value)
+    return "" if value is None else text.markdown_cell(value)
 
 
 def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    """A pipe table; every cell and header escaped, so names (a run's, a class's, a setting's
+    value) stay in their cell whatever characters they hold."""
+    header = " | ".join(text.markdown_cell(c) for c in columns)
+    lines = [f"| {header} |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(_cell(row.get(c)) for c in columns) + " |" for row in rows]
     return "\n".join(lines)
 
@@ -45,10 +49,11 @@ def write_comparison(
     """
     folder = Path(folder)
     columns = list(dict.fromkeys(k for row in rows for k in row))
-    write_csv(folder / COMPARISON_CSV, rows, columns)
+    cells = [{k: text.csv_cell(v) for k, v in row.items()} for row in rows]
+    write_csv(folder / COMPARISON_CSV, cells, columns)  # no cell a spreadsheet runs as a formula
     plots.overlay_curves(histories, folder / OVERLAY, title=title)
     parts = [
-        f"# {title}",
+        f"# {text.markdown_cell(title)}",
         intro,
         "## Results",
         markdown_table(rows, columns),

@@ -9,6 +9,7 @@ backbone's `preprocess_input`). `LoadedRun` is shared by `predict`, `visualize` 
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ import numpy as np
 from kcnn.errors import KcnnError
 from kcnn.runs import folders
 from kcnn.runs.browse import RunInfo, find_run
+from kcnn.runs.records import Damaged
+from kcnn.runs.run import RunFolder
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 PREDICT_BATCH = 64  # images per call of the model when predicting
@@ -33,12 +36,13 @@ def load_model(path: Path):
 @dataclass
 class LoadedRun:
     info: RunInfo
-    model: Any
+    model: Any  # the run's Keras model; None when an exported model file stands in for it
     data_shape: tuple[int, int, int]  # the data set's own image shape
     input_shape: tuple[int, int, int]  # the model's input
     prepare: Any  # uint8 (B, *data_shape) -> the float batch the model takes
     _forward: Any = field(default=None, repr=False)  # the model as one compiled call
     _names: list[str] | None = field(default=None, repr=False)
+    _parts: Any = field(default=None, repr=False)  # the run's splits, rebuilt once (labelled)
 
     def label(self, index: int) -> str:
         """A class's name from config.json ("classes"); its number if the run recorded none."""
@@ -54,11 +58,28 @@ class LoadedRun:
 
         if self._forward is None:
             self._forward = tf.function(lambda x: self.model(x, training=False))
-        parts = [
-            np.asarray(self._forward(self.prepare(images[i : i + batch])))
-            for i in range(0, len(images), batch)
-        ]
-        return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
+        return predict_batches(self._forward, self.prepare, images, batch)
+
+    def splits(self):
+        """The run's splits rebuilt from config.json as training made them (the same data, by
+        its fingerprint), or None when that data cannot be had here."""
+        try:
+            if self._parts is None:
+                self._parts = _rebuild(self.info.settings)
+        except KcnnError:
+            return None
+        parts = self._parts[0]
+        return parts if parts.x_test.shape[1:] == self.data_shape else None
+
+    def test_split(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Every test image (uint8, the data set's form) and its label, or None."""
+        parts = self.splits()
+        return None if parts is None else (parts.x_test, np.asarray(parts.y_test))
+
+    def train_images(self) -> np.ndarray | None:
+        """The run's training images (its training split only: neither validation nor test)."""
+        parts = self.splits()
+        return None if parts is None else parts.x_train
 
     def test_images(self, count: int) -> np.ndarray | None:
         """The first `count` test images of the run's data set, rebuilt from config.json (same
@@ -76,15 +97,127 @@ class LoadedRun:
             )
             parts = splits.make_splits(
                 data,
-                s.get("val_split", 0.2),
-                s.get("seed"),
+                s.get("val_split", defaults.VAL_SPLIT),
+                s.get("seed", defaults.SEED),
                 s.get("limit"),
-                s.get("test_split", 0.2),
+                s.get("test_split", defaults.TEST_SPLIT),
             )
         except (KcnnError, OSError, KeyError, ValueError):
             return None
         images = parts.x_test[:count]
         return images if images.shape[1:] == self.data_shape else None
+
+    def labelled(self, split: str = "test", limit: int | None = None) -> Labelled:
+        """Every image of the run's test (or validation) split with its label, rebuilt from
+        config.json as training split it, and for an image-folder data set each image's file.
+        `limit`: a stratified subset of at most that many, drawn from the run's seed, in the
+        split's order. The data must be the very data the run trained on (its fingerprint)."""
+        if split not in ("test", "val"):
+            raise ValueError(f"split {split!r}: test or val")
+        if self._parts is None:
+            self._parts = _rebuild(self.info.settings)
+        parts, files = self._parts
+        x, y = (parts.x_test, parts.y_test) if split == "test" else (parts.x_val, parts.y_val)
+        paths = files.get(split)
+        if x.shape[1:] != self.data_shape:
+            raise KcnnError(
+                f"the run's data set gives {'×'.join(map(str, x.shape[1:]))} images now, but the "
+                f"run was trained on {'×'.join(map(str, self.data_shape))}"
+            )
+        if limit is not None and limit < len(y):
+            from kcnn.data.splits import stratified_subset
+
+            seed = self.info.settings.get("seed", 0)
+            chosen = np.sort(stratified_subset(np.arange(len(y)), y, limit, seed))
+            x, y = x[chosen], y[chosen]
+            paths = [paths[i] for i in chosen] if paths is not None else None
+        return Labelled(x, y, paths)
+
+
+@dataclass
+class Labelled:
+    """Images of one split of a run's data, their labels, and their files (image folders only:
+    None for registered data sets and .npz files, whose images have no file of their own)."""
+
+    images: np.ndarray  # uint8 (N, *data_shape)
+    labels: np.ndarray  # int64 (N,)
+    paths: list[str] | None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def predict_batches(forward, prepare, images: np.ndarray, batch: int = PREDICT_BATCH) -> np.ndarray:
+    """`forward(prepare(chunk))` over `images` a batch at a time, as one float32 array."""
+    parts = [
+        np.asarray(forward(prepare(images[i : i + batch])), dtype=np.float32)
+        for i in range(0, len(images), batch)
+    ]
+    return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
+
+
+def _rebuild(settings: dict[str, Any]):
+    """(the run's splits, {split: file paths}) from config.json's settings, exactly as the trainer
+    made them; refused when the data cannot be loaded here or is not the data the run saw."""
+    import dataclasses
+
+    from kcnn import defaults
+    from kcnn.data import datasets, splits
+    from kcnn.data.prepared import data_fingerprint
+
+    s = settings
+    name = s.get("dataset")
+    if not name:
+        raise KcnnError("the run's config.json names no data set; its test split cannot be rebuilt")
+    seed = s.get("seed", defaults.SEED)
+    args = (s.get("val_split", defaults.VAL_SPLIT), seed, s.get("limit"))
+    test_split = s.get("test_split", defaults.TEST_SPLIT)
+    try:
+        data = datasets.load(
+            name, s.get("data_dir"), seed, s.get("shapes_count", defaults.SHAPES_COUNT)
+        )
+    except KcnnError as e:
+        raise KcnnError(f"the run's data set cannot be loaded here ({e})") from None
+    recorded = s.get("data_fingerprint")
+    if recorded and recorded != data_fingerprint(data):
+        raise KcnnError(
+            f"the data set {name} is not the data this run trained on (its fingerprint differs): "
+            "its test split cannot be rebuilt; point the run at the original data"
+        )
+    parts = splits.make_splits(data, *args, test_split)
+    files: dict[str, list[str]] = {}
+    listing = _folder_files(name) if not datasets.DATASETS.get(name) else None
+    if listing is not None:
+        train_files, test_files = listing
+        # The same split drawn over file numbers: the splits depend on the labels and the seed
+        # alone, never on the pixels, so file i lands where image i did.
+        index = dataclasses.replace(
+            data,
+            x_train=np.arange(len(data.y_train)),
+            x_test=None if data.x_test is None else np.arange(len(data.y_test)),
+        )
+        where = splits.make_splits(index, *args, test_split)
+        test_pool = test_files if test_files is not None else train_files
+        files["val"] = [train_files[i] for i in where.x_val]
+        files["test"] = [test_pool[i] for i in where.x_test]
+    return parts, files
+
+
+def _folder_files(dataset: str) -> tuple[list[str], list[str] | None] | None:
+    """An image folder's files in the order its loader read them: (training files, test files
+    or None); None when the data set is not an image folder."""
+    from kcnn.data import formats
+
+    root = Path(dataset).expanduser()
+    if not root.is_dir():
+        return None
+
+    def listing(folder: Path) -> list[str]:
+        return [str(f) for files in formats.class_files(folder).values() for f in files]
+
+    if (root / "train").is_dir() and (root / "test").is_dir():
+        return listing(root / "train"), listing(root / "test")
+    return listing(root), None
 
 
 def _data_shape(info: RunInfo, input_shape: tuple[int, int, int]) -> tuple[int, int, int]:
@@ -93,84 +226,221 @@ def _data_shape(info: RunInfo, input_shape: tuple[int, int, int]) -> tuple[int, 
     return info.data_image_shape or input_shape
 
 
-def load(run: str | Path) -> LoadedRun:
+def load(run: str | Path, exported: str | Path | None = None) -> LoadedRun:
+    """A run ready to predict: its own model.keras, or with `exported` an exported model file
+    (`.onnx`, `.tflite`, a SavedModel folder) in its runtime, fed by the run's preprocessing."""
     info = find_run(run)  # before TensorFlow is imported: a wrong name answers at once
     from kcnn.data.pipeline import prepare_batch_fn
     from kcnn.models import backbones
 
-    model = load_model(info.folder / folders.MODEL)
-    input_shape = info.input_shape or tuple(int(v) for v in model.input_shape[1:])
+    model, forward = None, None
+    if exported is not None:
+        from kcnn.use import runtimes
+
+        runtime = runtimes.open_model(exported)
+        input_shape = _exported_input_shape(info, runtime, exported)
+        forward = runtime.predict
+    else:
+        try:
+            model_file = RunFolder(info.folder).model_file()
+        except FileNotFoundError:
+            model_file = (
+                info.folder / folders.MODEL
+            )  # load_model says what is missing and what to do
+        except Damaged as e:
+            raise KcnnError(f"cannot use {e.path}: {e.reason}") from None
+        model = load_model(model_file)
+        input_shape = info.input_shape or tuple(int(v) for v in model.input_shape[1:])
     preprocess = backbones.get(info.backbone).preprocess_input() if info.backbone else None
     data_shape = _data_shape(info, input_shape)
     prepare = prepare_batch_fn(data_shape, input_shape, preprocess)
-    return LoadedRun(info, model, data_shape, input_shape, prepare)
+    loaded = LoadedRun(info, model, data_shape, input_shape, prepare, forward)
+    if exported is not None:
+        _check_outputs(loaded, exported)
+    return loaded
+
+
+def _exported_input_shape(info: RunInfo, runtime, path) -> tuple[int, int, int]:
+    """The run's input shape, which the exported model must take (when the file states one)."""
+    shape = info.input_shape or runtime.input_shape
+    if shape is None or len(shape) != 3:
+        raise KcnnError(f"cannot tell which image size {path} takes: {info.folder} records none")
+    if runtime.input_shape is not None and tuple(runtime.input_shape) != tuple(shape):
+        got, want = ("×".join(map(str, v)) for v in (runtime.input_shape, shape))
+        raise KcnnError(
+            f"{path} takes {got} inputs but the run {info.folder.name} takes {want}: "
+            "pass the run the model was exported from"
+        )
+    return tuple(int(v) for v in shape)
+
+
+def _check_outputs(loaded: LoadedRun, path) -> None:
+    """An exported model of another network (other classes) is refused, not mislabelled."""
+    probe = np.zeros((1, *loaded.data_shape), dtype=np.uint8)
+    out = loaded.predict(probe)
+    classes = len(loaded.info.class_names)
+    if out.ndim != 2 or (classes and out.shape[1] != classes):
+        raise KcnnError(
+            f"{path} gives outputs of shape {out.shape[1:]} but the run "
+            f"{loaded.info.folder.name} has {classes} classes: pass the run it was exported from"
+        )
 
 
 def read_image(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
-    """An image file as uint8 (H, W, C) in `shape`: any mode (RGBA, P, L, 16-bit...) and size."""
-    from PIL import Image, UnidentifiedImageError
+    """An image file as uint8 (H, W, C) in `shape`: any mode (RGBA, P, L, 16-bit...) and size.
 
+    The file may come from anyone: it is opened only if it is a regular file (a FIFO, a device or
+    a link to one is refused without being waited on: `formats.open_regular`), Pillow's
+    decompression-bomb guard is kcnn's pixel limit with its warning made an error (a small file
+    that claims a huge size is refused from its header), and whatever a damaged file makes the
+    decoder raise is one `KcnnError` naming the file.
+    """
+    import warnings
+
+    from PIL import Image
+
+    from kcnn import defaults
+    from kcnn.data import formats
+
+    Image.MAX_IMAGE_PIXELS = defaults.MAX_IMAGE_PIXELS
     try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-                # 16-bit and float greys: scale their own range to 0..255
-                a = np.asarray(im, dtype=np.float64)
-                lo, hi = float(a.min()), float(a.max())
-                a = (a - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(a)
-                im = Image.fromarray(a.round().astype(np.uint8), "L")
-            # RGBA/LA/P: the colours as drawn (alpha dropped), then the data's channel count
-            im = im.convert("L" if shape[2] == 1 else "RGB")
-            if im.size != (shape[1], shape[0]):
-                im = im.resize((shape[1], shape[0]), Image.Resampling.BILINEAR)
-            a = np.asarray(im, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise KcnnError(f"cannot read image {path}: {e}") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with formats.open_regular(path) as f, Image.open(f) as im:
+                a = _decoded(im, shape)
+    except KcnnError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise KcnnError(
+            f"{path} is too large an image (over the limit of {defaults.MAX_IMAGE_PIXELS:,} "
+            "pixels, MAX_IMAGE_PIXELS in kcnn/defaults.py): not read"
+        ) from None
+    except Image.UnidentifiedImageError:
+        raise KcnnError(f"cannot read image {path}: not an image Pillow can decode") from None
+    except Exception as e:  # noqa: BLE001  (a damaged file can make a decoder raise anything)
+        reason = str(e) or type(e).__name__
+        raise KcnnError(f"cannot read image {path}: {reason}") from None
     return a.reshape(shape)
 
 
-def image_files(paths: list[Path]) -> list[Path]:
-    """Files named on the command line, and the image files inside named folders (sorted)."""
-    found: list[Path] = []
+def _decoded(im, shape: tuple[int, int, int]) -> np.ndarray:
+    from PIL import Image
+
+    im.load()
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        # 16-bit and float greys: scale their own range to 0..255
+        a = np.asarray(im, dtype=np.float64)
+        lo, hi = float(a.min()), float(a.max())
+        a = (a - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(a)
+        im = Image.fromarray(a.round().astype(np.uint8), "L")
+    # RGBA/LA/P: the colours as drawn (alpha dropped), then the data's channel count
+    im = im.convert("L" if shape[2] == 1 else "RGB")
+    if im.size != (shape[1], shape[0]):
+        im = im.resize((shape[1], shape[0]), Image.Resampling.BILINEAR)
+    return np.asarray(im, dtype=np.uint8)
+
+
+def _folder_images(folder: Path) -> Iterator[Path | KcnnError]:
+    """The image files directly inside a named folder, sorted; an entry that is a link leading
+    out of the folder is a refusal (what the folder holds is read, nothing it points at)."""
+    try:
+        root = folder.resolve(strict=True)
+        entries = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    except OSError as e:
+        yield KcnnError(f"cannot list {folder}: {e.strerror or e}")
+        return
+    for entry in entries:
+        if entry.is_symlink():
+            try:
+                inside = entry.resolve(strict=True).is_relative_to(root)
+            except (OSError, RuntimeError):  # a dangling or looping link
+                inside = False
+            if not inside:
+                yield KcnnError(f"{entry} is a link out of {folder}; not read")
+                continue
+        yield entry
+
+
+def _listed(paths: list[Path]) -> Iterator[Path | KcnnError]:
     for path in paths:
         if path.is_dir():
-            found += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            yield from _folder_images(path)
         else:
-            found.append(path)
-    return found
+            yield path
 
 
-def predict_files(loaded: LoadedRun, paths: list[Path], top: int) -> list[dict[str, Any]]:
-    """Top-`top` classes per readable image; unreadable ones get one line on stderr each."""
-    if top < 1:
-        raise KcnnError(f"--top {top}: give at least 1")
-    files = image_files(paths)
-    if not files:
-        raise KcnnError("no image files given (PNG or JPEG files, or folders holding them)")
-    images, readable, problems = [], [], []
-    for path in files:
+def image_files(paths: list[Path]) -> list[Path]:
+    """Files named on the command line, and the image files inside named folders (sorted;
+    links out of a folder left out)."""
+    return [p for p in _listed(paths) if isinstance(p, Path)]
+
+
+def _batches(paths: list[Path], shape: tuple[int, int, int]):
+    """The readable images, PREDICT_BATCH at a time, each batch with the refusals (one message
+    per file) met while reading it; the last batch may be short or empty."""
+    batch: list[tuple[Path, np.ndarray]] = []
+    problems: list[str] = []
+    for item in _listed(paths):
         try:
-            images.append(read_image(path, loaded.data_shape))
-            readable.append(path)
+            if isinstance(item, KcnnError):
+                raise item
+            batch.append((item, read_image(item, shape)))
         except KcnnError as e:
             problems.append(str(e))
-    if not images:
+        if len(batch) == PREDICT_BATCH:
+            yield batch, problems
+            batch, problems = [], []
+    yield batch, problems
+
+
+def predict_files(loaded: LoadedRun, paths: list[Path], top: int) -> Iterator[dict[str, Any]]:
+    """Top-`top` classes per readable image, yielded as each batch is predicted.
+
+    Images are read and predicted PREDICT_BATCH at a time, so a folder of any size takes the
+    memory of one batch. An image that cannot be read is one `error:` line on stderr, and the
+    others are still predicted; when none can be, that is the error (one line, exit 2).
+    """
+    if top < 1:
+        raise KcnnError(f"--top {top}: give at least 1")
+    unsaid: list[str] = []  # refusals not printed yet: until an image is read, one may be the error
+    done = 0
+    for batch, problems in _batches(paths, loaded.data_shape):
+        unsaid += problems
+        if batch or done:
+            for message in unsaid:
+                _say_error(message)
+            unsaid = []
+        if batch:
+            yield from _top(loaded, batch, top)
+            done += len(batch)
+    if not done and not unsaid:
+        raise KcnnError("no image files given (PNG or JPEG files, or folders holding them)")
+    if not done:
         raise KcnnError(
-            problems[0]
-            if len(problems) == 1
-            else f"none of the {len(files)} images could be read ({problems[0]}; ...)"
+            unsaid[0]
+            if len(unsaid) == 1
+            else f"none of the {len(unsaid)} images could be read ({unsaid[0]}; ...)"
         )
-    for problem in problems:  # the others are still predicted
-        print(f"error: {problem}", file=sys.stderr)
-    probabilities = loaded.predict(np.stack(images))
+
+
+def _top(loaded: LoadedRun, batch: list[tuple[Path, np.ndarray]], top: int):
+    probabilities = loaded.predict(np.stack([image for _, image in batch]))
+    from kcnn.use import calibration
+
+    temperature = calibration.read_temperature(loaded.info.folder)  # fitted by `kcnn calibrate`
+    if temperature is not None:
+        probabilities = calibration.with_temperature(probabilities, temperature)
     k = min(top, probabilities.shape[-1])
-    results = []
-    for path, p in zip(readable, probabilities, strict=True):
+    for (path, _), p in zip(batch, probabilities, strict=True):
         best = np.argsort(-p)[:k]
-        results.append(
-            {
-                "image": str(path),
-                "top": [{"class": loaded.label(i), "probability": float(p[i])} for i in best],
-            }
-        )
-    return results
+        yield {
+            "image": str(path),
+            "top": [{"class": loaded.label(i), "probability": float(p[i])} for i in best],
+            "calibration_temperature": temperature,  # None: the model's own probabilities
+        }
+
+
+def _say_error(message: str) -> None:
+    from kcnn.text import terminal
+
+    print(f"error: {terminal(message)}", file=sys.stderr, flush=True)

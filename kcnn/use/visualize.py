@@ -10,6 +10,7 @@ GradientTape gives Grad-CAM its gradients (Selvaraju et al. 2017, arXiv:1610.023
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -119,6 +120,27 @@ def run(model, x, wanted: list) -> tuple[dict[int, object], object]:
     return taps, x
 
 
+def _literal(draw):
+    """Make `draw`'s figure with every text in it drawn literally (kcnn.runs.plots.literal_text):
+    class and layer names come from the run, and a `$` in them is not mathtext."""
+
+    @functools.wraps(draw)
+    def drawn(*args, **kwargs):
+        from kcnn.runs import plots
+
+        with plots.literal_text():
+            return draw(*args, **kwargs)
+
+    return drawn
+
+
+def _label(name: object) -> str:
+    from kcnn.runs import plots
+
+    return plots.label(name)
+
+
+@_literal
 def _grid(images: list[np.ndarray], titles: list[str], path: Path, title: str, cmap="viridis"):
     import matplotlib
 
@@ -133,8 +155,8 @@ def _grid(images: list[np.ndarray], titles: list[str], path: Path, title: str, c
         ax.axis("off")
     for ax, image, label in zip(axes.flat, images, titles, strict=False):
         ax.imshow(image, cmap=None if image.ndim == 3 else cmap, interpolation="nearest")
-        ax.set_title(label, fontsize=6)
-    fig.suptitle(title, fontsize=9)
+        ax.set_title(_label(label), fontsize=6)
+    fig.suptitle(_label(title), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -171,6 +193,7 @@ def _chosen(layers: list) -> list:
     return [layers[i] for i in sorted(set(picks))]
 
 
+@_literal
 def feature_maps_png(loaded: LoadedRun, image: np.ndarray, path: Path) -> list[str]:
     """Up to MAX_CHANNELS channels of the maps after each chosen conv stage, one row each."""
     chosen = _chosen(conv_layers(loaded.model))
@@ -197,7 +220,7 @@ def feature_maps_png(loaded: LoadedRun, image: np.ndarray, path: Path) -> list[s
             ax.imshow(picture, cmap="viridis", interpolation="nearest")
     for r, layer in enumerate(chosen):
         shape = "×".join(map(str, np.asarray(taps[id(layer)]).shape[1:]))
-        axes[r, 0].set_title(f"{layer.name} ({shape})", fontsize=6, loc="left")
+        axes[r, 0].set_title(_label(f"{layer.name} ({shape})"), fontsize=6, loc="left")
     fig.suptitle("feature maps, first channels of each conv stage", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
@@ -225,6 +248,7 @@ def grad_cam(loaded: LoadedRun, image: np.ndarray) -> tuple[np.ndarray, int, np.
     return cam, predicted, np.asarray(probabilities[0]), spatial[-1].name
 
 
+@_literal
 def grad_cam_png(loaded: LoadedRun, image: np.ndarray, path: Path) -> dict:
     import matplotlib
 
@@ -245,10 +269,10 @@ def grad_cam_png(loaded: LoadedRun, image: np.ndarray, path: Path) -> dict:
     axes[1].set_title(f"Grad-CAM {cam.shape[0]}×{cam.shape[1]}", fontsize=8)
     axes[2].imshow(shown, cmap="gray", interpolation="nearest")
     axes[2].imshow(heat, cmap="jet", alpha=0.45, interpolation="bilinear")
-    axes[2].set_title(f"{name} ({probabilities[predicted]:.2f})", fontsize=8)
+    axes[2].set_title(_label(f"{name} ({probabilities[predicted]:.2f})"), fontsize=8)
     for ax in axes:
         ax.axis("off")
-    fig.suptitle(f"where {layer} looked for '{name}'", fontsize=9)
+    fig.suptitle(_label(f"where {layer} looked for '{name}'"), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -256,15 +280,17 @@ def grad_cam_png(loaded: LoadedRun, image: np.ndarray, path: Path) -> dict:
 
 
 def visualize(loaded: LoadedRun, image: np.ndarray, out: Path) -> dict:
-    """Write the three pictures into `out`; returns what they show."""
+    """Write the three pictures into `out`; returns what they show. Each picture is drawn into a
+    fresh file and renamed, so a link planted at a picture's name is replaced, never written
+    through."""
+    from kcnn.runs.records import fresh_file
+
     out.mkdir(parents=True, exist_ok=True)
-    first = filters_png(loaded.model, out / FILTERS)
-    stages = feature_maps_png(loaded, image, out / FEATURE_MAPS)
-    prediction = grad_cam_png(loaded, image, out / GRAD_CAM)
-    return {
-        "folder": str(out),
-        "filters": first,
-        "feature_maps": stages,
-        "grad_cam": prediction,
-        "files": [FILTERS, FEATURE_MAPS, GRAD_CAM],
-    }
+    shown = {}
+    with fresh_file(out / FILTERS, ".png") as tmp:
+        shown["filters"] = filters_png(loaded.model, tmp)
+    with fresh_file(out / FEATURE_MAPS, ".png") as tmp:
+        shown["feature_maps"] = feature_maps_png(loaded, image, tmp)
+    with fresh_file(out / GRAD_CAM, ".png") as tmp:
+        shown["grad_cam"] = grad_cam_png(loaded, image, tmp)
+    return {"folder": str(out), **shown, "files": [FILTERS, FEATURE_MAPS, GRAD_CAM]}

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from kcnn.errors import KcnnError, unknown
+from kcnn.models import geometry
 from kcnn.models.layers import ShapeError, Spec, output_shapes
 
 
@@ -56,9 +57,11 @@ class Architecture:
         return self.specs(classes, self.variant) if self.variant else self.specs(classes)
 
     def check_input(self, input_shape: tuple[int, int, int], classes: int) -> None:
-        """Refuse an input too small for this network, naming the smallest size that works."""
+        """Refuse an input too small for this network, naming the smallest size that works, and
+        a model too big for an ordinary machine (`geometry.check_affordable`), before building."""
+        specs = self.describe(classes)
         try:
-            output_shapes(self.describe(classes), input_shape)
+            output_shapes(specs, input_shape)
             if min(input_shape[:2]) < self.min_input:
                 raise ShapeError(f"{self.name} shrinks its input {self.min_input}-fold")
         except ShapeError as e:
@@ -67,6 +70,7 @@ class Architecture:
                 f"{self.name} cannot take {input_shape[0]}×{input_shape[1]} images ({e}); "
                 f"the smallest input that works is {smallest}×{smallest}: pass --image-size {smallest} or larger"
             ) from None
+        geometry.check_affordable(self.name, specs, input_shape)
 
     def min_size(self, channels: int = 3, classes: int = 10) -> int:
         """The smallest square input side this network accepts."""

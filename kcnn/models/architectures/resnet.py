@@ -38,14 +38,6 @@ REFERENCE_PARAMS = {
     "resnet101": 44_549_160,
     "resnet152": 60_192_808,
 }
-# multiply-adds at 224×224×3, 1000 classes (Table 1's FLOPs row, which counts multiply-adds)
-REFERENCE_MACS = {
-    "resnet18": 1.8e9,
-    "resnet34": 3.6e9,
-    "resnet50": 3.8e9,
-    "resnet101": 7.6e9,
-    "resnet152": 11.3e9,
-}
 
 
 @register(

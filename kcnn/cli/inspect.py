@@ -1,0 +1,245 @@
+"""`kcnn inspect`, `kcnn calibrate` and `kcnn lr-find`: understanding a trained network (its
+errors, its confidence, its robustness) and choosing a learning rate before training."""
+
+from __future__ import annotations
+
+import inspect as signature
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from kcnn.cli.app import AsJson, app, print_json, say
+from kcnn.cli.options import (
+    AS_JSON,
+    CONFIG_FILE,
+    CONTEXT,
+    fold_negatives,
+    resolve,
+    setting_parameters,
+)
+from kcnn.engine.config import TrainConfig
+from kcnn.errors import KcnnError
+
+Run = Annotated[str, typer.Argument(help="A run folder (or its name under runs/).")]
+Limit = Annotated[
+    int | None,
+    typer.Option(
+        help="Use a stratified subset of at most N test (and validation) images "
+        "\\[default: the whole split].",
+        show_default=False,
+        metavar="N",
+    ),
+]
+
+
+def _check_limit(limit: int | None) -> None:
+    if limit is not None and limit < 1:
+        raise KcnnError(f"--limit {limit}: give at least 1 image, or drop --limit")
+
+
+def _report(folder: Path) -> None:
+    from kcnn.runs import html
+
+    html.write_report_after(folder)  # the report now shows the new sections
+
+
+@app.command("inspect")
+def inspect_run(
+    run: Run,
+    errors: Annotated[
+        bool, typer.Option("--errors", help="Confused pairs, per-class accuracy, top losses.")
+    ] = False,
+    calibration: Annotated[
+        bool, typer.Option("--calibration", help="ECE, MCE, Brier, NLL, reliability diagram.")
+    ] = False,
+    robustness: Annotated[
+        bool, typer.Option("--robustness", help="Accuracy under 8 corruptions × 5 severities.")
+    ] = False,
+    limit: Limit = None,
+    as_json: AsJson = False,
+) -> None:
+    """A trained run's errors, calibration and robustness on its own test split (all three when none is named), into RUN/inspect/ and report.html."""
+    from kcnn.use import calibration as calibrating
+    from kcnn.use import errors as erring
+    from kcnn.use import predict as use
+    from kcnn.use import robustness as corrupting
+
+    _check_limit(limit)
+    everything = not (errors or calibration or robustness)
+    loaded = use.load(run)
+    answer: dict[str, Any] = {"run": str(loaded.info.folder)}
+    if errors or everything:
+        answer["errors"] = erring.analyse(loaded, limit)
+    if calibration or everything:
+        answer["calibration"] = calibrating.calibrate(loaded, fit=False, limit=limit)
+    if robustness or everything:
+        answer["robustness"] = corrupting.evaluate(loaded, limit)
+    _report(loaded.info.folder)
+    if as_json:
+        print_json(answer)
+        return
+    say(*_lines(answer))  # class names are the data's: shown, never sent raw
+
+
+def _lines(answer: dict[str, Any]) -> list[str]:
+    lines = [f"run: {answer['run']}"]
+    e = answer.get("errors")
+    if e:
+        lines.append(
+            f"errors: {e['misclassified']} of {e['images']} test images misclassified "
+            f"(accuracy {e['accuracy']:.4f})"
+        )
+        for pair in e["confused_pairs"][:5]:
+            lines.append(
+                f"  {pair['true_name']} taken for {pair['predicted_name']}: {pair['count']} "
+                f"({pair['share_of_true']:.1%} of {pair['true_name']})"
+            )
+        worst = ", ".join(f"{r['name']} {r['accuracy']:.3f}" for r in e["per_class_accuracy"][:5])
+        lines.append(f"  worst classes: {worst}")
+        if e.get("misclassified_csv"):
+            lines.append("  misclassified files: inspect/misclassified.csv")
+    c = answer.get("calibration")
+    if c:
+        lines += _calibration_lines(c)
+    r = answer.get("robustness")
+    if r:
+        lines.append(
+            f"robustness: clean accuracy {r['clean_accuracy']:.4f}, mean corruption error "
+            f"{r['mean_corruption_error']:.4f} (relative {r['relative_mean_corruption_error']:+.4f})"
+        )
+        for name, accs in r["accuracy"].items():
+            lines.append(f"  {name:<15}" + " ".join(f"{a:.3f}" for a in accs))
+    lines.append(f"report: {Path(answer['run']) / 'report.html'}")
+    return lines
+
+
+def _calibration_lines(c: dict[str, Any]) -> list[str]:
+    b = c["before"]
+    lines = [
+        f"calibration on {b['images']} test images: ECE {b['ece']:.4f}  MCE {b['mce']:.4f}  "
+        f"Brier {b['brier']:.4f}  NLL {b['nll']:.4f}"
+    ]
+    if "after" in c:
+        a = c["after"]
+        lines.append(
+            f"  with temperature {c['temperature']:.3f}: ECE {a['ece']:.4f}  MCE {a['mce']:.4f}  "
+            f"Brier {a['brier']:.4f}  NLL {a['nll']:.4f}"
+        )
+    return lines
+
+
+@app.command("calibrate")
+def calibrate(run: Run, limit: Limit = None, as_json: AsJson = False) -> None:
+    """Fit temperature scaling on a run's validation split (Guo et al. 2017): `kcnn predict` then gives calibrated probabilities."""
+    from kcnn.use import calibration as calibrating
+    from kcnn.use import predict as use
+
+    _check_limit(limit)
+    loaded = use.load(run)
+    record = calibrating.calibrate(loaded, fit=True, limit=limit)
+    _report(loaded.info.folder)
+    if as_json:
+        print_json({"run": str(loaded.info.folder), "calibration": record})
+        return
+    fit = record["fit"]
+    typer.echo(
+        f"temperature {fit['temperature']:.4f} (validation NLL {fit['validation_nll_before']:.4f} "
+        f"-> {fit['validation_nll_after']:.4f} on {fit['validation_images']} images)"
+    )
+    typer.echo("\n".join(_calibration_lines(record)))
+    say(f"kcnn predict {loaded.info.folder} now gives calibrated probabilities")
+
+
+def calibrate_after_training(run_dir: Path) -> dict[str, Any]:
+    """`--calibrate` at training: calibrate the finished run (the model is loaded from its folder,
+    as `kcnn calibrate` would). Progress goes to stderr; the record is returned."""
+    from kcnn.use import calibration as calibrating
+    from kcnn.use import predict as use
+
+    loaded = use.load(run_dir)
+    record = calibrating.calibrate(loaded, fit=True)
+    _report(loaded.info.folder)
+    return record
+
+
+def show_calibrated(records: list[dict[str, Any]] | None) -> None:
+    """What `--calibrate` found, after a training command's own result."""
+    for record in records or []:
+        typer.echo(f"calibrated: temperature {record['temperature']:.4f}")
+        typer.echo("\n".join(_calibration_lines(record)))
+
+
+# --- kcnn lr-find ---------------------------------------------------------------------------------
+
+
+def _option(name: str, annotation, default) -> signature.Parameter:
+    return signature.Parameter(
+        name, signature.Parameter.KEYWORD_ONLY, default=default, annotation=annotation
+    )
+
+
+LR_FIND_OPTIONS = [
+    _option(
+        "steps",
+        Annotated[
+            int | None,
+            typer.Option(
+                help="Steps of the sweep \\[default: one epoch, at least 100].", show_default=False
+            ),
+        ],
+        None,
+    ),
+    _option("start_lr", Annotated[float, typer.Option(help="The first rate.")], 1e-7),
+    _option("end_lr", Annotated[float, typer.Option(help="The last rate.")], 10.0),
+]
+
+
+def _lr_find(ctx: typer.Context, steps, start_lr, end_lr, config_file, as_json, **values) -> None:
+    from kcnn.use.lr_find import check_sweep, lr_find
+
+    check_sweep(steps, start_lr, end_lr)  # before the settings' checks, which load TensorFlow
+    if values.get("arch") is None and config_file is None:
+        raise KcnnError("name an architecture (see `kcnn list models`)")
+    config = resolve(TrainConfig, ctx, values, config_file)
+
+    record = lr_find(config, steps, start_lr, end_lr)
+    if as_json:
+        print_json({k: record[k] for k in ("folder", "suggestions", "steps_done", "seconds")})
+        return
+    s = record["suggestions"]
+
+    def rate(value):
+        return "none (sweep too short)" if value is None else f"{value:.2e}"
+
+    typer.echo(
+        f"suggested learning rates: steepest descent {rate(s['steepest'])}, "
+        f"minimum/10 {rate(s['minimum_over_10'])}  ({record['steps_done']} steps)"
+    )
+    say(f"records: {record['folder']}")
+
+
+def _register_lr_find() -> None:
+    """`kcnn lr-find ARCH [training options]`: the options of `kcnn train`, from TrainConfig, so
+    the sweep trains what `kcnn train` with those options would."""
+    settings = [
+        p
+        for k, spec in TrainConfig.settings().items()
+        for p in setting_parameters(TrainConfig, k, spec)
+    ]
+    parameters = [CONTEXT, *settings, *LR_FIND_OPTIONS, CONFIG_FILE, AS_JSON]
+
+    def command(ctx: typer.Context, **values: Any) -> None:
+        _lr_find(ctx, **fold_negatives(ctx, values))
+
+    command.__signature__ = signature.Signature(parameters)
+    command.__annotations__ = {p.name: p.annotation for p in parameters}
+    help_text = (
+        "The learning-rate range test (Smith 2017, fastai lr_find): an exponential sweep of the "
+        "rate over one epoch with `kcnn train`'s options; prints the suggested rates."
+    )
+    command.__doc__ = help_text
+    app.command("lr-find", help=help_text)(command)
+
+
+_register_lr_find()

@@ -1,0 +1,135 @@
+"""`kcnn sweep FILE`: a hyperparameter search (Optuna), every trial a normal run folder."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kcnn.cli.app import AsJson, app, print_json
+from kcnn.cli.options import MLFLOW_HELP, tracked
+
+
+@app.command("sweep")
+def sweep(
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="A sweep file: one [[run]] table and a [sweep] table naming the space, the "
+            "metric and the trials (see experiments/sweep-*.toml).",
+            metavar="FILE",
+        ),
+    ],
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            "--dry-run",
+            help="Check the file, its space and its data, print the plan, and stop.",
+        ),
+    ] = False,
+    jobs: Annotated[int, typer.Option(help="Trials at once, each worker in its own process.")] = 1,
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            help="The study's database (an SQLAlchemy URL such as postgresql://host/db), shared "
+            "by workers on several machines \\[default: SWEEP/study.db].",
+            show_default=False,
+            metavar="URL",
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder that receives the sweep folder \\[default: the run's out].",
+            show_default=False,
+        ),
+    ] = None,
+    confirm: Annotated[
+        int,
+        typer.Option(help="Afterwards, re-run the best K trials over --seeds seeds and compare."),
+    ] = 0,
+    seeds: Annotated[int, typer.Option(help="Seeds per confirmed trial (seed, seed+1, ...).")] = 3,
+    mlflow: Annotated[
+        str | None,
+        typer.Option("--mlflow", help=MLFLOW_HELP, show_default=False, metavar="[URI]"),
+    ] = None,
+    worker: Annotated[int | None, typer.Option(hidden=True)] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Search settings with Optuna: TPE, random or grid sampling, pruning from each epoch's
+    validation metric, the study in SQLite (the same command again continues it)."""
+    from kcnn.commands import sweep as sweeping
+    from kcnn.errors import KcnnError
+
+    plan = sweeping.load(file, out)
+    if check:
+        sweeping.preflight(plan)
+        shown = {
+            "file": str(file),
+            "folder": str(plan.folder),
+            "command": plan.command,
+            "metric": plan.metric,
+            "direction": plan.direction,
+            "trials": plan.trials,
+            "sampler": plan.sampler,
+            "pruner": plan.pruner,
+            "space": {k: d.describe() for k, d in plan.space.items()},
+        }
+        if as_json:
+            print_json(shown)
+        else:
+            typer.echo(
+                f"{file}: {plan.trials} {plan.command} trials, {plan.sampler} sampler, "
+                f"{plan.pruner} pruner, {plan.direction} {plan.metric}; into {plan.folder}"
+            )
+            for key, text in shown["space"].items():
+                typer.echo(f"  {key}: {text}")
+        return
+    if confirm < 0 or (confirm and seeds < 1):
+        raise KcnnError(f"--confirm {confirm} --seeds {seeds}: give 1 or more of each")
+
+    def echo(text: str) -> None:
+        print(text, file=sys.stderr if as_json else sys.stdout, flush=True)
+
+    tags = {"kcnn.sweep": plan.name}
+    with tracked(mlflow, experiment=plan.name, tags=tags) as tracker:
+        if worker is not None:  # one of `--jobs N`'s processes: trials only
+            sweeping.work(plan, storage, worker, echo)
+            return
+        extra = (f"--mlflow={mlflow}",) if mlflow is not None else ()
+        record = sweeping.run(plan, storage, jobs, echo, worker_args=extra)
+        if confirm:
+            sweeping.confirm(plan, record, confirm, seeds, echo)
+            from kcnn.runs import sweep_report
+
+            record = sweep_report.write(plan.folder, sweeping.open_study(plan, storage), plan)
+        if tracker is not None:
+            from kcnn.runs import mlflow_log, sweep_report
+
+            files = [sweep_report.TRIALS_JSON, sweep_report.TRIALS_CSV, "report.html"]
+            files += [*sweep_report.PLOTS, sweep_report.BEST_CONFIG]
+            mlflow_log.log_folder(tracker, plan.folder, f"{plan.name}-report", files)
+    if as_json:
+        print_json(record)
+        return
+    best = record.get("best")
+    counts = record["counts"]
+    typer.echo(
+        f"{plan.name}: {counts['complete']} complete, {counts['pruned']} pruned, "
+        f"{counts['fail']} failed"
+    )
+    if best:
+        params = ", ".join(
+            f"{k.removeprefix('param:')}={v}" for k, v in best.items() if k.startswith("param:")
+        )
+        test = best.get("test_accuracy")
+        typer.echo(
+            f"best: trial {best['trial']} ({params}): {plan.metric} {best['score']:.4f}"
+            + (f", test accuracy {test:.4f}" if test is not None else "")
+        )
+    if record.get("best_config"):
+        typer.echo(f"replay: kcnn run {plan.folder / record['best_config']}")
+    typer.echo(f"report: {plan.folder / 'report.html'}")

@@ -1,0 +1,582 @@
+"""A run folder: the one owner of what it holds, how it is written and how it is read back.
+
+Written by kcnn: made fresh (`RunFolder.create`), locked while a process works in it, every
+record written atomically through a fresh temporary file (`kcnn.runs.records`), so a planted
+link is replaced, never written through.
+
+Read as untrusted: run folders are passed around (a classmate's results, a course's reference
+runs), so every read takes a regular file inside the folder only, within a size cap for its
+kind, and checks it against its record's schema (types, finite numbers, sane sizes). What fails
+is `Damaged`, naming the file and the reason: `kcnn runs` lists such a folder as damaged, the
+other commands refuse it in one line. Nothing here imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import io
+import math
+import os
+import stat
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kcnn import defaults
+from kcnn.engine import checkpoints
+from kcnn.errors import KcnnError
+from kcnn.runs import folders
+from kcnn.runs.records import (
+    Damaged,
+    fresh_file,
+    read_bytes,
+    read_csv_record,
+    read_json_record,
+    read_text,
+    write_atomic,
+    write_csv,
+    write_json,
+)
+
+MiB = 1024 * 1024
+LOCK = ".lock"
+# The most a record of each kind may hold: generous for anything kcnn writes (10,000 classes'
+# confusion matrix is the biggest), small enough that a planted /dev/zero or a huge file costs
+# nothing.
+CAPS = {
+    folders.CONFIG: 2 * MiB,
+    folders.METRICS: 64 * MiB,
+    folders.HISTORY: 16 * MiB,
+    folders.SUMMARY: 8 * MiB,
+    folders.COMPARISON_JSON: 64 * MiB,
+    folders.COMPARISON_MD: 16 * MiB,
+    folders.PROOF_JSON: 16 * MiB,
+}
+PNG_CAP = 32 * MiB
+PNG_PIXELS = 64 * 1024 * 1024  # a picture kcnn draws is a few megapixels
+JSON_CAP = 16 * MiB  # any other JSON record (export.json, a checkpoint note, ...)
+MAX_ENTRIES = 10_000  # folders listed inside one folder: more is not a runs folder kcnn made
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+# --- schemas ------------------------------------------------------------------------------------
+# A check takes a value and returns an error phrase, or None when the value is fine. Every key is
+# optional (records of interrupted runs hold fewer), and null is always allowed.
+
+Check = Callable[[Any], str | None]
+
+
+def _number(low: float = -math.inf, high: float = math.inf) -> Check:
+    def check(v):
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            return "not a number"
+        if not math.isfinite(v) or not low <= v <= high:
+            return f"not a number from {low:g} to {high:g}"
+        return None
+
+    return check
+
+
+def _count(v) -> str | None:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        return "not a whole number ≥ 0"
+    return None
+
+
+def _text(v) -> str | None:
+    return None if isinstance(v, str) and len(v) <= 4096 else "not text (or over 4096 characters)"
+
+
+def _flag(v) -> str | None:
+    return None if isinstance(v, bool) else "not true or false"
+
+
+def _choice(*allowed: str) -> Check:
+    return lambda v: None if v in allowed else f"not one of {', '.join(allowed)}"
+
+
+def _list_of(item: Check, most: int = defaults.MAX_CLASSES) -> Check:
+    def check(v):
+        if not isinstance(v, list) or len(v) > most:
+            return f"not a list of at most {most:,} items"
+        return next((f"item {i}: {e}" for i, x in enumerate(v) if (e := item(x))), None)
+
+    return check
+
+
+def _mapping_of(item: Check, most: int = defaults.MAX_CLASSES + 2) -> Check:
+    def check(v):
+        if not isinstance(v, dict) or len(v) > most:
+            return f"not a table of at most {most:,} entries"
+        return next((f"{k!r}: {e}" for k, x in v.items() if x is not None and (e := item(x))), None)
+
+    return check
+
+
+def _shape(v) -> str | None:
+    if (
+        not isinstance(v, list)
+        or len(v) != 3
+        or any(isinstance(d, bool) or not isinstance(d, int) for d in v)
+        or not all(1 <= d <= defaults.IMAGE_SIZE_MAX for d in v[:2])
+        or not 1 <= v[2] <= 4
+    ):
+        return "not an image shape [height, width, channels]"
+    return None
+
+
+def _anything(v) -> str | None:
+    return None  # bounded already: size cap and nesting depth
+
+
+_unit, _seconds = _number(0.0, 1.0), _number(0.0)
+_scores = _mapping_of(_number(0.0, 1e12), most=8)
+
+METRICS_SCHEMA: dict[str, Check] = {
+    "command": _text,
+    "status": _choice(*folders.STATUSES),
+    "epochs_completed": _count,
+    "epochs_planned": _count,
+    "dataset": _text,
+    "dataset_fallback": _flag,
+    "arch": _text,
+    "api": _text,
+    "backbone": _text,
+    "head": _text,
+    "test_loss": _number(0.0),
+    "test_accuracy": _unit,
+    "best_val_accuracy": _unit,
+    "wall_seconds": _seconds,
+    "train_seconds": _seconds,
+    "seconds_per_epoch": _seconds,
+    "train_images_per_second": _seconds,
+    "build_seconds": _seconds,
+    "feature_seconds": _seconds,
+    "params": _mapping_of(_count, most=8),
+    "total_params": _count,
+    "trainable_params": _count,
+    "frozen_params": _count,
+    "per_class": _mapping_of(_scores),
+    "macro_avg": _scores,
+    "weighted_avg": _scores,
+    "confusion_matrix": _list_of(_list_of(_count)),
+    "run_dir": _text,
+    "signal": _text,
+}
+
+FACTS_SCHEMA: dict[str, Check] = {
+    "command": _text,
+    "input_shape": _shape,
+    "image_shape": _shape,
+    "classes": _list_of(_text),
+    "fit": _choice("none", "pad", "resize"),
+    "split_sizes": _mapping_of(_count, most=8),
+    "data_fingerprint": _text,
+    "versions": _mapping_of(_text, most=64),
+    "replicas": _count,
+    "device_names": _list_of(_text, most=4096),
+    "runs": _list_of(_text, most=MAX_ENTRIES),  # kcnn compare: the runs it compared
+}
+
+
+def _check_settings(record: dict[str, Any], where: Path) -> None:
+    """The settings in a config.json, each checked by kcnn's own schema for that setting."""
+    from kcnn.engine.config import COMMANDS, check_value
+
+    command = COMMANDS.get(record.get("command"))
+    if command is None:
+        return
+    for key, spec in command.settings().items():
+        if record.get(key) is not None:
+            try:
+                check_value(key, spec, record[key])
+            except KcnnError as e:
+                raise Damaged(where, f"setting {key}: {str(e)[:160]}") from None
+
+
+def check_record(record: dict[str, Any], schema: Mapping[str, Check], where: Path) -> dict:
+    for key, check in schema.items():
+        value = record.get(key)
+        if value is not None and (problem := check(value)):
+            raise Damaged(where, f"{key} is {_short(value)}: {problem}")
+    return record
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+# --- the folder ---------------------------------------------------------------------------------
+
+
+class RunFolder:
+    """A run or comparison folder on disk: its records read as untrusted, written atomically."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._lock_fd: int | None = None
+
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.path)!r})"
+
+    @classmethod
+    def create(cls, out: str | Path, name: str) -> RunFolder:
+        """A new, empty folder `<out>/<timestamp>-<name>` (never one that exists already)."""
+        return cls(folders.create(out, name))
+
+    # --- reads ---------------------------------------------------------------------------------
+
+    def json(self, name: str, schema: Mapping[str, Check] | None = None) -> dict[str, Any]:
+        """A JSON record; FileNotFoundError if missing, Damaged if it fails its checks."""
+        record = read_json_record(self.path, name, CAPS.get(name, JSON_CAP))
+        return check_record(record, schema or {}, self.path / name)
+
+    def config(self) -> dict[str, Any]:
+        record = self.json(folders.CONFIG, FACTS_SCHEMA)
+        _check_settings(record, self.path / folders.CONFIG)
+        return record
+
+    def metrics(self) -> dict[str, Any]:
+        return self.json(folders.METRICS, METRICS_SCHEMA)
+
+    def comparison(self) -> dict[str, Any]:
+        record = self.json(folders.COMPARISON_JSON)
+        config = record.get("config")
+        if config is not None and not isinstance(config, dict):
+            raise Damaged(self.path / folders.COMPARISON_JSON, "its config is not a table")
+        check_record(config or {}, FACTS_SCHEMA, self.path / folders.COMPARISON_JSON)
+        return record
+
+    def has(self, name: str) -> bool:
+        """Whether `name` is a regular file here (a link or a special file does not count)."""
+        try:
+            return stat.S_ISREG(os.lstat(self.path / name).st_mode)
+        except OSError:
+            return False
+
+    def text(self, name: str) -> str:
+        return read_text(self.path, name, CAPS.get(name, JSON_CAP))
+
+    def history(self) -> list[dict[str, float]]:
+        """history.csv's epochs, numbered 1, 2, ... with a number in every cell ([] if none)."""
+        where = self.path / folders.HISTORY
+        try:
+            rows = read_csv_record(self.path, folders.HISTORY, CAPS[folders.HISTORY])
+        except FileNotFoundError:
+            return []
+        parsed = []
+        for number, row in enumerate(rows, 1):
+            if None in row or None in row.values() or str(row.get("epoch")) != str(number):
+                raise Damaged(where, f"row {number} is not epoch {number} with a value per column")
+            try:
+                values = {k: float(v) for k, v in row.items() if k != "epoch" and v != ""}
+            except ValueError:
+                raise Damaged(where, f"row {number} holds a value that is not a number") from None
+            if not all(math.isfinite(v) for v in values.values()):
+                raise Damaged(where, f"row {number} holds a value that is not finite")
+            parsed.append({"epoch": number, **values})
+        return parsed
+
+    def png(self, name: str) -> bytes:
+        """A picture to embed in a report: a regular file inside this folder that is a PNG of
+        sane size (checked by decoding its header), never whatever a link points to."""
+        data = read_bytes(self.path, name, PNG_CAP)
+        if not data.startswith(PNG_SIGNATURE):
+            raise Damaged(self.path / name, "not a PNG file")
+        from PIL import Image
+
+        try:
+            with Image.open(io.BytesIO(data), formats=["PNG"]) as image:
+                if image.width * image.height > PNG_PIXELS:
+                    raise Damaged(self.path / name, f"{image.width}×{image.height} pixels")
+                image.verify()
+        except Damaged:
+            raise
+        except Exception as e:  # Pillow raises many kinds for a damaged PNG
+            raise Damaged(self.path / name, f"not a valid PNG ({type(e).__name__})") from None
+        return data
+
+    def entries(self, sub: str | None = None) -> list[os.DirEntry]:
+        """What the folder (or its subfolder `sub`, if a real folder) holds, links included as
+        entries but never followed; at most MAX_ENTRIES."""
+        where = self.path if sub is None else self.path / sub
+        if sub is not None and not stat.S_ISDIR(_lstat_mode(where)):
+            return []
+        found: list[os.DirEntry] = []
+        try:
+            with os.scandir(where) as it:
+                for entry in it:
+                    found.append(entry)
+                    if len(found) > MAX_ENTRIES:
+                        raise Damaged(where, f"holds over {MAX_ENTRIES:,} entries")
+        except OSError as e:
+            raise Damaged(where, e.strerror or type(e).__name__) from None
+        return sorted(found, key=lambda e: e.name)
+
+    def subfolders(self) -> list[Path]:
+        """Real folders inside this one (not links), sorted by name."""
+        return [Path(e.path) for e in self.entries() if e.is_dir(follow_symlinks=False)]
+
+    def pictures(self, sub: str) -> list[str]:
+        """The PNG files (regular files, not links) in subfolder `sub`, as names inside this folder."""
+        return [
+            f"{sub}/{e.name}"
+            for e in self.entries(sub)
+            if e.name.lower().endswith(".png") and e.is_file(follow_symlinks=False)
+        ]
+
+    def model_file(self, name: str = folders.MODEL) -> Path:
+        """The path of a saved model that is a regular file here, for Keras to load."""
+        path = self.path / name
+        mode = _lstat_mode(path)
+        if mode == 0:
+            raise FileNotFoundError(2, "no such file", str(path))
+        if not stat.S_ISREG(mode):
+            raise Damaged(path, "not a regular file")
+        return path
+
+    # --- writes --------------------------------------------------------------------------------
+
+    def write_json(self, name: str, record: Mapping[str, Any]) -> None:
+        write_json(self.path / name, record)
+
+    def write_text(self, name: str, text: str) -> None:
+        write_atomic(self.path / name, text)
+
+    def write_history(self, rows: list[dict[str, float]], columns: list[str] | None = None):
+        write_csv(self.path / folders.HISTORY, rows, columns)
+
+    @contextmanager
+    def new_file(self, name: str, suffix: str) -> Iterator[Path]:
+        """A fresh temporary path for a writer that wants a file name (a figure, a model),
+        renamed to `name` when the writer is done."""
+        with fresh_file(self.path / name, suffix) as tmp:
+            yield tmp
+
+    def save_model(self, model, name: str = folders.MODEL) -> None:
+        with self.new_file(name, ".keras") as tmp:  # Keras insists on the .keras suffix
+            model.save(tmp)
+
+    def subfolder(self, name: str) -> Path:
+        """`name` inside this folder as a real folder of its own, made if missing; a link or a
+        file in its place is refused (writing there would write outside the run)."""
+        path = self.path / name
+        mode = _lstat_mode(path)
+        if mode == 0:
+            path.mkdir()
+        elif not stat.S_ISDIR(mode):
+            raise KcnnError(
+                f"{path} is a link or a file, not a folder: remove it, or choose another --out"
+            )
+        return path
+
+    def remove(self, *names: str) -> None:
+        for name in names:
+            (self.path / name).unlink(missing_ok=True)
+
+    # --- the lock ------------------------------------------------------------------------------
+
+    def lock(self) -> None:
+        """An exclusive lock, held while a process works here. The kernel drops it when the
+        process dies, however it dies, so a killed run never stays locked."""
+        if self._lock_fd is not None:
+            return
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+        try:
+            fd = os.open(self.path / LOCK, flags, 0o644)
+        except OSError as e:
+            raise KcnnError(
+                f"cannot lock {self.path} ({LOCK}: {e.strerror or e}); remove {self.path / LOCK}"
+            ) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise KcnnError(
+                f"another kcnn process is working in {self.path}; wait for it to end (or stop it) first"
+            ) from None
+        self._lock_fd = fd
+
+    def unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+
+def _lstat_mode(path: Path) -> int:
+    try:
+        return os.lstat(path).st_mode
+    except OSError:
+        return 0
+
+
+# --- what one run records -----------------------------------------------------------------------
+
+# What config.json records besides the command, its settings and the versions: the facts of the
+# run (what the model is, what the data turned out to be, how it was fed). Replaying a run
+# recomputes them; `kcnn run config.json` refuses any other key, so an edited record is caught.
+RUN_FACTS = frozenset(
+    {
+        "arch",  # train: also settings; transfer: backbone and head are what the model is
+        "api",
+        "backbone",
+        "head",
+        "backbone_paper",
+        "preprocess_input",
+        "weights_kind",
+        "weights_file",
+        "weights_source",
+        "weights_md5_verified",
+        "feature_cache",
+        "feature_cache_note",
+        "input_shape",
+        "fit",
+        "image_shape",
+        "classes",
+        "split_sizes",
+        "dataset_provenance",
+        "data_fingerprint",
+        "augmentation",
+        "resumed",
+        "part_of",
+        "init",
+        "init_seed",
+        "initial_weights_from",
+        "replicas",
+        "device_names",
+        "precision_policy",
+        "workers",
+    }
+)
+
+
+# --- reading a run back to resume it --------------------------------------------------------------
+
+RESUMABLE = ("interrupted", "running", "failed")  # "running" with no live process: killed outright
+# Settings a resume may change: they do not alter what the checkpoint's epochs computed.
+FREE_SETTINGS = ("epochs", "out", "name", "data_dir")
+
+
+@dataclass
+class Resume:
+    """Where a resumed run picks up: its folder, the epochs already done and their history."""
+
+    run_dir: Path
+    epoch: int  # epochs finished in the checkpoint (0: start again from the beginning)
+    rows: list[dict[str, float]]
+    train_seconds: float = 0.0
+    fingerprint: str | None = None  # the digest of the data it trained on
+    phase: int = 1  # the fit phase the checkpoint was taken in
+
+
+def read_record(run: RunFolder, read, what: str) -> dict:
+    """A record of a run to resume (`read` is one of RunFolder's readers), or a clear error."""
+    try:
+        return read()
+    except FileNotFoundError as e:
+        name = Path(e.filename or "").name
+        raise KcnnError(f"{run.path} has no {name}: it is not a kcnn run folder") from None
+    except Damaged as e:
+        raise KcnnError(
+            f"the {what} {e.path} is damaged ({e.reason[:120]}); this run cannot be resumed"
+        ) from None
+
+
+def read_resume(run_dir: str | Path, commands: tuple[str, ...] = ("train",)):
+    """Check that `run_dir` is a run of one of `commands` that can be resumed; its config.json
+    record and where it picks up (`Resume`)."""
+    run_dir = Path(run_dir).expanduser()
+    if not run_dir.is_dir():
+        raise KcnnError(
+            f"run folder {run_dir} does not exist; pass the folder of an interrupted run to --resume"
+        )
+    run = RunFolder(run_dir)
+    record = read_record(run, run.config, "run configuration")
+    metrics = read_record(run, run.metrics, "run metrics")
+    status = metrics.get("status")
+    if record.get("command") not in commands:
+        raise KcnnError(
+            f"{run_dir} is a `kcnn {record.get('command')}` run; this --resume continues "
+            f"`kcnn {commands[0]}` runs: use `kcnn {record.get('command')} --resume`"
+        )
+    if status == "completed":
+        raise KcnnError(
+            f"{run_dir} already completed its {metrics.get('epochs_completed')} epochs; "
+            "start a new run to train longer"
+        )
+    if status == "diverged":
+        raise KcnnError(
+            f"{run_dir} diverged; resuming would diverge again: start a new run with a lower --lr"
+        )
+    if status not in RESUMABLE:
+        raise KcnnError(f"{run_dir} has status {status!r}; it cannot be resumed")
+    epoch, phase = 0, 1
+    if run.has(checkpoints.CHECKPOINT_INFO):
+        info = read_record(run, lambda: run.json(checkpoints.CHECKPOINT_INFO), "checkpoint note")
+        epoch, phase = info.get("epoch"), info.get("phase", 1)
+        if _count(epoch) or _count(phase) or not 1 <= phase <= 2:
+            raise KcnnError(
+                f"the checkpoint note {run_dir / checkpoints.CHECKPOINT_INFO} is damaged (epoch "
+                f"{_short(epoch)}, phase {_short(phase)}); this run cannot be resumed"
+            )
+        if not run.has(checkpoints.CHECKPOINT):
+            raise KcnnError(
+                f"{run_dir} has no {checkpoints.CHECKPOINT} beside its checkpoint note; this run "
+                "cannot be resumed"
+            )
+        _check_same_settings(run_dir, record, info.get("settings"))
+    rows = read_history(run) if epoch else []
+    if len(rows) < epoch:
+        raise KcnnError(
+            f"{run_dir / folders.HISTORY} holds {len(rows)} epochs but the checkpoint is of epoch "
+            f"{epoch}; this run cannot be resumed"
+        )
+    seconds = metrics.get("train_seconds", 0.0)
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds >= 0:
+        raise KcnnError(
+            f"the run metrics {run_dir / folders.METRICS} are damaged (train_seconds {seconds!r}); "
+            "this run cannot be resumed"
+        )
+    fingerprint = record.get("data_fingerprint")
+    if fingerprint is not None and not isinstance(fingerprint, str):
+        raise KcnnError(
+            f"the run configuration {run_dir / folders.CONFIG} is damaged (data_fingerprint "
+            f"{fingerprint!r}); this run cannot be resumed"
+        )
+    return record, Resume(
+        run_dir, epoch, rows[:epoch], float(seconds) if epoch else 0.0, fingerprint, phase
+    )
+
+
+def _check_same_settings(run_dir: Path, record: dict, trained: Any) -> None:
+    """Refuse a config.json whose settings differ from those the checkpoint was trained with."""
+    if trained is None:  # a checkpoint from before notes kept settings
+        return
+    if not isinstance(trained, dict):
+        raise KcnnError(
+            f"the checkpoint note {run_dir / checkpoints.CHECKPOINT_INFO} is damaged (settings {trained!r}); "
+            "this run cannot be resumed"
+        )
+    changed = [k for k, v in trained.items() if k not in FREE_SETTINGS and record.get(k) != v]
+    if changed:
+        key = changed[0]
+        raise KcnnError(
+            f"{run_dir / folders.CONFIG} says {key} = {record.get(key)!r} but the checkpoint was "
+            f"trained with {key} = {trained[key]!r}; put it back, or start a new run with the "
+            "new settings"
+        )
+
+
+def read_history(run: RunFolder) -> list[dict[str, float]]:
+    """The epochs history.csv records: numbered 1, 2, ... each with its loss."""
+    rows = read_record(run, lambda: {"rows": run.history()}, "history")["rows"]
+    for number, row in enumerate(rows, 1):
+        if "loss" not in row:
+            raise KcnnError(
+                f"the history {run.path / folders.HISTORY} is damaged (row {number} has no "
+                "loss); this run cannot be resumed"
+            )
+    return rows
