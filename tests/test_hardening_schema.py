@@ -145,7 +145,7 @@ def test_experiment_files_are_checked_with_the_file_named(tmp_path):
     words.append(("same_init", "true or false"))
     apis = experiment(tmp_path / "apis.toml", 'apis = "sequential"', "compare-apis", None)
     runs.append(["run", apis])
-    words.append(("--apis",))
+    words.append(("apis", "apis.toml"))
     for answer, expected in zip(without_tensorflow(*runs), words, strict=True):
         refused(answer, *expected)
     refused(kcnn("run", tmp_path / "bad0.toml"), "epochs", "bad0.toml")

@@ -40,15 +40,19 @@ _STAMP = re.compile(r"^\d{8}-\d{6}-")
 
 def read(folder: str | Path) -> dict[str, Any] | None:
     """A folder's group.json, or None when it is not a group (or the record is unreadable)."""
-    try:
-        data = json.loads((Path(folder) / GROUP_JSON).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    from kcnn.runs.records import Damaged
+    from kcnn.runs.run import RunFolder
+
+    try:  # a regular file inside the folder, size-capped, depth-bounded: never a planted link
+        return RunFolder(folder).json(GROUP_JSON)
+    except (FileNotFoundError, Damaged):
         return None
-    return data if isinstance(data, dict) else None
 
 
 def is_group(folder: str | Path) -> bool:
-    return (Path(folder) / GROUP_JSON).is_file()
+    from kcnn.runs.run import RunFolder
+
+    return RunFolder(folder).has(GROUP_JSON)
 
 
 def leaves(infos: Iterable) -> list:
