@@ -79,6 +79,16 @@ class CompareResult:
         }
 
 
+# With independent initial weights, form i of seed s starts from seed s + i × INIT_STRIDE: far
+# apart, so the forms of consecutive seeds (a `--seeds` group) never share initial weights.
+INIT_STRIDE = 1_000_003
+
+
+def init_seed(seed: int, form: int) -> int:
+    """The initialisation seed of the `form`-th API form under --independent-init."""
+    return (seed + form * INIT_STRIDE) % 2**32
+
+
 def _build_forms(config: CompareConfig, input_shape, classes: int) -> tuple[dict, dict]:
     """Build every form, timing each build.
 
@@ -93,7 +103,7 @@ def _build_forms(config: CompareConfig, input_shape, classes: int) -> tuple[dict
     forms.build(config.arch, config.apis[0], input_shape, classes)
     models, seconds = {}, {}
     for i, api in enumerate(config.apis):
-        seed_everything(config.seed if config.same_init else config.seed + i)
+        seed_everything(config.seed if config.same_init else init_seed(config.seed, i))
         start = time.perf_counter()
         models[api] = forms.build(config.arch, api, input_shape, classes)
         seconds[api] = time.perf_counter() - start
@@ -181,7 +191,7 @@ def compare_apis(
         facts = {
             "part_of": config.command,
             "init": init,
-            "init_seed": config.seed if config.same_init else config.seed + i,
+            "init_seed": config.seed if config.same_init else init_seed(config.seed, i),
             "initial_weights_from": reference if config.same_init and api != reference else None,
         }
         form = config.form_config(api).validate()
@@ -314,7 +324,9 @@ def _write_report(
     init = (
         "same initial weights (copied from the first form)"
         if config.same_init
-        else f"independent initial weights (seeds {config.seed}..{config.seed + len(config.apis) - 1})"
+        else "independent initial weights (seeds "
+        + ", ".join(str(init_seed(config.seed, i)) for i in range(len(config.apis)))
+        + ")"
     )
     intro = (
         f"`{config.arch}` built as {', '.join(config.apis)} models, trained on `{dataset}` "
