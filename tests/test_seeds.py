@@ -194,7 +194,8 @@ def test_independent_init_over_seeds_is_answered_by_a_paired_test(tmp_path, cli)
     assert test["test"] == "paired t" and test["n_a"] == test["n_b"] == 2
     assert test["sentence"] and test["effect"] == "d_z"
     inits = {(r["seed"], r["init_seed"]) for r in map(_config, answer["runs"])}
-    assert len(inits) == 4  # every form of every seed started from its own weights
+    # every form of every seed started from its own weights: no init seed is shared
+    assert len(inits) == 4 and len({init for _, init in inits}) == 4
 
 
 def _config(metrics: dict) -> dict:
