@@ -42,6 +42,7 @@ def test_records_take_the_users_file_mode_and_native_lines_stay_off_the_terminal
 
 def test_default_run_names_from_awkward_data_set_names(tmp_path):
     for folder, label in [("my data", "my-data"), ("données", "données"), ("a/b c!/", "b-c")]:
+        (tmp_path / folder).mkdir(parents=True)  # a missing path is refused before the name
         result = kcnn("train", "lenet5", "--dataset", tmp_path / folder, "--print-config")
         assert result.returncode == 0, result.stderr
         assert f'name = "lenet5-{label}-sequential"' in result.stdout, result.stdout

@@ -186,7 +186,7 @@ def test_absurd_files_are_refused_not_read(tmp_path):
     cases = [
         (deep, "deep"),
         (huge, "limit"),
-        (binary, "utf-8"),
+        (binary, "UTF-8"),
         (fifo, "not a regular file"),
         (Path("/dev/null"), "not a regular file"),
         (tmp_path, "folder without config.json"),
