@@ -308,3 +308,15 @@ def test_too_few_training_images_record_nothing():
 
     few = np.zeros((typical.MIN_IMAGES - 1, 8, 8, 1), np.uint8)
     assert typical.summarise(few) is None
+
+
+def test_show_of_a_comparison_tables_its_runs(digits_run, cli, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(digits_run, copy)
+    r = cli("compare", digits_run, copy, "--out", tmp_path / "compared", "--json")
+    assert r.code == 0, r.err
+    text = cli("show", json.loads(r.out)["folder"]).out
+    accuracy = json.loads((digits_run / "metrics.json").read_text())["test_accuracy"]
+    assert f"best test accuracy  {accuracy:.4f}" in text
+    assert re.search(r"^  run +model +status +test acc +duration$", text, re.M)
+    assert re.search(rf"^  copy +lenet5 \(sequential\) +completed +{accuracy:.4f} ", text, re.M)

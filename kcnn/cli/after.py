@@ -181,7 +181,10 @@ def _show_head(info) -> list[str]:
         ("data set", row["dataset"]),
         ("classes", _classes(info.class_names)),
         ("epochs", epochs),
-        ("test accuracy", readable.accuracy_percent(row["test_accuracy"]) or None),
+        (
+            "best test accuracy" if info.is_comparison else "test accuracy",  # of its runs
+            readable.accuracy_percent(row["test_accuracy"]) or None,
+        ),
         ("test loss", readable.loss(info.test_loss) or None),
         ("duration", readable.duration(row["duration_seconds"]) or None),
         ("parameters", None if params is None else readable.count(params)),
@@ -232,7 +235,7 @@ def _member_row(sub) -> dict:
 
 def _show_group(info, as_json: bool) -> None:
     """A group of seed runs: each group's mean ± 95% interval, the tests between them, its seeds."""
-    from kcnn.runs import groups
+    from kcnn.runs import groups, readable
 
     record = groups.read(info.folder) or {}
     if as_json:
@@ -243,11 +246,12 @@ def _show_group(info, as_json: bool) -> None:
         if (info.folder / groups.GROUP_MD).is_file()
         else ""
     )
-    lines = [f"{info.name}  ({record.get('status', 'incomplete')}, seeds {record.get('seeds')})"]
+    seeds = readable.value(record.get("seeds"))
+    lines = [f"{info.name}  ({record.get('status', 'incomplete')}, seeds {seeds})"]
     lines += [f"  folder: {info.folder}"]
     lines += [line for line in text.splitlines() if line and not line.startswith("![")]
     lines = [terminal(line) for line in lines]
-    rows = [{**_member_row(s), "name": s.name} for s in info.sub_runs]
+    rows = [_member_row(s) for s in info.sub_runs]
     lines += ["", "runs", *_indented(_text_table(rows, _MEMBER_COLUMNS))]
     typer.echo("\n".join(lines))
 
