@@ -103,7 +103,11 @@ def main(argv: list[str] | None = None) -> None:
             with (
                 exit_on_signals()
             ):  # Ctrl-C / SIGTERM exit 130 / 143 with one line, never "Aborted!"
-                app(args=args, prog_name="kcnn", standalone_mode=False)
+                status = app(args=args, prog_name="kcnn", standalone_mode=False)
+            # a command's `raise typer.Exit(N)` comes back as N, not as an exception, outside
+            # Click's standalone mode (predict with an unreadable image, doctor with a problem)
+            if isinstance(status, int) and not isinstance(status, bool) and status:
+                sys.exit(status)
         except KcnnError as e:
             if debug:
                 raise

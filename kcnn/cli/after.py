@@ -14,12 +14,6 @@ from kcnn.text import terminal
 Run = Annotated[str, typer.Argument(help="A run folder (or its name under runs/).")]
 
 
-def _seconds(value) -> str:
-    if value is None:
-        return ""
-    return f"{value:.0f}s" if value < 120 else f"{value / 60:.1f}m"
-
-
 def _text_table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
     cells = [[header for _, header in columns]] + [
         [terminal(r.get(key, "")) for key, _ in columns] for r in rows
@@ -53,7 +47,7 @@ def runs(
     as_json: AsJson = False,
 ) -> None:
     """List the runs under FOLDER, newest first: comparisons, their runs, and stray folders."""
-    from kcnn.runs import browse, groups
+    from kcnn.runs import browse, groups, readable
 
     browse.check_sort(sort)
     rows = browse.listing(folder, status, model, dataset, sort)
@@ -77,7 +71,7 @@ def runs(
             "accuracy": groups.accuracy_text(r)  # a group: mean ± 95% interval of its seeds
             if r["kind"] == "group"
             else ("" if r["test_accuracy"] is None else f"{r['test_accuracy']:.4f}"),
-            "time": _seconds(r["duration_seconds"]),
+            "time": readable.duration(r["duration_seconds"]),
             "command": r["command"] or "",
             "model": r["model"] or "",
             "dataset": r["dataset"] or "",
@@ -99,7 +93,7 @@ def runs(
 
 @app.command("show")
 def show(run: Run, as_json: AsJson = False) -> None:
-    """One run's settings and results."""
+    """One run's settings and results, rounded (--json: the records at full precision)."""
     from kcnn.runs import browse
 
     info = browse.find(run)
@@ -114,36 +108,134 @@ def show(run: Run, as_json: AsJson = False) -> None:
     if as_json:
         print_json({"run": info.row(), "config": info.settings, "metrics": info.metrics})
         return
-    row = info.row()
-    lines = [f"{row['name']}  ({row['status']})", f"  folder: {info.folder}"]
-    for key in ("command", "model", "dataset", "epochs_done", "epochs_planned", "test_accuracy"):
-        if row.get(key) is not None:
-            lines.append(f"  {key}: {row[key]}")
-    lines.append("settings:")
-    lines += [f"  {k}: {v}" for k, v in info.settings.items() if k not in ("versions", "classes")]
+    lines = _show_head(info)
+    settings = {k: v for k, v in info.settings.items() if k not in _SHOWN_ABOVE | _NOT_SHOWN}
+    lines += _section("settings", "setting", settings)
     metrics = info.metrics or {}
-    skip = ("per_class", "confusion_matrix", "macro_avg", "weighted_avg", "run_dir")
-    if metrics:
-        lines.append("results:")
-        lines += [f"  {k}: {v}" for k, v in metrics.items() if k not in skip]
+    results = {k: v for k, v in metrics.items() if k not in _SHOWN_ABOVE | _NOT_SHOWN}
+    lines += _section("results", "result", results)
     if info.per_class:
-        lines.append("per class (test set):")
         rows = [
-            {"class": name, **{k: f"{v:.3f}" if isinstance(v, float) else v for k, v in s.items()}}
+            {"class": name, **{k: _score(v) for k, v in s.items()}}
             for name, s in info.per_class.items()
         ]
-        table = _text_table(
-            rows, [(k, k) for k in ("class", "precision", "recall", "f1", "support")]
-        )
-        lines += ["  " + line for line in table.splitlines()]
-    for sub in info.members:
-        lines.append(f"  run: {sub.folder.name}  {sub.model_label}  {sub.status}")
-    say(*lines)
+        columns = [(k, k) for k in ("class", "precision", "recall", "f1", "support")]
+        lines += ["", "per class (test set)", *_indented(_text_table(rows, columns))]
+    if info.members:
+        rows = [_member_row(sub) for sub in info.members]
+        lines += ["", "runs", *_indented(_text_table(rows, _MEMBER_COLUMNS))]
+    typer.echo("\n".join(lines))  # every cell and value escaped on its way in
+
+
+# What the head of `kcnn show` says, and records it leaves out: each fact is printed once.
+_SHOWN_ABOVE = {
+    "command",
+    "kind",
+    "arch",
+    "api",
+    "backbone",
+    "head",
+    "dataset",
+    "status",
+    "epochs_completed",
+    "epochs_planned",
+    "test_accuracy",
+    "test_loss",
+    "wall_seconds",
+    "params",
+    "total_params",
+}
+_NOT_SHOWN = {
+    "versions",
+    "classes",
+    "run_dir",
+    "per_class",
+    "confusion_matrix",
+    "macro_avg",
+    "weighted_avg",
+}
+_MEMBER_COLUMNS = [
+    ("name", "run"),
+    ("model", "model"),
+    ("status", "status"),
+    ("accuracy", "test acc"),
+    ("time", "duration"),
+]
+
+
+def _show_head(info) -> list[str]:
+    """The run's name and status, then what it is and how it did, one fact a line."""
+    from kcnn.runs import readable
+
+    row = info.row()
+    epochs = (
+        None
+        if row["epochs_done"] is None
+        else f"{row['epochs_done']} of {row['epochs_planned'] or '?'}"
+    )
+    params = info.params
+    facts = [
+        ("folder", str(info.folder)),
+        ("command", f"kcnn {row['command']}" if row["command"] else None),
+        ("model", row["model"] or None),
+        ("data set", row["dataset"]),
+        ("classes", _classes(info.class_names)),
+        ("epochs", epochs),
+        (
+            "best test accuracy" if info.is_comparison else "test accuracy",  # of its runs
+            readable.accuracy_percent(row["test_accuracy"]) or None,
+        ),
+        ("test loss", readable.loss(info.test_loss) or None),
+        ("duration", readable.duration(row["duration_seconds"]) or None),
+        ("parameters", None if params is None else readable.count(params)),
+    ]
+    shown = [(k, v) for k, v in facts if v is not None]
+    width = max(len(k) for k, _ in shown)
+    return [terminal(f"{row['name']}  ({row['status']})")] + [
+        terminal(f"  {k.ljust(width)}  {v}") for k, v in shown
+    ]
+
+
+def _classes(names: list[str]) -> str | None:
+    """`0, 1, 2, ... 9 (10)`: a few names and how many."""
+    if not names:
+        return None
+    shown = ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
+    return f"{shown} ({len(names)})"
+
+
+def _section(title: str, header: str, record: dict) -> list[str]:
+    from kcnn.runs import readable
+
+    if not record:
+        return []
+    rows = [{header: k, "value": readable.figure(k, v)} for k, v in record.items()]
+    return ["", title, *_indented(_text_table(rows, [(header, header), ("value", "value")]))]
+
+
+def _indented(table: str) -> list[str]:
+    return ["  " + line for line in table.splitlines()]
+
+
+def _score(v):
+    return f"{v:.3f}" if isinstance(v, float) else v
+
+
+def _member_row(sub) -> dict:
+    from kcnn.runs import readable
+
+    return {
+        "name": sub.folder.name,
+        "model": sub.model_label,
+        "status": sub.status,
+        "accuracy": readable.accuracy(sub.test_accuracy),
+        "time": readable.duration(sub.duration),
+    }
 
 
 def _show_group(info, as_json: bool) -> None:
     """A group of seed runs: each group's mean ± 95% interval, the tests between them, its seeds."""
-    from kcnn.runs import groups
+    from kcnn.runs import groups, readable
 
     record = groups.read(info.folder) or {}
     if as_json:
@@ -154,10 +246,13 @@ def _show_group(info, as_json: bool) -> None:
         if (info.folder / groups.GROUP_MD).is_file()
         else ""
     )
-    lines = [f"{info.name}  ({record.get('status', 'incomplete')}, seeds {record.get('seeds')})"]
+    seeds = readable.value(record.get("seeds"))
+    lines = [f"{info.name}  ({record.get('status', 'incomplete')}, seeds {seeds})"]
     lines += [f"  folder: {info.folder}"]
     lines += [line for line in text.splitlines() if line and not line.startswith("![")]
-    lines += ["runs:"] + [f"  {s.name}  {s.status}  {s.test_accuracy}" for s in info.sub_runs]
+    lines = [terminal(line) for line in lines]
+    rows = [_member_row(s) for s in info.sub_runs]
+    lines += ["", "runs", *_indented(_text_table(rows, _MEMBER_COLUMNS))]
     typer.echo("\n".join(lines))
 
 
@@ -222,16 +317,41 @@ def predict(
 
     if top < 1:
         raise KcnnError(f"--top {top}: give at least 1")
-    results = use.predict_files(use.load(run, model), images, top)  # a batch at a time
+    loaded = use.load(run, model)
+    refused: list[str] = []  # images that could not be read: each said on stderr as met
+    results = use.predict_files(loaded, images, top, refused)  # a batch at a time
     if as_json:
         print_json(list(results))  # small dicts: the images themselves are long gone
-        return
+    else:
+        _print_predictions(results, _class_width(loaded.info.class_names))
+    if refused:
+        raise typer.Exit(2)  # the readable ones are predicted; the status says not all were
+
+
+def _class_width(names: list[str]) -> int:
+    """A class column wide enough for the run's class names (within reason: a long one just
+    pushes its row on)."""
+    return min(max([len(terminal(n)) for n in names] + [5]), 24)
+
+
+def _print_predictions(results, width: int) -> None:
+    """A row per image as its batch is predicted: the best classes and their probabilities, the
+    image last (a path of any length needs no padding). Printed with `print`, which looks up
+    sys.stdout each time: while a progress bar holds the terminal, rows go above it."""
     for n, r in enumerate(results):
-        temperature = r.get("calibration_temperature")
-        if n == 0 and temperature is not None:
-            typer.echo(f"calibrated probabilities (temperature scaling, T = {temperature:.3f})")
-        best = "  ".join(f"{t['class']} {t['probability']:.3f}" for t in r["top"])
-        say(f"{r['image']}: {best}")
+        if n == 0:
+            temperature = r.get("calibration_temperature")
+            if temperature is not None:
+                print(f"calibrated probabilities (temperature scaling, T = {temperature:.3f})")
+            heads = [(f"top {i + 1}", "p") for i in range(len(r["top"]))]
+            print(_prediction_row([h for pair in heads for h in pair], "image", width))
+        cells = [c for t in r["top"] for c in (terminal(t["class"]), f"{t['probability']:.3f}")]
+        print(_prediction_row(cells, terminal(r["image"]), width), flush=True)
+
+
+def _prediction_row(cells: list[str], image: str, width: int) -> str:
+    pairs = zip(cells[::2], cells[1::2], strict=True)
+    return "".join(f"{c.ljust(width)}  {p.ljust(5)}  " for c, p in pairs) + image
 
 
 @app.command("visualize")

@@ -8,6 +8,7 @@ resume refuse data that has changed since the run began.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +32,14 @@ class Prepared:
     @property
     def classes(self) -> int:
         return self.parts.num_classes
+
+    @functools.cached_property
+    def typical(self):
+        """What the training images look like (`kcnn.data.typical`), for `kcnn predict` to tell
+        an image unlike them; worked out once for every run that trains on this data."""
+        from kcnn.data import typical
+
+        return typical.summarise(self.parts.x_train)
 
 
 def prepare_data(

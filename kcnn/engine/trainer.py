@@ -263,6 +263,7 @@ class Trainer:
             dataset_provenance=data.provenance,
             data_fingerprint=prepared.fingerprint,
         )
+        self.records.write_typical(prepared.typical)  # predict's check of unfamiliar images
         return prepared
 
     # --- phase: build and compile ---------------------------------------------------------------

@@ -25,6 +25,8 @@ COMPARISON_MD, COMPARISON_CSV, COMPARISON_JSON = (
     "comparison.json",
 )
 OVERLAY, PROOF_JSON = "curves_overlay.png", "proof.json"
+# What the training images look like (kcnn.data.typical): predict warns of an image unlike them.
+TYPICAL = "training_images.json"
 
 STATUSES = ("running", "completed", "interrupted", "diverged", "failed")
 

@@ -119,6 +119,12 @@ class RunRecords:
     def write_summary(self, text: str) -> None:
         self.folder.write_text(folders.SUMMARY, text)
 
+    def write_typical(self, typical) -> None:
+        """What the training images look like (a `kcnn.data.typical.Typical`; None: too few
+        images to say, and nothing is written)."""
+        if typical is not None:
+            self.folder.write_json(folders.TYPICAL, typical.record())
+
     def save_model(self, model) -> None:
         self.folder.save_model(model)
 

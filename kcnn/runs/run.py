@@ -53,6 +53,7 @@ CAPS = {
     folders.COMPARISON_JSON: 64 * MiB,
     folders.COMPARISON_MD: 16 * MiB,
     folders.PROOF_JSON: 16 * MiB,
+    folders.TYPICAL: 1 * MiB,  # 32×32×4 cells, two numbers each: about 100 KB
 }
 PNG_CAP = 32 * MiB
 PNG_PIXELS = 64 * 1024 * 1024  # a picture kcnn draws is a few megapixels
@@ -249,6 +250,17 @@ class RunFolder:
             raise Damaged(self.path / folders.COMPARISON_JSON, "its config is not a table")
         check_record(config or {}, FACTS_SCHEMA, self.path / folders.COMPARISON_JSON)
         return record
+
+    def typical(self):
+        """What the run's training images look like (`kcnn.data.typical.Typical`), every part
+        checked; FileNotFoundError for a run that recorded none, Damaged if it fails."""
+        from kcnn.data.typical import Typical
+
+        record = self.json(folders.TYPICAL)
+        try:
+            return Typical.from_record(record)
+        except ValueError as e:
+            raise Damaged(self.path / folders.TYPICAL, str(e)) from None
 
     def has(self, name: str) -> bool:
         """Whether `name` is a regular file here (a link or a special file does not count)."""

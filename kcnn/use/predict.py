@@ -43,6 +43,7 @@ class LoadedRun:
     _forward: Any = field(default=None, repr=False)  # the model as one compiled call
     _names: list[str] | None = field(default=None, repr=False)
     _parts: Any = field(default=None, repr=False)  # the run's splits, rebuilt once (labelled)
+    _typical: Any = field(default=None, repr=False)  # (the Typical or None,) once read
 
     def label(self, index: int) -> str:
         """A class's name from config.json ("classes"); its number if the run recorded none."""
@@ -59,6 +60,14 @@ class LoadedRun:
         if self._forward is None:
             self._forward = tf.function(lambda x: self.model(x, training=False))
         return predict_batches(self._forward, self.prepare, images, batch)
+
+    def typical(self):
+        """What the run's training images look like (`kcnn.data.typical.Typical`), read once;
+        None for a run that recorded none (older runs, too few images) or one of images of
+        another form. A damaged record is a warning, never a refusal: the model still answers."""
+        if self._typical is None:
+            self._typical = (_read_typical(self),)
+        return self._typical[0]
 
     def splits(self):
         """The run's splits rebuilt from config.json as training made them (the same data, by
@@ -226,6 +235,19 @@ def _data_shape(info: RunInfo, input_shape: tuple[int, int, int]) -> tuple[int, 
     return info.data_image_shape or input_shape
 
 
+def _read_typical(loaded: LoadedRun):
+    """The run's record of its training images, if it has a sound one for images of the form
+    predict reads (`LoadedRun.typical`)."""
+    try:
+        typical = RunFolder(loaded.info.folder).typical()
+    except FileNotFoundError:
+        return None
+    except Damaged as e:
+        _say("warning", f"{e}: images are not checked against the training images")
+        return None
+    return typical if typical.image_shape == tuple(loaded.data_shape) else None
+
+
 def load(run: str | Path, exported: str | Path | None = None) -> LoadedRun:
     """A run ready to predict: its own model.keras, or with `exported` an exported model file
     (`.onnx`, `.tflite`, a SavedModel folder) in its runtime, fed by the run's preprocessing."""
@@ -375,12 +397,12 @@ def image_files(paths: list[Path]) -> list[Path]:
     return [p for p in _listed(paths) if isinstance(p, Path)]
 
 
-def _batches(paths: list[Path], shape: tuple[int, int, int]):
+def _batches(items: list[Path | KcnnError], shape: tuple[int, int, int]):
     """The readable images, PREDICT_BATCH at a time, each batch with the refusals (one message
     per file) met while reading it; the last batch may be short or empty."""
     batch: list[tuple[Path, np.ndarray]] = []
     problems: list[str] = []
-    for item in _listed(paths):
+    for item in items:
         try:
             if isinstance(item, KcnnError):
                 raise item
@@ -393,26 +415,35 @@ def _batches(paths: list[Path], shape: tuple[int, int, int]):
     yield batch, problems
 
 
-def predict_files(loaded: LoadedRun, paths: list[Path], top: int) -> Iterator[dict[str, Any]]:
+def predict_files(
+    loaded: LoadedRun, paths: list[Path], top: int, refused: list[str] | None = None
+) -> Iterator[dict[str, Any]]:
     """Top-`top` classes per readable image, yielded as each batch is predicted.
 
     Images are read and predicted PREDICT_BATCH at a time, so a folder of any size takes the
-    memory of one batch. An image that cannot be read is one `error:` line on stderr, and the
-    others are still predicted; when none can be, that is the error (one line, exit 2).
+    memory of one batch, and more than one batch shows progress on stderr. An image that cannot
+    be read is one `error:` line on stderr (its message also added to `refused`), and the others
+    are still predicted; when none can be, that is the error (one line, exit 2). An image unlike
+    the run's training images is one `warning:` line.
     """
     if top < 1:
         raise KcnnError(f"--top {top}: give at least 1")
+    items = list(_listed(paths))  # names only: the images are read a batch at a time
     unsaid: list[str] = []  # refusals not printed yet: until an image is read, one may be the error
     done = 0
-    for batch, problems in _batches(paths, loaded.data_shape):
-        unsaid += problems
-        if batch or done:
-            for message in unsaid:
-                _say_error(message)
-            unsaid = []
-        if batch:
-            yield from _top(loaded, batch, top)
-            done += len(batch)
+    with Progress(sum(isinstance(i, Path) for i in items), "images") as progress:
+        for batch, problems in _batches(items, loaded.data_shape):
+            unsaid += problems
+            if refused is not None:
+                refused += problems
+            if batch or done:
+                for message in unsaid:
+                    _say("error", message)
+                unsaid = []
+            if batch:
+                yield from _top(loaded, batch, top)
+                done += len(batch)
+            progress.advance(len(batch) + len(problems))
     if not done and not unsaid:
         raise KcnnError("no image files given (PNG or JPEG files, or folders holding them)")
     if not done:
@@ -424,23 +455,94 @@ def predict_files(loaded: LoadedRun, paths: list[Path], top: int) -> Iterator[di
 
 
 def _top(loaded: LoadedRun, batch: list[tuple[Path, np.ndarray]], top: int):
-    probabilities = loaded.predict(np.stack([image for _, image in batch]))
+    images = np.stack([image for _, image in batch])
+    probabilities = loaded.predict(images)
     from kcnn.use import calibration
 
     temperature = calibration.read_temperature(loaded.info.folder)  # fitted by `kcnn calibrate`
     if temperature is not None:
         probabilities = calibration.with_temperature(probabilities, temperature)
+    distances = _distances(loaded, images)
     k = min(top, probabilities.shape[-1])
-    for (path, _), p in zip(batch, probabilities, strict=True):
+    for (path, _), p, distance in zip(batch, probabilities, distances, strict=True):
         best = np.argsort(-p)[:k]
+        if distance is not None and distance["far"]:
+            _say("warning", _unlike(path, distance))
         yield {
             "image": str(path),
             "top": [{"class": loaded.label(i), "probability": float(p[i])} for i in best],
             "calibration_temperature": temperature,  # None: the model's own probabilities
+            "distance": distance,  # from the training images; None: the run recorded none
         }
 
 
-def _say_error(message: str) -> None:
+def _distances(loaded: LoadedRun, images: np.ndarray) -> list[dict[str, Any] | None]:
+    """Each image's distance from the run's training images and whether it is out beyond what
+    PERCENTILE % of them are (`kcnn.data.typical`); None each when the run recorded nothing."""
+    typical = loaded.typical()
+    if typical is None:
+        return [None] * len(images)
+    scores = typical.scores(images)
+    return [
+        {"score": float(s), "threshold": typical.threshold, "far": bool(s > typical.threshold)}
+        for s in scores
+    ]
+
+
+def _unlike(path: Path, distance: dict[str, Any]) -> str:
+    from kcnn.data.typical import PERCENTILE
+
+    return (
+        f"{path} looks unlike the run's training images (distance {distance['score']:.2f}; "
+        f"{PERCENTILE:g} % of them are within {distance['threshold']:.2f}): its prediction may "
+        "mean little"
+    )
+
+
+def _say(kind: str, message: str) -> None:
     from kcnn.text import terminal
 
-    print(f"error: {terminal(message)}", file=sys.stderr, flush=True)
+    print(f"{kind}: {terminal(message)}", file=sys.stderr, flush=True)
+
+
+class Progress:
+    """Progress through `total` items on stderr, for work of more than one batch: a bar on a
+    terminal, else one line per step (a log or CI keeps a line, not a redrawn bar). Small and
+    self-contained, to be swapped for a shared helper."""
+
+    def __init__(self, total: int, noun: str):
+        self.total, self.noun, self.done = total, noun, 0
+        self.shown = total > PREDICT_BATCH
+        self._bar = None
+
+    def __enter__(self) -> Progress:
+        if self.shown and sys.stderr.isatty():
+            from rich.console import Console
+            from rich.progress import Progress as Bar
+
+            # rows printed to the same terminal go above the bar (rich's redirect), never into it
+            self._bar = Bar(
+                console=Console(file=sys.stderr),
+                transient=True,
+                redirect_stdout=sys.stdout.isatty(),
+            )
+            self._bar.start()
+            self._task = self._bar.add_task(
+                f"predicting {self.total:,} {self.noun}", total=self.total
+            )
+        return self
+
+    def advance(self, count: int) -> None:
+        self.done += count
+        if self._bar is not None:
+            self._bar.update(self._task, completed=self.done)
+        elif self.shown:
+            print(
+                f"predicted {self.done:,} of {self.total:,} {self.noun}",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def __exit__(self, *exc) -> None:
+        if self._bar is not None:
+            self._bar.stop()
