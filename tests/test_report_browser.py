@@ -5,7 +5,7 @@ scrolls in its own box), every embedded picture must decode, and the console mus
 Chromium is Debian's package: installed here with apt-get when missing and this process may (CI
 runs as root on a fresh machine); without it the test skips and says why. The page itself has no
 script: a copy of it gets a small one at the top of <head> that records errors as they happen and,
-once the page has loaded, writes its measurements into the DOM, which `--dump-dom` prints.
+once the page has loaded, writes its measurements into the DOM that `--dump-dom` prints.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ window.addEventListener("load", () => {
   const out = document.createElement("pre");
   out.id = "kcnn-probe";
   out.textContent = JSON.stringify(found);
-  document.body.appendChild(out);
+  window.parent.document.body.appendChild(out);  // the frame around: what --dump-dom prints
 });
 </script>"""
 
@@ -77,31 +77,38 @@ def chromium() -> str:
 
 
 def _open(chromium: str, page: Path, width: int, tmp: Path) -> dict:
-    """The measurements the probe wrote into the page, opened at `width` CSS pixels."""
-    probe = page.with_name(f".probe-{width}-{page.name}")
-    source = page.read_text(encoding="utf-8")
-    probe.write_text(source.replace("<head>", "<head>" + PROBE, 1), encoding="utf-8")
-    try:
-        done = subprocess.run(
-            [
-                chromium,
-                "--headless",
-                "--no-sandbox",  # root in a container: Chromium's sandbox needs a user namespace
-                "--disable-gpu",
-                "--no-first-run",
-                "--hide-scrollbars",
-                f"--user-data-dir={tmp / 'profile'}",
-                f"--window-size={width},900",
-                "--virtual-time-budget=10000",  # every image decoded and `load` run before the dump
-                "--dump-dom",
-                probe.as_uri(),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-    finally:
-        probe.unlink(missing_ok=True)
+    """The measurements the probe took of `page` laid out `width` CSS pixels wide.
+
+    A desktop browser window is never narrower than 500 px, so the page is shown in an iframe of
+    exactly `width` (its `srcdoc`: the same origin as the frame around it, which the probe writes
+    its results into), as a phone's browser lays out a page with `width=device-width`.
+    """
+    source = page.read_text(encoding="utf-8").replace("<head>", "<head>" + PROBE, 1)
+    frame = tmp / f"frame-{width}-{page.parent.name}.html"
+    frame.write_text(
+        '<!DOCTYPE html><html><head><meta charset="utf-8"></head><body style="margin:0">'
+        f'<iframe style="width:{width}px;height:900px;border:0" '
+        f'srcdoc="{html.escape(source, quote=True)}"></iframe></body></html>',
+        encoding="utf-8",
+    )
+    done = subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",  # root in a container: Chromium's sandbox needs a user namespace
+            "--disable-gpu",
+            "--no-first-run",
+            "--hide-scrollbars",
+            f"--user-data-dir={tmp / 'profile'}",
+            f"--window-size={width + 100},1000",
+            "--virtual-time-budget=10000",  # every image decoded and `load` run before the dump
+            "--dump-dom",
+            frame.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     found = re.search(r'<pre id="kcnn-probe">(.*?)</pre>', done.stdout, re.S)
     assert found, f"Chromium printed no measurements (exit {done.returncode}): {done.stderr[-800:]}"
     return json.loads(html.unescape(found.group(1)))
