@@ -303,3 +303,21 @@ def test_settings_read_as_a_person_writes_them(key, value, shown):
     assert html.readable(value, key) == shown
     page = html._pairs({key: value})
     assert f"<td>{shown}</td>" in page and "{" not in page and "None" not in page
+
+
+def test_an_experiment_files_comparison_is_titled_by_the_file(tmp_path, cli):
+    """Two runs of one model from a file: the comparison says which file, not `lenet5 on digits`,
+    and opens with the file's own description, escaped."""
+    path = tmp_path / "two-rates.toml"
+    out = tmp_path / "runs"
+    run = f'command = "train"\narch = "lenet5"\ndataset = "digits"\nepochs = 1\nlimit = 60\nout = "{out}"\n'
+    runs = "".join(f"[[run]]\n{run}lr = {rate}\n" for rate in (0.01, 0.001))
+    path.write_text(f'description = "Two <rates> | one model"\n{runs}')
+    r = cli("run", path)
+    assert r.code == 0, r.err
+    (folder,) = out.glob("*-compare-two-rates")
+    md = (folder / "comparison.md").read_text()
+    assert md.startswith("# experiment two-rates.toml\n")
+    page = (folder / "report.html").read_text()
+    assert "<title>experiment two-rates.toml</title>" in page
+    assert "Two &lt;rates&gt; | one model" in page and "<rates>" not in page
