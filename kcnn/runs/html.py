@@ -410,7 +410,15 @@ def markdown_html(text: str, folder: Path) -> str:
     return "\n".join(out)
 
 
-def _report_link(comparison: RunInfo, run: RunInfo, inside: set[str]) -> str | Markup:
+def folders_inside(folder: Path) -> set[str]:
+    """The names of the real folders (never links) inside `folder`, as RunFolder lists them."""
+    try:
+        return {p.name for p in RunFolder(folder).subfolders()}
+    except Damaged:
+        return set()
+
+
+def report_link(comparison: RunInfo, run: RunInfo, inside: set[str]) -> str | Markup:
     """A relative link to a run's own report.html when the run is a real folder inside the
     comparison's (RunFolder lists no links) and its report is a regular file there; else the
     report's path as text, or "" when it has none."""
@@ -431,11 +439,8 @@ def _comparison_page(info: RunInfo) -> str:
     markdown = _text(folder, COMPARISON_MD) or f"# {folder.name}"
     title = markdown.splitlines()[0].lstrip("#").strip() if markdown else folder.name
     parts = [markdown_html(markdown, folder)]
-    try:
-        inside = {p.name for p in RunFolder(folder).subfolders()}
-    except Damaged:
-        inside = set()
-    rows = [{**s.row(), "report": _report_link(info, s, inside)} for s in info.members]
+    inside = folders_inside(folder)
+    rows = [{**s.row(), "report": report_link(info, s, inside)} for s in info.members]
     if rows:
         parts += ["<h2>Runs in this comparison</h2>"]
         parts += [_table(rows, ["name", "model", "dataset", "status", "test_accuracy", "report"])]

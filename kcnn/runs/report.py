@@ -240,15 +240,17 @@ def write_group_report(folder: str | Path) -> Path:
     md = folder / groups.GROUP_MD
     text = md.read_text(encoding="utf-8") if md.is_file() else f"# {folder.name}"
     parts = [pages.markdown_html(text, folder), "<h2>Seeds</h2>"]
+    group, inside = RunInfo.load(folder), pages.folders_inside(folder)  # links: its own runs only
     for name, g in (data.get("groups") or {}).items():
         s = (g.get("metrics") or {}).get("test_accuracy")
         line = (
             stats.Summary(s["n"], s["mean"], s["sd"], s["ci_low"], s["ci_high"]).text() if s else ""
         )
-        rows = [RunInfo.load(folder / p).row() for p in g.get("runs") or []]
+        seeds = [RunInfo.load(folder / p) for p in g.get("runs") or []]
+        rows = [{**r.row(), "report": pages.report_link(group, r, inside)} for r in seeds]
         for row, seed in zip(rows, g.get("seeds") or [], strict=False):
             row["seed"] = seed
-        table = pages._table(rows, ["seed", "name", "status", "test_accuracy", "path"])
+        table = pages._table(rows, ["seed", "name", "status", "test_accuracy", "report"])
         parts.append(
             f"<details><summary><b>{pages.html.escape(name)}</b>: test accuracy "
             f"{pages.html.escape(line)}</summary>{table}</details>"
