@@ -33,7 +33,7 @@ h1{font-size:1.5em}h2{font-size:1.2em;border-bottom:1px solid #ddd;padding-botto
 h1,h2,h3,p,summary,code{overflow-wrap:anywhere}
 .table{max-width:100%;overflow-x:auto;margin:.5em 0}
 table{border-collapse:collapse;font-size:.9em}
-td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left;vertical-align:top;overflow-wrap:anywhere}
+td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left;vertical-align:top}
 th{background:#f3f3f3;overflow-wrap:normal}td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 img{max-width:100%;height:auto;border:1px solid #eee;margin:.5em 0}
 pre{background:#f7f7f7;padding:.8em;overflow-x:auto;font-size:.8em}
