@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -169,6 +170,19 @@ def test_every_run_and_comparison_has_a_self_contained_report(runs):
     assert "Agreement" in (runs["comparison"] / "report.html").read_text()
 
 
+def test_reports_link_their_runs_and_show_settings_as_written(runs):
+    comparison = runs["comparison"]
+    page = (comparison / "report.html").read_text()
+    links = re.findall(r'href="([^"]+)"', page)
+    assert len(links) == 3 and all(link.endswith("/report.html") for link in links)
+    assert all((comparison / link).is_file() for link in links)  # relative, inside the folder
+    run = (runs["sequential"] / "report.html").read_text()
+    settings = run[run.index("<h2>Settings</h2>") :]
+    assert "{&#x27;" not in settings and "[&#x27;" not in settings and ">None<" not in settings
+    assert re.search(r"<td>train [\d,]+ · val [\d,]+ · test [\d,]+</td>", settings)
+    assert '<div class="table">' in run and 'name="viewport"' in run
+
+
 # --- compare ----------------------------------------------------------------------------------
 
 
@@ -258,7 +272,9 @@ def test_visualize_writes_the_three_pictures(runs, cli, key):
         with Image.open(folder / name) as im:
             assert im.size[0] > 100
     assert shown["feature_maps"] and shown["grad_cam"]["layer"] in shown["feature_maps"]
-    assert "Inside the network" in (runs[key] / "report.html").read_text()
+    page = (runs[key] / "report.html").read_text()
+    assert "Inside the network" in page and "The pictures below show test image 0 of" in page
+    assert shown["image"].startswith("test image 0 of")
 
 
 def test_grad_cam_for_functional_form_equals_the_sequential_one(runs):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -80,6 +81,8 @@ def test_group_statistics_are_those_of_the_seed_records(train_group):
         assert (folder / picture).is_file(), picture
     page = (folder / "report.html").read_text()
     assert "<details><summary><b>lenet5-digits-sequential</b>" in page
+    links = re.findall(r'href="([^"]+)"', page)  # each seed's own report, inside the group
+    assert len(links) == 2 and all((folder / link).is_file() for link in links)
     assert "f1" in json.dumps(group["per_class"])
 
 

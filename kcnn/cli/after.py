@@ -380,17 +380,19 @@ def visualize(
     loaded = use.load(run)
     if image is not None:
         picture = use.read_image(image, loaded.data_shape)
+        shows = f"image {image.name}"
     else:
         test = loaded.test_images(1)
         if test is None:
             raise KcnnError("the run's data set is not available here; pass an image with --image")
         picture = test[0]
+        shows = f"test image 0 of {loaded.info.dataset}"
     from kcnn.runs.run import RunFolder
 
     # the run's own picture folder must be a real folder inside it: a planted link is refused
     target = out if out is not None else RunFolder(loaded.info.folder).subfolder(html.VISUALIZE)
     try:
-        shown = vis.visualize(loaded, picture, target)
+        shown = vis.visualize(loaded, picture, target, shows)
     except OSError as e:
         raise KcnnError(f"cannot write pictures to {target}: {e.strerror or e}") from None
     if target.resolve() == (loaded.info.folder / html.VISUALIZE).resolve():

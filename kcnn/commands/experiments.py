@@ -234,7 +234,11 @@ def run(experiment: Experiment, quiet: bool = False) -> list[dict[str, Any]]:
             else "compare-runs"
         )
         folder = compare_runs(
-            [RunInfo.load(d) for d in folders], experiment.runs[0].out, name=safe_label(name)
+            [RunInfo.load(d) for d in folders],
+            experiment.runs[0].out,
+            name=safe_label(name),
+            title=f"experiment {experiment.path.name}",  # what was asked for, not its first model
+            intro=_intro(experiment, len(folders)),
         )
         summaries.append(_summary("compare", [Path(d) for d in folders], folder))
     return summaries
@@ -281,3 +285,11 @@ def _summary(command: str, run_dirs: list[Path], comparison: Path | None) -> dic
         "run_dirs": [str(d) for d in run_dirs],
         "comparison": str(comparison) if comparison else None,
     }
+
+
+def _intro(experiment: Experiment, runs: int) -> str:
+    """The comparison's opening line: the file's own description (escaped: it is anyone's text)."""
+    from kcnn import text
+
+    said = f"{text.markdown_cell(experiment.description)} " if experiment.description else ""
+    return f"{said}{runs} runs of `{text.markdown_cell(experiment.path.name)}`, compared."

@@ -14,6 +14,7 @@ import html
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from kcnn import text
 from kcnn.runs import exports, folders, inspected
@@ -23,15 +24,18 @@ from kcnn.runs.run import RunFolder
 
 REPORT = folders.REPORT_HTML
 VISUALIZE = "visualize"  # where `kcnn visualize` puts its pictures by default
+SHOWN = "visualize.json"  # beside them: which image they show and what the model took it for
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2em auto;max-width:1100px;
-padding:0 1em;color:#222}
+padding:0 1em;color:#222;overflow-wrap:break-word}
 h1{font-size:1.5em}h2{font-size:1.2em;border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}
-table{border-collapse:collapse;margin:.5em 0;font-size:.9em}
-td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}
-th{background:#f3f3f3}td.n{text-align:right;font-variant-numeric:tabular-nums}
-img{max-width:100%;border:1px solid #eee;margin:.5em 0}
+h1,h2,h3,p,summary,code{overflow-wrap:anywhere}
+.table{max-width:100%;overflow-x:auto;margin:.5em 0}
+table{border-collapse:collapse;font-size:.9em}
+td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left;vertical-align:top}
+th{background:#f3f3f3;overflow-wrap:normal}td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+img{max-width:100%;height:auto;border:1px solid #eee;margin:.5em 0}
 pre{background:#f7f7f7;padding:.8em;overflow-x:auto;font-size:.8em}
 .status{display:inline-block;padding:.1em .6em;border-radius:.8em;background:#eee}
 .completed{background:#d7f5dd}.diverged,.failed{background:#fbd5d5}.interrupted{background:#fdf0c8}
@@ -50,29 +54,82 @@ def _image(folder: Path, name: str, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
-def _value(value: Any) -> str:
+class Markup(str):
+    """HTML kcnn made itself (a link to a run's report): put into a table cell as it is."""
+
+
+_DEVICE = re.compile(r"^.*device:")  # /job:localhost/replica:0/task:0/device:GPU:0 -> GPU:0
+
+
+def _devices(names: list[Any]) -> str:
+    """`['/device:CPU:0']` as `CPU`; several as `GPU 0, GPU 1`."""
+    short = [_DEVICE.sub("", str(n)) for n in names]
+    if len(short) == 1:
+        return short[0].split(":")[0]
+    return ", ".join(s.replace(":", " ") for s in short)
+
+
+def readable(value: Any, key: str = "") -> str:
+    """A setting or result as a person writes it: `3,200`, `0.001`, `32×32×1`, `yes`,
+    `train 3,200 · val 800`, `CPU`, and `—` for none (never a Python repr)."""
+    if value is None or (isinstance(value, (str, list, tuple, dict)) and not value):
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if isinstance(value, float):
         return f"{value:.4g}"
-    if isinstance(value, int) and not isinstance(value, bool):
-        return f"{value:,}"
+    if isinstance(value, int):
+        return str(value) if "seed" in key else f"{value:,}"  # a seed is a name, not a count
+    if isinstance(value, dict):
+        return " · ".join(f"{k} {readable(v, str(k))}" for k, v in value.items())
     if isinstance(value, (list, tuple)):
-        return "×".join(map(str, value)) if all(isinstance(v, int) for v in value) else str(value)
-    return "" if value is None else str(value)
+        if key.startswith("device"):
+            return _devices(list(value))
+        if "shape" in key and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            return "×".join(map(str, value))  # 32×32×1
+        return ", ".join(readable(v, key) for v in value)
+    return str(value)
+
+
+def _header(name: str) -> str:
+    """A column name that may break after its underscores (`best_val_accuracy` on a phone)."""
+    return text.html(name).replace("_", "_<wbr>")
 
 
 def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    head = "".join(f"<th>{text.html(c)}</th>" for c in columns)
+    """A table in a box of its own: when it is wider than the page it scrolls, the page does not."""
+    head = "".join(f"<th>{_header(c)}</th>" for c in columns)
 
-    def cell(v):
-        cls = ' class="n"' if isinstance(v, (int, float)) else ""
-        return f"<td{cls}>{text.html(_value(v))}</td>"
+    def cell(column, v):
+        if isinstance(v, Markup):
+            return f"<td>{v}</td>"
+        cls = ' class="n"' if isinstance(v, (int, float)) and not isinstance(v, bool) else ""
+        return f"<td{cls}>{text.html(readable(v, column))}</td>"
 
-    body = "".join("<tr>" + "".join(cell(r.get(c)) for c in columns) + "</tr>" for r in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+    body = "".join("<tr>" + "".join(cell(c, r.get(c)) for c in columns) + "</tr>" for r in rows)
+    return f'<div class="table"><table><tr>{head}</tr>{body}</table></div>'
 
 
 def _pairs(record: dict[str, Any], name: str = "setting") -> str:
-    return _table([{name: k, "value": v} for k, v in record.items()], [name, "value"])
+    rows = [{name: k, "value": Markup(text.html(readable(v, str(k))))} for k, v in record.items()]
+    return _table(rows, [name, "value"])
+
+
+def _shown_caption(folder: Path) -> str:
+    """Which image `kcnn visualize` looked at, and what the model took it for (visualize.json)."""
+    try:
+        record = RunFolder(folder).json(f"{VISUALIZE}/{SHOWN}")
+    except (FileNotFoundError, Damaged):
+        return ""
+    image, cam = record.get("image"), record.get("grad_cam")
+    if not isinstance(image, str) or not image:
+        return ""
+    caption = f"The pictures below show {text.html(image)}"
+    if isinstance(cam, dict) and isinstance(cam.get("class"), str):
+        chance = cam.get("probability")
+        sure = f" ({chance:.2f})" if isinstance(chance, (int, float)) else ""
+        caption += f"; the model took it for <b>{text.html(cam['class'])}</b>{sure}"
+    return f"<p>{caption}.</p>"
 
 
 def _pictures(folder: Path) -> list[str]:
@@ -81,10 +138,11 @@ def _pictures(folder: Path) -> list[str]:
     except Damaged:
         return []
     titles = [Path(name).stem for name in shown]
-    return [
+    pictures = [
         f"<h3>{html.escape(title.replace('_', ' '))}</h3>{_image(folder, name, title)}"
         for name, title in zip(shown, titles, strict=True)
     ]
+    return [_shown_caption(folder), *pictures] if pictures else []
 
 
 def _exports_section(folder: Path) -> list[str]:
@@ -103,6 +161,7 @@ def _exports_section(folder: Path) -> list[str]:
 def _page(title: str, parts: list[str]) -> str:
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{text.html(title)}</title><style>{_CSS}</style></head><body>"
         + "\n".join(p for p in parts if p)
         + "</body></html>\n"
@@ -314,6 +373,21 @@ def _inline(text: str, folder: Path) -> str:
     return _restore("".join(out))
 
 
+_NUMBER = re.compile(r"[-+]?[\d,]*\.?\d+(e[-+]?\d+)?%?")
+
+
+def _wrappable(cell_html: str) -> str:
+    """A header that may break after its underscores; text inside tags is left alone."""
+    return re.sub(r"_(?![^<]*>)", "_<wbr>", cell_html)
+
+
+def _markdown_cell(cell: str, folder: Path) -> str:
+    """A pipe-table cell: figures right-aligned and unbroken, text free to wrap."""
+    number = _NUMBER.fullmatch(cell.strip()) is not None
+    opening = '<td class="n">' if number else "<td>"
+    return f"{opening}{_inline(cell, folder)}</td>"
+
+
 def markdown_html(text: str, folder: Path) -> str:
     """comparison.md as HTML: headings, pipe tables, images and paragraphs (all it contains)."""
     out: list[str] = []
@@ -326,27 +400,51 @@ def markdown_html(text: str, folder: Path) -> str:
         if lines and all(line.startswith("|") for line in lines):
             rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in lines]
             rows = [r for r in rows if not all(re.fullmatch(r"-+:?|:?-+", c) for c in r)]
-            head = "".join(f"<th>{_inline(c, folder)}</th>" for c in rows[0])
+            head = "".join(f"<th>{_wrappable(_inline(c, folder))}</th>" for c in rows[0])
             body = "".join(
-                "<tr>" + "".join(f"<td>{_inline(c, folder)}</td>" for c in r) + "</tr>"
-                for r in rows[1:]
+                "<tr>" + "".join(_markdown_cell(c, folder) for c in r) + "</tr>" for r in rows[1:]
             )
-            out.append(f"<table><tr>{head}</tr>{body}</table>")
+            out.append(f'<div class="table"><table><tr>{head}</tr>{body}</table></div>')
         elif lines:
             out.append(f"<p>{_inline(' '.join(lines), folder)}</p>")
     return "\n".join(out)
 
 
+def folders_inside(folder: Path) -> set[str]:
+    """The names of the real folders (never links) inside `folder`, as RunFolder lists them."""
+    try:
+        return {p.name for p in RunFolder(folder).subfolders()}
+    except Damaged:
+        return set()
+
+
+def report_link(comparison: RunInfo, run: RunInfo, inside: set[str]) -> str | Markup:
+    """A relative link to a run's own report.html when the run is a real folder inside the
+    comparison's (RunFolder lists no links) and its report is a regular file there; else the
+    report's path as text, or "" when it has none."""
+    try:
+        relative = run.folder.relative_to(comparison.folder)
+    except ValueError:
+        relative = None
+    if not RunFolder(run.folder).has(REPORT):
+        return ""
+    if relative is not None and relative.parts and relative.parts[0] in inside:
+        href = "/".join(quote(part) for part in (*relative.parts, REPORT))
+        return Markup(f'<a href="{html.escape(href)}">report</a>')
+    return str(run.folder / REPORT)
+
+
 def _comparison_page(info: RunInfo) -> str:
     folder = info.folder
-    text = _text(folder, COMPARISON_MD) or f"# {folder.name}"
-    title = text.splitlines()[0].lstrip("#").strip() if text else folder.name
-    parts = [markdown_html(text, folder)]
-    subs = [s.row() for s in info.members]
-    if subs:
+    markdown = _text(folder, COMPARISON_MD) or f"# {folder.name}"
+    title = markdown.splitlines()[0].lstrip("#").strip() if markdown else folder.name
+    parts = [markdown_html(markdown, folder)]
+    inside = folders_inside(folder)
+    rows = [{**s.row(), "report": report_link(info, s, inside)} for s in info.members]
+    if rows:
         parts += ["<h2>Runs in this comparison</h2>"]
-        parts += [_table(subs, ["name", "model", "dataset", "status", "test_accuracy"])]
-        parts += ["<p>Each run has its own report.html in its folder.</p>"]
+        parts += [_table(rows, ["name", "model", "dataset", "status", "test_accuracy", "report"])]
+        parts += ["<p>Each run's own report.html: the last column.</p>"]
     return _page(title, parts)
 
 

@@ -17,12 +17,14 @@ from kcnn.runs.folders import COMPARISON_CSV, COMPARISON_MD, OVERLAY
 from kcnn.runs.records import write_atomic, write_csv
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any, key: str = "") -> str:
+    from kcnn.runs.html import readable
+
     if isinstance(value, float):
         return f"{value:,.4f}" if abs(value) < 1000 else f"{value:,.0f}"
-    if isinstance(value, int):
+    if isinstance(value, int) and not isinstance(value, bool):
         return f"{value:,}"
-    return "" if value is None else text.markdown_cell(value)
+    return text.markdown_cell(readable(value, key))  # never a Python repr such as ['a'] or None
 
 
 def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
@@ -30,7 +32,10 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) ->
     value) stay in their cell whatever characters they hold."""
     header = " | ".join(text.markdown_cell(c) for c in columns)
     lines = [f"| {header} |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_cell(row.get(c)) for c in columns) + " |" for row in rows]
+    lines += [
+        "| " + " | ".join(_cell(row.get(c), str(row.get("setting", c))) for c in columns) + " |"
+        for row in rows
+    ]
     return "\n".join(lines)
 
 
@@ -66,9 +71,12 @@ def write_comparison(
     write_report_after(folder)  # report.html: the same report as one self-contained page
 
 
-def compare_runs(runs, out: str | Path, name: str = "compare-runs") -> Path:
+def compare_runs(
+    runs, out: str | Path, name: str = "compare-runs", title: str = "", intro: str = ""
+) -> Path:
     """A comparison folder for any finished runs: comparison.md/.csv/.json, overlaid curves, and
-    a table of the settings that differ between them."""
+    a table of the settings that differ between them. `title` (default: the models and data
+    compared) and `intro` name what asked for the comparison, such as an experiment file."""
     from kcnn.errors import KcnnError
     from kcnn.runs import folders
     from kcnn.runs.browse import _labels, settings_differences
@@ -111,10 +119,10 @@ def compare_runs(runs, out: str | Path, name: str = "compare-runs") -> Path:
     folder = folders.create(out, name)
     write_comparison(
         folder,
-        " vs ".join(dict.fromkeys(f"{r.model_label} on {r.dataset}" for r in runs)),
+        title or " vs ".join(dict.fromkeys(f"{r.model_label} on {r.dataset}" for r in runs)),
         rows,
         {label: r.history() for label, r in zip(labels, runs, strict=True)},
-        intro=f"{len(runs)} runs compared with `kcnn compare`.",
+        intro=intro or f"{len(runs)} runs compared with `kcnn compare`.",
         sections=sections,
     )
     write_json(
@@ -232,15 +240,17 @@ def write_group_report(folder: str | Path) -> Path:
     md = folder / groups.GROUP_MD
     text = md.read_text(encoding="utf-8") if md.is_file() else f"# {folder.name}"
     parts = [pages.markdown_html(text, folder), "<h2>Seeds</h2>"]
+    group, inside = RunInfo.load(folder), pages.folders_inside(folder)  # links: its own runs only
     for name, g in (data.get("groups") or {}).items():
         s = (g.get("metrics") or {}).get("test_accuracy")
         line = (
             stats.Summary(s["n"], s["mean"], s["sd"], s["ci_low"], s["ci_high"]).text() if s else ""
         )
-        rows = [RunInfo.load(folder / p).row() for p in g.get("runs") or []]
+        seeds = [RunInfo.load(folder / p) for p in g.get("runs") or []]
+        rows = [{**r.row(), "report": pages.report_link(group, r, inside)} for r in seeds]
         for row, seed in zip(rows, g.get("seeds") or [], strict=False):
             row["seed"] = seed
-        table = pages._table(rows, ["seed", "name", "status", "test_accuracy", "path"])
+        table = pages._table(rows, ["seed", "name", "status", "test_accuracy", "report"])
         parts.append(
             f"<details><summary><b>{pages.html.escape(name)}</b>: test accuracy "
             f"{pages.html.escape(line)}</summary>{table}</details>"

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import sys
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -152,9 +153,10 @@ def _grid(loaded: LoadedRun, images: np.ndarray, top: list[dict], path: Path) ->
     import matplotlib.pyplot as plt
     from PIL import Image
 
-    from kcnn.use.visualize import grad_cam
+    from kcnn.use.visualize import coarse_note, grad_cam
 
     pairs_per_row = 4
+    coarse = ""
     n = len(images)
     rows = max(1, -(-n // pairs_per_row))
     fig, axes = plt.subplots(
@@ -164,6 +166,7 @@ def _grid(loaded: LoadedRun, images: np.ndarray, top: list[dict], path: Path) ->
         ax.axis("off")
     for k, (image, info) in enumerate(zip(images, top, strict=True)):
         cam = grad_cam(loaded, image)[0]
+        coarse = coarse or coarse_note(cam, image)
         h, w = image.shape[:2]
         heat = np.asarray(
             Image.fromarray(np.uint8(cam * 255)).resize((w, h), Image.Resampling.BILINEAR)
@@ -181,8 +184,12 @@ def _grid(loaded: LoadedRun, images: np.ndarray, top: list[dict], path: Path) ->
         )
         right.imshow(shown, cmap="gray", interpolation="nearest")
         right.imshow(heat / 255.0, cmap="jet", alpha=0.45, interpolation="bilinear")
-        right.set_title(f"Grad-CAM\nloss {info['loss']:.2f}", fontsize=6)
+        right.set_title(
+            f"Grad-CAM {cam.shape[0]}×{cam.shape[1]}\nloss {info['loss']:.2f}", fontsize=6
+        )
     fig.suptitle(f"the {n} highest-loss test images", fontsize=9)
+    if coarse:  # the same map size for every image: said once
+        fig.supxlabel(textwrap.fill(coarse, 100), fontsize=7, color="#a03000")
     fig.tight_layout()
     fig.savefig(path, dpi=90, format="png")
     plt.close(fig)

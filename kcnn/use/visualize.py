@@ -11,6 +11,7 @@ GradientTape gives Grad-CAM its gradients (Selvaraju et al. 2017, arXiv:1610.023
 from __future__ import annotations
 
 import functools
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ MAX_CHANNELS = 16  # channels shown per feature map
 MAX_FILTERS = 64
 
 FILTERS, FEATURE_MAPS, GRAD_CAM = "filters.png", "feature_maps.png", "grad_cam.png"
+SHOWN = "visualize.json"  # beside the pictures: which image they show, what the model saw
 
 
 def _is_conv(layer) -> bool:
@@ -193,39 +195,71 @@ def _chosen(layers: list) -> list:
     return [layers[i] for i in sorted(set(picks))]
 
 
-@_literal
-def feature_maps_png(loaded: LoadedRun, image: np.ndarray, path: Path) -> list[str]:
-    """Up to MAX_CHANNELS channels of the maps after each chosen conv stage, one row each."""
-    chosen = _chosen(conv_layers(loaded.model))
-    taps, _ = run(loaded.model, loaded.prepare(image[None]), chosen)
-    pictures, titles = [], []
-    for layer in chosen:
-        maps = np.asarray(taps[id(layer)])[0]
-        shown = min(maps.shape[-1], MAX_CHANNELS)
-        for c in range(MAX_CHANNELS):
-            pictures.append(_unit(maps[..., c]) if c < shown else np.ones((1, 1)))
-            titles.append(f"{layer.name}:{c}" if c < shown else "")
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = len(chosen)
-    fig, axes = plt.subplots(
-        rows, MAX_CHANNELS, figsize=(0.8 * MAX_CHANNELS, 0.95 * rows + 0.5), squeeze=False
-    )
-    for ax, picture, layer_title in zip(axes.flat, pictures, titles, strict=True):
+    return plt
+
+
+def _channels_row(fig, cell, maps: np.ndarray, title: str) -> None:
+    """A map of one pixel (LeNet-5's C5, a backbone's last block at a small input) has one value
+    per channel: drawn as one strip of all its channels, not as squares of one colour each."""
+    ax = fig.add_subplot(cell)
+    values = maps.reshape(1, -1)
+    ax.imshow(_unit(values), cmap="viridis", aspect="auto", interpolation="nearest")
+    ax.set_yticks([])
+    ax.tick_params(axis="x", labelsize=6, length=2)
+    ax.set_xlabel(f"channel (one value each; {values.shape[1]} channels)", fontsize=6, labelpad=1)
+    ax.set_title(_label(title), fontsize=6, loc="left")
+
+
+def _maps_row(fig, cells, maps: np.ndarray, title: str) -> None:
+    """The first MAX_CHANNELS channels of a map, one small picture each."""
+    for c in range(min(maps.shape[-1], MAX_CHANNELS)):
+        ax = fig.add_subplot(cells[c])
+        ax.imshow(_unit(maps[..., c]), cmap="viridis", interpolation="nearest")
         ax.axis("off")
-        if layer_title:
-            ax.imshow(picture, cmap="viridis", interpolation="nearest")
+        if c == 0:
+            ax.set_title(_label(title), fontsize=6, loc="left")
+
+
+@_literal
+def feature_maps_figure(loaded: LoadedRun, image: np.ndarray, shows: str = ""):
+    """Up to MAX_CHANNELS channels of the maps after each chosen conv stage, one row each; returns
+    the figure (the caller's to save and close) and the stages' names."""
+    chosen = _chosen(conv_layers(loaded.model))
+    taps, _ = run(loaded.model, loaded.prepare(image[None]), chosen)
+    plt = _pyplot()
+    rows = len(chosen)
+    fig = plt.figure(figsize=(0.8 * MAX_CHANNELS, 1.0 * rows + 0.6), layout="constrained")
+    grid = fig.add_gridspec(rows, MAX_CHANNELS)
     for r, layer in enumerate(chosen):
-        shape = "×".join(map(str, np.asarray(taps[id(layer)]).shape[1:]))
-        axes[r, 0].set_title(_label(f"{layer.name} ({shape})"), fontsize=6, loc="left")
-    fig.suptitle("feature maps, first channels of each conv stage", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return [la.name for la in chosen]
+        maps = np.asarray(taps[id(layer)])[0]
+        title = f"{layer.name} ({'×'.join(map(str, maps.shape))})"
+        if maps.shape[0] * maps.shape[1] == 1:
+            _channels_row(fig, grid[r, :], maps, title)
+        else:
+            _maps_row(fig, [grid[r, c] for c in range(MAX_CHANNELS)], maps, title)
+    heading = "feature maps, first channels of each conv stage"
+    fig.suptitle(_label(f"{heading}: {shows}" if shows else heading), fontsize=9)
+    return fig, [la.name for la in chosen]
+
+
+def feature_maps_png(loaded: LoadedRun, image: np.ndarray, path: Path, shows: str = "") -> list:
+    fig, names = feature_maps_figure(loaded, image, shows)
+    _save(fig, path)
+    return names
+
+
+@_literal  # tick labels are made while saving
+def _save(fig, path: Path) -> None:
+    try:
+        fig.savefig(path, dpi=90, format="png")
+    finally:
+        _pyplot().close(fig)
 
 
 def grad_cam(loaded: LoadedRun, image: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:
@@ -248,23 +282,37 @@ def grad_cam(loaded: LoadedRun, image: np.ndarray) -> tuple[np.ndarray, int, np.
     return cam, predicted, np.asarray(probabilities[0]), spatial[-1].name
 
 
-@_literal
-def grad_cam_png(loaded: LoadedRun, image: np.ndarray, path: Path) -> dict:
-    import matplotlib
+COARSE = 4  # a Grad-CAM map with a side of fewer cells than this cannot say where a model looked
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+
+def coarse_note(cam: np.ndarray, image: np.ndarray) -> str:
+    """A sentence for a Grad-CAM map too coarse to mean much (VGG16 at 32×32 gives 2×2), or ""."""
+    h, w = cam.shape[:2]
+    if min(h, w) >= COARSE:
+        return ""
+    return (
+        f"Grad-CAM map only {h}×{w}: each cell covers {image.shape[0] // h}×{image.shape[1] // w} "
+        "of the image's pixels, too coarse to show where the network looked "
+        "(a larger input image gives a finer map)."
+    )
+
+
+@_literal
+def grad_cam_figure(loaded: LoadedRun, image: np.ndarray, shows: str = ""):
+    """The image, its Grad-CAM map and the map over the image; returns the figure (the caller's
+    to save and close) and what it shows."""
     from PIL import Image
 
+    plt = _pyplot()
     cam, predicted, probabilities, layer = grad_cam(loaded, image)
     h, w = image.shape[:2]
     big = Image.fromarray(np.uint8(cam * 255)).resize((w, h), Image.Resampling.BILINEAR)
     heat = np.asarray(big) / 255.0
     shown = image[..., 0] if image.shape[-1] == 1 else image
     name = loaded.label(predicted)
-    fig, axes = plt.subplots(1, 3, figsize=(7.5, 2.9))
+    fig, axes = plt.subplots(1, 3, figsize=(7.5, 3.1), layout="constrained")
     axes[0].imshow(shown, cmap="gray", interpolation="nearest")
-    axes[0].set_title("image", fontsize=8)
+    axes[0].set_title(_label(shows or "image"), fontsize=8, wrap=True)
     axes[1].imshow(cam, cmap="jet", interpolation="nearest")
     axes[1].set_title(f"Grad-CAM {cam.shape[0]}×{cam.shape[1]}", fontsize=8)
     axes[2].imshow(shown, cmap="gray", interpolation="nearest")
@@ -273,24 +321,40 @@ def grad_cam_png(loaded: LoadedRun, image: np.ndarray, path: Path) -> dict:
     for ax in axes:
         ax.axis("off")
     fig.suptitle(_label(f"where {layer} looked for '{name}'"), fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return {"class": name, "probability": float(probabilities[predicted]), "layer": layer}
+    note = coarse_note(cam, image)
+    if note:
+        fig.supxlabel(textwrap.fill(note, 90), fontsize=8, color="#a03000")
+    shown_record = {
+        "class": name,
+        "probability": float(probabilities[predicted]),
+        "layer": layer,
+        "map": list(cam.shape[:2]),
+    }
+    if note:
+        shown_record["note"] = note
+    return fig, shown_record
 
 
-def visualize(loaded: LoadedRun, image: np.ndarray, out: Path) -> dict:
-    """Write the three pictures into `out`; returns what they show. Each picture is drawn into a
-    fresh file and renamed, so a link planted at a picture's name is replaced, never written
-    through."""
-    from kcnn.runs.records import fresh_file
+def grad_cam_png(loaded: LoadedRun, image: np.ndarray, path: Path, shows: str = "") -> dict:
+    fig, shown = grad_cam_figure(loaded, image, shows)
+    _save(fig, path)
+    return shown
+
+
+def visualize(loaded: LoadedRun, image: np.ndarray, out: Path, shows: str = "") -> dict:
+    """Write the three pictures into `out`, and what they show (`shows`: which image, in words)
+    into visualize.json beside them; returns that record. Each file is written fresh and
+    renamed, so a link planted at a picture's name is replaced, never written through."""
+    from kcnn.runs.records import fresh_file, write_json
 
     out.mkdir(parents=True, exist_ok=True)
-    shown = {}
+    shown: dict = {"image": shows} if shows else {}
     with fresh_file(out / FILTERS, ".png") as tmp:
         shown["filters"] = filters_png(loaded.model, tmp)
     with fresh_file(out / FEATURE_MAPS, ".png") as tmp:
-        shown["feature_maps"] = feature_maps_png(loaded, image, tmp)
+        shown["feature_maps"] = feature_maps_png(loaded, image, tmp, shows)
     with fresh_file(out / GRAD_CAM, ".png") as tmp:
-        shown["grad_cam"] = grad_cam_png(loaded, image, tmp)
-    return {"folder": str(out), **shown, "files": [FILTERS, FEATURE_MAPS, GRAD_CAM]}
+        shown["grad_cam"] = grad_cam_png(loaded, image, tmp, shows)
+    record = {"folder": str(out), **shown, "files": [FILTERS, FEATURE_MAPS, GRAD_CAM]}
+    write_json(out / SHOWN, {k: v for k, v in record.items() if k != "folder"})
+    return record
