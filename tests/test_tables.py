@@ -109,7 +109,7 @@ def test_show_prints_headed_tables_of_rounded_figures(digits_run, cli):
         r"^  result +value$", text, re.M
     )
     assert "{'" not in text and "['" not in text and "None" not in text
-    assert re.search(r"^  split_sizes +train \d+, val \d+, test \d+$", text, re.M)
+    assert re.search(r"^  split_sizes +train [\d,]+ · val [\d,]+ · test [\d,]+$", text, re.M)
     assert re.search(r"^  input_shape +32×32×1$", text, re.M)
     assert re.search(r"^  class +precision +recall +f1 +support$", text, re.M)
 
@@ -145,10 +145,11 @@ def test_settings_read_as_written():
     from kcnn.runs import readable
 
     assert (
-        readable.value({"train": 3200, "val": 400, "test": 400}) == "train 3200, val 400, test 400"
+        readable.value({"train": 3200, "val": 400, "test": 4000})
+        == "train 3,200 · val 400 · test 4,000"
     )
-    assert readable.value(["/device:CPU:0"]) == "/device:CPU:0"
-    assert readable.value(None) == "none" and readable.value(True) == "yes"
+    assert readable.value(["/device:CPU:0"], "device_names") == "CPU"
+    assert readable.value(None) == "—" and readable.value(True) == "yes"
     assert readable.value([32, 32, 1], "input_shape") == "32×32×1"
     assert readable.value(61706) == "61,706" and readable.value(0.00096) == "0.00096"
     assert readable.figure("best_val_accuracy", 0.90801234) == "0.9080"

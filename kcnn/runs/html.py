@@ -19,6 +19,7 @@ from urllib.parse import quote
 from kcnn import text
 from kcnn.runs import exports, folders, inspected
 from kcnn.runs.browse import COMPARISON_MD, RunInfo
+from kcnn.runs.readable import value as readable  # how a setting or figure reads
 from kcnn.runs.records import Damaged
 from kcnn.runs.run import RunFolder
 
@@ -56,39 +57,6 @@ def _image(folder: Path, name: str, alt: str) -> str:
 
 class Markup(str):
     """HTML kcnn made itself (a link to a run's report): put into a table cell as it is."""
-
-
-_DEVICE = re.compile(r"^.*device:")  # /job:localhost/replica:0/task:0/device:GPU:0 -> GPU:0
-
-
-def _devices(names: list[Any]) -> str:
-    """`['/device:CPU:0']` as `CPU`; several as `GPU 0, GPU 1`."""
-    short = [_DEVICE.sub("", str(n)) for n in names]
-    if len(short) == 1:
-        return short[0].split(":")[0]
-    return ", ".join(s.replace(":", " ") for s in short)
-
-
-def readable(value: Any, key: str = "") -> str:
-    """A setting or result as a person writes it: `3,200`, `0.001`, `32×32×1`, `yes`,
-    `train 3,200 · val 800`, `CPU`, and `—` for none (never a Python repr)."""
-    if value is None or (isinstance(value, (str, list, tuple, dict)) and not value):
-        return "—"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, int):
-        return str(value) if "seed" in key else f"{value:,}"  # a seed is a name, not a count
-    if isinstance(value, dict):
-        return " · ".join(f"{k} {readable(v, str(k))}" for k, v in value.items())
-    if isinstance(value, (list, tuple)):
-        if key.startswith("device"):
-            return _devices(list(value))
-        if "shape" in key and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-            return "×".join(map(str, value))  # 32×32×1
-        return ", ".join(readable(v, key) for v in value)
-    return str(value)
 
 
 def _header(name: str) -> str:

@@ -1,12 +1,13 @@
 """Figures and settings as a person writes them: 0.9080 (90.8 %), a loss to 4 significant
-digits, 1 min 12 s, `train 3200, val 400, test 400` rather than a Python dict.
+digits, 1 min 12 s, `train 3,200 · val 400 · test 400` rather than a Python dict.
 
-For what kcnn prints (`kcnn show`, `kcnn runs`); `--json` keeps the full precision of the
+For what kcnn prints (`kcnn show`, `kcnn runs`) and its reports; `--json` keeps the full precision of the
 records. The text still goes through `kcnn.text` for where it is printed.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 
@@ -43,42 +44,38 @@ def count(value: int) -> str:
     return f"{value:,}"
 
 
-def _is_shape(key: str, value: list) -> bool:
-    return (
-        key.endswith(("shape", "size"))
-        and 2 <= len(value) <= 4
-        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
-    )
+_DEVICE = re.compile(r"^.*device:")  # /job:localhost/replica:0/task:0/device:GPU:0 -> GPU:0
+
+
+def _devices(names: list[Any]) -> str:
+    """`['/device:CPU:0']` as `CPU`; several as `GPU 0, GPU 1`."""
+    short = [_DEVICE.sub("", str(n)) for n in names]
+    if len(short) == 1:
+        return short[0].split(":")[0]
+    return ", ".join(s.replace(":", " ") for s in short)
 
 
 def value(v: Any, key: str = "") -> str:
-    """A setting or a figure without Python's punctuation: yes/no, none, 0.001, 61,706,
-    32×32×1 for a shape, lists joined by commas, tables as `key value, ...`."""
-    if v is None:
-        return "none"
+    """A setting or result as a person writes it: `3,200`, `0.001`, `32×32×1`, `yes`,
+    `train 3,200 · val 800`, `CPU`, and `—` for none (never a Python repr). `key` is the
+    setting's name: a seed is a name, not a count; a device list and a shape read as such."""
+    if v is None or (isinstance(v, str | list | tuple | dict) and not v):
+        return "—"
     if isinstance(v, bool):
         return "yes" if v else "no"
-    if isinstance(v, int):
-        return count(v) if abs(v) >= 10_000 else str(v)
     if isinstance(v, float):
         return f"{v:.4g}"
-    if isinstance(v, list | tuple):
-        if not v:
-            return "none"
-        if _is_shape(key, list(v)):
-            return "×".join(map(str, v))
-        return ", ".join(_nested(x) for x in v)
+    if isinstance(v, int):
+        return str(v) if "seed" in key else f"{v:,}"
     if isinstance(v, dict):
-        if not v:
-            return "none"
-        return ", ".join(f"{k} {_nested(x, str(k))}" for k, x in v.items())
+        return " · ".join(f"{k} {value(x, str(k))}" for k, x in v.items())
+    if isinstance(v, list | tuple):
+        if key.startswith("device"):
+            return _devices(list(v))
+        if "shape" in key and all(isinstance(x, int) and not isinstance(x, bool) for x in v):
+            return "×".join(map(str, v))
+        return ", ".join(value(x, key) for x in v)
     return str(v)
-
-
-def _nested(v: Any, key: str = "") -> str:
-    """A value inside a list or table: bracketed when it is itself a list or table."""
-    shown = value(v, key)
-    return f"({shown})" if isinstance(v, list | tuple | dict) and v and "×" not in shown else shown
 
 
 def figure(key: str, v: Any) -> str:
