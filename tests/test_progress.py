@@ -225,6 +225,7 @@ def test_check_heads_each_run_shows_only_its_settings_and_says_all_passed(kcnn_e
     assert "shapes_count = 3000" in shapes_run
     assert "shapes_count" not in digits_run  # ignored by digits: not shown
     assert "momentum" not in text and "nesterov" not in text  # adam: sgd's settings do not apply
+    assert "min_lr" not in text  # a constant rate decays towards nothing
     assert shapes_run.count("check passed") == 1 and digits_run.count("check passed") == 1
     assert text.rstrip().splitlines()[-1] == (
         f"all checks passed: all 2 runs ready to train (kcnn run {path})"

@@ -236,7 +236,8 @@ def title(config: RunConfig) -> str:
     else:
         what = f"{config.arch} ({config.api})"
     seeds = f", {len(config.seed_list())} seeds" if config.seeds is not None else ""
-    return f"{config.command} — {what} on {config.dataset}{seeds}"
+    named = f", named {config.name}" if config.name != config.default_name() else ""
+    return f"{config.command} — {what} on {config.dataset}{seeds}{named}"
 
 
 def in_run(experiment: Experiment, number: int, error: KcnnError) -> KcnnError:

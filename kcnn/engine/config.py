@@ -431,7 +431,11 @@ class RunConfig:
         0, "Epochs of linear learning-rate warm-up.", low=0, high=100_000, panel=OPTIMISATION
     )
     min_lr: float = setting(
-        0.0, "The rate cosine and one-cycle decay towards.", low=0.0, panel=OPTIMISATION
+        0.0,
+        "The rate cosine and one-cycle decay towards.",
+        low=0.0,
+        panel=OPTIMISATION,
+        applies=lambda c: c.schedule in ("cosine", "one-cycle"),
     )
     label_smoothing: float = setting(
         0.0,
