@@ -175,7 +175,7 @@ def test_ctrl_c_in_the_second_run_says_how_to_finish_the_file_and_resume_does(
 ):
     out = tmp_path / "runs"
     # the second run is long enough that the signal surely lands inside it
-    path = _experiment(tmp_path, [_train("sequential", 1, out), _train("functional", 20, out)])
+    path = _experiment(tmp_path, [_train("sequential", 1, out), _train("functional", 10, out)])
     process = subprocess.Popen(
         [*kcnn_exe, "run", str(path), "--set", "seed=7"],
         stdout=subprocess.PIPE,
@@ -203,7 +203,7 @@ def test_ctrl_c_in_the_second_run_says_how_to_finish_the_file_and_resume_does(
     assert [s["run_dirs"] for s in summaries[:2]] == [[str(first)], [str(second)]]
     assert (first / "history.csv").read_text() == kept  # not trained again
     finished = read_json(second / "metrics.json")
-    assert finished["status"] == "completed" and finished["epochs_completed"] == 20
+    assert finished["status"] == "completed" and finished["epochs_completed"] == 10
     assert summaries[2]["command"] == "compare" and Path(summaries[2]["comparison"]).is_dir()
     assert len([p for p in out.iterdir() if p.is_dir()]) == 3  # two runs and one comparison
 
@@ -282,6 +282,7 @@ def test_transfer_shows_its_feature_pass_line_by_line(kcnn_exe, tmp_path):
         ), result.stdout
 
 
+@pytest.mark.slow
 def test_export_shows_each_of_its_stages(cli, tmp_path):
     out = tmp_path / "runs"
     trained = cli("train", "lenet5", *TINY, "--epochs", "1", "--out", out, "--json")
