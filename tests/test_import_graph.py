@@ -119,6 +119,7 @@ def test_layer_specs_never_import_keras_side_blocks():
 # The packages in the order data flows through them: each may import only those before it.
 LAYERS = (
     "kcnn.text",
+    "kcnn.progress",
     "kcnn.errors",
     "kcnn.defaults",
     "kcnn.data",

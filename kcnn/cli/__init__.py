@@ -75,6 +75,23 @@ def quiet_native_stderr(enabled: bool):
         os.close(real)
 
 
+def quiet_python_logs(enabled: bool) -> None:
+    """Keep TensorFlow's and absl's Python-side warnings off the terminal: tf.function's
+    "triggered tf.function retracing" notes, deprecation notes, a SavedModel's untraced
+    functions. They speak to TensorFlow's developers, not to someone training a network, and
+    their handlers write to the real terminal past `quiet_native_stderr`. Errors still show;
+    `--debug` shows everything."""
+    import logging
+
+    level = logging.ERROR if enabled else logging.NOTSET
+    logging.getLogger("tensorflow").setLevel(level)  # TensorFlow's own logger (tf.get_logger())
+    try:
+        from absl import logging as absl_logging  # a dependency of TensorFlow; small, no TF
+    except ImportError:
+        return
+    absl_logging.set_verbosity(absl_logging.ERROR if enabled else absl_logging.WARNING)
+
+
 def _say_error(message: object) -> None:
     """The one `error:` line. A message may quote a folder, file or class name as it was found,
     so its control characters (ESC, BEL, CR, newlines...) are shown as escapes: one line, inert."""
@@ -98,6 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     args = mlflow_args(list(sys.argv[1:] if argv is None else argv))
     debug = "--debug" in args[:1] or "--debug" in args  # before Click parses: TF may load first
     as_json = "--json" in args
+    quiet_python_logs(not debug)
     with quiet_native_stderr(not debug):
         try:
             with (

@@ -454,7 +454,7 @@ def export(
     target = exporting.target(format, quantize, int8_io)
     exporting.check_max_drop(max_accuracy_drop)
     exporting.check_paths(browse.find_run(run).folder, out, target)  # before loading anything
-    record = exporting.export(use.load(run), target, out, max_accuracy_drop)
+    record = exporting.export(use.load(run), target, out, max_accuracy_drop, quiet=as_json)
     if as_json:
         print_json(record)
         return

@@ -280,6 +280,33 @@ training_command(
 )
 
 
+def _figure(value, spec: str) -> str:
+    return (
+        format(value, spec)
+        if isinstance(value, int | float) and not isinstance(value, bool)
+        else "-"
+    )
+
+
+def show_runs_table(run_dirs: list) -> None:
+    """The table that ends multi-run work: each run's test accuracy and loss, its epochs and its
+    training time, so no run's result is left scrolled away above another's epochs."""
+    from kcnn.runs.records import Damaged
+    from kcnn.runs.run import RunFolder
+
+    typer.echo(f"\n{'test acc':>8} {'test loss':>9} {'epochs':>6} {'train s':>8}  run")
+    for d in run_dirs:
+        try:
+            m = RunFolder(d).metrics()
+        except (OSError, Damaged):
+            m = {}
+        say(
+            f"{_figure(m.get('test_accuracy'), '.4f'):>8} {_figure(m.get('test_loss'), '.4f'):>9} "
+            f"{_figure(m.get('epochs_completed'), 'd'):>6} {_figure(m.get('train_seconds'), '.1f'):>8}  "
+            f"{Path(d).name}"
+        )
+
+
 # --- --seeds: one group of seed runs ---------------------------------------------------------------
 
 
@@ -297,6 +324,7 @@ def show_group(config, as_json: bool) -> None:
         extra = {k: record[k] for k in ("seeds", "status", "groups", "tests", "identical")}
         print_json(answer(config.command, runs, None, group=str(group.folder), **extra))
         return
+    show_runs_table(group.run_dirs())
     for name, g in record["groups"].items():
         m = g["metrics"].get("test_accuracy")
         line = stats.Summary(m["n"], m["mean"], m["sd"], m["ci_low"], m["ci_high"]).text()
@@ -311,6 +339,44 @@ def show_group(config, as_json: bool) -> None:
 
 
 # --- kcnn run ---------------------------------------------------------------------------------------
+
+
+def _check(file: Path, experiment, as_json: bool) -> None:
+    """`kcnn run FILE --check`: each run under its heading with the settings that matter to it,
+    checked as it would be before training (`preflight`); a last line says whether all passed."""
+    from kcnn.commands import experiments
+    from kcnn.progress import heading
+
+    count = len(experiment.runs)
+    if not as_json:
+        say(f"{file}: {experiment.description}" if experiment.description else str(file))
+    failed = []
+    for number, cfg in enumerate(experiment.runs, 1):
+        if not as_json:
+            heading(number, count, experiments.title(cfg))
+            body = cfg.to_toml(only_applicable=True).split("[[run]]\n", 1)[1].rstrip()
+            say(*(f"  {line}" for line in body.splitlines()))
+        try:  # what the run would refuse before training, --check refuses
+            experiments.preflight(cfg)
+        except KcnnError as e:
+            failed.append(experiments.in_run(experiment, number, e))
+            if not as_json:
+                say(f"  check failed: {e}")
+            continue
+        if not as_json:
+            typer.echo("  check passed")
+    if len(failed) == 1:  # the very error the run itself would stop with
+        raise failed[0]
+    if failed:
+        raise KcnnError(
+            f"{len(failed)} of {count} runs failed their checks, listed above; the first: {failed[0]}"
+        )
+    if as_json:
+        plan = [{"command": cfg.command, **cfg.settings_dict()} for cfg in experiment.runs]
+        print_json({"file": str(file), "description": experiment.description, "runs": plan})
+        return
+    runs = "the run" if count == 1 else f"all {count} runs"
+    say("", f"all checks passed: {runs} ready to train ({experiment.command()})")
 
 
 @app.command("run")
@@ -339,6 +405,14 @@ def run_experiment(
             help="Check the file and print its runs with their resolved settings, without training.",
         ),
     ] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Finish an interrupted `kcnn run` of this file: runs it completed are kept, the "
+            "interrupted one continues from its checkpoint, the rest train, then the comparison.",
+        ),
+    ] = False,
     mlflow: Annotated[
         str | None,
         typer.Option("--mlflow", help=MLFLOW_HELP, show_default=False, metavar="[URI]"),
@@ -349,20 +423,11 @@ def run_experiment(
     from kcnn.commands import experiments
 
     experiment = experiments.load(file, experiments.parse_overrides(set_ or []))
+    experiment.set_args = list(set_ or [])
     if check:
-        for cfg in experiment.runs:  # what the run would refuse before training, --check refuses
-            experiments.preflight(cfg)
-        plan = [{"command": cfg.command, **cfg.settings_dict()} for cfg in experiment.runs]
-        if as_json:
-            print_json({"file": str(file), "description": experiment.description, "runs": plan})
-        else:
-            say(f"{file}: {experiment.description}")
-            for cfg in experiment.runs:
-                typer.echo("")
-                typer.echo(cfg.to_toml().split("[[run]]\n", 1)[1].rstrip())
-        return
+        return _check(file, experiment, as_json)
     with tracked(mlflow):
-        summaries = experiments.run(experiment, quiet=as_json)
+        summaries = experiments.run(experiment, quiet=as_json, resume=resume)
     for cfg, summary in zip(experiment.runs, summaries, strict=False):  # the comparison comes last
         calibrated = _calibrate_after(cfg.calibrate, summary["run_dirs"])
         if calibrated is not None:
@@ -374,3 +439,6 @@ def run_experiment(
         where = s.get("group") or s.get("comparison") or ", ".join(s.get("run_dirs", []))
         accuracy = f"test accuracy {s['test_accuracy']:.4f}, " if "test_accuracy" in s else ""
         say(f"{s['command']}: {accuracy}results in {where}")
+    runs = [d for s in summaries if s["command"] != "compare" for d in s["run_dirs"]]
+    if len(runs) > 1:
+        show_runs_table(runs)

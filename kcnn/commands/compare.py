@@ -27,6 +27,7 @@ from kcnn.engine.config import CompareConfig
 from kcnn.engine.trainer import Trainer, default_input_shape, seed_everything
 from kcnn.errors import KcnnError, ModelMismatchError
 from kcnn.models.equivalence import Proof, prove_equivalent
+from kcnn.progress import heading, steps
 from kcnn.runs import folders
 from kcnn.runs.browse import RunInfo
 from kcnn.runs.folders import COMPARISON_JSON, PROOF_JSON
@@ -89,7 +90,7 @@ def init_seed(seed: int, form: int) -> int:
     return (seed + form * INIT_STRIDE) % 2**32
 
 
-def _build_forms(config: CompareConfig, input_shape, classes: int) -> tuple[dict, dict]:
+def _build_forms(config: CompareConfig, input_shape, classes: int, shown=None) -> tuple[dict, dict]:
     """Build every form, timing each build.
 
     With same_init every form is built from the same seed, so even randomness fixed at build time
@@ -107,6 +108,8 @@ def _build_forms(config: CompareConfig, input_shape, classes: int) -> tuple[dict
         start = time.perf_counter()
         models[api] = forms.build(config.arch, api, input_shape, classes)
         seconds[api] = time.perf_counter() - start
+        if shown is not None:  # the progress of building and proving (`kcnn.progress.Steps`)
+            shown.advance(note=f"built the {api} form")
     return models, seconds
 
 
@@ -149,13 +152,19 @@ def compare_apis(
     started = time.perf_counter()
     prepared = prepare_data(config, default_input_shape(config.arch, config.image_size))
     input_shape = prepared.input_shape
-    with dist.scope():  # the forms' variables belong to the strategy the trainers fit under
-        models, build_seconds = _build_forms(config, input_shape, prepared.classes)
-
-    # One real batch, exactly as the model sees it in training: from the test split, through the pipeline.
-    parts = prepared.parts
-    sample, _ = next(iter(make_dataset(parts.x_test, parts.y_test, input_shape, config.batch_size)))
-    proof = prove_equivalent(models, sample, config.tolerance)
+    count = len(config.apis)
+    with steps(
+        f"{config.arch}: {count} forms built and proven", count + 1, "steps", quiet=quiet
+    ) as shown:
+        with dist.scope():  # the forms' variables belong to the strategy the trainers fit under
+            models, build_seconds = _build_forms(config, input_shape, prepared.classes, shown)
+        # One real batch, exactly as the model sees it in training: from the test split, through
+        # the pipeline.
+        parts = prepared.parts
+        batches = make_dataset(parts.x_test, parts.y_test, input_shape, config.batch_size)
+        sample, _ = next(iter(batches))
+        proof = prove_equivalent(models, sample, config.tolerance)
+        shown.advance(note=f"proof: every form on one batch of {len(sample)} images")
     if on_proof is not None:
         on_proof(proof)
     if not proof.equivalent:
@@ -195,6 +204,7 @@ def compare_apis(
             "initial_weights_from": reference if config.same_init and api != reference else None,
         }
         form = config.form_config(api).validate()
+        heading(i + 1, count, f"{api} — {config.arch} on {prepared.data.name}", quiet)
         metrics, history, run_dir = _train_form(
             form, facts, models[api], build_seconds[api], prepared, folder, found.get(api), quiet
         )

@@ -16,18 +16,25 @@ RUN_DIR/config.json` redoes it. A file that holds several runs also writes one c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
+import shlex
 import stat
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kcnn.engine.config import COMMANDS, RunConfig, safe_label
+from kcnn.engine.interrupts import Interrupted
 from kcnn.errors import KcnnError, closest, unknown
+from kcnn.progress import heading
+from kcnn.runs.folders import COMPARISON_JSON, COMPARISON_MD
 from kcnn.runs.records import Damaged, read_text
-from kcnn.runs.run import RUN_FACTS
+from kcnn.runs.run import RESUMABLE, RUN_FACTS, RunFolder
+from kcnn.text import terminal
 
 FILE_KEYS = ("description", "run", "compare")
 MAX_FILE_BYTES = 1024 * 1024  # an experiment file is a page of settings, not a data set
@@ -42,6 +49,12 @@ class Experiment:
     description: str
     runs: list[RunConfig]  # validated configs, each knowing its command
     compare: bool = False  # several runs: also write one comparison of them
+    set_args: list[str] = field(default_factory=list)  # the --set KEY=VALUE it was loaded with
+
+    def command(self, *extra: str) -> str:
+        """The `kcnn run` command line of this experiment (its --set overrides too), for a hint."""
+        sets = [part for item in self.set_args for part in ("--set", item)]
+        return shlex.join(["kcnn", "run", str(self.path), *sets, *extra])
 
 
 def _parse_value(text: str) -> Any:
@@ -214,15 +227,42 @@ def preflight(config: RunConfig) -> None:
     transfer.prepare(config, quiet=True)
 
 
-def run(experiment: Experiment, quiet: bool = False) -> list[dict[str, Any]]:
+def title(config: RunConfig) -> str:
+    """What a run trains, in a few words: `train — lenet5 (sequential) on digits`."""
+    if config.command == "transfer":
+        what = f"{', '.join(config.backbones)} + {config.head} head"
+    elif config.command == "compare-apis":
+        what = f"{config.arch} as {', '.join(config.apis)}"
+    else:
+        what = f"{config.arch} ({config.api})"
+    seeds = f", {len(config.seed_list())} seeds" if config.seeds is not None else ""
+    named = f", named {config.name}" if config.name != config.default_name() else ""
+    return f"{config.command} — {what} on {config.dataset}{seeds}{named}"
+
+
+def in_run(experiment: Experiment, number: int, error: KcnnError) -> KcnnError:
+    """An error of one run of a file of several, saying which run it is (`run 2 of 3 (...)`)."""
+    count = len(experiment.runs)
+    if count < 2:
+        return error
+    named = KcnnError(f"run {number} of {count} ({title(experiment.runs[number - 1])}): {error}")
+    named.exit_code = error.exit_code
+    return named
+
+
+def run(experiment: Experiment, quiet: bool = False, resume: bool = False) -> list[dict[str, Any]]:
     """Run every run of an experiment in order; returns one short summary per run, and for a file
     of several runs one more: the comparison of them all (`compare = false` in the file: none).
     With several runs, each is checked (`preflight`) before the first starts: no experiment fails
-    half-way for input a check could have found."""
+    half-way for input a check could have found. `resume`: finish an earlier, interrupted attempt
+    at the same file (see `run_each`)."""
     if len(experiment.runs) > 1:
-        for config in experiment.runs:
-            preflight(config)
-    summaries = run_each(experiment, quiet)
+        for number, config in enumerate(experiment.runs, 1):
+            try:
+                preflight(config)
+            except KcnnError as e:
+                raise in_run(experiment, number, e) from None
+    summaries = run_each(experiment, quiet, resume)
     if experiment.compare:
         from kcnn.runs.browse import RunInfo
         from kcnn.runs.report import compare_runs
@@ -244,39 +284,146 @@ def run(experiment: Experiment, quiet: bool = False) -> list[dict[str, Any]]:
     return summaries
 
 
-def run_each(experiment: Experiment, quiet: bool = False) -> list[dict[str, Any]]:
+def run_each(
+    experiment: Experiment, quiet: bool = False, resume: bool = False
+) -> list[dict[str, Any]]:
+    """Each run in turn, under a heading that says which one trains. With `resume`, a run that
+    an earlier attempt at the file left behind (the newest folder of its name in its `out` with
+    its very settings) is kept when it completed and finished from its checkpoint when it was
+    interrupted; the others train as new. An interruption says how to finish the whole file."""
     summaries = []
-    for config in experiment.runs:
-        if config.seeds is not None:  # one run per seed, kept as a group folder
-            from kcnn.commands.seeds import run_group
-
-            group = run_group(config, quiet=quiet)
-            summary = _summary(config.command, group.run_dirs(), None)
-            summaries.append({**summary, "group": str(group.folder)})
-        elif config.command == "train":
-            from kcnn.commands.train import train
-
-            result = train(config, quiet=quiet)
-            summaries.append(
-                {
-                    "command": "train",
-                    "run_dirs": [str(result.run_dir)],
-                    "comparison": None,
-                    "test_accuracy": result.metrics["test_accuracy"],
-                }
-            )
-        elif config.command == "transfer":
-            from kcnn.commands.transfer import transfer
-
-            result = transfer(config, quiet=quiet)
-            summaries.append(_summary("transfer", [r.run_dir for r in result.runs], result.folder))
-        else:
-            from kcnn.commands.compare import compare_apis
-
-            result = compare_apis(config, quiet=quiet)
-            dirs = [result.folder / row["run_dir"] for row in result.rows]
-            summaries.append(_summary("compare-apis", dirs, result.folder))
+    count = len(experiment.runs)
+    claimed: set[Path] = set()  # two identical runs in one file are two folders
+    for number, config in enumerate(experiment.runs, 1):
+        if count > 1:
+            heading(number, count, title(config), quiet)
+        earlier = None if not resume or config.seeds is not None else _earlier(config, claimed)
+        if earlier is not None:
+            claimed.add(earlier[0])
+        with _finish_hint(experiment, number):
+            summaries.append(_run_one(config, quiet, earlier))
     return summaries
+
+
+@contextlib.contextmanager
+def _finish_hint(experiment: Experiment, number: int):
+    """Ctrl-C in run 2 of 3: the run's own message (how to continue that run), and how to finish
+    the file and its comparison: `kcnn run FILE --resume` keeps run 1 and continues run 2."""
+    try:
+        yield
+    except Interrupted as e:
+        count = len(experiment.runs)
+        if count < 2:
+            raise
+        rest = "the file and its comparison" if experiment.compare else "the file"
+        raise Interrupted(
+            e.signum,
+            f"{e} (run {number} of {count} in {experiment.path}); to finish {rest}: "
+            f"{experiment.command('--resume')}",
+        ) from None
+
+
+def _run_one(config: RunConfig, quiet: bool, earlier: tuple[Path, str] | None) -> dict[str, Any]:
+    if config.seeds is not None:  # one run per seed, kept as a group folder
+        from kcnn.commands.seeds import run_group
+
+        # a group finds its own unfinished folder and runs only its missing seeds
+        group = run_group(config, quiet=quiet)
+        summary = _summary(config.command, group.run_dirs(), None)
+        return {**summary, "group": str(group.folder)}
+    folder, state = earlier if earlier is not None else (None, None)
+    if state == "completed":
+        from kcnn.progress import stream
+
+        print(f"kept: {terminal(folder)} (completed earlier)", file=stream(quiet), flush=True)
+        return _kept(config, folder)
+    if config.command == "train":
+        from kcnn.commands import train
+
+        result = (
+            train.train(config, quiet=quiet)
+            if folder is None
+            else train.resume(folder, quiet=quiet)
+        )
+        return {
+            "command": "train",
+            "run_dirs": [str(result.run_dir)],
+            "comparison": None,
+            "test_accuracy": result.metrics["test_accuracy"],
+        }
+    if config.command == "transfer":
+        from kcnn.commands import transfer
+
+        result = (
+            transfer.transfer(config, quiet=quiet)
+            if folder is None
+            else transfer.resume(folder, quiet=quiet)
+        )
+        return _summary("transfer", [r.run_dir for r in result.runs], result.folder)
+    from kcnn.commands import compare
+
+    result = (
+        compare.compare_apis(config, quiet=quiet)
+        if folder is None
+        else compare.resume(folder, quiet=quiet)
+    )
+    dirs = [result.folder / row["run_dir"] for row in result.rows]
+    return _summary("compare-apis", dirs, result.folder)
+
+
+def _several(config: RunConfig) -> bool:
+    """Whether the run makes a comparison folder with one run folder per form or backbone."""
+    return config.command == "compare-apis" or (
+        config.command == "transfer" and len(config.backbones) > 1
+    )
+
+
+def _earlier(config: RunConfig, claimed: set[Path]) -> tuple[Path, str] | None:
+    """The newest folder of an earlier attempt at `config` (its name, its settings) and whether
+    it "completed" or is "unfinished"; None when there is none (or only a failed, diverged or
+    damaged one: the run then trains as new)."""
+    out = Path(config.out).expanduser()
+    if not out.is_dir():
+        return None
+    pattern = re.compile(rf"^\d{{8}}-\d{{6}}-{re.escape(config.name)}(-\d+)?$")
+    wanted = json.loads(json.dumps(config.settings_dict(), default=str))
+    for folder in sorted(out.iterdir(), key=lambda p: p.name, reverse=True):
+        if folder in claimed or not pattern.match(folder.name) or folder.is_symlink():
+            continue
+        run = RunFolder(folder)
+        try:
+            record = run.config()
+            if record.get("command") != config.command:
+                continue
+            if any(record.get(k) != v for k, v in wanted.items()):
+                continue
+            if config.command == "compare-apis":
+                state = "completed" if run.has(COMPARISON_JSON) else "unfinished"
+            elif _several(config):
+                state = "completed" if run.has(COMPARISON_MD) else "unfinished"
+            else:
+                status = run.metrics().get("status")
+                state = "completed" if status == "completed" else "unfinished"
+                if status not in RESUMABLE and status != "completed":
+                    continue
+        except (OSError, Damaged):
+            continue
+        return folder, state
+    return None
+
+
+def _kept(config: RunConfig, folder: Path) -> dict[str, Any]:
+    """The summary of a run an earlier attempt completed, read from its folder."""
+    run = RunFolder(folder)
+    if config.command == "compare-apis":
+        dirs = [folder / row["run_dir"] for row in run.comparison().get("forms", [])]
+        return _summary(config.command, dirs, folder)
+    if _several(config):
+        return _summary(config.command, run.subfolders(), folder)
+    summary = _summary(config.command, [folder], None)
+    if config.command == "train":
+        summary["test_accuracy"] = run.metrics()["test_accuracy"]
+    return summary
 
 
 def _summary(command: str, run_dirs: list[Path], comparison: Path | None) -> dict[str, Any]:

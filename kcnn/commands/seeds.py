@@ -29,6 +29,7 @@ from typing import Any
 
 from kcnn.engine.config import RunConfig
 from kcnn.errors import KcnnError
+from kcnn.progress import heading
 from kcnn.runs import groups
 from kcnn.runs.report import write_group
 
@@ -134,7 +135,8 @@ def run_group(config: RunConfig, quiet: bool = False) -> GroupResult:
     try:
         count = workers(len(missing))
         if count == 1:
-            for seed in missing:
+            for number, seed in enumerate(missing, 1):
+                heading(number, len(missing), f"seed {seed} — {config.name}", quiet)
                 _in_process(seed_config(config, seed, folder), quiet)
         else:
             failures = _in_processes([seed_config(config, s, folder) for s in missing], count)

@@ -593,6 +593,8 @@ def _objective(sweep: Sweep, trial, echo) -> float:
         trial.set_user_attr("failed_because", str(e))
         echo(f"trial {trial.number}: refused: {e}")
         raise TrialFailed(str(e)) from None
+    # which trial the epoch lines that follow belong to (workers run side by side)
+    echo(f"trial {trial.number}: {_shown(params)}: training")
     watcher = Pruning(trial, sweep.metric)
     try:
         with hooks.watching(watcher):
@@ -622,7 +624,7 @@ def _objective(sweep: Sweep, trial, echo) -> float:
         trial.set_user_attr("failed_because", f"no {sweep.metric} recorded")
         raise TrialFailed(f"no {sweep.metric} recorded")
     value = max(scores) if sweep.direction == "maximize" else min(scores)
-    shown = ", ".join(f"{k}={_short(v)}" for k, v in params.items())
+    shown = _shown(params)
     if watcher.pruned_at is not None:
         trial.set_user_attr("pruned_at_epoch", watcher.pruned_at)
         echo(
@@ -632,6 +634,10 @@ def _objective(sweep: Sweep, trial, echo) -> float:
     test = f", test accuracy {max(tests):.4f}" if tests else ""
     echo(f"trial {trial.number}: {shown}: {sweep.metric} {value:.4f}{test}")
     return value
+
+
+def _shown(params: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={_short(v)}" for k, v in params.items())
 
 
 def _short(value: Any) -> str:

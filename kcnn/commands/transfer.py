@@ -52,6 +52,7 @@ from kcnn.models.transfer_net import (  # noqa: F401  (part of this command's li
     resolve_weights,
     unfreeze_top,
 )
+from kcnn.progress import heading
 from kcnn.runs import folders
 from kcnn.runs.browse import RunInfo
 from kcnn.runs.recorder import RunRecords
@@ -237,7 +238,13 @@ def train_one(
             # The backbone is as it was when its features were cached: the head on the test
             # images' features is the whole model, without a second graph at full image size.
             f_test = extract_features(
-                net.extractor, parts.x_test, prepared.input_shape, trainer.preprocess, store
+                net.extractor,
+                parts.x_test,
+                prepared.input_shape,
+                trainer.preprocess,
+                store,
+                what=f"{backbone.name} features of the test images",
+                quiet=quiet,
             )
             scorer = (net.head, array_batches(f_test, parts.y_test, config.batch_size))
         return trainer.finish(
@@ -257,9 +264,18 @@ def _frozen_phase_on_features(trainer: Trainer, net, prepared: Prepared, config,
         trainer.fit(net.head, None, None, epochs=config.epochs)  # counts the phase, trains nothing
         return
     start = time.perf_counter()
+    name = trainer.records.identity["backbone"]
     f_train, f_val = (
-        extract_features(net.extractor, x, prepared.input_shape, trainer.preprocess, store)
-        for x in (parts.x_train, parts.x_val)
+        extract_features(
+            net.extractor,
+            x,
+            prepared.input_shape,
+            trainer.preprocess,
+            store,
+            what=f"{name} features of the {split} images",
+            quiet=trainer.quiet,
+        )
+        for x, split in ((parts.x_train, "training"), (parts.x_val, "validation"))
     )
     seconds = time.perf_counter() - start
     trainer.records.results["feature_seconds"] = seconds
@@ -332,8 +348,19 @@ def transfer(config: TransferConfig, quiet: bool = False) -> TransferResult:
             folder / folders.CONFIG,
             {"command": config.command, **config.settings_dict(), "versions": folders.versions()},
         )
-    results = [train_one(config, b, sources[b.name], prepared, folder, quiet) for b in chosen]
+    results = []
+    for number, b in enumerate(chosen, 1):
+        _heading(number, chosen, config, prepared, quiet)
+        results.append(train_one(config, b, sources[b.name], prepared, folder, quiet))
     return _finish(config, prepared, results, folder)
+
+
+def _heading(number: int, chosen, config: TransferConfig, prepared: Prepared, quiet: bool) -> None:
+    """Which backbone of several is training (one alone needs no heading)."""
+    if len(chosen) > 1:
+        b = chosen[number - 1]
+        text = f"{b.name} + {config.head} head on {prepared.data.name}"
+        heading(number, len(chosen), text, quiet)
 
 
 def _finish(config: TransferConfig, prepared: Prepared, results, folder) -> TransferResult:
@@ -399,7 +426,8 @@ def resume(path: str | Path, quiet: bool = False) -> TransferResult:
         sub_record = read_record(RunFolder(sub), RunFolder(sub).config, "run configuration")
         found[sub_record.get("backbone")] = sub
     results = []
-    for b in chosen:
+    for number, b in enumerate(chosen, 1):
+        _heading(number, chosen, config, prepared, quiet)
         sub = found.get(b.name)
         state = None
         if sub is not None:

@@ -63,6 +63,9 @@ class Setting:
     # A setting whose values are not one plain kind (`seeds`: a count or a list) checks and
     # canonicalises them itself: convert(name, value) -> value, or KcnnError.
     convert: Callable[[str, Any], Any] | None = None
+    # When the setting changes nothing in a run (shapes_count with another data set, momentum
+    # with adam): applies(config) is False, and `kcnn run --check` leaves it out. None: always.
+    applies: Callable[[Any], bool] | None = None
 
     def help_panel(self, key: str) -> str:
         return self.panel or panel_of(key)
@@ -245,6 +248,14 @@ def parse_seeds(name: str, value: Any) -> int | list[int]:
     return seeds
 
 
+def _sgd(config) -> bool:
+    return config.optimizer == "sgd"
+
+
+def _fine_tuned(config) -> bool:
+    return config.fine_tune > 0
+
+
 def _architectures() -> list[str]:
     from kcnn.models.architectures import ARCHITECTURES
 
@@ -358,6 +369,7 @@ class RunConfig:
         low=12,
         high=defaults.SHAPES_COUNT_MAX,
         panel=DATA,
+        applies=lambda c: c.dataset == "shapes",
     )
     strategy: str = setting(
         "default",
@@ -374,6 +386,7 @@ class RunConfig:
         low=1,
         high=4096,
         panel=DISTRIBUTION,
+        applies=lambda c: c.strategy == "mirrored",
     )
     mixed_precision: bool = setting(
         False,
@@ -396,9 +409,17 @@ class RunConfig:
         panel=OPTIMISATION,
     )
     momentum: float = setting(
-        0.0, "Momentum of the sgd optimizer.", low=0.0, high=1.0, high_open=True, panel=OPTIMISATION
+        0.0,
+        "Momentum of the sgd optimizer.",
+        low=0.0,
+        high=1.0,
+        high_open=True,
+        panel=OPTIMISATION,
+        applies=_sgd,
     )
-    nesterov: bool = setting(False, "Nesterov momentum (sgd with --momentum).", panel=OPTIMISATION)
+    nesterov: bool = setting(
+        False, "Nesterov momentum (sgd with --momentum).", panel=OPTIMISATION, applies=_sgd
+    )
     schedule: str = setting(
         "constant",
         "Learning-rate schedule, one rate per epoch (recorded in history.csv).",
@@ -410,7 +431,11 @@ class RunConfig:
         0, "Epochs of linear learning-rate warm-up.", low=0, high=100_000, panel=OPTIMISATION
     )
     min_lr: float = setting(
-        0.0, "The rate cosine and one-cycle decay towards.", low=0.0, panel=OPTIMISATION
+        0.0,
+        "The rate cosine and one-cycle decay towards.",
+        low=0.0,
+        panel=OPTIMISATION,
+        applies=lambda c: c.schedule in ("cosine", "one-cycle"),
     )
     label_smoothing: float = setting(
         0.0,
@@ -444,6 +469,7 @@ class RunConfig:
         high=1.0,
         high_open=True,
         panel=RECIPE,
+        applies=lambda c: c.reduce_lr_on_plateau is not None,
     )
     augment: str = setting(
         "none",
@@ -493,6 +519,7 @@ class RunConfig:
         False,
         "With --tensorboard, also log weight histograms every epoch (slower, bigger files).",
         panel=OUTPUT,
+        applies=lambda c: c.tensorboard,
     )
     calibrate: bool = setting(
         False,
@@ -609,8 +636,15 @@ class RunConfig:
         """The settings as plain values, as config.json records them and --print-config prints them."""
         return {key: getattr(self, key) for key in self.settings()}
 
-    def to_toml(self) -> str:
-        """This config as an experiment file `kcnn run` replays."""
+    def applies(self, key: str) -> bool:
+        """Whether setting `key` changes anything in this run (`shapes_count` only with the
+        shapes data, `momentum` only with sgd...)."""
+        rule = self.settings()[key].applies
+        return rule is None or bool(rule(self))
+
+    def to_toml(self, only_applicable: bool = False) -> str:
+        """This config as an experiment file `kcnn run` replays; `only_applicable` leaves out
+        the settings that change nothing in this run (what `kcnn run --check` shows)."""
         lines = [
             f"# kcnn {self.command}: resolved settings",
             "",
@@ -618,6 +652,8 @@ class RunConfig:
             f"command = {_toml(self.command)}",
         ]
         for key, value in self.settings_dict().items():
+            if only_applicable and not self.applies(key):
+                continue
             if value is not None:  # TOML has no null: an absent key means the default
                 lines.append(f"{key} = {_toml(value)}")
         return "\n".join(lines) + "\n"
@@ -783,6 +819,7 @@ class TransferConfig(RunConfig):
         high=1.0,
         high_open=True,
         panel=MODEL,
+        applies=lambda c: c.head == "gap",
     )
     fine_tune: int = setting(
         0,
@@ -797,6 +834,7 @@ class TransferConfig(RunConfig):
         low=0.0,
         low_open=True,
         panel=RECIPE,
+        applies=_fine_tuned,
     )
     fine_tune_epochs: int | None = setting(
         None,
@@ -804,6 +842,7 @@ class TransferConfig(RunConfig):
         low=1,
         high=100_000,
         panel=RECIPE,
+        applies=_fine_tuned,
     )
     cache_features: bool = setting(
         True,

@@ -223,17 +223,27 @@ def feature_batch(input_shape) -> int:
     return max(1, min(FEATURE_BATCH_MAX, FEATURE_BATCH_PIXELS // (h * w)))
 
 
-def extract_features(extractor, x, input_shape, preprocess, directory: Path | None = None):
+def extract_features(
+    extractor,
+    x,
+    input_shape,
+    preprocess,
+    directory: Path | None = None,
+    what: str = "backbone features",
+    quiet: bool = False,
+):
     """The frozen backbone's features of every image, written batch by batch into one array
     allocated once — or, given a `directory`, into a FeatureStore file there — so memory is one
     small batch of activations (at 224×224 a batch of 128 through VGG16's first block alone is
     1.6 GB) and the features, never a list of outputs to join. The head then reads them in
-    place (`array_batches`), so they are never copied whole."""
+    place (`array_batches`), so they are never copied whole. The pass shows its progress as
+    `what` (VGG16 at 224×224 takes minutes for a few thousand images)."""
     import numpy as np
     import tensorflow as tf
 
     from kcnn.data.feature_store import FeatureStore
     from kcnn.data.pipeline import make_dataset
+    from kcnn.progress import steps
 
     shape = (len(x), *extractor.output.shape[1:])
     if directory is None:
@@ -252,8 +262,10 @@ def extract_features(extractor, x, input_shape, preprocess, directory: Path | No
     batches = make_dataset(
         x, labels, input_shape, feature_batch(input_shape), preprocess=preprocess, cache=False
     )
-    for images, _ in batches:
-        out = forward(images).numpy()
-        write(slice(done, done + len(out)), out)
-        done += len(out)
+    with steps(what, len(x), "images", quiet=quiet) as shown:
+        for images, _ in batches:
+            out = forward(images).numpy()
+            write(slice(done, done + len(out)), out)
+            done += len(out)
+            shown.advance(len(out))
     return features

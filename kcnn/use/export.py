@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from kcnn.errors import KcnnError
+from kcnn.progress import steps
 from kcnn.runs import exports
 from kcnn.use import runtimes
 from kcnn.use.predict import LoadedRun, predict_batches
@@ -393,10 +394,12 @@ def export(
     t: Target | str,
     out: Path | None = None,
     max_accuracy_drop: float | None = None,
+    quiet: bool = False,
 ) -> dict:
     """Export, reload, check and measure; record in RUN/export.json. Returns this export's record;
     raises ExportCheckError (exit 1, the figures in its details) when the check or the accuracy
-    gate fails, after recording it (the file is then not kept)."""
+    gate fails, after recording it (the file is then not kept). Each of its three stages can take
+    many seconds: their progress is shown (`kcnn.progress`; on stderr when `quiet`)."""
     import logging
 
     logging.getLogger("absl").setLevel(logging.ERROR)
@@ -406,7 +409,7 @@ def export(
     existed = export_folder(run_folder, out).is_dir()
     folder = prepare_folder(run_folder, out, t)
     try:
-        record, failure = _export_into(loaded, t, folder, max_accuracy_drop)
+        record, failure = _export_into(loaded, t, folder, max_accuracy_drop, quiet)
     except BaseException:
         if not existed:  # a refused export leaves no empty folder behind either
             with contextlib.suppress(OSError):
@@ -423,7 +426,7 @@ def export(
 
 
 def _export_into(
-    loaded: LoadedRun, t: Target, folder: Path, max_accuracy_drop: float | None
+    loaded: LoadedRun, t: Target, folder: Path, max_accuracy_drop: float | None, quiet: bool = False
 ) -> tuple[dict, str | None]:
     """Convert into a fresh private folder inside `folder`, measure the file there, and rename
     it into place only when it passes. Returns the record and why it failed (None: kept)."""
@@ -439,9 +442,13 @@ def _export_into(
     fresh_dir = Path(tempfile.mkdtemp(prefix=f".{t.filename}.", dir=folder))
     try:
         fresh = fresh_dir / t.filename
-        _write(loaded, t, fresh, calibration)
-        ref = reference(loaded, images, labels)
-        record = _measure(loaded, t, fresh, images, labels, source, ref)
+        with steps(f"export {t.key}", 3, "steps", quiet=quiet) as shown:
+            _write(loaded, t, fresh, calibration)
+            shown.advance(note=f"converted to {t.filename}")
+            ref = reference(loaded, images, labels)
+            shown.advance(note=f"the run's model measured on {len(images):,} {source}")
+            record = _measure(loaded, t, fresh, images, labels, source, ref)
+            shown.advance(note=f"the exported model checked on {len(images):,} {source}")
         record["run_model"] = {k: v for k, v in ref.items() if k != "probabilities"}
         if calibration is not None:
             record["calibration"] = {"split": "train", "images": len(calibration)}
