@@ -42,8 +42,9 @@ def heading(number: int, count: int, text: str, quiet: bool = False) -> None:
 class Steps:
     """Progress of one piece of work counted in steps (images, batches, checks); see `steps`."""
 
-    def __init__(self, what: str, total: int, unit: str, out: TextIO):
+    def __init__(self, what: str, total: int, unit: str, out: TextIO, show: bool = True):
         self.what, self.total, self.unit, self.out = terminal(what), max(0, total), unit, out
+        self.show = show
         self.done = 0
         self.started = time.perf_counter()
         self._bar = None
@@ -55,7 +56,7 @@ class Steps:
         return f"{done:,}/{self.total:,} {self.unit}".rstrip()
 
     def start(self) -> Steps:
-        if on_terminal(self.out):
+        if self.show and on_terminal(self.out):
             try:
                 from rich.console import Console
                 from rich.markup import escape
@@ -76,6 +77,10 @@ class Steps:
                 TextColumn(self.unit),
                 TimeElapsedColumn(),
                 console=Console(file=self.out),
+                # what is printed meanwhile goes above the bar, but only from a stream that is
+                # this terminal too: rows piped to a file must stay in that file
+                redirect_stdout=on_terminal(sys.stdout),
+                redirect_stderr=on_terminal(sys.stderr),
             )
             self._bar.start()
             self._task = self._bar.add_task(escape(self.what), total=self.total)  # no markup
@@ -88,6 +93,8 @@ class Steps:
         if self._bar is not None:
             self._bar.update(self._task, completed=self.done)
             return
+        if not self.show:
+            return
         # a line each time another tenth is done; the last step is said by `finish`
         if self.done < self.total and self.done * LINES >= (self._shown + 1) * self.total:
             self._shown = self.done * LINES // self.total
@@ -97,7 +104,7 @@ class Steps:
         if self._bar is not None:
             self._bar.stop()
             self._bar = None
-        elif ended:
+        elif ended and self.show:
             seconds = time.perf_counter() - self.started
             print(
                 f"{self.what}: {self._count(self.done)}{self.note} in {seconds:.1f} s",
@@ -107,14 +114,17 @@ class Steps:
 
 
 @contextlib.contextmanager
-def steps(what: str, total: int, unit: str = "", quiet: bool = False) -> Iterator[Steps]:
+def steps(
+    what: str, total: int, unit: str = "", quiet: bool = False, show: bool = True
+) -> Iterator[Steps]:
     """Show the progress of `total` steps of `what`; call `.advance(n)` as steps are done.
 
         with steps("features of the training images", len(x), "images") as shown:
             for batch in batches: ...; shown.advance(len(batch))
 
-    Work that fails or is interrupted leaves its last line as it was (no "done" line)."""
-    shown = Steps(what, total, unit, stream(quiet)).start()
+    Work that fails or is interrupted leaves its last line as it was (no "done" line); with
+    `show` false (work too short to be worth a line) nothing is shown."""
+    shown = Steps(what, total, unit, stream(quiet), show).start()
     ended = False
     try:
         yield shown

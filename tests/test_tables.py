@@ -206,11 +206,12 @@ def test_predict_shows_progress_one_line_per_batch_off_a_terminal(
     monkeypatch.setattr(predict, "PREDICT_BATCH", 2)
     r = cli("predict", digits_run, *pictures["ordinary"][:5])
     assert r.code == 0, r.err
-    progress = [line for line in r.err.splitlines() if line.startswith("predicted ")]
-    assert progress == [f"predicted {n} of 5 images" for n in (2, 4, 5)]
+    progress = [line for line in r.err.splitlines() if line.startswith("predicting: ")]
+    assert progress[:-1] == [f"predicting: {n}/5 images" for n in (2, 4)], r.err
+    assert re.fullmatch(r"predicting: 5/5 images in [\d.]+ s", progress[-1]), r.err
     assert len(r.out.splitlines()) == 6
     quiet = cli("predict", digits_run, *pictures["ordinary"][:2])  # one batch: nothing to show
-    assert "predicted" not in quiet.err
+    assert "predicting" not in quiet.err
 
 
 # --- images unlike the training data ------------------------------------------------------------

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from kcnn import progress
 from kcnn.errors import KcnnError
 from kcnn.runs import folders
 from kcnn.runs.browse import RunInfo, find_run
@@ -431,7 +432,10 @@ def predict_files(
     items = list(_listed(paths))  # names only: the images are read a batch at a time
     unsaid: list[str] = []  # refusals not printed yet: until an image is read, one may be the error
     done = 0
-    with Progress(sum(isinstance(i, Path) for i in items), "images") as progress:
+    total = sum(isinstance(i, Path) for i in items)
+    # on stderr: stdout holds the rows (or the JSON); one batch is too short to be worth a line
+    show = total > PREDICT_BATCH
+    with progress.steps("predicting", total, "images", quiet=True, show=show) as shown:
         for batch, problems in _batches(items, loaded.data_shape):
             unsaid += problems
             if refused is not None:
@@ -443,7 +447,7 @@ def predict_files(
             if batch:
                 yield from _top(loaded, batch, top)
                 done += len(batch)
-            progress.advance(len(batch) + len(problems))
+            shown.advance(len(batch) + len(problems))
     if not done and not unsaid:
         raise KcnnError("no image files given (PNG or JPEG files, or folders holding them)")
     if not done:
@@ -503,46 +507,3 @@ def _say(kind: str, message: str) -> None:
     from kcnn.text import terminal
 
     print(f"{kind}: {terminal(message)}", file=sys.stderr, flush=True)
-
-
-class Progress:
-    """Progress through `total` items on stderr, for work of more than one batch: a bar on a
-    terminal, else one line per step (a log or CI keeps a line, not a redrawn bar). Small and
-    self-contained, to be swapped for a shared helper."""
-
-    def __init__(self, total: int, noun: str):
-        self.total, self.noun, self.done = total, noun, 0
-        self.shown = total > PREDICT_BATCH
-        self._bar = None
-
-    def __enter__(self) -> Progress:
-        if self.shown and sys.stderr.isatty():
-            from rich.console import Console
-            from rich.progress import Progress as Bar
-
-            # rows printed to the same terminal go above the bar (rich's redirect), never into it
-            self._bar = Bar(
-                console=Console(file=sys.stderr),
-                transient=True,
-                redirect_stdout=sys.stdout.isatty(),
-            )
-            self._bar.start()
-            self._task = self._bar.add_task(
-                f"predicting {self.total:,} {self.noun}", total=self.total
-            )
-        return self
-
-    def advance(self, count: int) -> None:
-        self.done += count
-        if self._bar is not None:
-            self._bar.update(self._task, completed=self.done)
-        elif self.shown:
-            print(
-                f"predicted {self.done:,} of {self.total:,} {self.noun}",
-                file=sys.stderr,
-                flush=True,
-            )
-
-    def __exit__(self, *exc) -> None:
-        if self._bar is not None:
-            self._bar.stop()
