@@ -37,7 +37,11 @@ def runs(
     ] = Path("runs"),
     status: Annotated[
         str | None,
-        typer.Option(help="Only runs with this status (completed, interrupted, incomplete, ...)."),
+        typer.Option(
+            help="Only runs with this status: running, completed, interrupted, diverged, failed, "
+            'incomplete, comparison, sweep, damaged or "not a run".',
+            show_default=False,
+        ),
     ] = None,
     model: Annotated[
         str | None, typer.Option(help="Only runs whose model contains this text.")
@@ -56,6 +60,7 @@ def runs(
     from kcnn.runs import browse, groups
 
     browse.check_sort(sort)
+    browse.check_status(status)
     rows = browse.listing(folder, status, model, dataset, sort)
     if as_json:
         print_json(rows)
@@ -114,7 +119,7 @@ def show(run: Run, as_json: AsJson = False) -> None:
     if as_json:
         print_json({"run": info.row(), "config": info.settings, "metrics": info.metrics})
         return
-    row = info.row()
+    row = {**info.row(), "dataset": info.dataset_text}  # a stand-in says what was asked for
     lines = [f"{row['name']}  ({row['status']})", f"  folder: {info.folder}"]
     for key in ("command", "model", "dataset", "epochs_done", "epochs_planned", "test_accuracy"):
         if row.get(key) is not None:

@@ -72,6 +72,8 @@ def recipe(info) -> str:
     keys = cls.settings() if cls is not None else settings
     kept = {k: settings.get(k) for k in keys if k not in NOT_RECIPE}
     kept.update({k: info._get(k) for k in IDENTITY})
+    if "dataset" in kept:  # the data set used: an offline stand-in's, not the name asked for
+        kept["dataset"] = info.dataset
     return json.dumps(kept, sort_keys=True, default=str)
 
 
