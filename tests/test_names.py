@@ -343,3 +343,13 @@ def test_a_lock_file_removed_while_waiting_is_never_held_by_two(tmp_path):
         fresh.unlock()
     finally:
         os.close(stale)
+
+
+def test_a_seed_group_is_listed_by_the_data_its_runs_used_and_its_runs_by_name(runs_root):
+    group = runs_root / "runs" / "20260101-000003-lenet5-mnist-sequential-seeds"
+    member = _run_folder(group / "20260101-000003-lenet5-mnist-sequential-seed83", "mnist-5k")
+    record = {"command": "train", "config": {"dataset": "mnist"}, "seeds": [83]}
+    (group / "group.json").write_text(json.dumps({**record, "status": "completed"}))
+    rows = {r["name"]: r for r in json.loads(kcnn("runs", "--json", cwd=runs_root).stdout)}
+    assert rows[group.name]["dataset"] == "mnist-5k"
+    assert kcnn("show", f"{group.name}/{member.name}", cwd=runs_root).returncode == 0

@@ -219,12 +219,14 @@ def row(info) -> dict[str, Any]:
     first = next(iter(groups.values()), {})
     accuracy = (first.get("metrics") or {}).get("test_accuracy") or {}
     config = data.get("config") or {}
+    # the data set its runs used (an offline stand-in's), else the one the group was asked for
+    used = next((s.dataset for s in info.sub_runs if s.dataset), None)
     return {
         "name": info.name,
         "kind": "group",
         "command": data.get("command"),
         "model": ", ".join(groups) or config.get("name"),
-        "dataset": config.get("dataset"),
+        "dataset": used or config.get("dataset"),
         "epochs_done": None,
         "epochs_planned": config.get("epochs"),
         "test_accuracy": accuracy.get("mean"),
