@@ -164,8 +164,9 @@ def test_a_second_process_in_the_folder_is_refused(interrupted, tmp_path):
 
 
 @pytest.mark.slow
-def test_resume_refuses_data_that_changed(tmp_path):
-    """mnist fell back to mnist-5k; now full MNIST is in the Keras cache: resuming would mix them."""
+def test_a_fallback_run_resumes_on_the_data_it_trained_on(tmp_path):
+    """mnist fell back to mnist-5k, and the run is recorded as mnist-5k: once full MNIST is in the
+    Keras cache, a resume still finishes it on mnist-5k (never mixing two data sets)."""
     home = tmp_path / "keras"
     (home / "datasets").mkdir(parents=True)
     env = {**os.environ, "KERAS_HOME": str(home)}
@@ -177,17 +178,40 @@ def test_resume_refuses_data_that_changed(tmp_path):
         env=env,
     )
     config = json.loads((run_dir / "config.json").read_text())
-    assert config["dataset_provenance"]["fallback"] is True
-    rng = np.random.default_rng(0)
+    assert config["dataset"] == "mnist-5k" and config["dataset_provenance"]["requested"] == "mnist"
+    assert "-mnist-5k-" in run_dir.name
+    _write_npz(home / "datasets" / "mnist.npz", seed=0)
+    result = kcnn("train", "--resume", run_dir, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "completed" and metrics["dataset"] == "mnist-5k"
+
+
+@pytest.mark.slow
+def test_resume_refuses_data_that_changed(tmp_path):
+    """The .npz file a run trained on was rewritten since: resuming would mix two data sets."""
+    data = tmp_path / "digits.npz"
+    _write_npz(data, seed=0)
+    run_dir = attack(
+        ["train", "lenet5", "--dataset", data, "--limit", "40", "--epochs", "3"],
+        tmp_path / "runs",
+        signal.SIGTERM,
+        lambda run, _: run is not None and epochs_in(run) >= 1,
+    )
+    _write_npz(data, seed=1)
+    refused(kcnn("train", "--resume", run_dir), "other data", "start a new run")
+    assert json.loads((run_dir / "metrics.json").read_text())["status"] == "interrupted"
+
+
+def _write_npz(path: Path, seed: int) -> None:
+    rng = np.random.default_rng(seed)
     np.savez(
-        home / "datasets" / "mnist.npz",
+        path,
         x_train=rng.integers(0, 255, (200, 28, 28), dtype=np.uint8),
         y_train=np.arange(200) % 10,
         x_test=rng.integers(0, 255, (50, 28, 28), dtype=np.uint8),
         y_test=np.arange(50) % 10,
     )
-    refused(kcnn("train", "--resume", run_dir, env=env), "other data", "start a new run")
-    assert json.loads((run_dir / "metrics.json").read_text())["status"] == "interrupted"
 
 
 @pytest.mark.slow

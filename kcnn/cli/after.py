@@ -31,7 +31,11 @@ def runs(
     ] = Path("runs"),
     status: Annotated[
         str | None,
-        typer.Option(help="Only runs with this status (completed, interrupted, incomplete, ...)."),
+        typer.Option(
+            help="Only runs with this status: running, completed, interrupted, diverged, failed, "
+            'incomplete, comparison, sweep, damaged or "not a run".',
+            show_default=False,
+        ),
     ] = None,
     model: Annotated[
         str | None, typer.Option(help="Only runs whose model contains this text.")
@@ -50,6 +54,7 @@ def runs(
     from kcnn.runs import browse, groups, readable
 
     browse.check_sort(sort)
+    browse.check_status(status)
     rows = browse.listing(folder, status, model, dataset, sort)
     if as_json:
         print_json(rows)
@@ -178,7 +183,7 @@ def _show_head(info) -> list[str]:
         ("folder", str(info.folder)),
         ("command", f"kcnn {row['command']}" if row["command"] else None),
         ("model", row["model"] or None),
-        ("data set", row["dataset"]),
+        ("data set", info.dataset_text),  # a stand-in says what was asked for
         ("classes", _classes(info.class_names)),
         ("epochs", epochs),
         (

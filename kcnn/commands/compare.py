@@ -24,7 +24,12 @@ from typing import Any
 
 from kcnn.data.prepared import prepare_data
 from kcnn.engine.config import CompareConfig
-from kcnn.engine.trainer import Trainer, default_input_shape, seed_everything
+from kcnn.engine.trainer import (
+    Trainer,
+    default_input_shape,
+    record_stand_in,
+    seed_everything,
+)
 from kcnn.errors import KcnnError, ModelMismatchError
 from kcnn.models.equivalence import Proof, prove_equivalent
 from kcnn.progress import heading, steps
@@ -151,6 +156,8 @@ def compare_apis(
     dist = distribute.activate(config)  # before TensorFlow starts: devices, cluster, scratch out
     started = time.perf_counter()
     prepared = prepare_data(config, default_input_shape(config.arch, config.image_size))
+    if resume is None:  # an offline stand-in's data set names the comparison and its forms
+        record_stand_in(config, prepared)
     input_shape = prepared.input_shape
     count = len(config.apis)
     with steps(

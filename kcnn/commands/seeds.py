@@ -84,10 +84,12 @@ def find_unfinished(config: RunConfig) -> Path | None:
 
 
 def seed_config(config: RunConfig, seed: int, folder: Path) -> RunConfig:
-    """One seed's run: the group's settings with this seed, in the group folder."""
+    """One seed's run: the group's settings with this seed, in the group folder (an error still
+    names the file the group's settings came from, if any)."""
     one = dataclasses.replace(
         config, seed=seed, seeds=None, out=str(folder), name=f"{config.name}-seed{seed}"
     )
+    one._source = getattr(config, "_source", "")
     return one.validate()
 
 

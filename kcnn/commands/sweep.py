@@ -44,7 +44,14 @@ from typing import Any
 
 from kcnn.commands import experiments
 from kcnn.engine import hooks, interrupts
-from kcnn.engine.config import COMMANDS, RunConfig, Setting, check_value, safe_label
+from kcnn.engine.config import (
+    COMMAND_LINE,
+    COMMANDS,
+    RunConfig,
+    Setting,
+    check_value,
+    safe_label,
+)
 from kcnn.errors import KcnnError, closest
 
 SWEEP_KEYS = (
@@ -198,7 +205,7 @@ def parse_dimension(key: str, value: Any, spec: Setting, where: str) -> Choice |
 
 def _checked(key: str, spec: Setting, value: Any, at: str) -> Any:
     try:
-        return check_value(key, spec, value)
+        return check_value(key, spec, value, at)
     except KcnnError as e:
         raise KcnnError(f"{at}: {e}") from None
 
@@ -306,7 +313,7 @@ def load(path: str | Path, out: str | Path | None = None) -> Sweep:
     base_config = cls.from_settings(dict(settings), source=f"{where} run").validate()
     settings.pop("out", None)  # where the sweep folder goes; each trial's out is that folder
     if out is not None:
-        base_config.out = check_value("out", cls.settings()["out"], str(out))
+        base_config.out = check_value("out", cls.settings()["out"], str(out), COMMAND_LINE)
     space_table = table.get("space")
     if not isinstance(space_table, dict) or not space_table:
         raise KcnnError(f"{where}: [sweep.space] names nothing to search: add at least one setting")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from kcnn.engine import checkpoints
-from kcnn.engine.config import TrainConfig, check_value
+from kcnn.engine.config import COMMAND_LINE, TrainConfig, check_value
 from kcnn.engine.trainer import RunResult, Trainer, default_input_shape
 from kcnn.errors import KcnnError
 from kcnn.runs.recorder import RunRecords
@@ -74,7 +74,9 @@ def resume(run_dir: str | Path, epochs: int | None = None, quiet: bool = False) 
         settings[strange[0]] = record[strange[0]]
     config = TrainConfig.from_settings(settings, source=str(Path(run_dir) / "config.json"))
     if epochs is not None:  # checked on its own: an error in it is not the file's
-        config.epochs = check_value("epochs", TrainConfig.settings()["epochs"], epochs)
+        config.epochs = check_value(
+            "epochs", TrainConfig.settings()["epochs"], epochs, COMMAND_LINE
+        )
     config.validate()
     if config.epochs < state.epoch:
         raise KcnnError(

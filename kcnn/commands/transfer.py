@@ -35,7 +35,7 @@ from kcnn import defaults
 from kcnn.data.prepared import Prepared, prepare_data
 from kcnn.engine import checkpoints
 from kcnn.engine.config import TransferConfig
-from kcnn.engine.trainer import RunResult, Trainer, count_params
+from kcnn.engine.trainer import RunResult, Trainer, count_params, record_stand_in
 from kcnn.errors import KcnnError
 from kcnn.models import backbones
 from kcnn.models.transfer_net import (  # noqa: F401  (part of this command's library interface)
@@ -341,6 +341,7 @@ def transfer(config: TransferConfig, quiet: bool = False) -> TransferResult:
 
     distribute.activate(config)  # before TensorFlow starts: devices, cluster, scratch out
     prepared, sources = prepare(config, quiet)
+    record_stand_in(config, prepared)  # an offline stand-in's data set names the runs
     chosen = [backbones.get(b) for b in config.backbones]
     folder = folders.create(config.out, config.name) if len(chosen) > 1 else None
     if folder is not None:

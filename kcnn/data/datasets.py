@@ -25,7 +25,7 @@ from kcnn import defaults
 from kcnn.data import formats
 from kcnn.data.shapes import CLASSES as SHAPE_CLASSES
 from kcnn.data.validation import Data, validate
-from kcnn.errors import KcnnError, unknown
+from kcnn.errors import KcnnError, download_failure, unknown
 
 OFFLINE_HINT = "try an offline data set: --dataset mnist-5k, --dataset digits or --dataset shapes"
 
@@ -211,27 +211,29 @@ def _load_keras_set(entry: Dataset, data_dir: Path | None = None, **_) -> Data:
     except KcnnError:
         raise
     except Exception as e:  # no network, DNS failure, HTTP error, interrupted transfer
-        reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'download failed'}"
+        why = download_failure(e)
         if entry.fallback:
-            return _fall_back(entry, reason)
+            return _fall_back(entry, why)
         raise KcnnError(
-            f"{entry.name} is not in the Keras cache ({cache}) and could not be downloaded "
-            f"({reason[:160]}); pass --data-dir with {entry.files}, or {OFFLINE_HINT}"
+            f"{entry.name} is not in the Keras cache ({keras_home() / 'datasets'}) and could not "
+            f"be downloaded: {why}; pass --data-dir with {entry.files}, or {OFFLINE_HINT}"
         ) from None
     return found(arrays, "downloaded by Keras")
 
 
-def _fall_back(entry: Dataset, reason: str) -> Data:
+def _fall_back(entry: Dataset, why: str) -> Data:
+    """The stand-in's data, said loudly in one whole sentence: what failed, what is used instead,
+    and how to get the full set. The data carries its own name; the run records both."""
     stand_in = DATASETS[entry.fallback]
     message = (
-        f"WARNING: full {entry.name} is not in the Keras cache and could not be downloaded "
-        f"({reason[:120]}); using {stand_in.name} ({stand_in.summary}) instead. "
-        f"Pass --data-dir with {entry.files} to use full {entry.name}."
+        f"WARNING: full {entry.name} is not in the Keras cache ({keras_home() / 'datasets'}) and "
+        f"could not be downloaded: {why}. Using {stand_in.name} ({stand_in.summary}) instead. "
+        f"For full {entry.name}, run once with a network, or pass --data-dir with {entry.files}."
     )
     print(message, file=sys.stderr)
     data = stand_in.loader(stand_in)
     data.provenance.update(
-        {"requested": entry.name, "fallback": True, "fallback_reason": reason, "warning": message}
+        {"requested": entry.name, "fallback": True, "fallback_reason": why, "warning": message}
     )
     return data
 

@@ -123,15 +123,12 @@ COMMAND_LINE = "the command line"  # the `source` of settings typed as options
 
 
 def where(key: str, spec: Setting, source: str = "") -> str:
-    """How an error names a setting, as the user wrote it: the option (or argument) when the
-    value came from the command line, the key when it came from a file (the error then starts
-    with the file's name); both when the source is not known."""
-    flag = key.upper() if spec.argument else option_name(key)
-    if source == COMMAND_LINE:
-        return flag
-    if source:
+    """How an error names a setting, as the user wrote it: the key when it came from a file (the
+    error then starts with the file's name), else the option (or argument) as typed. Only a
+    config made from a file knows a file name, so no other error speaks of one."""
+    if source and source != COMMAND_LINE:
         return f"`{key}`"
-    return f"{flag} (`{key}` in a file)"
+    return key.upper() if spec.argument else option_name(key)
 
 
 def _range_text(spec: Setting) -> str:
@@ -598,6 +595,7 @@ class RunConfig:
         self.check()
         if self.name is None:
             self.name = self.default_name()
+            self._derived_name = True  # --print-config leaves it out: it follows the settings
         check_name(self.name)
         return self
 
@@ -644,7 +642,10 @@ class RunConfig:
 
     def to_toml(self, only_applicable: bool = False) -> str:
         """This config as an experiment file `kcnn run` replays; `only_applicable` leaves out
-        the settings that change nothing in this run (what `kcnn run --check` shows)."""
+        the settings that change nothing in this run (what `kcnn run --check` shows). A run name
+        made from the model and the data set is left out (shown as a comment): it is derived
+        again from the settings the file ends up with, so `--config FILE --dataset other` is
+        named for the other data."""
         lines = [
             f"# kcnn {self.command}: resolved settings",
             "",
@@ -654,9 +655,29 @@ class RunConfig:
         for key, value in self.settings_dict().items():
             if only_applicable and not self.applies(key):
                 continue
-            if value is not None:  # TOML has no null: an absent key means the default
+            if key == "name" and self.name_is_derived():
+                lines.append(f"# name = {_toml(value)}  (made from the model and the data set)")
+            elif value is not None:  # TOML has no null: an absent key means the default
                 lines.append(f"{key} = {_toml(value)}")
         return "\n".join(lines) + "\n"
+
+    def name_is_derived(self) -> bool:
+        """Whether the run name is the one made from the settings (no name was given)."""
+        return getattr(self, "_derived_name", False)
+
+    def use_dataset(self, used: str) -> bool:
+        """Record the data set that stood in for the one asked for (an offline fallback, such as
+        mnist -> mnist-5k) as this run's: a run is named and described by the data it trained on
+        (what was asked for stays in its data provenance). A name made from the settings follows
+        the data; a name given (by the user, or a seed group for its members) is kept. Returns
+        whether the name changed."""
+        if used == self.dataset:
+            return False
+        self.dataset = used
+        if not self.name_is_derived():
+            return False
+        before, self.name = self.name, self.default_name()
+        return self.name != before
 
 
 # A run folder's name: a timestamp is added, and file systems stop at 255 bytes.

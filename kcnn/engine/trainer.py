@@ -252,6 +252,7 @@ class Trainer:
                 "mix two data sets; start a new run"
             )
         self.prepared = prepared
+        self._record_stand_in(prepared)
         self.open_folder()
         data, parts = prepared.data, prepared.parts
         self.records.add_facts(
@@ -265,6 +266,15 @@ class Trainer:
         )
         self.records.write_typical(prepared.typical)  # predict's check of unfamiliar images
         return prepared
+
+    def _record_stand_in(self, prepared: Prepared) -> None:
+        """A data set that stood in for the one asked for (mnist -> mnist-5k offline) is what the
+        run records and is named for. A resumed run keeps what its records (and checkpoint) say."""
+        if self.resume is not None or not record_stand_in(self.config, prepared):
+            return
+        self.records.settings = self.config.settings_dict()
+        if self.run_dir is not None and self.config.name_is_derived():  # made before loading
+            self.records.rename(self.config.name)
 
     # --- phase: build and compile ---------------------------------------------------------------
 
@@ -578,3 +588,15 @@ def default_input_shape(arch: str, image_size: int | None):
         return shape
 
     return input_shape_for
+
+
+def record_stand_in(config: RunConfig, prepared: Prepared) -> bool:
+    """When an offline stand-in was loaded for the data set asked for (mnist -> mnist-5k), make it
+    the config's data set, so that the run's records, name and later commands say what was used
+    (never a download to retry); what was asked for stays in the data's provenance. Returns
+    whether the config changed."""
+    data = prepared.data
+    if not data.provenance.get("fallback") or data.name == config.dataset:
+        return False
+    config.use_dataset(data.name)
+    return True

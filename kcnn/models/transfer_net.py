@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kcnn.errors import KcnnError
+from kcnn.errors import KcnnError, download_failure
 from kcnn.models import backbones
 
 # --- weights: where they come from ------------------------------------------------------------
@@ -74,11 +74,10 @@ def resolve_weights(backbone: backbones.Backbone, weights: str, image_size: int)
             file_hash=backbone.weights_md5,
         )
     except Exception as e:  # no network, DNS failure, HTTP error, hash mismatch after download
-        reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'download failed'}"
         raise KcnnError(
-            f"ImageNet weights for {backbone.name} are not in the Keras cache and could not be downloaded "
-            f"({reason[:160]}): Keras expects {backbone.weights_file(image_size)} in {cached.parent}; "
-            f"put that file there, or pass --weights PATH with a local weights file, "
+            f"ImageNet weights for {backbone.name} are not in the Keras cache and could not be "
+            f"downloaded: {download_failure(e)}; put {backbone.weights_file(image_size)} into "
+            f"{cached.parent}, or pass --weights PATH with a local weights file, "
             f"or --weights none for random initialisation"
         ) from None
     return WeightsSource(

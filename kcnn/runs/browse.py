@@ -20,7 +20,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from kcnn.errors import KcnnError
+from kcnn.errors import KcnnError, closest
 from kcnn.runs import folders
 from kcnn.runs.folders import COMPARISON_JSON, COMPARISON_MD  # noqa: F401  (re-exported)
 from kcnn.runs.records import Damaged
@@ -95,6 +95,8 @@ class RunInfo:
 
         if groups.is_group(self.folder) and not self.member:  # a group of seed runs: its runs
             found = [RunInfo.load(p) for p in RunFolder(self.folder).subfolders()]
+            for f in found:  # a seed's comparison: its runs are named group/comparison/run
+                f.parent = self if f.is_comparison else None
             return groups.leaves(
                 f if f.is_comparison else RunInfo.load(f.folder, self) for f in found
             )
@@ -168,10 +170,32 @@ class RunInfo:
 
     @property
     def dataset(self) -> str | None:
+        """The data set the run trained on: an offline stand-in's name when one was used (a run
+        recorded before kcnn named runs by the stand-in says `mnist` in its settings)."""
         found = self._get("dataset")
+        asked = self.dataset_asked
+        if asked is not None and found == asked:
+            found = _stand_in(asked) or found
         if found is None and self.is_comparison and self.members:
             found = ", ".join(dict.fromkeys(str(s.dataset) for s in self.members))
         return found
+
+    @property
+    def dataset_asked(self) -> str | None:
+        """The data set asked for, when an offline stand-in was used instead (else None)."""
+        provenance = self.settings.get("dataset_provenance")
+        if not isinstance(provenance, dict) or provenance.get("fallback") is not True:
+            return None
+        asked = provenance.get("requested")
+        return asked if isinstance(asked, str) else None
+
+    @property
+    def dataset_text(self) -> str | None:
+        """The data set as `show` says it: `mnist-5k (asked: mnist, offline fallback)`."""
+        asked = self.dataset_asked
+        if self.dataset is None or asked is None or asked == self.dataset:
+            return self.dataset
+        return f"{self.dataset} (asked: {asked}, offline fallback)"
 
     @property
     def input_shape(self) -> tuple[int, int, int] | None:
@@ -186,12 +210,8 @@ class RunInfo:
             return tuple(int(v) for v in shape)
         from kcnn.data.datasets import DATASETS
 
-        info = DATASETS.get(str(self.dataset))
-        if info is not None and not (self.settings.get("dataset_provenance") or {}).get("fallback"):
-            return tuple(info.image_shape)
-        if info is not None:  # a fallback (mnist -> mnist-5k) stood in: same 28x28x1 images
-            return tuple(DATASETS["mnist-5k"].image_shape)
-        return None
+        info = DATASETS.get(str(self.dataset))  # a stand-in's own shape, when one was used
+        return tuple(info.image_shape) if info is not None else None
 
     @property
     def fit(self) -> str | None:
@@ -307,15 +327,63 @@ class RunInfo:
 
 
 def find(run: str | Path, runs_dir: Path = DEFAULT_DIR) -> RunInfo:
-    """The run a user named: a folder path, or a folder name under `runs/`. Refuses anything else."""
+    """The run a user named: a folder path, or a name `kcnn runs` shows — a folder under `runs/`,
+    a comparison's (or group's) run as `comparison/run`, or such a run's own folder name alone
+    when no other folder under `runs/` has it. A name is followed through real folders only,
+    inside `runs/` (never `..`, never a link). Refuses anything else."""
     path = Path(run).expanduser()
-    if not path.exists() and not path.is_absolute() and (runs_dir / path).exists():
-        path = runs_dir / path
+    if not path.exists() and not path.is_absolute():
+        path = _named(str(run), Path(runs_dir)) or path
     if not path.exists():
         raise KcnnError(f"no run folder {run}: give the path of a run folder (see `kcnn runs`)")
     if not path.is_dir():
         raise KcnnError(f"{run} is a file, not a run folder; give the run's folder")
     return RunInfo.load(path)
+
+
+_NAME_DEPTH = 3  # group / comparison / run: the deepest `kcnn runs` lists
+
+
+def _named(name: str, runs_dir: Path) -> Path | None:
+    """The folder under `runs_dir` a name of `kcnn runs` stands for, or None."""
+    parts = Path(name).parts
+    if not parts or len(parts) > _NAME_DEPTH or any(p in ("..", ".", "/") for p in parts):
+        return None
+    path = _walk(runs_dir, parts)
+    if path is not None or len(parts) > 1:
+        return path
+    found = _inside(runs_dir, parts[0], _NAME_DEPTH - 1)
+    if len(found) > 1:
+        shown = ", ".join(str(p.relative_to(runs_dir)) for p in found[:5])
+        raise KcnnError(f"several runs are named {name} ({shown}); name one of them")
+    return found[0] if found else None
+
+
+def _subfolders(folder: Path) -> dict[str, Path]:
+    """The real folders (never links) inside `folder`, by name; none when it cannot be listed."""
+    try:
+        return {p.name: p for p in RunFolder(folder).subfolders()}
+    except Damaged:
+        return {}
+
+
+def _walk(root: Path, parts: tuple[str, ...]) -> Path | None:
+    here = root
+    for part in parts:
+        here = _subfolders(here).get(part)
+        if here is None:
+            return None
+    return here
+
+
+def _inside(root: Path, name: str, depth: int) -> list[Path]:
+    """Folders called `name` inside the folders under `root`, at most `depth` levels down."""
+    found: list[Path] = []
+    level = [p for n, p in sorted(_subfolders(root).items()) if not n.startswith(".")]
+    for _ in range(depth):
+        found += [p / name for p in level if name in _subfolders(p)]
+        level = [sub for p in level for sub in _subfolders(p).values()]
+    return found
 
 
 def _is_link(path: Path) -> bool:
@@ -329,8 +397,10 @@ def find_run(run: str | Path) -> RunInfo:
     """A single training run (not a comparison) that finished well enough to have a model."""
     info = find(run)
     if info.is_comparison:
-        subs = ", ".join(s.folder.name for s in info.sub_runs) or "none"
-        raise KcnnError(f"{run} is a comparison folder; name one of its runs ({subs})")
+        # each run named as `find` takes it: the comparison as given, then the run
+        where = str(run).rstrip("/")
+        subs = ", ".join(f"{where}/{s.folder.name}" for s in info.sub_runs) or "none"
+        raise KcnnError(f"{run} is a comparison folder; name one of its runs: {subs}")
     if info.damage is not None:
         raise KcnnError(f"{run} cannot be used: {info.damage}")
     if not info.is_run:
@@ -376,8 +446,22 @@ SORT_KEYS: dict[str, tuple[str, bool]] = {
 
 def check_sort(key: str) -> str:
     if key not in SORT_KEYS:
-        raise KcnnError(f"cannot sort by '{key}': choose one of {', '.join(SORT_KEYS)}")
+        hint = closest(key, SORT_KEYS)
+        tip = f"did you mean '{hint}'? " if hint else ""
+        raise KcnnError(f"cannot sort by '{key}': {tip}choose one of {', '.join(SORT_KEYS)}")
     return key
+
+
+# What `kcnn runs --status` can match: a run's status, or what a folder is when it has none.
+STATUS_CHOICES = (*folders.STATUSES, INCOMPLETE, COMPARISON, SWEEP, DAMAGED, NOT_A_RUN)
+
+
+def check_status(status: str | None) -> str | None:
+    if status is not None and status not in STATUS_CHOICES:
+        hint = closest(status, STATUS_CHOICES)
+        tip = f"did you mean '{hint}'? " if hint else ""
+        raise KcnnError(f"no status '{status}': {tip}choose one of {', '.join(STATUS_CHOICES)}")
+    return status
 
 
 def listing(
@@ -434,8 +518,16 @@ def _flat(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def settings_differences(runs: list[RunInfo]) -> list[dict[str, Any]]:
-    """One row per config key whose value is not the same in every run (nested keys dotted)."""
-    flats = [_flat(r.settings) for r in runs]
+    """One row per config key whose value is not the same in every run (nested keys dotted).
+    The data set is the one each run used (an offline stand-in's, not the name asked for), and
+    runs whose data fingerprints are equal trained on the same data: how each came by it (its
+    provenance, a fallback or not) is no difference between them."""
+    flats = [{**_flat(r.settings), "dataset": r.dataset} for r in runs]
+    fingerprints = {f.get("data_fingerprint") for f in flats}
+    if len(fingerprints) == 1 and None not in fingerprints:
+        flats = [
+            {k: v for k, v in f.items() if not k.startswith("dataset_provenance.")} for f in flats
+        ]
     keys = list(dict.fromkeys(k for f in flats for k in f))
     labels = _labels(runs)
     rows = []
@@ -453,3 +545,11 @@ def _labels(runs: list[RunInfo]) -> list[str]:
         label = r.folder.name
         labels.append(label if label not in labels else f"{label} ({len(labels) + 1})")
     return labels
+
+
+def _stand_in(asked: str) -> str | None:
+    """The registered data set that stands in for `asked` when it is unavailable (mnist-5k)."""
+    from kcnn.data.datasets import DATASETS
+
+    entry = DATASETS.get(asked)
+    return entry.fallback if entry is not None else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import sys
 import tempfile
 import time
@@ -29,6 +30,8 @@ OVERLAY, PROOF_JSON = "curves_overlay.png", "proof.json"
 TYPICAL = "training_images.json"
 
 STATUSES = ("running", "completed", "interrupted", "diverged", "failed")
+_STAMP = re.compile(r"^(\d{8}-\d{6})-")  # the time stamp `create` puts before a run's name
+_STAMP = re.compile(r"^(\d{8}-\d{6})-")  # the time stamp `create` puts before a run's name
 
 
 def dataset_label(dataset: str) -> str:
@@ -89,3 +92,32 @@ def versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             pass
     return found
+
+
+def rename(run_dir: Path, name: str) -> Path:
+    """A folder made by `create`, renamed `<same timestamp>-<name>` (a run whose data set turned
+    out to be another than asked for is named for the one it used). Never replaces a folder that
+    exists: the new name is claimed by making it, then the run is moved onto it. A name that
+    cannot be had leaves the folder as it was (its records still say what was used)."""
+    check_name(name)
+    stamp = _STAMP.match(run_dir.name)
+    if stamp is None:
+        return run_dir
+    for attempt in range(1000):
+        suffix = "" if attempt == 0 else f"-{attempt}"
+        target = run_dir.parent / f"{stamp.group(1)}-{name}{suffix}"
+        if target == run_dir:
+            return run_dir
+        try:
+            target.mkdir()
+        except FileExistsError:
+            continue
+        except OSError:
+            return run_dir
+        try:
+            os.rename(run_dir, target)  # onto the empty folder just made: one atomic step
+        except OSError:
+            target.rmdir()
+            return run_dir
+        return target
+    return run_dir

@@ -72,6 +72,8 @@ def recipe(info) -> str:
     keys = cls.settings() if cls is not None else settings
     kept = {k: settings.get(k) for k in keys if k not in NOT_RECIPE}
     kept.update({k: info._get(k) for k in IDENTITY})
+    if "dataset" in kept:  # the data set used: an offline stand-in's, not the name asked for
+        kept["dataset"] = info.dataset
     return json.dumps(kept, sort_keys=True, default=str)
 
 
@@ -217,12 +219,14 @@ def row(info) -> dict[str, Any]:
     first = next(iter(groups.values()), {})
     accuracy = (first.get("metrics") or {}).get("test_accuracy") or {}
     config = data.get("config") or {}
+    # the data set its runs used (an offline stand-in's), else the one the group was asked for
+    used = next((s.dataset for s in info.sub_runs if s.dataset), None)
     return {
         "name": info.name,
         "kind": "group",
         "command": data.get("command"),
         "model": ", ".join(groups) or config.get("name"),
-        "dataset": config.get("dataset"),
+        "dataset": used or config.get("dataset"),
         "epochs_done": None,
         "epochs_planned": config.get("epochs"),
         "test_accuracy": accuracy.get("mean"),

@@ -151,7 +151,7 @@ _RESULT_KEYS = (
 
 def _run_page(info: RunInfo) -> str:
     folder, metrics = info.folder, info.metrics or {}
-    title = f"{info.model_label or info.folder.name} on {info.dataset}"
+    title = f"{info.model_label or info.folder.name} on {info.dataset_text}"
     settings = {k: v for k, v in info.settings.items() if k not in ("versions", "classes")}
     results = {k: metrics[k] for k in _RESULT_KEYS if k in metrics}
     if info.params is not None:

@@ -57,6 +57,12 @@ class RunRecords:
         self.write_config()
         return self.folder.path
 
+    def rename(self, name: str) -> Path:
+        """Name the (locked) folder anew under its time stamp: the run's data set turned out to
+        be a stand-in for the one asked for."""
+        self.folder.rename(name)
+        return self.folder.path
+
     def unlock(self) -> None:
         if self.folder is not None:
             self.folder.unlock()

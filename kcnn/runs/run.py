@@ -13,6 +13,7 @@ other commands refuse it in one line. Nothing here imports TensorFlow.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import io
 import math
@@ -393,29 +394,56 @@ class RunFolder:
 
     def lock(self) -> None:
         """An exclusive lock, held while a process works here. The kernel drops it when the
-        process dies, however it dies, so a killed run never stays locked."""
+        process dies, however it dies, so a killed run never stays locked: its `.lock` file stays
+        behind, and the next process takes the lock on it as on a fresh one. `unlock` removes
+        the file, so a run that ended in any way kcnn saw leaves none."""
         if self._lock_fd is not None:
             return
         flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+        for _ in range(100):
+            try:
+                fd = os.open(self.path / LOCK, flags, 0o644)
+            except OSError as e:
+                raise KcnnError(
+                    f"cannot lock {self.path} ({LOCK}: {e.strerror or e}); "
+                    f"remove {self.path / LOCK}"
+                ) from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                raise KcnnError(
+                    f"another kcnn process is working in {self.path}; wait for it to end (or stop "
+                    "it) first"
+                ) from None
+            if self._is_the_lock_file(fd):
+                self._lock_fd = fd
+                return
+            os.close(fd)  # locked a file its holder removed as it finished: take the new one
+        raise KcnnError(f"cannot lock {self.path}: its {LOCK} keeps changing; try again")
+
+    def _is_the_lock_file(self, fd: int) -> bool:
+        """Whether the open lock file is still the one at `.lock` (not one removed meanwhile)."""
         try:
-            fd = os.open(self.path / LOCK, flags, 0o644)
-        except OSError as e:
-            raise KcnnError(
-                f"cannot lock {self.path} ({LOCK}: {e.strerror or e}); remove {self.path / LOCK}"
-            ) from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            here, held = os.lstat(self.path / LOCK), os.fstat(fd)
         except OSError:
-            os.close(fd)
-            raise KcnnError(
-                f"another kcnn process is working in {self.path}; wait for it to end (or stop it) first"
-            ) from None
-        self._lock_fd = fd
+            return False
+        return (here.st_dev, here.st_ino) == (held.st_dev, held.st_ino)
 
     def unlock(self) -> None:
+        """Remove `.lock` while still holding it, then let go: a waiting process that opened the
+        old file sees it is gone (`_is_the_lock_file`) and locks a new one."""
         if self._lock_fd is not None:
+            if self._is_the_lock_file(self._lock_fd):
+                with contextlib.suppress(OSError):
+                    os.unlink(self.path / LOCK)
             os.close(self._lock_fd)
             self._lock_fd = None
+
+    def rename(self, name: str) -> None:
+        """Give the folder another name under its time stamp (`folders.rename`); the lock, held
+        on the open file, goes with it."""
+        self.path = folders.rename(self.path, name)
 
 
 def _lstat_mode(path: Path) -> int:

@@ -75,7 +75,7 @@ class LoadedRun:
         its fingerprint), or None when that data cannot be had here."""
         try:
             if self._parts is None:
-                self._parts = _rebuild(self.info.settings)
+                self._parts = _rebuild(self.info.settings, self.info.dataset)
         except KcnnError:
             return None
         parts = self._parts[0]
@@ -98,9 +98,11 @@ class LoadedRun:
         from kcnn.data import datasets, splits
 
         s = self.info.settings
+        if not self.info.dataset:
+            return None
         try:
             data = datasets.load(
-                s["dataset"],
+                self.info.dataset,  # an offline stand-in's own: never a download again
                 s.get("data_dir"),
                 s.get("seed", defaults.SEED),
                 s.get("shapes_count", defaults.SHAPES_COUNT),
@@ -125,7 +127,7 @@ class LoadedRun:
         if split not in ("test", "val"):
             raise ValueError(f"split {split!r}: test or val")
         if self._parts is None:
-            self._parts = _rebuild(self.info.settings)
+            self._parts = _rebuild(self.info.settings, self.info.dataset)
         parts, files = self._parts
         x, y = (parts.x_test, parts.y_test) if split == "test" else (parts.x_val, parts.y_val)
         paths = files.get(split)
@@ -166,9 +168,11 @@ def predict_batches(forward, prepare, images: np.ndarray, batch: int = PREDICT_B
     return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
 
 
-def _rebuild(settings: dict[str, Any]):
+def _rebuild(settings: dict[str, Any], name: str | None):
     """(the run's splits, {split: file paths}) from config.json's settings, exactly as the trainer
-    made them; refused when the data cannot be loaded here or is not the data the run saw."""
+    made them, from the data set `name` the run used (RunInfo.dataset: an offline stand-in's own,
+    never the download it stood in for); refused when the data cannot be loaded here or is not
+    the data the run saw."""
     import dataclasses
 
     from kcnn import defaults
@@ -176,7 +180,6 @@ def _rebuild(settings: dict[str, Any]):
     from kcnn.data.prepared import data_fingerprint
 
     s = settings
-    name = s.get("dataset")
     if not name:
         raise KcnnError("the run's config.json names no data set; its test split cannot be rebuilt")
     seed = s.get("seed", defaults.SEED)
