@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -82,7 +83,9 @@ def test_a_fallback_run_is_named_recorded_and_shown_by_the_data_it_used(fallback
     listed = json.loads(cli("runs", "--json").out)
     assert [r["dataset"] for r in listed] == ["mnist-5k"]
     shown = cli("show", run_dir.name).out
-    assert "dataset: mnist-5k (asked: mnist, offline fallback)" in shown
+    assert re.search(r"^  data set +mnist-5k \(asked: mnist, offline fallback\)$", shown, re.M), (
+        shown
+    )
     assert "on mnist-5k (asked: mnist, offline fallback)" in (run_dir / "report.html").read_text()
     assert not (run_dir / ".lock").exists()
 
