@@ -30,11 +30,17 @@ demo: install
 	echo "  $(BIN)/kcnn show $${run%/}   this run's settings and results"; \
 	echo "  $(BIN)/kcnn train --help  the options, by panel"
 
+# Tests run in parallel on the machine's cores, up to 4 (pytest-xdist): each test makes its own
+# folders in its own temporary directory, so workers share nothing. Most tests wait on a subprocess
+# or on Python, so two workers keep two cores busy where one left one idle. TEST_JOBS=0 runs them
+# in this one process.
+TEST_JOBS ?= $(shell $(PYTHON) -c "import os; print(min(4, os.cpu_count() or 1))")
+
 test: install
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -n $(TEST_JOBS) -m "not slow"
 
 test-slow: install
-	$(BIN)/python -m pytest -q -m slow
+	$(BIN)/python -m pytest -q -n $(TEST_JOBS) -m slow
 
 lint: install
 	$(BIN)/ruff check kcnn tests benchmarks

@@ -75,8 +75,10 @@ def pictures(run, tmp_path_factory) -> list[Path]:
 
 
 def _one_line_error(r) -> None:
-    assert r.err.startswith("error: ") and len(r.err.strip().splitlines()) == 1, r.err
-    assert "Traceback" not in r.err
+    """One `error:` line, after at most the progress lines of the work done before it."""
+    *before, last = r.err.strip().splitlines()
+    assert last.startswith("error: ") and "Traceback" not in r.err, r.err
+    assert all(line.startswith("export ") and " steps" in line for line in before), r.err
 
 
 FORMATS = {
