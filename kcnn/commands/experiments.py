@@ -171,14 +171,12 @@ def load(path: str | Path, overrides: dict[str, Any] | None = None) -> Experimen
     data = _read(path)
     if "sweep" in data:
         raise KcnnError(f"{path} is a sweep file (it has a [sweep] table): use `kcnn sweep {path}`")
-    for key in data:
-        if key not in FILE_KEYS:
-            hint = closest(str(key), FILE_KEYS)
-            tip = f"did you mean '{hint}'? " if hint else ""
-            raise KcnnError(
-                f"{path}: unknown top-level key '{key}': {tip}an experiment file holds "
-                "`description`, `compare` and [[run]] tables"
-            )
+    check_top_keys(
+        str(path),
+        data,
+        FILE_KEYS,
+        "an experiment file holds `description`, `compare` and [[run]] tables",
+    )
     tables = data.get("run")
     if not isinstance(tables, list) or not tables or not all(isinstance(t, dict) for t in tables):
         raise KcnnError(f"{path} names no runs: add at least one [[run]] table with a `command`")
@@ -440,3 +438,13 @@ def _intro(experiment: Experiment, runs: int) -> str:
 
     said = f"{text.markdown_cell(experiment.description)} " if experiment.description else ""
     return f"{said}{runs} runs of `{text.markdown_cell(experiment.path.name)}`, compared."
+
+
+def check_top_keys(where: str, data: dict, allowed, holds: str) -> None:
+    """Refuse a top-level key of a file that is not in `allowed`, with the closest one and what
+    such a file holds (`holds`): experiment and sweep files alike."""
+    for key in data:
+        if key not in allowed:
+            hint = closest(str(key), allowed)
+            tip = f"did you mean '{hint}'? " if hint else ""
+            raise KcnnError(f"{where}: unknown top-level key '{key}': {tip}{holds}")

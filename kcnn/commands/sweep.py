@@ -274,14 +274,12 @@ def load(path: str | Path, out: str | Path | None = None) -> Sweep:
     path = Path(path).expanduser()
     data = experiments._read(path)
     where = str(path)
-    for key in data:
-        if key not in FILE_KEYS:
-            hint = closest(str(key), FILE_KEYS)
-            tip = f"did you mean '{hint}'? " if hint else ""
-            raise KcnnError(
-                f"{where}: unknown top-level key '{key}': {tip}a sweep file holds `description`, "
-                "a [sweep] table and one [[run]] table"
-            )
+    experiments.check_top_keys(
+        where,
+        data,
+        FILE_KEYS,
+        "a sweep file holds `description`, a [sweep] table and one [[run]] table",
+    )
     table = data.get("sweep")
     if not isinstance(table, dict):
         raise KcnnError(
