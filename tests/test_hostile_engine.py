@@ -509,3 +509,31 @@ def test_the_signal_guard_holds_what_signals_lists():
     with interrupts.SignalGuard() as guard:
         assert set(guard._previous) == set(interrupts.SIGNALS)
     assert signal.SIGHUP in interrupts.SIGNALS
+
+
+def test_a_signal_inside_a_keras_layer_call_stays_an_interrupt():
+    """Outside `fit` (a model being built or called) the guard raises inside Keras code, which
+    rebuilds errors from their message alone; the signal must survive that, not become a crash."""
+    import os
+    import signal
+
+    import keras
+    import numpy as np
+
+    from kcnn.engine import interrupts
+
+    class Stops(keras.layers.Layer):
+        armed = False  # not while Sequential builds itself, outside the guard
+
+        def call(self, x):
+            if self.armed:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return x
+
+    stops = Stops()
+    model = keras.Sequential([keras.Input((2,)), stops])
+    stops.armed = True
+    with interrupts.SignalGuard(), pytest.raises(interrupts.Interrupted) as stopped:
+        model(np.zeros((1, 2), "float32"))
+    assert stopped.value.signum == signal.SIGTERM and stopped.value.exit_code == 143
+    assert str(stopped.value) == "interrupted by SIGTERM"

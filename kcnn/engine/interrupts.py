@@ -24,7 +24,14 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # a closed terminal st
 class Interrupted(KcnnError):
     """The user (SIGINT), the system (SIGTERM) or a closed terminal (SIGHUP) asked kcnn to stop."""
 
+    # Keras rebuilds an error raised inside a layer's call as `type(e)(its message)`, which
+    # would lose the signal (a signal can arrive while a model is built or called outside
+    # `fit`). This mark, Keras's own, tells it the error is already annotated: pass it through.
+    _keras_call_info_injected = True
+
     def __init__(self, signum: int, message: str | None = None):
+        if not isinstance(signum, int):
+            raise TypeError(f"Interrupted needs a signal number, got {signum!r}")
         self.signum = signum
         self.exit_code = 128 + signum
         super().__init__(message or f"interrupted by {signal.Signals(signum).name}")
