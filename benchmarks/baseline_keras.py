@@ -5,8 +5,9 @@ the way keras.io's examples train a small convnet.
 
 It runs twice in `make bench`: as users write it (Keras's defaults: one step per call, the
 training state created while the first step is traced, which traces it twice), and with
-`--kcnn-settings`, the two compile settings kcnn uses (kcnn/engine/performance.py: several steps
-per call, the training state built before `fit`). kcnn against the first shows what a user gains;
+`--kcnn-settings`, the settings kcnn uses: its two compile settings (kcnn/engine/performance.py:
+several steps per call, the training state built before `fit`) and oneDNN's CPU kernels
+(kcnn/__init__.py turns them on where TensorFlow leaves them off). kcnn against the first shows what a user gains;
 against the second, what kcnn's own design adds beyond those settings.
 
 Same network, split, batch size, optimizer, learning rate and epochs as `kcnn train`, no
@@ -25,6 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# As the caller set it, before importing kcnn (for its data) sets kcnn's default
+CALLER_ONEDNN = os.environ.get("TF_ENABLE_ONEDNN_OPTS")
 
 import common  # noqa: E402
 
@@ -58,6 +61,12 @@ def main(argv=None) -> dict:
     kcnn_settings = "--kcnn-settings" in (argv := list(sys.argv[1:] if argv is None else argv))
     argv = [a for a in argv if a != "--kcnn-settings"]
     args, (x_train, y_train, x_test, y_test, classes) = common.baseline_setup(argv)
+    if not kcnn_settings:  # TensorFlow's own choice of kernels, as a plain script gets it
+        if CALLER_ONEDNN is None:
+            os.environ.pop("TF_ENABLE_ONEDNN_OPTS", None)
+        else:
+            os.environ["TF_ENABLE_ONEDNN_OPTS"] = CALLER_ONEDNN
+    assert "tensorflow" not in sys.modules, "TensorFlow must start after the kernels are chosen"
     import keras
 
     keras.utils.set_random_seed(args.seed)

@@ -15,6 +15,11 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
+# kcnn's own environment defaults (oneDNN's kernels among them) before any test module imports
+# TensorFlow, so this process computes as the `kcnn` processes it starts do: a run trained in one
+# and resumed in the other must agree bit for bit.
+import kcnn  # noqa: E402, F401
+
 
 @pytest.fixture(autouse=True)
 def keras_home(tmp_path_factory, monkeypatch):

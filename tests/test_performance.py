@@ -157,3 +157,20 @@ def test_training_state_built_before_fit_traces_the_step_once_and_trains_the_sam
         runs.append((len(traces), history.history))
     assert runs[1][0] == 1  # one trace of the training step for the whole fit
     assert runs[0][1] == runs[1][1]  # and the very same history, bit for bit
+
+
+def test_onednn_kernels_are_kcnn_default_and_the_users_choice_stands():
+    """kcnn turns on oneDNN's CPU kernels where TensorFlow leaves them off (AVX2 machines);
+    a TF_ENABLE_ONEDNN_OPTS the user set is kept."""
+    import os
+    import subprocess
+    import sys
+
+    probe = "import os, kcnn; print(os.environ['TF_ENABLE_ONEDNN_OPTS'])"
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    for given, expected in ((None, "1"), ("0", "0"), ("1", "1")):
+        run_env = env if given is None else {**env, "TF_ENABLE_ONEDNN_OPTS": given}
+        out = subprocess.run(
+            [sys.executable, "-c", probe], env=run_env, capture_output=True, text=True, timeout=60
+        )
+        assert out.stdout.strip() == expected, (given, out.stdout, out.stderr)
