@@ -152,6 +152,27 @@ def test_damaged_or_edited_records_are_refused_with_the_file_named(interrupted, 
     refused(kcnn("train", "--resume", run_dir), "checkpoint.keras")
 
 
+def test_resuming_under_other_cpu_kernels_says_the_figures_will_differ(interrupted, tmp_path):
+    """The kernels a run trained with are in its record; a resume under another choice agrees with
+    an uninterrupted run only to float rounding, and says so (it is not refused: it is the user's
+    choice)."""
+    import os
+
+    config = json.loads((interrupted / "config.json").read_text())
+    trained = config["versions"]["TF_ENABLE_ONEDNN_OPTS"]
+    assert trained == os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset")
+    other = "0" if trained == "1" else "1"
+    for setting, warned in ((trained, False), (other, True)):
+        run_dir = copy(interrupted, tmp_path, f"resumed-{setting}")
+        env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": setting}
+        result = kcnn("train", "--resume", run_dir, env=env)
+        assert result.returncode == 0, result.stderr[-2000:]
+        warnings = [line for line in result.stderr.splitlines() if "float rounding" in line]
+        assert bool(warnings) == warned, result.stderr[-2000:]
+        if warned:
+            assert warnings[0].startswith("warning: ") and f"={trained}" in warnings[0]
+
+
 def test_a_second_process_in_the_folder_is_refused(interrupted, tmp_path):
     run_dir = copy(interrupted, tmp_path, "locked")
     fd = os.open(run_dir / ".lock", os.O_RDWR | os.O_CREAT)

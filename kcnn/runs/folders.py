@@ -84,8 +84,17 @@ def create(out: str | Path, name: str) -> Path:
     raise KcnnError(f"too many runs named {name} this second in {out}")
 
 
+# The CPU kernels a run computed with (kcnn/__init__.py sets the default): a run resumed under
+# another choice agrees with an uninterrupted one only to float rounding.
+KERNELS = "TF_ENABLE_ONEDNN_OPTS"
+
+
+def kernels() -> str:
+    return os.environ.get(KERNELS, "unset")
+
+
 def versions() -> dict[str, str]:
-    found = {"python": sys.version.split()[0], "platform": platform.platform()}
+    found = {"python": sys.version.split()[0], "platform": platform.platform(), KERNELS: kernels()}
     for package in ("kcnn", "tensorflow", "keras", "numpy", "scikit-learn", "mlxtend"):
         try:
             found[package] = metadata.version(package)

@@ -19,13 +19,14 @@ import io
 import math
 import os
 import stat
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kcnn import defaults
+from kcnn import defaults, text
 from kcnn.engine import checkpoints
 from kcnn.errors import KcnnError
 from kcnn.runs import folders
@@ -569,6 +570,7 @@ def read_resume(run_dir: str | Path, commands: tuple[str, ...] = ("train",)):
             )
         _check_same_settings(run_dir, record, info.get("settings"))
     rows = read_history(run) if epoch else []
+    _warn_other_kernels(run_dir, record, epoch)
     if len(rows) < epoch:
         raise KcnnError(
             f"{run_dir / folders.HISTORY} holds {len(rows)} epochs but the checkpoint is of epoch "
@@ -589,6 +591,18 @@ def read_resume(run_dir: str | Path, commands: tuple[str, ...] = ("train",)):
     return record, Resume(
         run_dir, epoch, rows[:epoch], float(seconds) if epoch else 0.0, fingerprint, phase
     )
+
+
+def _warn_other_kernels(run_dir: Path, record: dict, epoch: int) -> None:
+    versions = record.get("versions")
+    trained = versions.get(folders.KERNELS) if isinstance(versions, dict) else None
+    if epoch and isinstance(trained, str) and trained != folders.kernels():
+        print(
+            f"warning: {text.terminal(run_dir)} was trained with {folders.KERNELS}={text.terminal(trained)} "
+            f"and resumes with {folders.kernels()}: its figures will match an uninterrupted run's "
+            f"only to float rounding (set {folders.KERNELS}={text.terminal(trained)} for bit-for-bit)",
+            file=sys.stderr,
+        )
 
 
 def _check_same_settings(run_dir: Path, record: dict, trained: Any) -> None:
