@@ -49,8 +49,9 @@ lint: install
 # Every benchmark against its baselines (shuffled, paired repeats: benchmarks/protocol.py) into
 # benchmarks/RESULTS.md, results.json and README's marked figures, in under 15 minutes on 2 cores;
 # on a machine with a GPU, TensorFlow and PyTorch both run there and the GPU section
-# (benchmarks/gpu.py) runs too. Two long ones are separate:
-# `PYTHONPATH=. .venv/bin/python benchmarks/run_all.py --only levers` (lever survey) and
+# (benchmarks/gpu.py) runs too. Three long ones are separate:
+# `PYTHONPATH=. .venv/bin/python benchmarks/run_all.py --only levers` (lever survey),
+# `... --only scaleout` (README's tf.distribute timings) and
 # `... --only memory --memory-backbone vgg16` (the memory case with VGG16).
 # PyTorch is the baseline of several figures: the `bench` extra installs it.
 bench: install $(VENV)/.bench-installed

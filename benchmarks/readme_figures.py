@@ -35,7 +35,7 @@ def scaleout(results: dict) -> str:
     accuracies = sorted({f"{x['test_accuracy']:.3f}" for x in c.values()})
     cores = results.get("machine", {}).get("cores", "?")
     return (
-        f"- **What each costs** (`make bench`, {s['date']}, on {cores} CPU cores, load "
+        f"- **What each costs** (`run_all.py --only scaleout`, {s['date']}, on {cores} CPU cores, load "
         f"{s['load_before']}; {s['arch']}, {s['dataset']}, {s['epochs']} epochs, batch "
         f"{s['batch_size']}; median of {s['repeats']} shuffled repeats; from "
         "benchmarks/results.json): mirrored over 2 logical CPUs "
