@@ -21,6 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
 
+# kcnn's environment defaults (oneDNN's kernels among them) before TensorFlow starts, as `kcnn` gets them
+import kcnn  # noqa: E402, F401
+
 # name -> (environment, options); the options mirror what `one_run` understands. The reference is
 # kcnn's own settings; each lever changes one of them, or adds one kcnn does not use.
 LEVERS = {
