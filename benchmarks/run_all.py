@@ -380,7 +380,7 @@ def main(argv=None) -> dict:
     # The lever survey takes longer than everything else together on 2 cores, and scale-out
     # (README's "What each costs", not a comparison with a baseline) about 200 s, so `make bench`
     # (under 15 minutes) leaves both out: run them with --only levers / --only scaleout.
-    parser.add_argument("--skip", nargs="*", default=["levers", "scaleout"], choices=SECTIONS)
+    parser.add_argument("--skip", nargs="*", default=None, choices=SECTIONS)
     parser.add_argument(
         "--memory-backbone", default="mobilenetv2", choices=("mobilenetv2", "vgg16")
     )
@@ -392,6 +392,8 @@ def main(argv=None) -> dict:
     quick = args.quick
     if quick and Path(args.out).resolve() == HERE:
         raise SystemExit("--quick figures mean nothing: give a scratch --out, not benchmarks/")
+    if args.skip is None:  # the long sections are left out unless --only names them
+        args.skip = ["levers", "scaleout"] if args.only is None else []
     wanted = [s for s in SECTIONS if s not in args.skip and (args.only is None or s in args.only)]
     results_path = Path(args.out) / "results.json"
     # a partial run (--only) keeps the other sections of the last full one
