@@ -33,7 +33,6 @@ LEVERS = {
     "intra 2 / inter 1 threads": ({}, {"threads": (2, 1)}),
     "intra 1 / inter 1 threads": ({}, {"threads": (1, 1)}),
     "no per-batch callbacks": ({}, {"callbacks": False}),
-    "images prepared per batch (no cache)": ({}, {"cache": False}),
     "one step per execution": ({}, {"steps_per_execution": 1}),
     "training state left to Keras (two traces)": ({}, {"build_state": False}),
     "tf.data autotuning on": ({}, {"autotune": True}),
@@ -100,7 +99,6 @@ def one_run(arch, dataset, epochs, options) -> dict:
         config.seed,
         0,
         epochs,
-        cache=options.get("cache"),
     )
     if options.get("autotune"):
         tuned = tf.data.Options()

@@ -9,7 +9,6 @@ STARTUP_TARGET = 0.5  # seconds
 RATIO_TARGET = 1.0  # kcnn / baseline images per second
 # kcnn / the best PyTorch contestant, whole runs, first epoch included (issue 23)
 TORCH_TARGETS = {"lenet5 on mnist-5k": 1.0, "simple-cnn on shapes": 1.2}
-CACHE_MAX_MIB = 256  # kcnn.data.pipeline.CACHE_MAX_BYTES (not imported: no TensorFlow here)
 FIRST_EPOCH_GAP_TARGET = 0.3  # seconds of LeNet-5's first epoch beyond a later one
 CACHE_TARGET = 10.0  # × faster with feature caching
 MEMORY_TARGET_MIB = 3 * 1024
@@ -204,9 +203,8 @@ def memory_slope(rows) -> str:
     per_image = (b["peak_rss_mib"] - a["peak_rss_mib"]) * 1024**2 / (b["images"] - a["images"])
     return (
         f"Peak memory grows by {per_image / 1000:.1f} KB per image from {a['images']:,} to "
-        f"{b['images']:,} images; each 32×32×3 uint8 image is 3.1 KB. A training set whose "
-        f"float32 images fit in {CACHE_MAX_MIB} MiB is prepared once up front (column "
-        "_prepared_), which costs up to twice that while it is built."
+        f"{b['images']:,} images; each 32×32×3 uint8 image is 3.1 KB. Images are prepared for "
+        "the model batch by batch (kcnn/data/pipeline.py): no prepared copy of a set is kept."
     )
 
 
@@ -381,15 +379,14 @@ def render(results: dict) -> str:
             "![scaling](scaling.png)",
             "",
             "| images | train images | training s | s per 1k train images | whole run s | "
-            "peak RSS MiB | uint8 images MiB | prepared |",
-            "|---|---|---|---|---|---|---|---|",
+            "peak RSS MiB | uint8 images MiB |",
+            "|---|---|---|---|---|---|---|",
         ]
         for r in rows:
             out.append(
                 f"| {r['images']} | {r['train_images']} | {r['train_seconds']:.2f} | "
                 f"{1000 * r['train_seconds'] / r['train_images']:.3f} | {r['wall']:.1f} | "
-                f"{r['peak_rss_mib']:.0f} | {r['images'] * 3072 / 1024**2:.0f} | "
-                f"{'yes' if r['train_images'] * 3072 * 4 <= CACHE_MAX_MIB * 1024**2 else 'no'} |"
+                f"{r['peak_rss_mib']:.0f} | {r['images'] * 3072 / 1024**2:.0f} |"
             )
         out += ["", linear_fit(rows), "", memory_slope(rows), ""]
     if "evaluation" in sec:

@@ -1,6 +1,6 @@
-"""The speed defaults change nothing but speed: cached and per-batch pipelines give the very same
-batches, each epoch's shuffle depends on (seed, epoch) alone, and several steps per execution
-train to the very same history as one."""
+"""The speed defaults change nothing but speed: batches are their images prepared batch by batch,
+each epoch's shuffle depends on (seed, epoch) alone, and several steps per execution train to the
+very same history as one."""
 
 import numpy as np
 import pytest
@@ -25,14 +25,24 @@ def _assert_same(a, b):
         np.testing.assert_array_equal(ya, yb)
 
 
-def test_cached_and_per_batch_training_pipelines_give_identical_batches():
-    x, y = _data()
-    args = (x, y, (32, 32, 1), 20, 7, 0, 3)
-    cached = _as_lists(pipeline.epoch_batches(*args, cache=True))
-    _assert_same(cached, _as_lists(pipeline.epoch_batches(*args, cache=False)))
-    assert len(cached) == 3 * pipeline.steps_per_epoch(len(y), 20)
+def _row_ids(count):
+    """Labels that name each image's row, so a batch says which images it should hold."""
+    return np.arange(count)
+
+
+def _assert_prepared_rows(batches, x, prepare):
+    for images, rows in batches:
+        np.testing.assert_array_equal(images, prepare(x[rows]).numpy())
+
+
+def test_training_batches_are_their_images_prepared_batch_by_batch():
+    x, _ = _data()
+    y = _row_ids(len(x))
+    batches = _as_lists(pipeline.epoch_batches(x, y, (32, 32, 1), 20, 7, 0, 3))
+    _assert_prepared_rows(batches, x, pipeline.prepare_batch_fn((28, 28, 1), (32, 32, 1)))
+    assert len(batches) == 3 * pipeline.steps_per_epoch(len(y), 20)
     # every epoch holds every image once, in a new order
-    first, second = (np.concatenate([b[1] for b in cached[i * 5 : i * 5 + 5]]) for i in (0, 1))
+    first, second = (np.concatenate([b[1] for b in batches[i * 5 : i * 5 + 5]]) for i in (0, 1))
     assert sorted(first) == sorted(second) == sorted(y) and not np.array_equal(first, second)
 
 
@@ -46,40 +56,16 @@ def test_an_epoch_depends_only_on_seed_and_epoch_number():
     assert not all(np.array_equal(a[1], b[1]) for a, b in zip(resumed, other_seed, strict=True))
 
 
-def test_cached_and_per_batch_evaluation_sets_match_with_preprocess_and_resize():
-    x, y = _data(40, (8, 8, 3))
+def test_evaluation_sets_are_their_images_prepared_with_preprocess_and_resize():
+    x, _ = _data(40, (8, 8, 3))
+    y = _row_ids(len(x))
+    preprocess = lambda t: t - 127.5  # noqa: E731
+    prepare = pipeline.prepare_batch_fn((8, 8, 3), (16, 16, 3), preprocess)
     for shuffle in (False, True):
-        kwargs = dict(shuffle=shuffle, seed=3, preprocess=lambda t: t - 127.5)
-        a = _as_lists(pipeline.make_dataset(x, y, (16, 16, 3), 16, cache=True, **kwargs).repeat(2))
-        b = _as_lists(pipeline.make_dataset(x, y, (16, 16, 3), 16, cache=False, **kwargs).repeat(2))
-        _assert_same(a, b)
-
-
-def test_sets_beyond_the_cache_limit_are_prepared_per_batch(monkeypatch):
-    x, y = _data(10)
-    monkeypatch.setattr(pipeline, "CACHE_MAX_BYTES", pipeline.prepared_bytes(9, (32, 32, 1)))
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("a set over CACHE_MAX_BYTES must not be prepared up front")
-
-    monkeypatch.setattr(pipeline, "prepare_all", refuse)
-    assert len(_as_lists(pipeline.make_dataset(x, y, (32, 32, 1), 4, cache=None))) == 3
-    assert len(_as_lists(pipeline.epoch_batches(x, y, (32, 32, 1), 4, 7, 0, 1))) == 3
-    with pytest.raises(AssertionError):
-        pipeline.make_dataset(x[:9], y[:9], (32, 32, 1), 4, cache=None)
-    with pytest.raises(AssertionError):
-        pipeline.epoch_batches(x[:9], y[:9], (32, 32, 1), 4, 7, 0, 1)
-
-
-def test_sets_in_a_fixed_order_are_prepared_per_batch_by_default(monkeypatch):
-    """Validation and test sets hold no prepared float32 copy (flat memory, same batches)."""
-    x, y = _data(10)
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("a fixed-order set must not be prepared up front by default")
-
-    monkeypatch.setattr(pipeline, "prepare_all", refuse)
-    assert len(_as_lists(pipeline.make_dataset(x, y, (32, 32, 1), 4))) == 3
+        ds = pipeline.make_dataset(x, y, (16, 16, 3), 16, shuffle, 3, preprocess)
+        batches = _as_lists(ds.repeat(2))
+        _assert_prepared_rows(batches, x, prepare)
+        assert sorted(np.concatenate([b[1] for b in batches[:3]])) == list(y)
 
 
 def test_steps_per_execution_divides_the_epoch():

@@ -1,11 +1,12 @@
 """The tf.data input pipeline: uint8 images in, batches shaped for the model out.
 
 Everything that changes an image — channel conversion, padding or resizing, scaling — happens
-here. A set whose prepared float32 images fit in `CACHE_MAX_BYTES` is prepared once and kept in
-memory, so no epoch converts an image twice (a measured win: see benchmarks/RESULTS.md); a bigger
-one is prepared per batch, so it is never copied at a bigger size in memory (feeding 32×32 images
-to a 224×224 backbone costs one batch of 224×224 images at a time, not the whole set). Both give
-the very same batches: preparing is per image, and the shuffles depend on the seed alone.
+here, one batch at a time, while the model trains on the batches before it. No set is ever held
+prepared: a float32 copy is four times its uint8 images, and keeping the training set's once
+held it up to four times at the peak (built in chunks, joined, then copied by its iterator:
+benchmarks/NOTES.md) for no measurable speed with oneDNN's kernels. So the memory a set costs is
+its uint8 images however big it is, and feeding 32×32 images to a 224×224 backbone costs one
+batch of 224×224 images at a time. The shuffles depend on the seed alone.
 """
 
 from __future__ import annotations
@@ -16,11 +17,6 @@ import numpy as np
 import tensorflow as tf
 
 from kcnn.data.augment import augment_epoch
-
-# Prepared images up to this size are kept in memory (20,000 32×32×3 images are 234 MiB; building
-# the cache briefly takes twice that); beyond it every epoch prepares each batch again, so the
-# memory a set costs beyond its uint8 images stays bounded however big the set is.
-CACHE_MAX_BYTES = 256 * 1024**2
 
 
 def fit_mode(source_hw: tuple[int, int], target_hw: tuple[int, int]) -> str:
@@ -65,36 +61,9 @@ def prepare_batch_fn(
     return prepare
 
 
-def prepared_bytes(count: int, input_shape: tuple[int, int, int]) -> int:
-    """Memory the prepared float32 images of a set of `count` images take."""
-    return count * int(np.prod(input_shape)) * 4
-
-
-def prepare_all(
-    x: np.ndarray,
-    input_shape: tuple[int, int, int],
-    preprocess: Callable[[tf.Tensor], tf.Tensor] | None = None,
-    chunk: int = 1024,
-) -> tf.Tensor:
-    """Every image of `x` prepared for the model, as one float32 tensor (prepared in chunks so
-    the temporaries stay small: the peak is twice the result, while the chunks are joined)."""
-    prepare = prepare_batch_fn(tuple(x.shape[1:]), tuple(input_shape), preprocess)
-    return tf.concat([prepare(tf.constant(x[i : i + chunk])) for i in range(0, len(x), chunk)], 0)
-
-
-def _cached(x, input_shape, cache: bool | None) -> bool:
-    """Whether to prepare `x` once: `cache` if given, else whether it fits `CACHE_MAX_BYTES`."""
-    if cache is None:
-        return prepared_bytes(len(x), input_shape) <= CACHE_MAX_BYTES
-    return cache
-
-
-def _image_batches(order: tf.data.Dataset, x, y, input_shape, preprocess, cache):
+def _image_batches(order: tf.data.Dataset, x, y, input_shape, preprocess):
     """Turn batches of image indices into batches of (prepared images, labels)."""
     labels = tf.constant(y.astype(np.int64))
-    if _cached(x, input_shape, cache):
-        images = prepare_all(x, input_shape, preprocess)
-        return order.map(lambda i: (tf.gather(images, i), tf.gather(labels, i)))
     prepare = prepare_batch_fn(tuple(x.shape[1:]), tuple(input_shape), preprocess)
     rows = _rows(x)
     return order.map(
@@ -111,23 +80,15 @@ def make_dataset(
     shuffle: bool = False,
     seed: int = 0,
     preprocess: Callable[[tf.Tensor], tf.Tensor] | None = None,
-    cache: bool | None = False,
 ) -> tf.data.Dataset:
-    """Batches of (images, labels) ready for `model.fit`/`evaluate`/`predict`.
-
-    `cache`: prepare every image once up front (True), per batch (False), or whichever
-    `CACHE_MAX_BYTES` allows (None). The order is the same either way. Per batch by default:
-    a set in a fixed order (validation, test, prediction) is read once per pass, and preparing
-    it up front held a float32 copy four times the size of its uint8 images (the validation and
-    test sets of a run: 4.4 KB per image of the data set) to save one cast and pad per image.
-    """
+    """Batches of (images, labels) ready for `model.fit`/`evaluate`/`predict`."""
     # Shuffling indices gives the very permutation shuffling the images would (a shuffle's order
     # depends on its seed and buffer, never on the elements), without copying any image.
     order = tf.data.Dataset.range(len(y))
     if shuffle:
         order = order.shuffle(len(y), seed=seed, reshuffle_each_iteration=True)
     order = order.batch(batch_size)
-    return _ready(_image_batches(order, x, y, input_shape, preprocess, cache))
+    return _ready(_image_batches(order, x, y, input_shape, preprocess))
 
 
 # Batches prepared ahead of the model. tf.data's autotuning is off: its background thread made
@@ -183,7 +144,6 @@ def epoch_batches(
     epochs: int,
     preprocess: Callable[[tf.Tensor], tf.Tensor] | None = None,
     augment: Callable | None = None,
-    cache: bool | None = None,
 ) -> tf.data.Dataset:
     """Training batches for epochs `first_epoch`..`epochs - 1` as one stream, for
     `model.fit(..., steps_per_epoch=steps_per_epoch(len(y), batch_size), initial_epoch=first_epoch)`.
@@ -192,9 +152,7 @@ def epoch_batches(
     run, so a run resumed at epoch k sees the very batches an uninterrupted run sees from k on.
     `input_shape` None: `x` is already what the model takes (cached features), batched as it is.
     `augment(images, epoch, batch_index)` (kcnn.data.augment) changes each training batch before it
-    is brought to the model's size, by (seed, epoch, batch) alone, so resuming stays exact; the
-    images are then prepared per batch (a prepared copy would hold them unaugmented).
-    `cache` as for `make_dataset`.
+    is brought to the model's size, by (seed, epoch, batch) alone, so resuming stays exact.
     """
     count = len(y)
     labels = tf.constant(y.astype(np.int64))
@@ -218,5 +176,5 @@ def epoch_batches(
     elif input_shape is None:
         stream = stream.map(lambda i: (rows(i), tf.gather(labels, i)))
     else:
-        stream = _image_batches(stream, x, y, input_shape, preprocess, cache)
+        stream = _image_batches(stream, x, y, input_shape, preprocess)
     return _ready(stream)
