@@ -259,7 +259,7 @@ def extract_features(
     labels = np.zeros(len(x), dtype=np.int64)
     done = 0
     batches = make_dataset(
-        x, labels, input_shape, feature_batch(input_shape), preprocess=preprocess, cache=False
+        x, labels, input_shape, feature_batch(input_shape), preprocess=preprocess
     )
     with steps(what, len(x), "images", quiet=quiet) as shown:
         for images, _ in batches:
