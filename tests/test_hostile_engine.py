@@ -537,3 +537,25 @@ def test_a_signal_inside_a_keras_layer_call_stays_an_interrupt():
         model(np.zeros((1, 2), "float32"))
     assert stopped.value.signum == signal.SIGTERM and stopped.value.exit_code == 143
     assert str(stopped.value) == "interrupted by SIGTERM"
+
+
+def test_a_signal_a_library_turned_into_its_own_error_still_exits_as_the_signal():
+    """`inspect` and others catch every Exception: the Interrupted raised inside them comes out as
+    their own error (seen while TensorFlow was being imported). The command still stops as the
+    signal asked; an error with no signal behind it stays what it is."""
+    import os
+    import signal
+
+    from kcnn.engine import interrupts
+
+    def library_call():
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+        except Exception as e:  # what the library does
+            raise TypeError("unsupported callable") from e
+
+    with pytest.raises(interrupts.Interrupted) as stopped, interrupts.exit_on_signals():
+        library_call()
+    assert stopped.value.exit_code == 143
+    with pytest.raises(TypeError), interrupts.exit_on_signals():
+        raise TypeError("a bug, no signal")

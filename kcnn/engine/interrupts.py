@@ -20,6 +20,9 @@ from kcnn.errors import DivergedError, KcnnError
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # a closed terminal stops like SIGTERM
 
+# The last signal any guard acted on in this command, for `exit_on_signals` to tell what stopped it.
+_last_signal: int | None = None
+
 
 class Interrupted(KcnnError):
     """The user (SIGINT), the system (SIGTERM) or a closed terminal (SIGHUP) asked kcnn to stop."""
@@ -69,8 +72,10 @@ class SignalGuard:
         self._previous: dict[int, object] = {}
 
     def _handle(self, signum, frame):
+        global _last_signal
         if self.shielded:
             return
+        _last_signal = signum
         if self.deferring and self.received is None:
             self.received = signum
             return
@@ -108,9 +113,22 @@ def exit_on_signals():
 
     Click would turn a KeyboardInterrupt into "Aborted!" and exit status 1; an `Interrupted`
     passes through Click untouched and `cli.main` reports it like any other KcnnError.
+
+    A library that catches every `Exception` can turn the `Interrupted` raised inside it into an
+    error of its own (`inspect` makes it "unsupported callable" when the signal lands while
+    TensorFlow is being imported). After a signal, such an error is still the signal's doing.
     """
+    global _last_signal
+    _last_signal = None
     with SignalGuard():
-        yield
+        try:
+            yield
+        except (Interrupted, KcnnError):
+            raise
+        except Exception as e:
+            if _last_signal is None:
+                raise
+            raise Interrupted(_last_signal) from e
 
 
 def sentinel(guard: SignalGuard):
