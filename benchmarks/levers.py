@@ -109,7 +109,6 @@ def one_run(arch, dataset, epochs, options) -> dict:
         def __init__(self):
             super().__init__()
             self.seconds: list[float] = []
-
             self.cpu_seconds: list[float] = []  # what a busy machine moves least
 
         def on_epoch_begin(self, epoch, logs=None):

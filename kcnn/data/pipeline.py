@@ -4,9 +4,9 @@ Everything that changes an image — channel conversion, padding or resizing, sc
 here, one batch at a time, while the model trains on the batches before it. No set is ever held
 prepared: a float32 copy is four times its uint8 images, and keeping the training set's once
 held it up to four times at the peak (built in chunks, joined, then copied by its iterator:
-benchmarks/NOTES.md) for no measurable speed with oneDNN's kernels. So the memory a set costs is
-its uint8 images however big it is, and feeding 32×32 images to a 224×224 backbone costs one
-batch of 224×224 images at a time. The shuffles depend on the seed alone.
+benchmarks/NOTES.md) for no measurable speed with oneDNN's kernels. So no set is held at a bigger
+size than its uint8 images, and feeding 32×32 images to a 224×224 backbone costs one batch of
+224×224 images at a time. The shuffles depend on the seed alone.
 """
 
 from __future__ import annotations
