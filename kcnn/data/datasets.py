@@ -389,6 +389,22 @@ def load(
     return validate(data)
 
 
+def folder_files(dataset: str) -> tuple[list[str], list[str] | None] | None:
+    """An image folder's files in the order its loader read them: (training files, test files
+    or None); None when the data set is not an image folder. Image i of the loaded arrays is
+    file i here: how a run names the file of a test image."""
+    root = Path(dataset).expanduser()
+    if dataset in DATASETS or not root.is_dir():
+        return None
+
+    def listing(folder: Path) -> list[str]:
+        return [str(f) for files in formats.class_files(folder).values() for f in files]
+
+    if (root / "train").is_dir() and (root / "test").is_dir():
+        return listing(root / "train"), listing(root / "test")
+    return listing(root), None
+
+
 def _class_difference(path: Path, train: list[str], test: list[str]) -> str:
     """Which class folders only one of train/ and test/ holds, by name."""
     parts = []

@@ -28,6 +28,9 @@ class Prepared:
     fit: str  # how images reach input_shape: none, pad or resize
 
     fingerprint: str  # digest of the images and labels (a resume must see the same data)
+    # An image folder's test images as files (relative to the folder), listed as it was loaded;
+    # None for other data sets. What a run's per-image test results name each image by.
+    test_files: list[str] | None = None
 
     @property
     def classes(self) -> int:
@@ -56,6 +59,7 @@ def prepare_data(
     check_batch_memory(config.batch_size, *input_shape)
     fit = fit_mode(data.image_shape[:2], input_shape[:2])
     fingerprint = data_fingerprint(data)
+    files = test_files(config.dataset, parts)
     # The splits hold their own copies of the images; past this point the loaded arrays serve
     # only to describe the data (name, source, image shape), so one image of them is kept and a
     # data set sits in memory once, not twice.
@@ -64,7 +68,25 @@ def prepare_data(
     )
     if data.x_test is not None:
         described.x_test, described.y_test = data.x_test[:1].copy(), data.y_test[:1].copy()
-    return Prepared(described, parts, input_shape, fit, fingerprint)
+    return Prepared(described, parts, input_shape, fit, fingerprint, files)
+
+
+def test_files(dataset: str, parts) -> list[str] | None:
+    """The files of an image folder's test images, in the test split's order and relative to
+    the folder (None for any other data set, or a listing that no longer matches the images)."""
+    from pathlib import Path
+
+    from kcnn.data import datasets
+
+    listing = datasets.folder_files(dataset)
+    if listing is None or parts.test_index is None:
+        return None
+    train, test = listing
+    pool = train if parts.test_held_out or test is None else test
+    if len(parts.test_index) and int(parts.test_index.max()) >= len(pool):
+        return None
+    root = Path(dataset).expanduser()
+    return [str(Path(pool[i]).relative_to(root)) for i in parts.test_index]
 
 
 def data_fingerprint(data) -> str:

@@ -19,6 +19,11 @@ class Splits:
     x_test: np.ndarray
     y_test: np.ndarray
     class_names: list[str]
+    # Where each test image came from: its position in the data set's own test split, or, for a
+    # data set without one, in its training images (the held-out test set). Two runs with the
+    # same data and the same positions were tested on the same images: they pair image by image.
+    test_index: np.ndarray | None = None
+    test_held_out: bool = False  # the positions are into the training images
 
     @property
     def num_classes(self) -> int:
@@ -101,6 +106,7 @@ def make_splits(
     train_rows, val_rows = _stratified(rows, y, val_split, seed)
     if test_rows is None:
         x_test, y_test = x_test_source, y_test_source
+        test_rows = np.arange(len(y_test_source))
     else:
         x_test, y_test = x_test_source[test_rows], y_test_source[test_rows]
     return Splits(
@@ -111,4 +117,6 @@ def make_splits(
         x_test,
         y_test,
         list(data.class_names),
+        np.asarray(test_rows, dtype=np.int64),
+        data.x_test is None,
     )

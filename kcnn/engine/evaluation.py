@@ -6,8 +6,11 @@ import numpy as np
 from sklearn.metrics import classification_report, confusion_matrix
 
 
-def evaluate(model, test_ds, y_true: np.ndarray, class_names: list[str]) -> tuple[dict, np.ndarray]:
-    """Metrics for metrics.json and the confusion matrix (rows: true class, columns: predicted).
+def evaluate(
+    model, test_ds, y_true: np.ndarray, class_names: list[str]
+) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Metrics for metrics.json, the confusion matrix (rows: true class, columns: predicted) and
+    each test image's class probabilities (float32, images × classes: the per-image record).
 
     One pass over the test set: the class probabilities, from which the compiled loss, the
     accuracy and the per-class figures all follow (a second pass through `evaluate` would cost
@@ -47,4 +50,4 @@ def evaluate(model, test_ds, y_true: np.ndarray, class_names: list[str]) -> tupl
         "per_class": per_class,
         **averages,
     }
-    return metrics, confusion_matrix(y_true, y_pred, labels=labels)
+    return metrics, confusion_matrix(y_true, y_pred, labels=labels), probabilities

@@ -131,6 +131,12 @@ class RunRecords:
         if typical is not None:
             self.folder.write_json(folders.TYPICAL, typical.record())
 
+    def write_test_predictions(self, results) -> None:
+        """The per-image test results (`kcnn.runs.predictions.ImageResults`)."""
+        from kcnn.runs import predictions
+
+        self.folder.write_text(predictions.NAME, results.to_bytes())
+
     def save_model(self, model) -> None:
         self.folder.save_model(model)
 

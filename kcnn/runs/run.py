@@ -264,6 +264,19 @@ class RunFolder:
         except ValueError as e:
             raise Damaged(self.path / folders.TYPICAL, str(e)) from None
 
+    def test_predictions(self):
+        """The run's per-image test results (`kcnn.runs.predictions.ImageResults`), every part
+        checked; FileNotFoundError for a run that recorded none, Damaged if they fail."""
+        from kcnn.runs import predictions
+
+        data = read_bytes(self.path, predictions.NAME, predictions.CAP)
+        try:
+            classes = self.config().get("classes")
+        except (FileNotFoundError, Damaged):
+            classes = None
+        count = len(classes) if isinstance(classes, list) else None
+        return predictions.ImageResults.from_bytes(data, self.path / predictions.NAME, count)
+
     def has(self, name: str) -> bool:
         """Whether `name` is a regular file here (a link or a special file does not count)."""
         try:
@@ -357,7 +370,7 @@ class RunFolder:
     def write_json(self, name: str, record: Mapping[str, Any]) -> None:
         write_json(self.path / name, record)
 
-    def write_text(self, name: str, text: str) -> None:
+    def write_text(self, name: str, text: str | bytes) -> None:
         write_atomic(self.path / name, text)
 
     def write_history(self, rows: list[dict[str, float]], columns: list[str] | None = None):

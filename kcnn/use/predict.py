@@ -199,7 +199,7 @@ def _rebuild(settings: dict[str, Any], name: str | None):
         )
     parts = splits.make_splits(data, *args, test_split)
     files: dict[str, list[str]] = {}
-    listing = _folder_files(name) if not datasets.DATASETS.get(name) else None
+    listing = datasets.folder_files(name) if not datasets.DATASETS.get(name) else None
     if listing is not None:
         train_files, test_files = listing
         # The same split drawn over file numbers: the splits depend on the labels and the seed
@@ -214,23 +214,6 @@ def _rebuild(settings: dict[str, Any], name: str | None):
         files["val"] = [train_files[i] for i in where.x_val]
         files["test"] = [test_pool[i] for i in where.x_test]
     return parts, files
-
-
-def _folder_files(dataset: str) -> tuple[list[str], list[str] | None] | None:
-    """An image folder's files in the order its loader read them: (training files, test files
-    or None); None when the data set is not an image folder."""
-    from kcnn.data import formats
-
-    root = Path(dataset).expanduser()
-    if not root.is_dir():
-        return None
-
-    def listing(folder: Path) -> list[str]:
-        return [str(f) for files in formats.class_files(folder).values() for f in files]
-
-    if (root / "train").is_dir() and (root / "test").is_dir():
-        return listing(root / "train"), listing(root / "test")
-    return listing(root), None
 
 
 def _data_shape(info: RunInfo, input_shape: tuple[int, int, int]) -> tuple[int, int, int]:
