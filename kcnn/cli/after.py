@@ -74,8 +74,8 @@ def runs(
             if r["epochs_done"] is None
             else f"{r['epochs_done']}/{r['epochs_planned'] or '?'}",
             "accuracy": groups.accuracy_text(r)  # a group: mean ± 95% interval of its seeds
-            if r["kind"] == "group"
-            else ("" if r["test_accuracy"] is None else f"{r['test_accuracy']:.4f}"),
+            if r["kind"] == "group"  # a run: its 95% Wilson interval on its test images
+            else readable.accuracy_ci(r["test_accuracy"], r.get("test_accuracy_ci")),
             "time": readable.duration(r["duration_seconds"]),
             "command": r["command"] or "",
             "model": r["model"] or "",
@@ -188,7 +188,7 @@ def _show_head(info) -> list[str]:
         ("epochs", epochs),
         (
             "best test accuracy" if info.is_comparison else "test accuracy",  # of its runs
-            readable.accuracy_percent(row["test_accuracy"]) or None,
+            _accuracy_fact(info, row["test_accuracy"]),
         ),
         ("test loss", readable.loss(info.test_loss) or None),
         ("duration", readable.duration(row["duration_seconds"]) or None),
@@ -199,6 +199,19 @@ def _show_head(info) -> list[str]:
     return [terminal(f"{row['name']}  ({row['status']})")] + [
         terminal(f"  {k.ljust(width)}  {v}") for k, v in shown
     ]
+
+
+def _accuracy_fact(info, accuracy: float | None) -> str | None:
+    """`0.9080 (90.8 %), 95% CI 0.8790–0.9311 of 360 test images (Wilson)`."""
+    from kcnn.runs import readable
+
+    interval = info.accuracy_interval
+    if interval is None:
+        return readable.accuracy_percent(accuracy) or None
+    return (
+        f"{readable.accuracy_percent(accuracy)}, 95% CI {interval.ci_low:.4f}–"
+        f"{interval.ci_high:.4f} of {interval.n:,} test images (Wilson)"
+    )
 
 
 def _classes(names: list[str]) -> str | None:
@@ -229,11 +242,12 @@ def _score(v):
 def _member_row(sub) -> dict:
     from kcnn.runs import readable
 
+    interval = sub.accuracy_interval
     return {
         "name": sub.folder.name,
         "model": sub.model_label,
         "status": sub.status,
-        "accuracy": readable.accuracy(sub.test_accuracy),
+        "accuracy": interval.short() if interval else readable.accuracy(sub.test_accuracy),
         "time": readable.duration(sub.duration),
     }
 
@@ -291,12 +305,16 @@ def compare(
     if as_json:
         print_json(read_json(folder / browse.COMPARISON_JSON))
         return
-    described = read_json(folder / browse.COMPARISON_JSON).get("groups")
+    record = read_json(folder / browse.COMPARISON_JSON)
+    described = record.get("groups")
     for name, g in ((described or {}).get("groups") or {}).items():  # runs that differ in seed
         say(f"{name}: test accuracy {groups.accuracy_text(groups.summary_row(g))}")
-    for t in (described or {}).get("tests") or []:
-        if t["metric"] == "test_accuracy":
-            say(f"- {t['sentence']}")
+    for t in (described or {}).get("tests") or []:  # every tested metric, not only accuracy
+        say(f"- {t['sentence']}")
+    for v in record.get("verdicts") or []:  # single runs, pair by pair
+        say(f"- {v['sentence']}")
+    for note in record.get("verdict_notes") or []:
+        say(f"- {note}")
     say(f"report: {folder / 'comparison.md'}  (and report.html)")
 
 

@@ -125,12 +125,15 @@ def show_run(result, as_json: bool, calibrated: list[dict] | None = None) -> Non
         extra = {"calibration": calibrated} if calibrated is not None else {}
         print_json(answer("train", [m], **extra))
         return
+    from kcnn.runs.browse import RunInfo
+
+    info = RunInfo.load(result.run_dir)
     dataset = m["dataset"]
     if m.get("dataset_fallback"):  # `mnist-5k (asked: mnist, offline fallback)`
-        from kcnn.runs.browse import RunInfo
-
-        dataset = RunInfo.load(result.run_dir).dataset_text or dataset
-    say(f"test accuracy {m['test_accuracy']:.4f}  test loss {m['test_loss']:.4f}  on {dataset}")
+        dataset = info.dataset_text or dataset
+    interval = info.accuracy_interval  # with its 95% interval from the test-set size
+    accuracy = interval.text() if interval else f"{m['test_accuracy']:.4f}"
+    say(f"test accuracy {accuracy}  test loss {m['test_loss']:.4f}  on {dataset}")
     from kcnn.engine import distribute
 
     dist = distribute.active()
@@ -329,9 +332,8 @@ def show_group(config, as_json: bool) -> None:
         line = stats.Summary(m["n"], m["mean"], m["sd"], m["ci_low"], m["ci_high"]).text()
         sd = "" if m["sd"] is None else f", sd {m['sd']:.4f}"
         typer.echo(f"{name}: test accuracy {line}{sd}  (95% interval over seeds {g['seeds']})")
-    for t in record["tests"]:
-        if t["metric"] == "test_accuracy":
-            typer.echo(f"- {t['sentence']}")
+    for t in record["tests"]:  # every tested metric's verdict (accuracy and loss)
+        typer.echo(f"- {t['sentence']}")
     if record.get("identical"):
         typer.echo("the groups gave identical test accuracy at every seed")
     typer.echo(f"group folder: {group.folder}")

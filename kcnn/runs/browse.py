@@ -259,6 +259,23 @@ class RunInfo:
         return (self.metrics or {}).get("test_accuracy")
 
     @property
+    def test_images(self) -> int | None:
+        """How many images the run was tested on (config.json's split sizes)."""
+        sizes = self.settings.get("split_sizes")
+        n = sizes.get("test") if isinstance(sizes, dict) else None
+        return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None
+
+    @property
+    def accuracy_interval(self):
+        """The test accuracy with its 95% Wilson interval (`kcnn.runs.verdict.Interval`), or
+        None for a comparison or a run without both figures."""
+        from kcnn.runs import verdict
+
+        if self.is_comparison:
+            return None
+        return verdict.accuracy_interval(self.test_accuracy, self.test_images)
+
+    @property
     def test_loss(self) -> float | None:
         return (self.metrics or {}).get("test_loss")
 
@@ -318,12 +335,17 @@ class RunInfo:
             "epochs_done": self.epochs_done,
             "epochs_planned": self.epochs_planned,
             "test_accuracy": self.test_accuracy,
+            "test_accuracy_ci": _ci(self.accuracy_interval),
             "status": self.status,
             "damage": self.damage,
             "duration_seconds": self.duration,
             "created": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.created)),
             "path": str(self.folder),
         }
+
+
+def _ci(interval) -> list[float] | None:
+    return None if interval is None else [interval.ci_low, interval.ci_high]
 
 
 def find(run: str | Path, runs_dir: Path = DEFAULT_DIR) -> RunInfo:

@@ -154,6 +154,12 @@ def _run_page(info: RunInfo) -> str:
     title = f"{info.model_label or info.folder.name} on {info.dataset_text}"
     settings = {k: v for k, v in info.settings.items() if k not in ("versions", "classes")}
     results = {k: metrics[k] for k in _RESULT_KEYS if k in metrics}
+    interval = info.accuracy_interval
+    if interval is not None:  # right after the accuracy: how sure it is, from the test-set size
+        shown = f"{interval.ci_low:.4f}–{interval.ci_high:.4f} (Wilson, {interval.n:,} test images)"
+        items = list(results.items())
+        at = [k for k, _ in items].index("test_accuracy") + 1
+        results = dict([*items[:at], ("test_accuracy_95ci", shown), *items[at:]])
     if info.params is not None:
         results["parameters"] = info.params
     parts = [
@@ -411,8 +417,17 @@ def _comparison_page(info: RunInfo) -> str:
     rows = [{**s.row(), "report": report_link(info, s, inside)} for s in info.members]
     if rows:
         parts += ["<h2>Runs in this comparison</h2>"]
-        parts += [_table(rows, ["name", "model", "dataset", "status", "test_accuracy", "report"])]
-        parts += ["<p>Each run's own report.html: the last column.</p>"]
+        for row, s in zip(rows, info.members, strict=True):
+            interval = s.accuracy_interval
+            row["test_accuracy_95ci"] = (
+                "" if interval is None else f"{interval.ci_low:.4f}–{interval.ci_high:.4f}"
+            )
+        columns = ["name", "model", "dataset", "status", "test_accuracy", "test_accuracy_95ci"]
+        parts += [_table(rows, [*columns, "report"])]
+        parts += [
+            "<p>Each run's own report.html: the last column. 95% intervals: Wilson's, "
+            "from each run's test-set size.</p>"
+        ]
     return _page(title, parts)
 
 

@@ -15,6 +15,15 @@ def accuracy(value: float | None) -> str:
     return "" if value is None else f"{value:.4f}"
 
 
+def accuracy_ci(value: float | None, ci: list[float] | None) -> str:
+    """0.9080 [0.8790, 0.9311]: an accuracy and its 95% interval (without one, the accuracy)."""
+    if value is None:
+        return ""
+    if not ci or ci[0] is None or ci[1] is None:
+        return accuracy(value)
+    return f"{value:.4f} [{ci[0]:.4f}, {ci[1]:.4f}]"
+
+
 def accuracy_percent(value: float | None) -> str:
     """0.9080 (90.8 %)."""
     return "" if value is None else f"{value:.4f} ({value * 100:.1f} %)"

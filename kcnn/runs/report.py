@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from kcnn import text
-from kcnn.runs import groups, plots, stats
+from kcnn.runs import groups, pairing, plots, stats
 from kcnn.runs.folders import COMPARISON_CSV, COMPARISON_MD, OVERLAY
 from kcnn.runs.records import write_atomic, write_csv
 
@@ -98,6 +98,7 @@ def compare_runs(
             "epochs": r.epochs_done,
             "parameters": r.params,
             "test_accuracy": r.test_accuracy,
+            "test_accuracy_95ci": _wilson_cell(r.accuracy_interval),
             "test_loss": r.test_loss,
             "best_val_accuracy": (r.metrics or {}).get("best_val_accuracy"),
             "seconds_per_epoch": (r.metrics or {}).get("seconds_per_epoch"),
@@ -116,6 +117,9 @@ def compare_runs(
     sections = [section]
     if described is not None:
         sections.insert(0, group_markdown("Seed groups", described, level=2))
+    judged = pairing.single_runs(runs, grouped, labels)  # two single runs: are they different?
+    if judged.markdown():
+        sections.insert(0, judged.markdown())
     folder = folders.create(out, name)
     write_comparison(
         folder,
@@ -133,12 +137,19 @@ def compare_runs(
             "rows": rows,
             "differences": differences,
             "groups": described,
+            "verdicts": judged.records(),
+            "verdict_notes": judged.notes,
         },
     )
     from kcnn.runs.html import write_report
 
     write_report(folder)  # again: comparison.json now names the runs
     return folder
+
+
+def _wilson_cell(interval) -> str:
+    """A run's 95% Wilson interval as a table cell: `0.9467–0.9554`."""
+    return "" if interval is None else f"{interval.ci_low:.4f}–{interval.ci_high:.4f}"
 
 
 # --- a group of seed runs (kcnn.runs.groups) ------------------------------------------------
@@ -164,8 +175,9 @@ def group_markdown(title: str, described: dict[str, Any], level: int = 1) -> str
         f"{head} {title}",
         "Mean ± half-width of the 95% confidence interval (Student's t) over the seeds; sd with "
         "ddof=1. Differences are the second group's mean minus the first's: a paired t-test where "
-        "the seeds pair (same seed, same split), Welch's otherwise; Holm-corrected when more than "
-        "one pair is compared.",
+        "the seeds pair (same seed, same split), Welch's otherwise; when more than one pair is "
+        "compared, Holm-corrected over the pairs compared in each metric (each metric is its "
+        "own family, named in its sentences).",
         f"{head}# Groups",
         markdown_table(rows, columns),
     ]

@@ -97,6 +97,7 @@ class Difference:
     effect: str  # "d_z" (paired) or "d" (Cohen's, pooled deviation)
     effect_size: float | None
     p_holm: float | None = None  # Holm-corrected p (None when only one pair is tested)
+    family: str | None = None  # what the correction was over: "the 3 pairs of groups on ..."
 
     @property
     def half_width(self) -> float | None:
@@ -238,7 +239,7 @@ def compare_groups(
     groups: Mapping[str, Mapping[Hashable, float]], metric: str = "test_accuracy"
 ) -> list[Difference]:
     """Every pair of groups (in the order given: later against earlier), Holm-corrected when more
-    than one pair is tested."""
+    than one pair is tested: the family is this metric's pairs, and each result names it."""
     names = list(groups)
     found = [
         difference(groups[a], groups[b], metric, (a, b))
@@ -246,7 +247,11 @@ def compare_groups(
         for b in names[i + 1 :]
     ]
     corrected = holm([d.p for d in found]) if len(found) > 1 else [None for d in found]
-    return [Difference(**{**asdict(d), "p_holm": p}) for d, p in zip(found, corrected, strict=True)]
+    family = f"the {len(found)} pairs of groups compared in {metric}" if len(found) > 1 else None
+    return [
+        Difference(**{**asdict(d), "p_holm": p, "family": family if p is not None else None})
+        for d, p in zip(found, corrected, strict=True)
+    ]
 
 
 def _points(metric: str, value: float) -> str:
@@ -274,7 +279,9 @@ def sentence(d: Difference) -> str:
             "run 2 or more seeds of each (--seeds 5)"
         )
     p = d.p_holm if d.p_holm is not None else d.p
-    corrected = ", Holm-corrected" if d.p_holm is not None else ""
+    corrected = ""
+    if d.p_holm is not None:
+        corrected = f", Holm-corrected over {d.family}" if d.family else ", Holm-corrected"
     if not d.significant:
         return (
             f"no evidence of a difference between {d.a} and {d.b} in {d.metric} at {seeds} "

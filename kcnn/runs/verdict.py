@@ -259,7 +259,7 @@ def corrected(verdicts: list[Verdict], family: str) -> list[Verdict]:
 
 
 def _points(value: float) -> str:
-    return f"{value * 100:.1f}"
+    return f"{value * 100:.1f}".replace("-", "−")
 
 
 def _signed(value: float) -> str:
@@ -267,28 +267,34 @@ def _signed(value: float) -> str:
 
 
 def sentence(v: Verdict) -> str:
-    """One plain sentence: which run is better, by how much (with its interval), on which
-    images, by which test, and its p."""
+    """One plain sentence: which run is better, by how much with its interval, on which test
+    images, by which test and its p (and the family of a Holm correction)."""
     p = v.p_holm if v.p_holm is not None else v.p
     holm = f", Holm-corrected over {v.family}" if v.p_holm is not None and v.family else ""
-    interval = f"95% CI {_signed(v.ci_low)} to {_signed(v.ci_high)} points, {v.interval}"
-    if v.paired:
-        where = (
-            f"on the same {v.n_a:,} test images ({v.only_b:,} right only by {v.b}, "
-            f"{v.only_a:,} only by {v.a}; {v.test}, {_p_text(p)}{holm})"
+    how = f"{RESAMPLES:,} paired bootstrap resamples" if v.paired else "Newcombe"
+    test = "McNemar's exact test" if v.paired else "two-proportion z-test"
+    tested = f"({test}, {_p_text(p)}{holm})"
+    if v.significant:
+        sign = 1 if v.difference > 0 else -1
+        better, worse = (v.b, v.a) if sign > 0 else (v.a, v.b)
+        low, high = sorted((sign * v.ci_low, sign * v.ci_high))
+        head = (
+            f"{better} is better than {worse} in test accuracy by "
+            f"{_points(abs(v.difference))} points (95% CI {_points(low)} to {_points(high)}, "
+            f"{how})"
         )
     else:
-        where = (
-            f"on {v.n_a:,} and {v.n_b:,} test images, unpaired ({v.test}, {_p_text(p)}{holm}); "
-            f"not paired image by image: {v.why_unpaired or 'their test images differ'}"
+        head = (
+            f"no evidence of a difference in test accuracy between {v.a} and {v.b} "
+            f"({v.b} − {v.a}: {_signed(v.difference)} points, 95% CI {_signed(v.ci_low)} to "
+            f"{_signed(v.ci_high)}, {how})"
         )
-    if not v.significant:
+    if v.paired:
+        first, second = (v.b, v.a) if v.significant and v.difference > 0 else (v.a, v.b)
+        count = {v.a: v.only_a, v.b: v.only_b}
         return (
-            f"no evidence of a difference between {v.a} and {v.b} in test accuracy "
-            f"({_signed(v.difference)} points, {interval}) {where}"
+            f"{head} on the same {v.n_a:,} test images: {count[first]:,} right only by "
+            f"{first}, {count[second]:,} only by {second} {tested}"
         )
-    better, worse = (v.b, v.a) if v.difference > 0 else (v.a, v.b)
-    return (
-        f"{better} is better than {worse} in test accuracy by {_points(abs(v.difference))} "
-        f"points ({interval}) {where}"
-    )
+    why = v.why_unpaired or "their test images differ"
+    return f"{head} on {v.n_a:,} and {v.n_b:,} test images, unpaired {tested}: {why}"
