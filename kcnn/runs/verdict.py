@@ -57,7 +57,10 @@ def wilson(k: int, n: int) -> tuple[float, float]:
     denominator = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denominator
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # at 0 or n right the bound is exactly 0 or 1 (where rounding would leave 0.9999999999999999)
+    low = 0.0 if k == 0 else max(0.0, centre - half)
+    high = 1.0 if k == n else min(1.0, centre + half)
+    return low, high
 
 
 def right_of(accuracy: float, n: int) -> int | None:
