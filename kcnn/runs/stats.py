@@ -275,7 +275,7 @@ def sentence(d: Difference) -> str:
     seeds = f"{d.n_a} seeds" if d.n_a == d.n_b else f"{d.n_a} and {d.n_b} seeds"
     if d.test == "none":
         return (
-            f"{d.b} vs {d.a}: {seeds} cannot tell a difference from seed noise; "
+            f"{d.b} vs {d.a} in {d.metric}: {seeds} cannot tell a difference from seed noise; "
             "run 2 or more seeds of each (--seeds 5)"
         )
     p = d.p_holm if d.p_holm is not None else d.p
