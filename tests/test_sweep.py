@@ -122,6 +122,18 @@ def test_sweep_runs_trials_as_run_folders_reports_resumes_and_confirms(tmp_path,
     assert confirm["rows"][0]["trial"] == record["best"]["trial"]
     assert len(confirm["rows"][0]["runs"]) == 2
     assert Path(confirm["comparison"], "comparison.md").is_file()
+    # did tuning help: the best trial against the file's starting settings over the same seeds
+    tuning = confirm["tuning"]
+    best_seeds = [
+        json.loads(Path(r, "config.json").read_text())["seed"] for r in confirm["rows"][0]["runs"]
+    ]
+    assert tuning["seeds"] == best_seeds and len(tuning["start_runs"]) == 2
+    for run, seed in zip(tuning["start_runs"], best_seeds, strict=True):
+        settings = json.loads(Path(run, "config.json").read_text())
+        assert settings["seed"] == seed and settings["limit"] == 100  # the [[run]] table's own
+        assert settings["batch_size"] not in (16, 32)  # no searched value put in
+    assert tuning["test"]["test"] == "paired t" and tuning["test"]["a"] == "the starting settings"
+    assert tuning["sentence"] == tuning["test"]["sentence"] and "2 seeds" in tuning["sentence"]
 
 
 def test_a_pruned_trial_ends_its_run_cleanly_and_is_recorded_pruned(tmp_path):

@@ -804,7 +804,7 @@ def confirm(sweep: Sweep, record: dict[str, Any], best: int, seeds: int, echo=pr
     if not chosen:
         raise KcnnError(f"{sweep.folder} has no complete trial to confirm yet")
     folder = sweep.folder
-    groups, every = [], []
+    groups, every, best_runs = [], [], []
     for row in chosen:
         params = {k.removeprefix("param:"): v for k, v in row.items() if k.startswith("param:")}
         first = int(params.get("seed", sweep.config({}, "check", "seed").seed))
@@ -845,6 +845,10 @@ def confirm(sweep: Sweep, record: dict[str, Any], best: int, seeds: int, echo=pr
             }
         )
         every += runs
+        best_runs = best_runs or runs  # the best trial's seeds
+    from kcnn.commands import tuned  # did tuning help: the best trial against the start
+
+    tuning = tuned.against_start(sweep, chosen[0]["trial"], best_runs, echo)
     comparison = _earlier_comparison(folder, every)
     if comparison is None and len(every) > 1:
         comparison = compare_runs(every, folder, name="confirm")
@@ -853,6 +857,7 @@ def confirm(sweep: Sweep, record: dict[str, Any], best: int, seeds: int, echo=pr
         "seeds": seeds,
         "rows": groups,
         "comparison": str(comparison) if comparison else None,
+        "tuning": tuning,
         "note": f"the best {len(chosen)} trial(s) by {sweep.metric}, each over {seeds} seed(s); "
         "test accuracy mean, sample standard deviation, min and max",
     }

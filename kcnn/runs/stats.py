@@ -20,6 +20,7 @@ import numpy as np
 
 LEVEL = 0.95  # every interval here is a 95% interval
 ALPHA = 0.05  # and a difference is reported when its (corrected) p is below this
+ROUNDING = 1e-12  # differences of metrics within this are float rounding, not a difference
 
 # Metrics where a lower value is the better one; the rest (accuracies, F1) are better higher.
 LOWER_IS_BETTER = ("loss", "seconds", "time")
@@ -147,19 +148,21 @@ def difference(
     diff = float(np.mean(xb) - np.mean(xa))
     if paired:
         d = xb - xa
-        if np.all(d == d[0]):  # no spread in the differences: t is 0/0 or x/0
-            p = 1.0 if d[0] == 0 else 0.0
+        # no spread in the differences (to float rounding: 0.96 - 0.95 and 0.97 - 0.96 differ in
+        # their last bits): t is 0/0 or x/0, and SciPy would warn of catastrophic cancellation
+        if np.all(np.abs(d - d[0]) <= ROUNDING):
+            none = abs(d[0]) <= ROUNDING
             return Difference(
                 **base,
                 difference=diff,
                 ci_low=diff,
                 ci_high=diff,
                 test="paired t",
-                statistic=0.0 if d[0] == 0 else math.copysign(math.inf, d[0]),
+                statistic=0.0 if none else math.copysign(math.inf, d[0]),
                 df=float(d.size - 1),
-                p=p,
+                p=1.0 if none else 0.0,
                 effect="d_z",
-                effect_size=0.0 if d[0] == 0 else None,
+                effect_size=0.0 if none else None,
             )
         result = stats.ttest_rel(xb, xa)
         ci = result.confidence_interval(LEVEL)

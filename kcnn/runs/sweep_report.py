@@ -262,6 +262,9 @@ def page(record: dict[str, Any], folder: Path, shown: dict[str, str]) -> str:
         )
         if confirm.get("comparison"):
             parts.append(f"<p>Comparison: <code>{e(confirm['comparison'])}</code></p>")
+        tuning = confirm.get("tuning")
+        if isinstance(tuning, dict) and isinstance(tuning.get("sentence"), str):
+            parts.append(f"<p><b>Did tuning help?</b> {e(tuning['sentence'])}</p>")
     return _page(f"Sweep {record['sweep']}", parts)
 
 
@@ -303,6 +306,9 @@ def confirm_table(record: dict[str, Any]) -> str:
             f"| {row['trial']} | {shown} | {row['seeds']} | {each} | "
             f"{row['mean_test_accuracy']:.4f} | {'' if sd is None else f'{sd:.4f}'} |"
         )
+    tuning = confirm.get("tuning")
+    if isinstance(tuning, dict) and isinstance(tuning.get("sentence"), str):
+        lines += ["", f"Did tuning help? {tuning['sentence']}"]
     return "\n".join(lines)
 
 
