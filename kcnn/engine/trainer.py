@@ -493,7 +493,10 @@ class Trainer:
         metrics, matrix, probabilities = evaluation.evaluate(
             scorer, test_ds, p.parts.y_test, p.parts.class_names
         )
-        self.records.write_test_predictions(self._image_results(probabilities))
+        parts = p.parts  # what the run answered on each test image, and where each came from
+        self.records.write_test_predictions(
+            parts.test_index, parts.y_test, probabilities, p.test_files, parts.test_held_out
+        )
         self.records.draw(history, matrix, p.parts.class_names, title)
         self.records.save_model(model)
         epochs = len(self.rows)
@@ -520,15 +523,6 @@ class Trainer:
         result = RunResult(run_dir, final, history, model)
         hooks.finished(self, result)
         return result
-
-    def _image_results(self, probabilities):
-        """What the run answered on each test image, and where each image came from."""
-        from kcnn.runs.predictions import ImageResults
-
-        p = self.prepared
-        return ImageResults.build(
-            p.parts.test_index, p.parts.y_test, probabilities, p.test_files, p.parts.test_held_out
-        )
 
 
 def _Recorder(trainer: Trainer):

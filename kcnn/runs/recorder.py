@@ -131,10 +131,15 @@ class RunRecords:
         if typical is not None:
             self.folder.write_json(folders.TYPICAL, typical.record())
 
-    def write_test_predictions(self, results) -> None:
-        """The per-image test results (`kcnn.runs.predictions.ImageResults`)."""
+    def write_test_predictions(
+        self, index, true, probabilities, files=None, held_out: bool = False
+    ) -> None:
+        """The per-image test results (`kcnn.runs.predictions`): each test image's position in
+        its data, true class and class probabilities (float32, images × classes), and for an
+        image folder its file."""
         from kcnn.runs import predictions
 
+        results = predictions.ImageResults.build(index, true, probabilities, files, held_out)
         self.folder.write_text(predictions.NAME, results.to_bytes())
 
     def save_model(self, model) -> None:
