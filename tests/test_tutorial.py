@@ -40,6 +40,9 @@ CLAIM = re.compile(r"^(\$\w+|runs)/\S*$")  # `$demo/report.html`, `runs/*-plain-
 STEP_TIMEOUT = 900  # a hang guard only: the slowest tiny step takes well under a minute
 # What the text says a command prints, checked on its output: (section, command, pattern).
 SAYS = [
+    ("1.", "kcnn show", r"95% CI .* test images \(Wilson\)"),  # "with a 95% interval"
+    ("2.", 'kcnn compare "$demo"', r"McNemar's exact test"),  # "digit by digit"
+    ("2.", "kcnn diff", r"what differs|nothing differs"),  # "lists what differs"
     ("2.", "kcnn runs", r"±"),  # "each group on one line: mean ± half-width"
     ("2.", "kcnn compare", r"is better than|no evidence of a difference"),  # "one sentence"
     ("3.", "kcnn predict", r"calibrated"),  # "from now on `kcnn predict` uses it and says so"
