@@ -159,7 +159,11 @@ def test_compare_forms_groups_from_runs_that_differ_only_in_seed(apis_group, cli
     md = next(tmp_path.glob("*/comparison.md")).read_text()
     assert "## Seed groups" in md and "no evidence of a difference" in md
     text = cli("compare", apis_group.folder, "--out", tmp_path / "text")
-    assert text.code == 0 and text.out.count("- no evidence of a difference") == 3
+    # every tested metric's sentence on the terminal, each naming its Holm family
+    assert text.code == 0 and text.out.count("- no evidence of a difference") == 6
+    for metric in ("test_accuracy", "test_loss"):
+        family = f"Holm-corrected over the 3 pairs of groups compared in {metric})"
+        assert text.out.count(family) == 3, text.out
 
 
 def test_experiment_file_takes_seeds(tmp_path, cli):
