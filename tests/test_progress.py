@@ -148,13 +148,14 @@ def test_a_file_of_runs_heads_each_run_and_ends_with_a_table(kcnn_exe, tmp_path)
     text = result.stdout
     first = text.index("[1/2] train — lenet5 (sequential) on digits")
     second = text.index("[2/2] train — lenet5 (functional) on digits")
-    header = re.search(r"^test acc +test loss +epochs +train s +run$", text, re.M)
+    header = re.search(r"^test acc +95% CI +test loss +epochs +train s +run$", text, re.M)
     assert header is not None and first < second < header.start(), text
     rows = text[header.end() :].strip().splitlines()
     assert len(rows) == 2 and rows[0].endswith("-sequential") and rows[1].endswith("-functional")
     for row in rows:
-        accuracy, loss, epochs = row.split()[:3]
-        assert 0 <= float(accuracy) <= 1 and float(loss) >= 0 and epochs == "1"
+        accuracy, interval, loss, epochs = row.split()[:4]
+        low, high = (float(v) for v in interval.split("–"))  # Wilson's, from the test-set size
+        assert 0 <= low <= float(accuracy) <= high <= 1 and float(loss) >= 0 and epochs == "1"
 
 
 def _wait_for_epoch(folder_glob: str, out: Path, process: subprocess.Popen) -> Path:

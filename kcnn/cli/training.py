@@ -185,13 +185,14 @@ def show_transfer(result, as_json: bool, calibrated: list[dict] | None = None) -
         print_json(answer("transfer", [r.metrics for r in result.runs], result.folder, **extra))
         return
     typer.echo(
-        f"\n{'backbone':<12}{'test acc':>9}{'test loss':>10}{'total params':>14}{'trainable':>11}"
-        f"{'s/epoch':>9}  weights"
+        f"\n{'backbone':<12}{'test acc':>9}{'95% CI':>15}{'test loss':>10}{'total params':>14}"
+        f"{'trainable':>11}{'s/epoch':>9}  weights"
     )
     for r in result.rows:
         say(
-            f"{r['backbone']:<12}{r['test_accuracy']:>9.4f}{r['test_loss']:>10.4f}{r['total_params']:>14,}"
-            f"{r['trainable_params']:>11,}{r['seconds_per_epoch']:>9.2f}  {r['weights_source']}"
+            f"{r['backbone']:<12}{r['test_accuracy']:>9.4f}{r.get('test_accuracy_95ci', ''):>15}"
+            f"{r['test_loss']:>10.4f}{r['total_params']:>14,}{r['trainable_params']:>11,}"
+            f"{r['seconds_per_epoch']:>9.2f}  {r['weights_source']}"
         )
     if result.folder is not None:
         from kcnn.runs.report import COMPARISON_MD
@@ -258,12 +259,14 @@ def show_comparison(config: CompareConfig, as_json: bool, resume: Path | None = 
         print_json(answer("compare-apis", runs, result.folder, **details))
         return
     typer.echo(
-        f"\n{'form':<12}{'test acc':>9}{'test loss':>10}{'best val acc':>13}{'build s':>9}{'s/epoch':>9}{'images/s':>10}"
+        f"\n{'form':<12}{'test acc':>9}{'95% CI':>15}{'test loss':>10}{'best val acc':>13}"
+        f"{'build s':>9}{'s/epoch':>9}{'images/s':>10}"
     )
     for r in result.rows:
         typer.echo(
-            f"{r['form']:<12}{r['test_accuracy']:>9.4f}{r['test_loss']:>10.4f}{r['best_val_accuracy']:>13.4f}"
-            f"{r['build_seconds']:>9.3f}{r['seconds_per_epoch']:>9.2f}{r['images_per_second'] or 0:>10,.0f}"
+            f"{r['form']:<12}{r['test_accuracy']:>9.4f}{r.get('test_accuracy_95ci', ''):>15}"
+            f"{r['test_loss']:>10.4f}{r['best_val_accuracy']:>13.4f}{r['build_seconds']:>9.3f}"
+            f"{r['seconds_per_epoch']:>9.2f}{r['images_per_second'] or 0:>10,.0f}"
         )
     typer.echo(
         f"test accuracy spread {result.agreement['test_accuracy_spread']:.4f} "
@@ -293,17 +296,21 @@ def _figure(value, spec: str) -> str:
 def show_runs_table(run_dirs: list) -> None:
     """The table that ends multi-run work: each run's test accuracy and loss, its epochs and its
     training time, so no run's result is left scrolled away above another's epochs."""
+    from kcnn.runs import verdict
     from kcnn.runs.records import Damaged
     from kcnn.runs.run import RunFolder
 
-    typer.echo(f"\n{'test acc':>8} {'test loss':>9} {'epochs':>6} {'train s':>8}  run")
+    typer.echo(
+        f"\n{'test acc':>8} {'95% CI':>13} {'test loss':>9} {'epochs':>6} {'train s':>8}  run"
+    )
     for d in run_dirs:
         try:
             m = RunFolder(d).metrics()
         except (OSError, Damaged):
             m = {}
         say(
-            f"{_figure(m.get('test_accuracy'), '.4f'):>8} {_figure(m.get('test_loss'), '.4f'):>9} "
+            f"{_figure(m.get('test_accuracy'), '.4f'):>8} {verdict.interval_cell(d):>13} "
+            f"{_figure(m.get('test_loss'), '.4f'):>9} "
             f"{_figure(m.get('epochs_completed'), 'd'):>6} {_figure(m.get('train_seconds'), '.1f'):>8}  "
             f"{Path(d).name}"
         )
@@ -436,9 +443,14 @@ def run_experiment(
     if as_json:
         print_json({"file": str(file), "runs": summaries})
         return
+    from kcnn.runs.browse import RunInfo
+
     for s in summaries:
         where = s.get("group") or s.get("comparison") or ", ".join(s.get("run_dirs", []))
         accuracy = f"test accuracy {s['test_accuracy']:.4f}, " if "test_accuracy" in s else ""
+        if accuracy and len(s.get("run_dirs") or []) == 1:  # one run: with its 95% interval
+            interval = RunInfo.load(s["run_dirs"][0]).accuracy_interval
+            accuracy = f"test accuracy {interval.text()}, " if interval else accuracy
         say(f"{s['command']}: {accuracy}results in {where}")
     runs = [d for s in summaries if s["command"] != "compare" for d in s["run_dirs"]]
     if len(runs) > 1:

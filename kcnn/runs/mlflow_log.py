@@ -43,6 +43,7 @@ ARTIFACTS = {
     "metrics.json": "records",
     "history.csv": "records",
     "summary.txt": "records",
+    "test_predictions.npz": "records",  # each test image's answer (kcnn.runs.predictions)
     "model.keras": "model",
 }
 

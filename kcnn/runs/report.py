@@ -98,7 +98,7 @@ def compare_runs(
             "epochs": r.epochs_done,
             "parameters": r.params,
             "test_accuracy": r.test_accuracy,
-            "test_accuracy_95ci": _wilson_cell(r.accuracy_interval),
+            "test_accuracy_95ci": r.accuracy_interval.cell() if r.accuracy_interval else "",
             "test_loss": r.test_loss,
             "best_val_accuracy": (r.metrics or {}).get("best_val_accuracy"),
             "seconds_per_epoch": (r.metrics or {}).get("seconds_per_epoch"),
@@ -145,11 +145,6 @@ def compare_runs(
 
     write_report(folder)  # again: comparison.json now names the runs
     return folder
-
-
-def _wilson_cell(interval) -> str:
-    """A run's 95% Wilson interval as a table cell: `0.9467–0.9554`."""
-    return "" if interval is None else f"{interval.ci_low:.4f}–{interval.ci_high:.4f}"
 
 
 # --- a group of seed runs (kcnn.runs.groups) ------------------------------------------------

@@ -89,8 +89,20 @@ class Interval:
         """`0.9512 [0.9467, 0.9554]`: for a table cell."""
         return f"{self.accuracy:.4f} [{self.ci_low:.4f}, {self.ci_high:.4f}]"
 
+    def cell(self) -> str:
+        """`0.9467–0.9554`: the interval alone, for a table's column beside the accuracy."""
+        return f"{self.ci_low:.4f}–{self.ci_high:.4f}"
+
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def interval_cell(run_dir) -> str:
+    """The 95% interval of a finished run's test accuracy as a table cell ('' without one)."""
+    from kcnn.runs.browse import RunInfo
+
+    interval = RunInfo.load(run_dir).accuracy_interval
+    return "" if interval is None else interval.cell()
 
 
 def accuracy_interval(accuracy: float | None, n: int | None) -> Interval | None:
