@@ -180,6 +180,7 @@ def side(name: str) -> Side:
         facts.pop("seed", None)  # a group's seeds are its setting; each run's seed is one of them
         facts.pop("name", None)
         record = {"command": data.get("command"), **data["config"], **facts}
+        record["resumed"] = any(bool(r.settings.get("resumed")) for r in runs)
         return Side(name, info.folder, "group", _flat(record), runs)
     run = browse.find_run(name)
     if run.metrics is None or run.status != "completed":
@@ -299,9 +300,11 @@ def identity_sentence(same: dict[str, Any], found: list[dict[str, Any]]) -> str:
             f"built to be identical but are not: they first differ in {same['where']} "
             "(nondeterminism kcnn did not expect; please report it)"
         )
-    first = next(d for d in found if d["category"] not in ("naming", "resumed"))
+    first = next((d["key"] for d in found if d["category"] not in ("naming", "resumed")), None)
+    if first is None:  # nothing in their records differs, but what they are: a run, a group
+        return f"not built to be identical: {same['where']}"
     are = " (yet their results are the same to the last bit)" if same["are"] else ""
-    return f"not built to be identical: {first['key']} differs{are}"
+    return f"not built to be identical: {first} differs{are}"
 
 
 def diff(first: str, second: str) -> dict[str, Any]:
