@@ -207,3 +207,23 @@ def test_independent_init_over_seeds_is_answered_by_a_paired_test(tmp_path, cli)
 
 def _config(metrics: dict) -> dict:
     return json.loads((Path(metrics["run_dir"]) / "config.json").read_text())
+
+
+def test_diff_of_a_group_and_its_copy_and_of_two_forms(train_group, apis_group, cli, tmp_path):
+    """`kcnn diff` of groups: a copy is built identical and is, seed for seed; two groups of
+    different commands list the command first and test each seed's accuracy against the other's."""
+    import shutil
+
+    copy = tmp_path / "copy-seeds"
+    shutil.copytree(train_group.folder, copy)
+    done = cli("diff", train_group.folder, copy, "--json")
+    assert done.code == 0, done.err
+    answer = json.loads(done.out)
+    assert answer["differences"] == [] and answer["a"]["kind"] == "group"
+    assert answer["identical"]["built"] and answer["identical"]["are"]
+    (accuracy, loss) = answer["noise"]["tests"]
+    assert accuracy["test"] == "paired t" and accuracy["p"] == 1.0 and loss["metric"] == "test_loss"
+    other = json.loads(cli("diff", train_group.folder, apis_group.folder, "--json").out)
+    assert other["differences"][0]["key"] == "command"
+    assert other["identical"]["built"] is False
+    assert all(t["n_a"] == 2 for t in other["noise"]["tests"])

@@ -176,10 +176,16 @@ def side(name: str) -> Side:
         runs = groups.one_per_seed(r for r in info.sub_runs if r.status == "completed")
         if not runs:
             raise KcnnError(f"{name} is a group with no finished seed yet: nothing to compare")
-        facts = {k: v for k, v in runs[0].settings.items() if k not in data["config"]}
-        facts.pop("seed", None)  # a group's seeds are its setting; each run's seed is one of them
+        # the facts its runs share (data, versions, device); each run's own (its seed, its
+        # name, the form or backbone it trained) are no fact of the group
+        first = runs[0].settings
+        facts = {
+            k: v
+            for k, v in first.items()
+            if k not in data["config"] and all(r.settings.get(k) == v for r in runs[1:])
+        }
         facts.pop("name", None)
-        record = {"command": data.get("command"), **data["config"], **facts}
+        record = {**facts, **data["config"], "command": data.get("command")}
         record["resumed"] = any(bool(r.settings.get("resumed")) for r in runs)
         return Side(name, info.folder, "group", _flat(record), runs)
     run = browse.find_run(name)
