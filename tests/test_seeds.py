@@ -226,4 +226,7 @@ def test_diff_of_a_group_and_its_copy_and_of_two_forms(train_group, apis_group, 
     other = json.loads(cli("diff", train_group.folder, apis_group.folder, "--json").out)
     assert other["differences"][0]["key"] == "command"
     assert other["identical"]["built"] is False
-    assert all(t["n_a"] == 2 for t in other["noise"]["tests"])
+    # three forms per seed against one run per seed: nothing pairs, Welch over all of them
+    assert all(
+        (t["n_a"], t["n_b"], t["test"]) == (2, 6, "Welch t") for t in other["noise"]["tests"]
+    )

@@ -220,12 +220,7 @@ def noise(a: Side, b: Side) -> dict[str, Any]:
             "sentences": [judged.sentence()],
         }
     tests = [
-        stats.difference(
-            {groups.pair_key(r): (r.metrics or {}).get(metric) for r in runs_a},
-            {groups.pair_key(r): (r.metrics or {}).get(metric) for r in runs_b},
-            metric,
-            names,
-        )
+        stats.difference(_values(runs_a, metric), _values(runs_b, metric), metric, names)
         for names, runs_a, runs_b in _matched(a, b)
         for metric in groups.TESTED
         if all((r.metrics or {}).get(metric) is not None for r in [*runs_a, *runs_b])
@@ -235,6 +230,14 @@ def noise(a: Side, b: Side) -> dict[str, Any]:
         "tests": [t.as_dict() for t in tests],
         "sentences": [t.sentence() for t in tests],
     }
+
+
+def _values(runs: list, metric: str):
+    """A metric's values keyed by what pairs them (seed and data), or — several runs of one seed,
+    such as the forms of a compare-apis group against a train group — a plain list (Welch)."""
+    keys = [groups.pair_key(r) for r in runs]
+    values = [(r.metrics or {}).get(metric) for r in runs]
+    return dict(zip(keys, values, strict=True)) if len(set(keys)) == len(keys) else values
 
 
 def _matched(a: Side, b: Side) -> list[tuple[tuple[str, str], list, list]]:
