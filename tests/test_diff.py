@@ -6,6 +6,7 @@ one line and exit 2."""
 
 from __future__ import annotations
 
+import html
 import json
 import subprocess
 import sys
@@ -105,6 +106,8 @@ def test_compare_gives_the_paired_verdict_everywhere(runs, tmp_path):
     (verdict,) = record["verdicts"]
     assert sentence == f"- {verdict['sentence']}" and verdict["paired"]
     assert verdict["sentence"] in (folder / "comparison.md").read_text()
+    page = (folder / "report.html").read_text()
+    assert f"<li>{html.escape(verdict['sentence'])}</li>" in page  # one item a sentence
     assert "10,000 paired bootstrap resamples" in verdict["sentence"]
     assert all(row["test_accuracy_95ci"] for row in record["rows"])  # each run's Wilson interval
 

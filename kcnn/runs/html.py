@@ -379,6 +379,9 @@ def markdown_html(text: str, folder: Path) -> str:
                 "<tr>" + "".join(_markdown_cell(c, folder) for c in r) + "</tr>" for r in rows[1:]
             )
             out.append(f'<div class="table"><table><tr>{head}</tr>{body}</table></div>')
+        elif lines and all(line.startswith("- ") for line in lines):  # one sentence an item
+            items = "".join(f"<li>{_inline(line[2:], folder)}</li>" for line in lines)
+            out.append(f"<ul>{items}</ul>")
         elif lines:
             out.append(f"<p>{_inline(' '.join(lines), folder)}</p>")
     return "\n".join(out)
