@@ -8,6 +8,7 @@ import io
 import json
 import os
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -130,3 +131,30 @@ def test_a_link_and_an_oversized_file_are_not_read(tmp_path, monkeypatch):
     monkeypatch.setattr(predictions, "CAP", 100)
     with pytest.raises(Damaged, match="limit"):
         RunFolder(run).test_predictions()
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_an_image_folders_test_images_are_named_by_their_files(tmp_path, split):
+    """Image i of the test split is the file `test_files[i]` names, whether the test set is held
+    out of one folder or is its test/ folder; positions and files agree."""
+    from PIL import Image
+
+    from kcnn.data.prepared import prepare_data
+    from kcnn.engine.config import TrainConfig
+
+    root = tmp_path / "pictures"
+    rng = np.random.default_rng(0)
+    for part in ("train", "test") if split else ("",):
+        for name in ("cat", "dog"):
+            folder = root / part / name
+            folder.mkdir(parents=True)
+            for i in range(12):
+                pixels = rng.integers(0, 256, (8, 8), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i:02d}.png")
+    config = TrainConfig(arch="lenet5", dataset=str(root), out=str(tmp_path / "runs")).validate()
+    prepared = prepare_data(config, lambda shape, classes: (32, 32, 1))
+    parts = prepared.parts
+    assert parts.test_held_out is not split and len(prepared.test_files) == len(parts.y_test)
+    for image, label, file in zip(parts.x_test, parts.y_test, prepared.test_files, strict=True):
+        assert not Path(file).is_absolute() and Path(file).parts[-2] == ("cat", "dog")[label]
+        assert np.array_equal(np.asarray(Image.open(root / file))[..., None], image)
