@@ -157,3 +157,13 @@ def test_counts_that_are_no_counts_are_refused():
         verdict.wilson(11, 10)
     with pytest.raises(ValueError):
         verdict.paired([True, False], [True])
+
+
+def test_kcnn_itself_never_imports_statsmodels():
+    """statsmodels is the tests' independent check (the dev extra), never a dependency."""
+    from pathlib import Path
+
+    import kcnn
+
+    sources = Path(kcnn.__file__).parent.rglob("*.py")
+    assert not [p for p in sources if "statsmodels" in p.read_text(encoding="utf-8")]
