@@ -1,4 +1,4 @@
-"""`kcnn inspect`, `kcnn calibrate`, `kcnn lr-find`, `kcnn summary --profile`: each number checked
+"""`kcnn inspect`, `kcnn calibrate`, `kcnn lr-find`: each number checked
 against an independent computation, each picture rendered from a real small run."""
 
 from __future__ import annotations
@@ -279,7 +279,7 @@ def test_inspect_a_subclassed_run(cli, tmp_path):
     _png(inspected.folder(run) / inspected.TOP_LOSSES_PNG)
 
 
-# --- lr-find and summary --profile ------------------------------------------------------------
+# --- lr-find -------------------------------------------------------------------------------
 
 
 def test_lr_find_sweep_leaves_the_model_and_optimizer_as_they_were():
@@ -332,16 +332,6 @@ def test_lr_find_command_finishes_and_records(cli, tmp_path):
     _png(folder / inspected.LR_FIND_PNG)
     assert sorted(p.name for p in tmp_path.iterdir()) == [folder.name]  # no run folder made
     assert "lr-find: step" in result.err  # progress
-
-
-@pytest.mark.parametrize("api", ["sequential", "functional"])
-def test_summary_profile_times_every_layer(cli, api):
-    result = cli("summary", "lenet5", "--api", api, "--profile", "--json")
-    assert result.code == 0, result.err
-    report = json.loads(result.out)
-    assert all(row["seconds"] > 0 for row in report["layers"])
-    assert report["profile"]["model_seconds"] > 0 and report["profile"]["call_seconds"] > 0
-    assert "time ms" in report["text"]
 
 
 # --- bad input, as a user meets it --------------------------------------------------------------
