@@ -295,16 +295,6 @@ def test_lr_find_sweep_leaves_the_model_and_optimizer_as_they_were():
         np.testing.assert_array_equal(before, np.array(after))
 
 
-def test_lr_find_suggestions_by_hand():
-    from kcnn.use.lr_find import suggest
-
-    rates = list(10.0 ** np.arange(-6, 1, 1.0))  # 1e-6 ... 1
-    smoothed = [2.3, 2.3, 2.2, 1.6, 1.2, 1.1, 3.0]  # steepest fall at 1e-3, minimum at 1e-1
-    s = suggest({"rates": rates, "smoothed": smoothed})
-    assert s["steepest"] == pytest.approx(1e-3)
-    assert s["minimum_over_10"] == pytest.approx(1e-2)
-
-
 def test_lr_find_command_finishes_and_records(cli, tmp_path):
     result = cli(
         "lr-find", "lenet5", "--dataset", "digits", "--limit", "200", "--steps", "30",

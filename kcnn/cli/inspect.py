@@ -243,8 +243,9 @@ def _lr_find(ctx: typer.Context, steps, start_lr, end_lr, config_file, as_json, 
         return "none (sweep too short)" if value is None else f"{value:.2e}"
 
     typer.echo(
-        f"suggested learning rates: steepest descent {rate(s['steepest'])}, "
-        f"minimum/10 {rate(s['minimum_over_10'])}  ({record['steps_done']} steps)"
+        f"suggested learning rates (fastai's rules): valley {rate(s['valley'])} (fastai's "
+        f"default), steep {rate(s['steep'])}, minimum ÷ 10 {rate(s['minimum'])}  "
+        f"({record['steps_done']} steps)"
     )
     say(f"records: {record['folder']}")
 
