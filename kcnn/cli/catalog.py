@@ -27,7 +27,7 @@ def list_(
     what: Annotated[
         ListWhat | None,
         typer.Argument(
-            help="models, datasets or backbones \\[default: all three].", show_default=False
+            help="models, datasets or backbones [default: all three].", show_default=False
         ),
     ] = None,
     as_json: AsJson = False,
@@ -130,13 +130,13 @@ def summary(
     input_shape: Annotated[
         str | None,
         typer.Option(
-            help="H,W,C \\[default: the architecture's reference input].", show_default=False
+            help="H,W,C [default: the architecture's reference input].", show_default=False
         ),
     ] = None,
     classes: Annotated[
         int | None,
         typer.Option(
-            help="Output classes \\[default: the reference class count].", show_default=False
+            help="Output classes [default: the reference class count].", show_default=False
         ),
     ] = None,
     profile: Annotated[

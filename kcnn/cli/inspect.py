@@ -27,7 +27,7 @@ Limit = Annotated[
     int | None,
     typer.Option(
         help="Use a stratified subset of at most N test (and validation) images "
-        "\\[default: the whole split].",
+        "[default: the whole split].",
         show_default=False,
         metavar="N",
     ),
@@ -215,7 +215,7 @@ LR_FIND_OPTIONS = [
         Annotated[
             int | None,
             typer.Option(
-                help="Steps of the sweep \\[default: one epoch, at least 100].", show_default=False
+                help="Steps of the sweep [default: one epoch, at least 100].", show_default=False
             ),
         ],
         None,
