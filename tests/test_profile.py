@@ -7,6 +7,11 @@ the layers' times equal the whole pass by construction, to float rounding (1e-12
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +19,8 @@ import pytest
 from kcnn.models import profile
 
 TOLERANCE = 1e-12  # seconds: call + Σ layers against the pass, float rounding only
+ROOT = Path(__file__).resolve().parent.parent
+RECORD = ROOT / "docs" / "profile-lenet5.json"
 
 
 def test_attribute_adds_up_to_the_pass_exactly():
@@ -89,3 +96,26 @@ def test_summary_profile_adds_up_to_the_pass(cli, api, monkeypatch):
     assert "time ms" in text and "95% interval" in text and "share" in text
     assert f"medians of {timing['rounds']} shuffled rounds" in text
     assert f"{timing['pass_seconds'] * 1e3:.3f} ms = the call's own cost" in text
+
+
+def _readme_block(name: str) -> str:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    found = re.search(rf"<!-- record:{name} -->\n(.*?)\n<!-- /record:{name} -->", readme, re.S)
+    assert found, f"README.md has no <!-- record:{name} --> block"
+    return found.group(1)
+
+
+def test_readmes_profile_is_the_kept_records_table():
+    """README's profile figure is what `python -m kcnn.models.profile` makes of the report kept
+    in docs/ (a real `kcnn summary lenet5 --profile --json`), and that report adds up."""
+    report = json.loads(RECORD.read_text(encoding="utf-8"))
+    timing = report["profile"]
+    total = timing["call_seconds"] + sum(row["seconds"] for row in report["layers"])
+    assert total == pytest.approx(timing["pass_seconds"], abs=TOLERANCE)
+    made = subprocess.run(
+        [sys.executable, "-m", "kcnn.models.profile", str(RECORD)],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    assert made.stdout.strip() == _readme_block("profile")

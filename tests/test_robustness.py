@@ -8,12 +8,21 @@ exp(−j²/2σ²) out to int(4σ + 0.5), edges repeated), its HSV skimage's rgb2
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from kcnn.use import corruptions as C
 from kcnn.use import robustness as R
 
+ROOT = Path(__file__).resolve().parent.parent
+RECORD = ROOT / "docs" / "robustness-lenet5-digits.json"
 CITED = ("gaussian_noise", "gaussian_blur", "contrast", "brightness", "jpeg_compression")
 
 
@@ -316,3 +325,25 @@ def test_draws_differ_and_come_from_the_seed_alone():
     b = R.generator(83, "gaussian_noise", 3, 1).normal(size=5)
     assert not np.allclose(a, b)
     np.testing.assert_array_equal(a, R.generator(83, "gaussian_noise", 3, 0).normal(size=5))
+
+
+def test_readmes_robustness_is_the_kept_records_table():
+    """README's robustness figure is what `python -m kcnn.use.robustness` makes of the record
+    kept in docs/ (a real `kcnn inspect RUN --robustness` of LeNet-5 on digits), whose figures
+    are the means and spreads of its own draws."""
+    record = json.loads(RECORD.read_text(encoding="utf-8"))
+    for name, runs in record["accuracy_draws"].items():
+        assert record["accuracy"][name] == pytest.approx([np.mean(a) for a in runs])
+        assert len(runs[0]) == (record["draws"] if C.BY_NAME[name].random else 1)
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = re.search(
+        r"<!-- record:robustness -->\n(.*?)\n<!-- /record:robustness -->", readme, re.S
+    )
+    assert block, "README.md has no <!-- record:robustness --> block"
+    made = subprocess.run(
+        [sys.executable, "-m", "kcnn.use.robustness", str(RECORD)],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    assert made.stdout.strip() == block.group(1)

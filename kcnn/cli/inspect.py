@@ -124,12 +124,15 @@ def _lines(answer: dict[str, Any]) -> list[str]:
     return lines
 
 
+SOURCES = {"CIFAR-10-C": "CIFAR-10-C's five", "kcnn": "kcnn's three"}
+
+
 def _robustness_lines(r: dict[str, Any]) -> list[str]:
     by = r["by_source"]
     lines = [
         f"robustness: clean accuracy {r['clean_accuracy']:.4f}, mean corruption error "
         f"{r['mean_corruption_error']:.4f} (relative {r['relative_mean_corruption_error']:+.4f}; "
-        + "; ".join(f"{source} {m['mean']:.4f}" for source, m in by.items())
+        + "; ".join(f"{SOURCES.get(source, source)} {m['mean']:.4f}" for source, m in by.items())
         + ")",
         f"  accuracy at severities 1-{r['severities']}; a random corruption: mean ± SD of "
         f"{r['draws']} draws",

@@ -18,14 +18,15 @@ a layer whose interval straddles 0 costs less than this machine can tell apart (
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from typing import Any
 
-import keras
 import numpy as np
 
-from kcnn.models import forms
+# Keras and TensorFlow are imported where a model is timed, not here: README's table of a kept
+# report (`python -m kcnn.models.profile REPORT.json`) is drawn without loading them.
 
 BUDGET_SECONDS = 3.0  # rounds go on until this much time has passed ...
 ROUNDS = (15, 200)  # ... but at least 15 and at most 200 rounds
@@ -35,6 +36,10 @@ RESAMPLES = 1000  # bootstrap resamples of the rounds, for each layer's interval
 def top_layers(model) -> list:
     """The model's top-level layers in the order a forward pass runs them (the rows of
     `kcnn summary`): a subclassed form's stages, the others' layers without the input."""
+    import keras
+
+    from kcnn.models import forms
+
     layers = model.stages if isinstance(model, forms.DescribedCNN) else model.layers
     return [la for la in layers if not isinstance(la, keras.layers.InputLayer)]
 
@@ -44,6 +49,8 @@ def prefixes(model) -> list[Callable]:
     model computes them; prefix L is the model. Its result: the tensors later layers still need
     (a list). A chain form (Sequential, subclassed) runs its layers in turn; the Functional form
     is cut into sub-models of its own graph, whose branches stay as they are."""
+    import keras
+
     layers = top_layers(model)
     if not _is_graph(model):
 
@@ -66,11 +73,17 @@ def prefixes(model) -> list[Callable]:
 
 
 def _is_graph(model) -> bool:
+    import keras
+
+    from kcnn.models import forms
+
     return not isinstance(model, forms.DescribedCNN | keras.Sequential)
 
 
 def _live(model, layers: list, k: int) -> list:
     """The outputs of the first k layers that a later layer or the model's output still reads."""
+    import keras
+
     later = {id(t) for la in layers[k:] for t in keras.tree.flatten(la.input)}
     final = {id(t) for t in keras.tree.flatten(model.outputs)}
     return [
@@ -147,10 +160,27 @@ def attribute(samples: np.ndarray, names: list[str], seed: int = 0) -> dict[str,
 
 
 def profile(model, input_shape, batch: int = 1, budget: float | None = None) -> dict:
-    """`measure` then `attribute`: the profile of one forward pass of `batch` images."""
+    """`measure` then `attribute`: the profile of one forward pass of `batch` images, with the
+    machine it was measured on (cores, 1-minute load average before and after, TensorFlow)."""
+    import tensorflow as tf
+
     names = [layer.name for layer in top_layers(model)]
+    before = _load()
     found = attribute(measure(model, tuple(input_shape), batch, budget), names)
-    return {"batch": batch, "method": METHOD, **found}
+    machine = {
+        "cores": os.cpu_count(),
+        "load_before": before,
+        "load_after": _load(),
+        "tensorflow": tf.__version__,
+    }
+    return {"batch": batch, "method": METHOD, **found, "machine": machine}
+
+
+def _load() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):  # not on this system
+        return None
 
 
 METHOD = (
@@ -158,3 +188,61 @@ METHOD = (
     "the layer before (medians of shuffled rounds, each prefix one traced call); the call's own "
     "cost is the call around no layer; call + layers = the whole pass"
 )
+
+
+def profile_table(report: dict) -> str:
+    """A `kcnn summary --profile --json` report's times as a markdown table with its caption
+    (README's profile figure: `python -m kcnn.models.profile REPORT.json`)."""
+    from kcnn.models import geometry
+
+    t, rows = report["profile"], report["layers"]
+
+    def ms(seconds: float) -> str:
+        return f"{seconds * 1e3:.3f}".replace("-0.000", "0.000")
+
+    lines = [
+        "| layer | type | mult-adds | time (ms) | 95% interval (ms) | share of the pass |",
+        "|---|---|---:|---:|---:|---:|",
+        f"| the call itself | (no layer) | 0 | {ms(t['call_seconds'])} | | "
+        f"{t['call_seconds'] / t['pass_seconds']:.1%} |",
+    ]
+    for r in rows:
+        low, high = r["interval"]
+        lines.append(
+            f"| {r['name']} | {r['type']} | {geometry.human(r['macs'])} | {ms(r['seconds'])} | "
+            f"{ms(low)} to {ms(high)} | {r['share']:.1%} |".replace("-0.0%", "0.0%")
+        )
+    lines.append(
+        f"| **one forward pass** | | {geometry.human(report['total_macs'])} | "
+        f"**{ms(t['pass_seconds'])}** | | 100% |"
+    )
+    m = t.get("machine") or {}
+    caption = (
+        f"{report['arch']} ({report['api']}), input {'×'.join(map(str, report['input_shape']))}, "
+        f"batch of {t['batch']}: medians of {t['rounds']} shuffled rounds on {m.get('cores', '?')} "
+        f"CPU cores (1-minute load {m.get('load_before', '?')} before, {m.get('load_after', '?')} "
+        f"after; TensorFlow {m.get('tensorflow', '?')}); the model called as itself: "
+        f"{ms(t['model_seconds'])} ms."
+    )
+    return "\n".join(lines) + "\n\n" + caption
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m kcnn.models.profile REPORT.json`: the profile table of a kept report."""
+    import json
+    import sys
+    from pathlib import Path
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        raise SystemExit(
+            "usage: python -m kcnn.models.profile REPORT.json (summary --profile --json)"
+        )
+    report = json.loads(Path(args[0]).read_text(encoding="utf-8"))
+    if "profile" not in report:
+        raise SystemExit(f"{args[0]}: no profile (made without --profile)")
+    print(profile_table(report))
+
+
+if __name__ == "__main__":
+    main()

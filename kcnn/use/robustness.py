@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from kcnn.use.predict import LoadedRun
 
 DRAWS = defaults.ROBUSTNESS_DRAWS  # a random corruption's accuracy: the mean over these draws
+RUN_SETTINGS = ("arch", "api", "backbone", "dataset", "epochs", "limit")  # what the record names
 CHUNK = 256  # images corrupted at a time: memory stays bounded for a test split of any size
 DEFINITIONS = (
     "CIFAR-10-C's corruptions as make_cifar_c.py defines them (Hendrycks & Dietterich 2019), "
@@ -94,7 +95,13 @@ def evaluate(
         shown = " ".join(f"{np.mean(a):.3f}" for a in per_draw[spec.name])
         progress(f"robustness: [{k}/{len(TABLE)}] {spec.name} ({spec.source}): {shown}")
     record = summarize(per_draw, clean, draws)
-    record.update(split="test", images=len(test), seed=seed)
+    settings = loaded.info.settings
+    record.update(
+        split="test",
+        images=len(test),
+        seed=seed,
+        run={k: settings.get(k) for k in RUN_SETTINGS if settings.get(k) is not None},
+    )
     inspected.save_picture(out / inspected.ROBUSTNESS_PNG, lambda p: _curves(record, p))
     example = test.images[:1]
     inspected.save_picture(out / inspected.CORRUPTIONS_PNG, lambda p: _examples(example, seed, p))
@@ -162,9 +169,10 @@ def _curves(record: dict[str, Any], path: Path) -> None:
         )
     ax.set(xlabel="severity (0: clean)", ylabel="test accuracy", ylim=(0, 1.02))
     ax.set_title(
-        f"accuracy under corruption ({record['images']} test images; random ones: mean ± SD of "
-        f"{record['draws']} draws): mCE {record['mean_corruption_error']:.3f}, "
-        f"relative {record['relative_mean_corruption_error']:+.3f}",
+        f"accuracy under corruption, {record['images']} test images: mCE "
+        f"{record['mean_corruption_error']:.3f}, relative "
+        f"{record['relative_mean_corruption_error']:+.3f}\n(a random corruption: mean ± SD of "
+        f"{record['draws']} draws)",
         fontsize=8,
     )
     fig.legend(loc="outside right upper", fontsize=7)  # beside the axes: lines cross everywhere
@@ -197,3 +205,50 @@ def _examples(image: np.ndarray, seed: int, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=90, format="png")
     plt.close(fig)
+
+
+def markdown_table(record: dict[str, Any]) -> str:
+    """A robustness record as a markdown table with its caption (README's robustness figure:
+    `python -m kcnn.use.robustness RUN/inspect/robustness.json`)."""
+    severities = int(record["severities"])
+    lines = [
+        "| corruption | defined by | "
+        + " | ".join(f"severity {s}" for s in range(1, severities + 1))
+        + " | error |",
+        "|---|---|" + "---:|" * (severities + 1),
+    ]
+    for name, accs in record["accuracy"].items():
+        about, sds = record["corruptions"][name], record["accuracy_sd"][name]
+        cells = [
+            f"{a:.3f} ± {sd:.3f}" if about["draws"] > 1 else f"{a:.3f}"
+            for a, sd in zip(accs, sds, strict=True)
+        ]
+        lines.append(
+            f"| {name} | {about['source']} | {' | '.join(cells)} | "
+            f"{record['corruption_error'][name]:.3f} |"
+        )
+    by = record["by_source"]
+    run = record.get("run") or {}
+    who = " ".join(str(run[k]) for k in ("arch", "dataset") if k in run) or "the run"
+    caption = (
+        f"{who}: {record['images']:,} test images, clean accuracy {record['clean_accuracy']:.3f}; "
+        f"a random corruption's accuracy is the mean ± SD of {record['draws']} draws. Mean "
+        f"corruption error {record['mean_corruption_error']:.3f} (relative "
+        f"{record['relative_mean_corruption_error']:+.3f}): CIFAR-10-C's five "
+        f"{by['CIFAR-10-C']['mean']:.3f}, kcnn's three {by['kcnn']['mean']:.3f}."
+    )
+    return "\n".join(lines) + "\n\n" + caption
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m kcnn.use.robustness RECORD`: the table of a kept robustness.json."""
+    import json
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        raise SystemExit("usage: python -m kcnn.use.robustness RUN/inspect/robustness.json")
+    print(markdown_table(json.loads(Path(args[0]).read_text(encoding="utf-8"))))
+
+
+if __name__ == "__main__":
+    main()
