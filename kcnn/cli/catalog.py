@@ -141,7 +141,11 @@ def summary(
     ] = None,
     profile: Annotated[
         bool,
-        typer.Option("--profile", help="Also measure each layer's inference time on this machine."),
+        typer.Option(
+            "--profile",
+            help="Also time one forward pass on this machine, layer by layer: each layer inside "
+            "the network, the times adding up to the pass.",
+        ),
     ] = False,
     as_json: AsJson = False,
 ) -> None:
