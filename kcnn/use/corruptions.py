@@ -19,8 +19,8 @@ or a square a fraction of the side. An image smaller than 32 pixels is corrupted
 k = ⌈32 / side⌉ times larger (each pixel a k×k block) and averaged back, so that a blur, shift or
 square of less than a pixel still changes the image by the share it covers: a translation of 5 %
 moves an 8×8 digit by 0.4 of a pixel, not by 0. At 32 pixels and above k is 1 and nothing is
-resampled; at exactly 32 the five cited corruptions are `make_cifar_c.py`'s, value for value
-(up to the last bit of a sum taken in another order, which truncation can turn into one level).
+resampled; at exactly 32 the five cited corruptions give `make_cifar_c.py`'s values (its blur
+is the very scipy call skimage's `gaussian` makes; tests/test_robustness.py checks each).
 The others act on each pixel alone (noise, contrast, brightness) or on the codec's own 8×8 blocks
 (JPEG), whatever the image's size.
 """
