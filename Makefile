@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slow lint bench results clean
+.PHONY: install demo test test-slow lint bench results browser clean
 
 install: $(STAMP)
 
@@ -41,6 +41,19 @@ test: install
 
 test-slow: install
 	$(BIN)/python -m pytest -q -n $(TEST_JOBS) -m slow
+
+# Chromium for the browser tests (tests/test_report_browser.py, among the slow ones): Debian's
+# package, installed with apt-get (as root, or through sudo) when no chromium is on PATH. CI runs
+# it first (.ci/run); elsewhere those tests skip, saying so, until it is there. A test never
+# installs a system package itself.
+browser:
+	@if command -v chromium >/dev/null || command -v chromium-browser >/dev/null; then \
+		echo "chromium: $$(command -v chromium || command -v chromium-browser)"; \
+	else \
+		as_root=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$as_root apt-get update -q && \
+		$$as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; \
+	fi
 
 lint: install
 	$(BIN)/ruff check kcnn tests benchmarks

@@ -36,6 +36,10 @@ COMPARE_EPOCHS = 20
 # the same network: float32 rounding in a different op order stays far below it.
 COMPARE_TOLERANCE = 1e-5
 
+# inspect --robustness: a random corruption's accuracy is the mean of this many draws (--draws)
+ROBUSTNESS_DRAWS = 5
+MAX_ROBUSTNESS_DRAWS = 100
+
 # transfer: seed 003's second experiment — a frozen ImageNet backbone with a small head on CIFAR-10.
 TRANSFER_DATASET = "cifar10"
 TRANSFER_WEIGHTS = "imagenet"

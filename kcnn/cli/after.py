@@ -383,15 +383,13 @@ def visualize(
     image: Annotated[
         Path | None,
         typer.Option(
-            help="Image to look at \\[default: the first test image of the run's data].",
+            help="Image to look at [default: the first test image of the run's data].",
             show_default=False,
         ),
     ] = None,
     out: Annotated[
         Path | None,
-        typer.Option(
-            help="Folder for the pictures \\[default: RUN/visualize].", show_default=False
-        ),
+        typer.Option(help="Folder for the pictures [default: RUN/visualize].", show_default=False),
     ] = None,
     as_json: AsJson = False,
 ) -> None:
@@ -463,7 +461,7 @@ def export(
     out: Annotated[
         Path | None,
         typer.Option(
-            help="Folder for the exported model \\[default: RUN/export].", show_default=False
+            help="Folder for the exported model [default: RUN/export].", show_default=False
         ),
     ] = None,
     as_json: AsJson = False,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 import typer
@@ -69,6 +70,54 @@ def _plain_flags() -> None:
 
 
 _plain_flags()
+
+# What rich reads as a style tag: `[` then a lower-case letter, #, / or @, up to the next `]`
+# (rich.markup.RE_TAGS); one with a backslash before it is already escaped.
+_TAG = re.compile(r"(?<!\\)\[(?=[a-z#/@][^\[]*?\])")
+
+
+def literal_markup(text: str) -> str:
+    """`text` as rich prints it verbatim: `[[run]]`, `kcnn[tracking]`, `[default: …]` kept
+    whole rather than taken for style tags and dropped. An escaped `\\[` is left as it is."""
+    return _TAG.sub(r"\\[", text)
+
+
+def _literal_help() -> None:
+    """Every help text reads as written: kcnn writes no rich markup, so each text Typer hands to
+    rich (a command's help, an option's or an argument's, the list of commands) has its `[`
+    escaped first — one place for the whole class, not a backslash in each string. Typer
+    imports its rich helpers only to draw a help page: the wrap is made then, once."""
+    core = getattr(typer, "core", None)
+    for cls in (getattr(core, "TyperCommand", None), getattr(core, "TyperGroup", None)):
+        original = getattr(cls, "format_help", None)
+        if original is None or getattr(original, "_kcnn_literal", False):
+            continue
+
+        def format_help(self, ctx, formatter, _original=original):
+            _escape_rich_text()
+            return _original(self, ctx, formatter)
+
+        format_help._kcnn_literal = True
+        cls.format_help = format_help
+
+
+def _escape_rich_text() -> None:
+    from typer import rich_utils
+
+    make = getattr(rich_utils, "_make_rich_text", None)
+    if make is None or getattr(make, "_kcnn_literal", False):
+        return
+
+    def _make_rich_text(*, text: str, markup_mode, **kwargs):
+        if markup_mode == "rich":
+            text = literal_markup(text)
+        return make(text=text, markup_mode=markup_mode, **kwargs)
+
+    _make_rich_text._kcnn_literal = True
+    rich_utils._make_rich_text = _make_rich_text
+
+
+_literal_help()
 
 
 def version() -> str:

@@ -27,7 +27,7 @@ def list_(
     what: Annotated[
         ListWhat | None,
         typer.Argument(
-            help="models, datasets or backbones \\[default: all three].", show_default=False
+            help="models, datasets or backbones [default: all three].", show_default=False
         ),
     ] = None,
     as_json: AsJson = False,
@@ -130,18 +130,22 @@ def summary(
     input_shape: Annotated[
         str | None,
         typer.Option(
-            help="H,W,C \\[default: the architecture's reference input].", show_default=False
+            help="H,W,C [default: the architecture's reference input].", show_default=False
         ),
     ] = None,
     classes: Annotated[
         int | None,
         typer.Option(
-            help="Output classes \\[default: the reference class count].", show_default=False
+            help="Output classes [default: the reference class count].", show_default=False
         ),
     ] = None,
     profile: Annotated[
         bool,
-        typer.Option("--profile", help="Also measure each layer's inference time on this machine."),
+        typer.Option(
+            "--profile",
+            help="Also time one forward pass on this machine, layer by layer: each layer inside "
+            "the network, the times adding up to the pass.",
+        ),
     ] = False,
     as_json: AsJson = False,
 ) -> None:

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from kcnn import defaults
 from kcnn.cli.app import AsJson, app, print_json, say
 from kcnn.cli.options import (
     AS_JSON,
@@ -26,7 +27,7 @@ Limit = Annotated[
     int | None,
     typer.Option(
         help="Use a stratified subset of at most N test (and validation) images "
-        "\\[default: the whole split].",
+        "[default: the whole split].",
         show_default=False,
         metavar="N",
     ),
@@ -54,8 +55,20 @@ def inspect_run(
         bool, typer.Option("--calibration", help="ECE, MCE, Brier, NLL, reliability diagram.")
     ] = False,
     robustness: Annotated[
-        bool, typer.Option("--robustness", help="Accuracy under 8 corruptions × 5 severities.")
+        bool,
+        typer.Option(
+            "--robustness",
+            help="Accuracy under 8 corruptions × 5 severities (5 of CIFAR-10-C's, 3 of kcnn's).",
+        ),
     ] = False,
+    draws: Annotated[
+        int,
+        typer.Option(
+            help="Draws of each random corruption (noise, rotation, translation, occlusion): "
+            "its accuracy is their mean, beside their spread.",
+            metavar="N",
+        ),
+    ] = defaults.ROBUSTNESS_DRAWS,
     limit: Limit = None,
     as_json: AsJson = False,
 ) -> None:
@@ -66,6 +79,8 @@ def inspect_run(
     from kcnn.use import robustness as corrupting
 
     _check_limit(limit)
+    if not 1 <= draws <= defaults.MAX_ROBUSTNESS_DRAWS:
+        raise KcnnError(f"--draws {draws}: give 1 to {defaults.MAX_ROBUSTNESS_DRAWS} draws")
     everything = not (errors or calibration or robustness)
     loaded = use.load(run)
     answer: dict[str, Any] = {"run": str(loaded.info.folder)}
@@ -74,7 +89,7 @@ def inspect_run(
     if calibration or everything:
         answer["calibration"] = calibrating.calibrate(loaded, fit=False, limit=limit)
     if robustness or everything:
-        answer["robustness"] = corrupting.evaluate(loaded, limit)
+        answer["robustness"] = corrupting.evaluate(loaded, limit, draws=draws)
     _report(loaded.info.folder)
     if as_json:
         print_json(answer)
@@ -104,13 +119,31 @@ def _lines(answer: dict[str, Any]) -> list[str]:
         lines += _calibration_lines(c)
     r = answer.get("robustness")
     if r:
-        lines.append(
-            f"robustness: clean accuracy {r['clean_accuracy']:.4f}, mean corruption error "
-            f"{r['mean_corruption_error']:.4f} (relative {r['relative_mean_corruption_error']:+.4f})"
-        )
-        for name, accs in r["accuracy"].items():
-            lines.append(f"  {name:<15}" + " ".join(f"{a:.3f}" for a in accs))
+        lines += _robustness_lines(r)
     lines.append(f"report: {Path(answer['run']) / 'report.html'}")
+    return lines
+
+
+SOURCES = {"CIFAR-10-C": "CIFAR-10-C's five", "kcnn": "kcnn's three"}
+
+
+def _robustness_lines(r: dict[str, Any]) -> list[str]:
+    by = r["by_source"]
+    lines = [
+        f"robustness: clean accuracy {r['clean_accuracy']:.4f}, mean corruption error "
+        f"{r['mean_corruption_error']:.4f} (relative {r['relative_mean_corruption_error']:+.4f}; "
+        + "; ".join(f"{SOURCES.get(source, source)} {m['mean']:.4f}" for source, m in by.items())
+        + ")",
+        f"  accuracy at severities 1-{r['severities']}; a random corruption: mean ± SD of "
+        f"{r['draws']} draws",
+    ]
+    for name, accs in r["accuracy"].items():
+        about, sds = r["corruptions"][name], r["accuracy_sd"][name]
+        shown = [
+            f"{a:.3f}±{sd:.3f}" if about["draws"] > 1 else f"{a:.3f}"
+            for a, sd in zip(accs, sds, strict=True)
+        ]
+        lines.append(f"  {name + ' (' + about['source'] + ')':<30}" + " ".join(shown))
     return lines
 
 
@@ -185,7 +218,7 @@ LR_FIND_OPTIONS = [
         Annotated[
             int | None,
             typer.Option(
-                help="Steps of the sweep \\[default: one epoch, at least 100].", show_default=False
+                help="Steps of the sweep [default: one epoch, at least 100].", show_default=False
             ),
         ],
         None,
@@ -213,8 +246,9 @@ def _lr_find(ctx: typer.Context, steps, start_lr, end_lr, config_file, as_json, 
         return "none (sweep too short)" if value is None else f"{value:.2e}"
 
     typer.echo(
-        f"suggested learning rates: steepest descent {rate(s['steepest'])}, "
-        f"minimum/10 {rate(s['minimum_over_10'])}  ({record['steps_done']} steps)"
+        f"suggested learning rates (fastai's rules): valley {rate(s['valley'])} (fastai's "
+        f"default), steep {rate(s['steep'])}, minimum ÷ 10 {rate(s['minimum'])}  "
+        f"({record['steps_done']} steps)"
     )
     say(f"records: {record['folder']}")
 

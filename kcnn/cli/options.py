@@ -46,7 +46,7 @@ def _help(spec: Setting, key: str, default: Any) -> str:
         text = f"{text} {'Any' if spec.kind is list else 'One'} of: {', '.join(static_choices)}."
     if spec.kind is bool and not spec.flags and (default is True or spec.optional):
         text = f"{text} {negative_flag(key)} turns it off."
-    return text.replace("[", "\\[")  # rich markup would take [default: …] for a tag
+    return text  # brackets are escaped for rich where help is drawn (kcnn.cli.app)
 
 
 def negative_flag(key: str) -> str:
@@ -144,7 +144,7 @@ def setting_parameters(cls: type[RunConfig], key: str, spec: Setting) -> list[in
         ]
     show = default is not None
     if spec.kind is list and default:  # written with spaces, so it wraps between names
-        help_text = f"{help_text} \\[default: {default.replace(',', ', ')}]"
+        help_text = f"{help_text} [default: {default.replace(',', ', ')}]"
         show = False
     option = typer.Option(
         option_name(key), help=help_text, show_default=show, rich_help_panel=panel, **extra

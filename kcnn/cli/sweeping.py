@@ -18,7 +18,7 @@ def sweep(
         Path,
         typer.Argument(
             help="A sweep file: one [[run]] table and a [sweep] table naming the space, the "
-            "metric and the trials (see experiments/sweep-*.toml).",
+            "metric and the trials (see experiments/sweeps/sweep-*.toml).",
             metavar="FILE",
         ),
     ],
@@ -35,7 +35,7 @@ def sweep(
         str | None,
         typer.Option(
             help="The study's database (an SQLAlchemy URL such as postgresql://host/db), shared "
-            "by workers on several machines \\[default: SWEEP/study.db].",
+            "by workers on several machines [default: SWEEP/study.db].",
             show_default=False,
             metavar="URL",
         ),
@@ -43,7 +43,7 @@ def sweep(
     out: Annotated[
         Path | None,
         typer.Option(
-            help="Folder that receives the sweep folder \\[default: the run's out].",
+            help="Folder that receives the sweep folder [default: the run's out].",
             show_default=False,
         ),
     ] = None,

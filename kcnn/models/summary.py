@@ -4,14 +4,13 @@ every conv and pooling layer's output size is ⌊(N + 2p − k)/s⌋ + 1."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import keras
 
 from kcnn.models import forms, geometry
 from kcnn.models.architectures import get as get_architecture
 from kcnn.models.blocks import Block
 from kcnn.models.params import count_params
+from kcnn.models.profile import profile as profile_pass
 
 
 def _rows(model) -> list[dict]:
@@ -42,65 +41,29 @@ def _rows(model) -> list[dict]:
     return rows
 
 
-def _timed(call, args, budget: float = 0.2, most: int = 50) -> float:
-    """Median seconds of `call(*args)`, compiled and warmed up first (its tracing is not timed):
-    called until `budget` seconds or `most` calls have passed, at least 3 times."""
-    import time
+def _timing_columns(row: dict) -> str:
+    def ms(seconds: float) -> str:
+        return f"{seconds * 1e3:.3f}".replace("-0.000", "0.000")  # noise rounded to 0 is 0
 
-    import numpy as np
-
-    call(*args)  # trace
-    call(*args)  # and warm the caches
-    times: list[float] = []
-    started = time.perf_counter()
-    while len(times) < 3 or (len(times) < most and time.perf_counter() - started < budget):
-        t = time.perf_counter()
-        out = call(*args)
-        np.asarray(keras.tree.flatten(out)[0])  # wait for the result
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
+    low, high = row["interval"]
+    share = "" if row["share"] is None else f"{row['share']:.1%}".replace("-0.0%", "0.0%")
+    return f"{ms(row['seconds']):>9}{f'[{ms(low)}, {ms(high)}]':>18}{share:>7}"
 
 
-def layer_times(model, input_shape, batch: int = 1) -> dict[str, Any]:
-    """Each top-level layer's inference time on this machine (the median of repeated calls of
-    the layer alone, compiled, on random inputs of its input shape), and the whole model's.
-
-    A layer's inputs are the previous layer's output in a chain form (Sequential, subclassed) and
-    the layer's own symbolic inputs in the Functional form. Layer times add up to more than the
-    whole model's: each call pays its own dispatch (`call_seconds`, measured on an identity
-    function), which the whole model pays once; for tiny layers it is most of their time."""
-    import numpy as np
-    import tensorflow as tf
-
-    rng = np.random.default_rng(0)
-
-    def random(shape):
-        return tf.constant(rng.random((batch, *shape[1:]), dtype=np.float32))
-
-    if isinstance(model, forms.DescribedCNN) or isinstance(model, keras.Sequential):
-        layers = list(model.stages) if isinstance(model, forms.DescribedCNN) else list(model.layers)
-        layers = [la for la in layers if not isinstance(la, keras.layers.InputLayer)]
-        inputs, spec = [], keras.KerasTensor((None, *input_shape))
-        for layer in layers:
-            inputs.append([random(spec.shape)])
-            spec = layer.compute_output_spec(spec)
-    else:
-        layers = [la for la in model.layers if not isinstance(la, keras.layers.InputLayer)]
-        inputs = [
-            [keras.tree.map_structure(lambda t: random(t.shape), layer.input)] for layer in layers
-        ]
-    times = {}
-    for layer, args in zip(layers, inputs, strict=True):
-        call = tf.function(lambda *a, layer=layer: layer(*a, training=False))
-        times[layer.name] = _timed(call, args)
-    whole = tf.function(lambda x: model(x, training=False))
-    x = random((None, *input_shape))
-    return {
-        "batch": batch,
-        "layers": times,
-        "call_seconds": _timed(tf.function(lambda x: tf.identity(x)), [x]),
-        "model_seconds": _timed(whole, [x]),
-    }
+def _timing_lines(timing: dict) -> list[str]:
+    """What the time column means: the pass it adds up to, and how it was measured."""
+    whole, call = timing["pass_seconds"], timing["call_seconds"]
+    call_share = f" ({call / whole:.1%})" if whole > 0 else ""
+    return [
+        f"one forward pass, batch of {timing['batch']} on this machine: {whole * 1e3:.3f} ms = "
+        f"the call's own cost {call * 1e3:.3f} ms{call_share} + the layers above "
+        f"{(whole - call) * 1e3:.3f} ms (the model called as itself: "
+        f"{timing['model_seconds'] * 1e3:.3f} ms)",
+        f"each layer's time is the pass up to it minus the pass up to the layer before, inside "
+        f"one traced call (medians of {timing['rounds']} shuffled rounds); shares are of the "
+        f"whole pass; an interval (95%, rounds resampled) around 0 is a layer too cheap to tell "
+        f"apart here",
+    ]
 
 
 def shape_check(model, leaves: list[geometry.Leaf]) -> dict:
@@ -134,7 +97,8 @@ def shape_check(model, leaves: list[geometry.Leaf]) -> dict:
 
 
 def summarize(arch: str, api: str, input_shape, classes: int, profile: bool = False) -> dict:
-    """The layer table; `profile` adds each layer's measured inference time (batch of 1)."""
+    """The layer table; `profile` adds each layer's measured share of one forward pass (batch of
+    1: `kcnn.models.profile`)."""
     architecture = get_architecture(arch)
     model = forms.build(arch, api, input_shape, classes)
     specs = architecture.describe(classes)
@@ -147,10 +111,10 @@ def summarize(arch: str, api: str, input_shape, classes: int, profile: bool = Fa
         r["macs"], r["receptive_field"] = known["macs"], known["rf"]
         leaf = windows.get(r["name"])
         r["formula"] = geometry.formula(leaf.input_shape[0], *leaf.window) if leaf else None
-    timing = layer_times(model, tuple(input_shape)) if profile else None
+    timing = profile_pass(model, tuple(input_shape)) if profile else None
     if timing is not None:
         for r in rows:
-            r["seconds"] = timing["layers"].get(r["name"])
+            r.update(timing["layers"][r["name"]])
     params = count_params(model)
     total_macs = geometry.totals(leaves).macs
     check = shape_check(model, leaves)
@@ -165,21 +129,16 @@ def summarize(arch: str, api: str, input_shape, classes: int, profile: bool = Fa
         f"{arch} ({api}), input {'×'.join(map(str, input_shape))}, {classes} classes",
         f"{'layer':<{width}}{'type':<24}{'output shape':<16}{'params':>12}{'mult-adds':>11}"
         f"{'recept.':>10}"
-        + (f"{'time ms':>9}{'share':>7}" if timing else "")
+        + (f"{'time ms':>9}{'95% interval':>18}{'share':>7}" if timing else "")
         + "  output size ⌊(N + 2p − k)/s⌋ + 1",
     ]
-    layer_total = sum(r.get("seconds") or 0.0 for r in rows)
     for r in rows:
         shape = "×".join(str(d) for d in r["output_shape"])
         rf = geometry.describe_rf(r["receptive_field"])
         lines.append(
             f"{r['name']:<{width}}{r['type']:<24}{shape:<16}{r['params']:>12,}"
             f"{geometry.human(r['macs']):>11}{rf:>10}"
-            + (
-                f"{r['seconds'] * 1e3:>9.3f}{r['seconds'] / layer_total:>7.1%}"
-                if timing and layer_total
-                else ""
-            )
+            + (_timing_columns(r) if timing else "")
             + f"  {r['formula'] or ''}"
         )
     lines.append(
@@ -188,11 +147,7 @@ def summarize(arch: str, api: str, input_shape, classes: int, profile: bool = Fa
         f"({geometry.human(total_macs)})"
     )
     if timing is not None:
-        lines.append(
-            f"inference time, batch of 1 on this machine (median of repeated calls): layers one by "
-            f"one {layer_total * 1e3:.3f} ms, the whole model {timing['model_seconds'] * 1e3:.3f} ms; "
-            f"each call's own cost (an identity function) {timing['call_seconds'] * 1e3:.3f} ms"
-        )
+        lines += _timing_lines(timing)
     if reference is not None:
         verdict = "matches" if params["trainable"] == reference else "DOES NOT MATCH"
         lines.append(

@@ -288,20 +288,34 @@ def _calibration_section(c: dict[str, Any], folder: Path) -> list[str]:
 
 def _robustness_section(r: dict[str, Any], folder: Path) -> list[str]:
     severities = int(r["severities"])
-    columns = ["corruption", *(str(s) for s in range(severities + 1)), "error"]
+    columns = ["corruption", "source", *(str(s) for s in range(severities + 1)), "error"]
+    about, sds = r.get("corruptions", {}), r.get("accuracy_sd", {})
+
+    def shown(name: str, s: int, a: float):
+        sd = sds.get(name, [0.0] * severities)[s]
+        return f"{a:.4f} ± {sd:.4f}" if about.get(name, {}).get("draws", 1) > 1 else a
+
     rows = [
         {
             "corruption": name,
+            "source": about.get(name, {}).get("source", ""),
             "0": r["clean_accuracy"],
-            **{str(s + 1): a for s, a in enumerate(accs)},
+            **{str(s + 1): shown(name, s, a) for s, a in enumerate(accs)},
             "error": r["corruption_error"][name],
         }
         for name, accs in r["accuracy"].items()
     ]
+    draws = (
+        f" A random corruption's accuracy is the mean ± standard deviation of "
+        f"{int(r['draws'])} draws."
+        if "draws" in r
+        else ""
+    )
     return [
         "<h2>Robustness (test set)</h2>",
         f"<p>Accuracy of {int(r['images']):,} test images under each corruption at severities 1 to "
-        f"{severities} (0: clean), after Hendrycks &amp; Dietterich 2019. Mean corruption error "
+        f"{severities} (0: clean): CIFAR-10-C's as Hendrycks &amp; Dietterich (2019) define "
+        f"them, and kcnn's own.{draws} Mean corruption error "
         f"{r['mean_corruption_error']:.4f}; relative to the clean error "
         f"{r['relative_mean_corruption_error']:+.4f}.</p>",
         _table(rows, columns),

@@ -1,11 +1,17 @@
 """`kcnn lr-find`: the learning-rate range test (Smith 2017, arXiv:1506.01186; fastai's lr_find).
 
 The model `kcnn train` with the same options would build is trained for one epoch (at least 100
-steps, fastai's default, continuing into the next epoch's batches; or N steps) while the rate grows exponentially from `start` to `end`, one step at a time; the loss of each
-step, smoothed (an exponential moving average, bias-corrected, as fastai does), is plotted against
+steps, fastai's default, continuing into the next epoch's batches; or N steps) while the rate
+grows exponentially from `start` to `end`, one step at a time; the loss of each step, smoothed (an exponential moving average, bias-corrected, as fastai does), is plotted against
 the rate. The sweep stops early once the smoothed loss passes four times its minimum (it has
-diverged). Two rates are suggested, as fastai does: where the smoothed loss falls fastest
-(steepest descent against log rate), and the rate of the minimum divided by 10.
+diverged), as fastai's does. The rate reaches `end` on the last planned step (fastai's stops one
+step short of it).
+
+The suggested rates are fastai's, computed as fastai computes them on the part of the curve
+fastai reads (the first tenth of the planned steps and the last five recorded dropped):
+`valley`, fastai's default (about halfway along the longest stretch of falling loss); `steep`
+(the steepest fall against log rate: forward differences, the left point of the steepest step);
+`minimum` (the rate of the lowest loss ÷ 10).
 
 Same data, split, pipeline (augmentation included), model, optimizer, loss and seed as the training
 run; nothing is kept but the records: the model's weights and the optimizer's state are restored
@@ -30,6 +36,10 @@ SMOOTHING = 0.98  # fastai's β
 DIVERGED = 4.0  # stop once the smoothed loss passes this many times its minimum
 START_LR, END_LR = 1e-7, 10.0
 MIN_STEPS = 100  # fastai's default sweep: a one-epoch sweep of a small set is too coarse to read
+SUGGESTION_RULES = (
+    "fastai's (fastai.callback.schedule valley, steep, minimum) on the smoothed losses without "
+    "the first tenth of the planned steps and the last five"
+)
 
 
 def rates(start: float, end: float, steps: int) -> np.ndarray:
@@ -91,17 +101,42 @@ def sweep(model, batches, schedule: np.ndarray, progress=None) -> dict[str, list
     return {"rates": used, "losses": raw, "smoothed": smooth}
 
 
-def suggest(curve: dict[str, list[float]]) -> dict[str, float | None]:
-    """fastai's two suggestions: the rate of steepest descent of the smoothed loss against log
-    rate, and the rate of its minimum ÷ 10. None when the sweep is too short to say."""
-    r, s = np.asarray(curve["rates"]), np.asarray(curve["smoothed"])
-    if len(r) < 3:
-        return {"steepest": None, "minimum_over_10": None}
-    slope = np.gradient(s, np.log(r))
-    lowest = int(np.argmin(s))
-    # the descent that counts is the one before the minimum (after it the loss only rises)
-    steepest = int(np.argmin(slope[: max(lowest, 1) + 1]))
-    return {"steepest": float(r[steepest]), "minimum_over_10": float(r[lowest] / 10)}
+def suggest(curve: dict[str, list[float]], planned: int) -> dict[str, float | None]:
+    """fastai's three suggestions (fastai.callback.schedule: `valley`, its default; `steep`;
+    `minimum`), on fastai's part of the curve: the smoothed losses and their rates without the
+    first tenth of the `planned` steps and the last five recorded (where the sweep diverges).
+    None where that part is too short for the rule."""
+    cut = slice(planned // 10, -5)
+    r, s = np.asarray(curve["rates"])[cut], np.asarray(curve["smoothed"])[cut]
+    return {
+        "valley": float(r[_valley(s)]) if len(s) >= 1 else None,
+        "steep": float(r[_steep(r, s)]) if len(s) >= 2 else None,
+        "minimum": float(r[np.argmin(s)] / 10) if len(s) >= 1 else None,
+    }
+
+
+def _steep(r: np.ndarray, s: np.ndarray) -> int:
+    """fastai's `steep`: where the forward difference of the loss against log rate is lowest,
+    at the left point of that step."""
+    return int(np.argmin((s[1:] - s[:-1]) / (np.log(r[1:]) - np.log(r[:-1]))))
+
+
+def _valley(s: np.ndarray) -> int:
+    """fastai's `valley`: the longest run of ever lower losses (a longest decreasing
+    subsequence, ended at its first longest end), then the point 1/3 + 1/6 of the way along it,
+    as fastai computes it: max_start + int(len/3) + int(len/6)."""
+    n = len(s)
+    longest = [1] * n
+    start = end = 0
+    for i in range(1, n):
+        for j in range(i):
+            if s[i] < s[j] and longest[i] < longest[j] + 1:
+                longest[i] = longest[j] + 1
+            if longest[end] < longest[i]:
+                end = i
+                start = end - longest[end]
+    sections = (end - start) / 3
+    return start + int(sections) + int(sections / 2)
 
 
 def _progress(message: str) -> None:
@@ -169,11 +204,12 @@ def lr_find(
     )
     progress(f"lr-find: {steps} steps, rate {start:.0e} to {end:.0e}")
     curve = sweep(model, batches, schedule, progress)
-    found = suggest(curve)
+    found = suggest(curve, steps)
     record = {
         "command": "lr-find",
         "settings": config.settings_dict(),
         "method": "LR range test (Smith 2017; fastai lr_find): exponential sweep, smoothed loss",
+        "suggestion_rules": SUGGESTION_RULES,
         "steps_planned": steps,
         "steps_done": len(curve["rates"]),
         "steps_per_epoch": per_epoch,
@@ -200,10 +236,12 @@ def _plot(record: dict[str, Any], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(record["rates"], record["losses"], color="#bbb", lw=0.8, label="loss per step")
     ax.plot(record["rates"], record["smoothed"], color="#1f77b4", label="smoothed loss")
-    colours = {"steepest": "#d62728", "minimum_over_10": "#2ca02c"}
+    colours = {"valley": "#9467bd", "steep": "#d62728", "minimum": "#2ca02c"}
+    shown = {"valley": "valley (fastai's default)", "steep": "steep", "minimum": "minimum ÷ 10"}
     for name, rate in record["suggestions"].items():
         if rate is not None:
-            ax.axvline(rate, color=colours[name], ls="--", lw=1, label=f"{name}: {rate:.1e}")
+            label = f"{shown.get(name, name)}: {rate:.1e}"
+            ax.axvline(rate, color=colours.get(name, "#333"), ls="--", lw=1, label=label)
     ax.set_xscale("log")
     if record["smoothed"]:
         low, high = min(record["smoothed"]), max(record["smoothed"][:1] + [min(record["smoothed"])])

@@ -1,175 +1,150 @@
 """Does a run's network survive a little noise, blur or a shift? Accuracy under corruptions.
 
-After Hendrycks & Dietterich 2019 (arXiv:1903.12261, CIFAR-10-C): each corruption at five
-severities applied to the run's own test images (uint8, before the run's pipeline), the accuracy
-measured through that pipeline. Parameters are CIFAR-10-C's for 32×32 images; the spatial ones
-(blur width) grow with the side for bigger images, and shifts, occlusions are fractions of the
-side, so they carry over to 8×8 digits and 224×224 photos alike. Severity 0 is the clean image.
+After Hendrycks & Dietterich 2019 (arXiv:1903.12261, CIFAR-10-C): each corruption of
+`kcnn.use.corruptions` (five of CIFAR-10-C's, as its `make_cifar_c.py` defines them, and three of
+kcnn's own) at five severities, applied to the run's own test images (uint8, before the run's
+pipeline), the accuracy measured through that pipeline. Severity 0 is the clean image.
+
+A corruption that draws at random (noise, a rotation's sign, a shift's direction, a square's
+place) is measured over `DRAWS` draws: its accuracy is their mean, beside their standard deviation
+and every draw's own figure. Every draw comes from the run's seed, the corruption, the severity
+and the draw's number alone, so the same command gives the same figures.
 
 The mean corruption error (mCE) is the error averaged over corruptions and severities; without the
 paper's AlexNet baseline it is reported unnormalised, beside the relative mCE, the average of
-(corrupted error − clean error): how much the corruptions cost this network. Every random draw
-(noise, occlusion position) comes from the run's seed, the corruption and the severity alone.
+(corrupted error − clean error): how much the corruptions cost this network. Both are given over
+all eight and over CIFAR-10-C's five and kcnn's three apart.
 """
 
 from __future__ import annotations
 
-import io
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from kcnn import defaults
 from kcnn.runs import inspected
 from kcnn.runs.records import write_json
+from kcnn.use.corruptions import CIFAR_10_C, CORRUPTIONS, SEVERITIES, TABLE, corrupt
 
 if TYPE_CHECKING:
     from kcnn.use.predict import LoadedRun
 
-SEVERITIES = 5
-# Per corruption, its five severities' parameter (CIFAR-10-C's where it has one).
-PARAMETERS: dict[str, tuple[float, ...]] = {
-    "gaussian_noise": (0.04, 0.06, 0.08, 0.09, 0.10),  # σ of pixels in 0..1
-    "blur": (0.4, 0.6, 0.7, 0.8, 1.0),  # Gaussian σ in pixels at 32×32
-    "contrast": (0.75, 0.5, 0.4, 0.3, 0.15),  # distance to the mean kept
-    "brightness": (0.05, 0.1, 0.15, 0.2, 0.3),  # added to pixels in 0..1
-    "jpeg": (80, 65, 58, 50, 40),  # JPEG quality
-    "rotation": (5, 10, 15, 20, 30),  # degrees, sign drawn per image
-    "translation": (0.05, 0.1, 0.15, 0.2, 0.25),  # fraction of the side, direction drawn
-    "occlusion": (0.1, 0.2, 0.3, 0.4, 0.5),  # side of a grey square, fraction of the image's
-}
-CORRUPTIONS = tuple(PARAMETERS)
+DRAWS = defaults.ROBUSTNESS_DRAWS  # a random corruption's accuracy: the mean over these draws
+RUN_SETTINGS = ("arch", "api", "backbone", "dataset", "epochs", "limit")  # what the record names
+CHUNK = 256  # images corrupted at a time: memory stays bounded for a test split of any size
+DEFINITIONS = (
+    "CIFAR-10-C's corruptions as make_cifar_c.py defines them (Hendrycks & Dietterich 2019), "
+    "kcnn's own named as kcnn's; spatial ones sized by the image (up and down), made on a copy "
+    "enlarged to 32 pixels when smaller"
+)
 
 
-def _pil(image: np.ndarray):
-    from PIL import Image
-
-    return Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
-
-
-def _array(im, shape) -> np.ndarray:
-    return np.asarray(im, dtype=np.uint8).reshape(shape)
-
-
-def _per_image(images: np.ndarray, change: Callable[[Any, int], Any]) -> np.ndarray:
-    return np.stack([_array(change(_pil(x), i), x.shape) for i, x in enumerate(images)])
-
-
-def corrupt(
-    images: np.ndarray, corruption: str, severity: int, rng: np.random.Generator
-) -> np.ndarray:
-    """`images` (uint8 N×H×W×C) under `corruption` at `severity` 0..5 (0: unchanged)."""
-    if corruption not in PARAMETERS:
-        raise ValueError(f"unknown corruption {corruption!r}: one of {', '.join(CORRUPTIONS)}")
-    if not 0 <= severity <= SEVERITIES:
-        raise ValueError(f"severity {severity}: 0 to {SEVERITIES}")
-    if severity == 0 or len(images) == 0:
-        return images.copy()
-    from PIL import Image, ImageFilter
-
-    c = PARAMETERS[corruption][severity - 1]
-    n, h, w = images.shape[:3]
-    side = min(h, w)
-    x = images.astype(np.float64) / 255.0
-    if corruption == "gaussian_noise":
-        x = x + rng.normal(0.0, c, size=x.shape)
-    elif corruption == "contrast":
-        mean = x.mean(axis=(1, 2, 3), keepdims=True)
-        x = (x - mean) * c + mean
-    elif corruption == "brightness":
-        x = x + c
-    elif corruption == "blur":
-        radius = c * max(1.0, side / 32)
-        return _per_image(images, lambda im, i: im.filter(ImageFilter.GaussianBlur(radius)))
-    elif corruption == "jpeg":
-
-        def jpeg(im, i):
-            buffer = io.BytesIO()
-            im.save(buffer, format="JPEG", quality=int(c))
-            return Image.open(io.BytesIO(buffer.getvalue()))
-
-        return _per_image(images, jpeg)
-    elif corruption == "rotation":
-        signs = rng.choice([-1.0, 1.0], size=n)
-        return _per_image(
-            images,
-            lambda im, i: im.rotate(c * signs[i], resample=Image.Resampling.BILINEAR, fillcolor=0),
-        )
-    elif corruption == "translation":
-        angles = rng.uniform(0, 2 * np.pi, size=n)
-        dy = np.round(np.sin(angles) * c * h).astype(int)
-        dx = np.round(np.cos(angles) * c * w).astype(int)
-        out = np.zeros_like(images)
-        for i in range(n):
-            src = images[i, max(0, -dy[i]) : h - max(0, dy[i]), max(0, -dx[i]) : w - max(0, dx[i])]
-            out[
-                i,
-                max(0, dy[i]) : max(0, dy[i]) + src.shape[0],
-                max(0, dx[i]) : max(0, dx[i]) + src.shape[1],
-            ] = src
-        return out
-    elif corruption == "occlusion":
-        size = max(1, round(c * side))
-        tops = rng.integers(0, h - size + 1, size=n)
-        lefts = rng.integers(0, w - size + 1, size=n)
-        out = images.copy()
-        for i in range(n):
-            out[i, tops[i] : tops[i] + size, lefts[i] : lefts[i] + size] = 128
-        return out
-    return np.clip(np.round(x * 255.0), 0, 255).astype(np.uint8)
-
-
-def generator(seed: int, corruption: str, severity: int) -> np.random.Generator:
-    """The random draws of one corruption at one severity: from the seed and those two alone."""
-    return np.random.default_rng([seed, CORRUPTIONS.index(corruption), severity])
+def generator(seed: int, corruption: str, severity: int, draw: int = 0) -> np.random.Generator:
+    """The random draws of one corruption at one severity: from the seed, those two and the
+    draw's number alone."""
+    return np.random.default_rng([seed, CORRUPTIONS.index(corruption), severity, draw])
 
 
 def _progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def accuracy_under(loaded: LoadedRun, images, labels, corruption, severity, seed) -> float:
-    corrupted = corrupt(images, corruption, severity, generator(seed, corruption, severity))
-    return float(np.mean(loaded.predict(corrupted).argmax(axis=1) == labels))
+def accuracy_under(
+    loaded: LoadedRun, images, labels, corruption: str, severity: int, seed: int, draw: int = 0
+) -> float:
+    """Accuracy on `images` under one draw of `corruption` at `severity`, CHUNK images at a time
+    (one generator runs through the chunks: the draw does not hinge on the chunk size's rest)."""
+    rng = generator(seed, corruption, severity, draw)
+    right = 0
+    for i in range(0, len(images), CHUNK):
+        corrupted = corrupt(images[i : i + CHUNK], corruption, severity, rng)
+        right += int(np.sum(loaded.predict(corrupted).argmax(axis=1) == labels[i : i + CHUNK]))
+    return right / len(images) if len(images) else 0.0
 
 
-def evaluate(loaded: LoadedRun, limit: int | None = None, progress=_progress) -> dict[str, Any]:
-    """Accuracy of a run on its test split under every corruption at every severity; writes
-    RUN/inspect/robustness.json, robustness.png and corruptions.png; returns the record."""
+def _sd(values: list[float]) -> float:
+    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
+def evaluate(
+    loaded: LoadedRun, limit: int | None = None, progress=_progress, draws: int = DRAWS
+) -> dict[str, Any]:
+    """Accuracy of a run on its test split under every corruption at every severity (a random
+    one: the mean over `draws` draws); writes RUN/inspect/robustness.json, robustness.png and
+    corruptions.png; returns the record."""
     out = inspected.make_folder(loaded.info.folder)
     seed = int(loaded.info.settings.get("seed", 0))
     test = loaded.labelled("test", limit)
     clean = float(np.mean(loaded.predict(test.images).argmax(axis=1) == test.labels))
-    progress(f"robustness: {len(test)} test images, clean accuracy {clean:.4f}")
-    table: dict[str, list[float]] = {}
-    for k, corruption in enumerate(CORRUPTIONS, 1):
-        table[corruption] = [
-            accuracy_under(loaded, test.images, test.labels, corruption, s, seed)
+    progress(
+        f"robustness: {len(test)} test images, clean accuracy {clean:.4f}; random corruptions "
+        f"over {draws} draws"
+    )
+    per_draw: dict[str, list[list[float]]] = {}
+    for k, spec in enumerate(TABLE, 1):
+        per_draw[spec.name] = [
+            [
+                accuracy_under(loaded, test.images, test.labels, spec.name, s, seed, d)
+                for d in range(draws if spec.random else 1)
+            ]
             for s in range(1, SEVERITIES + 1)
         ]
-        shown = " ".join(f"{a:.3f}" for a in table[corruption])
-        progress(f"robustness: [{k}/{len(CORRUPTIONS)}] {corruption}: {shown}")
-    errors = np.array([[1 - a for a in accs] for accs in table.values()])
-    record = {
-        "split": "test",
-        "images": len(test),
-        "seed": seed,
-        "clean_accuracy": clean,
-        "severities": SEVERITIES,
-        "parameters": {k: list(v) for k, v in PARAMETERS.items()},
-        "accuracy": table,
-        "corruption_error": {c: float(e.mean()) for c, e in zip(table, errors, strict=True)},
-        "mean_corruption_error": float(errors.mean()),
-        "relative_mean_corruption_error": float(errors.mean() - (1 - clean)),
-        "mean_corrupted_accuracy_over_clean": float((1 - errors.mean()) / clean) if clean else None,
-    }
+        shown = " ".join(f"{np.mean(a):.3f}" for a in per_draw[spec.name])
+        progress(f"robustness: [{k}/{len(TABLE)}] {spec.name} ({spec.source}): {shown}")
+    record = summarize(per_draw, clean, draws)
+    settings = loaded.info.settings
+    record.update(
+        split="test",
+        images=len(test),
+        seed=seed,
+        run={k: settings.get(k) for k in RUN_SETTINGS if settings.get(k) is not None},
+    )
     inspected.save_picture(out / inspected.ROBUSTNESS_PNG, lambda p: _curves(record, p))
     example = test.images[:1]
     inspected.save_picture(out / inspected.CORRUPTIONS_PNG, lambda p: _examples(example, seed, p))
     write_json(out / inspected.ROBUSTNESS_JSON, record)
     return record
+
+
+def summarize(per_draw: dict[str, list[list[float]]], clean: float, draws: int) -> dict[str, Any]:
+    """The record's figures from every draw's accuracy (corruption → severity → draws)."""
+    accuracy = {name: [float(np.mean(a)) for a in runs] for name, runs in per_draw.items()}
+    errors = {name: 1 - np.array(accs) for name, accs in accuracy.items()}
+    sources = {spec.name: spec.source for spec in TABLE}
+
+    def mce(names) -> dict[str, float]:
+        e = np.array([errors[n] for n in names])
+        return {"mean": float(e.mean()), "relative": float(e.mean() - (1 - clean))}
+
+    groups = {s: [n for n in accuracy if sources[n] == s] for s in dict.fromkeys(sources.values())}
+    overall = mce(list(accuracy))
+    return {
+        "definitions": DEFINITIONS,
+        "clean_accuracy": clean,
+        "severities": SEVERITIES,
+        "draws": draws,
+        "corruptions": {
+            spec.name: {
+                "source": spec.source,
+                "parameters": list(spec.parameters),
+                "meaning": spec.meaning,
+                "draws": draws if spec.random else 1,
+            }
+            for spec in TABLE
+        },
+        "parameters": {spec.name: list(spec.parameters) for spec in TABLE},
+        "accuracy": accuracy,
+        "accuracy_sd": {name: [_sd(a) for a in runs] for name, runs in per_draw.items()},
+        "accuracy_draws": per_draw,
+        "corruption_error": {name: float(e.mean()) for name, e in errors.items()},
+        "mean_corruption_error": overall["mean"],
+        "relative_mean_corruption_error": overall["relative"],
+        "by_source": {src: mce(names) for src, names in groups.items() if names},
+        "mean_corrupted_accuracy_over_clean": (1 - overall["mean"]) / clean if clean else None,
+    }
 
 
 def _curves(record: dict[str, Any], path: Path) -> None:
@@ -181,13 +156,24 @@ def _curves(record: dict[str, Any], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7.5, 4), layout="constrained")
     severities = list(range(SEVERITIES + 1))
     for corruption, accs in record["accuracy"].items():
-        ax.plot(severities, [record["clean_accuracy"], *accs], marker="o", ms=3, label=corruption)
+        about = record["corruptions"][corruption]
+        ax.errorbar(
+            severities,
+            [record["clean_accuracy"], *accs],
+            yerr=[0.0, *record["accuracy_sd"][corruption]],  # a random one's spread over draws
+            marker="o" if about["source"] == CIFAR_10_C else "s",
+            ms=3,
+            capsize=2,
+            ls="-" if about["source"] == CIFAR_10_C else "--",
+            label=f"{corruption} ({about['source']})",
+        )
     ax.set(xlabel="severity (0: clean)", ylabel="test accuracy", ylim=(0, 1.02))
     ax.set_title(
-        f"accuracy under corruption ({record['images']} test images): "
-        f"mCE {record['mean_corruption_error']:.3f}, "
-        f"relative {record['relative_mean_corruption_error']:+.3f}",
-        fontsize=9,
+        f"accuracy under corruption, {record['images']} test images: mCE "
+        f"{record['mean_corruption_error']:.3f}, relative "
+        f"{record['relative_mean_corruption_error']:+.3f}\n(a random corruption: mean ± SD of "
+        f"{record['draws']} draws)",
+        fontsize=8,
     )
     fig.legend(loc="outside right upper", fontsize=7)  # beside the axes: lines cross everywhere
     ax.grid(alpha=0.3)
@@ -213,9 +199,56 @@ def _examples(image: np.ndarray, seed: int, path: Path) -> None:
             ax.set_xticks([])
             ax.set_yticks([])
             if s == 0:
-                ax.set_ylabel(corruption, fontsize=6)
+                ax.set_ylabel(corruption.replace("_", "\n"), fontsize=6)
             if r == 0:
                 ax.set_title(f"severity {s}", fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=90, format="png")
     plt.close(fig)
+
+
+def markdown_table(record: dict[str, Any]) -> str:
+    """A robustness record as a markdown table with its caption (README's robustness figure:
+    `python -m kcnn.use.robustness RUN/inspect/robustness.json`)."""
+    severities = int(record["severities"])
+    lines = [
+        "| corruption | defined by | "
+        + " | ".join(f"severity {s}" for s in range(1, severities + 1))
+        + " | error |",
+        "|---|---|" + "---:|" * (severities + 1),
+    ]
+    for name, accs in record["accuracy"].items():
+        about, sds = record["corruptions"][name], record["accuracy_sd"][name]
+        cells = [
+            f"{a:.3f} ± {sd:.3f}" if about["draws"] > 1 else f"{a:.3f}"
+            for a, sd in zip(accs, sds, strict=True)
+        ]
+        lines.append(
+            f"| {name} | {about['source']} | {' | '.join(cells)} | "
+            f"{record['corruption_error'][name]:.3f} |"
+        )
+    by = record["by_source"]
+    run = record.get("run") or {}
+    who = " ".join(str(run[k]) for k in ("arch", "dataset") if k in run) or "the run"
+    caption = (
+        f"{who}: {record['images']:,} test images, clean accuracy {record['clean_accuracy']:.3f}; "
+        f"a random corruption's accuracy is the mean ± SD of {record['draws']} draws. Mean "
+        f"corruption error {record['mean_corruption_error']:.3f} (relative "
+        f"{record['relative_mean_corruption_error']:+.3f}): CIFAR-10-C's five "
+        f"{by['CIFAR-10-C']['mean']:.3f}, kcnn's three {by['kcnn']['mean']:.3f}."
+    )
+    return "\n".join(lines) + "\n\n" + caption
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m kcnn.use.robustness RECORD`: the table of a kept robustness.json."""
+    import json
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        raise SystemExit("usage: python -m kcnn.use.robustness RUN/inspect/robustness.json")
+    print(markdown_table(json.loads(Path(args[0]).read_text(encoding="utf-8"))))
+
+
+if __name__ == "__main__":
+    main()
