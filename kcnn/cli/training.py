@@ -296,7 +296,7 @@ def _figure(value, spec: str) -> str:
 def show_runs_table(run_dirs: list) -> None:
     """The table that ends multi-run work: each run's test accuracy and loss, its epochs and its
     training time, so no run's result is left scrolled away above another's epochs."""
-    from kcnn.runs import verdict
+    from kcnn.runs.browse import interval_cell
     from kcnn.runs.records import Damaged
     from kcnn.runs.run import RunFolder
 
@@ -309,7 +309,7 @@ def show_runs_table(run_dirs: list) -> None:
         except (OSError, Damaged):
             m = {}
         say(
-            f"{_figure(m.get('test_accuracy'), '.4f'):>8} {verdict.interval_cell(d):>13} "
+            f"{_figure(m.get('test_accuracy'), '.4f'):>8} {interval_cell(d):>13} "
             f"{_figure(m.get('test_loss'), '.4f'):>9} "
             f"{_figure(m.get('epochs_completed'), 'd'):>6} {_figure(m.get('train_seconds'), '.1f'):>8}  "
             f"{Path(d).name}"

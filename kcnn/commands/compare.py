@@ -33,8 +33,8 @@ from kcnn.engine.trainer import (
 from kcnn.errors import KcnnError, ModelMismatchError
 from kcnn.models.equivalence import Proof, prove_equivalent
 from kcnn.progress import heading, steps
-from kcnn.runs import folders, verdict
-from kcnn.runs.browse import RunInfo
+from kcnn.runs import folders
+from kcnn.runs.browse import RunInfo, interval_cell
 from kcnn.runs.folders import COMPARISON_JSON, PROOF_JSON
 from kcnn.runs.recorder import RunRecords
 from kcnn.runs.records import Damaged, write_json
@@ -226,7 +226,7 @@ def compare_apis(
                 "parameters": m["params"]["total"],
                 "test_loss": m["test_loss"],
                 "test_accuracy": m["test_accuracy"],
-                "test_accuracy_95ci": verdict.interval_cell(run_dir),  # Wilson, from the test size
+                "test_accuracy_95ci": interval_cell(run_dir),  # Wilson, from the test size
                 "best_val_accuracy": m["best_val_accuracy"],
                 "build_seconds": m["build_seconds"],
                 "seconds_per_epoch": m["seconds_per_epoch"],

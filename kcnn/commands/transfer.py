@@ -53,8 +53,8 @@ from kcnn.models.transfer_net import (  # noqa: F401  (part of this command's li
     unfreeze_top,
 )
 from kcnn.progress import heading
-from kcnn.runs import folders, verdict
-from kcnn.runs.browse import RunInfo
+from kcnn.runs import folders
+from kcnn.runs.browse import RunInfo, interval_cell
 from kcnn.runs.recorder import RunRecords
 from kcnn.runs.records import write_json
 from kcnn.runs.run import RunFolder, read_record, read_resume
@@ -447,7 +447,7 @@ def comparison_row(result: RunResult) -> dict[str, Any]:
         "backbone": m["backbone"],
         "head": m["head"],
         "test_accuracy": m["test_accuracy"],
-        "test_accuracy_95ci": verdict.interval_cell(result.run_dir),  # Wilson, from the test size
+        "test_accuracy_95ci": interval_cell(result.run_dir),  # Wilson, from the test size
         "test_loss": m["test_loss"],
         "best_val_accuracy": m["best_val_accuracy"],
         "total_params": m["total_params"],

@@ -344,6 +344,12 @@ class RunInfo:
         }
 
 
+def interval_cell(run_dir: str | Path) -> str:
+    """The 95% interval of a finished run's test accuracy as a table cell ('' without one)."""
+    interval = RunInfo.load(run_dir).accuracy_interval
+    return "" if interval is None else interval.cell()
+
+
 def _ci(interval) -> list[float] | None:
     return None if interval is None else [interval.ci_low, interval.ci_high]
 

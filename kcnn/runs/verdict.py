@@ -97,14 +97,6 @@ class Interval:
         return asdict(self)
 
 
-def interval_cell(run_dir) -> str:
-    """The 95% interval of a finished run's test accuracy as a table cell ('' without one)."""
-    from kcnn.runs.browse import RunInfo
-
-    interval = RunInfo.load(run_dir).accuracy_interval
-    return "" if interval is None else interval.cell()
-
-
 def accuracy_interval(accuracy: float | None, n: int | None) -> Interval | None:
     """The Wilson interval of an accuracy measured on n test images (None without both, or
     when they do not make a count)."""
