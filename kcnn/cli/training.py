@@ -185,13 +185,13 @@ def show_transfer(result, as_json: bool, calibrated: list[dict] | None = None) -
         print_json(answer("transfer", [r.metrics for r in result.runs], result.folder, **extra))
         return
     typer.echo(
-        f"\n{'backbone':<12}{'test acc':>9}{'95% CI':>15}{'test loss':>10}{'total params':>14}"
+        f"\n{'backbone':<12}{'test acc':>9}{'95% CI':>15}{'test loss':>11}{'total params':>14}"
         f"{'trainable':>11}{'s/epoch':>9}  weights"
     )
     for r in result.rows:
         say(
             f"{r['backbone']:<12}{r['test_accuracy']:>9.4f}{r.get('test_accuracy_95ci', ''):>15}"
-            f"{r['test_loss']:>10.4f}{r['total_params']:>14,}{r['trainable_params']:>11,}"
+            f"{r['test_loss']:>11.4f}{r['total_params']:>14,}{r['trainable_params']:>11,}"
             f"{r['seconds_per_epoch']:>9.2f}  {r['weights_source']}"
         )
     if result.folder is not None:
@@ -259,13 +259,13 @@ def show_comparison(config: CompareConfig, as_json: bool, resume: Path | None = 
         print_json(answer("compare-apis", runs, result.folder, **details))
         return
     typer.echo(
-        f"\n{'form':<12}{'test acc':>9}{'95% CI':>15}{'test loss':>10}{'best val acc':>13}"
+        f"\n{'form':<12}{'test acc':>9}{'95% CI':>15}{'test loss':>11}{'best val acc':>13}"
         f"{'build s':>9}{'s/epoch':>9}{'images/s':>10}"
     )
     for r in result.rows:
         typer.echo(
             f"{r['form']:<12}{r['test_accuracy']:>9.4f}{r.get('test_accuracy_95ci', ''):>15}"
-            f"{r['test_loss']:>10.4f}{r['best_val_accuracy']:>13.4f}{r['build_seconds']:>9.3f}"
+            f"{r['test_loss']:>11.4f}{r['best_val_accuracy']:>13.4f}{r['build_seconds']:>9.3f}"
             f"{r['seconds_per_epoch']:>9.2f}{r['images_per_second'] or 0:>10,.0f}"
         )
     typer.echo(
