@@ -394,6 +394,7 @@ def visualize(
         shows = f"test image 0 of {loaded.info.dataset}"
     from kcnn.runs.run import RunFolder
 
+    vis.check_drawable(loaded)  # before the run's picture folder is made
     # the run's own picture folder must be a real folder inside it: a planted link is refused
     target = out if out is not None else RunFolder(loaded.info.folder).subfolder(html.VISUALIZE)
     try:
