@@ -31,6 +31,7 @@ Optuna; a trial the pruner stops ends its run cleanly after that epoch (a comple
 
 from __future__ import annotations
 
+import decimal
 import math
 import shutil
 import signal
@@ -72,6 +73,7 @@ PRUNERS = ("median", "halving", "none")
 RANGE_KEYS = ("low", "high", "log", "step")
 PLACED = ("out", "name")  # a sweep names and places its trials itself
 MAX_TRIALS = 10_000
+MAX_GRID = 100_000  # points of a grid (Optuna's grid sampler holds them all in memory)
 STUDY_DB = "study.db"
 SWEEP_JSON = "sweep.json"
 INSTALL = "pip install 'kcnn[sweep]'"
@@ -106,6 +108,9 @@ class Choice:
     def grid(self) -> list[Any]:
         return list(self.values)
 
+    def points(self) -> float:
+        return len(self.values)
+
     def extremes(self) -> list[Any]:
         return list(self.values)
 
@@ -130,9 +135,18 @@ class Range:
             )
         return trial.suggest_float(key, self.low, self.high, step=self.step, log=self.log)
 
+    def points(self) -> float:
+        """How many values a grid over the range holds, counted, never listed (a range of
+        billions of whole numbers or a step of 1e-300 is a number here, not a list)."""
+        if not self.integer and not self.step:
+            return math.inf  # a continuous range: no grid
+        steps = (self.high - self.low) / (self.step or 1)  # inf for a step of 5e-324
+        return math.floor(steps + 1e-9) + 1 if math.isfinite(steps) else math.inf
+
     def grid(self) -> list[Any]:
+        """The grid's values; only for a range whose `points` were checked to be few."""
         step = self.step or 1
-        count = int(math.floor((self.high - self.low) / step + 1e-9)) + 1
+        count = int(self.points())
         values = [self.low + i * step for i in range(count)]
         return [int(v) for v in values] if self.integer else [round(v, 12) for v in values]
 
@@ -161,7 +175,10 @@ def parse_dimension(key: str, value: Any, spec: Setting, where: str) -> Choice |
         for item in value:
             if isinstance(item, dict | list):
                 raise KcnnError(f"{at}: a choice holds plain values, got {item!r}")
-            checked.append(_checked(key, spec, item, at))
+            found = _checked(key, spec, item, at)
+            # a list setting (apis, seeds) is searched as its text: Optuna's choices are plain
+            # values, and the text checks back to the very same list in each trial
+            checked.append(",".join(map(str, found)) if isinstance(found, list) else found)
         if len({repr(v) for v in checked}) < len(checked):
             raise KcnnError(f"{at} lists a value twice")
         return Choice(tuple(checked))
@@ -195,12 +212,65 @@ def parse_dimension(key: str, value: Any, spec: Setting, where: str) -> Choice |
     if step is not None:
         if log:
             raise KcnnError(f"{at}: a log range takes no step")
-        if not _number(step) or not step > 0 or (integer and not float(step).is_integer()):
-            kind = "a whole number" if integer else "a number"
+        bad = not _number(step) or not math.isfinite(step) or not step > 0
+        if bad or (integer and not float(step).is_integer()):
+            kind = "a whole number" if integer else "a finite number"
             raise KcnnError(f"{at}: step must be {kind} above zero, got {step!r}")
+        if step > high - low and high > low:
+            raise KcnnError(
+                f"{at}: step {step:g} is wider than the range {low:g} … {high:g}: give a "
+                "smaller step, or list the values"
+            )
     for bound in (low, high):
         _checked(key, spec, int(bound) if integer else float(bound), at)
     return Range(float(low), float(high), integer, log, float(step) if step else None)
+
+
+def grid_size(space: dict[str, Choice | Range], where: str) -> int:
+    """The points of a grid over `space`, counted (Optuna's grid sampler lists every one of them
+    in memory): refused beyond MAX_GRID, before anything is listed."""
+    size = 1.0
+    for key, dimension in space.items():
+        size *= dimension.points()
+        if size > MAX_GRID:
+            raise KcnnError(
+                f"{where}: [sweep.space] {key} makes the grid over {MAX_GRID:,} points "
+                f"({_count(size)}): give a coarser step, a narrower range or fewer values"
+            )
+    return int(size)
+
+
+def _count(size: float) -> str:
+    if not math.isfinite(size):
+        return "more than can be counted"
+    return f"{size:,.0f}" if size < 1e15 else f"about {size:.1e}"
+
+
+def check_distributions(space: dict[str, Choice | Range], where: str) -> None:
+    """Each dimension built as the Optuna distribution a trial will draw from, so a range Optuna
+    cannot take (a step too fine for its decimal arithmetic) is refused by `--check`, not by
+    the first trial."""
+    try:
+        from optuna import distributions
+    except ImportError:  # `kcnn sweep` itself says how to install it
+        return
+    for key, d in space.items():
+        try:
+            if isinstance(d, Choice):
+                distributions.CategoricalDistribution(list(d.values))
+            elif d.integer:
+                step = int(d.step or 1)
+                distributions.IntDistribution(int(d.low), int(d.high), log=d.log, step=step)
+            else:
+                distributions.FloatDistribution(d.low, d.high, log=d.log, step=d.step)
+        except Exception as e:  # noqa: BLE001  (Optuna raises ValueError, decimal's own, ...)
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            if isinstance(e, decimal.DecimalException):
+                reason = "its step is too fine for Optuna's decimal arithmetic"
+            raise KcnnError(
+                f"{where}: [sweep.space] {key} cannot be searched by Optuna ({reason}): give a "
+                "coarser step or list the values"
+            ) from None
 
 
 def _checked(key: str, spec: Setting, value: Any, at: str) -> Any:
@@ -329,6 +399,7 @@ def load(path: str | Path, out: str | Path | None = None) -> Sweep:
                 f"{where}: [sweep.space] {key}: a sweep names and places its trials itself"
             )
         space[key] = parse_dimension(key, value, known[key], where)
+    check_distributions(space, where)
     metric = _one_of(
         _sweep_value(table, "metric", str, "val_accuracy", where), tuple(METRICS), "metric", where
     )
@@ -351,7 +422,7 @@ def load(path: str | Path, out: str | Path | None = None) -> Sweep:
             )
         if any(isinstance(d, Range) and d.log for d in space.values()):
             raise KcnnError(f"{where}: sampler 'grid' takes no log range; list the values instead")
-        size = math.prod(len(d.grid()) for d in space.values())
+        size = grid_size(space, where)
     trials = _sweep_value(table, "trials", int, size if sampler == "grid" else 20, where)
     if not 1 <= trials <= MAX_TRIALS:
         raise KcnnError(f"{where}: [sweep] trials must be 1 … {MAX_TRIALS:,}, got {trials}")
