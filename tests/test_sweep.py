@@ -138,7 +138,7 @@ def test_a_pruned_trial_ends_its_run_cleanly_and_is_recorded_pruned(tmp_path):
     trial = study.trials[0]
     assert trial.state == optuna.trial.TrialState.PRUNED
     assert trial.user_attrs["pruned_at_epoch"] == 1
-    run = Path(trial.user_attrs["run_dirs"][0])
+    run = plan.folder / trial.user_attrs["run_dirs"][0]
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["status"] == "completed" and metrics["epochs_completed"] == 1
     assert metrics["pruned_at_epoch"] == 1 and "test_accuracy" in metrics

@@ -32,9 +32,12 @@ Optuna; a trial the pruner stops ends its run cleanly after that epoch (a comple
 from __future__ import annotations
 
 import decimal
+import json
 import math
+import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -489,6 +492,7 @@ def open_study(sweep: Sweep, storage: str | None, worker: int = 0):
     optuna = import_optuna()
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
+    check_store(sweep, storage)
     url = storage_url(sweep, storage)
     engine = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {}
     try:
@@ -511,10 +515,91 @@ def open_study(sweep: Sweep, storage: str | None, worker: int = 0):
         raise KcnnError(
             f"the study {sweep.name} in {url} was made to {study.direction.name.lower()}; this file asks to {sweep.direction}"
         )
+    _claim(study, sweep, storage, url)
     seed = (sweep.seed + 1000 * worker + 7919 * len(study.get_trials(deepcopy=False))) % 2**32
     study.sampler = _sampler(optuna, sweep, seed)
     study.pruner = _pruner(optuna, sweep)
     return study
+
+
+IDENTITY_ATTR = "kcnn.identity"  # the study's own record of the sweep it belongs to
+
+
+def _claim(study, sweep: Sweep, storage: str | None, url: str) -> None:
+    """The study is this sweep's: it records the sweep's identity (command, settings, space,
+    metric) when made, and a study of the same name made by another sweep file on a shared
+    `--storage` is refused before any trial, never continued with another space."""
+    mine = json.dumps(sweep.identity(), sort_keys=True, default=str)
+    recorded = study.user_attrs.get(IDENTITY_ATTR)
+    if recorded is None:
+        trials = len(study.get_trials(deepcopy=False))
+        if trials and storage is not None:  # in SWEEP/study.db sweep.json vouched for it
+            raise KcnnError(
+                f"the study {sweep.name} in {url} holds {trials} trial(s) that no sweep file "
+                "recorded as its own: set another [sweep] name to start a study of this file"
+            )
+        study.set_user_attr(IDENTITY_ATTR, mine)
+    elif recorded != mine:
+        raise KcnnError(
+            f"the study {sweep.name} in {url} belongs to a sweep of other settings or another "
+            "space: set another [sweep] name (each sweep file its own study)"
+        )
+
+
+def check_store(sweep: Sweep, storage: str | None) -> None:
+    """The database the study lives in, checked before Optuna opens it (`kcnn.runs.databases`):
+    `--storage` as the user named it; the sweep folder's own study.db, and the folder itself,
+    never a link (a planted one would write the study, or the whole sweep, elsewhere)."""
+    from kcnn.runs import databases
+
+    if storage is not None:
+        databases.check_url(storage, "--storage")
+        return
+    check_folder_itself(sweep.folder)
+    databases.check_sqlite(sweep.folder / STUDY_DB, f"the sweep folder {sweep.folder}")
+
+
+def check_folder_itself(folder: Path) -> None:
+    """A sweep folder is a real folder, or nothing yet: never a link, a file or a FIFO."""
+    try:
+        mode = os.lstat(folder).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise KcnnError(f"cannot use the sweep folder {folder}: {e.strerror or e}") from None
+    if not stat.S_ISDIR(mode):
+        kind = "a symbolic link" if stat.S_ISLNK(mode) else "not a folder"
+        raise KcnnError(
+            f"{folder} is {kind}: kcnn writes a sweep only into a real folder of its own; remove "
+            "it, or set another [sweep] name or --out"
+        )
+
+
+def check_options(
+    jobs: int = 1, confirm: int = 0, seeds: int = 3, storage: str | None = None
+) -> None:
+    """Every option of `kcnn sweep`, checked before anything is made or trained (and by
+    `--check`): a refused option never costs a trial."""
+    if not 1 <= jobs <= 64:
+        raise KcnnError(f"--jobs must be 1 … 64, got {jobs}")
+    if not 0 <= confirm <= 100 or (confirm and not 1 <= seeds <= 100):
+        raise KcnnError(f"--confirm and --seeds take 1 … 100, got {confirm} and {seeds}")
+    if storage is None:
+        return
+    from kcnn.runs import databases
+
+    if not storage.strip() or len(storage) > 4096 or "\x00" in storage:
+        raise KcnnError("--storage needs a database URL such as sqlite:///study.db")
+    try:
+        from sqlalchemy.engine import make_url
+
+        make_url(storage)
+    except ImportError:
+        pass  # Optuna (which brings SQLAlchemy) is missing: `kcnn sweep` says how to install it
+    except Exception as e:  # noqa: BLE001  (SQLAlchemy's ArgumentError, ValueError)
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise KcnnError(f"--storage {storage}: not a database URL ({first})") from None
+    databases.check_url(storage, "--storage")
 
 
 def _sampler(optuna, sweep: Sweep, seed: int):
@@ -690,8 +775,12 @@ def _objective(sweep: Sweep, trial, echo) -> float:
     scores = [score(i.history(), sweep.metric) for i in infos]
     scores = [s for s in scores if s is not None]
     tests = [i.test_accuracy for i in infos if i.test_accuracy is not None]
-    trial.set_user_attr("run_dirs", [str(d.resolve()) for d in run_dirs])
-    trial.set_user_attr("folder", summaries[0].get("comparison") or str(run_dirs[0].resolve()))
+    # inside the sweep folder, as paths from it: the study (shared by machines on one --storage)
+    # and trials.json never name a place on one machine's disk
+    trial.set_user_attr("run_dirs", [_inside(sweep.folder, d) for d in run_dirs])
+    trial.set_user_attr(
+        "folder", _inside(sweep.folder, summaries[0].get("comparison") or run_dirs[0])
+    )
     if tests:
         trial.set_user_attr("test_accuracy", max(tests))
     trial.set_user_attr("epochs", max((i.epochs_done or 0) for i in infos))
@@ -710,6 +799,11 @@ def _objective(sweep: Sweep, trial, echo) -> float:
     test = f", test accuracy {max(tests):.4f}" if tests else ""
     echo(f"trial {trial.number}: {shown}: {sweep.metric} {value:.4f}{test}")
     return value
+
+
+def _inside(folder: Path, path: str | Path) -> str:
+    """`path`, a folder kcnn made inside the sweep folder, as a path from the sweep folder."""
+    return Path(path).resolve().relative_to(folder.resolve()).as_posix()
 
 
 def _shown(params: dict[str, Any]) -> str:
@@ -762,35 +856,25 @@ def run(
 ) -> dict[str, Any]:
     """The sweep: the folder and study (continued if they exist), `jobs` worker processes, then
     the report (`kcnn.runs.sweep_report`). Returns the report's summary."""
-    from kcnn.runs import sweep_report
-    from kcnn.runs.records import read_json, write_json
+    from kcnn.runs import folders, sweep_report
+    from kcnn.runs.records import write_json
 
     import_optuna()
-    if not 1 <= jobs <= 64:
-        raise KcnnError(f"--jobs must be 1 … 64, got {jobs}")
+    check_options(jobs, storage=storage)
     folder = sweep.folder
     record = folder / SWEEP_JSON
-    identity = sweep.identity()
-    if record.is_file():
-        before = read_json(record)
-        if before.get("identity") != identity:
-            raise KcnnError(
-                f"{folder} holds a sweep of other settings or another space; set another "
-                "[sweep] name (or --out), or remove that folder to start again"
-            )
-    elif folder.exists() and any(folder.iterdir()):
-        raise KcnnError(
-            f"{folder} exists and is not a sweep folder; set another [sweep] name or --out"
-        )
-    made = not folder.exists()
+    check_folder(sweep)
+    # a --storage that cannot be opened is refused before any folder is made for the sweep
+    study = open_study(sweep, storage) if storage is not None else None
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        study = open_study(sweep, storage)
+        made = folders.make(folder)
     except OSError as e:
         raise KcnnError(f"cannot create the sweep folder {folder}: {e.strerror or e}") from None
-    except KcnnError:  # a database that cannot be opened: leave nothing behind
+    try:
+        study = study or open_study(sweep, storage)
+    except BaseException:  # a database that cannot be opened: leave nothing behind
         if made:
-            shutil.rmtree(folder, ignore_errors=True)
+            shutil.rmtree(made[0], ignore_errors=True)  # all of it made just now, by this call
         raise
     write_json(
         record,
@@ -801,7 +885,7 @@ def run(
             "sweep": sweep.table,
             "run": {"command": sweep.command, **sweep.base},
             "storage": storage or STUDY_DB,
-            "identity": identity,
+            "identity": sweep.identity(),
         },
     )
     sweep_report.index(folder, sweep)
@@ -830,6 +914,35 @@ def run(
             f"{len(failed)} worker process(es) failed (exit {failed[0]}); run the same command again to finish"
         )
     return sweep_report.write(folder, study, sweep)
+
+
+def check_folder(sweep: Sweep) -> None:
+    """The sweep folder, if it exists, must be this file's sweep: a real folder (never a link)
+    whose sweep.json records the same settings and space, or an empty one."""
+    from kcnn.runs.records import Damaged
+    from kcnn.runs.run import RunFolder
+
+    folder = sweep.folder
+    check_folder_itself(folder)
+    if not folder.exists():
+        return
+    try:
+        before = RunFolder(folder).json(SWEEP_JSON)  # a regular file of sane size, or Damaged
+    except FileNotFoundError:
+        if RunFolder(folder).entries():
+            raise KcnnError(
+                f"{folder} exists and is not a sweep folder; set another [sweep] name or --out"
+            ) from None
+        return
+    except Damaged as e:
+        raise KcnnError(
+            f"{folder / SWEEP_JSON} is damaged ({e.reason}); remove that folder to start again"
+        ) from None
+    if before.get("identity") != sweep.identity():
+        raise KcnnError(
+            f"{folder} holds a sweep of other settings or another space; set another "
+            "[sweep] name (or --out), or remove that folder to start again"
+        )
 
 
 def _spawn(
@@ -882,8 +995,9 @@ def confirm(sweep: Sweep, record: dict[str, Any], best: int, seeds: int, echo=pr
         runs: list[RunInfo] = []
         for offset in range(seeds):
             seed = first + offset
-            if offset == 0 and row["run"] and (folder / row["run"]).is_dir():
-                runs.append(RunInfo.load(folder / row["run"]))
+            own = _subfolder(folder, row["run"]) if row["run"] else None
+            if offset == 0 and own is not None:
+                runs.append(RunInfo.load(own))
                 continue
             name = f"confirm-{row['trial']:04d}-seed{seed}"
             done = [
@@ -912,7 +1026,7 @@ def confirm(sweep: Sweep, record: dict[str, Any], best: int, seeds: int, echo=pr
                 "test_accuracies": accuracies,
                 "min": min(accuracies),
                 "max": max(accuracies),
-                "runs": [str(r.folder.resolve()) for r in runs],
+                "runs": [_inside(folder, r.folder) for r in runs],
             }
         )
         every += runs
@@ -923,7 +1037,7 @@ def confirm(sweep: Sweep, record: dict[str, Any], best: int, seeds: int, echo=pr
         "best": best,
         "seeds": seeds,
         "rows": groups,
-        "comparison": str(comparison) if comparison else None,
+        "comparison": _inside(folder, comparison) if comparison else None,
         "note": f"the best {len(chosen)} trial(s) by {sweep.metric}, each over {seeds} seed(s); "
         "test accuracy mean, sample standard deviation, min and max",
     }
@@ -933,14 +1047,36 @@ def confirm(sweep: Sweep, record: dict[str, Any], best: int, seeds: int, echo=pr
 
 def _earlier_comparison(folder: Path, runs) -> Path | None:
     """The comparison an earlier `--confirm` wrote of these very runs, if it is still there."""
-    from kcnn.runs.records import read_json
+    from kcnn.runs.records import Damaged
+    from kcnn.runs.run import RunFolder
 
     try:
-        before = read_json(folder / "confirm.json")
-    except (OSError, ValueError):
+        before = RunFolder(folder).json("confirm.json")
+    except (FileNotFoundError, Damaged):
         return None
     named = before.get("comparison")
-    ran = sorted(d for row in before.get("rows", []) for d in row.get("runs", []))
-    if named and Path(named).is_dir() and ran == sorted(str(r.folder.resolve()) for r in runs):
-        return Path(named)
+    rows = before.get("rows")
+    if not isinstance(named, str) or not isinstance(rows, list):
+        return None
+    ran = sorted(str(d) for row in rows if isinstance(row, dict) for d in row.get("runs") or [])
+    here = _subfolder(folder, named)  # a folder inside the sweep, never one a record points out to
+    if here is not None and ran == sorted(_inside(folder, r.folder) for r in runs):
+        return here
     return None
+
+
+def _subfolder(folder: Path, name: str) -> Path | None:
+    """`name`, a path from the sweep folder, if it is a real folder inside it (no link, no ..)."""
+    from kcnn.runs.records import Damaged
+    from kcnn.runs.run import RunFolder
+
+    here = folder
+    for part in Path(name).parts:
+        try:
+            inside = {p.name for p in RunFolder(here).subfolders()}
+        except Damaged:
+            return None
+        if part in ("..", ".", "/") or part not in inside:
+            return None
+        here = here / part
+    return here
