@@ -104,10 +104,10 @@ def show(run: Run, as_json: AsJson = False) -> None:
     info = browse.find(run)
     from kcnn.runs import groups
 
-    if groups.is_group(info.folder):
-        return _show_group(info, as_json)
     if info.damage is not None:
         raise KcnnError(f"{run} cannot be shown: {info.damage}")
+    if groups.is_group(info.folder):
+        return _show_group(info, as_json)
     if not info.is_run and not info.is_comparison:
         raise KcnnError(f"{run} is not a run folder (no config.json); see `kcnn runs`")
     if as_json:
@@ -246,11 +246,7 @@ def _show_group(info, as_json: bool) -> None:
     if as_json:
         print_json({"group": info.row(), **record, "runs": [s.row() for s in info.sub_runs]})
         return
-    text = (
-        (info.folder / groups.GROUP_MD).read_text(encoding="utf-8")
-        if (info.folder / groups.GROUP_MD).is_file()
-        else ""
-    )
+    text = groups.text(info.folder)  # through the folder's owner: never a planted link
     seeds = readable.value(record.get("seeds"))
     lines = [f"{info.name}  ({record.get('status', 'incomplete')}, seeds {seeds})"]
     lines += [f"  folder: {info.folder}"]

@@ -88,6 +88,7 @@ def sweep(
             for key, text in shown["space"].items():
                 typer.echo(f"  {key}: {text}")
         return
+
     def echo(text: str) -> None:
         print(text, file=sys.stderr if as_json else sys.stdout, flush=True)
 

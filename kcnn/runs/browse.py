@@ -67,7 +67,9 @@ class RunInfo:
         comparison, bad_comparison = (None, None) if member or parent else _read(run.comparison)
         if comparison is None and not member and not parent and run.has(COMPARISON_MD):
             comparison = {}  # a comparison written before comparison.json existed (transfer)
-        damage = bad_config or bad_metrics or bad_comparison
+        # a group of seed runs: its record checked here, so a damaged one is listed as damaged
+        bad_group = _read(run.group)[1] if run.has(folders.GROUP_JSON) else None
+        damage = bad_config or bad_metrics or bad_comparison or bad_group
         return cls(run.path, config, metrics, comparison, parent, damage, member)
 
     # --- what kind of folder -----------------------------------------------------------------

@@ -28,6 +28,8 @@ COMPARISON_MD, COMPARISON_CSV, COMPARISON_JSON = (
 OVERLAY, PROOF_JSON = "curves_overlay.png", "proof.json"
 # What the training images look like (kcnn.data.typical): predict warns of an image unlike them.
 TYPICAL = "training_images.json"
+# A group of seed runs (kcnn.runs.groups): its record and its summary in words.
+GROUP_JSON, GROUP_MD = "group.json", "group.md"
 
 STATUSES = ("running", "completed", "interrupted", "diverged", "failed")
 _STAMP = re.compile(r"^(\d{8}-\d{6})-")  # the time stamp `create` puts before a run's name

@@ -56,6 +56,8 @@ CAPS = {
     folders.COMPARISON_MD: 16 * MiB,
     folders.PROOF_JSON: 16 * MiB,
     folders.TYPICAL: 1 * MiB,  # 32×32×4 cells, two numbers each: about 100 KB
+    folders.GROUP_JSON: 64 * MiB,  # per class, per metric, a summary of each group
+    folders.GROUP_MD: 16 * MiB,
 }
 PNG_CAP = 32 * MiB
 PNG_PIXELS = 64 * 1024 * 1024  # a picture kcnn draws is a few megapixels
@@ -184,6 +186,55 @@ FACTS_SCHEMA: dict[str, Check] = {
 }
 
 
+def _optional(check: Check) -> Check:
+    return lambda v: None if v is None else check(v)
+
+
+def _table(schema: Mapping[str, Check]) -> Check:
+    """A table whose keys, where present and not null, pass their checks (others are free)."""
+
+    def check(v):
+        if not isinstance(v, dict):
+            return "not a table"
+        return next(
+            (f"{k}: {e}" for k, c in schema.items() if v.get(k) is not None and (e := c(v[k]))),
+            None,
+        )
+
+    return check
+
+
+MAX_SEEDS = 10_000  # seed runs in one group: far more than anyone trains
+_SUMMARY = _table(
+    {
+        "n": _count,
+        **{k: _number() for k in ("mean", "sd", "ci_low", "ci_high", "half_width")},
+        "values": _list_of(_number(), most=MAX_SEEDS),
+    }
+)
+_GROUP = _table(
+    {
+        "n": _count,
+        "seeds": _list_of(_optional(_count), most=MAX_SEEDS),
+        "runs": _list_of(_text, most=MAX_SEEDS),
+        "metrics": _mapping_of(_SUMMARY, most=1000),
+        "per_class": _mapping_of(_mapping_of(_SUMMARY, most=8)),
+    }
+)
+GROUP_SCHEMA: dict[str, Check] = {
+    "command": _text,
+    "name": _text,
+    "kind": _text,
+    "config": _table({}),  # its settings checked by `_check_settings`
+    "seeds": _list_of(_optional(_count), most=MAX_SEEDS),
+    "status": _text,
+    "wall_seconds": _seconds,
+    "groups": _mapping_of(_GROUP, most=1000),
+    "tests": _list_of(_table({"metric": _text, "sentence": _text}), most=100_000),
+    "identical": _flag,
+}
+
+
 def _check_settings(record: dict[str, Any], where: Path) -> None:
     """The settings in a config.json, each checked by kcnn's own schema for that setting."""
     from kcnn.engine.config import COMMANDS, check_value
@@ -251,6 +302,16 @@ class RunFolder:
         if config is not None and not isinstance(config, dict):
             raise Damaged(self.path / folders.COMPARISON_JSON, "its config is not a table")
         check_record(config or {}, FACTS_SCHEMA, self.path / folders.COMPARISON_JSON)
+        return record
+
+    def group(self) -> dict[str, Any]:
+        """A group's group.json (`kcnn.runs.groups`): its settings checked as a run's are, its
+        seeds, status and every summary of its groups by `GROUP_SCHEMA`."""
+        record = self.json(folders.GROUP_JSON, GROUP_SCHEMA)
+        config = record.get("config")
+        if isinstance(config, dict):
+            where = self.path / folders.GROUP_JSON
+            _check_settings({**config, "command": record.get("command")}, where)
         return record
 
     def typical(self):
