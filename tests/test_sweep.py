@@ -121,7 +121,11 @@ def test_sweep_runs_trials_as_run_folders_reports_resumes_and_confirms(tmp_path,
     confirm = json.loads(confirmed.out)["confirm"]
     assert confirm["rows"][0]["trial"] == record["best"]["trial"]
     assert len(confirm["rows"][0]["runs"]) == 2
-    assert Path(confirm["comparison"], "comparison.md").is_file()
+    # every path the sweep records is inside the sweep folder, written from it
+    recorded = [confirm["comparison"], *confirm["rows"][0]["runs"], *(t["run"] for t in trials)]
+    assert all(not Path(p).is_absolute() and ".." not in Path(p).parts for p in recorded)
+    assert (folder / confirm["comparison"] / "comparison.md").is_file()
+    assert all((folder / p / "metrics.json").is_file() for p in confirm["rows"][0]["runs"])
 
 
 def test_a_pruned_trial_ends_its_run_cleanly_and_is_recorded_pruned(tmp_path):

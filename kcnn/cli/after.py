@@ -63,12 +63,16 @@ def runs(
         say(f"no runs in {folder}" + (" match" if status or model or dataset else ""))
         return
     names = {r["name"] for r in rows}
+    # under another folder than runs/, each name is shown as the path `kcnn show` takes
+    other = Path(folder).expanduser().resolve() != browse.DEFAULT_DIR.resolve()
     shown = [
         {
             **r,
             # a comparison's run is indented under it (named in full when it is filtered out)
             "name": ("  " + r["name"].split("/", 1)[1])
-            if "/" in r["name"] and r["name"].split("/", 1)[0] in names
+            if "/" in r["name"] and r["name"].split("/", 1)[0] in names and not other
+            else ("  " if "/" in r["name"] and other else "") + str(folder / r["name"])
+            if other
             else r["name"],
             "epochs": ""
             if r["epochs_done"] is None

@@ -33,7 +33,18 @@ GROUP_JSON, GROUP_MD = "group.json", "group.md"
 
 STATUSES = ("running", "completed", "interrupted", "diverged", "failed")
 _STAMP = re.compile(r"^(\d{8}-\d{6})-")  # the time stamp `create` puts before a run's name
-_STAMP = re.compile(r"^(\d{8}-\d{6})-")  # the time stamp `create` puts before a run's name
+
+
+def stamp_time(name: str) -> float | None:
+    """When a folder `create` named was made, from the time stamp before its name (local time,
+    as written); None for a name without one."""
+    found = _STAMP.match(name)
+    if found is None:
+        return None
+    try:
+        return time.mktime(time.strptime(found.group(1), "%Y%m%d-%H%M%S"))
+    except (ValueError, OverflowError):
+        return None
 
 
 def dataset_label(dataset: str) -> str:

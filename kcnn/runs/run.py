@@ -62,7 +62,10 @@ CAPS = {
 PNG_CAP = 32 * MiB
 PNG_PIXELS = 64 * 1024 * 1024  # a picture kcnn draws is a few megapixels
 JSON_CAP = 16 * MiB  # any other JSON record (export.json, a checkpoint note, ...)
-MAX_ENTRIES = 10_000  # folders listed inside one folder: more is not a runs folder kcnn made
+# Entries read from one folder: a sweep of 10,000 trials (each retried one a folder more) is
+# ordinary; beyond this it is not a folder kcnn made, and reading it would only cost memory.
+MAX_ENTRIES = 100_000
+LISTED = 10_000  # the runs `kcnn runs` lists of one folder: its newest
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -391,6 +394,31 @@ class RunFolder:
             raise Damaged(where, e.strerror or type(e).__name__) from None
         return sorted(found, key=lambda e: e.name)
 
+    def newest(self, limit: int = LISTED) -> tuple[list[os.DirEntry], int]:
+        """The `limit` newest entries of a folder of any size (by the time stamp kcnn puts in a
+        run's name, else by modification time), sorted by name, links never followed; and how
+        many entries it holds. Only `limit` entries are kept in memory while it is listed."""
+        import heapq
+
+        kept: list[tuple[float, str, int, os.DirEntry]] = []
+        total = 0
+        try:
+            with os.scandir(self.path) as it:
+                for total, entry in enumerate(it, 1):
+                    key = (
+                        folders.stamp_time(entry.name) or _mtime(entry),
+                        entry.name,
+                        total,
+                        entry,
+                    )
+                    if len(kept) < limit:
+                        heapq.heappush(kept, key)
+                    else:
+                        heapq.heappushpop(kept, key)
+        except OSError as e:
+            raise Damaged(self.path, e.strerror or type(e).__name__) from None
+        return sorted((k[-1] for k in kept), key=lambda e: e.name), total
+
     def subfolders(self) -> list[Path]:
         """Real folders inside this one (not links), sorted by name."""
         return [Path(e.path) for e in self.entries() if e.is_dir(follow_symlinks=False)]
@@ -506,6 +534,13 @@ class RunFolder:
         """Give the folder another name under its time stamp (`folders.rename`); the lock, held
         on the open file, goes with it."""
         self.path = folders.rename(self.path, name)
+
+
+def _mtime(entry: os.DirEntry) -> float:
+    try:
+        return entry.stat(follow_symlinks=False).st_mtime
+    except OSError:
+        return 0.0
 
 
 def _lstat_mode(path: Path) -> int:
