@@ -45,6 +45,7 @@ class LoadedRun:
     _names: list[str] | None = field(default=None, repr=False)
     _parts: Any = field(default=None, repr=False)  # the run's splits, rebuilt once (labelled)
     _typical: Any = field(default=None, repr=False)  # (the Typical or None,) once read
+    _temperature: Any = field(default=None, repr=False)  # (the temperature or None,) once read
 
     def label(self, index: int) -> str:
         """A class's name from config.json ("classes"); its number if the run recorded none."""
@@ -69,6 +70,17 @@ class LoadedRun:
         if self._typical is None:
             self._typical = (_read_typical(self),)
         return self._typical[0]
+
+    def temperature(self) -> float | None:
+        """The temperature `kcnn calibrate` fitted, read once; None when uncalibrated, and for a
+        damaged temperature.json, which is one `warning:` line (`calibration.read_temperature`)."""
+        if self._temperature is None:
+            from kcnn.use import calibration
+
+            self._temperature = (
+                calibration.read_temperature(self.info.folder, lambda m: _say("warning", m)),
+            )
+        return self._temperature[0]
 
     def splits(self):
         """The run's splits rebuilt from config.json as training made them (the same data, by
@@ -506,10 +518,10 @@ def predict_files(
 def _top(loaded: LoadedRun, batch: list[tuple[Path, np.ndarray]], top: int):
     images = np.stack([image for _, image in batch])
     probabilities = loaded.predict(images)
-    from kcnn.use import calibration
-
-    temperature = calibration.read_temperature(loaded.info.folder)  # fitted by `kcnn calibrate`
+    temperature = loaded.temperature()  # fitted by `kcnn calibrate`
     if temperature is not None:
+        from kcnn.use import calibration
+
         probabilities = calibration.with_temperature(probabilities, temperature)
     distances = _distances(loaded, images)
     k = min(top, probabilities.shape[-1])
