@@ -666,6 +666,12 @@ def read_resume(run_dir: str | Path, commands: tuple[str, ...] = ("train",)):
             )
         _check_same_settings(run_dir, record, info.get("settings"))
     rows = read_history(run) if epoch else []
+    if not epoch:  # stopped in its first epoch: nothing kept to resume from (README, Resuming)
+        print(
+            f"note: {text.terminal(run_dir)} stopped before its first checkpoint; it is trained "
+            "again from epoch 1 in the same folder",
+            file=sys.stderr,
+        )
     _warn_other_kernels(run_dir, record, epoch)
     if len(rows) < epoch:
         raise KcnnError(
