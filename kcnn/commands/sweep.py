@@ -475,7 +475,9 @@ def load(path: str | Path, out: str | Path | None = None) -> Sweep:
 
 
 def preflight(sweep: Sweep) -> None:
-    """What `kcnn run --check` does for the base run (data, output folder, weights)."""
+    """What `kcnn run --check` does for the base run (data, output folder, weights), and the
+    sweep folder's own check (`check_folder`: a link, another sweep's folder)."""
+    check_folder(sweep)
     experiments.preflight(sweep.config({}, "check", f"{sweep.path} run"))
 
 
