@@ -268,9 +268,6 @@ def load(run: str | Path, exported: str | Path | None = None) -> LoadedRun:
     """A run ready to predict: its own model.keras, or with `exported` an exported model file
     (`.onnx`, `.tflite`, a SavedModel folder) in its runtime, fed by the run's preprocessing."""
     info = find_run(run)  # before TensorFlow is imported: a wrong name answers at once
-    from kcnn.data.pipeline import prepare_batch_fn
-    from kcnn.models import backbones
-
     model, forward = None, None
     if exported is not None:
         from kcnn.use import runtimes
@@ -289,6 +286,9 @@ def load(run: str | Path, exported: str | Path | None = None) -> LoadedRun:
             raise KcnnError(f"cannot use {e.path}: {e.reason}") from None
         model = load_model(model_file)
         input_shape = _model_input_shape(info, model, model_file)
+    from kcnn.data.pipeline import prepare_batch_fn
+    from kcnn.models import backbones
+
     preprocess = backbones.get(info.backbone).preprocess_input() if info.backbone else None
     data_shape = _data_shape(info, input_shape)
     prepare = prepare_batch_fn(data_shape, input_shape, preprocess)

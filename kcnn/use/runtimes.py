@@ -134,9 +134,9 @@ def _one_image_input(path: Path, what: str, inputs: list, outputs: list, rank: i
 
 def onnx(path: Path) -> Runtime:
     require_onnx()
+    content = model_bytes(path, "ONNX")
     import onnxruntime as ort
 
-    content = model_bytes(path, "ONNX")
     try:
         session = ort.InferenceSession(content, providers=["CPUExecutionProvider"])
     except Exception as e:  # noqa: BLE001  (onnxruntime raises its own unrelated classes)
