@@ -292,3 +292,15 @@ def test_every_name_runs_shows_of_another_folder_is_one_show_finds(place, tmp_pa
     assert len(names) == 3 and sum("/" in n for n in names) == 3, names  # the seed run nested
     for name in names:
         clean(kcnn("show", name, cwd=tmp_path))
+
+
+def test_resuming_a_run_stopped_before_its_first_checkpoint_says_it_trains_it_again(place):
+    runs, run, _ = place
+    metrics = json.loads((run / "metrics.json").read_text())
+    (run / "metrics.json").write_text(json.dumps({**metrics, "status": "interrupted"}))
+    (run / "history.csv").unlink()
+    done = clean(kcnn("train", "--resume", run))
+    notes = [line for line in done.stderr.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and "stopped before its first checkpoint" in notes[0]
+    assert json.loads((run / "metrics.json").read_text())["status"] == "completed"
+    assert len((run / "history.csv").read_text().splitlines()) == 2  # its one epoch, from epoch 1
