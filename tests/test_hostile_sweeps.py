@@ -336,3 +336,46 @@ def test_tracking_stores_that_cannot_work_fail_in_seconds_with_one_line(tmp_path
     with _silent_server() as uri:
         refused(kcnn("train", *QUICK, "--out", out, "--mlflow", uri, timeout=60), "no answer")
     assert not out.exists()
+
+
+def test_sqlite_urls_are_read_as_sqlalchemy_reads_them(tmp_path):
+    from kcnn.errors import KcnnError
+    from kcnn.runs import databases
+
+    assert databases.sqlite_path("sqlite:///rel/x.db") == Path("rel/x.db")
+    assert databases.sqlite_path("sqlite:////abs/x.db") == Path("/abs/x.db")
+    assert databases.sqlite_path("sqlite+pysqlite:///x.db?timeout=5") == Path("x.db")
+    assert databases.sqlite_path("postgresql://h/db") is None
+    for memory in ("sqlite://", "sqlite:///:memory:"):
+        with pytest.raises(KcnnError, match="in-memory"):
+            databases.sqlite_path(memory)
+    mine = tmp_path / "mine.db"
+    mine.write_bytes(b"")
+    (tmp_path / "named.db").symlink_to(mine)
+    databases.check_sqlite(tmp_path / "named.db", "--mlflow", links=True)  # the user's own link
+    with pytest.raises(KcnnError, match="symbolic link"):
+        databases.check_sqlite(tmp_path / "named.db", "the sweep folder")  # a planted one
+
+
+def test_a_server_that_answers_anything_is_a_server_and_one_that_never_answers_is_not():
+    import http.server
+
+    from kcnn.errors import KcnnError
+    from kcnn.runs import databases
+
+    class NotFound(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802  (http.server's name)
+            self.send_error(404)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), NotFound)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        databases.check_server(f"http://127.0.0.1:{server.server_port}", "--mlflow", 5)
+    finally:
+        server.shutdown()
+        server.server_close()
+    with _silent_server() as uri, pytest.raises(KcnnError, match="no answer within 0.5 s"):
+        databases.check_server(uri, "--mlflow", 0.5)

@@ -17,6 +17,7 @@ No TensorFlow, no SQLAlchemy, no MLflow.
 from __future__ import annotations
 
 import os
+import ssl
 import stat
 import urllib.error
 import urllib.request
@@ -88,6 +89,8 @@ def check_server(uri: str, what: str, seconds: float = ANSWER_SECONDS) -> None:
         return  # it answered
     except (urllib.error.URLError, OSError, ValueError) as e:
         reason = getattr(e, "reason", None) or e
+        if isinstance(reason, ssl.SSLError) or isinstance(e, ssl.SSLError):
+            return  # it answered, in TLS: MLflow's own TLS settings decide whether to trust it
         if isinstance(reason, TimeoutError) or "timed out" in str(reason):
             reason = f"no answer within {seconds:g} s"
         raise KcnnError(f"{what} {uri}: the server cannot be reached ({reason})") from None
