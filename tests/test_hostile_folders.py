@@ -222,8 +222,13 @@ def _group(runs: Path, run: Path) -> Path:
         "seeds": [83],
         "status": "completed",
         "groups": {
-            "mine": {"n": 1, "seeds": [83], "runs": [str(group / run.name)],
-                     "metrics": {"test_accuracy": summary}, "per_class": {}}  # fmt: skip
+            "mine": {
+                "n": 1,
+                "seeds": [83],
+                "runs": [str(group / run.name)],
+                "metrics": {"test_accuracy": summary},
+                "per_class": {},
+            }  # fmt: skip
         },
         "tests": [],
     }
