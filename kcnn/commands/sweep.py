@@ -27,32 +27,55 @@ worker processes on that study; `--storage URL` puts the study in any database O
 workers on several machines share it. Pruning: each epoch's validation metric is reported to
 Optuna; a trial the pruner stops ends its run cleanly after that epoch (a complete run folder,
 `pruned_at_epoch` in its metrics.json) and is recorded as pruned.
+
+The space is `kcnn.commands.sweep_space`, the study `kcnn.commands.sweep_study`, `--confirm`
+`kcnn.commands.sweep_confirm`; their names are all reachable from here.
 """
 
 from __future__ import annotations
 
-import decimal
-import json
 import math
-import os
 import shutil
 import signal
-import stat
 import subprocess
 import sys
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kcnn.commands import experiments
+from kcnn.commands.sweep_confirm import _inside, confirm  # noqa: F401  (re-exported)
+from kcnn.commands.sweep_space import (  # noqa: F401  (re-exported: kcnn sweep's one module)
+    MAX_GRID,
+    Choice,
+    Range,
+    check_distributions,
+    grid_size,
+    parse_dimension,
+)
+from kcnn.commands.sweep_study import (  # noqa: F401  (re-exported)
+    GRACE_SECONDS,
+    HEARTBEAT_SECONDS,
+    INSTALL,
+    STUDY_DB,
+    Tally,
+    _sampler,
+    check_folder_itself,
+    check_options,
+    check_store,
+    import_optuna,
+    open_study,
+    requeue_lost,
+    retried,
+    storage_url,
+    tally,
+)
 from kcnn.engine import hooks, interrupts
 from kcnn.engine.config import (
     COMMAND_LINE,
     COMMANDS,
     RunConfig,
-    Setting,
     check_value,
     safe_label,
 )
@@ -73,214 +96,9 @@ FILE_KEYS = ("description", "sweep", "run")
 METRICS = {"val_accuracy": "maximize", "val_loss": "minimize"}
 SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("median", "halving", "none")
-RANGE_KEYS = ("low", "high", "log", "step")
 PLACED = ("out", "name")  # a sweep names and places its trials itself
 MAX_TRIALS = 10_000
-MAX_GRID = 100_000  # points of a grid (Optuna's grid sampler holds them all in memory)
-STUDY_DB = "study.db"
 SWEEP_JSON = "sweep.json"
-INSTALL = "pip install 'kcnn[sweep]'"
-HEARTBEAT_SECONDS = 10  # a worker's trial is alive while its heartbeat is this recent ...
-GRACE_SECONDS = 30  # ... and is failed, then queued again, once it is this old
-
-
-def import_optuna():
-    """Optuna, the optional extra `sweep`, imported only when a sweep is asked for."""
-    try:
-        import optuna
-    except ImportError:
-        raise KcnnError(f"kcnn sweep needs Optuna, an optional extra: {INSTALL}") from None
-    optuna.logging.set_verbosity(optuna.logging.ERROR)  # kcnn says what each trial did
-    # heartbeats and stale-trial retries are marked experimental; kcnn relies on them knowingly
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    return optuna
-
-
-# --- the search space ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Choice:
-    """One of a list of values (Optuna's categorical distribution)."""
-
-    values: tuple[Any, ...]
-
-    def suggest(self, trial, key: str) -> Any:
-        return trial.suggest_categorical(key, list(self.values))
-
-    def grid(self) -> list[Any]:
-        return list(self.values)
-
-    def points(self) -> float:
-        return len(self.values)
-
-    def extremes(self) -> list[Any]:
-        return list(self.values)
-
-    def describe(self) -> str:
-        return "one of " + ", ".join(map(str, self.values))
-
-
-@dataclass(frozen=True)
-class Range:
-    """A whole-number or real range, optionally on a log scale or in steps."""
-
-    low: float
-    high: float
-    integer: bool
-    log: bool = False
-    step: float | None = None
-
-    def suggest(self, trial, key: str) -> Any:
-        if self.integer:
-            return trial.suggest_int(
-                key, int(self.low), int(self.high), step=int(self.step or 1), log=self.log
-            )
-        return trial.suggest_float(key, self.low, self.high, step=self.step, log=self.log)
-
-    def points(self) -> float:
-        """How many values a grid over the range holds, counted, never listed (a range of
-        billions of whole numbers or a step of 1e-300 is a number here, not a list)."""
-        if not self.integer and not self.step:
-            return math.inf  # a continuous range: no grid
-        steps = (self.high - self.low) / (self.step or 1)  # inf for a step of 5e-324
-        return math.floor(steps + 1e-9) + 1 if math.isfinite(steps) else math.inf
-
-    def grid(self) -> list[Any]:
-        """The grid's values; only for a range whose `points` were checked to be few."""
-        step = self.step or 1
-        count = int(self.points())
-        values = [self.low + i * step for i in range(count)]
-        return [int(v) for v in values] if self.integer else [round(v, 12) for v in values]
-
-    def extremes(self) -> list[Any]:
-        return [self.low, self.high]
-
-    def describe(self) -> str:
-        kind = "whole numbers" if self.integer else "numbers"
-        scale = ", log scale" if self.log else (f", step {self.step:g}" if self.step else "")
-        return f"{kind} {self.low:g} … {self.high:g}{scale}"
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def parse_dimension(key: str, value: Any, spec: Setting, where: str) -> Choice | Range:
-    """One entry of [sweep.space], checked against the setting it varies."""
-    at = f"{where}: [sweep.space] {key}"
-    if isinstance(value, list):
-        if not value:
-            raise KcnnError(f"{at} is an empty choice: list at least one value")
-        if len(value) > 1000:
-            raise KcnnError(f"{at} lists {len(value):,} values; at most 1,000 are allowed")
-        checked = []
-        for item in value:
-            if isinstance(item, dict | list):
-                raise KcnnError(f"{at}: a choice holds plain values, got {item!r}")
-            found = _checked(key, spec, item, at)
-            # a list setting (apis, seeds) is searched as its text: Optuna's choices are plain
-            # values, and the text checks back to the very same list in each trial
-            checked.append(",".join(map(str, found)) if isinstance(found, list) else found)
-        if len({repr(v) for v in checked}) < len(checked):
-            raise KcnnError(f"{at} lists a value twice")
-        return Choice(tuple(checked))
-    if not isinstance(value, dict):
-        raise KcnnError(
-            f"{at} must be a list of choices or a range {{ low = ..., high = ... }}, got {value!r}"
-        )
-    for name in value:
-        if name not in RANGE_KEYS:
-            hint = closest(str(name), RANGE_KEYS)
-            tip = f"did you mean '{hint}'? " if hint else ""
-            raise KcnnError(
-                f"{at}: unknown range key '{name}': {tip}a range takes low, high, log, step"
-            )
-    if spec.kind not in (int, float):
-        raise KcnnError(f"{at}: {key} is not a number setting; give a list of choices instead")
-    if "low" not in value or "high" not in value:
-        raise KcnnError(f"{at}: a range needs both low and high")
-    low, high, log, step = value["low"], value["high"], value.get("log", False), value.get("step")
-    if not _number(low) or not _number(high) or not all(map(math.isfinite, (low, high))):
-        raise KcnnError(f"{at}: low and high must be numbers, got {low!r} and {high!r}")
-    if not isinstance(log, bool):
-        raise KcnnError(f"{at}: log must be true or false, got {log!r}")
-    integer = spec.kind is int
-    if integer and not (float(low).is_integer() and float(high).is_integer()):
-        raise KcnnError(f"{at}: {key} is a whole number; low and high must be too")
-    if low > high:
-        raise KcnnError(f"{at}: low ({low:g}) is above high ({high:g})")
-    if log and low <= 0:
-        raise KcnnError(f"{at}: a log range must lie above zero, got low = {low:g}")
-    if step is not None:
-        if log:
-            raise KcnnError(f"{at}: a log range takes no step")
-        bad = not _number(step) or not math.isfinite(step) or not step > 0
-        if bad or (integer and not float(step).is_integer()):
-            kind = "a whole number" if integer else "a finite number"
-            raise KcnnError(f"{at}: step must be {kind} above zero, got {step!r}")
-        if step > high - low and high > low:
-            raise KcnnError(
-                f"{at}: step {step:g} is wider than the range {low:g} … {high:g}: give a "
-                "smaller step, or list the values"
-            )
-    for bound in (low, high):
-        _checked(key, spec, int(bound) if integer else float(bound), at)
-    return Range(float(low), float(high), integer, log, float(step) if step else None)
-
-
-def grid_size(space: dict[str, Choice | Range], where: str) -> int:
-    """The points of a grid over `space`, counted (Optuna's grid sampler lists every one of them
-    in memory): refused beyond MAX_GRID, before anything is listed."""
-    size = 1.0
-    for key, dimension in space.items():
-        size *= dimension.points()
-        if size > MAX_GRID:
-            raise KcnnError(
-                f"{where}: [sweep.space] {key} makes the grid over {MAX_GRID:,} points "
-                f"({_count(size)}): give a coarser step, a narrower range or fewer values"
-            )
-    return int(size)
-
-
-def _count(size: float) -> str:
-    if not math.isfinite(size):
-        return "more than can be counted"
-    return f"{size:,.0f}" if size < 1e15 else f"about {size:.1e}"
-
-
-def check_distributions(space: dict[str, Choice | Range], where: str) -> None:
-    """Each dimension built as the Optuna distribution a trial will draw from, so a range Optuna
-    cannot take (a step too fine for its decimal arithmetic) is refused by `--check`, not by
-    the first trial."""
-    try:
-        from optuna import distributions
-    except ImportError:  # `kcnn sweep` itself says how to install it
-        return
-    for key, d in space.items():
-        try:
-            if isinstance(d, Choice):
-                distributions.CategoricalDistribution(list(d.values))
-            elif d.integer:
-                step = int(d.step or 1)
-                distributions.IntDistribution(int(d.low), int(d.high), log=d.log, step=step)
-            else:
-                distributions.FloatDistribution(d.low, d.high, log=d.log, step=d.step)
-        except Exception as e:  # noqa: BLE001  (Optuna raises ValueError, decimal's own, ...)
-            reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-            if isinstance(e, decimal.DecimalException):
-                reason = "its step is too fine for Optuna's decimal arithmetic"
-            raise KcnnError(
-                f"{where}: [sweep.space] {key} cannot be searched by Optuna ({reason}): give a "
-                "coarser step or list the values"
-            ) from None
-
-
-def _checked(key: str, spec: Setting, value: Any, at: str) -> Any:
-    try:
-        return check_value(key, spec, value, at)
-    except KcnnError as e:
-        raise KcnnError(f"{at}: {e}") from None
 
 
 # --- the sweep file ----------------------------------------------------------------------------
@@ -481,205 +299,7 @@ def preflight(sweep: Sweep) -> None:
     experiments.preflight(sweep.config({}, "check", f"{sweep.path} run"))
 
 
-# --- the study ---------------------------------------------------------------------------------
-
-
-def storage_url(sweep: Sweep, storage: str | None) -> str:
-    return storage or f"sqlite:///{(sweep.folder / STUDY_DB).resolve()}"
-
-
-def open_study(sweep: Sweep, storage: str | None, worker: int = 0):
-    """The sweep's study (made on first use), its sampler seeded by the sweep's seed, the worker
-    and the trials already in it (a resumed or second worker draws new points, not the same)."""
-    optuna = import_optuna()
-    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
-
-    check_store(sweep, storage)
-    url = storage_url(sweep, storage)
-    engine = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {}
-    try:
-        rdb = RDBStorage(
-            url,
-            engine_kwargs=engine,
-            heartbeat_interval=HEARTBEAT_SECONDS,
-            grace_period=GRACE_SECONDS,
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=None),
-        )
-        study = optuna.create_study(
-            study_name=sweep.name, storage=rdb, direction=sweep.direction, load_if_exists=True
-        )
-    except KcnnError:  # a signal while connecting
-        raise
-    except Exception as e:  # noqa: BLE001  (a database that cannot be reached: one line)
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise KcnnError(f"cannot open the study in {url}: {first}") from None
-    if study.direction.name.lower() != sweep.direction:
-        raise KcnnError(
-            f"the study {sweep.name} in {url} was made to {study.direction.name.lower()}; this file asks to {sweep.direction}"
-        )
-    _claim(study, sweep, storage, url)
-    seed = (sweep.seed + 1000 * worker + 7919 * len(study.get_trials(deepcopy=False))) % 2**32
-    study.sampler = _sampler(optuna, sweep, seed)
-    study.pruner = _pruner(optuna, sweep)
-    return study
-
-
-IDENTITY_ATTR = "kcnn.identity"  # the study's own record of the sweep it belongs to
-
-
-def _claim(study, sweep: Sweep, storage: str | None, url: str) -> None:
-    """The study is this sweep's: it records the sweep's identity (command, settings, space,
-    metric) when made, and a study of the same name made by another sweep file on a shared
-    `--storage` is refused before any trial, never continued with another space."""
-    mine = json.dumps(sweep.identity(), sort_keys=True, default=str)
-    recorded = study.user_attrs.get(IDENTITY_ATTR)
-    if recorded is None:
-        trials = len(study.get_trials(deepcopy=False))
-        if trials and storage is not None:  # in SWEEP/study.db sweep.json vouched for it
-            raise KcnnError(
-                f"the study {sweep.name} in {url} holds {trials} trial(s) that no sweep file "
-                "recorded as its own: set another [sweep] name to start a study of this file"
-            )
-        study.set_user_attr(IDENTITY_ATTR, mine)
-    elif recorded != mine:
-        raise KcnnError(
-            f"the study {sweep.name} in {url} belongs to a sweep of other settings or another "
-            "space: set another [sweep] name (each sweep file its own study)"
-        )
-
-
-def check_store(sweep: Sweep, storage: str | None) -> None:
-    """The database the study lives in, checked before Optuna opens it (`kcnn.runs.databases`):
-    `--storage` as the user named it; the sweep folder's own study.db, and the folder itself,
-    never a link (a planted one would write the study, or the whole sweep, elsewhere)."""
-    from kcnn.runs import databases
-
-    if storage is not None:
-        databases.check_url(storage, "--storage")
-        return
-    check_folder_itself(sweep.folder)
-    databases.check_sqlite(sweep.folder / STUDY_DB, f"the sweep folder {sweep.folder}")
-
-
-def check_folder_itself(folder: Path) -> None:
-    """A sweep folder is a real folder, or nothing yet: never a link, a file or a FIFO."""
-    try:
-        mode = os.lstat(folder).st_mode
-    except FileNotFoundError:
-        return
-    except OSError as e:
-        raise KcnnError(f"cannot use the sweep folder {folder}: {e.strerror or e}") from None
-    if not stat.S_ISDIR(mode):
-        kind = "a symbolic link" if stat.S_ISLNK(mode) else "not a folder"
-        raise KcnnError(
-            f"{folder} is {kind}: kcnn writes a sweep only into a real folder of its own; remove "
-            "it, or set another [sweep] name or --out"
-        )
-
-
-def check_options(
-    jobs: int = 1, confirm: int = 0, seeds: int = 3, storage: str | None = None
-) -> None:
-    """Every option of `kcnn sweep`, checked before anything is made or trained (and by
-    `--check`): a refused option never costs a trial."""
-    if not 1 <= jobs <= 64:
-        raise KcnnError(f"--jobs must be 1 … 64, got {jobs}")
-    if not 0 <= confirm <= 100 or (confirm and not 1 <= seeds <= 100):
-        raise KcnnError(f"--confirm and --seeds take 1 … 100, got {confirm} and {seeds}")
-    if storage is None:
-        return
-    from kcnn.runs import databases
-
-    if not storage.strip() or len(storage) > 4096 or "\x00" in storage:
-        raise KcnnError("--storage needs a database URL such as sqlite:///study.db")
-    try:
-        from sqlalchemy.engine import make_url
-
-        make_url(storage)
-    except ImportError:
-        pass  # Optuna (which brings SQLAlchemy) is missing: `kcnn sweep` says how to install it
-    except Exception as e:  # noqa: BLE001  (SQLAlchemy's ArgumentError, ValueError)
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise KcnnError(f"--storage {storage}: not a database URL ({first})") from None
-    databases.check_url(storage, "--storage")
-
-
-def _sampler(optuna, sweep: Sweep, seed: int):
-    if sweep.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if sweep.sampler == "grid":
-        return optuna.samplers.GridSampler({k: d.grid() for k, d in sweep.space.items()}, seed=seed)
-    # constant_liar: a worker treats the others' running trials as bad results, so that parallel
-    # workers spread out rather than all sample the same promising point.
-    return optuna.samplers.TPESampler(
-        seed=seed, constant_liar=True, n_startup_trials=min(10, max(2, sweep.trials // 3))
-    )
-
-
-def _pruner(optuna, sweep: Sweep):
-    if sweep.pruner == "none":
-        return optuna.pruners.NopPruner()
-    if sweep.pruner == "halving":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, sweep.prune_after))
-    return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=sweep.prune_after)
-
-
-@dataclass
-class Tally:
-    done: int  # complete, pruned, or failed for its own settings
-    running: int
-    waiting: int  # queued again after an interrupt or crash, or enqueued
-
-
-def retried(trials) -> set[int]:
-    """Numbers of failed trials already queued again (by kcnn or by Optuna's stale-trial retry)."""
-    found = set()
-    for t in trials:
-        if t.user_attrs.get("retry_of") is not None:
-            found.add(int(t.user_attrs["retry_of"]))
-        found.update(int(n) for n in t.system_attrs.get("retry_history") or [])
-    return found
-
-
-def tally(study) -> Tally:
-    from optuna.trial import TrialState
-
-    trials = study.get_trials(deepcopy=False)
-    again = retried(trials)
-
-    def counts(t) -> bool:
-        if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
-            return True
-        return (
-            t.state == TrialState.FAIL
-            and t.number not in again
-            and "failed_because" in t.user_attrs
-        )
-
-    return Tally(
-        sum(map(counts, trials)),
-        sum(t.state == TrialState.RUNNING for t in trials),
-        sum(t.state == TrialState.WAITING for t in trials),
-    )
-
-
-def requeue_lost(study) -> list[int]:
-    """Queue again, with their own settings, the failed trials that failed for no fault of their
-    settings (a signal, a crash) and are not queued yet; returns their numbers."""
-    from optuna.trial import TrialState
-
-    trials = study.get_trials(deepcopy=False)
-    again = retried(trials)
-    lost = [
-        t
-        for t in trials
-        if t.state == TrialState.FAIL
-        and "failed_because" not in t.user_attrs
-        and t.number not in again
-    ]
-    for t in lost:
-        study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
-    return [t.number for t in lost]
+# --- trials ------------------------------------------------------------------------------------
 
 
 class TrialFailed(Exception):
@@ -801,11 +421,6 @@ def _objective(sweep: Sweep, trial, echo) -> float:
     test = f", test accuracy {max(tests):.4f}" if tests else ""
     echo(f"trial {trial.number}: {shown}: {sweep.metric} {value:.4f}{test}")
     return value
-
-
-def _inside(folder: Path, path: str | Path) -> str:
-    """`path`, a folder kcnn made inside the sweep folder, as a path from the sweep folder."""
-    return Path(path).resolve().relative_to(folder.resolve()).as_posix()
 
 
 def _shown(params: dict[str, Any]) -> str:
@@ -963,122 +578,3 @@ def _wait(process: subprocess.Popen) -> int | None:
         return process.wait()
     except KeyboardInterrupt:  # Ctrl-C reached the workers too: let them record their trials
         return process.wait()
-
-
-# --- confirming the best trials over seeds -----------------------------------------------------
-
-
-def confirm(sweep: Sweep, record: dict[str, Any], best: int, seeds: int, echo=print) -> dict:
-    """Re-run the `best` best complete trials over `seeds` seeds (the trial's seed, seed+1, ...)
-    and compare them all with `kcnn.runs.report.compare_runs`. A run depends only on its
-    settings and seed, so each trial's own run stands for its first seed; runs done by an
-    earlier `--confirm` are reused. Writes confirm.json in the sweep folder.
-
-    When seed groups and their statistics (kcnn.runs.stats) exist, the per-trial mean and
-    spread below become those groups' intervals and the pairwise tests between them."""
-    import statistics
-
-    from kcnn.runs.browse import RunInfo
-    from kcnn.runs.records import write_json
-    from kcnn.runs.report import compare_runs
-
-    if not 1 <= best <= 100 or not 1 <= seeds <= 100:
-        raise KcnnError(f"--confirm and --seeds take 1 … 100, got {best} and {seeds}")
-    rows = [r for r in record["trials"] if r["state"] == "complete" and r["score"] is not None]
-    rows.sort(key=lambda r: r["score"], reverse=sweep.direction == "maximize")
-    chosen = rows[:best]
-    if not chosen:
-        raise KcnnError(f"{sweep.folder} has no complete trial to confirm yet")
-    folder = sweep.folder
-    groups, every = [], []
-    for row in chosen:
-        params = {k.removeprefix("param:"): v for k, v in row.items() if k.startswith("param:")}
-        first = int(params.get("seed", sweep.config({}, "check", "seed").seed))
-        runs: list[RunInfo] = []
-        for offset in range(seeds):
-            seed = first + offset
-            own = _subfolder(folder, row["run"]) if row["run"] else None
-            if offset == 0 and own is not None:
-                runs.append(RunInfo.load(own))
-                continue
-            name = f"confirm-{row['trial']:04d}-seed{seed}"
-            done = [
-                RunInfo.load(d)
-                for d in sorted(folder.glob(f"*-{name}"))
-                if RunInfo.load(d).status == "completed"
-            ]
-            if done:
-                runs.append(done[-1])
-                continue
-            config = sweep.config({**params, "seed": seed}, name, f"{sweep.path} confirm")
-            summaries = experiments.run_each(
-                experiments.Experiment(sweep.path, "", [config]), quiet=True
-            )
-            runs += [RunInfo.load(d) for s in summaries for d in s["run_dirs"]]
-            echo(
-                f"confirm trial {row['trial']} seed {seed}: test accuracy {runs[-1].test_accuracy:.4f}"
-            )
-        accuracies = [r.test_accuracy for r in runs if r.test_accuracy is not None]
-        groups.append(
-            {
-                "trial": row["trial"],
-                "seeds": f"{first}…{first + seeds - 1}",
-                "mean_test_accuracy": statistics.fmean(accuracies),
-                "sd_test_accuracy": statistics.stdev(accuracies) if len(accuracies) > 1 else None,
-                "test_accuracies": accuracies,
-                "min": min(accuracies),
-                "max": max(accuracies),
-                "runs": [_inside(folder, r.folder) for r in runs],
-            }
-        )
-        every += runs
-    comparison = _earlier_comparison(folder, every)
-    if comparison is None and len(every) > 1:
-        comparison = compare_runs(every, folder, name="confirm")
-    result = {
-        "best": best,
-        "seeds": seeds,
-        "rows": groups,
-        "comparison": _inside(folder, comparison) if comparison else None,
-        "note": f"the best {len(chosen)} trial(s) by {sweep.metric}, each over {seeds} seed(s); "
-        "test accuracy mean, sample standard deviation, min and max",
-    }
-    write_json(folder / "confirm.json", result)
-    return result
-
-
-def _earlier_comparison(folder: Path, runs) -> Path | None:
-    """The comparison an earlier `--confirm` wrote of these very runs, if it is still there."""
-    from kcnn.runs.records import Damaged
-    from kcnn.runs.run import RunFolder
-
-    try:
-        before = RunFolder(folder).json("confirm.json")
-    except (FileNotFoundError, Damaged):
-        return None
-    named = before.get("comparison")
-    rows = before.get("rows")
-    if not isinstance(named, str) or not isinstance(rows, list):
-        return None
-    ran = sorted(str(d) for row in rows if isinstance(row, dict) for d in row.get("runs") or [])
-    here = _subfolder(folder, named)  # a folder inside the sweep, never one a record points out to
-    if here is not None and ran == sorted(_inside(folder, r.folder) for r in runs):
-        return here
-    return None
-
-
-def _subfolder(folder: Path, name: str) -> Path | None:
-    """`name`, a path from the sweep folder, if it is a real folder inside it (no link, no ..)."""
-    from kcnn.runs.records import Damaged
-    from kcnn.runs.run import RunFolder
-
-    here = folder
-    for part in Path(name).parts:
-        try:
-            inside = {p.name for p in RunFolder(here).subfolders()}
-        except Damaged:
-            return None
-        if part in ("..", ".", "/") or part not in inside:
-            return None
-        here = here / part
-    return here
