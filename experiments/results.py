@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import re
@@ -65,12 +66,15 @@ SETTINGS_KEPT = (
 def _leaves(out: Path) -> list[tuple[str, Any]]:
     """(the [[run]]'s name, leaf run) for every training run under `out`: a group's seeds, a
     comparison's runs, a plain run."""
+    from kcnn.errors import KcnnError
     from kcnn.runs import groups
     from kcnn.runs.browse import RunInfo
 
     found = []
-    for folder in sorted(p for p in out.iterdir() if p.is_dir()):
+    for folder in sorted(p for p in out.iterdir() if p.is_dir() and not p.is_symlink()):
         info = RunInfo.load(folder)
+        if info.damage is not None:
+            raise KcnnError(f"{folder} cannot be recorded: {info.damage}")
         if groups.is_group(folder):
             name = (groups.read(folder) or {}).get("name") or folder.name
             found += [(name, leaf) for leaf in info.sub_runs]
@@ -81,10 +85,14 @@ def _leaves(out: Path) -> list[tuple[str, Any]]:
 
 def record(out: Path, file: Path) -> list[Path]:
     """Keep one record per completed run under `out`, made by `kcnn run FILE`."""
+    from kcnn.engine.config import safe_label
+    from kcnn.errors import KcnnError
     from kcnn.runs import groups
     from kcnn.runs.records import write_json
 
-    target = RECORDS / file.stem
+    if not out.is_dir():
+        raise KcnnError(f"{out} is not a folder of runs: give the --set out=OUT folder of the file")
+    target = RECORDS / safe_label(file.stem)
     target.mkdir(parents=True, exist_ok=True)
     written = []
     for order, (run, leaf) in enumerate(_leaves(out)):
@@ -110,8 +118,8 @@ def record(out: Path, file: Path) -> list[Path]:
             },
         }
         label = groups.label(leaf)
-        stem = label if label == run else f"{run}--{label}"
-        path = target / f"{stem}-seed{data['seed']}.json"
+        stem = label if label == run else f"{run}--{label}"  # a name, never a path: safe_label
+        path = target / f"{safe_label(stem)}-seed{safe_label(str(data['seed']))}.json"
         write_json(path, data)
         written.append(path)
     return written
@@ -120,13 +128,72 @@ def record(out: Path, file: Path) -> list[Path]:
 # --- reading them back ------------------------------------------------------------------------------
 
 
+class Damaged(Exception):
+    """A kept record that cannot be trusted: `make results` names it and stops (exit 2)."""
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _checked(path: Path) -> dict[str, Any]:
+    """A kept record, read as untrusted (records are committed by hand, and may be edited): a
+    regular file of at most 64 KB holding a JSON object with every field a table needs, of its
+    type; else Damaged naming the file and what is wrong."""
+    from kcnn.runs.records import Damaged as Unreadable
+    from kcnn.runs.records import read_json_record
+
+    try:
+        data = read_json_record(path.parent, path.name, 64 * 1024)
+    except (Unreadable, OSError) as e:
+        raise Damaged(f"{path}: {getattr(e, 'reason', None) or e}") from None
+    problems = [
+        f"{key} is not {kind}"
+        for key, kind, ok in (
+            ("file", "text", isinstance(data.get("file"), str)),
+            ("run", "text", isinstance(data.get("run"), str)),
+            ("group", "text", isinstance(data.get("group"), str)),
+            ("seed", "a whole number", isinstance(data.get("seed"), int)),
+            ("order", "a whole number", isinstance(data.get("order", 0), int)),
+            ("settings", "a table", isinstance(data.get("settings"), dict)),
+            ("metrics", "a table", isinstance(data.get("metrics"), dict)),
+            ("recorded", "text", isinstance(data.get("recorded"), str)),
+        )
+        if not ok or isinstance(data.get(key), bool)
+    ]
+    metrics = data.get("metrics") if isinstance(data.get("metrics"), dict) else {}
+    problems += [
+        f"metrics.{key} is not a finite number"
+        for key in ("test_accuracy", "test_loss", "wall_seconds")
+        if not _number(metrics.get(key))
+    ]
+    if problems:
+        raise Damaged(f"{path}: {problems[0]}")
+    return data
+
+
 def records() -> dict[str, list[dict[str, Any]]]:
-    """Every kept record, by experiment file name, in a stable order."""
+    """Every kept record, by experiment file name, in a stable order (Damaged for one that
+    cannot be trusted)."""
     found: dict[str, list[dict[str, Any]]] = {}
     for path in sorted(RECORDS.glob("*/*.json")):
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = _checked(path)
         found.setdefault(data["file"], []).append(data)
     return {k: sorted(v, key=lambda r: (r.get("order", 0), r["seed"])) for k, v in found.items()}
+
+
+_PLAIN = re.compile(r"[\w .:+=@,()/-]+")
+
+
+def _name(name: str, code: bool = True) -> str:
+    """A group's name in a markdown table or sentence: as code when it is plain, else escaped
+    (`text.markdown_cell`), so a name holding `|`, a backtick or a newline never ends its cell,
+    row or list item."""
+    from kcnn.text import markdown_cell
+
+    if _PLAIN.fullmatch(name):
+        return f"`{name}`" if code else name
+    return markdown_cell(name)
 
 
 def _groups(kept: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -176,9 +243,9 @@ def _file_table(name: str, kept: list[dict[str, Any]]) -> str:
         s = stats.summarize(accuracy)
         sd = "" if s.sd is None else f"{s.sd:.4f}"
         lines.append(
-            f"| `{group}` | {', '.join(str(r['seed']) for r in rows)} | {_summary(accuracy)} "
+            f"| {_name(group)} | {', '.join(str(r['seed']) for r in rows)} | {_summary(accuracy)} "
             f"| {sd} | {_summary(loss)} | {sum(seconds) / len(seconds):.0f} s "
-            f"| {rows[0]['recorded']}, {rows[0].get('machine', '')} |"
+            f"| {_name(rows[0]['recorded'], False)}, {_name(str(rows[0].get('machine', '')), False)} |"
         )
     by_data: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for group, rows in grouped.items():  # tests only between groups trained on the same data
@@ -187,7 +254,7 @@ def _file_table(name: str, kept: list[dict[str, Any]]) -> str:
         if len(same) < 2:
             continue
         values = {
-            group: {
+            _name(group, code=False): {
                 (r["seed"], r["settings"].get("data_fingerprint")): r["metrics"]["test_accuracy"]
                 for r in rows
             }
@@ -225,7 +292,7 @@ def _library_table(found: dict[str, list[dict[str, Any]]]) -> str:
         kept = found.get(path.name) or []
         if kept:
             cells = "; ".join(
-                f"`{g}` {_summary([r['metrics']['test_accuracy'] for r in rows])}"
+                f"{_name(g)} {_summary([r['metrics']['test_accuracy'] for r in rows])}"
                 for g, rows in _groups(kept).items()
             )
         elif network == "yes":
@@ -245,7 +312,7 @@ def _recipe_sentence(found: dict[str, list[dict[str, Any]]]) -> str:
             "make them (`make results` then writes them here)."
         )
     parts = [
-        f"`{g}` {_summary([r['metrics']['test_accuracy'] for r in rows])}"
+        f"{_name(g)} {_summary([r['metrics']['test_accuracy'] for r in rows])}"
         for g, rows in _groups(kept).items()
     ]
     return (
@@ -310,5 +377,19 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _main() -> int:
+    """main, with a damaged record or run folder one `error:` line and exit 2, as kcnn's own."""
+    from kcnn.errors import KcnnError
+
+    try:
+        return main()
+    except (Damaged, KcnnError, OSError) as e:
+        from kcnn.text import terminal
+
+        reason = getattr(e, "strerror", None) or e
+        print(f"error: {terminal(reason)}", file=sys.stderr)
+        return 2
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_main())

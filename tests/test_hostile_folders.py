@@ -190,3 +190,122 @@ def test_a_settings_record_with_a_wrong_type_is_damaged(place):
     (row,) = json.loads(clean(kcnn("runs", runs, "--json")).stdout)
     assert row["status"] == "damaged" and "epochs" in row["damage"]
     refused(kcnn("run", run), "epochs")
+
+
+# --- groups of seed runs: group.json from anyone -------------------------------------------------
+
+GROUPS = {
+    "groups a list": lambda g: g.update(groups=[1, 2]),
+    "config a list": lambda g: g.update(config=["lenet5"]),
+    "seeds text": lambda g: g.update(seeds="83"),
+    "a summary a list": lambda g: g["groups"]["mine"].update(metrics=[1]),
+    "a mean that is text": lambda g: g["groups"]["mine"]["metrics"]["test_accuracy"].update(
+        mean="high"
+    ),
+    "a setting of the wrong type": lambda g: g["config"].update(epochs="many"),
+    "tests a table": lambda g: g.update(tests={"a": 1}),
+    "not an object": None,
+}
+
+
+def _group(runs: Path, run: Path) -> Path:
+    """A group folder holding the trained run as its one seed, with a sound group.json."""
+    group = runs / "20200101-000000-mine-seeds"
+    group.mkdir()
+    shutil.move(run, group / run.name)
+    summary = {"n": 1, "mean": 0.5, "sd": None, "ci_low": None, "ci_high": None, "values": [0.5]}
+    record = {
+        "command": "train",
+        "name": "mine",
+        "kind": "group",
+        "config": {"arch": "lenet5", "dataset": "digits", "epochs": 1, "seed": 83},
+        "seeds": [83],
+        "status": "completed",
+        "groups": {
+            "mine": {
+                "n": 1,
+                "seeds": [83],
+                "runs": [str(group / run.name)],
+                "metrics": {"test_accuracy": summary},
+                "per_class": {},
+            }  # fmt: skip
+        },
+        "tests": [],
+    }
+    (group / "group.json").write_text(json.dumps(record))
+    (group / "group.md").write_text("# mine: 1 seed\n")
+    return group
+
+
+def test_a_sound_group_is_listed_and_shown(place):
+    runs, run, _ = place
+    group = _group(runs, run)
+    rows = json.loads(clean(kcnn("runs", runs, "--json")).stdout)
+    assert rows[0]["kind"] == "group" and rows[0]["status"] == "completed"
+    assert "# mine: 1 seed" in clean(kcnn("show", group)).stdout
+
+
+@pytest.mark.parametrize("case", sorted(GROUPS))
+def test_a_hostile_group_json_is_listed_as_damaged_and_refused_by_show(place, case):
+    runs, run, _ = place
+    group = _group(runs, run)
+    record = json.loads((group / "group.json").read_text())
+    if GROUPS[case] is None:
+        record = [record]
+    else:
+        GROUPS[case](record)
+    (group / "group.json").write_text(json.dumps(record))
+    rows = json.loads(clean(kcnn("runs", runs, "--json")).stdout)
+    assert rows[0]["status"] == "damaged" and "group.json" in rows[0]["damage"], rows[0]
+    assert "damaged" in clean(kcnn("runs", runs)).stdout
+    for args in ([], ["--json"]):
+        refused(kcnn("show", group, *args), "group.json")
+
+
+def test_a_planted_group_md_link_is_never_read(place):
+    runs, run, secret = place
+    group = _group(runs, run)
+    (group / "group.md").unlink()
+    (group / "group.md").symlink_to(secret)
+    shown = clean(kcnn("show", group)).stdout
+    assert SECRET.decode()[:20] not in shown
+
+
+# --- kcnn runs: folders of any size, names kcnn show finds ----------------------------------------
+
+
+def test_runs_of_a_folder_of_more_than_ten_thousand_entries_lists_the_newest(tmp_path):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    for i in range(10_050):  # stamped as kcnn names runs: one second apart
+        (runs / f"20250101-{i // 3600:02d}{i // 60 % 60:02d}{i % 60:02d}-r{i}").mkdir()
+    result = clean(kcnn("runs", runs, "--json"))
+    rows = json.loads(result.stdout)
+    assert len(rows) == 10_000
+    assert {r["name"].rsplit("-r", 1)[1] for r in rows} == {str(i) for i in range(50, 10_050)}
+    assert "holds 10,050 entries; the newest 10,000 are listed" in result.stderr
+
+
+def test_every_name_runs_shows_of_another_folder_is_one_show_finds(place, tmp_path):
+    runs, run, _ = place
+    shutil.copytree(run, runs / "other")
+    _group(runs, run)
+    kept = tmp_path / "kept"
+    runs.rename(kept)  # not ./runs, where `kcnn show NAME` looks for a bare name
+    table = clean(kcnn("runs", kept, cwd=tmp_path)).stdout.splitlines()[1:]
+    names = [line.split()[0] for line in table]
+    assert len(names) == 3 and sum("/" in n for n in names) == 3, names  # the seed run nested
+    for name in names:
+        clean(kcnn("show", name, cwd=tmp_path))
+
+
+def test_resuming_a_run_stopped_before_its_first_checkpoint_says_it_trains_it_again(place):
+    runs, run, _ = place
+    metrics = json.loads((run / "metrics.json").read_text())
+    (run / "metrics.json").write_text(json.dumps({**metrics, "status": "interrupted"}))
+    (run / "history.csv").unlink()
+    done = clean(kcnn("train", "--resume", run))
+    notes = [line for line in done.stderr.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and "stopped before its first checkpoint" in notes[0]
+    assert json.loads((run / "metrics.json").read_text())["status"] == "completed"
+    assert len((run / "history.csv").read_text().splitlines()) == 2  # its one epoch, from epoch 1

@@ -16,7 +16,9 @@ def test_a_trained_run_is_read_back_with_mlflows_own_client(tmp_path, cli):
     from mlflow.tracking import MlflowClient
 
     store = tmp_path / "mlruns"
-    result = cli("train", "lenet5", *QUICK, "--out", tmp_path / "runs", "--mlflow", str(store))
+    # 300 images: enough training images for training_images.json (kcnn.data.typical)
+    quick = [*QUICK[:-1], "300"]
+    result = cli("train", "lenet5", *quick, "--out", tmp_path / "runs", "--mlflow", str(store))
     assert result.code == 0, result.err
     client = MlflowClient(tracking_uri=f"sqlite:///{store / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("kcnn")
@@ -39,6 +41,11 @@ def test_a_trained_run_is_read_back_with_mlflows_own_client(tmp_path, cli):
     assert {a.path for a in client.list_artifacts(run.info.run_id, "model")} == {
         "model/model.keras"
     }
+    records = {a.path for a in client.list_artifacts(run.info.run_id, "records")}
+    assert (run_dir / "training_images.json").is_file()
+    assert {f"records/{n}" for n in ("config.json", "metrics.json", "training_images.json")} <= (
+        records
+    )
 
 
 def test_a_bad_tracking_uri_is_one_line_before_training(tmp_path, cli):

@@ -62,3 +62,57 @@ def test_a_file_without_records_says_how_to_make_them():
     results = _script()
     text = results._file_table("recipe-x.toml", [])
     assert "No records" in text and "kcnn run experiments/recipe-x.toml" in text
+
+
+def _copy(tmp_path: Path) -> Path:
+    """The experiment library and README in a folder of their own: the script rewrites there."""
+    import shutil
+
+    shutil.copytree(ROOT / "experiments", tmp_path / "experiments")
+    shutil.copy(ROOT / "README.md", tmp_path / "README.md")
+    return tmp_path / "experiments"
+
+
+def _make_results(folder: Path, *args: str):
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, str(folder / "results.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+
+
+def test_a_damaged_record_is_one_error_line_and_exit_2(tmp_path):
+    folder = _copy(tmp_path)
+    kept = sorted((folder / "records").glob("*/*.json"))[0]
+    record = json.loads(kept.read_text())
+    before = (folder / "RESULTS.md").read_text()
+    for damage in ("not json", json.dumps([record]), json.dumps({**record, "metrics": []}),
+                   json.dumps({**record, "seed": "83"}),
+                   json.dumps({**record, "metrics": {**record["metrics"], "test_loss": None}})):  # fmt: skip
+        kept.write_text(damage)
+        done = _make_results(folder)
+        assert done.returncode == 2, done.stderr
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and kept.name in lines[0], lines
+    assert (folder / "RESULTS.md").read_text() == before  # nothing half-written
+
+
+def test_a_record_name_with_a_pipe_or_a_newline_stays_in_its_cell(tmp_path):
+    folder = _copy(tmp_path)
+    kept = sorted((folder / "records").glob("*/*.json"))[0]
+    record = json.loads(kept.read_text())
+    record["group"] = record["run"] = "evil | name\nwith `ticks`"
+    kept.write_text(json.dumps(record))
+    done = _make_results(folder)
+    assert done.returncode == 0, done.stderr
+    text = (folder / "RESULTS.md").read_text()
+    rows = [line for line in text.splitlines() if "evil" in line]
+    assert rows and all("with" in line for line in rows)  # the newline did not end the row
+    table = [line for line in rows if line.startswith("| ")]
+    assert table and all(line.replace("\\|", "").count("|") == 8 for line in table)

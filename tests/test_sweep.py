@@ -121,15 +121,21 @@ def test_sweep_runs_trials_as_run_folders_reports_resumes_and_confirms(tmp_path,
     confirm = json.loads(confirmed.out)["confirm"]
     assert confirm["rows"][0]["trial"] == record["best"]["trial"]
     assert len(confirm["rows"][0]["runs"]) == 2
-    assert Path(confirm["comparison"], "comparison.md").is_file()
+    # every path the sweep records is inside the sweep folder, written from it
+    recorded = [confirm["comparison"], *confirm["rows"][0]["runs"], *(t["run"] for t in trials)]
+    recorded += confirm["tuning"]["start_runs"]
+    assert all(not Path(p).is_absolute() and ".." not in Path(p).parts for p in recorded)
+    assert (folder / confirm["comparison"] / "comparison.md").is_file()
+    assert all((folder / p / "metrics.json").is_file() for p in confirm["rows"][0]["runs"])
     # did tuning help: the best trial against the file's starting settings over the same seeds
     tuning = confirm["tuning"]
     best_seeds = [
-        json.loads(Path(r, "config.json").read_text())["seed"] for r in confirm["rows"][0]["runs"]
+        json.loads((folder / r / "config.json").read_text())["seed"]
+        for r in confirm["rows"][0]["runs"]
     ]
     assert tuning["seeds"] == best_seeds and len(tuning["start_runs"]) == 2
     for run, seed in zip(tuning["start_runs"], best_seeds, strict=True):
-        settings = json.loads(Path(run, "config.json").read_text())
+        settings = json.loads((folder / run / "config.json").read_text())
         assert settings["seed"] == seed and settings["limit"] == 100  # the [[run]] table's own
         assert settings["batch_size"] not in (16, 32)  # no searched value put in
     assert tuning["test"]["test"] == "paired t" and tuning["test"]["a"] == "the starting settings"
@@ -150,7 +156,7 @@ def test_a_pruned_trial_ends_its_run_cleanly_and_is_recorded_pruned(tmp_path):
     trial = study.trials[0]
     assert trial.state == optuna.trial.TrialState.PRUNED
     assert trial.user_attrs["pruned_at_epoch"] == 1
-    run = Path(trial.user_attrs["run_dirs"][0])
+    run = plan.folder / trial.user_attrs["run_dirs"][0]
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["status"] == "completed" and metrics["epochs_completed"] == 1
     assert metrics["pruned_at_epoch"] == 1 and "test_accuracy" in metrics

@@ -63,12 +63,16 @@ def runs(
         say(f"no runs in {folder}" + (" match" if status or model or dataset else ""))
         return
     names = {r["name"] for r in rows}
+    # under another folder than runs/, each name is shown as the path `kcnn show` takes
+    other = Path(folder).expanduser().resolve() != browse.DEFAULT_DIR.resolve()
     shown = [
         {
             **r,
             # a comparison's run is indented under it (named in full when it is filtered out)
             "name": ("  " + r["name"].split("/", 1)[1])
-            if "/" in r["name"] and r["name"].split("/", 1)[0] in names
+            if "/" in r["name"] and r["name"].split("/", 1)[0] in names and not other
+            else ("  " if "/" in r["name"] and other else "") + str(folder / r["name"])
+            if other
             else r["name"],
             "epochs": ""
             if r["epochs_done"] is None
@@ -104,10 +108,10 @@ def show(run: Run, as_json: AsJson = False) -> None:
     info = browse.find(run)
     from kcnn.runs import groups
 
-    if groups.is_group(info.folder):
-        return _show_group(info, as_json)
     if info.damage is not None:
         raise KcnnError(f"{run} cannot be shown: {info.damage}")
+    if groups.is_group(info.folder):
+        return _show_group(info, as_json)
     if not info.is_run and not info.is_comparison:
         raise KcnnError(f"{run} is not a run folder (no config.json); see `kcnn runs`")
     if as_json:
@@ -260,11 +264,7 @@ def _show_group(info, as_json: bool) -> None:
     if as_json:
         print_json({"group": info.row(), **record, "runs": [s.row() for s in info.sub_runs]})
         return
-    text = (
-        (info.folder / groups.GROUP_MD).read_text(encoding="utf-8")
-        if (info.folder / groups.GROUP_MD).is_file()
-        else ""
-    )
+    text = groups.text(info.folder)  # through the folder's owner: never a planted link
     seeds = readable.value(record.get("seeds"))
     lines = [f"{info.name}  ({record.get('status', 'incomplete')}, seeds {seeds})"]
     lines += [f"  folder: {info.folder}"]
@@ -410,6 +410,7 @@ def visualize(
         shows = f"test image 0 of {loaded.info.dataset}"
     from kcnn.runs.run import RunFolder
 
+    vis.check_drawable(loaded)  # before the run's picture folder is made
     # the run's own picture folder must be a real folder inside it: a planted link is refused
     target = out if out is not None else RunFolder(loaded.info.folder).subfolder(html.VISUALIZE)
     try:

@@ -62,9 +62,9 @@ def sweep(
     """Search settings with Optuna: TPE, random or grid sampling, pruning from each epoch's
     validation metric, the study in SQLite (the same command again continues it)."""
     from kcnn.commands import sweep as sweeping
-    from kcnn.errors import KcnnError
 
     plan = sweeping.load(file, out)
+    sweeping.check_options(jobs, confirm, seeds, storage)  # all before anything is made or trained
     if check:
         sweeping.preflight(plan)
         shown = {
@@ -88,8 +88,6 @@ def sweep(
             for key, text in shown["space"].items():
                 typer.echo(f"  {key}: {text}")
         return
-    if confirm < 0 or (confirm and seeds < 1):
-        raise KcnnError(f"--confirm {confirm} --seeds {seeds}: give 1 or more of each")
 
     def echo(text: str) -> None:
         print(text, file=sys.stderr if as_json else sys.stdout, flush=True)

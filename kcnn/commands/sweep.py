@@ -27,6 +27,9 @@ worker processes on that study; `--storage URL` puts the study in any database O
 workers on several machines share it. Pruning: each epoch's validation metric is reported to
 Optuna; a trial the pruner stops ends its run cleanly after that epoch (a complete run folder,
 `pruned_at_epoch` in its metrics.json) and is recorded as pruned.
+
+The space is `kcnn.commands.sweep_space`, the study `kcnn.commands.sweep_study`, `--confirm`
+`kcnn.commands.sweep_confirm`; their names are all reachable from here.
 """
 
 from __future__ import annotations
@@ -37,18 +40,42 @@ import signal
 import subprocess
 import sys
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kcnn.commands import experiments
+from kcnn.commands.sweep_confirm import confirm, inside_sweep  # noqa: F401  (re-exported)
+from kcnn.commands.sweep_space import (  # noqa: F401  (re-exported: kcnn sweep's one module)
+    MAX_GRID,
+    Choice,
+    Range,
+    check_distributions,
+    grid_size,
+    parse_dimension,
+)
+from kcnn.commands.sweep_study import (  # noqa: F401  (re-exported)
+    GRACE_SECONDS,
+    HEARTBEAT_SECONDS,
+    INSTALL,
+    STUDY_DB,
+    Tally,
+    _sampler,
+    check_folder_itself,
+    check_options,
+    check_store,
+    import_optuna,
+    open_study,
+    requeue_lost,
+    retried,
+    storage_url,
+    tally,
+)
 from kcnn.engine import hooks, interrupts
 from kcnn.engine.config import (
     COMMAND_LINE,
     COMMANDS,
     RunConfig,
-    Setting,
     check_value,
     safe_label,
 )
@@ -69,145 +96,9 @@ FILE_KEYS = ("description", "sweep", "run")
 METRICS = {"val_accuracy": "maximize", "val_loss": "minimize"}
 SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("median", "halving", "none")
-RANGE_KEYS = ("low", "high", "log", "step")
 PLACED = ("out", "name")  # a sweep names and places its trials itself
 MAX_TRIALS = 10_000
-STUDY_DB = "study.db"
 SWEEP_JSON = "sweep.json"
-INSTALL = "pip install 'kcnn[sweep]'"
-HEARTBEAT_SECONDS = 10  # a worker's trial is alive while its heartbeat is this recent ...
-GRACE_SECONDS = 30  # ... and is failed, then queued again, once it is this old
-
-
-def import_optuna():
-    """Optuna, the optional extra `sweep`, imported only when a sweep is asked for."""
-    try:
-        import optuna
-    except ImportError:
-        raise KcnnError(f"kcnn sweep needs Optuna, an optional extra: {INSTALL}") from None
-    optuna.logging.set_verbosity(optuna.logging.ERROR)  # kcnn says what each trial did
-    # heartbeats and stale-trial retries are marked experimental; kcnn relies on them knowingly
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    return optuna
-
-
-# --- the search space ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Choice:
-    """One of a list of values (Optuna's categorical distribution)."""
-
-    values: tuple[Any, ...]
-
-    def suggest(self, trial, key: str) -> Any:
-        return trial.suggest_categorical(key, list(self.values))
-
-    def grid(self) -> list[Any]:
-        return list(self.values)
-
-    def extremes(self) -> list[Any]:
-        return list(self.values)
-
-    def describe(self) -> str:
-        return "one of " + ", ".join(map(str, self.values))
-
-
-@dataclass(frozen=True)
-class Range:
-    """A whole-number or real range, optionally on a log scale or in steps."""
-
-    low: float
-    high: float
-    integer: bool
-    log: bool = False
-    step: float | None = None
-
-    def suggest(self, trial, key: str) -> Any:
-        if self.integer:
-            return trial.suggest_int(
-                key, int(self.low), int(self.high), step=int(self.step or 1), log=self.log
-            )
-        return trial.suggest_float(key, self.low, self.high, step=self.step, log=self.log)
-
-    def grid(self) -> list[Any]:
-        step = self.step or 1
-        count = int(math.floor((self.high - self.low) / step + 1e-9)) + 1
-        values = [self.low + i * step for i in range(count)]
-        return [int(v) for v in values] if self.integer else [round(v, 12) for v in values]
-
-    def extremes(self) -> list[Any]:
-        return [self.low, self.high]
-
-    def describe(self) -> str:
-        kind = "whole numbers" if self.integer else "numbers"
-        scale = ", log scale" if self.log else (f", step {self.step:g}" if self.step else "")
-        return f"{kind} {self.low:g} … {self.high:g}{scale}"
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def parse_dimension(key: str, value: Any, spec: Setting, where: str) -> Choice | Range:
-    """One entry of [sweep.space], checked against the setting it varies."""
-    at = f"{where}: [sweep.space] {key}"
-    if isinstance(value, list):
-        if not value:
-            raise KcnnError(f"{at} is an empty choice: list at least one value")
-        if len(value) > 1000:
-            raise KcnnError(f"{at} lists {len(value):,} values; at most 1,000 are allowed")
-        checked = []
-        for item in value:
-            if isinstance(item, dict | list):
-                raise KcnnError(f"{at}: a choice holds plain values, got {item!r}")
-            checked.append(_checked(key, spec, item, at))
-        if len({repr(v) for v in checked}) < len(checked):
-            raise KcnnError(f"{at} lists a value twice")
-        return Choice(tuple(checked))
-    if not isinstance(value, dict):
-        raise KcnnError(
-            f"{at} must be a list of choices or a range {{ low = ..., high = ... }}, got {value!r}"
-        )
-    for name in value:
-        if name not in RANGE_KEYS:
-            hint = closest(str(name), RANGE_KEYS)
-            tip = f"did you mean '{hint}'? " if hint else ""
-            raise KcnnError(
-                f"{at}: unknown range key '{name}': {tip}a range takes low, high, log, step"
-            )
-    if spec.kind not in (int, float):
-        raise KcnnError(f"{at}: {key} is not a number setting; give a list of choices instead")
-    if "low" not in value or "high" not in value:
-        raise KcnnError(f"{at}: a range needs both low and high")
-    low, high, log, step = value["low"], value["high"], value.get("log", False), value.get("step")
-    if not _number(low) or not _number(high) or not all(map(math.isfinite, (low, high))):
-        raise KcnnError(f"{at}: low and high must be numbers, got {low!r} and {high!r}")
-    if not isinstance(log, bool):
-        raise KcnnError(f"{at}: log must be true or false, got {log!r}")
-    integer = spec.kind is int
-    if integer and not (float(low).is_integer() and float(high).is_integer()):
-        raise KcnnError(f"{at}: {key} is a whole number; low and high must be too")
-    if low > high:
-        raise KcnnError(f"{at}: low ({low:g}) is above high ({high:g})")
-    if log and low <= 0:
-        raise KcnnError(f"{at}: a log range must lie above zero, got low = {low:g}")
-    if step is not None:
-        if log:
-            raise KcnnError(f"{at}: a log range takes no step")
-        if not _number(step) or not step > 0 or (integer and not float(step).is_integer()):
-            kind = "a whole number" if integer else "a number"
-            raise KcnnError(f"{at}: step must be {kind} above zero, got {step!r}")
-    for bound in (low, high):
-        _checked(key, spec, int(bound) if integer else float(bound), at)
-    return Range(float(low), float(high), integer, log, float(step) if step else None)
-
-
-def _checked(key: str, spec: Setting, value: Any, at: str) -> Any:
-    try:
-        return check_value(key, spec, value, at)
-    except KcnnError as e:
-        raise KcnnError(f"{at}: {e}") from None
 
 
 # --- the sweep file ----------------------------------------------------------------------------
@@ -329,6 +220,7 @@ def load(path: str | Path, out: str | Path | None = None) -> Sweep:
                 f"{where}: [sweep.space] {key}: a sweep names and places its trials itself"
             )
         space[key] = parse_dimension(key, value, known[key], where)
+    check_distributions(space, where)
     metric = _one_of(
         _sweep_value(table, "metric", str, "val_accuracy", where), tuple(METRICS), "metric", where
     )
@@ -351,7 +243,7 @@ def load(path: str | Path, out: str | Path | None = None) -> Sweep:
             )
         if any(isinstance(d, Range) and d.log for d in space.values()):
             raise KcnnError(f"{where}: sampler 'grid' takes no log range; list the values instead")
-        size = math.prod(len(d.grid()) for d in space.values())
+        size = grid_size(space, where)
     trials = _sweep_value(table, "trials", int, size if sampler == "grid" else 20, where)
     if not 1 <= trials <= MAX_TRIALS:
         raise KcnnError(f"{where}: [sweep] trials must be 1 … {MAX_TRIALS:,}, got {trials}")
@@ -401,127 +293,13 @@ def load(path: str | Path, out: str | Path | None = None) -> Sweep:
 
 
 def preflight(sweep: Sweep) -> None:
-    """What `kcnn run --check` does for the base run (data, output folder, weights)."""
+    """What `kcnn run --check` does for the base run (data, output folder, weights), and the
+    sweep folder's own check (`check_folder`: a link, another sweep's folder)."""
+    check_folder(sweep)
     experiments.preflight(sweep.config({}, "check", f"{sweep.path} run"))
 
 
-# --- the study ---------------------------------------------------------------------------------
-
-
-def storage_url(sweep: Sweep, storage: str | None) -> str:
-    return storage or f"sqlite:///{(sweep.folder / STUDY_DB).resolve()}"
-
-
-def open_study(sweep: Sweep, storage: str | None, worker: int = 0):
-    """The sweep's study (made on first use), its sampler seeded by the sweep's seed, the worker
-    and the trials already in it (a resumed or second worker draws new points, not the same)."""
-    optuna = import_optuna()
-    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
-
-    url = storage_url(sweep, storage)
-    engine = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {}
-    try:
-        rdb = RDBStorage(
-            url,
-            engine_kwargs=engine,
-            heartbeat_interval=HEARTBEAT_SECONDS,
-            grace_period=GRACE_SECONDS,
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=None),
-        )
-        study = optuna.create_study(
-            study_name=sweep.name, storage=rdb, direction=sweep.direction, load_if_exists=True
-        )
-    except KcnnError:  # a signal while connecting
-        raise
-    except Exception as e:  # noqa: BLE001  (a database that cannot be reached: one line)
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise KcnnError(f"cannot open the study in {url}: {first}") from None
-    if study.direction.name.lower() != sweep.direction:
-        raise KcnnError(
-            f"the study {sweep.name} in {url} was made to {study.direction.name.lower()}; this file asks to {sweep.direction}"
-        )
-    seed = (sweep.seed + 1000 * worker + 7919 * len(study.get_trials(deepcopy=False))) % 2**32
-    study.sampler = _sampler(optuna, sweep, seed)
-    study.pruner = _pruner(optuna, sweep)
-    return study
-
-
-def _sampler(optuna, sweep: Sweep, seed: int):
-    if sweep.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if sweep.sampler == "grid":
-        return optuna.samplers.GridSampler({k: d.grid() for k, d in sweep.space.items()}, seed=seed)
-    # constant_liar: a worker treats the others' running trials as bad results, so that parallel
-    # workers spread out rather than all sample the same promising point.
-    return optuna.samplers.TPESampler(
-        seed=seed, constant_liar=True, n_startup_trials=min(10, max(2, sweep.trials // 3))
-    )
-
-
-def _pruner(optuna, sweep: Sweep):
-    if sweep.pruner == "none":
-        return optuna.pruners.NopPruner()
-    if sweep.pruner == "halving":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, sweep.prune_after))
-    return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=sweep.prune_after)
-
-
-@dataclass
-class Tally:
-    done: int  # complete, pruned, or failed for its own settings
-    running: int
-    waiting: int  # queued again after an interrupt or crash, or enqueued
-
-
-def retried(trials) -> set[int]:
-    """Numbers of failed trials already queued again (by kcnn or by Optuna's stale-trial retry)."""
-    found = set()
-    for t in trials:
-        if t.user_attrs.get("retry_of") is not None:
-            found.add(int(t.user_attrs["retry_of"]))
-        found.update(int(n) for n in t.system_attrs.get("retry_history") or [])
-    return found
-
-
-def tally(study) -> Tally:
-    from optuna.trial import TrialState
-
-    trials = study.get_trials(deepcopy=False)
-    again = retried(trials)
-
-    def counts(t) -> bool:
-        if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
-            return True
-        return (
-            t.state == TrialState.FAIL
-            and t.number not in again
-            and "failed_because" in t.user_attrs
-        )
-
-    return Tally(
-        sum(map(counts, trials)),
-        sum(t.state == TrialState.RUNNING for t in trials),
-        sum(t.state == TrialState.WAITING for t in trials),
-    )
-
-
-def requeue_lost(study) -> list[int]:
-    """Queue again, with their own settings, the failed trials that failed for no fault of their
-    settings (a signal, a crash) and are not queued yet; returns their numbers."""
-    from optuna.trial import TrialState
-
-    trials = study.get_trials(deepcopy=False)
-    again = retried(trials)
-    lost = [
-        t
-        for t in trials
-        if t.state == TrialState.FAIL
-        and "failed_because" not in t.user_attrs
-        and t.number not in again
-    ]
-    for t in lost:
-        study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
-    return [t.number for t in lost]
+# --- trials ------------------------------------------------------------------------------------
 
 
 class TrialFailed(Exception):
@@ -619,8 +397,12 @@ def _objective(sweep: Sweep, trial, echo) -> float:
     scores = [score(i.history(), sweep.metric) for i in infos]
     scores = [s for s in scores if s is not None]
     tests = [i.test_accuracy for i in infos if i.test_accuracy is not None]
-    trial.set_user_attr("run_dirs", [str(d.resolve()) for d in run_dirs])
-    trial.set_user_attr("folder", summaries[0].get("comparison") or str(run_dirs[0].resolve()))
+    # inside the sweep folder, as paths from it: the study (shared by machines on one --storage)
+    # and trials.json never name a place on one machine's disk
+    trial.set_user_attr("run_dirs", [inside_sweep(sweep.folder, d) for d in run_dirs])
+    trial.set_user_attr(
+        "folder", inside_sweep(sweep.folder, summaries[0].get("comparison") or run_dirs[0])
+    )
     if tests:
         trial.set_user_attr("test_accuracy", max(tests))
     trial.set_user_attr("epochs", max((i.epochs_done or 0) for i in infos))
@@ -691,35 +473,25 @@ def run(
 ) -> dict[str, Any]:
     """The sweep: the folder and study (continued if they exist), `jobs` worker processes, then
     the report (`kcnn.runs.sweep_report`). Returns the report's summary."""
-    from kcnn.runs import sweep_report
-    from kcnn.runs.records import read_json, write_json
+    from kcnn.runs import folders, sweep_report
+    from kcnn.runs.records import write_json
 
     import_optuna()
-    if not 1 <= jobs <= 64:
-        raise KcnnError(f"--jobs must be 1 … 64, got {jobs}")
+    check_options(jobs, storage=storage)
     folder = sweep.folder
     record = folder / SWEEP_JSON
-    identity = sweep.identity()
-    if record.is_file():
-        before = read_json(record)
-        if before.get("identity") != identity:
-            raise KcnnError(
-                f"{folder} holds a sweep of other settings or another space; set another "
-                "[sweep] name (or --out), or remove that folder to start again"
-            )
-    elif folder.exists() and any(folder.iterdir()):
-        raise KcnnError(
-            f"{folder} exists and is not a sweep folder; set another [sweep] name or --out"
-        )
-    made = not folder.exists()
+    check_folder(sweep)
+    # a --storage that cannot be opened is refused before any folder is made for the sweep
+    study = open_study(sweep, storage) if storage is not None else None
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        study = open_study(sweep, storage)
+        made = folders.make(folder)
     except OSError as e:
         raise KcnnError(f"cannot create the sweep folder {folder}: {e.strerror or e}") from None
-    except KcnnError:  # a database that cannot be opened: leave nothing behind
+    try:
+        study = study or open_study(sweep, storage)
+    except BaseException:  # a database that cannot be opened: leave nothing behind
         if made:
-            shutil.rmtree(folder, ignore_errors=True)
+            shutil.rmtree(made[0], ignore_errors=True)  # all of it made just now, by this call
         raise
     write_json(
         record,
@@ -730,7 +502,7 @@ def run(
             "sweep": sweep.table,
             "run": {"command": sweep.command, **sweep.base},
             "storage": storage or STUDY_DB,
-            "identity": identity,
+            "identity": sweep.identity(),
         },
     )
     sweep_report.index(folder, sweep)
@@ -761,6 +533,35 @@ def run(
     return sweep_report.write(folder, study, sweep)
 
 
+def check_folder(sweep: Sweep) -> None:
+    """The sweep folder, if it exists, must be this file's sweep: a real folder (never a link)
+    whose sweep.json records the same settings and space, or an empty one."""
+    from kcnn.runs.records import Damaged
+    from kcnn.runs.run import RunFolder
+
+    folder = sweep.folder
+    check_folder_itself(folder)
+    if not folder.exists():
+        return
+    try:
+        before = RunFolder(folder).json(SWEEP_JSON)  # a regular file of sane size, or Damaged
+    except FileNotFoundError:
+        if RunFolder(folder).entries():
+            raise KcnnError(
+                f"{folder} exists and is not a sweep folder; set another [sweep] name or --out"
+            ) from None
+        return
+    except Damaged as e:
+        raise KcnnError(
+            f"{folder / SWEEP_JSON} is damaged ({e.reason}); remove that folder to start again"
+        ) from None
+    if before.get("identity") != sweep.identity():
+        raise KcnnError(
+            f"{folder} holds a sweep of other settings or another space; set another "
+            "[sweep] name (or --out), or remove that folder to start again"
+        )
+
+
 def _spawn(
     sweep: Sweep, storage: str | None, worker: int, extra: tuple[str, ...]
 ) -> subprocess.Popen:
@@ -777,104 +578,3 @@ def _wait(process: subprocess.Popen) -> int | None:
         return process.wait()
     except KeyboardInterrupt:  # Ctrl-C reached the workers too: let them record their trials
         return process.wait()
-
-
-# --- confirming the best trials over seeds -----------------------------------------------------
-
-
-def confirm(sweep: Sweep, record: dict[str, Any], best: int, seeds: int, echo=print) -> dict:
-    """Re-run the `best` best complete trials over `seeds` seeds (the trial's seed, seed+1, ...)
-    and compare them all with `kcnn.runs.report.compare_runs`. A run depends only on its
-    settings and seed, so each trial's own run stands for its first seed; runs done by an
-    earlier `--confirm` are reused. Writes confirm.json in the sweep folder.
-
-    When seed groups and their statistics (kcnn.runs.stats) exist, the per-trial mean and
-    spread below become those groups' intervals and the pairwise tests between them."""
-    import statistics
-
-    from kcnn.runs.browse import RunInfo
-    from kcnn.runs.records import write_json
-    from kcnn.runs.report import compare_runs
-
-    if not 1 <= best <= 100 or not 1 <= seeds <= 100:
-        raise KcnnError(f"--confirm and --seeds take 1 … 100, got {best} and {seeds}")
-    rows = [r for r in record["trials"] if r["state"] == "complete" and r["score"] is not None]
-    rows.sort(key=lambda r: r["score"], reverse=sweep.direction == "maximize")
-    chosen = rows[:best]
-    if not chosen:
-        raise KcnnError(f"{sweep.folder} has no complete trial to confirm yet")
-    folder = sweep.folder
-    groups, every, best_runs = [], [], []
-    for row in chosen:
-        params = {k.removeprefix("param:"): v for k, v in row.items() if k.startswith("param:")}
-        first = int(params.get("seed", sweep.config({}, "check", "seed").seed))
-        runs: list[RunInfo] = []
-        for offset in range(seeds):
-            seed = first + offset
-            if offset == 0 and row["run"] and (folder / row["run"]).is_dir():
-                runs.append(RunInfo.load(folder / row["run"]))
-                continue
-            name = f"confirm-{row['trial']:04d}-seed{seed}"
-            done = [
-                RunInfo.load(d)
-                for d in sorted(folder.glob(f"*-{name}"))
-                if RunInfo.load(d).status == "completed"
-            ]
-            if done:
-                runs.append(done[-1])
-                continue
-            config = sweep.config({**params, "seed": seed}, name, f"{sweep.path} confirm")
-            summaries = experiments.run_each(
-                experiments.Experiment(sweep.path, "", [config]), quiet=True
-            )
-            runs += [RunInfo.load(d) for s in summaries for d in s["run_dirs"]]
-            echo(
-                f"confirm trial {row['trial']} seed {seed}: test accuracy {runs[-1].test_accuracy:.4f}"
-            )
-        accuracies = [r.test_accuracy for r in runs if r.test_accuracy is not None]
-        groups.append(
-            {
-                "trial": row["trial"],
-                "seeds": f"{first}…{first + seeds - 1}",
-                "mean_test_accuracy": statistics.fmean(accuracies),
-                "sd_test_accuracy": statistics.stdev(accuracies) if len(accuracies) > 1 else None,
-                "test_accuracies": accuracies,
-                "min": min(accuracies),
-                "max": max(accuracies),
-                "runs": [str(r.folder.resolve()) for r in runs],
-            }
-        )
-        every += runs
-        best_runs = best_runs or runs  # the best trial's seeds
-    from kcnn.commands import tuned  # did tuning help: the best trial against the start
-
-    tuning = tuned.against_start(sweep, chosen[0]["trial"], best_runs, echo)
-    comparison = _earlier_comparison(folder, every)
-    if comparison is None and len(every) > 1:
-        comparison = compare_runs(every, folder, name="confirm")
-    result = {
-        "best": best,
-        "seeds": seeds,
-        "rows": groups,
-        "comparison": str(comparison) if comparison else None,
-        "tuning": tuning,
-        "note": f"the best {len(chosen)} trial(s) by {sweep.metric}, each over {seeds} seed(s); "
-        "test accuracy mean, sample standard deviation, min and max",
-    }
-    write_json(folder / "confirm.json", result)
-    return result
-
-
-def _earlier_comparison(folder: Path, runs) -> Path | None:
-    """The comparison an earlier `--confirm` wrote of these very runs, if it is still there."""
-    from kcnn.runs.records import read_json
-
-    try:
-        before = read_json(folder / "confirm.json")
-    except (OSError, ValueError):
-        return None
-    named = before.get("comparison")
-    ran = sorted(d for row in before.get("rows", []) for d in row.get("runs", []))
-    if named and Path(named).is_dir() and ran == sorted(str(r.folder.resolve()) for r in runs):
-        return Path(named)
-    return None

@@ -42,6 +42,40 @@ def check_format(path: Path, fix: str) -> None:
         head = f.read(len(ZIP_SIGNATURE))
     if path.suffix.lower() != ".keras" or head != ZIP_SIGNATURE or not zipfile.is_zipfile(path):
         raise KcnnError(f"{path} is not a .keras model file (a zip archive); {fix}")
+    check_members(path, fix)
+
+
+MiB, GiB = 1024**2, 1024**3
+# What a member of a .keras archive may unpack to. Keras reads config.json and metadata.json
+# whole into memory: a few MB for any network kcnn builds. Weights are as big as the model (VGG16
+# holds 528 MB) but barely compress, so a member that unpacks to far more than it takes in the
+# archive is a zip bomb, not weights.
+MEMBER_CAPS = {"config.json": 64 * MiB, "metadata.json": 1 * MiB}
+MEMBER_CAP = 16 * GiB
+BOMB_RATIO, BOMB_SIZE = 100, 64 * MiB  # unpacks over 100× its packed size, and to over 64 MiB
+MAX_MEMBERS = 10_000
+
+
+def check_members(path: Path, fix: str) -> None:
+    """Refuse, before Keras unpacks anything, an archive whose members would unpack to more than
+    a model holds (sizes as the archive declares them, which bound what Python's zipfile ever
+    unpacks: it stops at the declared size)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, ValueError, NotImplementedError) as e:
+        raise KcnnError(f"{path} is not a readable .keras archive ({e}); {fix}") from None
+    if len(members) > MAX_MEMBERS:
+        raise KcnnError(f"{path} holds {len(members):,} files: not a .keras model; {fix}")
+    for m in members:
+        cap = MEMBER_CAPS.get(m.filename, MEMBER_CAP)
+        bomb = m.file_size > BOMB_SIZE and m.file_size > BOMB_RATIO * max(m.compress_size, 1)
+        if m.file_size > cap or bomb:
+            raise KcnnError(
+                f"{path}: its {m.filename[:80]} unpacks to {m.file_size / MiB:,.0f} MiB from "
+                f"{m.compress_size / MiB:,.1f} MiB, more than a model holds (at most "
+                f"{cap / MiB:,.0f} MiB, and never {BOMB_RATIO}× its packed size): not loaded; {fix}"
+            )
 
 
 def register_custom_objects() -> None:

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import stat
+import sys
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -31,8 +31,6 @@ DEFAULT_DIR = Path("runs")
 # What a folder is, when it is not a run with a readable status of its own.
 NOT_A_RUN, INCOMPLETE, COMPARISON, DAMAGED = "not a run", "incomplete", "comparison", "damaged"
 SWEEP = "sweep"  # a comparison folder that `kcnn sweep` made (kcnn.runs.sweep_report)
-
-_STAMP = re.compile(r"^(\d{8}-\d{6})-")
 
 
 def _read(read) -> tuple[dict[str, Any] | None, str | None]:
@@ -67,7 +65,9 @@ class RunInfo:
         comparison, bad_comparison = (None, None) if member or parent else _read(run.comparison)
         if comparison is None and not member and not parent and run.has(COMPARISON_MD):
             comparison = {}  # a comparison written before comparison.json existed (transfer)
-        damage = bad_config or bad_metrics or bad_comparison
+        # a group of seed runs: its record checked here, so a damaged one is listed as damaged
+        bad_group = _read(run.group)[1] if run.has(folders.GROUP_JSON) else None
+        damage = bad_config or bad_metrics or bad_comparison or bad_group
         return cls(run.path, config, metrics, comparison, parent, damage, member)
 
     # --- what kind of folder -----------------------------------------------------------------
@@ -298,9 +298,9 @@ class RunInfo:
     @property
     def created(self) -> float:
         """When the run started: the folder name's time stamp, else the folder's mtime."""
-        m = _STAMP.match(self.folder.name)
-        if m:
-            return time.mktime(time.strptime(m.group(1), "%Y%m%d-%H%M%S"))
+        stamped = folders.stamp_time(self.folder.name)
+        if stamped is not None:
+            return stamped
         try:
             return self.folder.stat().st_mtime
         except OSError:
@@ -443,10 +443,18 @@ def scan(runs_dir: str | Path = DEFAULT_DIR) -> list[RunInfo]:
     runs_dir = Path(runs_dir).expanduser()
     if not runs_dir.is_dir():
         raise KcnnError(f"no runs folder {runs_dir}; train something first or name a folder")
-    try:
-        entries = RunFolder(runs_dir).entries()
+    try:  # a folder of any size: its newest 10,000 (a sweep of 10,000 trials is ordinary)
+        entries, total = RunFolder(runs_dir).newest()
     except Damaged as e:
         raise KcnnError(f"cannot list {runs_dir}: {e.reason}") from None
+    if total > len(entries):
+        from kcnn.text import terminal
+
+        print(
+            f"warning: {terminal(runs_dir)} holds {total:,} entries; the newest "
+            f"{len(entries):,} are listed",
+            file=sys.stderr,
+        )
     found = []
     for entry in entries:
         if entry.name[0] == ".":

@@ -28,10 +28,23 @@ COMPARISON_MD, COMPARISON_CSV, COMPARISON_JSON = (
 OVERLAY, PROOF_JSON = "curves_overlay.png", "proof.json"
 # What the training images look like (kcnn.data.typical): predict warns of an image unlike them.
 TYPICAL = "training_images.json"
+# A group of seed runs (kcnn.runs.groups): its record and its summary in words.
+GROUP_JSON, GROUP_MD = "group.json", "group.md"
 
 STATUSES = ("running", "completed", "interrupted", "diverged", "failed")
 _STAMP = re.compile(r"^(\d{8}-\d{6})-")  # the time stamp `create` puts before a run's name
-_STAMP = re.compile(r"^(\d{8}-\d{6})-")  # the time stamp `create` puts before a run's name
+
+
+def stamp_time(name: str) -> float | None:
+    """When a folder `create` named was made, from the time stamp before its name (local time,
+    as written); None for a name without one."""
+    found = _STAMP.match(name)
+    if found is None:
+        return None
+    try:
+        return time.mktime(time.strptime(found.group(1), "%Y%m%d-%H%M%S"))
+    except (ValueError, OverflowError):
+        return None
 
 
 def dataset_label(dataset: str) -> str:
@@ -57,17 +70,52 @@ def check_out(out: str | Path) -> None:
         ) from None
 
 
+def make(folder: str | Path) -> list[Path]:
+    """`folder` made with its missing parents (an existing folder is fine); returns the folders
+    it made, outermost first, for `unmake`. A folder that cannot be made (a name too long, a
+    file in the way) raises OSError with nothing left behind: the parents it had made already
+    are removed again, so a refused `--out` leaves no trace."""
+    folder = Path(folder).expanduser()
+    missing = []
+    here = folder
+    while not os.path.lexists(here) and here != here.parent:
+        missing.append(here)
+        here = here.parent
+    made: list[Path] = []
+    try:
+        for path in reversed(missing):
+            path.mkdir()
+            made.append(path)
+        if not folder.is_dir():
+            raise NotADirectoryError(20, "Not a directory", str(folder))
+    except OSError:
+        unmake(made)
+        raise
+    return made
+
+
+def unmake(made: list[Path]) -> None:
+    """Remove the folders `make` made, innermost first, where they are still empty."""
+    for path in reversed(made):
+        try:
+            path.rmdir()
+        except OSError:
+            return  # something was written there after all: keep it and its parents
+
+
 def create(out: str | Path, name: str) -> Path:
-    """Make a new, empty run folder; refuse an output folder that cannot be written."""
+    """Make a new, empty run folder; refuse an output folder that cannot be written (leaving none
+    of the folders above it that it made)."""
     check_name(name)
     out = Path(out).expanduser()
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        made = make(out)
     except OSError as e:
         raise KcnnError(
             f"cannot create output folder {out}: {e.strerror or e}; choose another --out"
         ) from None
-    if not out.is_dir() or not os.access(out, os.W_OK | os.X_OK):
+    if not os.access(out, os.W_OK | os.X_OK):
+        unmake(made)
         raise KcnnError(f"output folder {out} is not a writable folder; choose another --out")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for attempt in range(1000):
@@ -78,9 +126,11 @@ def create(out: str | Path, name: str) -> Path:
         except FileExistsError:
             continue
         except OSError as e:
+            unmake(made)
             raise KcnnError(
                 f"cannot create run folder in {out}: {e.strerror or e}; choose another --out"
             ) from None
+    unmake(made)
     raise KcnnError(f"too many runs named {name} this second in {out}")
 
 

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from kcnn.runs import stats
+from kcnn.runs.folders import GROUP_JSON, GROUP_MD
 
-GROUP_JSON, GROUP_MD = "group.json", "group.md"
 BAND, PER_CLASS = "curves_band.png", "per_class.png"
 
 # Settings that place or name a run, or pick its seed: runs equal in everything else are one group.
@@ -39,14 +39,28 @@ _STAMP = re.compile(r"^\d{8}-\d{6}-")
 
 
 def read(folder: str | Path) -> dict[str, Any] | None:
-    """A folder's group.json, or None when it is not a group (or the record is unreadable)."""
+    """A folder's group.json, or None when it is not a group or the record is damaged (read as
+    `RunFolder.group` reads it: `RunInfo.damage` says what is wrong, and `kcnn runs` lists the
+    folder as damaged)."""
     from kcnn.runs.records import Damaged
     from kcnn.runs.run import RunFolder
 
-    try:  # a regular file inside the folder, size-capped, depth-bounded: never a planted link
-        return RunFolder(folder).json(GROUP_JSON)
+    try:  # a regular file inside the folder, size-capped, schema-checked: never a planted link
+        return RunFolder(folder).group()
     except (FileNotFoundError, Damaged):
         return None
+
+
+def text(folder: str | Path) -> str:
+    """A group's group.md, through its folder's owner (a regular file inside, size-capped); ""
+    when it has none or it cannot be read."""
+    from kcnn.runs.records import Damaged
+    from kcnn.runs.run import RunFolder
+
+    try:
+        return RunFolder(folder).text(GROUP_MD)
+    except (FileNotFoundError, Damaged):
+        return ""
 
 
 def is_group(folder: str | Path) -> bool:
@@ -214,6 +228,18 @@ def as_experiment(folder: Path) -> dict[str, Any]:
 def row(info) -> dict[str, Any]:
     """The line `kcnn runs` prints for a group folder: the test accuracy's mean ± CI of its (first)
     group, its seeds, and under `group` every group's summary."""
+    if info.damage is not None:  # listed as damaged, with what is wrong (never a traceback)
+        return {
+            "name": info.name,
+            "kind": "group",
+            "status": "damaged",
+            "damage": info.damage,
+            "path": str(info.folder),
+            "created": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info.created)),
+            **dict.fromkeys(("command", "model", "dataset", "epochs_done", "epochs_planned")),
+            **dict.fromkeys(("test_accuracy", "test_accuracy_ci", "seeds", "duration_seconds")),
+            "group": {},
+        }
     data = read(info.folder) or {}
     groups = data.get("groups") or {}
     first = next(iter(groups.values()), {})

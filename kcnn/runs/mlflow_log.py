@@ -27,6 +27,7 @@ from typing import Any
 
 from kcnn.engine import hooks
 from kcnn.errors import KcnnError
+from kcnn.runs.run import RunFolder
 
 LOCAL = "local"  # what `--mlflow` alone stands for
 LOCAL_STORE = "mlruns"
@@ -44,6 +45,7 @@ ARTIFACTS = {
     "history.csv": "records",
     "summary.txt": "records",
     "test_predictions.npz": "records",  # each test image's answer (kcnn.runs.predictions)
+    "training_images.json": "records",  # what predict checks new images against
     "model.keras": "model",
 }
 
@@ -80,6 +82,29 @@ def store_uri(uri: str | None) -> str:
     return uri
 
 
+def _check_store(uri: str) -> list[Path]:
+    """Refuse at once a store that cannot work (`kcnn.runs.databases`): an SQLite file that is a
+    FIFO, a folder or a link; a server that does not answer. A local store's folder is made
+    here; returns the folders made, removed again if the store is refused."""
+    from kcnn.runs import databases, folders
+
+    if uri.split(":", 1)[0].lower() in ("http", "https"):
+        databases.check_server(uri, "--mlflow")
+    path = databases.sqlite_path(uri, "--mlflow")
+    if path is None:
+        return []
+    try:
+        made = folders.make(path.parent)
+    except OSError as e:
+        raise KcnnError(f"--mlflow {uri}: cannot make {path.parent}: {e.strerror or e}") from None
+    try:
+        databases.check_sqlite(path, "--mlflow", links=True)
+    except KcnnError:
+        folders.unmake(made)
+        raise
+    return made
+
+
 def _artifact_root(uri: str) -> str | None:
     """Artifacts of a local SQLite store go beside its database (MLflow's default is ./mlruns)."""
     if uri.startswith("sqlite:///"):
@@ -112,12 +137,11 @@ class MlflowTracker:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")  # a dead server fails fast
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
         self.uri = store_uri(uri)
-        if self.uri.startswith("sqlite:///"):
-            Path(self.uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         self.tags = {k: str(v) for k, v in (tags or {}).items()}
         self.runs: dict[int, str] = {}  # id(trainer) -> MLflow run id
         self.done: set[str] = set()
         self._warned = False
+        self._made = _check_store(self.uri)
         try:
             self.client = client_class(tracking_uri=self.uri)
             found = self.client.get_experiment_by_name(experiment)
@@ -128,23 +152,35 @@ class MlflowTracker:
                     experiment, artifact_location=_artifact_root(self.uri)
                 )
             )
-        except KcnnError:  # a signal while connecting
-            raise
-        except Exception as e:  # noqa: BLE001  (a server down, a bad database: one line)
+        except BaseException as e:
+            from kcnn.runs import folders
+
+            folders.unmake(self._made)  # a store that cannot be used leaves no folder made for it
+            if isinstance(e, KcnnError | KeyboardInterrupt) or not isinstance(e, Exception):
+                raise  # a signal while connecting
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise KcnnError(
                 f"--mlflow: cannot use the tracking store {self.uri}: {first}"
             ) from None
 
     def _warn(self, e: Exception) -> None:
-        """Tracking is a side record: a store that fails mid-run is a warning, not a lost run."""
+        """Tracking is a side record: a store that fails mid-run is a warning, not a lost run.
+        After it, nothing more is sent for the rest of the command: a store that stopped
+        answering would otherwise cost each epoch its timeouts and retries."""
         if not self._warned:
-            print(f"warning: MLflow logging to {self.uri} failed: {e}", file=sys.stderr)
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            print(
+                f"warning: MLflow logging to {self.uri} failed ({first}); the rest of this "
+                "command is not logged there (its run folders hold everything)",
+                file=sys.stderr,
+            )
             self._warned = True
 
     def run_id(self, trainer) -> str | None:
         """The MLflow run of `trainer`'s run folder, made when its first fit phase starts."""
         key = id(trainer)
+        if key not in self.runs and self._warned:
+            self.runs[key] = None  # the store failed earlier in this command: not tried again
         if key not in self.runs:
             try:
                 config = trainer.config
@@ -175,6 +211,8 @@ class MlflowTracker:
     def log_epoch(self, run_id: str, epoch: int, logs: dict[str, Any]) -> None:
         from mlflow.entities import Metric
 
+        if self._warned:
+            return
         stamp = int(time.time() * 1000)
         metrics = [Metric(k, v, stamp, epoch) for k, v in _numbers(logs).items()]
         try:
@@ -201,7 +239,7 @@ class MlflowTracker:
     def finished(self, trainer, result) -> None:
         """The run's results, pictures, records, report and model; then the run is FINISHED."""
         run_id = self.run_id(trainer)
-        if run_id is None:
+        if run_id is None or self._warned:
             return
         from mlflow.entities import Metric
 
@@ -212,9 +250,10 @@ class MlflowTracker:
                 run_id, metrics=[Metric(k, v, stamp, 0) for k, v in final.items()]
             )
             for name, where in ARTIFACTS.items():
-                path = Path(result.run_dir) / name
-                if path.is_file():
-                    self.client.log_artifact(run_id, str(path), where or None)
+                if RunFolder(result.run_dir).has(name):  # a regular file: never a link's target
+                    self.client.log_artifact(
+                        run_id, str(Path(result.run_dir) / name), where or None
+                    )
             self.client.set_terminated(run_id, "FINISHED")
             self.done.add(run_id)
         except Exception as e:  # noqa: BLE001
@@ -225,6 +264,8 @@ class MlflowTracker:
         from kcnn.engine.interrupts import Interrupted
 
         status = "KILLED" if isinstance(error, Interrupted | KeyboardInterrupt) else "FAILED"
+        if self._warned:  # the store failed: asking it again would only wait on it again
+            return
         for run_id in self.runs.values():
             if run_id is not None and run_id not in self.done:
                 with contextlib.suppress(Exception):
@@ -249,12 +290,18 @@ def tracking(
         tracker.close(error)
 
 
-def log_folder(tracker: MlflowTracker, folder: Path, run_name: str, files: list[str]) -> str:
-    """One more MLflow run holding a folder's report files (a sweep's report, its trial table)."""
-    run = tracker.client.create_run(tracker.experiment_id, run_name=run_name, tags=tracker.tags)
-    for name in files:
-        path = Path(folder) / name
-        if path.is_file():
-            tracker.client.log_artifact(run.info.run_id, str(path))
-    tracker.client.set_terminated(run.info.run_id, "FINISHED")
+def log_folder(tracker: MlflowTracker, folder: Path, run_name: str, files: list[str]) -> str | None:
+    """One more MLflow run holding a folder's report files (a sweep's report, its trial table);
+    a store that fails is a warning, as for a run (None)."""
+    if tracker._warned:
+        return None
+    try:
+        run = tracker.client.create_run(tracker.experiment_id, run_name=run_name, tags=tracker.tags)
+        for name in files:
+            if RunFolder(folder).has(name):  # a regular file: never what a link points to
+                tracker.client.log_artifact(run.info.run_id, str(Path(folder) / name))
+        tracker.client.set_terminated(run.info.run_id, "FINISHED")
+    except Exception as e:  # noqa: BLE001
+        tracker._warn(e)
+        return None
     return run.info.run_id

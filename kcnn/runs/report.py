@@ -244,8 +244,7 @@ def write_group_report(folder: str | Path) -> Path:
 
     folder = Path(folder)
     data = groups.read(folder) or {}
-    md = folder / groups.GROUP_MD
-    text = md.read_text(encoding="utf-8") if md.is_file() else f"# {folder.name}"
+    text = groups.text(folder) or f"# {folder.name}"  # through the folder's owner
     parts = [pages.markdown_html(text, folder), "<h2>Seeds</h2>"]
     group, inside = RunInfo.load(folder), pages.folders_inside(folder)  # links: its own runs only
     for name, g in (data.get("groups") or {}).items():

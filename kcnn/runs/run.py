@@ -56,11 +56,16 @@ CAPS = {
     folders.COMPARISON_MD: 16 * MiB,
     folders.PROOF_JSON: 16 * MiB,
     folders.TYPICAL: 1 * MiB,  # 32×32×4 cells, two numbers each: about 100 KB
+    folders.GROUP_JSON: 64 * MiB,  # per class, per metric, a summary of each group
+    folders.GROUP_MD: 16 * MiB,
 }
 PNG_CAP = 32 * MiB
 PNG_PIXELS = 64 * 1024 * 1024  # a picture kcnn draws is a few megapixels
 JSON_CAP = 16 * MiB  # any other JSON record (export.json, a checkpoint note, ...)
-MAX_ENTRIES = 10_000  # folders listed inside one folder: more is not a runs folder kcnn made
+# Entries read from one folder: a sweep of 10,000 trials (each retried one a folder more) is
+# ordinary; beyond this it is not a folder kcnn made, and reading it would only cost memory.
+MAX_ENTRIES = 100_000
+LISTED = 10_000  # the runs `kcnn runs` lists of one folder: its newest
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -184,6 +189,55 @@ FACTS_SCHEMA: dict[str, Check] = {
 }
 
 
+def _optional(check: Check) -> Check:
+    return lambda v: None if v is None else check(v)
+
+
+def _table(schema: Mapping[str, Check]) -> Check:
+    """A table whose keys, where present and not null, pass their checks (others are free)."""
+
+    def check(v):
+        if not isinstance(v, dict):
+            return "not a table"
+        return next(
+            (f"{k}: {e}" for k, c in schema.items() if v.get(k) is not None and (e := c(v[k]))),
+            None,
+        )
+
+    return check
+
+
+MAX_SEEDS = 10_000  # seed runs in one group: far more than anyone trains
+_SUMMARY = _table(
+    {
+        "n": _count,
+        **{k: _number() for k in ("mean", "sd", "ci_low", "ci_high", "half_width")},
+        "values": _list_of(_number(), most=MAX_SEEDS),
+    }
+)
+_GROUP = _table(
+    {
+        "n": _count,
+        "seeds": _list_of(_optional(_count), most=MAX_SEEDS),
+        "runs": _list_of(_text, most=MAX_SEEDS),
+        "metrics": _mapping_of(_SUMMARY, most=1000),
+        "per_class": _mapping_of(_mapping_of(_SUMMARY, most=8)),
+    }
+)
+GROUP_SCHEMA: dict[str, Check] = {
+    "command": _text,
+    "name": _text,
+    "kind": _text,
+    "config": _table({}),  # its settings checked by `_check_settings`
+    "seeds": _list_of(_optional(_count), most=MAX_SEEDS),
+    "status": _text,
+    "wall_seconds": _seconds,
+    "groups": _mapping_of(_GROUP, most=1000),
+    "tests": _list_of(_table({"metric": _text, "sentence": _text}), most=100_000),
+    "identical": _flag,
+}
+
+
 def _check_settings(record: dict[str, Any], where: Path) -> None:
     """The settings in a config.json, each checked by kcnn's own schema for that setting."""
     from kcnn.engine.config import COMMANDS, check_value
@@ -251,6 +305,16 @@ class RunFolder:
         if config is not None and not isinstance(config, dict):
             raise Damaged(self.path / folders.COMPARISON_JSON, "its config is not a table")
         check_record(config or {}, FACTS_SCHEMA, self.path / folders.COMPARISON_JSON)
+        return record
+
+    def group(self) -> dict[str, Any]:
+        """A group's group.json (`kcnn.runs.groups`): its settings checked as a run's are, its
+        seeds, status and every summary of its groups by `GROUP_SCHEMA`."""
+        record = self.json(folders.GROUP_JSON, GROUP_SCHEMA)
+        config = record.get("config")
+        if isinstance(config, dict):
+            where = self.path / folders.GROUP_JSON
+            _check_settings({**config, "command": record.get("command")}, where)
         return record
 
     def typical(self):
@@ -342,6 +406,31 @@ class RunFolder:
         except OSError as e:
             raise Damaged(where, e.strerror or type(e).__name__) from None
         return sorted(found, key=lambda e: e.name)
+
+    def newest(self, limit: int = LISTED) -> tuple[list[os.DirEntry], int]:
+        """The `limit` newest entries of a folder of any size (by the time stamp kcnn puts in a
+        run's name, else by modification time), sorted by name, links never followed; and how
+        many entries it holds. Only `limit` entries are kept in memory while it is listed."""
+        import heapq
+
+        kept: list[tuple[float, str, int, os.DirEntry]] = []
+        total = 0
+        try:
+            with os.scandir(self.path) as it:
+                for total, entry in enumerate(it, 1):
+                    key = (
+                        folders.stamp_time(entry.name) or _mtime(entry),
+                        entry.name,
+                        total,
+                        entry,
+                    )
+                    if len(kept) < limit:
+                        heapq.heappush(kept, key)
+                    else:
+                        heapq.heappushpop(kept, key)
+        except OSError as e:
+            raise Damaged(self.path, e.strerror or type(e).__name__) from None
+        return sorted((k[-1] for k in kept), key=lambda e: e.name), total
 
     def subfolders(self) -> list[Path]:
         """Real folders inside this one (not links), sorted by name."""
@@ -458,6 +547,13 @@ class RunFolder:
         """Give the folder another name under its time stamp (`folders.rename`); the lock, held
         on the open file, goes with it."""
         self.path = folders.rename(self.path, name)
+
+
+def _mtime(entry: os.DirEntry) -> float:
+    try:
+        return entry.stat(follow_symlinks=False).st_mtime
+    except OSError:
+        return 0.0
 
 
 def _lstat_mode(path: Path) -> int:
@@ -583,6 +679,12 @@ def read_resume(run_dir: str | Path, commands: tuple[str, ...] = ("train",)):
             )
         _check_same_settings(run_dir, record, info.get("settings"))
     rows = read_history(run) if epoch else []
+    if not epoch:  # stopped in its first epoch: nothing kept to resume from (README, Resuming)
+        print(
+            f"note: {text.terminal(run_dir)} stopped before its first checkpoint; it is trained "
+            "again from epoch 1 in the same folder",
+            file=sys.stderr,
+        )
     _warn_other_kernels(run_dir, record, epoch)
     if len(rows) < epoch:
         raise KcnnError(

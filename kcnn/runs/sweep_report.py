@@ -52,18 +52,65 @@ def index(folder: Path, sweep) -> None:
 
 def best_runs(folder: str | Path, limit: int = 5) -> list:
     """The run folders of a sweep's best complete trials, best first (`kcnn compare SWEEP`);
-    empty when `folder` is no sweep folder or has no trials.json yet."""
+    empty when `folder` is no sweep folder or has no trials.json yet.
+
+    trials.json is read as untrusted (a sweep folder may come from anyone): a regular file of
+    sane size whose rows must be tables with a number for a score and, for a run, the name of a
+    real folder inside the sweep (never a link, an absolute path or `..`); anything else is a
+    one-line refusal naming the row."""
+    from kcnn.errors import KcnnError
     from kcnn.runs.browse import RunInfo
+    from kcnn.runs.records import Damaged
+    from kcnn.runs.run import RunFolder
 
     folder = Path(folder).expanduser()
-    path = folder / TRIALS_JSON
-    if not (folder / folders.COMPARISON_JSON).is_file() or not path.is_file():
+    sweep = RunFolder(folder)
+    if not sweep.has(folders.COMPARISON_JSON) or not sweep.has(TRIALS_JSON):
         return []
-    record = read_json(path)
-    rows = [r for r in record.get("trials", []) if r.get("state") == "complete" and r.get("run")]
+    try:
+        record = sweep.json(TRIALS_JSON)
+        rows = _checked_rows(folder, record)
+    except Damaged as e:
+        raise KcnnError(f"{e.path} is damaged ({e.reason}): the sweep cannot be compared") from None
+    rows = [r for r in rows if r.get("state") == "complete" and r.get("run")]
     rows.sort(key=lambda r: r["score"], reverse=record.get("direction") == "maximize")
     found = [RunInfo.load(folder / r["run"]) for r in rows[:limit]]
     return [r for r in found if r.is_run and r.metrics is not None]
+
+
+def _checked_rows(folder: Path, record: dict[str, Any]) -> list[dict[str, Any]]:
+    """trials.json's rows, each checked (see `best_runs`), or Damaged naming the first bad one."""
+    from kcnn.runs.records import Damaged
+    from kcnn.runs.run import RunFolder
+
+    where = folder / TRIALS_JSON
+    rows = record.get("trials", [])
+    if not isinstance(rows, list):
+        raise Damaged(where, "its trials are not a list")
+    inside = {p.name for p in RunFolder(folder).subfolders()}  # real folders, never links
+    for number, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise Damaged(where, f"trial row {number} is not a table")
+        score, run = row.get("score"), row.get("run")
+        if score is not None and (
+            isinstance(score, bool)
+            or not isinstance(score, int | float)
+            or not math.isfinite(score)
+        ):
+            raise Damaged(
+                where, f"trial row {number}: its score {str(score)[:40]!r} is not a number"
+            )
+        if (
+            row.get("state") == "complete"
+            and run is not None
+            and (not isinstance(run, str) or run not in inside)
+        ):
+            raise Damaged(
+                where,
+                f"trial row {number} names the run {str(run)[:80]!r}, which is not a folder "
+                "inside the sweep",
+            )
+    return [r for r in rows if r.get("score") is not None]
 
 
 def trial_rows(study, folder: Path) -> list[dict[str, Any]]:
@@ -95,12 +142,17 @@ def _last(values: dict[int, float]) -> float | None:
 
 
 def _relative(path: str | None, folder: Path) -> str | None:
-    if not path:
+    """A trial's folder as its name inside the sweep folder: trials.json never records a place
+    on one machine's disk (a study recorded before kcnn kept paths relative held absolute ones,
+    perhaps of another machine sharing its --storage)."""
+    if not path or not isinstance(path, str):
         return None
+    if not Path(path).is_absolute():
+        return Path(path).as_posix()  # as kcnn records it now (checked where it is read)
     try:
-        return str(Path(path).resolve().relative_to(folder.resolve()))
-    except ValueError:
-        return path  # a trial run on another machine (shared --storage)
+        return Path(path).resolve().relative_to(folder.resolve()).as_posix()
+    except (ValueError, OSError, RuntimeError):
+        return Path(path).name or None
 
 
 def write(folder: Path, study, sweep) -> dict[str, Any]:

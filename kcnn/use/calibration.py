@@ -125,10 +125,37 @@ def fit_temperature(probabilities: np.ndarray, labels: np.ndarray) -> float:
     return t if loss(np.log(t)) <= loss(0.0) else 1.0
 
 
-def read_temperature(run_dir: str | Path) -> float | None:
-    """The temperature `kcnn calibrate` fitted for a run, or None (uncalibrated, or unreadable)."""
-    t = (inspected.read(run_dir, inspected.TEMPERATURE_JSON) or {}).get("temperature")
-    return float(t) if isinstance(t, int | float) and T_RANGE[0] <= t <= T_RANGE[1] else None
+def read_temperature(run_dir: str | Path, warn=None) -> float | None:
+    """The temperature `kcnn calibrate` fitted for a run, or None: uncalibrated, or a damaged
+    temperature.json (unreadable; a temperature that is missing, not a number, NaN, zero,
+    negative or outside the range calibrate searches). A damaged one is said, never used and
+    never silently ignored: `warn(message)` gets one line saying so (the model's own
+    probabilities are used instead, as for a run never calibrated)."""
+    from kcnn.runs.records import Damaged
+    from kcnn.runs.run import RunFolder
+
+    name = f"{inspected.INSPECT}/{inspected.TEMPERATURE_JSON}"
+    try:
+        t = RunFolder(run_dir).json(name).get("temperature")
+        problem = (
+            None
+            if isinstance(t, int | float)
+            and not isinstance(t, bool)
+            and T_RANGE[0] <= t <= T_RANGE[1]
+            else f"its temperature {str(t)[:40]} is not a number from {T_RANGE[0]:g} to {T_RANGE[1]:g}"
+        )
+    except FileNotFoundError:
+        return None
+    except Damaged as e:
+        problem = e.reason
+    if problem is None:
+        return float(t)
+    if warn is not None:
+        warn(
+            f"{Path(run_dir) / name} is damaged ({problem}): the model's own probabilities are "
+            f"used; fit it again with `kcnn calibrate {run_dir}`"
+        )
+    return None
 
 
 def _progress(message: str) -> None:
@@ -161,7 +188,7 @@ def calibrate(
             "validation_nll_after": nll(with_temperature(p_val, temperature), val.labels),
         }
     else:
-        temperature = read_temperature(loaded.info.folder)
+        temperature = read_temperature(loaded.info.folder, lambda m: progress(f"warning: {m}"))
         fitted = None
     if temperature is not None:
         after = scores(with_temperature(p_test, temperature), test.labels)

@@ -16,7 +16,6 @@ refused before anything is written.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import stat
@@ -31,7 +30,7 @@ import numpy as np
 
 from kcnn.errors import KcnnError
 from kcnn.progress import steps
-from kcnn.runs import exports
+from kcnn.runs import exports, folders
 from kcnn.use import runtimes
 from kcnn.use.predict import LoadedRun, predict_batches
 
@@ -138,16 +137,17 @@ def check_paths(run_folder: Path, out: Path | None, t: Target) -> Path:
     return folder
 
 
-def prepare_folder(run_folder: Path, out: Path | None, t: Target) -> Path:
-    """The checked target folder, made if missing."""
+def prepare_folder(run_folder: Path, out: Path | None, t: Target) -> tuple[Path, list[Path]]:
+    """The checked target folder, made if missing, and the folders made for it (`folders.make`:
+    a refused export removes them again, so it leaves no empty folder behind)."""
     folder = check_paths(run_folder, out, t)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        made = folders.make(folder)
     except OSError as e:
         raise KcnnError(f"cannot make {folder}: {e.strerror or e}") from None
     if _link_or_odd(folder):  # made meanwhile by someone else
         raise KcnnError(f"{folder} is a symbolic link: kcnn exports only into a real folder")
-    return folder
+    return folder, made
 
 
 def _put_in_place(fresh: Path, final: Path) -> None:
@@ -406,14 +406,11 @@ def export(
     t = target(t) if isinstance(t, str) else t
     check_max_drop(max_accuracy_drop)
     run_folder = loaded.info.folder
-    existed = export_folder(run_folder, out).is_dir()
-    folder = prepare_folder(run_folder, out, t)
+    folder, made = prepare_folder(run_folder, out, t)
     try:
         record, failure = _export_into(loaded, t, folder, max_accuracy_drop, quiet)
     except BaseException:
-        if not existed:  # a refused export leaves no empty folder behind either
-            with contextlib.suppress(OSError):
-                folder.rmdir()
+        folders.unmake(made)  # a refused export leaves no empty folder behind either
         raise
     stored = {k: v for k, v in record.items() if k != "message"}
     exports.write(run_folder, t.key, {"key": t.key, **stored})

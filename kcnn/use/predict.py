@@ -45,6 +45,7 @@ class LoadedRun:
     _names: list[str] | None = field(default=None, repr=False)
     _parts: Any = field(default=None, repr=False)  # the run's splits, rebuilt once (labelled)
     _typical: Any = field(default=None, repr=False)  # (the Typical or None,) once read
+    _temperature: Any = field(default=None, repr=False)  # (the temperature or None,) once read
 
     def label(self, index: int) -> str:
         """A class's name from config.json ("classes"); its number if the run recorded none."""
@@ -69,6 +70,17 @@ class LoadedRun:
         if self._typical is None:
             self._typical = (_read_typical(self),)
         return self._typical[0]
+
+    def temperature(self) -> float | None:
+        """The temperature `kcnn calibrate` fitted, read once; None when uncalibrated, and for a
+        damaged temperature.json, which is one `warning:` line (`calibration.read_temperature`)."""
+        if self._temperature is None:
+            from kcnn.use import calibration
+
+            self._temperature = (
+                calibration.read_temperature(self.info.folder, lambda m: _say("warning", m)),
+            )
+        return self._temperature[0]
 
     def splits(self):
         """The run's splits rebuilt from config.json as training made them (the same data, by
@@ -239,9 +251,6 @@ def load(run: str | Path, exported: str | Path | None = None) -> LoadedRun:
     """A run ready to predict: its own model.keras, or with `exported` an exported model file
     (`.onnx`, `.tflite`, a SavedModel folder) in its runtime, fed by the run's preprocessing."""
     info = find_run(run)  # before TensorFlow is imported: a wrong name answers at once
-    from kcnn.data.pipeline import prepare_batch_fn
-    from kcnn.models import backbones
-
     model, forward = None, None
     if exported is not None:
         from kcnn.use import runtimes
@@ -259,7 +268,10 @@ def load(run: str | Path, exported: str | Path | None = None) -> LoadedRun:
         except Damaged as e:
             raise KcnnError(f"cannot use {e.path}: {e.reason}") from None
         model = load_model(model_file)
-        input_shape = info.input_shape or tuple(int(v) for v in model.input_shape[1:])
+        input_shape = _model_input_shape(info, model, model_file)
+    from kcnn.data.pipeline import prepare_batch_fn
+    from kcnn.models import backbones
+
     preprocess = backbones.get(info.backbone).preprocess_input() if info.backbone else None
     data_shape = _data_shape(info, input_shape)
     prepare = prepare_batch_fn(data_shape, input_shape, preprocess)
@@ -267,6 +279,48 @@ def load(run: str | Path, exported: str | Path | None = None) -> LoadedRun:
     if exported is not None:
         _check_outputs(loaded, exported)
     return loaded
+
+
+def _model_input_shape(info: RunInfo, model, path: Path) -> tuple[int, int, int]:
+    """The run's input shape, which its model.keras must take, and the run's classes, which it
+    must give: a model file of another network put in the folder is refused in one line, never
+    fed images of a shape it cannot take. (A model that states no shapes, as a subclassed one
+    may not, is taken at the run's word.)"""
+    takes, gives = _dims(model, "input_shape"), _dims(model, "output_shape")
+    shape = info.input_shape or (tuple(takes) if takes and None not in takes else None)
+    if shape is None or len(shape) != 3:
+        raise KcnnError(f"cannot tell which image size {path} takes: {info.folder} records none")
+    if takes is not None and (
+        len(takes) != 3 or any(t not in (None, s) for t, s in zip(takes, shape, strict=True))
+    ):
+        got = "×".join("?" if d is None else str(d) for d in takes) or "other"
+        raise KcnnError(
+            f"{path} takes {got} inputs but the run {info.folder.name} records "
+            f"{'×'.join(map(str, shape))}: it is not this run's model; retrain the run"
+        )
+    classes = len(info.class_names)
+    if gives is not None and (len(gives) != 1 or (classes and gives[0] not in (None, classes))):
+        raise KcnnError(
+            f"{path} gives outputs of shape {tuple(gives)} but the run {info.folder.name} has "
+            f"{classes} classes: it is not this run's model; retrain the run"
+        )
+    return tuple(int(v) for v in shape)
+
+
+def _dims(model, which: str) -> list[int | None] | None:
+    """A model's input or output shape without its batch axis; None when it states none (or
+    several: a model of two inputs is refused when it is called)."""
+    try:
+        shape = getattr(model, which)
+    except Exception:  # noqa: BLE001  (Keras raises for a model never built)
+        return None
+    if isinstance(shape, list) and len(shape) == 1:
+        shape = shape[0]
+    if isinstance(shape, list):
+        return []  # several inputs or outputs: never one of a run's images or class lists
+    if not isinstance(shape, tuple) or not shape:
+        return None
+    return [None if d is None else int(d) for d in shape[1:]]
 
 
 def _exported_input_shape(info: RunInfo, runtime, path) -> tuple[int, int, int]:
@@ -447,10 +501,10 @@ def predict_files(
 def _top(loaded: LoadedRun, batch: list[tuple[Path, np.ndarray]], top: int):
     images = np.stack([image for _, image in batch])
     probabilities = loaded.predict(images)
-    from kcnn.use import calibration
-
-    temperature = calibration.read_temperature(loaded.info.folder)  # fitted by `kcnn calibrate`
+    temperature = loaded.temperature()  # fitted by `kcnn calibrate`
     if temperature is not None:
+        from kcnn.use import calibration
+
         probabilities = calibration.with_temperature(probabilities, temperature)
     distances = _distances(loaded, images)
     k = min(top, probabilities.shape[-1])

@@ -10,6 +10,8 @@ through its own scale and zero point, so every runtime takes and gives the same 
 
 from __future__ import annotations
 
+import os
+import stat
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +24,8 @@ from kcnn.errors import KcnnError
 
 INSTALL_EXTRA = "pip install 'kcnn[export]'"
 KINDS = ("onnx", "tflite", "saved-model")
+MODEL_CAP = 2 * 1024**3  # protobuf (ONNX) and flatbuffers (TFLite) both end at 2 GiB
+SAVED_MODEL_FILES = 10_000  # entries in a SavedModel folder: kcnn's exports hold a handful
 
 
 @dataclass
@@ -86,15 +90,64 @@ def _guarded(path: Path, predict: Callable[[np.ndarray], np.ndarray]) -> Callabl
     return run
 
 
+def model_bytes(path: Path, what: str) -> bytes:
+    """An exported model file's bytes, read only if it is a regular file (opened without
+    blocking, checked on the open descriptor: a FIFO is never waited on) of at most MODEL_CAP.
+    The runtimes then load from memory, never from the path: a file swapped in after the check
+    is not read, and an ONNX model cannot name other files to read as its external data."""
+    from kcnn.data.formats import file_kind
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        raise KcnnError(f"cannot read {what} model {path}: {e.strerror or e}") from None
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise KcnnError(
+                f"{what} model {path} is {file_kind(info.st_mode)}, not a regular file; give "
+                "the model file itself"
+            )
+        if info.st_size > MODEL_CAP:
+            raise KcnnError(f"{what} model {path} is over 2 GiB: no {what} model is that big")
+        os.set_blocking(fd, True)
+        try:
+            return f.read(MODEL_CAP + 1)
+        except OSError as e:
+            raise KcnnError(f"cannot read {what} model {path}: {e.strerror or e}") from None
+
+
+def _one_image_input(path: Path, what: str, inputs: list, outputs: list, rank: int) -> None:
+    """A classifier kcnn can feed: one input of images (batch, height, width, channels), one
+    output; anything else is refused in one line rather than fed."""
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise KcnnError(
+            f"{what} model {path} has {len(inputs)} input(s) and {len(outputs)} output(s); kcnn "
+            "feeds models of one image input and one class output, as `kcnn export` writes them"
+        )
+    if rank != 4:
+        raise KcnnError(
+            f"{what} model {path} takes inputs of rank {rank}, not batches of images "
+            "(batch, height, width, channels)"
+        )
+
+
 def onnx(path: Path) -> Runtime:
     require_onnx()
+    content = model_bytes(path, "ONNX")
     import onnxruntime as ort
 
     try:
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(content, providers=["CPUExecutionProvider"])
     except Exception as e:  # noqa: BLE001  (onnxruntime raises its own unrelated classes)
-        raise KcnnError(f"cannot load ONNX model {path}: {str(e).splitlines()[0]}") from None
-    (inp,) = session.get_inputs()
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise KcnnError(f"cannot load ONNX model {path}: {first}") from None
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    rank = len(inputs[0].shape or ()) if len(inputs) == 1 else 0
+    _one_image_input(path, "ONNX", inputs, outputs, rank)
+    (inp,) = inputs
+    if inp.type != "tensor(float)":
+        raise KcnnError(f"ONNX model {path} takes {inp.type}, not float images")
 
     def predict(x: np.ndarray) -> np.ndarray:
         return session.run(None, {inp.name: np.asarray(x, dtype=np.float32)})[0]
@@ -103,16 +156,26 @@ def onnx(path: Path) -> Runtime:
 
 
 def tflite(path: Path) -> Runtime:
-    """The TFLite interpreter; tensors are resized only when the batch size changes."""
+    """The TFLite interpreter; tensors are resized only when the batch size changes. The model
+    is handed over as bytes, which the interpreter checks with the flatbuffer verifier before it
+    reads a field: a cut or damaged file is refused, where one loaded from its path can crash the
+    process (the interpreter maps a file unverified)."""
+    content = model_bytes(path, "TFLite")
     import tensorflow as tf
 
     try:
         with warnings.catch_warnings():  # "deprecated, use ai_edge_litert": not installed here
             warnings.simplefilter("ignore")
-            interpreter = tf.lite.Interpreter(model_path=str(path))
+            interpreter = tf.lite.Interpreter(model_content=content)
     except (ValueError, RuntimeError) as e:
-        raise KcnnError(f"cannot load TFLite model {path}: {str(e).splitlines()[0]}") from None
-    (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise KcnnError(f"cannot load TFLite model {path}: {first}") from None
+    inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
+    rank = len(inputs[0]["shape"]) if len(inputs) == 1 else 0
+    _one_image_input(path, "TFLite", inputs, outputs, rank)
+    (inp,), (out,) = inputs, outputs
+    if inp["dtype"] not in (np.float32, np.int8, np.uint8):
+        raise KcnnError(f"TFLite model {path} takes {np.dtype(inp['dtype']).name}, not images")
     allocated: list[tuple[int, ...]] = []
 
     def predict(x: np.ndarray) -> np.ndarray:
@@ -137,9 +200,32 @@ def tflite(path: Path) -> Runtime:
     return Runtime("tflite", name, _shape(inp["shape"]), predict)
 
 
+def check_saved_model_folder(path: Path) -> None:
+    """A SavedModel folder TensorFlow may read: only real folders and regular files inside (a
+    link could lead anywhere, a FIFO would be waited on forever), of a sane count."""
+    count = 0
+    for root, dirs, files in os.walk(path, followlinks=False):
+        for name in dirs + files:
+            count += 1
+            where = Path(root) / name
+            mode = os.lstat(where).st_mode
+            if count > SAVED_MODEL_FILES or not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                from kcnn.data.formats import file_kind
+
+                problem = (
+                    f"holds over {SAVED_MODEL_FILES:,} entries"
+                    if count > SAVED_MODEL_FILES
+                    else f"holds {where.relative_to(path)}, which is {file_kind(mode)}"
+                )
+                raise KcnnError(
+                    f"SavedModel {path} {problem}: only a folder of regular files is loaded"
+                )
+
+
 def saved_model(path: Path) -> Runtime:
     """A SavedModel through its `serve` endpoint (what Keras's export writes), or its default
     serving signature."""
+    check_saved_model_folder(path)
     import tensorflow as tf
 
     try:

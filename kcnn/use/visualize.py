@@ -345,16 +345,35 @@ def visualize(loaded: LoadedRun, image: np.ndarray, out: Path, shows: str = "") 
     """Write the three pictures into `out`, and what they show (`shows`: which image, in words)
     into visualize.json beside them; returns that record. Each file is written fresh and
     renamed, so a link planted at a picture's name is replaced, never written through."""
+    from kcnn.runs import folders
     from kcnn.runs.records import fresh_file, write_json
 
-    out.mkdir(parents=True, exist_ok=True)
-    shown: dict = {"image": shows} if shows else {}
-    with fresh_file(out / FILTERS, ".png") as tmp:
-        shown["filters"] = filters_png(loaded.model, tmp)
-    with fresh_file(out / FEATURE_MAPS, ".png") as tmp:
-        shown["feature_maps"] = feature_maps_png(loaded, image, tmp, shows)
-    with fresh_file(out / GRAD_CAM, ".png") as tmp:
-        shown["grad_cam"] = grad_cam_png(loaded, image, tmp, shows)
+    check_drawable(loaded)
+    made = folders.make(out)  # undone below if nothing could be drawn: a refusal leaves no folder
+    try:
+        shown: dict = {"image": shows} if shows else {}
+        with fresh_file(out / FILTERS, ".png") as tmp:
+            shown["filters"] = filters_png(loaded.model, tmp)
+        with fresh_file(out / FEATURE_MAPS, ".png") as tmp:
+            shown["feature_maps"] = feature_maps_png(loaded, image, tmp, shows)
+        with fresh_file(out / GRAD_CAM, ".png") as tmp:
+            shown["grad_cam"] = grad_cam_png(loaded, image, tmp, shows)
+    except BaseException:
+        folders.unmake(made)
+        raise
     record = {"folder": str(out), **shown, "files": [FILTERS, FEATURE_MAPS, GRAD_CAM]}
     write_json(out / SHOWN, {k: v for k, v in record.items() if k != "folder"})
     return record
+
+
+def check_drawable(loaded: LoadedRun) -> None:
+    """Refuse, before anything is written, a model with nothing to draw: filters, feature maps
+    and Grad-CAM all look at convolutions."""
+    from kcnn.errors import KcnnError
+
+    convs = conv_layers(loaded.model)
+    if not convs or not _leaf_convs(convs[0]):
+        raise KcnnError(
+            f"the model of {loaded.info.folder} has no convolution: visualize draws conv filters, "
+            "feature maps and Grad-CAM, and there is none to draw"
+        )
