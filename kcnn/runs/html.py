@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import quote
 
 from kcnn import text
+from kcnn.engine import interrupts
 from kcnn.runs import exports, folders, inspected
 from kcnn.runs.browse import COMPARISON_MD, RunInfo
 from kcnn.runs.readable import value as readable  # how a setting or figure reads
@@ -434,14 +435,8 @@ def write_report(folder: str | Path) -> Path:
 
 def write_report_after(folder: str | Path) -> Path | None:
     """write_report for the end of a run or comparison: the records are already complete, so a
-    report that cannot be written is a warning on stderr, never a failed run."""
-    import sys
-
-    try:
+    report that cannot be written is a warning on stderr, never a failed run (a stop request
+    still stops)."""
+    with interrupts.only_a_warning(f"{Path(folder) / REPORT} not written"):
         return write_report(folder)
-    except Exception as e:  # noqa: BLE001  (any failure here must not undo a finished run)
-        print(
-            f"warning: {text.terminal(Path(folder) / REPORT)} not written: {text.terminal(e)}",
-            file=sys.stderr,
-        )
-        return None
+    return None

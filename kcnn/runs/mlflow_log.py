@@ -19,14 +19,14 @@ import contextlib
 import logging
 import math
 import os
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from kcnn.engine import hooks
+from kcnn.engine import hooks, interrupts
 from kcnn.errors import KcnnError
+from kcnn.progress import warn
 
 LOCAL = "local"  # what `--mlflow` alone stands for
 LOCAL_STORE = "mlruns"
@@ -110,6 +110,7 @@ class MlflowTracker:
             logging.getLogger(name).setLevel(logging.WARNING)
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")  # a dead server fails fast
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+        self.asked = LOCAL if uri is None else uri  # as given, for a child process's --mlflow
         self.uri = store_uri(uri)
         if self.uri.startswith("sqlite:///"):
             Path(self.uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
@@ -136,9 +137,13 @@ class MlflowTracker:
             ) from None
 
     def _warn(self, e: Exception) -> None:
-        """Tracking is a side record: a store that fails mid-run is a warning, not a lost run."""
+        """Tracking is a side record: a store that fails mid-run is a warning, not a lost run;
+        a stop request (even one MLflow's client turned into its own error) is never a warning."""
+        if isinstance(e, interrupts.Interrupted):
+            raise e
+        interrupts.check_stop()
         if not self._warned:
-            print(f"warning: MLflow logging to {self.uri} failed: {e}", file=sys.stderr)
+            warn(f"MLflow logging to {self.uri} failed: {e}")
             self._warned = True
 
     def run_id(self, trainer) -> str | None:
@@ -181,21 +186,19 @@ class MlflowTracker:
         except Exception as e:  # noqa: BLE001
             self._warn(e)
 
-    def callback(self, trainer):
+    def train_begin(self, trainer) -> None:
+        """The MLflow run of a run folder starts with its first fit phase."""
+        self.run_id(trainer)
+
+    def epoch_end(self, trainer, epoch: int, logs: dict[str, Any]) -> None:
+        """Each epoch's metrics (loss, accuracy, validation, learning rate) at that step."""
         run_id = self.run_id(trainer)
-        if run_id is None:
-            return None
-        import keras
+        if run_id is not None:
+            self.log_epoch(run_id, epoch, logs)
 
-        tracker = self
-
-        class MlflowEpochs(keras.callbacks.Callback):
-            """Each epoch's metrics (loss, accuracy, validation, learning rate) at that step."""
-
-            def on_epoch_end(self, epoch, logs=None):
-                tracker.log_epoch(run_id, epoch + 1, dict(logs or {}))
-
-        return MlflowEpochs()
+    def child_args(self) -> list[str]:
+        """How a run in a child process (a seed of a group, a sweep's worker) is tracked too."""
+        return [f"--mlflow={self.asked}"]
 
     def finished(self, trainer, result) -> None:
         """The run's results, pictures, records, report and model; then the run is FINISHED."""

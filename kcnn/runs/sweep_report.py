@@ -19,6 +19,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from kcnn.engine import interrupts
 from kcnn.runs import folders
 from kcnn.runs.records import read_json, write_atomic, write_csv, write_json
 
@@ -197,6 +198,7 @@ def plots(study, folder: Path, sweep) -> dict[str, str]:
             shown[name] = title
         except Exception as e:  # noqa: BLE001  (Optuna refuses plots it lacks trials for)
             plt.close("all")
+            interrupts.check_stop()  # a stop request is never a picture's failure
             shown[name] = f"not drawn: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
     return shown
 
