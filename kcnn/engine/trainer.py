@@ -280,7 +280,7 @@ class Trainer:
         if self.resume is not None or not record_stand_in(self.config, prepared):
             return
         self.records.settings = self.config.settings_dict()
-        if self.run_dir is not None and self.config.name_is_derived():  # made before loading
+        if self.run_dir is not None and self.config.derived_name:  # made before loading
             self.records.rename(self.config.name)
 
     # --- phase: build and compile ---------------------------------------------------------------

@@ -32,7 +32,6 @@ DEFAULT_DIR = Path("runs")
 NOT_A_RUN, INCOMPLETE, COMPARISON, DAMAGED = "not a run", "incomplete", "comparison", "damaged"
 SWEEP = "sweep"  # a comparison folder that `kcnn sweep` made (kcnn.runs.sweep_report)
 
-_STAMP = re.compile(r"^(\d{8}-\d{6})-")
 
 
 def _read(read) -> tuple[dict[str, Any] | None, str | None]:
@@ -281,7 +280,7 @@ class RunInfo:
     @property
     def created(self) -> float:
         """When the run started: the folder name's time stamp, else the folder's mtime."""
-        m = _STAMP.match(self.folder.name)
+        m = folders.STAMP.match(self.folder.name)
         if m:
             return time.mktime(time.strptime(m.group(1), "%Y%m%d-%H%M%S"))
         try:

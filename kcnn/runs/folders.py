@@ -30,13 +30,13 @@ OVERLAY, PROOF_JSON = "curves_overlay.png", "proof.json"
 TYPICAL = "training_images.json"
 
 STATUSES = ("running", "completed", "interrupted", "diverged", "failed")
-_STAMP = re.compile(r"^(\d{8}-\d{6})-")  # the time stamp `create` puts before a run's name
-_STAMP = re.compile(r"^(\d{8}-\d{6})-")  # the time stamp `create` puts before a run's name
+STAMP = re.compile(r"^(\d{8}-\d{6})-")  # the time stamp `create` puts before a run's name
 
 
-def dataset_label(dataset: str) -> str:
-    """The part of a default run name that says which data: a registered name, or a file/folder's name."""
-    return Path(dataset).name.removesuffix(".npz")
+def made_for(folder_name: str, name: str) -> bool:
+    """Whether `create` could have made a folder of this name for a run named `name`
+    (`<stamp>-<name>`, or `<stamp>-<name>-<n>` for the second of one second)."""
+    return re.fullmatch(rf"\d{{8}}-\d{{6}}-{re.escape(name)}(-\d+)?", folder_name) is not None
 
 
 def check_out(out: str | Path) -> None:
@@ -109,7 +109,7 @@ def rename(run_dir: Path, name: str) -> Path:
     exists: the new name is claimed by making it, then the run is moved onto it. A name that
     cannot be had leaves the folder as it was (its records still say what was used)."""
     check_name(name)
-    stamp = _STAMP.match(run_dir.name)
+    stamp = STAMP.match(run_dir.name)
     if stamp is None:
         return run_dir
     for attempt in range(1000):

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from kcnn.runs import stats
+from kcnn.runs import folders, stats
 
 GROUP_JSON, GROUP_MD = "group.json", "group.md"
 BAND, PER_CLASS = "curves_band.png", "per_class.png"
@@ -35,7 +35,6 @@ _NOT_METRICS = ("epochs_planned", "total_params", "trainable_params", "non_train
 TESTED = ("test_accuracy", "test_loss")  # the metrics groups are tested on
 
 _SEED_SUFFIX = re.compile(r"-seed\d+$")
-_STAMP = re.compile(r"^\d{8}-\d{6}-")
 
 
 def read(folder: str | Path) -> dict[str, Any] | None:
@@ -79,7 +78,7 @@ def recipe(info) -> str:
 
 def label(info) -> str:
     """A run's group label: its name without the seed (`lenet5-digits-sequential`)."""
-    name = str(info.settings.get("name") or _STAMP.sub("", info.folder.name))
+    name = str(info.settings.get("name") or folders.STAMP.sub("", info.folder.name))
     return _SEED_SUFFIX.sub("", name)
 
 
