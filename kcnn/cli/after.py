@@ -9,19 +9,10 @@ import typer
 
 from kcnn.cli.app import AsJson, app, print_json, say
 from kcnn.errors import KcnnError
+from kcnn.runs import tables
 from kcnn.text import terminal
 
 Run = Annotated[str, typer.Argument(help="A run folder (or its name under runs/).")]
-
-
-def _text_table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
-    cells = [[header for _, header in columns]] + [
-        [terminal(r.get(key, "")) for key, _ in columns] for r in rows
-    ]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
-    )
 
 
 @app.command("runs")
@@ -93,7 +84,7 @@ def runs(
         ("status", "status"),
         ("time", "duration"),
     ]
-    typer.echo(_text_table(shown, columns))  # each cell already escaped
+    typer.echo(tables.as_text(shown, *zip(*columns, strict=True)))
 
 
 @app.command("show")
@@ -125,10 +116,18 @@ def show(run: Run, as_json: AsJson = False) -> None:
             for name, s in info.per_class.items()
         ]
         columns = [(k, k) for k in ("class", "precision", "recall", "f1", "support")]
-        lines += ["", "per class (test set)", *_indented(_text_table(rows, columns))]
+        lines += [
+            "",
+            "per class (test set)",
+            *tables.as_text(rows, *zip(*columns, strict=True), indent="  ").splitlines(),
+        ]
     if info.members:
         rows = [_member_row(sub) for sub in info.members]
-        lines += ["", "runs", *_indented(_text_table(rows, _MEMBER_COLUMNS))]
+        lines += [
+            "",
+            "runs",
+            *tables.as_text(rows, *zip(*_MEMBER_COLUMNS, strict=True), indent="  ").splitlines(),
+        ]
     typer.echo("\n".join(lines))  # every cell and value escaped on its way in
 
 
@@ -215,11 +214,11 @@ def _section(title: str, header: str, record: dict) -> list[str]:
     if not record:
         return []
     rows = [{header: k, "value": readable.figure(k, v)} for k, v in record.items()]
-    return ["", title, *_indented(_text_table(rows, [(header, header), ("value", "value")]))]
-
-
-def _indented(table: str) -> list[str]:
-    return ["  " + line for line in table.splitlines()]
+    return [
+        "",
+        title,
+        *tables.as_text(rows, [header, "value"], [header, "value"], indent="  ").splitlines(),
+    ]
 
 
 def _score(v):
@@ -257,7 +256,11 @@ def _show_group(info, as_json: bool) -> None:
     lines += [line for line in text.splitlines() if line and not line.startswith("![")]
     lines = [terminal(line) for line in lines]
     rows = [_member_row(s) for s in info.sub_runs]
-    lines += ["", "runs", *_indented(_text_table(rows, _MEMBER_COLUMNS))]
+    lines += [
+        "",
+        "runs",
+        *tables.as_text(rows, *zip(*_MEMBER_COLUMNS, strict=True), indent="  ").splitlines(),
+    ]
     typer.echo("\n".join(lines))
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import stat
 import time
 from dataclasses import dataclass, field
@@ -31,7 +30,6 @@ DEFAULT_DIR = Path("runs")
 # What a folder is, when it is not a run with a readable status of its own.
 NOT_A_RUN, INCOMPLETE, COMPARISON, DAMAGED = "not a run", "incomplete", "comparison", "damaged"
 SWEEP = "sweep"  # a comparison folder that `kcnn sweep` made (kcnn.runs.sweep_report)
-
 
 
 def _read(read) -> tuple[dict[str, Any] | None, str | None]:

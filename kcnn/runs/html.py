@@ -18,11 +18,12 @@ from urllib.parse import quote
 
 from kcnn import text
 from kcnn.engine import interrupts
-from kcnn.runs import exports, folders, inspected
+from kcnn.runs import exports, folders, inspected, tables
 from kcnn.runs.browse import COMPARISON_MD, RunInfo
 from kcnn.runs.readable import value as readable  # how a setting or figure reads
 from kcnn.runs.records import Damaged
 from kcnn.runs.run import RunFolder
+from kcnn.runs.tables import Markup
 
 REPORT = folders.REPORT_HTML
 VISUALIZE = "visualize"  # where `kcnn visualize` puts its pictures by default
@@ -56,32 +57,9 @@ def _image(folder: Path, name: str, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
-class Markup(str):
-    """HTML kcnn made itself (a link to a run's report): put into a table cell as it is."""
-
-
-def _header(name: str) -> str:
-    """A column name that may break after its underscores (`best_val_accuracy` on a phone)."""
-    return text.html(name).replace("_", "_<wbr>")
-
-
-def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    """A table in a box of its own: when it is wider than the page it scrolls, the page does not."""
-    head = "".join(f"<th>{_header(c)}</th>" for c in columns)
-
-    def cell(column, v):
-        if isinstance(v, Markup):
-            return f"<td>{v}</td>"
-        cls = ' class="n"' if isinstance(v, (int, float)) and not isinstance(v, bool) else ""
-        return f"<td{cls}>{text.html(readable(v, column))}</td>"
-
-    body = "".join("<tr>" + "".join(cell(c, r.get(c)) for c in columns) + "</tr>" for r in rows)
-    return f'<div class="table"><table><tr>{head}</tr>{body}</table></div>'
-
-
 def _pairs(record: dict[str, Any], name: str = "setting") -> str:
     rows = [{name: k, "value": Markup(text.html(readable(v, str(k))))} for k, v in record.items()]
-    return _table(rows, [name, "value"])
+    return tables.as_html(rows, [name, "value"])
 
 
 def _shown_caption(folder: Path) -> str:
@@ -124,7 +102,7 @@ def _exports_section(folder: Path) -> list[str]:
         "<p>Each exported file reloaded in its own runtime and run on the run's test split; "
         "speed measured on the machine that exported it.</p>"
     )
-    return ["<h2>Exported models</h2>", note, _table(rows, list(exports.TABLE_COLUMNS))]
+    return ["<h2>Exported models</h2>", note, tables.as_html(rows, list(exports.TABLE_COLUMNS))]
 
 
 def _page(title: str, parts: list[str]) -> str:
@@ -176,7 +154,7 @@ def _run_page(info: RunInfo) -> str:
             if isinstance(metrics.get(avg), dict):
                 rows.append({"class": avg.replace("_", " "), **metrics[avg]})
         parts += ["<h2>Per class (test set)</h2>"]
-        parts += [_table(rows, ["class", "precision", "recall", "f1", "support"])]
+        parts += [tables.as_html(rows, ["class", "precision", "recall", "f1", "support"])]
     pictures = _pictures(folder)
     if pictures:
         parts += ["<h2>Inside the network</h2>", *pictures]
@@ -246,9 +224,9 @@ def _errors_section(e: dict[str, Any], folder: Path) -> list[str]:
     ]
     if pairs:
         parts += ["<h3>Most-confused pairs</h3>"]
-        parts += [_table(pairs, ["true", "taken for", "images", "share of true class"])]
+        parts += [tables.as_html(pairs, ["true", "taken for", "images", "share of true class"])]
     parts += ["<h3>Per-class accuracy, worst first</h3>"]
-    parts += [_table(classes, ["class", "accuracy", "images"])]
+    parts += [tables.as_html(classes, ["class", "accuracy", "images"])]
     parts += ["<h3>Highest-loss test images, with Grad-CAM</h3>"]
     parts += _picture(folder, inspected.TOP_LOSSES_PNG, "highest-loss test images")
     if e.get("misclassified_csv"):
@@ -277,7 +255,7 @@ def _calibration_section(c: dict[str, Any], folder: Path) -> list[str]:
             f"{fit['validation_nll_after']:.4f}; <code>kcnn predict</code> uses it."
         )
     parts[-1] += "</p>"
-    parts += [_table(rows, ["probabilities", *keys])]
+    parts += [tables.as_html(rows, ["probabilities", *keys])]
     return parts + _picture(folder, inspected.RELIABILITY_PNG, "reliability diagram")
 
 
@@ -299,7 +277,7 @@ def _robustness_section(r: dict[str, Any], folder: Path) -> list[str]:
         f"{severities} (0: clean), after Hendrycks &amp; Dietterich 2019. Mean corruption error "
         f"{r['mean_corruption_error']:.4f}; relative to the clean error "
         f"{r['relative_mean_corruption_error']:+.4f}.</p>",
-        _table(rows, columns),
+        tables.as_html(rows, columns),
         *_picture(folder, inspected.ROBUSTNESS_PNG, "accuracy against severity"),
         *_picture(folder, inspected.CORRUPTIONS_PNG, "one test image under every corruption"),
     ]
@@ -412,7 +390,9 @@ def _comparison_page(info: RunInfo) -> str:
     rows = [{**s.row(), "report": report_link(info, s, inside)} for s in info.members]
     if rows:
         parts += ["<h2>Runs in this comparison</h2>"]
-        parts += [_table(rows, ["name", "model", "dataset", "status", "test_accuracy", "report"])]
+        parts += [
+            tables.as_html(rows, ["name", "model", "dataset", "status", "test_accuracy", "report"])
+        ]
         parts += ["<p>Each run's own report.html: the last column.</p>"]
     return _page(title, parts)
 

@@ -12,31 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from kcnn import text
-from kcnn.runs import groups, plots, stats
+from kcnn.runs import groups, plots, stats, tables
 from kcnn.runs.folders import COMPARISON_CSV, COMPARISON_MD, OVERLAY
 from kcnn.runs.records import write_atomic, write_csv
-
-
-def _cell(value: Any, key: str = "") -> str:
-    from kcnn.runs.html import readable
-
-    if isinstance(value, float):
-        return f"{value:,.4f}" if abs(value) < 1000 else f"{value:,.0f}"
-    if isinstance(value, int) and not isinstance(value, bool):
-        return f"{value:,}"
-    return text.markdown_cell(readable(value, key))  # never a Python repr such as ['a'] or None
-
-
-def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
-    """A pipe table; every cell and header escaped, so names (a run's, a class's, a setting's
-    value) stay in their cell whatever characters they hold."""
-    header = " | ".join(text.markdown_cell(c) for c in columns)
-    lines = [f"| {header} |", "|" + "---|" * len(columns)]
-    lines += [
-        "| " + " | ".join(_cell(row.get(c), str(row.get("setting", c))) for c in columns) + " |"
-        for row in rows
-    ]
-    return "\n".join(lines)
 
 
 def write_comparison(
@@ -61,7 +39,7 @@ def write_comparison(
         f"# {text.markdown_cell(title)}",
         intro,
         "## Results",
-        markdown_table(rows, columns),
+        tables.as_markdown(rows, columns),
         *sections,
         f"![learning curves]({OVERLAY})",
     ]
@@ -108,7 +86,9 @@ def compare_runs(
     ]
     differences = settings_differences(runs)
     if differences:
-        section = "## Settings that differ\n\n" + markdown_table(differences, ["setting", *labels])
+        section = "## Settings that differ\n\n" + tables.as_markdown(
+            differences, ["setting", *labels], keyed_by="setting"
+        )
     else:
         section = "## Settings that differ\n\nNone: every run has the same settings."
     grouped = groups.group_runs(runs)  # runs that differ only in seed: one group
@@ -167,7 +147,7 @@ def group_markdown(title: str, described: dict[str, Any], level: int = 1) -> str
         "the seeds pair (same seed, same split), Welch's otherwise; Holm-corrected when more than "
         "one pair is compared.",
         f"{head}# Groups",
-        markdown_table(rows, columns),
+        tables.as_markdown(rows, columns),
     ]
     if described["tests"]:
         table = [
@@ -187,7 +167,7 @@ def group_markdown(title: str, described: dict[str, Any], level: int = 1) -> str
             }
             for t in described["tests"]
         ]
-        parts += [f"{head}# Differences", markdown_table(table, list(table[0]))]
+        parts += [f"{head}# Differences", tables.as_markdown(table, list(table[0]))]
         parts += ["\n".join(f"- {t['sentence']}" for t in described["tests"])]
     if described["identical"]:
         parts += ["**Identical:** every group gave the same test accuracy at every seed."]
@@ -250,7 +230,7 @@ def write_group_report(folder: str | Path) -> Path:
         rows = [{**r.row(), "report": pages.report_link(group, r, inside)} for r in seeds]
         for row, seed in zip(rows, g.get("seeds") or [], strict=False):
             row["seed"] = seed
-        table = pages._table(rows, ["seed", "name", "status", "test_accuracy", "report"])
+        table = tables.as_html(rows, ["seed", "name", "status", "test_accuracy", "report"])
         parts.append(
             f"<details><summary><b>{pages.html.escape(name)}</b>: test accuracy "
             f"{pages.html.escape(line)}</summary>{table}</details>"

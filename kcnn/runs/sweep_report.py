@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from kcnn.engine import interrupts
-from kcnn.runs import folders
+from kcnn.runs import folders, tables
 from kcnn.runs.records import read_json, write_atomic, write_csv, write_json
 
 TRIALS_JSON, TRIALS_CSV, BEST_CONFIG = "trials.json", "trials.csv", "best_config.json"
@@ -209,15 +209,6 @@ def _cell(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def _html_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    head = "".join(f"<th>{html.escape(c.removeprefix('param:'))}</th>" for c in columns)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_cell(r.get(c)))}</td>" for c in columns) + "</tr>"
-        for r in rows
-    )
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
 def columns(rows: list[dict[str, Any]]) -> list[str]:
     params = list(dict.fromkeys(k for r in rows for k in r if k.startswith("param:")))
     return ["trial", "state", "score", *params, "test_accuracy", "epochs", "seconds", "run"]
@@ -243,12 +234,12 @@ def page(record: dict[str, Any], folder: Path, shown: dict[str, str]) -> str:
     ]
     best = record.get("best")
     if best:
-        parts += ["<h2>Best trial</h2>", _html_table([best], columns([best]))]
+        parts += ["<h2>Best trial</h2>", tables.as_html([best], columns([best]))]
         if record.get("best_config"):
             parts.append(
                 f"<p>Replay it: <code>kcnn run {e(str(folder / record['best_config']))}</code></p>"
             )
-    parts += ["<h2>Trials</h2>", _html_table(rows, columns(rows))]
+    parts += ["<h2>Trials</h2>", tables.as_html(rows, columns(rows))]
     for name, title in shown.items():
         (heading, _) = PLOTS[name]
         picture = _image(folder, name, heading)  # a checked PNG inside the folder, or nothing
@@ -257,7 +248,7 @@ def page(record: dict[str, Any], folder: Path, shown: dict[str, str]) -> str:
     if confirm:
         parts += ["<h2>Confirmed over seeds</h2>", f"<p>{e(confirm.get('note', ''))}</p>"]
         parts.append(
-            _html_table(
+            tables.as_html(
                 confirm["rows"],
                 ["trial", "seeds", "mean_test_accuracy", "sd_test_accuracy", "min", "max"],
             )
