@@ -109,10 +109,9 @@ def _fail(message: str, code: int, as_json: bool) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """The console script: runs the app, turning every failure into one line and its exit status."""
-    from kcnn.cli.options import mlflow_args
     from kcnn.engine.interrupts import exit_on_signals
 
-    args = mlflow_args(list(sys.argv[1:] if argv is None else argv))
+    args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args[:1] or "--debug" in args  # before Click parses: TF may load first
     as_json = "--json" in args
     quiet_python_logs(not debug)

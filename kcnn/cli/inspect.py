@@ -20,6 +20,7 @@ from kcnn.cli.options import (
 )
 from kcnn.engine.config import TrainConfig
 from kcnn.errors import KcnnError
+from kcnn.use import calibration
 
 Run = Annotated[str, typer.Argument(help="A run folder (or its name under runs/).")]
 Limit = Annotated[
@@ -60,7 +61,6 @@ def inspect_run(
     as_json: AsJson = False,
 ) -> None:
     """A trained run's errors, calibration and robustness on its own test split (all three when none is named), into RUN/inspect/ and report.html."""
-    from kcnn.use import calibration as calibrating
     from kcnn.use import errors as erring
     from kcnn.use import predict as use
     from kcnn.use import robustness as corrupting
@@ -72,7 +72,7 @@ def inspect_run(
     if errors or everything:
         answer["errors"] = erring.analyse(loaded, limit)
     if calibration or everything:
-        answer["calibration"] = calibrating.calibrate(loaded, fit=False, limit=limit)
+        answer["calibration"] = calibration.calibrate(loaded, fit=False, limit=limit)
     if robustness or everything:
         answer["robustness"] = corrupting.evaluate(loaded, limit)
     _report(loaded.info.folder)
@@ -101,7 +101,7 @@ def _lines(answer: dict[str, Any]) -> list[str]:
             lines.append("  misclassified files: inspect/misclassified.csv")
     c = answer.get("calibration")
     if c:
-        lines += _calibration_lines(c)
+        lines += calibration.lines(c)
     r = answer.get("robustness")
     if r:
         lines.append(
@@ -114,30 +114,14 @@ def _lines(answer: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _calibration_lines(c: dict[str, Any]) -> list[str]:
-    b = c["before"]
-    lines = [
-        f"calibration on {b['images']} test images: ECE {b['ece']:.4f}  MCE {b['mce']:.4f}  "
-        f"Brier {b['brier']:.4f}  NLL {b['nll']:.4f}"
-    ]
-    if "after" in c:
-        a = c["after"]
-        lines.append(
-            f"  with temperature {c['temperature']:.3f}: ECE {a['ece']:.4f}  MCE {a['mce']:.4f}  "
-            f"Brier {a['brier']:.4f}  NLL {a['nll']:.4f}"
-        )
-    return lines
-
-
 @app.command("calibrate")
 def calibrate(run: Run, limit: Limit = None, as_json: AsJson = False) -> None:
     """Fit temperature scaling on a run's validation split (Guo et al. 2017): `kcnn predict` then gives calibrated probabilities."""
-    from kcnn.use import calibration as calibrating
     from kcnn.use import predict as use
 
     _check_limit(limit)
     loaded = use.load(run)
-    record = calibrating.calibrate(loaded, fit=True, limit=limit)
+    record = calibration.calibrate(loaded, fit=True, limit=limit)
     _report(loaded.info.folder)
     if as_json:
         print_json({"run": str(loaded.info.folder), "calibration": record})
@@ -147,27 +131,8 @@ def calibrate(run: Run, limit: Limit = None, as_json: AsJson = False) -> None:
         f"temperature {fit['temperature']:.4f} (validation NLL {fit['validation_nll_before']:.4f} "
         f"-> {fit['validation_nll_after']:.4f} on {fit['validation_images']} images)"
     )
-    typer.echo("\n".join(_calibration_lines(record)))
+    typer.echo("\n".join(calibration.lines(record)))
     say(f"kcnn predict {loaded.info.folder} now gives calibrated probabilities")
-
-
-def calibrate_after_training(run_dir: Path) -> dict[str, Any]:
-    """`--calibrate` at training: calibrate the finished run (the model is loaded from its folder,
-    as `kcnn calibrate` would). Progress goes to stderr; the record is returned."""
-    from kcnn.use import calibration as calibrating
-    from kcnn.use import predict as use
-
-    loaded = use.load(run_dir)
-    record = calibrating.calibrate(loaded, fit=True)
-    _report(loaded.info.folder)
-    return record
-
-
-def show_calibrated(records: list[dict[str, Any]] | None) -> None:
-    """What `--calibrate` found, after a training command's own result."""
-    for record in records or []:
-        typer.echo(f"calibrated: temperature {record['temperature']:.4f}")
-        typer.echo("\n".join(_calibration_lines(record)))
 
 
 # --- kcnn lr-find ---------------------------------------------------------------------------------

@@ -9,10 +9,12 @@ from typing import Annotated
 import typer
 
 from kcnn.cli.app import AsJson, app, print_json
-from kcnn.cli.options import MLFLOW_HELP, tracked
+from kcnn.cli.options import MLFLOW_HELP, Tracked, tracked
+from kcnn.engine import hooks
+from kcnn.engine.schema import parse_seeds
 
 
-@app.command("sweep")
+@app.command("sweep", cls=Tracked)
 def sweep(
     file: Annotated[
         Path,
@@ -51,7 +53,14 @@ def sweep(
         int,
         typer.Option(help="Afterwards, re-run the best K trials over --seeds seeds and compare."),
     ] = 0,
-    seeds: Annotated[int, typer.Option(help="Seeds per confirmed trial (seed, seed+1, ...).")] = 3,
+    seeds: Annotated[
+        str,
+        typer.Option(
+            help="The seeds of each confirmed trial, as the `seeds` setting takes them: a count "
+            "(3: the trial's seed, seed+1, ...) or a list (83,84,85).",
+            metavar="N|SEED,SEED,...",
+        ),
+    ] = "3",
     mlflow: Annotated[
         str | None,
         typer.Option("--mlflow", help=MLFLOW_HELP, show_default=False, metavar="[URI]"),
@@ -64,6 +73,7 @@ def sweep(
     from kcnn.commands import sweep as sweeping
     from kcnn.errors import KcnnError
 
+    confirm_seeds = parse_seeds("--seeds", seeds)  # before any work, as the setting is
     plan = sweeping.load(file, out)
     if check:
         sweeping.preflight(plan)
@@ -88,8 +98,10 @@ def sweep(
             for key, text in shown["space"].items():
                 typer.echo(f"  {key}: {text}")
         return
-    if confirm < 0 or (confirm and seeds < 1):
-        raise KcnnError(f"--confirm {confirm} --seeds {seeds}: give 1 or more of each")
+    if confirm < 0:
+        raise KcnnError(
+            f"--confirm {confirm}: give the number of best trials to confirm, 1 or more"
+        )
 
     def echo(text: str) -> None:
         print(text, file=sys.stderr if as_json else sys.stdout, flush=True)
@@ -99,10 +111,9 @@ def sweep(
         if worker is not None:  # one of `--jobs N`'s processes: trials only
             sweeping.work(plan, storage, worker, echo)
             return
-        extra = (f"--mlflow={mlflow}",) if mlflow is not None else ()
-        record = sweeping.run(plan, storage, jobs, echo, worker_args=extra)
+        record = sweeping.run(plan, storage, jobs, echo, worker_args=tuple(hooks.child_args()))
         if confirm:
-            sweeping.confirm(plan, record, confirm, seeds, echo)
+            sweeping.confirm(plan, record, confirm, confirm_seeds, echo)
             from kcnn.runs import sweep_report
 
             record = sweep_report.write(plan.folder, sweeping.open_study(plan, storage), plan)

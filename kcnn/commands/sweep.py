@@ -643,6 +643,7 @@ def work(sweep: Sweep, storage: str | None = None, worker: int = 0, echo=print) 
     optuna = import_optuna()
     study = open_study(sweep, storage, worker)
     while True:
+        interrupts.check_stop()  # no trial begins after a stop request
         optuna.storages.fail_stale_trials(study)  # a dead worker's trial, queued again
         count = tally(study)
         if count.waiting == 0 and count.done + count.running >= sweep.trials:
@@ -770,9 +771,11 @@ def _wait(process: subprocess.Popen) -> int | None:
 # --- confirming the best trials over seeds -----------------------------------------------------
 
 
-def confirm(sweep: Sweep, record: dict[str, Any], best: int, seeds: int, echo=print) -> dict:
-    """Re-run the `best` best complete trials over `seeds` seeds (the trial's seed, seed+1, ...)
-    and compare them all with `kcnn.runs.report.compare_runs`. A run depends only on its
+def confirm(
+    sweep: Sweep, record: dict[str, Any], best: int, seeds: int | list[int], echo=print
+) -> dict:
+    """Re-run the `best` best complete trials over `seeds` — as the `seeds` setting reads it: a
+    count (the trial's seed, seed+1, ...) or a list of seeds — and compare them all with `kcnn.runs.report.compare_runs`. A run depends only on its
     settings and seed, so each trial's own run stands for its first seed; runs done by an
     earlier `--confirm` are reused. Writes confirm.json in the sweep folder.
 
@@ -784,8 +787,9 @@ def confirm(sweep: Sweep, record: dict[str, Any], best: int, seeds: int, echo=pr
     from kcnn.runs.records import write_json
     from kcnn.runs.report import compare_runs
 
-    if not 1 <= best <= 100 or not 1 <= seeds <= 100:
-        raise KcnnError(f"--confirm and --seeds take 1 … 100, got {best} and {seeds}")
+    count = seeds if isinstance(seeds, int) else len(seeds)
+    if not 1 <= best <= 100 or not 1 <= count <= 100:
+        raise KcnnError(f"--confirm and --seeds take 1 … 100, got {best} and {count}")
     rows = [r for r in record["trials"] if r["state"] == "complete" and r["score"] is not None]
     rows.sort(key=lambda r: r["score"], reverse=sweep.direction == "maximize")
     chosen = rows[:best]
@@ -796,10 +800,11 @@ def confirm(sweep: Sweep, record: dict[str, Any], best: int, seeds: int, echo=pr
     for row in chosen:
         params = {k.removeprefix("param:"): v for k, v in row.items() if k.startswith("param:")}
         first = int(params.get("seed", sweep.config({}, "check", "seed").seed))
+        chosen_seeds = [first + i for i in range(seeds)] if isinstance(seeds, int) else seeds
         runs: list[RunInfo] = []
-        for offset in range(seeds):
-            seed = first + offset
-            if offset == 0 and row["run"] and (folder / row["run"]).is_dir():
+        for seed in chosen_seeds:
+            interrupts.check_stop(f"run the same `kcnn sweep {sweep.path} --confirm` to finish")
+            if seed == first and row["run"] and (folder / row["run"]).is_dir():
                 runs.append(RunInfo.load(folder / row["run"]))
                 continue
             name = f"confirm-{row['trial']:04d}-seed{seed}"
@@ -823,7 +828,7 @@ def confirm(sweep: Sweep, record: dict[str, Any], best: int, seeds: int, echo=pr
         groups.append(
             {
                 "trial": row["trial"],
-                "seeds": f"{first}…{first + seeds - 1}",
+                "seeds": ", ".join(map(str, chosen_seeds)),
                 "mean_test_accuracy": statistics.fmean(accuracies),
                 "sd_test_accuracy": statistics.stdev(accuracies) if len(accuracies) > 1 else None,
                 "test_accuracies": accuracies,
@@ -841,7 +846,7 @@ def confirm(sweep: Sweep, record: dict[str, Any], best: int, seeds: int, echo=pr
         "seeds": seeds,
         "rows": groups,
         "comparison": str(comparison) if comparison else None,
-        "note": f"the best {len(chosen)} trial(s) by {sweep.metric}, each over {seeds} seed(s); "
+        "note": f"the best {len(chosen)} trial(s) by {sweep.metric}, each over {count} seed(s); "
         "test accuracy mean, sample standard deviation, min and max",
     }
     write_json(folder / "confirm.json", result)

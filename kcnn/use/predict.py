@@ -22,6 +22,7 @@ from kcnn.runs import folders
 from kcnn.runs.browse import RunInfo, find_run
 from kcnn.runs.records import Damaged
 from kcnn.runs.run import RunFolder
+from kcnn.use import calibration
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 PREDICT_BATCH = 64  # images per call of the model when predicting
@@ -464,8 +465,6 @@ def predict_files(
 def _top(loaded: LoadedRun, batch: list[tuple[Path, np.ndarray]], top: int):
     images = np.stack([image for _, image in batch])
     probabilities = loaded.predict(images)
-    from kcnn.use import calibration
-
     temperature = calibration.read_temperature(loaded.info.folder)  # fitted by `kcnn calibrate`
     if temperature is not None:
         probabilities = calibration.with_temperature(probabilities, temperature)
