@@ -12,18 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import kcnn
 
 TIMEOUT = 600
-
-
-def kcnn(*args) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "kcnn.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        stdin=subprocess.DEVNULL,
-    )
 
 
 def epochs_recorded(out: Path) -> int:

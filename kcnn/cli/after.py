@@ -277,29 +277,35 @@ def compare(
     ),
     as_json: AsJson = False,
 ) -> None:
-    """Compare any finished runs: results, overlaid curves and the settings that differ."""
+    """Compare any finished runs: results, overlaid curves and the settings that differ. A
+    group folder (`--seeds`) is a group of its own, whatever its settings; other runs that
+    differ only in their seed form a group."""
     from kcnn.runs import browse, groups, sweep_report
     from kcnn.runs.records import read_json
+    from kcnn.runs.report import compare_runs  # matplotlib: only once there is a comparison
 
-    infos = []
-    for r in run_folders:  # a group folder stands for its seed runs
+    infos, named, loose = [], [], []
+    for r in run_folders:  # a group folder stands for its seed runs, as one group
         found = browse.find(r)
         if groups.is_group(found.folder):
+            named.append((found.folder.name, found.sub_runs))
             infos += found.sub_runs
             continue
-        infos += sweep_report.best_runs(found.folder) or [browse.find_run(r)]
-    from kcnn.runs.report import compare_runs
-
-    folder = compare_runs(infos, out)
+        runs = sweep_report.best_runs(found.folder) or [browse.find_run(r)]
+        loose += runs
+        infos += runs
+    folder = compare_runs(infos, out, grouped=groups.named_groups(named, loose) if named else None)
     if as_json:
         print_json(read_json(folder / browse.COMPARISON_JSON))
         return
-    described = read_json(folder / browse.COMPARISON_JSON).get("groups")
-    for name, g in ((described or {}).get("groups") or {}).items():  # runs that differ in seed
+    described = read_json(folder / browse.COMPARISON_JSON).get("groups") or {}
+    for name, g in (described.get("groups") or {}).items():  # groups: named, or same but seed
         say(f"{name}: test accuracy {groups.accuracy_text(groups.summary_row(g))}")
-    for t in (described or {}).get("tests") or []:
+    for t in described.get("tests") or []:
         if t["metric"] == "test_accuracy":
             say(f"- {t['sentence']}")
+    for note in described.get("duplicates") or []:
+        say(f"note: {note}")
     say(f"report: {folder / 'comparison.md'}  (and report.html)")
 
 

@@ -7,8 +7,10 @@ backbone) the mean, sd and 95% interval of every final metric, with the tests be
 (`kcnn.runs.stats`). `curves_band.png` draws each label's learning curves as a mean with a band,
 `per_class.png` each class's F1 with its interval; `group.md` and `report.html` say it in words.
 
-Runs anywhere (`kcnn compare a b c ...`) form groups the same way: same settings but the seed.
-No TensorFlow.
+Runs anywhere (`kcnn compare a b c ...`) form groups the same way: same settings but the seed;
+a group folder named to `kcnn compare` is a group of its own whatever its settings (the same
+recipe on two machines is two groups: `named_groups`). A seed that appears twice in one group
+counts once, and the record says so (`counted_once`). No TensorFlow.
 """
 
 from __future__ import annotations
@@ -104,12 +106,57 @@ def group_runs(runs: Sequence) -> dict[str, list]:
     return labelled
 
 
-def one_per_seed(runs: Iterable) -> list:
-    """The newest run of each recipe and seed (a seed redone inside a group counts once)."""
-    newest: dict[tuple[str, Any], Any] = {}
-    for run in sorted(runs, key=lambda r: r.folder.name):
-        newest[(recipe(run), run.settings.get("seed"))] = run
-    return sorted(newest.values(), key=lambda r: r.folder.name)
+def named_groups(named: Sequence[tuple[str, Sequence]], loose: Sequence) -> dict[str, list]:
+    """The groups of a comparison: each group folder the user named is a group of its own
+    (`named`: its name and its runs; a folder of several forms or backbones gives one group per
+    label, named `FOLDER: LABEL`), whatever its settings, so two folders of the same recipe stay
+    two groups; `loose` runs group by recipe. Names that clash get the folder's time stamp, then
+    a number."""
+    grouped: dict[str, list] = {}
+
+    def put(name: str, runs: list, stamped: str) -> None:
+        if name in grouped:
+            name = stamped
+        while name in grouped:
+            name = f"{name} ({len(grouped) + 1})"
+        grouped[name] = runs
+
+    alone = len(named) == 1 and not loose  # one folder: its labels say enough
+    for folder_name, runs in named:
+        short = folders.STAMP.sub("", folder_name)
+        inside = group_runs(list(runs))
+        for label_name, found in inside.items():
+            if alone:
+                put(label_name, found, f"{folder_name}: {label_name}")
+            elif len(inside) == 1:
+                put(short, found, folder_name)
+            else:
+                put(f"{short}: {label_name}", found, f"{folder_name}: {label_name}")
+    for name, found in group_runs(list(loose)).items():
+        put(name, found, name)
+    return grouped
+
+
+def counted_once(grouped: dict[str, list]) -> tuple[dict[str, list], list[str]]:
+    """Each group with one run per seed and data split (the newest: a seed redone counts once),
+    and a note for every seed that appeared more than once, naming the run kept."""
+    kept: dict[str, list] = {}
+    notes = []
+    for name, runs in grouped.items():
+        newest: dict[tuple[Any, Any], Any] = {}
+        times: dict[tuple[Any, Any], int] = {}
+        for run in sorted(runs, key=lambda r: r.folder.name):
+            key = pair_key(run)
+            newest[key] = run
+            times[key] = times.get(key, 0) + 1
+        kept[name] = sorted(newest.values(), key=lambda r: r.folder.name)
+        notes += [
+            f"seed {key[0]} appears {n} times in {name}: counted once "
+            f"(the newest run, {newest[key].folder.name})"
+            for key, n in times.items()
+            if n > 1
+        ]
+    return kept, notes
 
 
 def final_metrics(info) -> dict[str, float]:
@@ -182,12 +229,15 @@ def identical(grouped: dict[str, list]) -> bool:
 
 
 def describe(grouped: dict[str, list]) -> dict[str, Any]:
-    """Summaries of each group and the tests between them (what group.json and compare record)."""
+    """Summaries of each group and the tests between them (what group.json and compare record),
+    each seed counted once (`duplicates` says which appeared more often)."""
+    grouped, notes = counted_once(grouped)
     summaries = {name: summarise(runs) for name, runs in grouped.items()}
     return {
         "groups": summaries,
         "tests": tests(grouped) if len(grouped) > 1 else [],
         "identical": identical(grouped),
+        "duplicates": notes,
     }
 
 

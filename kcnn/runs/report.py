@@ -50,11 +50,18 @@ def write_comparison(
 
 
 def compare_runs(
-    runs, out: str | Path, name: str = "compare-runs", title: str = "", intro: str = ""
+    runs,
+    out: str | Path,
+    name: str = "compare-runs",
+    title: str = "",
+    intro: str = "",
+    grouped: dict[str, list] | None = None,
 ) -> Path:
     """A comparison folder for any finished runs: comparison.md/.csv/.json, overlaid curves, and
     a table of the settings that differ between them. `title` (default: the models and data
-    compared) and `intro` name what asked for the comparison, such as an experiment file."""
+    compared) and `intro` name what asked for the comparison, such as an experiment file.
+    `grouped`: the groups the user named (`groups.named_groups`); by default runs that differ
+    only in their seed make a group."""
     from kcnn.errors import KcnnError
     from kcnn.runs import folders
     from kcnn.runs.browse import _labels, settings_differences
@@ -91,8 +98,9 @@ def compare_runs(
         )
     else:
         section = "## Settings that differ\n\nNone: every run has the same settings."
-    grouped = groups.group_runs(runs)  # runs that differ only in seed: one group
-    described = groups.describe(grouped) if len(grouped) < len(runs) else None
+    named = grouped is not None
+    grouped = grouped if named else groups.group_runs(runs)  # differing only in seed: a group
+    described = groups.describe(grouped) if named or len(grouped) < len(runs) else None
     sections = [section]
     if described is not None:
         sections.insert(0, group_markdown("Seed groups", described, level=2))
@@ -171,6 +179,8 @@ def group_markdown(title: str, described: dict[str, Any], level: int = 1) -> str
         parts += ["\n".join(f"- {t['sentence']}" for t in described["tests"])]
     if described["identical"]:
         parts += ["**Identical:** every group gave the same test accuracy at every seed."]
+    if described.get("duplicates"):
+        parts += ["\n".join(f"- Note: {text.markdown_cell(n)}" for n in described["duplicates"])]
     return "\n\n".join(parts) + "\n"
 
 
@@ -181,10 +191,12 @@ def write_group(folder: str | Path, record: dict[str, Any]) -> dict[str, Any]:
     from kcnn.runs.records import write_json
 
     folder = Path(folder)
-    done = groups.one_per_seed(r for r in RunInfo.load(folder).sub_runs if r.status == "completed")
-    grouped = groups.group_runs(done)
+    done = [r for r in RunInfo.load(folder).sub_runs if r.status == "completed"]
+    grouped, _ = groups.counted_once(groups.group_runs(done))  # a seed redone counts once
     described = (
-        groups.describe(grouped) if done else {"groups": {}, "tests": [], "identical": False}
+        groups.describe(groups.group_runs(done))
+        if done
+        else {"groups": {}, "tests": [], "identical": False, "duplicates": []}
     )
     for g in described["groups"].values():
         g["runs"] = [str(Path(p).relative_to(folder)) for p in g["runs"]]
