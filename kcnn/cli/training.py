@@ -139,14 +139,12 @@ def _checked(file: Path, experiment: experiments.Experiment, as_json: bool) -> N
     loads = [experiments.workload(cfg) for cfg in experiment.runs]
     total = experiments.Workload(sum(w.trainings for w in loads), sum(w.epochs for w in loads))
     if as_json:
-        plan = [
-            {"command": cfg.command, **cfg.settings_dict(), "trainings": w.trainings,
-             "epochs_in_all": w.epochs}
-            for cfg, w in zip(experiment.runs, loads, strict=True)
-        ]  # fmt: skip
+        plan = [{"command": cfg.command, **cfg.settings_dict()} for cfg in experiment.runs]
+        each = [{"trainings": w.trainings, "epochs_in_all": w.epochs} for w in loads]
         print_json(
             {"file": str(file), "description": experiment.description, "runs": plan,
-             "trainings": total.trainings, "epochs_in_all": total.epochs}
+             "workload": {"runs": each, "trainings": total.trainings,
+                          "epochs_in_all": total.epochs}}
         )  # fmt: skip
         return
     counted = [

@@ -302,7 +302,10 @@ def run_each(
             interrupts.check_stop()
             if count > 1:
                 heading(number, count, title(config), quiet)
-            earlier = None if not resume or config.seeds is not None else _earlier(config, claimed)
+            if config.seeds is not None:  # a group finds its own folder and runs what it misses
+                summaries.append(runner.execute(config, quiet, resume=resume).summary())
+                continue
+            earlier = _earlier(config, claimed) if resume else None
             if earlier is not None:
                 claimed.add(earlier[0])
             summaries.append(_run_one(config, quiet, earlier).summary())
@@ -331,8 +334,7 @@ def _finish_hint(experiment: Experiment, number: int):
 
 
 def _run_one(config: RunConfig, quiet: bool, earlier: tuple[Path, str] | None) -> Outcome:
-    """One run of the file: new (once, or per seed: a group finds its own unfinished folder and
-    runs only its missing seeds), kept as an earlier attempt completed it, or finished."""
+    """One run of the file: new, kept as an earlier attempt completed it, or finished."""
     if earlier is None:
         return runner.execute(config, quiet)
     folder, state = earlier

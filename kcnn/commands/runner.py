@@ -15,10 +15,11 @@ from kcnn.commands.command import Outcome
 from kcnn.engine.config import RunConfig
 
 
-def execute(config: RunConfig, quiet: bool = False) -> Outcome:
+def execute(config: RunConfig, quiet: bool = False, resume: bool = False) -> Outcome:
     """Train `config` — once, or once per seed when it names seeds — and its runs' steps.
-    `quiet` sends progress to stderr, keeping stdout for a machine-readable answer."""
+    `quiet` sends progress to stderr, keeping stdout for a machine-readable answer; `resume`
+    (a group) finishes the newest group of these settings, completed or not."""
     config.validate()
     if config.seeds is None:
         return steps.train_one(config, quiet)
-    return seeds.outcome(seeds.run_group(config, quiet=quiet), config)
+    return seeds.outcome(seeds.run_group(config, quiet=quiet, resume=resume), config)

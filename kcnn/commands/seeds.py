@@ -70,8 +70,9 @@ def _settings(config: RunConfig) -> dict[str, Any]:
     return values
 
 
-def find_unfinished(config: RunConfig) -> Path | None:
-    """The newest group folder under `out` made by the same settings and not completed."""
+def find_unfinished(config: RunConfig, completed: bool = False) -> Path | None:
+    """The newest group folder under `out` made by the same settings and not completed (or,
+    with `completed`, whatever its status: `kcnn run FILE --resume` keeps a finished group)."""
     out = Path(config.out).expanduser()
     if not out.is_dir():
         return None
@@ -79,7 +80,7 @@ def find_unfinished(config: RunConfig) -> Path | None:
     found = []
     for folder in out.iterdir():
         data = groups.read(folder) if folder.is_dir() else None
-        if data is None or data.get("status") == "completed":
+        if data is None or (data.get("status") == "completed" and not completed):
             continue
         settings = dict(data.get("config") or {})
         settings.pop("out", None)
@@ -114,8 +115,10 @@ def _finished(member: Path) -> bool:
     return bool(runs) and all(r.status == "completed" for r in runs)
 
 
-def run_group(config: RunConfig, quiet: bool = False) -> GroupResult:
-    """Run every seed of `config.seeds` not yet finished in its group folder, then summarise."""
+def run_group(config: RunConfig, quiet: bool = False, resume: bool = False) -> GroupResult:
+    """Run every seed of `config.seeds` not yet finished in its group folder, then summarise.
+    `resume`: an earlier group of these settings is finished even if it completed (its summary
+    drawn again: a stop may have come while it was drawn)."""
     from kcnn.runs.report import write_group  # matplotlib: only once there is a group to draw
 
     config.validate()
@@ -124,7 +127,9 @@ def run_group(config: RunConfig, quiet: bool = False) -> GroupResult:
     seeds = config.seed_list()
     workers(len(seeds))  # a bad KCNN_SEED_WORKERS is refused before any folder is made
     interrupts.check_stop()
-    folder = find_unfinished(config) or folders.create(config.out, f"{config.name}-seeds")
+    folder = find_unfinished(config, completed=resume) or folders.create(
+        config.out, f"{config.name}-seeds"
+    )
     record = {
         "command": config.command,
         "name": config.name,
