@@ -9,7 +9,8 @@ import typer
 
 from kcnn.cli.app import AsJson, app, print_json, say
 from kcnn.errors import KcnnError
-from kcnn.runs import tables
+from kcnn.runs import readable, tables
+from kcnn.runs.records import read_json
 from kcnn.text import terminal
 
 Run = Annotated[str, typer.Argument(help="A run folder (or its name under runs/).")]
@@ -42,7 +43,10 @@ def runs(
     as_json: AsJson = False,
 ) -> None:
     """List the runs under FOLDER, newest first: comparisons, their runs, and stray folders."""
-    from kcnn.runs import browse, groups, readable
+    from kcnn.runs import (
+        browse,  # not for `kcnn --help` (its start-up)
+        groups,  # NumPy: not for `kcnn --help`
+    )
 
     browse.check_sort(sort)
     browse.check_status(status)
@@ -90,10 +94,12 @@ def runs(
 @app.command("show")
 def show(run: Run, as_json: AsJson = False) -> None:
     """One run's settings and results, rounded (--json: the records at full precision)."""
-    from kcnn.runs import browse
+    from kcnn.runs import (
+        browse,  # not for `kcnn --help` (its start-up)
+        groups,  # NumPy: not for `kcnn --help`
+    )
 
     info = browse.find(run)
-    from kcnn.runs import groups
 
     if groups.is_group(info.folder):
         return _show_group(info, as_json)
@@ -169,8 +175,6 @@ _MEMBER_COLUMNS = [
 
 def _show_head(info) -> list[str]:
     """The run's name and status, then what it is and how it did, one fact a line."""
-    from kcnn.runs import readable
-
     row = info.row()
     epochs = (
         None
@@ -209,8 +213,6 @@ def _classes(names: list[str]) -> str | None:
 
 
 def _section(title: str, header: str, record: dict) -> list[str]:
-    from kcnn.runs import readable
-
     if not record:
         return []
     rows = [{header: k, "value": readable.figure(k, v)} for k, v in record.items()]
@@ -226,8 +228,6 @@ def _score(v):
 
 
 def _member_row(sub) -> dict:
-    from kcnn.runs import readable
-
     return {
         "name": sub.folder.name,
         "model": sub.model_label,
@@ -239,7 +239,7 @@ def _member_row(sub) -> dict:
 
 def _show_group(info, as_json: bool) -> None:
     """A group of seed runs: each group's mean ± 95% interval, the tests between them, its seeds."""
-    from kcnn.runs import groups, readable
+    from kcnn.runs import groups  # NumPy: not for `kcnn --help`
 
     record = groups.read(info.folder) or {}
     if as_json:
@@ -280,8 +280,11 @@ def compare(
     """Compare any finished runs: results, overlaid curves and the settings that differ. A
     group folder (`--seeds`) is a group of its own, whatever its settings; other runs that
     differ only in their seed form a group."""
-    from kcnn.runs import browse, groups, sweep_report
-    from kcnn.runs.records import read_json
+    from kcnn.runs import (
+        browse,  # not for `kcnn --help` (its start-up)
+        groups,  # NumPy: not for `kcnn --help`
+        sweep_report,  # not for `kcnn --help` (its start-up)
+    )
     from kcnn.runs.report import compare_runs  # matplotlib: only once there is a comparison
 
     infos, named, loose = [], [], []
@@ -327,7 +330,7 @@ def predict(
     as_json: AsJson = False,
 ) -> None:
     """Classify images with a run's model, preprocessed exactly as the run's data was."""
-    from kcnn.use import predict as use
+    from kcnn.use import predict as use  # NumPy: not for `kcnn --help`
 
     if top < 1:
         raise KcnnError(f"--top {top}: give at least 1")
@@ -387,9 +390,10 @@ def visualize(
     as_json: AsJson = False,
 ) -> None:
     """First-layer filters, feature maps and a Grad-CAM heatmap of a run's model (PNG files)."""
-    from kcnn.runs import html
-    from kcnn.use import predict as use
-    from kcnn.use import visualize as vis
+    from kcnn.runs import html  # not for `kcnn --help` (its start-up)
+    from kcnn.runs.run import RunFolder  # not for `kcnn --help` (its start-up)
+    from kcnn.use import predict as use  # NumPy: not for `kcnn --help`
+    from kcnn.use import visualize as vis  # NumPy: not for `kcnn --help`
 
     loaded = use.load(run)
     if image is not None:
@@ -401,7 +405,6 @@ def visualize(
             raise KcnnError("the run's data set is not available here; pass an image with --image")
         picture = test[0]
         shows = f"test image 0 of {loaded.info.dataset}"
-    from kcnn.runs.run import RunFolder
 
     # the run's own picture folder must be a real folder inside it: a planted link is refused
     target = out if out is not None else RunFolder(loaded.info.folder).subfolder(html.VISUALIZE)
@@ -461,9 +464,9 @@ def export(
 ) -> None:
     """Export a run's model (SavedModel, TFLite, ONNX), reload it in its own runtime and measure
     it on the run's test split against the run's model: size, accuracy, difference, speed."""
-    from kcnn.runs import browse
-    from kcnn.use import export as exporting
-    from kcnn.use import predict as use
+    from kcnn.runs import browse  # not for `kcnn --help` (its start-up)
+    from kcnn.use import export as exporting  # NumPy: not for `kcnn --help`
+    from kcnn.use import predict as use  # NumPy: not for `kcnn --help`
 
     target = exporting.target(format, quantize, int8_io)
     exporting.check_max_drop(max_accuracy_drop)

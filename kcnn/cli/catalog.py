@@ -10,6 +10,7 @@ import typer
 from kcnn import defaults
 from kcnn.cli.app import AsJson, app, print_json
 from kcnn.errors import KcnnError
+from kcnn.models.backbones import BACKBONES
 from kcnn.runs import tables
 
 
@@ -80,9 +81,8 @@ def list_(
 
 def _catalog() -> dict[str, list[dict]]:
     """Every architecture, data set and backbone kcnn knows, as `--json` lists them."""
-    from kcnn.data.datasets import DATASETS
-    from kcnn.models.architectures import ARCHITECTURES
-    from kcnn.models.backbones import BACKBONES
+    from kcnn.data.datasets import DATASETS  # NumPy: not for `kcnn --help`
+    from kcnn.models.architectures import ARCHITECTURES  # not for `kcnn --help` (its start-up)
 
     models = [
         {
@@ -152,7 +152,7 @@ def summary(
     as_json: AsJson = False,
 ) -> None:
     """Show an architecture layer by layer: output shapes, parameters, multiply-adds, receptive fields, and the output-size formula checked against Keras."""
-    from kcnn.models.architectures import get
+    from kcnn.models.architectures import get  # not for `kcnn --help` (its start-up)
 
     architecture = get(arch)
     shape = parse_shape(input_shape) if input_shape else architecture.input_shape

@@ -20,7 +20,6 @@ from kcnn.cli.options import (
 )
 from kcnn.engine.config import TrainConfig
 from kcnn.errors import KcnnError
-from kcnn.use import calibration
 
 Run = Annotated[str, typer.Argument(help="A run folder (or its name under runs/).")]
 Limit = Annotated[
@@ -40,7 +39,7 @@ def _check_limit(limit: int | None) -> None:
 
 
 def _report(folder: Path) -> None:
-    from kcnn.runs import html
+    from kcnn.runs import html  # not for `kcnn --help` (its start-up)
 
     html.write_report_after(folder)  # the report now shows the new sections
 
@@ -61,9 +60,10 @@ def inspect_run(
     as_json: AsJson = False,
 ) -> None:
     """A trained run's errors, calibration and robustness on its own test split (all three when none is named), into RUN/inspect/ and report.html."""
-    from kcnn.use import errors as erring
-    from kcnn.use import predict as use
-    from kcnn.use import robustness as corrupting
+    from kcnn.use import calibration  # NumPy: not for `kcnn --help`
+    from kcnn.use import errors as erring  # NumPy: not for `kcnn --help`
+    from kcnn.use import predict as use  # NumPy: not for `kcnn --help`
+    from kcnn.use import robustness as corrupting  # NumPy: not for `kcnn --help`
 
     _check_limit(limit)
     everything = not (errors or calibration or robustness)
@@ -83,6 +83,8 @@ def inspect_run(
 
 
 def _lines(answer: dict[str, Any]) -> list[str]:
+    from kcnn.use import calibration  # NumPy: not for `kcnn --help`
+
     lines = [f"run: {answer['run']}"]
     e = answer.get("errors")
     if e:
@@ -117,7 +119,8 @@ def _lines(answer: dict[str, Any]) -> list[str]:
 @app.command("calibrate")
 def calibrate(run: Run, limit: Limit = None, as_json: AsJson = False) -> None:
     """Fit temperature scaling on a run's validation split (Guo et al. 2017): `kcnn predict` then gives calibrated probabilities."""
-    from kcnn.use import predict as use
+    from kcnn.use import calibration  # NumPy: not for `kcnn --help`
+    from kcnn.use import predict as use  # NumPy: not for `kcnn --help`
 
     _check_limit(limit)
     loaded = use.load(run)
@@ -161,7 +164,7 @@ LR_FIND_OPTIONS = [
 
 
 def _lr_find(ctx: typer.Context, steps, start_lr, end_lr, config_file, as_json, **values) -> None:
-    from kcnn.use.lr_find import check_sweep, lr_find
+    from kcnn.use.lr_find import check_sweep, lr_find  # NumPy: not for `kcnn --help`
 
     check_sweep(steps, start_lr, end_lr)  # before the settings' checks, which load TensorFlow
     if values.get("arch") is None and config_file is None:

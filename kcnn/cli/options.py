@@ -21,7 +21,6 @@ import typer
 from typer.core import TyperCommand
 
 from kcnn.cli.app import app
-from kcnn.commands import experiments
 from kcnn.engine.config import (
     COMMAND_LINE,
     CONFIGURATION,
@@ -32,6 +31,7 @@ from kcnn.engine.config import (
     check_value,
     option_name,
 )
+from kcnn.errors import KcnnError
 
 _PYTHON_TYPES = {int: int, float: float, str: str, list: str, bool: bool}
 
@@ -168,8 +168,6 @@ def fold_negatives(ctx: typer.Context, values: dict[str, Any]) -> dict[str, Any]
             name = key.removesuffix("__off")
             source = ctx.get_parameter_source(name)  # the flag typed, not its default of true
             if values.get(name) and source is not None and source.name == "COMMANDLINE":
-                from kcnn.errors import KcnnError
-
                 raise KcnnError(
                     f"{option_name(name)} and {negative_flag(name)} contradict each other; give one"
                 )
@@ -276,9 +274,10 @@ def tracked(uri: str | None, **where: Any):
     """The block a command trains in: logged to MLflow under `--mlflow`, else as it is."""
     import contextlib
 
+    from kcnn.runs import mlflow_log  # not for `kcnn --help` (its start-up)
+
     if uri is None:
         return contextlib.nullcontext()
-    from kcnn.runs import mlflow_log
 
     return mlflow_log.tracking(uri, **where)
 
@@ -301,6 +300,8 @@ def resolve(
     cls: type[RunConfig], ctx: typer.Context, values: dict[str, Any], config_file: Path | None
 ) -> RunConfig:
     """The validated config: the settings of `--config` (if any), overridden by the options typed."""
+    from kcnn.commands import experiments  # the runs' commands: not for `kcnn --help`
+
     typed = {
         k: v.value if isinstance(v, enum.Enum) else v
         for k, v in values.items()

@@ -10,11 +10,9 @@ import typer
 
 from kcnn.cli.app import AsJson, app, print_json, say
 from kcnn.cli.options import MLFLOW_HELP, Tracked, tracked
-from kcnn.commands import sweep as sweeping
 from kcnn.engine import hooks
 from kcnn.engine.schema import parse_seeds
 from kcnn.errors import KcnnError
-from kcnn.runs import sweep_report
 
 SweepFile = Annotated[
     Path,
@@ -79,6 +77,9 @@ def sweep(
 ) -> None:
     """Search settings with Optuna: TPE, random or grid sampling, pruning from each epoch's
     validation metric, the study in SQLite (the same command again continues it)."""
+    from kcnn.commands import sweep as sweeping  # not for `kcnn --help`
+    from kcnn.runs import sweep_report
+
     confirm_seeds = parse_seeds("--seeds", seeds)  # before any work, as the setting is
     if confirm < 0:
         raise KcnnError(
@@ -113,7 +114,7 @@ def sweep(
     _show_record(plan, record)
 
 
-def _show_plan(file: Path, plan: sweeping.Sweep, as_json: bool) -> None:
+def _show_plan(file: Path, plan, as_json: bool) -> None:
     """`kcnn sweep --check`: the plan, after every check a trial would make."""
     shown = {
         "file": str(file),
@@ -136,7 +137,7 @@ def _show_plan(file: Path, plan: sweeping.Sweep, as_json: bool) -> None:
     )
 
 
-def _show_record(plan: sweeping.Sweep, record: dict) -> None:
+def _show_record(plan, record: dict) -> None:
     """What a finished sweep says: its counts, its best trial, how to replay it."""
     best = record.get("best")
     counts = record["counts"]

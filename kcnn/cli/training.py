@@ -1,8 +1,9 @@
 """`kcnn train`, `kcnn compare-apis`, `kcnn transfer` and `kcnn run`: the commands that train.
 
-Each training command is made from its `Command` in the registry (`kcnn.commands.registry`):
-its options from its configuration model (`kcnn.cli.options`), its work from the runner
-(`kcnn.commands.runner`, `kcnn.commands.steps`). This module parses and prints, nothing more.
+Each training command is made from its entry in the registry (`kcnn.commands.registry`): its
+options from its configuration model (`kcnn.cli.options`), its work from the runner
+(`kcnn.commands.runner`, `kcnn.commands.steps`), which is loaded only when a command runs, so
+`kcnn --help` answers at once. This module parses and prints, nothing more.
 Under `--json` every one of them prints one shape: `{"command", "runs": [metrics.json of each
 run], "comparison": folder or null, ...}` (`Outcome.answer`).
 """
@@ -12,17 +13,21 @@ from __future__ import annotations
 import dataclasses
 import inspect
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from kcnn.cli.app import AsJson, app, print_json, say
 from kcnn.cli.options import MLFLOW_HELP, Tracked, given, resolve, tracked, training_command
-from kcnn.commands import experiments, registry, runner, steps
-from kcnn.commands.command import Command, Outcome, runs_table
+from kcnn.commands import registry
+from kcnn.commands.registry import Entry
 from kcnn.engine.config import CONFIGURATION
 from kcnn.errors import KcnnError
-from kcnn.use import calibration
+from kcnn.progress import heading
+
+if TYPE_CHECKING:
+    from kcnn.commands.command import Outcome
+    from kcnn.commands.experiments import Experiment
 
 RESUME = inspect.Parameter(
     "resume",
@@ -53,7 +58,7 @@ def _only_resume(ctx: typer.Context, values, config_file, print_config, allowed=
         )
 
 
-def _names_nothing(command: Command, values: dict[str, Any]) -> bool:
+def _names_nothing(command: Entry, values: dict[str, Any]) -> bool:
     """Whether the command line leaves out what the command trains, which has no default
     (`kcnn train` without an architecture)."""
     fields = {f.name: f for f in dataclasses.fields(command.config)}
@@ -63,10 +68,12 @@ def _names_nothing(command: Command, values: dict[str, Any]) -> bool:
     )
 
 
-def _work(command: Command):
+def _work(command: Entry):
     """What `kcnn COMMAND` does with its parsed options."""
 
     def work(ctx: typer.Context, resume: Path | None, config_file, print_config, as_json, **values):
+        from kcnn.commands import runner, steps  # the trainer: not for `kcnn --help`
+
         if resume is not None:
             _only_resume(ctx, values, config_file, print_config, command.resume_options)
             options = {k: values[k] for k in command.resume_options if given(ctx, k)}
@@ -84,6 +91,8 @@ def _work(command: Command):
 def show(outcome: Outcome, as_json: bool) -> None:
     """A training command's result: its JSON answer, or what it says to a person (every line's
     control characters shown as escapes) and what calibration found."""
+    from kcnn.use import calibration  # NumPy: not for `kcnn --help`
+
     if as_json:
         print_json(outcome.answer())
         return
@@ -93,18 +102,18 @@ def show(outcome: Outcome, as_json: bool) -> None:
         typer.echo("\n".join(calibration.lines(record)))
 
 
-for _command in registry.COMMANDS.values():
-    training_command(_command.config, _work(_command), help=_command.help, extra=[RESUME])
+for _entry in registry.COMMANDS.values():
+    training_command(_entry.config, _work(_entry), help=_entry.help, extra=[RESUME])
 
 
 # --- kcnn run ---------------------------------------------------------------------------------------
 
 
-def _check(file: Path, experiment: experiments.Experiment, as_json: bool) -> None:
+def _check(file: Path, experiment: Experiment, as_json: bool) -> None:
     """`kcnn run FILE --check`: each run under its heading with the settings that matter to it,
     checked as it would be before training (`preflight`), with the trainings and epochs it
     stands for; a last line says whether all passed and how much the file asks for."""
-    from kcnn.progress import heading
+    from kcnn.commands import experiments  # the runs' commands: not for `kcnn --help`
 
     count = len(experiment.runs)
     if not as_json:
@@ -134,8 +143,10 @@ def _check(file: Path, experiment: experiments.Experiment, as_json: bool) -> Non
     _checked(file, experiment, as_json)
 
 
-def _checked(file: Path, experiment: experiments.Experiment, as_json: bool) -> None:
+def _checked(file: Path, experiment: Experiment, as_json: bool) -> None:
     """The end of `--check`: how much the file asks for, and that every run is ready."""
+    from kcnn.commands import experiments  # the runs' commands: not for `kcnn --help`
+
     loads = [experiments.workload(cfg) for cfg in experiment.runs]
     total = experiments.Workload(sum(w.trainings for w in loads), sum(w.epochs for w in loads))
     if as_json:
@@ -200,6 +211,9 @@ def run_experiment(
     as_json: AsJson = False,
 ) -> None:
     """Run the experiment(s) an experiment file describes, one after the other, or redo a run."""
+    from kcnn.commands import experiments  # the runs' commands: not for `kcnn --help`
+    from kcnn.commands.command import runs_table
+
     experiment = experiments.load(file, experiments.parse_overrides(set_ or []))
     experiment.set_args = list(set_ or [])
     if check:

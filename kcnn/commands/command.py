@@ -15,7 +15,7 @@ after it, by the chief only). A command says:
 
 What every command shares to resume — its folder's settings checked as a new run's, the record of
 every resume, the members of an interrupted comparison — is written once, here. Adding a
-training command is one module with one `Command`, and its name in the registry.
+training command is one module with one `Command`, and its entry in the registry.
 """
 
 from __future__ import annotations
@@ -84,9 +84,6 @@ class Command:
 
     name: ClassVar[str]
     config: ClassVar[type[RunConfig]]
-    help: ClassVar[str]  # what `kcnn COMMAND --help` says it does
-    needs: ClassVar[str]  # the error when nothing names the model to train
-    resume_options: ClassVar[tuple[str, ...]] = ()  # settings `--resume` takes besides --json
     # the file that says a comparison of several runs is finished (None: one run folder)
     finished_file: ClassVar[str | None] = None
 

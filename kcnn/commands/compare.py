@@ -368,11 +368,6 @@ class CompareApis(Command):
 
     name = "compare-apis"
     config = CompareConfig
-    help = (
-        "The same CNN as Sequential, Functional and subclassed models: proven identical, then "
-        "trained side by side."
-    )
-    needs = "name an architecture to compare (see `kcnn list models`), or pass --resume FOLDER"
     finished_file = COMPARISON_JSON
 
     def title(self, config: CompareConfig) -> str:

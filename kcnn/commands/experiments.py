@@ -34,7 +34,7 @@ from kcnn.engine.config import RunConfig, safe_label
 from kcnn.engine.interrupts import Interrupted
 from kcnn.errors import KcnnError, did_you_mean
 from kcnn.progress import heading, stream
-from kcnn.runs import folders, groups
+from kcnn.runs import folders
 from kcnn.runs.browse import RunInfo
 from kcnn.runs.records import Damaged, read_text
 from kcnn.runs.run import RUN_FACTS, RunFolder
@@ -90,6 +90,8 @@ def _depth(value: Any, level: int = 0) -> int:
 
 def _read(path: Path) -> dict[str, Any]:
     """A TOML experiment file or a run's config.json, refused when absurdly large or nested."""
+    from kcnn.runs import groups  # NumPy: not for `kcnn --help`
+
     if path.is_dir() and groups.is_group(path):  # a group of seed runs: finish its missing seeds
         return groups.as_experiment(path)
     if path.is_dir():
@@ -134,9 +136,7 @@ def _read(path: Path) -> dict[str, Any]:
         command = data.get("command")
         if command not in registry.COMMANDS:
             raise KcnnError(f"{path} is not a kcnn run's {CONFIG_JSON} (it names no kcnn command)")
-        own = registry.get(
-            command
-        ).config.settings()  # `arch` and `head` are settings as well as facts
+        own = registry.entry(command).config.settings()  # `arch`, `head`: settings and facts
         # Anything that is neither a fact nor versions is taken as a setting, so that an edited
         # or foreign key is refused by the schema like any unknown setting.
         settings = {
@@ -198,7 +198,7 @@ def load(path: str | Path, overrides: dict[str, Any] | None = None) -> Experimen
         command = settings.pop("command", None)
         if command is None:
             raise KcnnError(f"{where} has no `command` (one of: {', '.join(registry.COMMANDS)})")
-        cls = registry.get(str(command)).config
+        cls = registry.entry(str(command)).config
         fitting = {k: v for k, v in overrides.items() if k in cls.settings()}
         used.update(fitting)
         settings.update(fitting)

@@ -34,7 +34,7 @@ from kcnn.engine import hooks, interrupts
 from kcnn.engine.config import RunConfig
 from kcnn.errors import KcnnError
 from kcnn.progress import heading
-from kcnn.runs import folders, groups, stats
+from kcnn.runs import folders
 from kcnn.runs.browse import RunInfo
 from kcnn.runs.run import RunFolder
 
@@ -73,6 +73,8 @@ def _settings(config: RunConfig) -> dict[str, Any]:
 def find_unfinished(config: RunConfig, completed: bool = False) -> Path | None:
     """The newest group folder under `out` made by the same settings and not completed (or,
     with `completed`, whatever its status: `kcnn run FILE --resume` keeps a finished group)."""
+    from kcnn.runs import groups  # NumPy: not for `kcnn --help`
+
     out = Path(config.out).expanduser()
     if not out.is_dir():
         return None
@@ -111,6 +113,8 @@ def _member(folder: Path, name: str, seed: int) -> Path | None:
 
 
 def _finished(member: Path) -> bool:
+    from kcnn.runs import groups  # NumPy: not for `kcnn --help`
+
     runs = groups.leaves([RunInfo.load(member)])
     return bool(runs) and all(r.status == "completed" for r in runs)
 
@@ -184,6 +188,8 @@ def _missing(folder: Path, name: str, seeds: list[int]) -> list[int]:
 def outcome(group: GroupResult, config: RunConfig) -> Outcome:
     """A group as the answer of its command: every seed's metrics.json, the group's statistics,
     their calibration (when asked), and what a person reads."""
+    from kcnn.runs import stats  # NumPy: not for `kcnn --help`
+
     record, run_dirs = group.record, group.run_dirs()
     metrics = [RunFolder(d).metrics() for d in run_dirs]
     found = Outcome(config.command, run_dirs, metrics, group=group.folder)

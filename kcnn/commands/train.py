@@ -97,9 +97,6 @@ class Train(Command):
 
     name = "train"
     config = TrainConfig
-    help = "Train one architecture, evaluate it on the test set, and save a run folder."
-    needs = "name an architecture to train (see `kcnn list models`), or pass --resume RUN_DIR"
-    resume_options = ("epochs",)
 
     def start(self, config: TrainConfig, quiet: bool = False) -> Outcome:
         return self._outcome(train(config, quiet=quiet))

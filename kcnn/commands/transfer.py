@@ -467,10 +467,6 @@ class Transfer(Command):
 
     name = "transfer"
     config = TransferConfig
-    help = (
-        "A frozen ImageNet backbone with a small head (seed 003's transfer experiment, done right)."
-    )
-    needs = "name a backbone: vgg16, mobilenetv2, resnet50v2 or all (see `kcnn list backbones`)"
     finished_file = folders.COMPARISON_MD
 
     def title(self, config: TransferConfig) -> str:

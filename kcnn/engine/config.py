@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from kcnn import defaults
-from kcnn.data import augment, datasets
+from kcnn.data import augment
 from kcnn.data.augment import POLICIES as AUGMENT_POLICIES
 from kcnn.data.augment import SWITCHES
 from kcnn.data.prepared import check_batch_memory
@@ -67,19 +67,19 @@ def _fine_tuned(config) -> bool:
 
 
 def _architectures() -> list[str]:
-    from kcnn.models.architectures import ARCHITECTURES
+    from kcnn.models.architectures import ARCHITECTURES  # the zoo: not for `kcnn --help`
 
     return sorted(ARCHITECTURES)
 
 
 def _datasets() -> list[str]:
-    from kcnn.data.datasets import DATASETS
+    from kcnn.data.datasets import DATASETS  # NumPy: not for `kcnn --help`
 
     return sorted(DATASETS)
 
 
 def _backbones() -> list[str]:
-    from kcnn.models.backbones import ALL, BACKBONES
+    from kcnn.models.backbones import ALL, BACKBONES  # not for `kcnn --help`
 
     return [*BACKBONES, ALL]
 
@@ -363,6 +363,8 @@ class RunConfig(Configured):
             )
         if self.image_size is not None:
             check_batch_memory(self.batch_size, self.image_size, self.image_size, 3)
+        from kcnn.data import datasets  # NumPy: not for `kcnn --help`
+
         datasets.check(self.dataset, self.data_dir)  # names data at all? (loads nothing)
         self.check_recipe()
         self.check()
@@ -570,7 +572,7 @@ class TransferConfig(RunConfig):
     )
 
     def check(self) -> None:
-        from kcnn.models import backbones
+        from kcnn.models import backbones  # not for `kcnn --help`
 
         self.backbones = backbones.expand(list(self.backbones))
         self.weights = _check_weights(self.weights)

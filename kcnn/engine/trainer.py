@@ -26,11 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kcnn.data import augment
 from kcnn.data.prepared import Prepared, prepare_data  # noqa: F401  (commands import them here)
-from kcnn.engine import checkpoints, distribute, hooks, interrupts
+from kcnn.engine import checkpoints, distribute, hooks, interrupts, performance, recipes
 from kcnn.engine.config import RunConfig
 from kcnn.engine.recording import RunRecorder
 from kcnn.errors import KcnnError
+from kcnn.models.architectures import get as get_architecture
 from kcnn.models.params import count_params, model_summary
 
 
@@ -311,7 +313,6 @@ class Trainer:
         (the measured winner on CPU, results unchanged) on one device. `optimizer`: one already
         made, shared with another model of the same variables (transfer's head)."""
         from kcnn.data.pipeline import steps_per_epoch
-        from kcnn.engine import performance, recipes
 
         c = self.config
         speed = {}
@@ -381,8 +382,6 @@ class Trainer:
 
     def augmenter(self):
         """The training images' augmentation (None: none), recorded in config.json."""
-        from kcnn.data import augment
-
         c, p = self.config, self.prepared
         settings = augment.resolve(
             c.augment, p.data.name, p.data.image_shape[2], c.augment_switches()
@@ -550,8 +549,6 @@ def out_inside_data(config: RunConfig) -> bool:
 def default_input_shape(arch: str, image_size: int | None):
     """The model input for data of a given image shape: `--image-size` if given, else the data's
     own size grown to the architecture's minimum; the data's channels are kept."""
-    from kcnn.models.architectures import get as get_architecture
-
     architecture = get_architecture(arch)
 
     def input_shape_for(image_shape, classes):

@@ -22,7 +22,11 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from kcnn.engine.config import COMMANDS
+from kcnn.errors import KcnnError
 from kcnn.runs import folders, stats
+from kcnn.runs.records import Damaged
+from kcnn.runs.run import RunFolder
 
 GROUP_JSON, GROUP_MD = "group.json", "group.md"
 BAND, PER_CLASS = "curves_band.png", "per_class.png"
@@ -41,9 +45,6 @@ _SEED_SUFFIX = re.compile(r"-seed\d+$")
 
 def read(folder: str | Path) -> dict[str, Any] | None:
     """A folder's group.json, or None when it is not a group (or the record is unreadable)."""
-    from kcnn.runs.records import Damaged
-    from kcnn.runs.run import RunFolder
-
     try:  # a regular file inside the folder, size-capped, depth-bounded: never a planted link
         return RunFolder(folder).json(GROUP_JSON)
     except (FileNotFoundError, Damaged):
@@ -51,8 +52,6 @@ def read(folder: str | Path) -> dict[str, Any] | None:
 
 
 def is_group(folder: str | Path) -> bool:
-    from kcnn.runs.run import RunFolder
-
     return RunFolder(folder).has(GROUP_JSON)
 
 
@@ -66,8 +65,6 @@ def leaves(infos: Iterable) -> list:
 
 def recipe(info) -> str:
     """Everything that says how a run was trained, but its seed: equal recipes make a group."""
-    from kcnn.engine.config import COMMANDS
-
     settings = info.settings
     cls = COMMANDS.get(settings.get("command") or "")
     keys = cls.settings() if cls is not None else settings
@@ -244,8 +241,6 @@ def describe(grouped: dict[str, list]) -> dict[str, Any]:
 def as_experiment(folder: Path) -> dict[str, Any]:
     """A group folder as an experiment file of one run: its settings, seeds included, writing
     where the group is, so `kcnn run GROUP` finishes the seeds it misses."""
-    from kcnn.errors import KcnnError
-
     data = read(folder)
     config = (data or {}).get("config")
     if not isinstance(config, dict) or not isinstance(data.get("command"), str):

@@ -12,9 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from kcnn import text
-from kcnn.runs import groups, plots, stats, tables
+from kcnn.errors import KcnnError
+from kcnn.runs import folders, groups, plots, stats, tables
+from kcnn.runs import html as pages
+from kcnn.runs.browse import RunInfo, _labels, settings_differences
 from kcnn.runs.folders import COMPARISON_CSV, COMPARISON_MD, OVERLAY
-from kcnn.runs.records import write_atomic, write_csv
+from kcnn.runs.html import write_report, write_report_after
+from kcnn.runs.records import write_atomic, write_csv, write_json
 
 
 def write_comparison(
@@ -44,7 +48,6 @@ def write_comparison(
         f"![learning curves]({OVERLAY})",
     ]
     write_atomic(folder / COMPARISON_MD, "\n\n".join(p for p in parts if p) + "\n")
-    from kcnn.runs.html import write_report_after
 
     write_report_after(folder)  # report.html: the same report as one self-contained page
 
@@ -62,11 +65,6 @@ def compare_runs(
     compared) and `intro` name what asked for the comparison, such as an experiment file.
     `grouped`: the groups the user named (`groups.named_groups`); by default runs that differ
     only in their seed make a group."""
-    from kcnn.errors import KcnnError
-    from kcnn.runs import folders
-    from kcnn.runs.browse import _labels, settings_differences
-    from kcnn.runs.records import write_json
-
     if len(runs) < 2:
         raise KcnnError("compare needs at least two runs")
     for r in runs:
@@ -123,7 +121,6 @@ def compare_runs(
             "groups": described,
         },
     )
-    from kcnn.runs.html import write_report
 
     write_report(folder)  # again: comparison.json now names the runs
     return folder
@@ -187,9 +184,6 @@ def group_markdown(title: str, described: dict[str, Any], level: int = 1) -> str
 def write_group(folder: str | Path, record: dict[str, Any]) -> dict[str, Any]:
     """Summarise a group folder's finished seeds into group.json (keeping `record`'s settings and
     status), group.md, curves_band.png, per_class.png and report.html. Returns group.json."""
-    from kcnn.runs.browse import RunInfo
-    from kcnn.runs.records import write_json
-
     folder = Path(folder)
     done = [r for r in RunInfo.load(folder).sub_runs if r.status == "completed"]
     grouped, _ = groups.counted_once(groups.group_runs(done))  # a seed redone counts once
@@ -224,9 +218,6 @@ def write_group(folder: str | Path, record: dict[str, Any]) -> dict[str, Any]:
 def write_group_report(folder: str | Path) -> Path:
     """report.html of a group: group.md, then each group as one line (mean ± CI) that opens onto
     its seeds (HTML <details>: no script)."""
-    from kcnn.runs import html as pages
-    from kcnn.runs.browse import RunInfo
-
     folder = Path(folder)
     data = groups.read(folder) or {}
     md = folder / groups.GROUP_MD
