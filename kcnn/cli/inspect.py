@@ -60,7 +60,7 @@ def inspect_run(
     as_json: AsJson = False,
 ) -> None:
     """A trained run's errors, calibration and robustness on its own test split (all three when none is named), into RUN/inspect/ and report.html."""
-    from kcnn.use import calibration  # NumPy: not for `kcnn --help`
+    from kcnn.use import calibration as calibrating  # NumPy: not for `kcnn --help`
     from kcnn.use import errors as erring  # NumPy: not for `kcnn --help`
     from kcnn.use import predict as use  # NumPy: not for `kcnn --help`
     from kcnn.use import robustness as corrupting  # NumPy: not for `kcnn --help`
@@ -72,7 +72,7 @@ def inspect_run(
     if errors or everything:
         answer["errors"] = erring.analyse(loaded, limit)
     if calibration or everything:
-        answer["calibration"] = calibration.calibrate(loaded, fit=False, limit=limit)
+        answer["calibration"] = calibrating.calibrate(loaded, fit=False, limit=limit)
     if robustness or everything:
         answer["robustness"] = corrupting.evaluate(loaded, limit)
     _report(loaded.info.folder)
