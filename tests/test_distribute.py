@@ -12,18 +12,16 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import kcnn, refused
+from conftest import KCNN, kcnn, refused
 
 from kcnn.engine import distribute
 from kcnn.errors import KcnnError
 from kcnn.runs.records import read_csv, read_json
 
-KCNN = [sys.executable, "-m", "kcnn.cli"]
 # LeNet-5 on 300 scikit-learn digits: a few seconds per run on a 2-core CPU.
 TINY = ["lenet5", "--dataset", "digits", "--limit", "300", "--batch-size", "16"]
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}

@@ -15,7 +15,6 @@ import shutil
 import socket
 import struct
 import subprocess
-import sys
 import zlib
 from pathlib import Path
 
@@ -24,7 +23,6 @@ import pytest
 from conftest import kcnn
 from PIL import Image
 
-KCNN = [sys.executable, "-m", "kcnn.cli"]
 CLASSES = ["$5 or $10 bills", "pipe|and\x1b[31mred\nnewline", "plain"]
 DATA = "=1+1|d\x1b]0;t\x07$x$"  # the data folder: a formula, a pipe, ESC/BEL, mathtext
 COPY = "-@copy|$y$\x1b[2J"  # a second run: the first copied under a hostile folder name

@@ -248,7 +248,7 @@ def _read_typical(loaded: LoadedRun):
     except FileNotFoundError:
         return None
     except Damaged as e:
-        _say("warning", f"{e}: images are not checked against the training images")
+        progress.warn(f"{e}: images are not checked against the training images")
         return None
     return typical if typical.image_shape == tuple(loaded.data_shape) else None
 
@@ -473,7 +473,7 @@ def _top(loaded: LoadedRun, batch: list[tuple[Path, np.ndarray]], top: int):
     for (path, _), p, distance in zip(batch, probabilities, distances, strict=True):
         best = np.argsort(-p)[:k]
         if distance is not None and distance["far"]:
-            _say("warning", _unlike(path, distance))
+            progress.warn(_unlike(path, distance))
         yield {
             "image": str(path),
             "top": [{"class": loaded.label(i), "probability": float(p[i])} for i in best],
