@@ -220,7 +220,7 @@ def test_check_heads_each_run_shows_only_its_settings_and_says_all_passed(kcnn_e
     assert "min_lr" not in text  # a constant rate decays towards nothing
     assert shapes_run.count("check passed") == 1 and digits_run.count("check passed") == 1
     assert text.rstrip().splitlines()[-1] == (
-        f"all checks passed: all 2 runs ready to train (kcnn run {path})"
+        f"all checks passed: all 2 runs ready to train, 2 trainings, 2 epochs in all (kcnn run {path})"
     )
     assert not out.exists()  # nothing trained, no folder made
 

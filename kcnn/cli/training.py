@@ -165,8 +165,11 @@ def _checked(file: Path, experiment: Experiment, as_json: bool) -> None:
         if k == "seeds" and isinstance(v, int) and not isinstance(v, bool)
     ]
     runs = "the run" if len(loads) == 1 else f"all {len(loads)} runs"
-    say("", *counted, f"all checks passed: {runs} ready to train: {total.text()}")
-    say(f"({experiment.command()})")
+    say(
+        "",
+        *counted,
+        f"all checks passed: {runs} ready to train, {total.text()} ({experiment.command()})",
+    )
 
 
 @app.command("run", cls=Tracked)
