@@ -40,11 +40,11 @@ def main(argv: list[str] | None = None) -> dict:
     # out, so it charges the cached run for the validation images' features and the uncached
     # run for none of its ten validation passes through the backbone; this clock charges both
     # for all of them.
-    from kcnn.engine import trainer as trainer_module
+    from kcnn.engine import callbacks as callbacks_module
     from kcnn.runs.records import json_text, write_json
 
     epoch_walls: list[float] = []
-    recorder = trainer_module._Recorder
+    recorder = callbacks_module.Recorder
 
     def timing(trainer):
         r = recorder(trainer)
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> dict:
         r.on_epoch_begin, r.on_epoch_end = on_epoch_begin, on_epoch_end
         return r
 
-    trainer_module._Recorder = timing
+    callbacks_module.Recorder = timing
     results = {}
     with tempfile.TemporaryDirectory() as out:
         for label, cache in (("cached features", True), ("backbone every epoch", False)):

@@ -18,10 +18,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def main() -> None:
-    from kcnn.engine import trainer as trainer_module
+    from kcnn.engine import callbacks as callbacks_module
 
     marks: list[float] = []
-    recorder = trainer_module._Recorder
+    recorder = callbacks_module.Recorder
 
     def noting(trainer):
         r = recorder(trainer)
@@ -34,7 +34,7 @@ def main() -> None:
         r.on_epoch_end = on_epoch_end
         return r
 
-    trainer_module._Recorder = noting
+    callbacks_module.Recorder = noting
     from kcnn.cli import main as kcnn_main
 
     start = time.perf_counter()

@@ -62,6 +62,7 @@ def one_run(arch, dataset, epochs, options) -> dict:
 
     from kcnn.data import pipeline
     from kcnn.data.prepared import prepare_data
+    from kcnn.engine import callbacks as keras_callbacks
     from kcnn.engine import interrupts, performance, recipes
     from kcnn.engine.config import TrainConfig
     from kcnn.engine.trainer import default_input_shape
@@ -126,7 +127,7 @@ def one_run(arch, dataset, epochs, options) -> dict:
             guard = interrupts.SignalGuard()
             # kcnn's per-epoch records: the sentinel, and history.csv rewritten every epoch
             recorder = keras.callbacks.CSVLogger(str(Path(out) / "history.csv"))
-            callbacks = [interrupts.sentinel(guard), recorder, *callbacks]
+            callbacks = [keras_callbacks.Sentinel(guard), recorder, *callbacks]
         history = model.fit(
             train_ds,
             epochs=epochs,

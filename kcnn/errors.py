@@ -35,12 +35,19 @@ def closest(name: str, choices: Iterable[str]) -> str | None:
     return lowered[match[0]] if match else None
 
 
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """`did you mean 'x'? ` naming the closest valid choice, or '' when none is near: the one
+    hint every "unknown ..." error gives."""
+    hint = closest(str(name), choices)
+    return f"did you mean '{hint}'? " if hint else ""
+
+
 def unknown(kind: str, name: str, choices: Iterable[str]) -> KcnnError:
     """An error for a name that is not in a registry, suggesting the closest valid one."""
     choices = sorted(choices)
-    hint = closest(name, choices)
-    tip = f"did you mean '{hint}'? " if hint else ""
-    return KcnnError(f"unknown {kind} '{name}': {tip}choose one of: {', '.join(choices)}")
+    return KcnnError(
+        f"unknown {kind} '{name}': {did_you_mean(name, choices)}choose one of: {', '.join(choices)}"
+    )
 
 
 # What a failed download's errno says, in words a user acts on (socket.gaierror's codes are negative).

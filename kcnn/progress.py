@@ -1,5 +1,5 @@
 """What the terminal shows during long work, the same in every command: a heading before each
-run of several, and progress of anything that takes more than a few seconds.
+run of several, progress of anything that takes more than a few seconds, and the one warning line.
 
 On a terminal progress is a rich bar, redrawn in place; in a log or a pipe it is one plain line
 per step (at most `LINES` of them, then a last one with the time taken), so a log file holds no
@@ -31,6 +31,13 @@ def on_terminal(out: TextIO) -> bool:
         return out.isatty()
     except (AttributeError, ValueError):  # a closed or replaced stream
         return False
+
+
+def warn(message: object) -> None:
+    """The one warning line: `warning: ...` on stderr, its control characters shown as escapes
+    (a message may quote a folder or class name as it was found). A warning is said once,
+    where it happens; it never stops the work."""
+    print(f"warning: {terminal(message)}", file=sys.stderr, flush=True)
 
 
 def heading(number: int, count: int, text: str, quiet: bool = False) -> None:

@@ -1,8 +1,13 @@
-"""Shared fixtures: an isolated Keras home, an in-process CLI runner, and small run settings."""
+"""Shared fixtures and helpers: an isolated Keras home, an in-process CLI runner, the installed
+`kcnn` in a subprocess (`kcnn(*args)`) and the check of a refusal (`refused`).
+
+Test modules import the helpers: `from conftest import kcnn, refused`.
+"""
 
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -18,7 +23,47 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 # kcnn's own environment defaults (oneDNN's kernels among them) before any test module imports
 # TensorFlow, so this process computes as the `kcnn` processes it starts do: a run trained in one
 # and resumed in the other must agree bit for bit.
-import kcnn  # noqa: E402, F401
+import kcnn as _package  # noqa: E402, F401
+
+KCNN = [sys.executable, "-m", "kcnn.cli"]  # the console script, as a user's shell runs it
+TIMEOUT = 300  # seconds: a hang fails the test instead of the suite
+
+
+def kcnn(
+    *args,
+    cwd: str | Path | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = TIMEOUT,
+    umask: int | None = None,
+) -> subprocess.CompletedProcess:
+    """`kcnn ARGS` in its own process, as a user meets it: stdin closed, stdout and stderr
+    captured as text, under a timeout. `env` adds to (or replaces) this process's variables."""
+    return subprocess.run(
+        [*KCNN, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        cwd=cwd,
+        env={**os.environ, **env} if env is not None else None,
+        preexec_fn=(lambda: os.umask(umask)) if umask is not None else None,
+    )
+
+
+def refused(result: subprocess.CompletedProcess, *words: str, alone: bool = True) -> str:
+    """The refusal of bad input: exit status 2, one `error:` line (the only line on stderr
+    unless `alone` is false: then the last, after progress) holding each of `words`, and no
+    traceback. Returns that line."""
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    if alone:
+        assert len(lines) == 1, result.stderr[-2000:]
+    assert lines and lines[-1].startswith("error: "), result.stderr[-2000:]
+    assert sum(line.startswith("error:") for line in lines) == 1, result.stderr[-2000:]
+    for word in words:
+        assert word in lines[-1], (word, lines[-1])
+    return lines[-1]
 
 
 @pytest.fixture(autouse=True)
@@ -68,7 +113,7 @@ def cli(capsys):
 @pytest.fixture
 def kcnn_exe():
     """The installed console script, for tests that need a real process (signals, start-up)."""
-    return [sys.executable, "-m", "kcnn.cli"]
+    return list(KCNN)
 
 
 @pytest.fixture

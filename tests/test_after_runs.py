@@ -10,11 +10,11 @@ import json
 import os
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import kcnn
 from PIL import Image
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -334,16 +334,6 @@ def test_export_check_fails_when_the_exported_model_differs(runs, tmp_path):
 # --- bad input through the real executable ------------------------------------------------------
 
 
-def _run(kcnn_exe, *args):
-    return subprocess.run(
-        [*kcnn_exe, *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-    )
-
-
 def test_bad_input_exits_2_with_one_line(runs, kcnn_exe, tmp_path):
     """Through the real executable (these answer before TensorFlow is imported)."""
     not_image = tmp_path / "x.png"
@@ -356,7 +346,7 @@ def test_bad_input_exits_2_with_one_line(runs, kcnn_exe, tmp_path):
         ("runs", runs["out"], "--sort", "size"),
     ]
     for args in cases:
-        r = _run(kcnn_exe, *args)
+        r = kcnn(*args, timeout=120)
         assert r.returncode == 2, (args, r.stderr)
         assert r.stderr.startswith("error: ") and len(r.stderr.strip().splitlines()) == 1, (
             args,

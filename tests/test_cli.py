@@ -12,6 +12,22 @@ def test_importing_the_cli_does_not_import_tensorflow():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+def test_kcnn_help_loads_no_heavy_library_nor_any_command_that_trains():
+    """`kcnn --help` builds every training command from the registry's entries: none of the
+    heavy libraries, and not the trainer, is loaded (its start-up stays short)."""
+    heavy = ["tensorflow", "keras", "matplotlib", "optuna", "mlflow", "scipy", "numpy"]
+    heavy += ["kcnn.engine.trainer", "kcnn.commands.train", "kcnn.commands.runner"]
+    code = (
+        "import sys; from kcnn.cli import main\n"
+        "try: main(['--help'])\n"
+        "except SystemExit as e: assert not e.code, e.code\n"
+        f"print([m for m in {heavy!r} if m in sys.modules])"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
 def test_help_and_list_answer_without_tensorflow():
     code = (
         "import sys; from kcnn.cli import main\n"

@@ -12,37 +12,19 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from conftest import KCNN, kcnn, refused
 
 from kcnn.engine import distribute
 from kcnn.errors import KcnnError
 from kcnn.runs.records import read_csv, read_json
 
-KCNN = [sys.executable, "-m", "kcnn.cli"]
 # LeNet-5 on 300 scikit-learn digits: a few seconds per run on a 2-core CPU.
 TINY = ["lenet5", "--dataset", "digits", "--limit", "300", "--batch-size", "16"]
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
-
-
-def _kcnn(*args, env=None, timeout=180) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [*KCNN, *map(str, args)],
-        capture_output=True,
-        text=True,
-        env={**ENV, **(env or {})},
-        timeout=timeout,
-    )
-
-
-def _one_line_error(result: subprocess.CompletedProcess) -> str:
-    assert result.returncode == 2, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    return lines[0]
 
 
 def _run_dir(out: Path) -> Path:
@@ -195,7 +177,7 @@ def test_bad_tf_config_exits_2_within_seconds_and_leaves_nothing(tmp_path, tf_co
         env=env,
         timeout=60,
     )
-    assert "TF_CONFIG" in _one_line_error(result)
+    assert "TF_CONFIG" in refused(result)
     assert time.monotonic() - start < 30
     assert not (tmp_path / "runs").exists()
 
@@ -203,12 +185,12 @@ def test_bad_tf_config_exits_2_within_seconds_and_leaves_nothing(tmp_path, tf_co
 def test_a_worker_whose_peer_never_comes_gives_up_with_exit_2(tmp_path):
     ports = _free_ports(2)
     start = time.monotonic()
-    result = _kcnn(
+    result = kcnn(
         "train", *TINY, "--strategy", "multi-worker", "--out", tmp_path / "runs",
         env={"TF_CONFIG": _tf_config(ports, 0), distribute.PEER_TIMEOUT_ENV: "2"},
         timeout=60,
     )  # fmt: skip
-    line = _one_line_error(result)
+    line = refused(result)
     assert f"127.0.0.1:{ports[1]}" in line and "no answer" in line
     assert time.monotonic() - start < 40
     assert not (tmp_path / "runs").exists()
@@ -217,23 +199,23 @@ def test_a_worker_whose_peer_never_comes_gives_up_with_exit_2(tmp_path):
 @pytest.mark.slow  # five processes that each start TensorFlow
 def test_settings_that_do_not_fit_the_strategy_are_refused(tmp_path):
     out = tmp_path / "runs"
-    uneven = _kcnn(
+    uneven = kcnn(
         "train", *TINY[:-1], "15", "--strategy", "mirrored", "--devices", "2", "--out", out
     )
-    assert "global batch" in _one_line_error(uneven) and "16" in uneven.stderr
-    one_device = _kcnn("train", *TINY, "--devices", "2", "--out", out)
-    assert "--strategy mirrored" in _one_line_error(one_device)
-    xla = _kcnn(
+    assert "global batch" in refused(uneven) and "16" in uneven.stderr
+    one_device = kcnn("train", *TINY, "--devices", "2", "--out", out)
+    assert "--strategy mirrored" in refused(one_device)
+    xla = kcnn(
         "train", *TINY, "--strategy", "mirrored", "--devices", "2", "--jit-compile", "--out", out
     )
-    assert "--jit-compile" in _one_line_error(xla)
-    assert "must be a whole number" in _one_line_error(_kcnn("train", *TINY, "--devices", "0"))
-    assert "unknown strategy" in _one_line_error(_kcnn("train", *TINY, "--strategy", "tpu"))
+    assert "--jit-compile" in refused(xla)
+    assert "must be a whole number" in refused(kcnn("train", *TINY, "--devices", "0"))
+    assert "unknown strategy" in refused(kcnn("train", *TINY, "--strategy", "tpu"))
     assert not out.exists()
 
 
 def test_help_documents_the_global_batch():
-    result = _kcnn("train", "--help", timeout=60)
+    result = kcnn("train", "--help", timeout=60)
     assert result.returncode == 0
     text = " ".join(result.stdout.split())
     assert "global batch" in text and "--strategy" in text and "--mixed-precision" in text
@@ -250,7 +232,7 @@ def test_mirrored_over_two_cpu_devices_matches_one_device(tmp_path):
         "mirrored": ["--strategy", "mirrored", "--devices", "2"],
     }.items():
         out = tmp_path / label
-        result = _kcnn("train", *TINY, "--epochs", "2", "--out", out, "--json", *extra)
+        result = kcnn("train", *TINY, "--epochs", "2", "--out", out, "--json", *extra)
         assert result.returncode == 0, result.stderr
         runs[label] = _run_dir(out)
     one, mirrored = (read_json(runs[k] / "metrics.json") for k in ("one", "mirrored"))
@@ -292,7 +274,7 @@ def test_an_interrupted_mirrored_run_resumes_under_its_strategy(tmp_path):
     run_dir = _run_dir(out)
     done = read_json(run_dir / "metrics.json")["epochs_completed"]
     assert 1 <= done < 30 and (run_dir / "checkpoint.keras").is_file()
-    resumed = _kcnn("train", "--resume", run_dir, "--epochs", str(done + 1))
+    resumed = kcnn("train", "--resume", run_dir, "--epochs", str(done + 1))
     assert resumed.returncode == 0, resumed.stderr
     metrics = read_json(run_dir / "metrics.json")
     assert metrics["status"] == "completed" and metrics["epochs_completed"] == done + 1
@@ -329,7 +311,7 @@ def test_two_workers_train_one_model_and_only_the_chief_writes(tmp_path):
 )
 def test_mixed_precision_and_xla_learn_and_are_recorded(tmp_path, flag, key, policy):
     out = tmp_path / "runs"
-    result = _kcnn("train", *TINY, "--epochs", "3", "--out", out, flag)
+    result = kcnn("train", *TINY, "--epochs", "3", "--out", out, flag)
     assert result.returncode == 0, result.stderr
     run_dir = _run_dir(out)
     config, metrics = read_json(run_dir / "config.json"), read_json(run_dir / "metrics.json")
@@ -385,7 +367,7 @@ def test_a_worker_that_loses_its_peer_mid_run_fails_instead_of_hanging(tmp_path)
 def test_the_sentinel_still_catches_a_diverged_loss_under_mirrored(tmp_path):
     # Under a strategy Keras hands callbacks the loss already reduced over the replicas.
     out = tmp_path / "runs"
-    result = _kcnn(
+    result = kcnn(
         "train", "simple-cnn", "--dataset", "digits", "--limit", "100", "--batch-size", "16",
         "--epochs", "3", "--optimizer", "sgd", "--lr", "1e6", "--strategy", "mirrored",
         "--devices", "2", "--out", out,

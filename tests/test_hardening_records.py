@@ -4,26 +4,14 @@ the terminal), default run names from awkward data-set names, and a diverged run
 from __future__ import annotations
 
 import json
-import os
 import re
 import stat
-import subprocess
-import sys
+
+from conftest import kcnn
 
 from kcnn.engine import interrupts
 
 NATIVE_LINES = re.compile(r"cuInit|CUDA|oneDNN custom operations|NodeDef|cuda_|TF-TRT")
-
-
-def kcnn(*args, umask: int | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "kcnn.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        stdin=subprocess.DEVNULL,
-        preexec_fn=(lambda: os.umask(umask)) if umask is not None else None,
-    )
 
 
 def test_records_take_the_users_file_mode_and_native_lines_stay_off_the_terminal(tmp_path):

@@ -20,29 +20,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import kcnn, refused
 
 SMALL = ["--dataset", "digits", "--limit", "60", "--epochs", "3", "--batch-size", "16"]
-
-
-def kcnn(*args, timeout: float = 300, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "kcnn.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-        env=env,
-    )
-
-
-def refused(result: subprocess.CompletedProcess, *words: str) -> str:
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
-    assert lines and lines[-1].startswith("error: ") and "Traceback" not in result.stderr
-    assert sum(line.startswith("error:") for line in lines) == 1, result.stderr[-2000:]
-    for word in words:
-        assert word in lines[-1], (word, lines[-1])
-    return lines[-1]
 
 
 def epochs_in(run_dir: Path) -> int:
@@ -135,7 +115,7 @@ def test_damaged_or_edited_records_are_refused_with_the_file_named(interrupted, 
             run_dir = copy(interrupted, tmp_path, f"d{number}")
             (run_dir / name).write_bytes(content)
             before = (run_dir / "metrics.json").read_bytes()
-            refused(kcnn("train", "--resume", run_dir), name)
+            refused(kcnn("train", "--resume", run_dir), name, alone=False)
             assert (run_dir / "metrics.json").read_bytes() == before  # left as it was found
     for key, value in [
         ("arch", "vgg11"), ("api", "functional"), ("seed", 5), ("limit", 80),
@@ -143,13 +123,13 @@ def test_damaged_or_edited_records_are_refused_with_the_file_named(interrupted, 
     ]:  # fmt: skip
         run_dir = copy(interrupted, tmp_path, key)
         edit_json(run_dir / "config.json", **{key: value})
-        refused(kcnn("train", "--resume", run_dir), "config.json", key)
+        refused(kcnn("train", "--resume", run_dir), "config.json", key, alone=False)
     run_dir = copy(interrupted, tmp_path, "garbage-checkpoint")
     (run_dir / "checkpoint.keras").write_bytes(b"garbage")
-    refused(kcnn("train", "--resume", run_dir), "checkpoint.keras")
+    refused(kcnn("train", "--resume", run_dir), "checkpoint.keras", alone=False)
     run_dir = copy(interrupted, tmp_path, "no-checkpoint")
     (run_dir / "checkpoint.keras").unlink()
-    refused(kcnn("train", "--resume", run_dir), "checkpoint.keras")
+    refused(kcnn("train", "--resume", run_dir), "checkpoint.keras", alone=False)
 
 
 def test_resuming_under_other_cpu_kernels_says_the_figures_will_differ(interrupted, tmp_path):
@@ -178,7 +158,7 @@ def test_a_second_process_in_the_folder_is_refused(interrupted, tmp_path):
     fd = os.open(run_dir / ".lock", os.O_RDWR | os.O_CREAT)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running resume holds it
-        refused(kcnn("train", "--resume", run_dir), "another kcnn process")
+        refused(kcnn("train", "--resume", run_dir), "another kcnn process", alone=False)
     finally:
         os.close(fd)
     assert json.loads((run_dir / "metrics.json").read_text())["status"] == "interrupted"
@@ -220,7 +200,7 @@ def test_resume_refuses_data_that_changed(tmp_path):
         lambda run, _: run is not None and epochs_in(run) >= 1,
     )
     _write_npz(data, seed=1)
-    refused(kcnn("train", "--resume", run_dir), "other data", "start a new run")
+    refused(kcnn("train", "--resume", run_dir), "other data", "start a new run", alone=False)
     assert json.loads((run_dir / "metrics.json").read_text())["status"] == "interrupted"
 
 
@@ -306,5 +286,5 @@ def test_transfer_all_checks_every_weights_file_before_training(tmp_path):
         "transfer", "all", "--weights", bogus, "--dataset", "digits", "--limit", "40",
         "--epochs", "1", "--out", out,
     )  # fmt: skip
-    refused(result, "bogus.h5", "does not fit")
+    refused(result, "bogus.h5", "does not fit", alone=False)
     assert not out.exists() or not any(out.iterdir())

@@ -11,30 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import kcnn, refused
 
 TIMEOUT = 120
-
-
-def kcnn(*args, cwd: Path | None = None, timeout: float = TIMEOUT) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "kcnn.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-    )
-
-
-def refused(result: subprocess.CompletedProcess, *words: str) -> str:
-    """The one stderr line of a refusal (exit 2), checked to hold `words`."""
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr[-2000:]
-    assert "Traceback" not in result.stderr
-    for word in words:
-        assert word in lines[0], (word, lines[0])
-    return lines[0]
 
 
 def experiment(path: Path, body: str, command: str = "train", arch: str | None = "lenet5") -> Path:

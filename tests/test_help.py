@@ -10,7 +10,8 @@ import sys
 import pytest
 
 from kcnn.cli.options import negative_flag
-from kcnn.engine.config import COMMANDS, PANELS, option_name, panel_of
+from kcnn.engine.config import COMMANDS
+from kcnn.engine.schema import PANELS, option_name, panel_of
 
 
 def _help(command: str) -> str:

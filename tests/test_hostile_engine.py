@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_distribute import KCNN, TINY, _free_ports, _kcnn, _one_line_error, _run_dir, _tf_config
+from conftest import KCNN, kcnn, refused
+from test_distribute import TINY, _free_ports, _run_dir, _tf_config
 
 from kcnn import defaults
 from kcnn.data import validation
@@ -81,14 +82,14 @@ def _fake_keras(tmp_path: Path, version: str) -> dict[str, str]:
 def test_an_old_keras_is_refused_in_one_line_by_every_model_command(tmp_path):
     env = _fake_keras(tmp_path, "3.10.0")
     for args in (["summary", "lenet5"], ["predict", tmp_path / "run", tmp_path / "x.png"]):
-        line = _one_line_error(_kcnn(*args, env=env, timeout=120))
+        line = refused(kcnn(*args, env=env, timeout=120))
         assert "Keras 3.10.0" in line and "keras>=3.13.2" in line and "pip install" in line
-    train = _kcnn("train", *TINY, "--out", tmp_path / "runs", env=env, timeout=120)
-    assert "Keras 3.10.0" in _one_line_error(train)
+    train = kcnn("train", *TINY, "--out", tmp_path / "runs", env=env, timeout=120)
+    assert "Keras 3.10.0" in refused(train)
     assert not (tmp_path / "runs").exists()
     # what neither loads nor builds a model still answers (and never imports TensorFlow)
     for args in (["list"], ["--help"]):
-        result = _kcnn(*args, env=env, timeout=120)
+        result = kcnn(*args, env=env, timeout=120)
         assert result.returncode == 0, result.stderr
 
 
@@ -131,7 +132,7 @@ def test_predict_refuses_an_hdf5_model_in_a_run_folder(tmp_path):
     from PIL import Image
 
     out = tmp_path / "runs"
-    trained = _kcnn("train", *TINY, "--epochs", "1", "--out", out)
+    trained = kcnn("train", *TINY, "--epochs", "1", "--out", out)
     assert trained.returncode == 0, trained.stderr
     run = _run_dir(out)
     image = tmp_path / "digit.png"
@@ -139,10 +140,10 @@ def test_predict_refuses_an_hdf5_model_in_a_run_folder(tmp_path):
     (run / "model.keras").unlink()
     with h5py.File(run / "model.keras", "w") as f:  # a real HDF5 file under the .keras name
         f.attrs["model_config"] = json.dumps({"class_name": "Sequential", "config": {}})
-    line = _one_line_error(_kcnn("predict", run, image))
+    line = refused(kcnn("predict", run, image))
     assert "HDF5" in line and "model.keras" in line
     (run / "model.keras").write_text("not a model")
-    assert "not a .keras model" in _one_line_error(_kcnn("predict", run, image))
+    assert "not a .keras model" in refused(kcnn("predict", run, image))
 
 
 # --- Keras's multi-worker bug: detected, not assumed ----------------------------------------------
@@ -230,11 +231,11 @@ def test_fifty_silent_peers_end_the_command_in_one_line(tmp_path):
     (port,) = _free_ports(1)
     with _silent_peers(50) as peers:
         config = _cluster([], [f"127.0.0.1:{port}", *peers], "worker")
-        result = _kcnn(
+        result = kcnn(
             "train", *TINY, "--strategy", "multi-worker", "--out", tmp_path / "runs",
             env={"TF_CONFIG": config, distribute.PEER_TIMEOUT_ENV: "3"}, timeout=120,
         )  # fmt: skip
-    assert "no answer from" in _one_line_error(result)
+    assert "no answer from" in refused(result)
     assert not (tmp_path / "runs").exists()
 
 
@@ -246,23 +247,23 @@ def test_a_lone_task_at_an_address_of_another_machine_is_refused(tmp_path, kind)
     config = _cluster(
         [address] if kind == "chief" else [], [address] if kind == "worker" else [], kind
     )
-    result = _kcnn(
+    result = kcnn(
         "train", *TINY, "--strategy", "multi-worker", "--out", tmp_path / "runs",
         env={"TF_CONFIG": config, distribute.PEER_TIMEOUT_ENV: "2"}, timeout=120,
     )  # fmt: skip
-    line = _one_line_error(result)
+    line = refused(result)
     assert "own address 192.0.2.1" in line and "does not reach this machine" in line
     assert not (tmp_path / "runs").exists()
 
 
 def test_a_chief_whose_workers_never_come_is_refused(tmp_path):
     chief, *workers = (f"127.0.0.1:{p}" for p in _free_ports(3))
-    result = _kcnn(
+    result = kcnn(
         "train", *TINY, "--strategy", "multi-worker", "--out", tmp_path / "runs",
         env={"TF_CONFIG": _cluster([chief], workers, "chief"), distribute.PEER_TIMEOUT_ENV: "2"},
         timeout=120,
     )  # fmt: skip
-    line = _one_line_error(result)
+    line = refused(result)
     assert all(w in line for w in workers) and chief not in line
     assert not (tmp_path / "runs").exists()
 
@@ -273,7 +274,7 @@ def test_a_cluster_of_one_task_trains(tmp_path, kind):
     (port,) = _free_ports(1)
     address = [f"127.0.0.1:{port}"]
     config = _cluster(address if kind == "chief" else [], address if kind == "worker" else [], kind)
-    result = _kcnn(
+    result = kcnn(
         "train", *TINY, "--epochs", "1", "--strategy", "multi-worker", "--out", tmp_path / "runs",
         env={"TF_CONFIG": config, distribute.PEER_TIMEOUT_ENV: "10"}, timeout=300,
     )  # fmt: skip
@@ -359,12 +360,12 @@ def test_a_peer_that_answers_but_is_not_kcnn_is_refused_before_tensorflow_waits_
     # TensorFlow's join would wait for ever on it, holding the interpreter: nothing could stop it
     (port,) = _free_ports(1)
     with _impostor() as other:
-        result = _kcnn(
+        result = kcnn(
             "train", *TINY, "--strategy", "multi-worker", "--out", tmp_path / "runs",
             env={"TF_CONFIG": _tf_config([port, other], 0), distribute.PEER_TIMEOUT_ENV: "2"},
             timeout=120,
         )  # fmt: skip
-    line = _one_line_error(result)
+    line = refused(result)
     assert f"127.0.0.1:{other} answered, but not as a kcnn worker of this cluster" in line
     assert not (tmp_path / "runs").exists()
 
@@ -406,7 +407,7 @@ def test_workers_started_with_different_clusters_refuse_each_other():
     ids=["huge-input", "a-billion-classes"],
 )
 def test_summary_of_a_model_no_laptop_holds_is_one_line(args, says):
-    line = _one_line_error(_kcnn("summary", *args, timeout=180))
+    line = refused(kcnn("summary", *args, timeout=180))
     assert says in line
 
 
@@ -443,11 +444,11 @@ def test_a_cifar_label_of_ten_to_the_thirty_is_one_line(tmp_path):
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
         batch = {b"data": np.zeros((4, 3072), np.uint8), b"labels": [0, 1, 10**30, 3]}
         (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
-    result = _kcnn(
+    result = kcnn(
         "train", "lenet5", "--dataset", "cifar10", "--data-dir", tmp_path,
         "--out", tmp_path / "runs", timeout=180,
     )  # fmt: skip
-    line = _one_line_error(result)
+    line = refused(result)
     assert "1000000000000000000000000000000" in line and "0..9" in line
     assert not (tmp_path / "runs").exists()
 
@@ -459,8 +460,8 @@ def test_npz_float_labels_of_1e30_are_one_line(tmp_path):
         path, x_train=np.zeros((30, 8, 8), np.uint8), y_train=(np.arange(30) % 3) * 1e30,
         x_test=np.zeros((6, 8, 8), np.uint8), y_test=np.zeros(6),
     )  # fmt: skip
-    result = _kcnn("train", "lenet5", "--dataset", path, "--out", tmp_path / "runs", timeout=180)
-    assert "2e+30" in _one_line_error(result)
+    result = kcnn("train", "lenet5", "--dataset", path, "--out", tmp_path / "runs", timeout=180)
+    assert "2e+30" in refused(result)
     assert not (tmp_path / "runs").exists()
 
 

@@ -13,34 +13,13 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import kcnn, refused
 
 TIMEOUT = 120  # seconds: a hang fails the test instead of the suite
 SECRET = b"-----BEGIN PRIVATE KEY----- the user's own secret, never to be shared"
-
-
-def kcnn(*args, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "kcnn.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        stdin=subprocess.DEVNULL,
-        cwd=cwd,
-    )
-
-
-def refused(result: subprocess.CompletedProcess, *words: str) -> str:
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
-    assert "Traceback" not in result.stderr, result.stderr[-2000:]
-    assert sum(line.startswith("error:") for line in lines) == 1, result.stderr[-2000:]
-    for word in words:
-        assert word in lines[-1], (word, lines[-1])
-    return lines[-1]
 
 
 def clean(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
@@ -129,9 +108,9 @@ def test_damaged_records_are_listed_as_damaged_and_refused_in_one_line(place, pl
     (row,) = rows
     assert row["status"] == "damaged" and "metrics.json" in row["damage"], row
     assert "damaged" in clean(kcnn("runs", runs)).stdout
-    refused(kcnn("show", run), "metrics.json")
-    refused(kcnn("predict", run, run / "curves.png"), "metrics.json")
-    refused(kcnn("export", run), "metrics.json")
+    refused(kcnn("show", run), "metrics.json", alone=False)
+    refused(kcnn("predict", run, run / "curves.png"), "metrics.json", alone=False)
+    refused(kcnn("export", run), "metrics.json", alone=False)
 
 
 def test_a_comparison_that_lists_itself_or_loops_does_not_recurse(place, tmp_path):
@@ -156,7 +135,7 @@ def test_a_planted_visualize_link_is_refused_and_nothing_is_written_outside(plac
     outside = tmp_path / "outside"
     outside.mkdir()
     (run / "visualize").symlink_to(outside)
-    refused(kcnn("visualize", run), "visualize", "link")
+    refused(kcnn("visualize", run), "visualize", "link", alone=False)
     assert list(outside.iterdir()) == []
 
 
@@ -178,7 +157,7 @@ def test_a_resume_never_reads_or_writes_through_a_planted_link(place, trained):
     (run / "history.csv").symlink_to(secret)
     (run / "checkpoint.json").write_text(json.dumps({"epoch": 1, "file": "checkpoint.keras"}))
     shutil.copy(run / "model.keras", run / "checkpoint.keras")
-    refused(kcnn("train", "--resume", run), "history.csv")
+    refused(kcnn("train", "--resume", run), "history.csv", alone=False)
     assert secret.read_bytes() == SECRET
 
 
@@ -189,7 +168,7 @@ def test_a_settings_record_with_a_wrong_type_is_damaged(place):
     (run / "config.json").write_text(json.dumps(config))
     (row,) = json.loads(clean(kcnn("runs", runs, "--json")).stdout)
     assert row["status"] == "damaged" and "epochs" in row["damage"]
-    refused(kcnn("run", run), "epochs")
+    refused(kcnn("run", run), "epochs", alone=False)
 
 
 # --- groups of seed runs: group.json from anyone -------------------------------------------------

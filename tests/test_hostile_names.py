@@ -15,24 +15,17 @@ import shutil
 import socket
 import struct
 import subprocess
-import sys
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import kcnn
 from PIL import Image
 
-KCNN = [sys.executable, "-m", "kcnn.cli"]
 CLASSES = ["$5 or $10 bills", "pipe|and\x1b[31mred\nnewline", "plain"]
 DATA = "=1+1|d\x1b]0;t\x07$x$"  # the data folder: a formula, a pipe, ESC/BEL, mathtext
 COPY = "-@copy|$y$\x1b[2J"  # a second run: the first copied under a hostile folder name
-
-
-def kcnn(*args, cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [*KCNN, *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=timeout
-    )
 
 
 def _clean(r: subprocess.CompletedProcess) -> None:

@@ -77,11 +77,29 @@ def test_a_missing_mlflow_is_one_line_naming_the_extra(tmp_path, kcnn_exe):
 
 
 def test_mlflow_alone_takes_no_value_and_a_uri_or_folder_when_one_follows():
-    from kcnn.cli.options import mlflow_args
+    """`--mlflow [URI]` is read by the command that has it, knowing its own options: the word
+    after it is its value only when a URI or folder path; argv itself is never rewritten."""
+    from typer.main import get_command
 
-    assert mlflow_args(["train", "--mlflow", "lenet5"]) == ["train", "--mlflow=local", "lenet5"]
-    assert mlflow_args(["run", "--mlflow"]) == ["run", "--mlflow=local"]
-    assert mlflow_args(["run", "--mlflow", "x.toml"]) == ["run", "--mlflow=local", "x.toml"]
-    assert mlflow_args(["train", "--mlflow", "--epochs", "1"])[1] == "--mlflow=local"
-    assert mlflow_args(["train", "--mlflow", "http://h:5000"])[2] == "http://h:5000"
-    assert mlflow_args(["train", "--mlflow", "./track"])[2] == "./track"
+    from kcnn.cli import app
+
+    commands = get_command(app).commands
+
+    def parsed(name: str, *args: str) -> dict:
+        return commands[name].make_context(name, list(args)).params
+
+    assert parsed("train", "--mlflow", "lenet5")["mlflow"] == "local"
+    assert parsed("train", "--mlflow", "lenet5")["arch"] == "lenet5"
+    assert parsed("run", "x.toml", "--mlflow")["mlflow"] == "local"
+    assert parsed("run", "--mlflow", "x.toml")["file"].name == "x.toml"
+    assert parsed("train", "--mlflow", "--epochs", "1")["mlflow"] == "local"
+    assert parsed("train", "--mlflow", "http://h:5000")["mlflow"] == "http://h:5000"
+    assert parsed("train", "--mlflow", "./track")["mlflow"] == "./track"
+    assert parsed("train", "--mlflow=lenet5")["mlflow"] == "lenet5"  # = always gives a value
+    # the value of another option is never taken for --mlflow: a run named "--mlflow"
+    assert parsed("train", "lenet5", "--name", "--mlflow")["name"] == "--mlflow"
+    assert parsed("train", "lenet5", "--name", "--mlflow")["mlflow"] is None
+    args = ["train", "--mlflow", "lenet5"]
+    before = list(args)
+    parsed(*args)
+    assert args == before

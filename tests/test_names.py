@@ -7,11 +7,10 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import kcnn, refused
 
 from kcnn.errors import KcnnError, download_failure
 
@@ -21,27 +20,6 @@ KERAS_OFFLINE = (
     "URL fetch failure on https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz: "
     "None -- [Errno -2] Name or service not known"
 )
-
-
-def kcnn(*args, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "kcnn.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        stdin=subprocess.DEVNULL,
-        cwd=cwd,
-        env={**os.environ, "COLUMNS": "200"},
-    )
-
-
-def refused(result: subprocess.CompletedProcess, *words: str) -> str:
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr[-2000:]
-    for word in words:
-        assert word in lines[0], (word, lines[0])
-    return lines[0]
 
 
 @pytest.fixture

@@ -16,18 +16,12 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import kcnn
 
 from kcnn.runs.records import read_csv, read_json
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
 TINY = ["--dataset", "digits", "--limit", "200", "--batch-size", "32"]
-
-
-def _kcnn(kcnn_exe, *args, timeout: float = 300) -> subprocess.CompletedProcess:
-    """`kcnn ARGS` in its own process, stdout and stderr pipes (not a terminal)."""
-    return subprocess.run(
-        [*kcnn_exe, *map(str, args)], capture_output=True, text=True, env=ENV, timeout=timeout
-    )
 
 
 def _experiment(tmp_path: Path, runs: list[str], extra: str = "") -> Path:
@@ -86,9 +80,7 @@ def test_progress_on_a_terminal_is_a_bar_and_a_stopped_one_says_no_done():
 
 
 def test_compare_apis_says_which_form_trains_and_prints_no_tensorflow_warnings(kcnn_exe, tmp_path):
-    result = _kcnn(
-        kcnn_exe, "compare-apis", "lenet5", *TINY, "--epochs", "1", "--out", tmp_path / "runs"
-    )
+    result = kcnn("compare-apis", "lenet5", *TINY, "--epochs", "1", "--out", tmp_path / "runs")
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "\r" not in out  # stdout is a pipe: whole lines only
@@ -143,7 +135,7 @@ def test_tensorflow_retracing_warnings_are_silenced_and_errors_kept():
 def test_a_file_of_runs_heads_each_run_and_ends_with_a_table(kcnn_exe, tmp_path):
     out = tmp_path / "runs"
     path = _experiment(tmp_path, [_train("sequential", 1, out), _train("functional", 1, out)])
-    result = _kcnn(kcnn_exe, "run", path)
+    result = kcnn("run", path)
     assert result.returncode == 0, result.stderr
     text = result.stdout
     first = text.index("[1/2] train — lenet5 (sequential) on digits")
@@ -217,7 +209,7 @@ def test_check_heads_each_run_shows_only_its_settings_and_says_all_passed(kcnn_e
     path = _experiment(
         tmp_path, [_train("sequential", 1, out, dataset="shapes"), _train("functional", 1, out)]
     )
-    result = _kcnn(kcnn_exe, "run", path, "--check")
+    result = kcnn("run", path, "--check")
     assert result.returncode == 0, result.stderr
     text = result.stdout
     first = text.index("[1/2] train — lenet5 (sequential) on shapes")
@@ -229,7 +221,7 @@ def test_check_heads_each_run_shows_only_its_settings_and_says_all_passed(kcnn_e
     assert "min_lr" not in text  # a constant rate decays towards nothing
     assert shapes_run.count("check passed") == 1 and digits_run.count("check passed") == 1
     assert text.rstrip().splitlines()[-1] == (
-        f"all checks passed: all 2 runs ready to train (kcnn run {path})"
+        f"all checks passed: all 2 runs ready to train, 2 trainings, 2 epochs in all (kcnn run {path})"
     )
     assert not out.exists()  # nothing trained, no folder made
 
@@ -240,7 +232,7 @@ def test_check_names_the_run_that_failed_and_exits_2(kcnn_exe, tmp_path):
     path = _experiment(
         tmp_path, [_train("sequential", 1, tmp_path / "runs"), _train("functional", 1, blocked)]
     )
-    result = _kcnn(kcnn_exe, "run", path, "--check")
+    result = kcnn("run", path, "--check")
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert result.stderr.startswith("error: run 2 of 2 (train — lenet5 (functional) on digits): ")
@@ -254,8 +246,7 @@ def test_check_names_the_run_that_failed_and_exits_2(kcnn_exe, tmp_path):
 
 @pytest.mark.slow
 def test_transfer_shows_its_feature_pass_line_by_line(kcnn_exe, tmp_path):
-    result = _kcnn(
-        kcnn_exe,
+    result = kcnn(
         "transfer",
         "vgg16",
         "--weights",

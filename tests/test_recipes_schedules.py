@@ -9,14 +9,8 @@ import numpy as np
 import pytest
 
 from kcnn.engine import recipes
-from kcnn.engine.recipes import (
-    early_stopping_callback,
-    learning_rate,
-    learning_rate_callback,
-    make_loss,
-    make_optimizer,
-    plateau_scale,
-)
+from kcnn.engine.callbacks import early_stopping_callback, learning_rate_callback
+from kcnn.engine.recipes import learning_rate, make_loss, make_optimizer, plateau_scale
 from kcnn.errors import KcnnError
 
 

@@ -12,18 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import kcnn
 
 TIMEOUT = 600
-
-
-def kcnn(*args) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "kcnn.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        stdin=subprocess.DEVNULL,
-    )
 
 
 def epochs_recorded(out: Path) -> int:
@@ -83,9 +74,15 @@ def check_resume(command: str, args: list[str], tmp_path: Path, moments: list[in
     expected = outcomes(reference_dir)
     for epochs in moments:
         folder = stop_after([command, *args], tmp_path / f"stopped-{epochs}", epochs)
+        stopped = [
+            p.parent for p in folder.rglob("metrics.json") if '"interrupted"' in p.read_text()
+        ]
         finished = kcnn(command, "--resume", folder)
         assert finished.returncode == 0, finished.stderr[-2000:]
         assert outcomes(folder) == expected, epochs
+        for run in stopped:  # every command records each resume in the run it continued
+            resumed = json.loads((run / "config.json").read_text()).get("resumed")
+            assert resumed and "from_epoch" in resumed[-1], run
         again = kcnn(command, "--resume", folder)  # nothing left to do: refused in one line
         assert again.returncode == 2, again.stderr[-1000:]
         assert "finished" in again.stderr or "completed" in again.stderr, again.stderr[-1000:]

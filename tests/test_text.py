@@ -74,9 +74,9 @@ def _cells(row: str) -> list[str]:
     "s", [*NASTY, "a|b", "a\\|b", "trailing\\", "|", "\\\\|", "<img src=x onerror=alert(1)>"]
 )
 def test_markdown_cell_never_breaks_a_pipe_table(s):
-    from kcnn.runs.report import markdown_table
+    from kcnn.runs.tables import as_markdown
 
-    table = markdown_table([{"name": s, "n": 1}, {"name": "plain", "n": 2}], ["name", "n"])
+    table = as_markdown([{"name": s, "n": 1}, {"name": "plain", "n": 2}], ["name", "n"])
     lines = table.split("\n")
     assert len(lines) == 4  # header, rule, two rows: no newline escaped a row
     assert all(len(_cells(line)) == 2 for line in lines if not line.startswith("|---"))

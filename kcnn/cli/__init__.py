@@ -35,7 +35,9 @@ from kcnn.cli import doctor  # noqa: F401
 
 # isort: on
 from kcnn.cli import app as _app_module
+from kcnn.engine.interrupts import exit_on_signals
 from kcnn.errors import KcnnError
+from kcnn.runs.records import json_text
 from kcnn.text import terminal
 
 app = _app_module.app
@@ -101,8 +103,6 @@ def _say_error(message: object) -> None:
 
 def _fail(message: str, code: int, as_json: bool) -> None:
     if as_json:
-        from kcnn.runs.records import json_text
-
         print(json_text({"error": message, "exit": code}), flush=True)
     _say_error(message)
     sys.exit(code)
@@ -110,10 +110,7 @@ def _fail(message: str, code: int, as_json: bool) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """The console script: runs the app, turning every failure into one line and its exit status."""
-    from kcnn.cli.options import mlflow_args
-    from kcnn.engine.interrupts import exit_on_signals
-
-    args = mlflow_args(list(sys.argv[1:] if argv is None else argv))
+    args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args[:1] or "--debug" in args  # before Click parses: TF may load first
     as_json = "--json" in args
     quiet_python_logs(not debug)
@@ -132,8 +129,6 @@ def main(argv: list[str] | None = None) -> None:
                 raise
             details = getattr(e, "details", None)
             if as_json and details:
-                from kcnn.runs.records import json_text
-
                 print(json_text({**details, "error": str(e), "exit": e.exit_code}), flush=True)
                 _say_error(e)
                 sys.exit(e.exit_code)

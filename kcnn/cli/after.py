@@ -9,19 +9,11 @@ import typer
 
 from kcnn.cli.app import AsJson, app, print_json, say
 from kcnn.errors import KcnnError
+from kcnn.runs import readable, tables
+from kcnn.runs.records import read_json
 from kcnn.text import terminal
 
 Run = Annotated[str, typer.Argument(help="A run folder (or its name under runs/).")]
-
-
-def _text_table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
-    cells = [[header for _, header in columns]] + [
-        [terminal(r.get(key, "")) for key, _ in columns] for r in rows
-    ]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
-    )
 
 
 @app.command("runs")
@@ -51,7 +43,10 @@ def runs(
     as_json: AsJson = False,
 ) -> None:
     """List the runs under FOLDER, newest first: comparisons, their runs, and stray folders."""
-    from kcnn.runs import browse, groups, readable
+    from kcnn.runs import (
+        browse,  # not for `kcnn --help` (its start-up)
+        groups,  # NumPy: not for `kcnn --help`
+    )
 
     browse.check_sort(sort)
     browse.check_status(status)
@@ -97,16 +92,18 @@ def runs(
         ("status", "status"),
         ("time", "duration"),
     ]
-    typer.echo(_text_table(shown, columns))  # each cell already escaped
+    typer.echo(tables.as_text(shown, *zip(*columns, strict=True)))
 
 
 @app.command("show")
 def show(run: Run, as_json: AsJson = False) -> None:
     """One run's settings and results, rounded (--json: the records at full precision)."""
-    from kcnn.runs import browse
+    from kcnn.runs import (
+        browse,  # not for `kcnn --help` (its start-up)
+        groups,  # NumPy: not for `kcnn --help`
+    )
 
     info = browse.find(run)
-    from kcnn.runs import groups
 
     if info.damage is not None:
         raise KcnnError(f"{run} cannot be shown: {info.damage}")
@@ -129,10 +126,18 @@ def show(run: Run, as_json: AsJson = False) -> None:
             for name, s in info.per_class.items()
         ]
         columns = [(k, k) for k in ("class", "precision", "recall", "f1", "support")]
-        lines += ["", "per class (test set)", *_indented(_text_table(rows, columns))]
+        lines += [
+            "",
+            "per class (test set)",
+            *tables.as_text(rows, *zip(*columns, strict=True), indent="  ").splitlines(),
+        ]
     if info.members:
         rows = [_member_row(sub) for sub in info.members]
-        lines += ["", "runs", *_indented(_text_table(rows, _MEMBER_COLUMNS))]
+        lines += [
+            "",
+            "runs",
+            *tables.as_text(rows, *zip(*_MEMBER_COLUMNS, strict=True), indent="  ").splitlines(),
+        ]
     typer.echo("\n".join(lines))  # every cell and value escaped on its way in
 
 
@@ -174,8 +179,6 @@ _MEMBER_COLUMNS = [
 
 def _show_head(info) -> list[str]:
     """The run's name and status, then what it is and how it did, one fact a line."""
-    from kcnn.runs import readable
-
     row = info.row()
     epochs = (
         None
@@ -227,16 +230,14 @@ def _classes(names: list[str]) -> str | None:
 
 
 def _section(title: str, header: str, record: dict) -> list[str]:
-    from kcnn.runs import readable
-
     if not record:
         return []
     rows = [{header: k, "value": readable.figure(k, v)} for k, v in record.items()]
-    return ["", title, *_indented(_text_table(rows, [(header, header), ("value", "value")]))]
-
-
-def _indented(table: str) -> list[str]:
-    return ["  " + line for line in table.splitlines()]
+    return [
+        "",
+        title,
+        *tables.as_text(rows, [header, "value"], [header, "value"], indent="  ").splitlines(),
+    ]
 
 
 def _score(v):
@@ -244,8 +245,6 @@ def _score(v):
 
 
 def _member_row(sub) -> dict:
-    from kcnn.runs import readable
-
     interval = sub.accuracy_interval
     return {
         "name": sub.folder.name,
@@ -258,7 +257,7 @@ def _member_row(sub) -> dict:
 
 def _show_group(info, as_json: bool) -> None:
     """A group of seed runs: each group's mean ± 95% interval, the tests between them, its seeds."""
-    from kcnn.runs import groups, readable
+    from kcnn.runs import groups  # NumPy: not for `kcnn --help`
 
     record = groups.read(info.folder) or {}
     if as_json:
@@ -271,7 +270,11 @@ def _show_group(info, as_json: bool) -> None:
     lines += [line for line in text.splitlines() if line and not line.startswith("![")]
     lines = [terminal(line) for line in lines]
     rows = [_member_row(s) for s in info.sub_runs]
-    lines += ["", "runs", *_indented(_text_table(rows, _MEMBER_COLUMNS))]
+    lines += [
+        "",
+        "runs",
+        *tables.as_text(rows, *zip(*_MEMBER_COLUMNS, strict=True), indent="  ").splitlines(),
+    ]
     typer.echo("\n".join(lines))
 
 
@@ -288,33 +291,42 @@ def compare(
     ),
     as_json: AsJson = False,
 ) -> None:
-    """Compare any finished runs: results, overlaid curves and the settings that differ."""
-    from kcnn.runs import browse, groups, sweep_report
-    from kcnn.runs.records import read_json
+    """Compare any finished runs: results, overlaid curves and the settings that differ. A
+    group folder (`--seeds`) is a group of its own, whatever its settings; other runs that
+    differ only in their seed form a group."""
+    from kcnn.runs import (
+        browse,  # not for `kcnn --help` (its start-up)
+        groups,  # NumPy: not for `kcnn --help`
+        sweep_report,  # not for `kcnn --help` (its start-up)
+    )
+    from kcnn.runs.report import compare_runs  # matplotlib: only once there is a comparison
 
-    infos = []
-    for r in run_folders:  # a group folder stands for its seed runs
+    infos, named, loose = [], [], []
+    for r in run_folders:  # a group folder stands for its seed runs, as one group
         found = browse.find(r)
         if groups.is_group(found.folder):
+            named.append((found.folder.name, found.sub_runs))
             infos += found.sub_runs
             continue
-        infos += sweep_report.best_runs(found.folder) or [browse.find_run(r)]
-    from kcnn.runs.report import compare_runs
-
-    folder = compare_runs(infos, out)
+        runs = sweep_report.best_runs(found.folder) or [browse.find_run(r)]
+        loose += runs
+        infos += runs
+    folder = compare_runs(infos, out, grouped=groups.named_groups(named, loose) if named else None)
     if as_json:
         print_json(read_json(folder / browse.COMPARISON_JSON))
         return
     record = read_json(folder / browse.COMPARISON_JSON)
-    described = record.get("groups")
-    for name, g in ((described or {}).get("groups") or {}).items():  # runs that differ in seed
+    described = record.get("groups") or {}
+    for name, g in (described.get("groups") or {}).items():  # groups: named, or same but seed
         say(f"{name}: test accuracy {groups.accuracy_text(groups.summary_row(g))}")
-    for t in (described or {}).get("tests") or []:  # every tested metric, not only accuracy
+    for t in described.get("tests") or []:  # every tested metric, not only accuracy
         say(f"- {t['sentence']}")
     for v in record.get("verdicts") or []:  # single runs, pair by pair
         say(f"- {v['sentence']}")
     for note in record.get("verdict_notes") or []:
         say(f"- {note}")
+    for note in described.get("duplicates") or []:
+        say(f"note: {note}")
     say(f"report: {folder / 'comparison.md'}  (and report.html)")
 
 
@@ -336,7 +348,7 @@ def predict(
     as_json: AsJson = False,
 ) -> None:
     """Classify images with a run's model, preprocessed exactly as the run's data was."""
-    from kcnn.use import predict as use
+    from kcnn.use import predict as use  # NumPy: not for `kcnn --help`
 
     if top < 1:
         raise KcnnError(f"--top {top}: give at least 1")
@@ -394,9 +406,10 @@ def visualize(
     as_json: AsJson = False,
 ) -> None:
     """First-layer filters, feature maps and a Grad-CAM heatmap of a run's model (PNG files)."""
-    from kcnn.runs import html
-    from kcnn.use import predict as use
-    from kcnn.use import visualize as vis
+    from kcnn.runs import html  # not for `kcnn --help` (its start-up)
+    from kcnn.runs.run import RunFolder  # not for `kcnn --help` (its start-up)
+    from kcnn.use import predict as use  # NumPy: not for `kcnn --help`
+    from kcnn.use import visualize as vis  # NumPy: not for `kcnn --help`
 
     loaded = use.load(run)
     if image is not None:
@@ -408,7 +421,6 @@ def visualize(
             raise KcnnError("the run's data set is not available here; pass an image with --image")
         picture = test[0]
         shows = f"test image 0 of {loaded.info.dataset}"
-    from kcnn.runs.run import RunFolder
 
     vis.check_drawable(loaded)  # before the run's picture folder is made
     # the run's own picture folder must be a real folder inside it: a planted link is refused
@@ -469,9 +481,9 @@ def export(
 ) -> None:
     """Export a run's model (SavedModel, TFLite, ONNX), reload it in its own runtime and measure
     it on the run's test split against the run's model: size, accuracy, difference, speed."""
-    from kcnn.runs import browse
-    from kcnn.use import export as exporting
-    from kcnn.use import predict as use
+    from kcnn.runs import browse  # not for `kcnn --help` (its start-up)
+    from kcnn.use import export as exporting  # NumPy: not for `kcnn --help`
+    from kcnn.use import predict as use  # NumPy: not for `kcnn --help`
 
     target = exporting.target(format, quantize, int8_io)
     exporting.check_max_drop(max_accuracy_drop)

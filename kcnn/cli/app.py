@@ -7,6 +7,10 @@ from typing import Annotated
 
 import typer
 
+from kcnn.models import keras_version
+from kcnn.runs.records import json_text
+from kcnn.text import terminal
+
 app = typer.Typer(
     help="Build, train, compare and understand convolutional networks (Keras 3).",
     no_args_is_help=True,
@@ -155,8 +159,6 @@ def _options(
     # --debug is acted on by `kcnn.cli.main` before Click parses (TensorFlow may load first);
     # it is declared here so that Click accepts it and --help lists it.
     if ctx.invoked_subcommand in MODEL_COMMANDS:
-        from kcnn.models import keras_version
-
         keras_version.require()
 
 
@@ -166,12 +168,8 @@ AsJson = Annotated[bool, typer.Option("--json", help="Print the result as JSON o
 def say(*lines: object) -> None:
     """Print lines that hold names from a run folder or the user's files: each line's control
     characters (ESC, BEL, CR, a newline inside a name...) shown as escapes, never sent raw."""
-    from kcnn.text import terminal
-
     typer.echo("\n".join(terminal(line) for line in lines))
 
 
 def print_json(data) -> None:
-    from kcnn.runs.records import json_text
-
     typer.echo(json_text(data))

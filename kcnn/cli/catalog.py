@@ -8,12 +8,10 @@ from typing import Annotated
 import typer
 
 from kcnn import defaults
-from kcnn.cli.app import (
-    AsJson,
-    app,
-    print_json,
-)
+from kcnn.cli.app import AsJson, app, print_json
 from kcnn.errors import KcnnError
+from kcnn.models.backbones import BACKBONES
+from kcnn.runs import tables
 
 
 class ListWhat(StrEnum):
@@ -33,9 +31,58 @@ def list_(
     as_json: AsJson = False,
 ) -> None:
     """List the architectures, data sets and transfer backbones kcnn knows."""
-    from kcnn.data.datasets import DATASETS
-    from kcnn.models.architectures import ARCHITECTURES
-    from kcnn.models.backbones import BACKBONES
+    shown = {key: rows for key, rows in _catalog().items() if what is None or what.value == key}
+    if as_json:
+        print_json(shown)
+        return
+    parts = []
+    if "models" in shown:
+        rows = [
+            {
+                **m,
+                "year": str(m["year"]),  # a year, not a count
+                "reference_params": m["reference_params"] or "-",
+                "input": "{}×{}×{}, {} classes".format(
+                    *m["reference_input"], m["reference_classes"]
+                ),
+            }
+            for m in shown["models"]
+        ]
+        columns = ["name", "family", "year", "reference_params", "input"]
+        parts.append(
+            tables.as_text(
+                rows, columns, ["model", "family", "year", "reference params", "default input"]
+            )
+        )
+    if "datasets" in shown:
+        rows = [
+            {**d, "images": "×".join(map(str, d["image_shape"])), "offline": d["offline"]}
+            for d in shown["datasets"]
+        ]
+        columns = ["name", "images", "classes", "offline", "source"]
+        parts.append(
+            tables.as_text(rows, columns, ["dataset", "images", "classes", "offline", "source"])
+            + "\nAlso: a folder with one subfolder per class (optionally train/ and test/), or "
+            "an .npz file with x_train, y_train, x_test, y_test."
+        )
+    if "backbones" in shown:
+        rows = [
+            {
+                **b,
+                "keras": b["keras"].removeprefix("keras.applications."),
+                "paper": b["paper"].split(",")[0],
+            }
+            for b in shown["backbones"]
+        ]
+        headers = ["backbone", "keras.applications", "paper  (for `kcnn transfer`)"]
+        parts.append(tables.as_text(rows, ["name", "keras", "paper"], headers))
+    typer.echo("\n\n".join(parts))
+
+
+def _catalog() -> dict[str, list[dict]]:
+    """Every architecture, data set and backbone kcnn knows, as `--json` lists them."""
+    from kcnn.data.datasets import DATASETS  # NumPy: not for `kcnn --help`
+    from kcnn.models.architectures import ARCHITECTURES  # not for `kcnn --help` (its start-up)
 
     models = [
         {
@@ -60,51 +107,10 @@ def list_(
         }
         for d in DATASETS.values()
     ]
-    show_models, show_data = what in (None, ListWhat.models), what in (None, ListWhat.datasets)
-    show_backbones = what in (None, ListWhat.backbones)
     backbones = [
         {"name": b.name, "paper": b.paper, "keras": b.constructor} for b in BACKBONES.values()
     ]
-    if as_json:
-        print_json(
-            {
-                **({"models": models} if show_models else {}),
-                **({"datasets": datasets} if show_data else {}),
-                **({"backbones": backbones} if show_backbones else {}),
-            }
-        )
-        return
-    if show_models:
-        typer.echo(
-            f"{'model':<12} {'family':<10} {'year':>4}  {'reference params':>16}  default input"
-        )
-        for m in models:
-            params = f"{m['reference_params']:,}" if m["reference_params"] else "-"
-            h, w, c = m["reference_input"]
-            typer.echo(
-                f"{m['name']:<12} {m['family']:<10} {m['year']:>4}  {params:>16}  {h}×{w}×{c}, {m['reference_classes']} classes"
-            )
-    if show_models and show_data:
-        typer.echo("")
-    if show_data:
-        typer.echo(f"{'dataset':<14} {'images':<9} {'classes':>7}  {'offline':<7}  source")
-        for d in datasets:
-            h, w, c = d["image_shape"]
-            typer.echo(
-                f"{d['name']:<14} {f'{h}×{w}×{c}':<9} {d['classes']:>7}  {'yes' if d['offline'] else 'no':<7}  {d['source']}"
-            )
-        typer.echo(
-            "Also: a folder with one subfolder per class (optionally train/ and test/), or an .npz file "
-            "with x_train, y_train, x_test, y_test."
-        )
-    if show_backbones:
-        if show_models or show_data:
-            typer.echo("")
-        typer.echo(f"{'backbone':<12} {'keras.applications':<45} paper  (for `kcnn transfer`)")
-        for b in backbones:
-            typer.echo(
-                f"{b['name']:<12} {b['keras'].removeprefix('keras.applications.'):<45} {b['paper'].split(',')[0]}"
-            )
+    return {"models": models, "datasets": datasets, "backbones": backbones}
 
 
 def parse_shape(text: str) -> tuple[int, int, int]:
@@ -150,7 +156,7 @@ def summary(
     as_json: AsJson = False,
 ) -> None:
     """Show an architecture layer by layer: output shapes, parameters, multiply-adds, receptive fields, and the output-size formula checked against Keras."""
-    from kcnn.models.architectures import get
+    from kcnn.models.architectures import get  # not for `kcnn --help` (its start-up)
 
     architecture = get(arch)
     shape = parse_shape(input_shape) if input_shape else architecture.input_shape

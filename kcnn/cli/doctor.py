@@ -31,6 +31,7 @@ import typer
 
 from kcnn import defaults
 from kcnn.cli.app import AsJson, app, print_json
+from kcnn.models.backbones import BACKBONES, cache_path
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 NETWORK_TIMEOUT = 3.0  # seconds for DNS and the connection together
@@ -190,8 +191,7 @@ def _megabytes(size: int) -> str:
 def cache(network_up: bool | None) -> list[Check]:
     """Which of kcnn's downloadable data sets and backbone weight files the Keras cache holds,
     and what a run would download instead; offline, one line of advice for what is missing."""
-    from kcnn.data.datasets import DATASETS, keras_home
-    from kcnn.models.backbones import BACKBONES, cache_path
+    from kcnn.data.datasets import DATASETS, keras_home  # NumPy: not for `kcnn --help`
 
     home = keras_home()
     checks = [Check("cache", "Keras home", OK, str(home), details={"path": str(home)})]
@@ -273,8 +273,6 @@ def writable(out: Path) -> Check:
 
 def download_host() -> tuple[str, int]:
     """The host Keras downloads data sets and backbone weights from."""
-    from kcnn.models.backbones import BACKBONES
-
     url = urlparse(next(iter(BACKBONES.values())).weights_url)
     return url.hostname or "storage.googleapis.com", url.port or 443
 

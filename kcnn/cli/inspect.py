@@ -40,7 +40,7 @@ def _check_limit(limit: int | None) -> None:
 
 
 def _report(folder: Path) -> None:
-    from kcnn.runs import html
+    from kcnn.runs import html  # not for `kcnn --help` (its start-up)
 
     html.write_report_after(folder)  # the report now shows the new sections
 
@@ -73,10 +73,10 @@ def inspect_run(
     as_json: AsJson = False,
 ) -> None:
     """A trained run's errors, calibration and robustness on its own test split (all three when none is named), into RUN/inspect/ and report.html."""
-    from kcnn.use import calibration as calibrating
-    from kcnn.use import errors as erring
-    from kcnn.use import predict as use
-    from kcnn.use import robustness as corrupting
+    from kcnn.use import calibration as calibrating  # NumPy: not for `kcnn --help`
+    from kcnn.use import errors as erring  # NumPy: not for `kcnn --help`
+    from kcnn.use import predict as use  # NumPy: not for `kcnn --help`
+    from kcnn.use import robustness as corrupting  # NumPy: not for `kcnn --help`
 
     _check_limit(limit)
     if not 1 <= draws <= defaults.MAX_ROBUSTNESS_DRAWS:
@@ -98,6 +98,8 @@ def inspect_run(
 
 
 def _lines(answer: dict[str, Any]) -> list[str]:
+    from kcnn.use import calibration  # NumPy: not for `kcnn --help`
+
     lines = [f"run: {answer['run']}"]
     e = answer.get("errors")
     if e:
@@ -116,7 +118,7 @@ def _lines(answer: dict[str, Any]) -> list[str]:
             lines.append("  misclassified files: inspect/misclassified.csv")
     c = answer.get("calibration")
     if c:
-        lines += _calibration_lines(c)
+        lines += calibration.lines(c)
     r = answer.get("robustness")
     if r:
         lines += _robustness_lines(r)
@@ -147,30 +149,15 @@ def _robustness_lines(r: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _calibration_lines(c: dict[str, Any]) -> list[str]:
-    b = c["before"]
-    lines = [
-        f"calibration on {b['images']} test images: ECE {b['ece']:.4f}  MCE {b['mce']:.4f}  "
-        f"Brier {b['brier']:.4f}  NLL {b['nll']:.4f}"
-    ]
-    if "after" in c:
-        a = c["after"]
-        lines.append(
-            f"  with temperature {c['temperature']:.3f}: ECE {a['ece']:.4f}  MCE {a['mce']:.4f}  "
-            f"Brier {a['brier']:.4f}  NLL {a['nll']:.4f}"
-        )
-    return lines
-
-
 @app.command("calibrate")
 def calibrate(run: Run, limit: Limit = None, as_json: AsJson = False) -> None:
     """Fit temperature scaling on a run's validation split (Guo et al. 2017): `kcnn predict` then gives calibrated probabilities."""
-    from kcnn.use import calibration as calibrating
-    from kcnn.use import predict as use
+    from kcnn.use import calibration  # NumPy: not for `kcnn --help`
+    from kcnn.use import predict as use  # NumPy: not for `kcnn --help`
 
     _check_limit(limit)
     loaded = use.load(run)
-    record = calibrating.calibrate(loaded, fit=True, limit=limit)
+    record = calibration.calibrate(loaded, fit=True, limit=limit)
     _report(loaded.info.folder)
     if as_json:
         print_json({"run": str(loaded.info.folder), "calibration": record})
@@ -180,27 +167,8 @@ def calibrate(run: Run, limit: Limit = None, as_json: AsJson = False) -> None:
         f"temperature {fit['temperature']:.4f} (validation NLL {fit['validation_nll_before']:.4f} "
         f"-> {fit['validation_nll_after']:.4f} on {fit['validation_images']} images)"
     )
-    typer.echo("\n".join(_calibration_lines(record)))
+    typer.echo("\n".join(calibration.lines(record)))
     say(f"kcnn predict {loaded.info.folder} now gives calibrated probabilities")
-
-
-def calibrate_after_training(run_dir: Path) -> dict[str, Any]:
-    """`--calibrate` at training: calibrate the finished run (the model is loaded from its folder,
-    as `kcnn calibrate` would). Progress goes to stderr; the record is returned."""
-    from kcnn.use import calibration as calibrating
-    from kcnn.use import predict as use
-
-    loaded = use.load(run_dir)
-    record = calibrating.calibrate(loaded, fit=True)
-    _report(loaded.info.folder)
-    return record
-
-
-def show_calibrated(records: list[dict[str, Any]] | None) -> None:
-    """What `--calibrate` found, after a training command's own result."""
-    for record in records or []:
-        typer.echo(f"calibrated: temperature {record['temperature']:.4f}")
-        typer.echo("\n".join(_calibration_lines(record)))
 
 
 # --- kcnn lr-find ---------------------------------------------------------------------------------
@@ -229,7 +197,7 @@ LR_FIND_OPTIONS = [
 
 
 def _lr_find(ctx: typer.Context, steps, start_lr, end_lr, config_file, as_json, **values) -> None:
-    from kcnn.use.lr_find import check_sweep, lr_find
+    from kcnn.use.lr_find import check_sweep, lr_find  # NumPy: not for `kcnn --help`
 
     check_sweep(steps, start_lr, end_lr)  # before the settings' checks, which load TensorFlow
     if values.get("arch") is None and config_file is None:

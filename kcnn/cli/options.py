@@ -12,11 +12,13 @@ from __future__ import annotations
 import dataclasses
 import enum
 import inspect
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from typer.core import TyperCommand
 
 from kcnn.cli.app import app
 from kcnn.engine.config import (
@@ -29,6 +31,7 @@ from kcnn.engine.config import (
     check_value,
     option_name,
 )
+from kcnn.errors import KcnnError
 
 _PYTHON_TYPES = {int: int, float: float, str: str, list: str, bool: bool}
 
@@ -165,8 +168,6 @@ def fold_negatives(ctx: typer.Context, values: dict[str, Any]) -> dict[str, Any]
             name = key.removesuffix("__off")
             source = ctx.get_parameter_source(name)  # the flag typed, not its default of true
             if values.get(name) and source is not None and source.name == "COMMANDLINE":
-                from kcnn.errors import KcnnError
-
                 raise KcnnError(
                     f"{option_name(name)} and {negative_flag(name)} contradict each other; give one"
                 )
@@ -228,34 +229,55 @@ MLFLOW = inspect.Parameter(
 )
 
 
-def mlflow_args(args: list[str]) -> list[str]:
-    """`--mlflow` takes an optional value, which Click cannot parse: it takes the next word only
-    when that is a URI (`scheme:...`) or a folder path (`./x`, `/x`, `~/x`, not a .toml/.json
-    file); otherwise `--mlflow` alone becomes `--mlflow=local` (`--mlflow=PATH` is always a value)."""
-    import re
+def _is_uri(word: str | None) -> bool:
+    """Whether the word after `--mlflow` is its value: a URI (`scheme:...`) or a folder path
+    (`./x`, `/x`, `~/x`, not a .toml/.json file)."""
+    if word is None or word.startswith("-"):
+        return False
+    if re.match(r"^[A-Za-z][\w+.-]+:", word):
+        return True
+    return word.startswith(("./", "../", "/", "~")) and not word.endswith((".toml", ".json"))
 
-    def is_uri(word: str | None) -> bool:
-        if word is None or word.startswith("-"):
-            return False
-        if re.match(r"^[A-Za-z][\w+.-]+:", word):
-            return True
-        return word.startswith(("./", "../", "/", "~")) and not word.endswith((".toml", ".json"))
 
-    out = []
-    for i, arg in enumerate(args):
-        if arg == "--mlflow" and not is_uri(args[i + 1] if i + 1 < len(args) else None):
-            arg = "--mlflow=local"
-        out.append(arg)
-    return out
+class Tracked(TyperCommand):
+    """A command with `--mlflow [URI]`: the option takes the next word only when that is a URI
+    or a folder path, else it stands alone for the local store. Click has no option whose value
+    may be left out, so this command reads its own arguments so before Click parses them,
+    knowing which of its options take a value (the word after `--name` is never taken for
+    `--mlflow`, nor anything after `--`). `--mlflow=URI` is always a value."""
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        takes_value = {
+            name
+            for p in self.params
+            if p.name != "mlflow" and getattr(p, "opts", None) and not getattr(p, "is_flag", True)
+            for name in p.opts
+        }
+        read, i = [], 0
+        while i < len(args):
+            arg = args[i]
+            if arg == "--":
+                read += args[i:]
+                break
+            if arg in takes_value:
+                read += args[i : i + 2]
+                i += 2
+                continue
+            if arg == "--mlflow" and not _is_uri(args[i + 1] if i + 1 < len(args) else None):
+                arg = "--mlflow=local"
+            read.append(arg)
+            i += 1
+        return super().parse_args(ctx, read)
 
 
 def tracked(uri: str | None, **where: Any):
     """The block a command trains in: logged to MLflow under `--mlflow`, else as it is."""
     import contextlib
 
+    from kcnn.runs import mlflow_log  # not for `kcnn --help` (its start-up)
+
     if uri is None:
         return contextlib.nullcontext()
-    from kcnn.runs import mlflow_log
 
     return mlflow_log.tracking(uri, **where)
 
@@ -278,7 +300,7 @@ def resolve(
     cls: type[RunConfig], ctx: typer.Context, values: dict[str, Any], config_file: Path | None
 ) -> RunConfig:
     """The validated config: the settings of `--config` (if any), overridden by the options typed."""
-    from kcnn.commands import experiments
+    from kcnn.commands import experiments  # the runs' commands: not for `kcnn --help`
 
     typed = {
         k: v.value if isinstance(v, enum.Enum) else v
@@ -319,4 +341,4 @@ def training_command(
     command.__signature__ = inspect.Signature(parameters)
     command.__annotations__ = {p.name: p.annotation for p in parameters}
     command.__doc__ = help
-    app.command(cls.command, help=help)(command)
+    app.command(cls.command, help=help, cls=Tracked)(command)

@@ -22,9 +22,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kcnn.commands.command import (
+    Command,
+    Member,
+    Outcome,
+    members,
+    resumed_facts,
+    settings_to_resume,
+)
 from kcnn.data.prepared import prepare_data
+from kcnn.engine import checkpoints, distribute, interrupts
 from kcnn.engine.config import CompareConfig
 from kcnn.engine.trainer import (
+    RunResult,
     Trainer,
     default_input_shape,
     record_stand_in,
@@ -32,19 +42,17 @@ from kcnn.engine.trainer import (
 )
 from kcnn.errors import KcnnError, ModelMismatchError
 from kcnn.models.equivalence import Proof, prove_equivalent
-from kcnn.progress import heading, steps
-from kcnn.runs import folders
-from kcnn.runs.browse import RunInfo, interval_cell
-from kcnn.runs.folders import COMPARISON_JSON, PROOF_JSON
+from kcnn.progress import heading, steps, stream
+from kcnn.runs import folders, tables
+from kcnn.runs.browse import interval_cell
+from kcnn.runs.folders import COMPARISON_JSON, COMPARISON_MD, PROOF_JSON
 from kcnn.runs.recorder import RunRecords
-from kcnn.runs.records import Damaged, write_json
-from kcnn.runs.run import RUN_FACTS, RunFolder, read_resume
+from kcnn.runs.records import write_json
+from kcnn.runs.run import RunFolder
 
 
 def proof_markdown(proof: Proof) -> str:
     """The proof as comparison.md shows it: the per-form table, the layers, the verdict."""
-    from kcnn.runs.report import markdown_table
-
     form_rows = proof.form_rows()
     layer_rows = proof.layer_rows()
     return "\n\n".join(
@@ -53,9 +61,9 @@ def proof_markdown(proof: Proof) -> str:
             f"The weights of `{proof.reference}` were copied into the other forms and one batch of "
             f"{proof.batch_size} real images was run through each in inference mode (BatchNorm uses its "
             f"moving statistics).",
-            markdown_table(form_rows, list(form_rows[0])),
+            tables.as_markdown(form_rows, list(form_rows[0])),
             "### Weight shapes, layer by layer",
-            markdown_table(layer_rows, list(layer_rows[0]))
+            tables.as_markdown(layer_rows, list(layer_rows[0]))
             if layer_rows
             else "(no layer holds weights)",
             f"**{'Verdict' if proof.equivalent else 'MISMATCH'}:** {proof.message()}",
@@ -103,7 +111,7 @@ def _build_forms(config: CompareConfig, input_shape, classes: int, shown=None) -
     With independent init each form gets its own seed (seed, seed+1, ...), as three separate
     notebook cells would.
     """
-    from kcnn.models import forms
+    from kcnn.models import forms  # Keras: only once a model is built
 
     # A throw-away build first, so TensorFlow's one-time start-up cost is not charged to the first form.
     forms.build(config.arch, config.apis[0], input_shape, classes)
@@ -121,14 +129,11 @@ def _build_forms(config: CompareConfig, input_shape, classes: int, shown=None) -
 def _agreement(
     rows: list[dict[str, Any]], histories: dict[str, dict[str, list[float]]]
 ) -> dict[str, Any]:
-    """How far the forms' results lie apart: test-accuracy spread and the largest curve gap (of
-    the measured curves: the learning rate is a setting, the same in every form by design)."""
-    from kcnn.runs.plots import RATE
-
+    """How far the forms' results lie apart: test-accuracy spread and the largest curve gap."""
     accuracies = [row["test_accuracy"] for row in rows]
     names = list(histories)
     curves = {}
-    for key in (k for k in histories[names[0]] if k != RATE):
+    for key in histories[names[0]]:
         gaps = [
             abs(a - b)
             for other in names[1:]
@@ -153,48 +158,29 @@ def compare_apis(
     the folder of an interrupted comparison (see `resume`), finished in place.
     """
     config.validate()  # before TensorFlow is imported or any data loaded: bad input fails at once
-    from kcnn.data.pipeline import make_dataset
-    from kcnn.engine import distribute
-
     dist = distribute.activate(config)  # before TensorFlow starts: devices, cluster, scratch out
     started = time.perf_counter()
     prepared = prepare_data(config, default_input_shape(config.arch, config.image_size))
     if resume is None:  # an offline stand-in's data set names the comparison and its forms
         record_stand_in(config, prepared)
-    input_shape = prepared.input_shape
-    count = len(config.apis)
-    with steps(
-        f"{config.arch}: {count} forms built and proven", count + 1, "steps", quiet=quiet
-    ) as shown:
-        with dist.scope():  # the forms' variables belong to the strategy the trainers fit under
-            models, build_seconds = _build_forms(config, input_shape, prepared.classes, shown)
-        # One real batch, exactly as the model sees it in training: from the test split, through
-        # the pipeline.
-        parts = prepared.parts
-        batches = make_dataset(parts.x_test, parts.y_test, input_shape, config.batch_size)
-        sample, _ = next(iter(batches))
-        proof = prove_equivalent(models, sample, config.tolerance)
-        shown.advance(note=f"proof: every form on one batch of {len(sample)} images")
+    models, build_seconds, proof = _prove(config, prepared, dist, quiet)
     if on_proof is not None:
         on_proof(proof)
     if not proof.equivalent:
         error = ModelMismatchError(proof.message())
         error.proof = proof
+        error.details = {"proof": proof.as_dict()}  # what --json answers beside the error
         raise error
-
-    reference = config.apis[0]
     if config.same_init:
-        from kcnn.models import forms
+        from kcnn.models import forms  # Keras: the models exist already
 
         for api in config.apis[1:]:
-            forms.copy_weights(models[reference], models[api])
-
-    init = "same" if config.same_init else "independent"
+            forms.copy_weights(models[config.apis[0]], models[api])
     settings = {
         "command": config.command,
         **config.settings_dict(),
-        "input_shape": list(input_shape),
-        "init": init,
+        "input_shape": list(prepared.input_shape),
+        "init": "same" if config.same_init else "independent",
     }
     if resume is None:
         folder = folders.create(config.out, config.name)
@@ -203,72 +189,92 @@ def compare_apis(
         found = {}
     else:
         folder = Path(resume)
-        found = _form_folders(folder)
-
+        found = members(folder, "api", "train")
     rows, histories = [], {}
     for i, api in enumerate(config.apis):
-        facts = {
-            "part_of": config.command,
-            "init": init,
-            "init_seed": config.seed if config.same_init else init_seed(config.seed, i),
-            "initial_weights_from": reference if config.same_init and api != reference else None,
-        }
+        interrupts.check_stop(f"continue with: kcnn compare-apis --resume {folder}")
+        heading(i + 1, len(config.apis), f"{api} — {config.arch} on {prepared.data.name}", quiet)
         form = config.form_config(api).validate()
-        heading(i + 1, count, f"{api} — {config.arch} on {prepared.data.name}", quiet)
-        metrics, history, run_dir = _train_form(
-            form, facts, models[api], build_seconds[api], prepared, folder, found.get(api), quiet
-        )
+        result = _train_form(
+            form, _facts(config, i), models[api], build_seconds[api], prepared, folder,
+            found.get(api), quiet,
+        )  # fmt: skip
         models[api] = None  # free each form once it is recorded
-        m = metrics
-        rows.append(
-            {
-                "form": api,
-                "parameters": m["params"]["total"],
-                "test_loss": m["test_loss"],
-                "test_accuracy": m["test_accuracy"],
-                "test_accuracy_95ci": interval_cell(run_dir),  # Wilson, from the test size
-                "best_val_accuracy": m["best_val_accuracy"],
-                "build_seconds": m["build_seconds"],
-                "seconds_per_epoch": m["seconds_per_epoch"],
-                "images_per_second": m["train_images_per_second"],
-                "max_abs_output_diff": next(
-                    r["max_abs_output_diff"] for r in proof.forms if r["form"] == api
-                ),
-                "run_dir": run_dir.name,
-            }
-        )
-        histories[api] = history
-
-    agreement = _agreement(rows, histories)
+        rows.append(_row(api, result, proof))
+        histories[api] = result.history
     settings["wall_seconds"] = time.perf_counter() - started
-    result = CompareResult(folder, proof, rows, histories, agreement, settings)
-    from kcnn.runs import report
-
-    _write_report(result, config, prepared.data.name, parts, input_shape, report)
+    result = CompareResult(folder, proof, rows, histories, _agreement(rows, histories), settings)
+    _write_report(result, config, prepared.data.name, prepared.parts, prepared.input_shape)
     write_json(folder / COMPARISON_JSON, result.as_dict())
     return result
 
 
-def _train_form(form, facts, model, build_seconds, prepared, folder: Path, found, quiet):
+def _prove(config: CompareConfig, prepared, dist, quiet: bool):
+    """Every form built (under the strategy the trainers fit under) and proven the same network
+    on one real batch, exactly as the model sees it in training: from the test split, through
+    the pipeline. Returns the models, each one's build time and the proof."""
+    from kcnn.data.pipeline import make_dataset  # TensorFlow: only once a run starts
+
+    count = len(config.apis)
+    title = f"{config.arch}: {count} forms built and proven"
+    with steps(title, count + 1, "steps", quiet=quiet) as shown:
+        with dist.scope():
+            models, seconds = _build_forms(config, prepared.input_shape, prepared.classes, shown)
+        parts = prepared.parts
+        batches = make_dataset(parts.x_test, parts.y_test, prepared.input_shape, config.batch_size)
+        sample, _ = next(iter(batches))
+        proof = prove_equivalent(models, sample, config.tolerance)
+        shown.advance(note=f"proof: every form on one batch of {len(sample)} images")
+    return models, seconds, proof
+
+
+def _facts(config: CompareConfig, form: int) -> dict[str, Any]:
+    """What one form's config.json records about its place in the comparison."""
+    api, reference = config.apis[form], config.apis[0]
+    return {
+        "part_of": config.command,
+        "init": "same" if config.same_init else "independent",
+        "init_seed": config.seed if config.same_init else init_seed(config.seed, form),
+        "initial_weights_from": reference if config.same_init and api != reference else None,
+    }
+
+
+def _row(api: str, result: RunResult, proof: Proof) -> dict[str, Any]:
+    """One form's line of the comparison."""
+    m = result.metrics
+    return {
+        "form": api,
+        "parameters": m["params"]["total"],
+        "test_loss": m["test_loss"],
+        "test_accuracy": m["test_accuracy"],
+        "test_accuracy_95ci": interval_cell(result.run_dir),  # Wilson, from the test size
+        "best_val_accuracy": m["best_val_accuracy"],
+        "build_seconds": m["build_seconds"],
+        "seconds_per_epoch": m["seconds_per_epoch"],
+        "images_per_second": m["train_images_per_second"],
+        "max_abs_output_diff": next(
+            r["max_abs_output_diff"] for r in proof.forms if r["form"] == api
+        ),
+        "run_dir": Path(result.run_dir).name,
+    }
+
+
+def _train_form(
+    form, facts, model, build_seconds, prepared, folder: Path, found: Member | None, quiet
+) -> RunResult:
     """Train one API form in its run folder inside the comparison `folder` (or, resuming,
     finish the form's folder `found`: nothing if it completed, from its checkpoint if it has
-    one). Returns its metrics, history and folder."""
-    from kcnn.engine import checkpoints
-
-    hint = f"kcnn compare-apis --resume {folder}"
+    one)."""
+    if found is not None and found.result is not None:
+        return found.result
+    state = found.state if found is not None else None
     identity = {"arch": form.arch, "api": form.api}
-    state = None
-    if found is not None:
-        run = RunFolder(found)
-        metrics = run.metrics()
-        if metrics.get("status") == "completed":
-            history = RunInfo.load(found).history()
-            return metrics, history, found
-        record, state = read_resume(found, ("train",))
-        facts = {k: v for k, v in record.items() if k in RUN_FACTS and k not in identity}
+    if state is not None:
+        facts = resumed_facts(found.record, state, identity)
     records = RunRecords(
-        form.command, form.settings_dict(), identity, facts, folder=found if state else None
+        form.command, form.settings_dict(), identity, facts, folder=found.folder if state else None
     )
+    hint = f"kcnn compare-apis --resume {folder}"
     trainer = Trainer(
         form, records, quiet=quiet, out=folder, resume=state, resumable=True, resume_hint=hint
     )
@@ -290,21 +296,7 @@ def _train_form(form, facts, model, build_seconds, prepared, folder: Path, found
             trainer.batches("val"),
             epochs=form.epochs,
         )
-        title = f"{form.arch} ({form.api}) on {prepared.data.name}"
-        result = trainer.finish(model, title=title)
-    return result.metrics, result.history, result.run_dir
-
-
-def _form_folders(folder: Path) -> dict[str, Path]:
-    """The API form each run folder inside an interrupted comparison trained."""
-    found = {}
-    for sub in RunFolder(folder).subfolders():
-        info = RunInfo.load(sub, member=True)
-        if info.damage is not None:
-            raise KcnnError(f"{sub} cannot be resumed: {info.damage}")
-        if info.config and info.config.get("api"):
-            found[info.config["api"]] = sub
-    return found
+        return trainer.finish(model, title=f"{form.arch} ({form.api}) on {prepared.data.name}")
 
 
 def resume(folder: str | Path, quiet: bool = False, on_proof=None) -> CompareResult:
@@ -317,30 +309,17 @@ def resume(folder: str | Path, quiet: bool = False, on_proof=None) -> CompareRes
 
 def resume_config(folder: str | Path) -> CompareConfig:
     """The settings of an interrupted comparison, checked as a new run's are."""
-    folder = Path(folder).expanduser()
-    if not folder.is_dir():
-        raise KcnnError(f"no comparison folder {folder}; pass the folder kcnn compare-apis made")
-    run = RunFolder(folder)
-    try:
-        record = run.config()
-    except FileNotFoundError:
-        raise KcnnError(f"{folder} has no config.json: it is not a kcnn comparison") from None
-    except Damaged as e:
-        raise KcnnError(f"{folder} cannot be resumed: {e.reason}") from None
-    if record.get("command") != "compare-apis":
-        raise KcnnError(
-            f"{folder} is not a `kcnn compare-apis` folder; use `kcnn {record.get('command')} "
-            "--resume` for it"
-        )
-    if run.has(COMPARISON_JSON):
+    config = settings_to_resume(folder, CompareConfig, "comparison")
+    if RunFolder(Path(folder).expanduser()).has(COMPARISON_JSON):
         raise KcnnError(f"{folder} is a finished comparison; start a new one to train again")
-    settings = {k: v for k, v in record.items() if k in CompareConfig.settings()}
-    return CompareConfig.from_settings(settings, source=str(folder / folders.CONFIG)).validate()
+    return config.validate()
 
 
 def _write_report(
-    result: CompareResult, config: CompareConfig, dataset: str, parts, input_shape, report
+    result: CompareResult, config: CompareConfig, dataset: str, parts, input_shape
 ) -> None:
+    from kcnn.runs import report  # matplotlib: only once there is a report to draw
+
     h, w, c = input_shape
     init = (
         "same initial weights (copied from the first form)"
@@ -383,3 +362,70 @@ def _write_report(
         intro=intro,
         sections=[agreement, proof_markdown(result.proof)],
     )
+
+
+class CompareApis(Command):
+    """`kcnn compare-apis`: one architecture in several API forms, proven the same network,
+    trained side by side; a comparison folder with one run folder per form."""
+
+    name = "compare-apis"
+    config = CompareConfig
+    finished_file = COMPARISON_JSON
+
+    def title(self, config: CompareConfig) -> str:
+        return f"{config.arch} as {', '.join(config.apis)}"
+
+    def several(self, config: CompareConfig) -> bool:
+        return True
+
+    def trainings(self, config: CompareConfig) -> int:
+        return len(config.apis)
+
+    def start(self, config: CompareConfig, quiet: bool = False) -> Outcome:
+        return self._outcome(compare_apis(config, on_proof=_shown(config, quiet), quiet=quiet))
+
+    def resume(self, folder: Path, quiet: bool = False) -> Outcome:
+        config = resume_config(folder)
+        result = compare_apis(
+            config, on_proof=_shown(config, quiet), quiet=quiet, resume=Path(folder).expanduser()
+        )
+        return self._outcome(result)
+
+    def _outcome(self, result: CompareResult) -> Outcome:
+        run_dirs = [result.folder / row["run_dir"] for row in result.rows]
+        metrics = [RunFolder(d).metrics() for d in run_dirs]
+        outcome = Outcome(self.name, run_dirs, metrics, comparison=result.folder)
+        outcome.details = {k: v for k, v in result.as_dict().items() if k != "folder"}
+        headers = ["form", "test acc", "95% CI", "test loss", "best val acc", "build s", "s/epoch"]
+        table = tables.as_text(
+            result.rows,
+            ["form", "test_accuracy", "test_accuracy_95ci", "test_loss", "best_val_accuracy",
+             "build_seconds", "seconds_per_epoch", "images_per_second"],
+            [*headers, "images/s"],
+        )  # fmt: skip
+        spread = result.agreement["test_accuracy_spread"]
+        outcome.lines = [
+            "",
+            *table.splitlines(),
+            f"test accuracy spread {spread:.4f} ({result.config['init']} initial weights)",
+            f"report: {result.folder / COMPARISON_MD}",
+        ]
+        return outcome
+
+
+def _shown(config: CompareConfig, quiet: bool):
+    """The proof, shown as soon as it is done (before training), where progress goes."""
+
+    def show(proof: Proof) -> None:
+        if not quiet:
+            print(
+                f"{config.arch} in {len(proof.forms)} forms: proof before training "
+                f"(weights of {proof.reference} copied into the others)\n{proof.text()}\n",
+                file=stream(quiet),
+                flush=True,
+            )
+
+    return show
+
+
+COMPARE_APIS = CompareApis()

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import shlex
 import stat
 import tomllib
@@ -27,14 +26,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kcnn.engine.config import COMMANDS, RunConfig, safe_label
+from kcnn import text
+from kcnn.commands import registry, runner, steps
+from kcnn.commands.command import Outcome
+from kcnn.engine import interrupts
+from kcnn.engine.config import RunConfig, safe_label
 from kcnn.engine.interrupts import Interrupted
-from kcnn.errors import KcnnError, closest, unknown
-from kcnn.progress import heading
-from kcnn.runs.folders import COMPARISON_JSON, COMPARISON_MD
+from kcnn.errors import KcnnError, did_you_mean
+from kcnn.progress import heading, stream
+from kcnn.runs import folders
+from kcnn.runs.browse import RunInfo
 from kcnn.runs.records import Damaged, read_text
-from kcnn.runs.run import RESUMABLE, RUN_FACTS, RunFolder
-from kcnn.text import terminal
+from kcnn.runs.run import RUN_FACTS, RunFolder
 
 FILE_KEYS = ("description", "run", "compare")
 MAX_FILE_BYTES = 1024 * 1024  # an experiment file is a page of settings, not a data set
@@ -87,7 +90,7 @@ def _depth(value: Any, level: int = 0) -> int:
 
 def _read(path: Path) -> dict[str, Any]:
     """A TOML experiment file or a run's config.json, refused when absurdly large or nested."""
-    from kcnn.runs import groups
+    from kcnn.runs import groups  # NumPy: not for `kcnn --help`
 
     if path.is_dir() and groups.is_group(path):  # a group of seed runs: finish its missing seeds
         return groups.as_experiment(path)
@@ -131,9 +134,9 @@ def _read(path: Path) -> dict[str, Any]:
         raise KcnnError(f"{path} nests tables or lists more than {MAX_DEPTH} deep")
     if path.suffix == ".json":  # a run's config.json: one run, settings beside recorded facts
         command = data.get("command")
-        if command not in COMMANDS:
+        if command not in registry.COMMANDS:
             raise KcnnError(f"{path} is not a kcnn run's {CONFIG_JSON} (it names no kcnn command)")
-        own = COMMANDS[command].settings()  # `arch` and `head` are settings as well as facts
+        own = registry.entry(command).config.settings()  # `arch`, `head`: settings and facts
         # Anything that is neither a fact nor versions is taken as a setting, so that an edited
         # or foreign key is refused by the schema like any unknown setting.
         settings = {
@@ -194,10 +197,8 @@ def load(path: str | Path, overrides: dict[str, Any] | None = None) -> Experimen
         settings = dict(table)
         command = settings.pop("command", None)
         if command is None:
-            raise KcnnError(f"{where} has no `command` (one of: {', '.join(COMMANDS)})")
-        if not isinstance(command, str) or command not in COMMANDS:
-            raise unknown("command", str(command), COMMANDS)
-        cls = COMMANDS[command]
+            raise KcnnError(f"{where} has no `command` (one of: {', '.join(registry.COMMANDS)})")
+        cls = registry.entry(str(command)).config
         fitting = {k: v for k, v in overrides.items() if k in cls.settings()}
         used.update(fitting)
         settings.update(fitting)
@@ -209,33 +210,36 @@ def load(path: str | Path, overrides: dict[str, Any] | None = None) -> Experimen
 
 
 def preflight(config: RunConfig) -> None:
-    """Everything a run checks before it trains, done without training or making a folder: the
-    output folder, the data (loaded, validated, split) and the model input it would be fed at,
-    and for transfer every backbone's weights. `kcnn run --check` refuses what the run refuses."""
-    from kcnn.data.prepared import prepare_data
-    from kcnn.engine.trainer import default_input_shape
-    from kcnn.runs import folders
-
-    folders.check_out(config.out)
-    if config.command != "transfer":
-        prepare_data(config, default_input_shape(config.arch, config.image_size))
-        return
-    from kcnn.commands import transfer
-
-    transfer.prepare(config, quiet=True)
+    """Everything a run checks before it trains, done without training or making a folder (its
+    command's `preflight`): `kcnn run --check` refuses what the run refuses."""
+    registry.get(config.command).preflight(config)
 
 
 def title(config: RunConfig) -> str:
     """What a run trains, in a few words: `train — lenet5 (sequential) on digits`."""
-    if config.command == "transfer":
-        what = f"{', '.join(config.backbones)} + {config.head} head"
-    elif config.command == "compare-apis":
-        what = f"{config.arch} as {', '.join(config.apis)}"
-    else:
-        what = f"{config.arch} ({config.api})"
+    what = registry.get(config.command).title(config)
     seeds = f", {len(config.seed_list())} seeds" if config.seeds is not None else ""
     named = f", named {config.name}" if config.name != config.default_name() else ""
     return f"{config.command} — {what} on {config.dataset}{seeds}{named}"
+
+
+@dataclass
+class Workload:
+    """How much a file asks for: trainings (a run per seed, per form or backbone) and epochs."""
+
+    trainings: int
+    epochs: int
+
+    def text(self) -> str:
+        each = "training" if self.trainings == 1 else "trainings"
+        return f"{self.trainings:,} {each}, {self.epochs:,} epochs in all"
+
+
+def workload(config: RunConfig) -> Workload:
+    """The trainings one run of a file stands for, and their epochs."""
+    command = registry.get(config.command)
+    trainings = len(config.seed_list()) * command.trainings(config)
+    return Workload(trainings, trainings * command.epochs(config))
 
 
 def in_run(experiment: Experiment, number: int, error: KcnnError) -> KcnnError:
@@ -262,45 +266,55 @@ def run(experiment: Experiment, quiet: bool = False, resume: bool = False) -> li
                 raise in_run(experiment, number, e) from None
     summaries = run_each(experiment, quiet, resume)
     if experiment.compare:
-        from kcnn.runs.browse import RunInfo
-        from kcnn.runs.report import compare_runs
+        interrupts.check_stop(_finish_text(experiment))
+        from kcnn.runs.report import compare_runs  # matplotlib: only for the comparison
 
-        folders = [d for s in summaries for d in s["run_dirs"]]
+        run_dirs = [d for s in summaries for d in s["run_dirs"]]
         name = (
             f"compare-{experiment.path.stem}"
             if experiment.path.suffix == ".toml"
             else "compare-runs"
         )
         folder = compare_runs(
-            [RunInfo.load(d) for d in folders],
+            [RunInfo.load(d) for d in run_dirs],
             experiment.runs[0].out,
             name=safe_label(name),
             title=f"experiment {experiment.path.name}",  # what was asked for, not its first model
-            intro=_intro(experiment, len(folders)),
+            intro=_intro(experiment, len(run_dirs)),
         )
-        summaries.append(_summary("compare", [Path(d) for d in folders], folder))
+        summaries.append(Outcome("compare", [Path(d) for d in run_dirs], [], folder).summary())
     return summaries
 
 
 def run_each(
     experiment: Experiment, quiet: bool = False, resume: bool = False
 ) -> list[dict[str, Any]]:
-    """Each run in turn, under a heading that says which one trains. With `resume`, a run that
-    an earlier attempt at the file left behind (the newest folder of its name in its `out` with
-    its very settings) is kept when it completed and finished from its checkpoint when it was
-    interrupted; the others train as new. An interruption says how to finish the whole file."""
+    """Each run in turn, under a heading that says which one trains; its summary
+    (`Outcome.summary`). With `resume`, a run that an earlier attempt at the file left behind
+    (the newest folder of its name in its `out` with its very settings) is kept when it
+    completed and finished from its checkpoint when it was interrupted; the others train as new.
+    No run begins after a stop request; an interruption says how to finish the whole file."""
     summaries = []
     count = len(experiment.runs)
     claimed: set[Path] = set()  # two identical runs in one file are two folders
     for number, config in enumerate(experiment.runs, 1):
-        if count > 1:
-            heading(number, count, title(config), quiet)
-        earlier = None if not resume or config.seeds is not None else _earlier(config, claimed)
-        if earlier is not None:
-            claimed.add(earlier[0])
         with _finish_hint(experiment, number):
-            summaries.append(_run_one(config, quiet, earlier))
+            interrupts.check_stop()
+            if count > 1:
+                heading(number, count, title(config), quiet)
+            if config.seeds is not None:  # a group finds its own folder and runs what it misses
+                summaries.append(runner.execute(config, quiet, resume=resume).summary())
+                continue
+            earlier = _earlier(config, claimed) if resume else None
+            if earlier is not None:
+                claimed.add(earlier[0])
+            summaries.append(_run_one(config, quiet, earlier).summary())
     return summaries
+
+
+def _finish_text(experiment: Experiment) -> str:
+    rest = "the file and its comparison" if experiment.compare else "the file"
+    return f"to finish {rest}: {experiment.command('--resume')}"
 
 
 @contextlib.contextmanager
@@ -313,67 +327,21 @@ def _finish_hint(experiment: Experiment, number: int):
         count = len(experiment.runs)
         if count < 2:
             raise
-        rest = "the file and its comparison" if experiment.compare else "the file"
         raise Interrupted(
             e.signum,
-            f"{e} (run {number} of {count} in {experiment.path}); to finish {rest}: "
-            f"{experiment.command('--resume')}",
+            f"{e} (run {number} of {count} in {experiment.path}); {_finish_text(experiment)}",
         ) from None
 
 
-def _run_one(config: RunConfig, quiet: bool, earlier: tuple[Path, str] | None) -> dict[str, Any]:
-    if config.seeds is not None:  # one run per seed, kept as a group folder
-        from kcnn.commands.seeds import run_group
-
-        # a group finds its own unfinished folder and runs only its missing seeds
-        group = run_group(config, quiet=quiet)
-        summary = _summary(config.command, group.run_dirs(), None)
-        return {**summary, "group": str(group.folder)}
-    folder, state = earlier if earlier is not None else (None, None)
+def _run_one(config: RunConfig, quiet: bool, earlier: tuple[Path, str] | None) -> Outcome:
+    """One run of the file: new, kept as an earlier attempt completed it, or finished."""
+    if earlier is None:
+        return runner.execute(config, quiet)
+    folder, state = earlier
     if state == "completed":
-        from kcnn.progress import stream
-
-        print(f"kept: {terminal(folder)} (completed earlier)", file=stream(quiet), flush=True)
-        return _kept(config, folder)
-    if config.command == "train":
-        from kcnn.commands import train
-
-        result = (
-            train.train(config, quiet=quiet)
-            if folder is None
-            else train.resume(folder, quiet=quiet)
-        )
-        return {
-            "command": "train",
-            "run_dirs": [str(result.run_dir)],
-            "comparison": None,
-            "test_accuracy": result.metrics["test_accuracy"],
-        }
-    if config.command == "transfer":
-        from kcnn.commands import transfer
-
-        result = (
-            transfer.transfer(config, quiet=quiet)
-            if folder is None
-            else transfer.resume(folder, quiet=quiet)
-        )
-        return _summary("transfer", [r.run_dir for r in result.runs], result.folder)
-    from kcnn.commands import compare
-
-    result = (
-        compare.compare_apis(config, quiet=quiet)
-        if folder is None
-        else compare.resume(folder, quiet=quiet)
-    )
-    dirs = [result.folder / row["run_dir"] for row in result.rows]
-    return _summary("compare-apis", dirs, result.folder)
-
-
-def _several(config: RunConfig) -> bool:
-    """Whether the run makes a comparison folder with one run folder per form or backbone."""
-    return config.command == "compare-apis" or (
-        config.command == "transfer" and len(config.backbones) > 1
-    )
+        print(f"kept: {text.terminal(folder)} (completed earlier)", file=stream(quiet), flush=True)
+        return steps.keep_one(config, folder)
+    return steps.resume_one(config.command, folder, quiet)
 
 
 def _earlier(config: RunConfig, claimed: set[Path]) -> tuple[Path, str] | None:
@@ -383,10 +351,12 @@ def _earlier(config: RunConfig, claimed: set[Path]) -> tuple[Path, str] | None:
     out = Path(config.out).expanduser()
     if not out.is_dir():
         return None
-    pattern = re.compile(rf"^\d{{8}}-\d{{6}}-{re.escape(config.name)}(-\d+)?$")
+    command = registry.get(config.command)
     wanted = json.loads(json.dumps(config.settings_dict(), default=str))
     for folder in sorted(out.iterdir(), key=lambda p: p.name, reverse=True):
-        if folder in claimed or not pattern.match(folder.name) or folder.is_symlink():
+        if folder in claimed or not folders.made_for(folder.name, config.name):
+            continue
+        if folder.is_symlink():
             continue
         run = RunFolder(folder)
         try:
@@ -395,47 +365,16 @@ def _earlier(config: RunConfig, claimed: set[Path]) -> tuple[Path, str] | None:
                 continue
             if any(record.get(k) != v for k, v in wanted.items()):
                 continue
-            if config.command == "compare-apis":
-                state = "completed" if run.has(COMPARISON_JSON) else "unfinished"
-            elif _several(config):
-                state = "completed" if run.has(COMPARISON_MD) else "unfinished"
-            else:
-                status = run.metrics().get("status")
-                state = "completed" if status == "completed" else "unfinished"
-                if status not in RESUMABLE and status != "completed":
-                    continue
+            state = command.state_of(config, run)
         except (OSError, Damaged):
             continue
-        return folder, state
+        if state is not None:
+            return folder, state
     return None
-
-
-def _kept(config: RunConfig, folder: Path) -> dict[str, Any]:
-    """The summary of a run an earlier attempt completed, read from its folder."""
-    run = RunFolder(folder)
-    if config.command == "compare-apis":
-        dirs = [folder / row["run_dir"] for row in run.comparison().get("forms", [])]
-        return _summary(config.command, dirs, folder)
-    if _several(config):
-        return _summary(config.command, run.subfolders(), folder)
-    summary = _summary(config.command, [folder], None)
-    if config.command == "train":
-        summary["test_accuracy"] = run.metrics()["test_accuracy"]
-    return summary
-
-
-def _summary(command: str, run_dirs: list[Path], comparison: Path | None) -> dict[str, Any]:
-    return {
-        "command": command,
-        "run_dirs": [str(d) for d in run_dirs],
-        "comparison": str(comparison) if comparison else None,
-    }
 
 
 def _intro(experiment: Experiment, runs: int) -> str:
     """The comparison's opening line: the file's own description (escaped: it is anyone's text)."""
-    from kcnn import text
-
     said = f"{text.markdown_cell(experiment.description)} " if experiment.description else ""
     return f"{said}{runs} runs of `{text.markdown_cell(experiment.path.name)}`, compared."
 
@@ -445,6 +384,5 @@ def check_top_keys(where: str, data: dict, allowed, holds: str) -> None:
     such a file holds (`holds`): experiment and sweep files alike."""
     for key in data:
         if key not in allowed:
-            hint = closest(str(key), allowed)
-            tip = f"did you mean '{hint}'? " if hint else ""
+            tip = did_you_mean(str(key), allowed)
             raise KcnnError(f"{where}: unknown top-level key '{key}': {tip}{holds}")

@@ -7,8 +7,10 @@ Each seed is a normal run of the command (`train`, `compare-apis`, `transfer`: i
 comparison folder, named `NAME-seedS`) inside the group folder `<out>/<stamp>-NAME-seeds/`, whose
 `group.json` (`kcnn.runs.groups`) summarises them. Where the machine has room (`os.cpu_count() // 2`
 workers, or `KCNN_SEED_WORKERS`), seeds run in parallel processes, each `kcnn run SEED.toml`
-(TensorFlow and fork do not mix: fresh interpreters, never forked ones); with one worker they run in
-this process, one after the other. A group the same command started before and did not finish
+(TensorFlow and fork do not mix: fresh interpreters, never forked ones, told of this command's
+watchers such as MLflow); with one worker they run in this process, one after the other. Either way
+each seed is a run with its own steps (`kcnn.commands.steps`: calibration when asked), and no seed
+begins after a stop request. A group the same command started before and did not finish
 (interrupted, killed, a seed that failed) is found by its settings and only its missing seeds run.
 """
 
@@ -17,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -27,11 +28,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kcnn.commands import steps
+from kcnn.commands.command import Outcome, runs_table
+from kcnn.engine import hooks, interrupts
 from kcnn.engine.config import RunConfig
 from kcnn.errors import KcnnError
 from kcnn.progress import heading
-from kcnn.runs import groups
-from kcnn.runs.report import write_group
+from kcnn.runs import folders
+from kcnn.runs.browse import RunInfo
+from kcnn.runs.run import RunFolder
 
 WORKERS_ENV = "KCNN_SEED_WORKERS"
 
@@ -65,8 +70,11 @@ def _settings(config: RunConfig) -> dict[str, Any]:
     return values
 
 
-def find_unfinished(config: RunConfig) -> Path | None:
-    """The newest group folder under `out` made by the same settings and not completed."""
+def find_unfinished(config: RunConfig, completed: bool = False) -> Path | None:
+    """The newest group folder under `out` made by the same settings and not completed (or,
+    with `completed`, whatever its status: `kcnn run FILE --resume` keeps a finished group)."""
+    from kcnn.runs import groups  # NumPy: not for `kcnn --help`
+
     out = Path(config.out).expanduser()
     if not out.is_dir():
         return None
@@ -74,7 +82,7 @@ def find_unfinished(config: RunConfig) -> Path | None:
     found = []
     for folder in out.iterdir():
         data = groups.read(folder) if folder.is_dir() else None
-        if data is None or data.get("status") == "completed":
+        if data is None or (data.get("status") == "completed" and not completed):
             continue
         settings = dict(data.get("config") or {})
         settings.pop("out", None)
@@ -87,35 +95,45 @@ def seed_config(config: RunConfig, seed: int, folder: Path) -> RunConfig:
     """One seed's run: the group's settings with this seed, in the group folder (an error still
     names the file the group's settings came from, if any)."""
     one = dataclasses.replace(
-        config, seed=seed, seeds=None, out=str(folder), name=f"{config.name}-seed{seed}"
+        config,
+        seed=seed,
+        seeds=None,
+        out=str(folder),
+        name=f"{config.name}-seed{seed}",
+        derived_name=False,
     )
-    one._source = getattr(config, "_source", "")
     return one.validate()
 
 
 def _member(folder: Path, name: str, seed: int) -> Path | None:
-    pattern = re.compile(rf"^\d{{8}}-\d{{6}}-{re.escape(name)}-seed{seed}(-\d+)?$")
-    found = [p for p in folder.iterdir() if p.is_dir() and pattern.match(p.name)]
+    found = [
+        p for p in folder.iterdir() if p.is_dir() and folders.made_for(p.name, f"{name}-seed{seed}")
+    ]
     return max(found, key=lambda p: p.name) if found else None
 
 
 def _finished(member: Path) -> bool:
-    from kcnn.runs.browse import RunInfo
+    from kcnn.runs import groups  # NumPy: not for `kcnn --help`
 
     runs = groups.leaves([RunInfo.load(member)])
     return bool(runs) and all(r.status == "completed" for r in runs)
 
 
-def run_group(config: RunConfig, quiet: bool = False) -> GroupResult:
-    """Run every seed of `config.seeds` not yet finished in its group folder, then summarise."""
+def run_group(config: RunConfig, quiet: bool = False, resume: bool = False) -> GroupResult:
+    """Run every seed of `config.seeds` not yet finished in its group folder, then summarise.
+    `resume`: an earlier group of these settings is finished even if it completed (its summary
+    drawn again: a stop may have come while it was drawn)."""
+    from kcnn.runs.report import write_group  # matplotlib: only once there is a group to draw
+
     config.validate()
     if config.seeds is None:
         raise KcnnError("run_group needs --seeds (a count or a list of seeds)")
     seeds = config.seed_list()
     workers(len(seeds))  # a bad KCNN_SEED_WORKERS is refused before any folder is made
-    from kcnn.runs import folders
-
-    folder = find_unfinished(config) or folders.create(config.out, f"{config.name}-seeds")
+    interrupts.check_stop()
+    folder = find_unfinished(config, completed=resume) or folders.create(
+        config.out, f"{config.name}-seeds"
+    )
     record = {
         "command": config.command,
         "name": config.name,
@@ -124,14 +142,7 @@ def run_group(config: RunConfig, quiet: bool = False) -> GroupResult:
         "status": "running",
     }
     write_group(folder, record)
-    missing = []
-    for seed in seeds:
-        member = _member(folder, config.name, seed)
-        if member is not None and _finished(member):
-            continue
-        if member is not None:  # killed or interrupted: this seed starts again from its beginning
-            shutil.rmtree(member)
-        missing.append(seed)
+    missing = _missing(folder, config.name, seeds)
     start = time.perf_counter()
     failures: dict[int, str] = {}
     try:
@@ -139,13 +150,12 @@ def run_group(config: RunConfig, quiet: bool = False) -> GroupResult:
         if count == 1:
             for number, seed in enumerate(missing, 1):
                 heading(number, len(missing), f"seed {seed} — {config.name}", quiet)
-                _in_process(seed_config(config, seed, folder), quiet)
+                steps.train_one(seed_config(config, seed, folder), quiet)
         else:
             failures = _in_processes([seed_config(config, s, folder) for s in missing], count)
+        interrupts.check_stop()  # the seeds are done: the summary waits for the resume
     except BaseException as e:
-        from kcnn.engine.interrupts import Interrupted
-
-        stopped = isinstance(e, Interrupted | KeyboardInterrupt | SystemExit)
+        stopped = isinstance(e, interrupts.Interrupted | KeyboardInterrupt | SystemExit)
         write_group(folder, {**record, "status": "interrupted" if stopped else "failed"})
         raise
     record["wall_seconds"] = time.perf_counter() - start
@@ -161,20 +171,44 @@ def run_group(config: RunConfig, quiet: bool = False) -> GroupResult:
     return GroupResult(folder, data)
 
 
-def _in_process(config: RunConfig, quiet: bool) -> None:
-    """One seed's run in this process, by the command's own library call."""
-    if config.command == "train":
-        from kcnn.commands.train import train
+def _missing(folder: Path, name: str, seeds: list[int]) -> list[int]:
+    """The seeds whose run is not finished in the group folder (a killed or interrupted one is
+    removed: that seed starts again from its beginning, which gives the same numbers)."""
+    missing = []
+    for seed in seeds:
+        member = _member(folder, name, seed)
+        if member is not None and _finished(member):
+            continue
+        if member is not None:
+            shutil.rmtree(member)
+        missing.append(seed)
+    return missing
 
-        train(config, quiet=quiet)
-    elif config.command == "transfer":
-        from kcnn.commands.transfer import transfer
 
-        transfer(config, quiet=quiet)
-    else:
-        from kcnn.commands.compare import compare_apis
+def outcome(group: GroupResult, config: RunConfig) -> Outcome:
+    """A group as the answer of its command: every seed's metrics.json, the group's statistics,
+    their calibration (when asked), and what a person reads."""
+    from kcnn.runs import stats  # NumPy: not for `kcnn --help`
 
-        compare_apis(config, quiet=quiet)
+    record, run_dirs = group.record, group.run_dirs()
+    metrics = [RunFolder(d).metrics() for d in run_dirs]
+    found = Outcome(config.command, run_dirs, metrics, group=group.folder)
+    found.details = {k: record[k] for k in ("seeds", "status", "groups", "tests", "identical")}
+    if config.calibrate:
+        found.calibration = steps.calibrations(run_dirs)
+    found.lines = ["", *runs_table(run_dirs).splitlines()]
+    for name, g in record["groups"].items():
+        m = g["metrics"].get("test_accuracy")
+        line = stats.Summary(m["n"], m["mean"], m["sd"], m["ci_low"], m["ci_high"]).text()
+        sd = "" if m["sd"] is None else f", sd {m['sd']:.4f}"
+        found.lines.append(
+            f"{name}: test accuracy {line}{sd}  (95% interval over seeds {g['seeds']})"
+        )
+    found.lines += [f"- {t['sentence']}" for t in record["tests"]]  # every tested metric's
+    if record.get("identical"):
+        found.lines.append("the groups gave identical test accuracy at every seed")
+    found.lines.append(f"group folder: {group.folder}")
+    return found
 
 
 def _in_processes(configs: list[RunConfig], count: int) -> dict[int, str]:
@@ -182,10 +216,13 @@ def _in_processes(configs: list[RunConfig], count: int) -> dict[int, str]:
     seeds that failed, with the error line each printed."""
     children: list[subprocess.Popen] = []
 
+    watched = hooks.child_args()  # MLflow follows every seed, in whichever process it runs
+
     def one(config: RunConfig) -> tuple[int, str | None]:
+        interrupts.check_stop()  # no seed begins after a stop request
         toml = Path(config.out) / f".{config.name}.toml"
         toml.write_text(config.to_toml(), encoding="utf-8")
-        command = [sys.executable, "-m", "kcnn.cli", "run", str(toml), "--json"]
+        command = [sys.executable, "-m", "kcnn.cli", "run", str(toml), "--json", *watched]
         child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         children.append(child)
         _, err = child.communicate()

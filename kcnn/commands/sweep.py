@@ -324,31 +324,19 @@ class Pruning:
         self.pruned_at: int | None = None
         self.reported: set[int] = set()
 
-    def callback(self, trainer):
-        import keras
+    def train_begin(self, trainer) -> bool:
+        return self.pruned_at is not None  # a later phase or form of a pruned trial
 
-        watcher = self
-
-        class PruneOnEpoch(keras.callbacks.Callback):
-            def on_train_begin(self, logs=None):
-                if watcher.pruned_at is not None:  # a later phase or form of a pruned trial
-                    self.model.stop_training = True
-
-            def on_epoch_end(self, epoch, logs=None):
-                value = (logs or {}).get(watcher.metric)
-                step = epoch + 1
-                if watcher.pruned_at is not None:
-                    self.model.stop_training = True
-                elif value is not None and step not in watcher.reported:
-                    watcher.reported.add(step)
-                    watcher.trial.report(float(value), step)
-                    if watcher.trial.should_prune():
-                        watcher.pruned_at = step
-                        self.model.stop_training = True
-                if watcher.pruned_at is not None:
-                    trainer.records.results["pruned_at_epoch"] = watcher.pruned_at
-
-        return PruneOnEpoch()
+    def epoch_end(self, trainer, step: int, logs: dict[str, Any]) -> bool:
+        value = logs.get(self.metric)
+        if self.pruned_at is None and value is not None and step not in self.reported:
+            self.reported.add(step)
+            self.trial.report(float(value), step)
+            if self.trial.should_prune():
+                self.pruned_at = step
+        if self.pruned_at is not None:
+            trainer.records.results["pruned_at_epoch"] = self.pruned_at
+        return self.pruned_at is not None
 
 
 def score(history: dict[str, list[float]], metric: str) -> float | None:
@@ -437,6 +425,7 @@ def work(sweep: Sweep, storage: str | None = None, worker: int = 0, echo=print) 
     optuna = import_optuna()
     study = open_study(sweep, storage, worker)
     while True:
+        interrupts.check_stop()  # no trial begins after a stop request
         optuna.storages.fail_stale_trials(study)  # a dead worker's trial, queued again
         count = tally(study)
         if count.waiting == 0 and count.done + count.running >= sweep.trials:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kcnn.commands import experiments
+from kcnn.engine import interrupts
 from kcnn.errors import KcnnError
 
 if TYPE_CHECKING:
@@ -19,9 +20,12 @@ def inside_sweep(folder: Path, path: str | Path) -> str:
     return Path(path).resolve().relative_to(folder.resolve()).as_posix()
 
 
-def confirm(sweep: Sweep, record: dict[str, Any], best: int, seeds: int, echo=print) -> dict:
-    """Re-run the `best` best complete trials over `seeds` seeds (the trial's seed, seed+1, ...)
-    and compare them all with `kcnn.runs.report.compare_runs`. A run depends only on its
+def confirm(
+    sweep: Sweep, record: dict[str, Any], best: int, seeds: int | list[int], echo=print
+) -> dict:
+    """Re-run the `best` best complete trials over `seeds` — as the `seeds` setting reads it: a
+    count (the trial's seed, seed+1, ...) or a list of seeds — and compare them all with
+    `kcnn.runs.report.compare_runs`. A run depends only on its
     settings and seed, so each trial's own run stands for its first seed; runs done by an
     earlier `--confirm` are reused. Writes confirm.json in the sweep folder.
 
@@ -33,8 +37,9 @@ def confirm(sweep: Sweep, record: dict[str, Any], best: int, seeds: int, echo=pr
     from kcnn.runs.records import write_json
     from kcnn.runs.report import compare_runs
 
-    if not 1 <= best <= 100 or not 1 <= seeds <= 100:
-        raise KcnnError(f"--confirm and --seeds take 1 … 100, got {best} and {seeds}")
+    count = seeds if isinstance(seeds, int) else len(seeds)
+    if not 1 <= best <= 100 or not 1 <= count <= 100:
+        raise KcnnError(f"--confirm and --seeds take 1 … 100, got {best} and {count}")
     rows = [r for r in record["trials"] if r["state"] == "complete" and r["score"] is not None]
     rows.sort(key=lambda r: r["score"], reverse=sweep.direction == "maximize")
     chosen = rows[:best]
@@ -45,11 +50,12 @@ def confirm(sweep: Sweep, record: dict[str, Any], best: int, seeds: int, echo=pr
     for row in chosen:
         params = {k.removeprefix("param:"): v for k, v in row.items() if k.startswith("param:")}
         first = int(params.get("seed", sweep.config({}, "check", "seed").seed))
+        chosen_seeds = [first + i for i in range(seeds)] if isinstance(seeds, int) else seeds
         runs: list[RunInfo] = []
-        for offset in range(seeds):
-            seed = first + offset
+        for seed in chosen_seeds:
+            interrupts.check_stop(f"run the same `kcnn sweep {sweep.path} --confirm` to finish")
             own = _subfolder(folder, row["run"]) if row["run"] else None
-            if offset == 0 and own is not None:
+            if seed == first and own is not None:
                 runs.append(RunInfo.load(own))
                 continue
             name = f"confirm-{row['trial']:04d}-seed{seed}"
@@ -73,7 +79,7 @@ def confirm(sweep: Sweep, record: dict[str, Any], best: int, seeds: int, echo=pr
         groups.append(
             {
                 "trial": row["trial"],
-                "seeds": f"{first}…{first + seeds - 1}",
+                "seeds": ", ".join(map(str, chosen_seeds)),
                 "mean_test_accuracy": statistics.fmean(accuracies),
                 "sd_test_accuracy": statistics.stdev(accuracies) if len(accuracies) > 1 else None,
                 "test_accuracies": accuracies,
@@ -96,7 +102,7 @@ def confirm(sweep: Sweep, record: dict[str, Any], best: int, seeds: int, echo=pr
         "rows": groups,
         "comparison": inside_sweep(folder, comparison) if comparison else None,
         "tuning": tuning,
-        "note": f"the best {len(chosen)} trial(s) by {sweep.metric}, each over {seeds} seed(s); "
+        "note": f"the best {len(chosen)} trial(s) by {sweep.metric}, each over {count} seed(s); "
         "test accuracy mean, sample standard deviation, min and max",
     }
     write_json(folder / "confirm.json", result)

@@ -129,14 +129,15 @@ def check_folder_itself(folder: Path) -> None:
 
 
 def check_options(
-    jobs: int = 1, confirm: int = 0, seeds: int = 3, storage: str | None = None
+    jobs: int = 1, confirm: int = 0, seeds: int | list[int] = 3, storage: str | None = None
 ) -> None:
     """Every option of `kcnn sweep`, checked before anything is made or trained (and by
     `--check`): a refused option never costs a trial."""
     if not 1 <= jobs <= 64:
         raise KcnnError(f"--jobs must be 1 … 64, got {jobs}")
-    if not 0 <= confirm <= 100 or (confirm and not 1 <= seeds <= 100):
-        raise KcnnError(f"--confirm and --seeds take 1 … 100, got {confirm} and {seeds}")
+    count = seeds if isinstance(seeds, int) else len(seeds)  # as the `seeds` setting reads it
+    if not 0 <= confirm <= 100 or (confirm and not 1 <= count <= 100):
+        raise KcnnError(f"--confirm and --seeds take 1 … 100, got {confirm} and {count}")
     if storage is None:
         return
     from kcnn.runs import databases

@@ -1,26 +1,33 @@
 """`kcnn train` as a library call: data → pipeline → model → fit → evaluate → run folder.
 
     from kcnn.commands.train import train
-    from kcnn.engine.config import TrainConfig, check_value
+    from kcnn.engine.config import TrainConfig
     result = train(TrainConfig("lenet5", dataset="mnist-5k", epochs=10))
     result.metrics["test_accuracy"], result.run_dir
 
 `resume(run_dir)` finishes an interrupted run in its own folder with the numbers an uninterrupted
-run would have had.
+run would have had. `TRAIN` is the command as the registry knows it (`kcnn.commands.command`).
 """
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
-from kcnn.engine import checkpoints
+from kcnn.commands.command import (
+    Command,
+    Outcome,
+    outcome_of,
+    resumed_facts,
+    settings_to_resume,
+)
+from kcnn.engine import checkpoints, distribute
 from kcnn.engine.config import COMMAND_LINE, TrainConfig, check_value
-from kcnn.engine.trainer import RunResult, Trainer, default_input_shape
+from kcnn.engine.trainer import RunResult, Trainer, default_input_shape, seed_everything
 from kcnn.errors import KcnnError
+from kcnn.runs.browse import RunInfo
 from kcnn.runs.recorder import RunRecords
-from kcnn.runs.run import RUN_FACTS, read_resume
+from kcnn.runs.run import read_resume
 
 
 def train(config: TrainConfig, quiet: bool = False) -> RunResult:
@@ -42,14 +49,12 @@ def _run(trainer: Trainer, checkpoint: bool = False) -> RunResult:
     with trainer.running():
         prepared = trainer.load_data(default_input_shape(config.arch, config.image_size))
         if checkpoint:
-            from kcnn.engine.trainer import seed_everything
-
             seed_everything(config.seed)
             with trainer.scope():  # under the run's strategy and precision, as it was built
                 model = checkpoints.load_model(trainer.run)  # weights, optimizer, generators
             trainer.describe(model)
         else:
-            from kcnn.models import forms
+            from kcnn.models import forms  # Keras: only once a model is built
 
             model = trainer.build(
                 lambda: forms.build(config.arch, config.api, prepared.input_shape, prepared.classes)
@@ -65,14 +70,10 @@ def _run(trainer: Trainer, checkpoint: bool = False) -> RunResult:
 
 
 def resume(run_dir: str | Path, epochs: int | None = None, quiet: bool = False) -> RunResult:
-    """Finish an interrupted (or killed) `kcnn train` run in its own folder; `epochs` may raise
-    the total. Its settings are checked by the same schema as a new run's."""
+    """Finish an interrupted (or killed) `kcnn train` run in its folder; `epochs` may raise the
+    total. Its settings are checked by the same schema as a new run's."""
     record, state = read_resume(run_dir, ("train",))
-    settings = {k: v for k, v in record.items() if k in TrainConfig.settings()}
-    strange = sorted(set(record) - set(settings) - RUN_FACTS - {"command", "versions"})
-    if strange:  # as `kcnn run config.json` would refuse it: an edit, not a kcnn record
-        settings[strange[0]] = record[strange[0]]
-    config = TrainConfig.from_settings(settings, source=str(Path(run_dir) / "config.json"))
+    config = settings_to_resume(run_dir, TrainConfig)
     if epochs is not None:  # checked on its own: an error in it is not the file's
         config.epochs = check_value(
             "epochs", TrainConfig.settings()["epochs"], epochs, COMMAND_LINE
@@ -83,17 +84,49 @@ def resume(run_dir: str | Path, epochs: int | None = None, quiet: bool = False) 
             f"{state.run_dir} has already trained {state.epoch} epochs; pass --epochs {state.epoch} "
             "or more"
         )
-    facts = {
-        k: v for k, v in record.items() if k not in settings and k not in ("command", "versions")
-    }
-    for key in ("arch", "api"):
-        facts.pop(key, None)
-    facts["resumed"] = [
-        *(facts.get("resumed") or []),
-        {"from_epoch": state.epoch, "at": time.strftime("%Y-%m-%d %H:%M:%S")},
-    ]
+    facts = resumed_facts(record, state, identity(config))
     records = RunRecords(
         config.command, config.settings_dict(), identity(config), facts, folder=state.run_dir
     )
     trainer = Trainer(config, records, quiet=quiet, resume=state, resumable=True)
     return _run(trainer, checkpoint=state.epoch > 0)
+
+
+class Train(Command):
+    """`kcnn train`: one architecture in one API form, one run folder."""
+
+    name = "train"
+    config = TrainConfig
+
+    def start(self, config: TrainConfig, quiet: bool = False) -> Outcome:
+        return self._outcome(train(config, quiet=quiet))
+
+    def resume(self, folder: Path, quiet: bool = False, epochs: int | None = None) -> Outcome:
+        return self._outcome(resume(folder, epochs, quiet=quiet))
+
+    def kept(self, config: TrainConfig, folder: Path) -> Outcome:
+        outcome = super().kept(config, folder)
+        return _said(outcome, outcome.metrics[0])
+
+    def _outcome(self, result: RunResult) -> Outcome:
+        return _said(outcome_of(self.name, [result]), result.metrics)
+
+
+def _said(outcome: Outcome, m: dict[str, Any]) -> Outcome:
+    """One run's headline: its test accuracy, and what a person reads of it."""
+    outcome.test_accuracy = m.get("test_accuracy")
+    dataset = m.get("dataset")
+    if m.get("dataset_fallback"):  # `mnist-5k (asked: mnist, offline fallback)`
+        dataset = RunInfo.load(outcome.run_dirs[0]).dataset_text or dataset
+    interval = RunInfo.load(outcome.run_dirs[0]).accuracy_interval  # Wilson, from the test size
+    accuracy = interval.text() if interval else f"{m['test_accuracy']:.4f}"
+    result = f"test accuracy {accuracy}  test loss {m['test_loss']:.4f}  on {dataset}"
+    dist = distribute.active()
+    if dist is not None and not dist.chief:  # its folder was scratch, deleted at exit
+        outcome.lines = [result, "run folder: written by the chief worker"]
+    else:
+        outcome.lines = [result, f"run folder: {outcome.run_dirs[0]}"]
+    return outcome
+
+
+TRAIN = Train()

@@ -32,8 +32,16 @@ from pathlib import Path
 from typing import Any
 
 from kcnn import defaults
+from kcnn.commands.command import (
+    Command,
+    Outcome,
+    members,
+    outcome_of,
+    resumed_facts,
+    settings_to_resume,
+)
 from kcnn.data.prepared import Prepared, prepare_data
-from kcnn.engine import checkpoints
+from kcnn.engine import checkpoints, distribute, interrupts
 from kcnn.engine.config import TransferConfig
 from kcnn.engine.trainer import RunResult, Trainer, count_params, record_stand_in
 from kcnn.errors import KcnnError
@@ -53,11 +61,11 @@ from kcnn.models.transfer_net import (  # noqa: F401  (part of this command's li
     unfreeze_top,
 )
 from kcnn.progress import heading
-from kcnn.runs import folders
-from kcnn.runs.browse import RunInfo, interval_cell
+from kcnn.runs import folders, tables
+from kcnn.runs.browse import interval_cell
 from kcnn.runs.recorder import RunRecords
 from kcnn.runs.records import write_json
-from kcnn.runs.run import RunFolder, read_record, read_resume
+from kcnn.runs.run import RunFolder, read_resume
 
 
 @dataclass
@@ -126,32 +134,13 @@ def train_one(
     finishes an interrupted run in its folder: the network is rebuilt as it was, the
     checkpoint's state is put back into the model of the phase it was taken in, and the epochs
     left are trained as an uninterrupted run would have trained them."""
-    from kcnn.data.pipeline import array_batches
-
     one = dataclasses.replace(config, backbones=[backbone.name])
     if len(config.backbones) > 1:
-        one.name = f"{backbone.name}-{config.head}"
+        one.name, one.derived_name = f"{backbone.name}-{config.head}", False
     epochs = config.epochs + (config.fine_tune_epochs if config.fine_tune else 0)
-    records = RunRecords(
-        one.command,
-        one.settings_dict(),
-        {"backbone": backbone.name, "head": config.head},
-        {
-            "backbone_paper": backbone.paper,
-            "preprocess_input": backbone.preprocess,
-            **weights.record(),
-        },
-        folder=resume.run_dir if resume else None,
-    )
-    if resume is not None:  # the record of every resume, as kcnn train keeps it
-        earlier = RunFolder(resume.run_dir).config().get("resumed") or []
-        records.facts["resumed"] = [
-            *earlier,
-            {"from_epoch": resume.epoch, "at": time.strftime("%Y-%m-%d %H:%M:%S")},
-        ]
     trainer = Trainer(
         one,
-        records,
+        _records(one, backbone, weights, resume),
         quiet=quiet,
         out=out,
         resume=resume,
@@ -169,31 +158,7 @@ def train_one(
                 f"--fine-tune {config.fine_tune} is more than the {layers} layers of {backbone.name}"
             )
         trainer.compile(net.model)
-        frozen = trainer.records.results["params"]
-        parts = prepared.parts
-        cache_in, cache_note = cache_decision(
-            config,
-            net.extractor.output.shape[1:],
-            len(parts.y_train) + len(parts.y_val),
-            trainer.run_dir,
-        )
-        use_cache = cache_in is not None
-        store = trainer.run_dir if cache_in == "file" else None  # where big features are written
-        trainer.records.add_facts(feature_cache=use_cache, feature_cache_note=cache_note)
-        trainer.records.results.update(
-            {
-                **weights.record(),
-                "total_params": frozen["total"],
-                "trainable_params": frozen["trainable"],
-                "frozen_params": frozen["non_trainable"],
-                "feature_cache": use_cache,
-                "feature_cache_note": cache_note,
-                "fine_tune_layers": config.fine_tune,
-                "feature_seconds": None,
-                "fine_tune_trainable_params": None,
-                "fine_tune_unfrozen": [],
-            }
-        )
+        use_cache, store = _plan_cache(trainer, net, prepared, config, weights)
 
         def restore(model, phase: int) -> None:
             """A resumed run's checkpoint goes back into the model of the phase it was taken in."""
@@ -217,41 +182,98 @@ def train_one(
                 trainer.batches("val"),
                 epochs=config.epochs,
             )
-        # Phase 2, fine-tuning: the top layers unfrozen, the whole model at a lower rate.
-        if config.fine_tune:
-            trainer.records.results["fine_tune_unfrozen"] = unfreeze_top(net.base, config.fine_tune)
-            trainer.compile(net.model, config.fine_tune_lr)  # recompile: the trainable set changed
-            restore(net.model, phase=2)
-            trainer.records.results["fine_tune_trainable_params"] = count_params(net.model)[
-                "trainable"
-            ]
-            trainer.fit(
-                net.model,
-                trainer.training_batches(epochs),
-                trainer.batches("val"),
-                epochs=epochs,
-                lr=config.fine_tune_lr,
-                schedule=False,  # the recipe's schedule is the frozen phase's; fine-tuning is gentle
-            )
+        if config.fine_tune:  # Phase 2: the top layers unfrozen, the whole model at a lower rate
+            _fine_tune_phase(trainer, net, config, epochs, restore)
         scorer = None
         if use_cache and not config.fine_tune:
-            # The backbone is as it was when its features were cached: the head on the test
-            # images' features is the whole model, without a second graph at full image size.
-            f_test = extract_features(
-                net.extractor,
-                parts.x_test,
-                prepared.input_shape,
-                trainer.preprocess,
-                store,
-                what=f"{backbone.name} features of the test images",
-                quiet=quiet,
-            )
-            scorer = (net.head, array_batches(f_test, parts.y_test, config.batch_size))
+            scorer = _head_on_test_features(trainer, net, prepared, config, store)
         return trainer.finish(
             net.model,
             title=f"{backbone.name} + {config.head} head on {prepared.data.name}",
             evaluate_with=scorer,
         )
+
+
+def _records(one: TransferConfig, backbone, weights: WeightsSource, resume) -> RunRecords:
+    """What one backbone's run records: its settings, what the model is, where its weights came
+    from; resumed, the facts its config.json kept and this resume added to them."""
+    identity = {"backbone": backbone.name, "head": one.head}
+    facts = {
+        "backbone_paper": backbone.paper,
+        "preprocess_input": backbone.preprocess,
+        **weights.record(),
+    }
+    if resume is not None:
+        record = RunFolder(resume.run_dir).config()
+        facts = {**resumed_facts(record, resume, identity), **facts}
+    folder = resume.run_dir if resume else None
+    return RunRecords(one.command, one.settings_dict(), identity, facts, folder=folder)
+
+
+def _plan_cache(trainer: Trainer, net, prepared: Prepared, config, weights) -> tuple[bool, Any]:
+    """Whether the frozen phase trains on cached features, and where big ones are written;
+    recorded with the run's parameter counts."""
+    frozen = trainer.records.results["params"]
+    parts = prepared.parts
+    cache_in, cache_note = cache_decision(
+        config,
+        net.extractor.output.shape[1:],
+        len(parts.y_train) + len(parts.y_val),
+        trainer.run_dir,
+    )
+    use_cache = cache_in is not None
+    trainer.records.add_facts(feature_cache=use_cache, feature_cache_note=cache_note)
+    trainer.records.results.update(
+        {
+            **weights.record(),
+            "total_params": frozen["total"],
+            "trainable_params": frozen["trainable"],
+            "frozen_params": frozen["non_trainable"],
+            "feature_cache": use_cache,
+            "feature_cache_note": cache_note,
+            "fine_tune_layers": config.fine_tune,
+            "feature_seconds": None,
+            "fine_tune_trainable_params": None,
+            "fine_tune_unfrozen": [],
+        }
+    )
+    return use_cache, trainer.run_dir if cache_in == "file" else None
+
+
+def _fine_tune_phase(trainer: Trainer, net, config: TransferConfig, epochs: int, restore) -> None:
+    """Fine-tuning: the top layers unfrozen (BatchNorm stays frozen), the whole model
+    recompiled (the trainable set changed) at the fine-tune rate, without the recipe's schedule
+    (it is the frozen phase's; fine-tuning is gentle)."""
+    trainer.records.results["fine_tune_unfrozen"] = unfreeze_top(net.base, config.fine_tune)
+    trainer.compile(net.model, config.fine_tune_lr)
+    restore(net.model, phase=2)
+    trainer.records.results["fine_tune_trainable_params"] = count_params(net.model)["trainable"]
+    trainer.fit(
+        net.model,
+        trainer.training_batches(epochs),
+        trainer.batches("val"),
+        epochs=epochs,
+        lr=config.fine_tune_lr,
+        schedule=False,
+    )
+
+
+def _head_on_test_features(trainer: Trainer, net, prepared: Prepared, config, store):
+    """The backbone is as it was when its features were cached: the head on the test images'
+    features is the whole model, without a second graph at full image size."""
+    from kcnn.data.pipeline import array_batches  # TensorFlow: only once a run trains
+
+    parts = prepared.parts
+    f_test = extract_features(
+        net.extractor,
+        parts.x_test,
+        prepared.input_shape,
+        trainer.preprocess,
+        store,
+        what=f"{trainer.records.identity['backbone']} features of the test images",
+        quiet=trainer.quiet,
+    )
+    return net.head, array_batches(f_test, parts.y_test, config.batch_size)
 
 
 def _frozen_phase_on_features(trainer: Trainer, net, prepared: Prepared, config, store) -> None:
@@ -337,8 +359,6 @@ def prepare(
 def transfer(config: TransferConfig, quiet: bool = False) -> TransferResult:
     """Train a head on each named backbone; several backbones also get a comparison report."""
     config.validate()
-    from kcnn.engine import distribute
-
     distribute.activate(config)  # before TensorFlow starts: devices, cluster, scratch out
     prepared, sources = prepare(config, quiet)
     record_stand_in(config, prepared)  # an offline stand-in's data set names the runs
@@ -351,6 +371,7 @@ def transfer(config: TransferConfig, quiet: bool = False) -> TransferResult:
         )
     results = []
     for number, b in enumerate(chosen, 1):
+        interrupts.check_stop(f"continue with: kcnn transfer --resume {folder}" if folder else "")
         _heading(number, chosen, config, prepared, quiet)
         results.append(train_one(config, b, sources[b.name], prepared, folder, quiet))
     return _finish(config, prepared, results, folder)
@@ -393,50 +414,31 @@ def resume(path: str | Path, quiet: bool = False) -> TransferResult:
     comparison folder of several): the feature pass is computed again, the head's and the
     fine-tune phase's epochs go on from the checkpoint, and the numbers are those of an
     uninterrupted run. Backbones that completed are kept as they are."""
-    from kcnn.engine import distribute
-
     folder = Path(path).expanduser()
-    if not folder.is_dir():
-        raise KcnnError(f"no run folder {folder}; pass the folder of an interrupted transfer run")
-    run = RunFolder(folder)
-    record = read_record(run, run.config, "run configuration")
-    if record.get("command") != "transfer":
-        raise KcnnError(
-            f"{folder} is a `kcnn {record.get('command')}` run; use `kcnn "
-            f"{record.get('command')} --resume` for it"
-        )
-    settings = {k: v for k, v in record.items() if k in TransferConfig.settings()}
-    config = TransferConfig.from_settings(settings, source=str(folder / folders.CONFIG))
-    config.validate()
+    config = settings_to_resume(folder, TransferConfig).validate()
     several = len(config.backbones) > 1
-    if several and run.has(folders.COMPARISON_MD):
+    if several and RunFolder(folder).has(folders.COMPARISON_MD):
         raise KcnnError(f"{folder} is a finished comparison; start a new one to train again")
-    if not several:
-        read_resume(folder, ("transfer",))  # refuse what cannot be resumed before any work
+    # what cannot be resumed is refused before any work
+    found = members(folder, "backbone", "transfer") if several else None
+    state = None if several else read_resume(folder, ("transfer",))[1]
     distribute.activate(config)
     prepared, sources = prepare(config, quiet)
     chosen = [backbones.get(b) for b in config.backbones]
     hint = f"kcnn transfer --resume {folder}"
     if not several:
-        _, state = read_resume(folder, ("transfer",))
         b = chosen[0]
         results = [train_one(config, b, sources[b.name], prepared, None, quiet, state, hint)]
         return _finish(config, prepared, results, None)
-    found = {}
-    for sub in run.subfolders():
-        sub_record = read_record(RunFolder(sub), RunFolder(sub).config, "run configuration")
-        found[sub_record.get("backbone")] = sub
     results = []
     for number, b in enumerate(chosen, 1):
+        interrupts.check_stop(f"continue with: {hint}")
         _heading(number, chosen, config, prepared, quiet)
-        sub = found.get(b.name)
-        state = None
-        if sub is not None:
-            metrics = read_record(RunFolder(sub), RunFolder(sub).metrics, "run metrics")
-            if metrics.get("status") == "completed":
-                results.append(RunResult(sub, metrics, RunInfo.load(sub).history()))
-                continue
-            _, state = read_resume(sub, ("transfer",))
+        member = found.get(b.name)
+        if member is not None and member.result is not None:
+            results.append(member.result)
+            continue
+        state = member.state if member is not None else None
         results.append(train_one(config, b, sources[b.name], prepared, folder, quiet, state, hint))
     return _finish(config, prepared, results, folder)
 
@@ -459,3 +461,52 @@ def comparison_row(result: RunResult) -> dict[str, Any]:
         "wall_seconds": m["wall_seconds"],
         "run_dir": Path(result.run_dir).name,
     }
+
+
+class Transfer(Command):
+    """`kcnn transfer`: a frozen backbone with a small head, one run folder per backbone (in a
+    comparison folder when there are several)."""
+
+    name = "transfer"
+    config = TransferConfig
+    finished_file = folders.COMPARISON_MD
+
+    def title(self, config: TransferConfig) -> str:
+        return f"{', '.join(config.backbones)} + {config.head} head"
+
+    def several(self, config: TransferConfig) -> bool:
+        return len(config.backbones) > 1
+
+    def trainings(self, config: TransferConfig) -> int:
+        return len(config.backbones)
+
+    def epochs(self, config: TransferConfig) -> int:
+        return config.epochs + (config.fine_tune_epochs if config.fine_tune else 0)
+
+    def preflight(self, config: TransferConfig) -> None:
+        folders.check_out(config.out)
+        prepare(config, quiet=True)  # the data, and every backbone's weights
+
+    def start(self, config: TransferConfig, quiet: bool = False) -> Outcome:
+        return self._outcome(transfer(config, quiet=quiet))
+
+    def resume(self, folder: Path, quiet: bool = False) -> Outcome:
+        return self._outcome(resume(folder, quiet=quiet))
+
+    def _outcome(self, result: TransferResult) -> Outcome:
+        outcome = outcome_of(self.name, result.runs, result.folder)
+        columns = ["backbone", "test_accuracy", "test_accuracy_95ci", "test_loss", "total_params",
+                   "trainable_params", "seconds_per_epoch", "weights_source"]  # fmt: skip
+        headers = ["backbone", "test acc", "95% CI", "test loss", "total params", "trainable"]
+        headers.append("s/epoch")
+        table = tables.as_text(result.rows, columns, [*headers, "weights"])
+        where = (
+            f"report: {result.folder / folders.COMPARISON_MD}"
+            if result.folder is not None
+            else f"run folder: {result.runs[0].run_dir}"
+        )
+        outcome.lines = ["", *table.splitlines(), where]
+        return outcome
+
+
+TRANSFER = Transfer()

@@ -4,11 +4,14 @@ commands knowing about it — a sweep's pruning and MLflow tracking.
     with hooks.watching(watcher):
         train(config)          # every Trainer inside calls the watcher
 
-A watcher has two methods, both optional:
+A watcher has these methods, each optional:
 
-- `callback(trainer)`: a Keras callback for this trainer's fit phases (or None), asked once per
-  fit phase; the trainer adds it after its own, so an epoch's row is recorded before it runs.
-- `finished(trainer, result)`: the run is complete (metrics.json, pictures and model written).
+- `train_begin(trainer)`: a fit phase of `trainer` starts; a true answer ends it at once;
+- `epoch_end(trainer, epoch, logs)`: an epoch (1-based) ended and is recorded (the watcher's
+  callback comes after the trainer's own); a true answer ends the fit phase after it;
+- `finished(trainer, result)`: the run is complete (metrics.json, pictures and model written);
+- `child_args()`: the options that make a `kcnn` child process (a seed run in its own process,
+  a sweep's worker) report to the same place, such as `--mlflow=URI`.
 
 The list lives in a context variable, so it is per `with` block and per thread, never global.
 """
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 from collections.abc import Iterator
 from typing import Any
 
@@ -37,13 +41,21 @@ def watching(*watchers: Any) -> Iterator[None]:
 
 def callbacks(trainer: Any) -> list[Any]:
     """The watchers' Keras callbacks for one fit phase of `trainer`."""
-    found = []
-    for watcher in _WATCHERS.get():
-        make = getattr(watcher, "callback", None)
-        callback = make(trainer) if make is not None else None
-        if callback is not None:
-            found.append(callback)
-    return found
+    watchers = [w for w in _WATCHERS.get() if hasattr(w, "train_begin") or hasattr(w, "epoch_end")]
+    if not watchers:
+        return []
+    from kcnn.engine.callbacks import Watching  # Keras: only where a model is fitted
+
+    def bound(watcher, name):
+        method = getattr(watcher, name, None)
+        return None if method is None else functools.partial(method, trainer)
+
+    return [Watching(bound(w, "train_begin"), bound(w, "epoch_end")) for w in watchers]
+
+
+def child_args() -> list[str]:
+    """The options a `kcnn` child process needs to report to this block's watchers too."""
+    return [arg for w in _WATCHERS.get() for arg in getattr(w, "child_args", list)()]
 
 
 def finished(trainer: Any, result: Any) -> None:

@@ -1,9 +1,16 @@
 """Stopping a run early and cleanly: a signal (`SIGNALS`), and a loss that is no longer a number.
 
-During `model.fit` a signal only raises a flag; the `Sentinel` callback acts on it at the end of
-the current batch, so the run stops between two steps, never inside one. The engine
-(`trainer.Trainer`) then marks the run folder `interrupted`, keeps the history of the finished
-epochs and saves a checkpoint of the last finished epoch. A second signal stops at once.
+During `model.fit` a signal only raises a flag; the `Sentinel` callback (kcnn.engine.callbacks)
+acts on it at the end of the current batch, so the run stops between two steps, never inside one.
+The engine (`trainer.Trainer`) then marks the run folder `interrupted`, keeps the history of the
+finished epochs and saves a checkpoint of the last finished epoch. A second signal stops at once.
+
+A signal is also a request to stop the whole command, kept until the command ends
+(`stop_requested`): a signal that lands where it cannot act at once (while a finished run writes
+its records, or inside a library that turns it into an error of its own) still stops the command
+at the next point that checks (`check_stop`: before every run, seed, form, backbone and trial),
+and at the latest when the command returns. Work whose failure is only a warning (a picture, a
+report, a tracking call) runs under `only_a_warning`, which never swallows a stop.
 
 The exit status follows the shell convention for a process ended by a signal: 128 + its
 number, so 130 for SIGINT, 143 for SIGTERM and 129 for SIGHUP.
@@ -12,16 +19,19 @@ number, so 130 for SIGINT, 143 for SIGTERM and 129 for SIGHUP.
 from __future__ import annotations
 
 import contextlib
-import math
 import signal
 import threading
+from collections.abc import Iterator
 
 from kcnn.errors import DivergedError, KcnnError
+from kcnn.progress import warn
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # a closed terminal stops like SIGTERM
 
-# The last signal any guard acted on in this command, for `exit_on_signals` to tell what stopped it.
-_last_signal: int | None = None
+# The first signal any guard received in this command: a request to stop it, kept until the
+# command ends (see the module docstring).
+_stop: int | None = None
+_guards = 0  # guards held now: the request ends with the outermost one
 
 
 class Interrupted(KcnnError):
@@ -72,10 +82,10 @@ class SignalGuard:
         self._previous: dict[int, object] = {}
 
     def _handle(self, signum, frame):
-        global _last_signal
+        global _stop
+        _stop = _stop or signum  # even while shielded: the command stops once the records are safe
         if self.shielded:
             return
-        _last_signal = signum
         if self.deferring and self.received is None:
             self.received = signum
             return
@@ -83,12 +93,19 @@ class SignalGuard:
         raise Interrupted(signum)
 
     def __enter__(self) -> SignalGuard:
+        global _guards
         if threading.current_thread() is threading.main_thread():
             for s in SIGNALS:
                 self._previous[s] = signal.signal(s, self._handle)
+            _guards += 1
         return self
 
     def __exit__(self, *exc) -> None:
+        global _guards, _stop
+        if self._previous:
+            _guards -= 1
+            if _guards == 0:  # the outermost guard: whatever asked to stop has been answered
+                _stop = None
         for s, handler in self._previous.items():
             signal.signal(s, handler)
         self._previous.clear()
@@ -107,6 +124,34 @@ class SignalGuard:
             raise Interrupted(self.received)
 
 
+def stop_requested() -> int | None:
+    """The signal that asked this command to stop, or None."""
+    return _stop
+
+
+def check_stop(hint: str = "") -> None:
+    """Raise `Interrupted` when a signal asked the command to stop: called before any new piece
+    of work (a run, a seed, a form, a backbone, a trial) begins. `hint` says how to go on."""
+    if _stop is not None:
+        name = signal.Signals(_stop).name
+        raise Interrupted(_stop, f"interrupted by {name}{'; ' + hint if hint else ''}")
+
+
+@contextlib.contextmanager
+def only_a_warning(what: str) -> Iterator[None]:
+    """Work whose failure costs nothing already paid for (a picture, a report, a tracking call):
+    any error is one warning line (`what: error`) — but a stop request is never a warning, even
+    one a library turned into an error of its own: it goes on up."""
+    try:
+        yield
+    except Interrupted:
+        raise
+    except Exception as e:  # noqa: BLE001  (the point: whatever failed, the run is kept)
+        if _stop is not None:
+            raise Interrupted(_stop) from e
+        warn(f"{what}: {e}")
+
+
 @contextlib.contextmanager
 def exit_on_signals():
     """For a whole command: every signal in `SIGNALS` raises `Interrupted` (exit 128 + N).
@@ -116,89 +161,27 @@ def exit_on_signals():
 
     A library that catches every `Exception` can turn the `Interrupted` raised inside it into an
     error of its own (`inspect` makes it "unsupported callable" when the signal lands while
-    TensorFlow is being imported). After a signal, such an error is still the signal's doing.
+    TensorFlow is being imported; a loader its "cannot read"). After a signal, such an error is
+    still the signal's doing. And a signal that was received but never acted on (it landed while
+    finished records were written) stops the command when it returns: never exit 0 after it.
     """
-    global _last_signal
-    _last_signal = None
-    with SignalGuard():
-        try:
-            yield
-        except (Interrupted, KcnnError):
-            raise
-        except Exception as e:
-            if _last_signal is None:
+    global _stop
+    _stop = None
+    try:
+        with SignalGuard():
+            try:
+                yield
+            except Interrupted:
                 raise
-            raise Interrupted(_last_signal) from e
-
-
-def sentinel(guard: SignalGuard):
-    """A Keras callback that stops `fit` after the current batch on a signal or a non-finite loss.
-
-    It also keeps, in memory, the weights and optimizer state of the last finished epoch:
-    that is what a checkpoint holds, so a resumed run starts exactly where a finished epoch ended.
-    """
-    import keras
-
-    from kcnn.engine.checkpoints import rng_state, set_rng_state
-
-    class Sentinel(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.epoch = 0  # the epoch being trained (0-based)
-            self.snapshot_epoch: int | None = None  # epochs finished when the snapshot was taken
-            self._weights: list | None = None
-            self._optimizer: list | None = None
-            self._rng: list = []
-            self._of = (
-                None  # the model the snapshot was taken from (transfer fits a head, then all)
-            )
-
-        def take_snapshot(self, finished_epochs: int) -> None:
-            self._weights = self.model.get_weights()
-            self._rng = rng_state(self.model)
-            optimizer = getattr(self.model, "optimizer", None)
-            self._optimizer = (
-                [v.numpy() for v in optimizer.variables] if optimizer is not None else None
-            )
-            self.snapshot_epoch = finished_epochs
-            self._of = self.model
-
-        def restore_snapshot(self, model) -> bool:
-            """Put the last finished epoch's state back into `model`; False if there is none of it."""
-            if self._weights is None or self._of is not model:
-                return False
-            self.model.set_weights(self._weights)
-            set_rng_state(self.model, self._rng)
-            optimizer = getattr(self.model, "optimizer", None)
-            if (
-                optimizer is not None
-                and self._optimizer is not None
-                and len(optimizer.variables) == len(self._optimizer)
-            ):
-                for variable, value in zip(optimizer.variables, self._optimizer, strict=True):
-                    variable.assign(value)
-            return True
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.epoch = epoch
-            if self._of is not self.model or self.snapshot_epoch != epoch:
-                self.take_snapshot(epoch)
-
-        def on_train_batch_end(self, batch, logs=None):
-            loss = (logs or {}).get("loss")
-            if loss is not None and not math.isfinite(float(loss)):
-                raise NonFiniteLoss(float(loss), self.epoch, batch)
-            guard.check()
-
-        def on_test_batch_end(self, batch, logs=None):
-            guard.check()
-
-        def on_epoch_end(self, epoch, logs=None):
-            loss = (logs or {}).get("loss")
-            if loss is not None and not math.isfinite(float(loss)):
-                raise NonFiniteLoss(float(loss), epoch, int(self.params.get("steps") or 1) - 1)
-            # No signal check here: the Recorder has yet to write this epoch's row. The next
-            # batch, or the engine after `fit`, acts on a pending signal.
-            self.take_snapshot(epoch + 1)
-
-    return Sentinel()
+            except Exception as e:
+                if _stop is None:
+                    raise
+                raise Interrupted(_stop) from e
+            if _stop is not None:
+                raise Interrupted(
+                    _stop,
+                    f"interrupted by {signal.Signals(_stop).name} as the command ended; what it "
+                    "finished is kept",
+                )
+    finally:
+        _stop = None

@@ -6,9 +6,10 @@ resumed at epoch k continues exactly as if it had never stopped:
 
 - `learning_rate(epoch, ...)` is a pure function of the epoch;
 - `plateau_scale(val_losses, ...)` recomputes ReduceLROnPlateau's reductions from the recorded
-  validation losses, and `LearningRate` applies schedule × plateau at each epoch's start;
-- `EarlyStopping` recomputes its best epoch and patience counter from the recorded history; the
-  best epoch's weights, which no history holds, come from `state()` / `restore(state)`.
+  validation losses, and `callbacks.LearningRate` applies schedule × plateau at each epoch's
+  start;
+- `callbacks.EarlyStopping` recomputes its best epoch and patience counter from the recorded
+  history; the best epoch's weights, which no history holds, come from `state()` / `restore(state)`.
 
 Learning rates change per epoch, not per batch: the schedule is the same whatever the batch size,
 and each epoch's rate is one row of history.csv.
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
 
 from kcnn import defaults
 from kcnn.errors import KcnnError, unknown
@@ -113,55 +113,6 @@ def check_plateau(factor: float, patience: int) -> None:
         )
 
 
-def learning_rate_callback(
-    base_lr: float,
-    epochs: int,
-    schedule: str = "constant",
-    warmup: int = 0,
-    min_lr: float = 0.0,
-    plateau: tuple[float, int] | None = None,
-    val_losses: Sequence[float] = (),
-):
-    """A Keras callback setting each epoch's rate at its start and logging it as `learning_rate`.
-
-    `plateau` = (factor, patience) multiplies the schedule by `plateau_scale` of the validation
-    losses seen so far; on resume pass the recorded losses of the finished epochs as `val_losses`.
-    """
-    import keras
-
-    check_schedule(schedule, epochs, warmup, min_lr)
-    if plateau is not None:
-        check_plateau(*plateau)
-
-    class LearningRate(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.val_losses = [float(v) for v in val_losses]
-            self.rate = base_lr
-
-        def rate_for(self, epoch: int) -> float:
-            rate = learning_rate(epoch, base_lr, epochs, schedule, warmup, min_lr)
-            if plateau is not None:
-                factor, patience = plateau
-                rate *= plateau_scale(self.val_losses[:epoch], factor, patience)
-            return rate
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.rate = self.rate_for(epoch)
-            self.model.optimizer.learning_rate.assign(self.rate)
-
-        def on_epoch_end(self, epoch, logs=None):
-            if logs is not None:
-                logs["learning_rate"] = self.rate
-                if plateau is not None:
-                    if "val_loss" not in logs:
-                        raise KcnnError("--reduce-lr-on-plateau needs a validation split")
-                    del self.val_losses[epoch:]
-                    self.val_losses.append(float(logs["val_loss"]))
-
-    return LearningRate()
-
-
 def check_optimizer(
     name: str, weight_decay: float = 0.0, momentum: float = 0.0, nesterov: bool = False
 ) -> None:
@@ -220,87 +171,3 @@ def make_loss(label_smoothing: float = 0.0):
 def check_early_stopping(patience: int) -> None:
     if patience < 1:
         raise KcnnError(f"--early-stopping must be a patience of 1 or more epochs, got {patience}")
-
-
-def early_stopping_callback(
-    patience: int, monitor: str = "val_loss", history: Sequence[float] = ()
-):
-    """A Keras callback stopping training after `patience` epochs without a better `monitor`
-    (lower loss, higher accuracy) and restoring the best epoch's weights when training ends.
-
-    On resume pass the recorded values of `monitor` of the finished epochs as `history` and
-    `restore(state)` the `state()` saved with the checkpoint (it holds the best weights).
-    `summary()` says what happened, for metrics.json.
-    """
-    import keras
-    import numpy as np
-
-    check_early_stopping(patience)
-    higher_is_better = "acc" in monitor
-
-    def better(value: float, best: float | None) -> bool:
-        if best is None:
-            return True
-        return value > best if higher_is_better else value < best
-
-    class EarlyStopping(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.values = [float(v) for v in history]
-            self.best_weights: list[np.ndarray] | None = None
-            self.stopped_epoch: int | None = None
-            self.restored = False
-
-        @property
-        def best_epoch(self) -> int | None:
-            best = None
-            for epoch, value in enumerate(self.values):
-                if better(value, None if best is None else self.values[best]):
-                    best = epoch
-            return best
-
-        def on_epoch_end(self, epoch, logs=None):
-            if monitor not in (logs or {}):
-                raise KcnnError(f"--early-stopping watches {monitor}, which training did not log")
-            del self.values[epoch:]
-            self.values.append(float(logs[monitor]))
-            if self.best_epoch == epoch:
-                self.best_weights = [np.array(w) for w in self.model.get_weights()]
-            elif epoch - self.best_epoch >= patience:
-                self.stopped_epoch = epoch
-                self.model.stop_training = True
-
-        def on_train_end(self, logs=None):
-            if self.best_epoch != len(self.values) - 1:
-                if self.best_weights is None:
-                    raise RuntimeError(  # an engine bug, not bad input
-                        "early stopping lost the best epoch's weights: restore(state) on resume"
-                    )
-                self.model.set_weights(self.best_weights)
-                self.restored = True
-
-        def state(self) -> dict[str, Any]:
-            return {"values": list(self.values), "best_weights": self.best_weights}
-
-        def restore(self, state: dict[str, Any]) -> None:
-            self.values = [float(v) for v in state["values"]]
-            weights = state.get("best_weights")
-            self.best_weights = None if weights is None else [np.asarray(w) for w in weights]
-
-        def summary(self) -> dict[str, Any]:
-            best = self.best_epoch
-            return {
-                "monitor": monitor,
-                "patience": patience,
-                "best_epoch": None if best is None else best + 1,  # 1-based, as history.csv
-                f"best_{monitor}": None if best is None else self.values[best],
-                "stopped_early": self.stopped_epoch is not None,
-                "stop_reason": (
-                    f"no better {monitor} for {patience} epochs after epoch {best + 1}"
-                    if self.stopped_epoch is not None
-                    else "ran all epochs"
-                ),
-                "restored_best_weights": self.restored,
-            }
-
-    return EarlyStopping()

@@ -6,8 +6,8 @@ run's frame (`running`: folder, lock, signals, the status however the run ends),
 `finish` (test evaluation, pictures, model.keras, the final metrics.json). `transfer` adds a
 feature phase and a fine-tune phase, each one more call to `fit`; `compare-apis` runs one trainer
 per API form. What the run records lives in its `RunRecords` (`trainer.records`), written through
-its `RunFolder` (kcnn/runs/run.py), the one owner of a run folder; commands add their facts and
-results there. The trainer never asks which command it serves.
+its `RunFolder` (kcnn/runs/run.py), the one owner of a run folder; the engine names that
+interface (`kcnn.engine.recording.RunRecorder`); commands add their facts and results there. The trainer never asks which command it serves.
 
 Stopping early: Ctrl-C, SIGTERM or SIGHUP stop after the current batch. The folder is marked
 `interrupted`, keeps the finished epochs and a checkpoint of the last one (weights, optimizer and
@@ -18,6 +18,7 @@ run would have had. A NaN or infinite loss marks it `diverged` (exit 3).
 from __future__ import annotations
 
 import contextlib
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -25,10 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kcnn.data import augment
 from kcnn.data.prepared import Prepared, prepare_data  # noqa: F401  (commands import them here)
-from kcnn.engine import checkpoints, distribute, hooks, interrupts
+from kcnn.engine import checkpoints, distribute, hooks, interrupts, performance, recipes
 from kcnn.engine.config import RunConfig
+from kcnn.engine.recording import RunRecorder
 from kcnn.errors import KcnnError
+from kcnn.models.architectures import get as get_architecture
 from kcnn.models.params import count_params, model_summary
 
 
@@ -60,7 +64,7 @@ class Trainer:
     def __init__(
         self,
         config: RunConfig,
-        records,
+        records: RunRecorder,
         *,
         quiet: bool = False,
         out: str | Path | None = None,
@@ -69,8 +73,9 @@ class Trainer:
         resumable: bool = False,
         resume_hint: str | None = None,
     ):
-        """`records`: the run's `kcnn.runs.run.RunRecords` (its folder already set when
-        resuming); `resume`: where a resumed run picks up (`kcnn.runs.run.Resume`)."""
+        """`records`: what the run records, written through its folder (a `RunRecorder`: its
+        folder already set when resuming); `resume`: where a resumed run picks up
+        (`kcnn.runs.run.Resume`)."""
         self.config = config
         self.quiet = quiet  # Keras's progress goes to stderr, stdout is kept for --json
         self.out = Path(out if out is not None else config.out)
@@ -167,37 +172,16 @@ class Trainer:
                 with self.dist.lost_peers():
                     yield self
             except (interrupts.Interrupted, KeyboardInterrupt) as e:
-                import signal
-
-                signum = getattr(e, "signum", signal.SIGINT)
-                name = signal.Signals(signum).name
-                self.guard.shielded = True
-                self.open_folder()
-                done = self._stopped("interrupted", signal=name)
-                hint = self.resume_hint or f"kcnn {self.config.command} --resume {self.run_dir}"
-                again = (
-                    f"continue with: {hint}"
-                    if self.resumable
-                    else f"records kept in {self.run_dir}"
-                )
-                raise interrupts.Interrupted(
-                    signum,
-                    f"interrupted by {name} after {done} of {self.epochs_planned} epochs; {again}",
-                ) from None
+                raise self._interrupted(getattr(e, "signum", signal.SIGINT)) from None
             except interrupts.NonFiniteLoss as stop:
                 self._stopped(
                     "diverged", diverged_at={"epoch": stop.epoch + 1, "batch": stop.batch + 1}
                 )
                 raise interrupts.diverged(stop, self.config.optimizer, self.config.lr) from None
             except KcnnError:
-                self.guard.shielded = True
-                if self._trained:
-                    self._write_status("failed")
-                elif before is not None:
-                    self.records.restore_metrics(before)
-                elif self.run_dir is not None:  # made, then refused before training: remove it
-                    self._release()
-                    self.records.discard()
+                if interrupts.stop_requested():  # a library made the signal an error of its own
+                    raise self._interrupted(interrupts.stop_requested()) from None
+                self._refused(before)
                 raise
             except BaseException:
                 self.guard.shielded = True
@@ -206,6 +190,31 @@ class Trainer:
                 raise
             finally:
                 self._release()
+
+    def _interrupted(self, signum: int) -> interrupts.Interrupted:
+        """Record a run a signal stopped (its checkpoint, when it can be resumed); the error
+        that says so and how to go on."""
+        name = signal.Signals(signum).name
+        self.guard.shielded = True
+        self.open_folder()
+        done = self._stopped("interrupted", signal=name)
+        hint = self.resume_hint or f"kcnn {self.config.command} --resume {self.run_dir}"
+        again = f"continue with: {hint}" if self.resumable else f"records kept in {self.run_dir}"
+        return interrupts.Interrupted(
+            signum, f"interrupted by {name} after {done} of {self.epochs_planned} epochs; {again}"
+        )
+
+    def _refused(self, before: str | None) -> None:
+        """Bad input found while running: a run that trained is `failed`; a refused resume is
+        left as it was found (`before`: its metrics.json); a new run leaves nothing behind."""
+        self.guard.shielded = True
+        if self._trained:
+            self._write_status("failed")
+        elif before is not None:
+            self.records.restore_metrics(before)
+        elif self.run_dir is not None:  # made, then refused before training: remove it
+            self._release()
+            self.records.discard()
 
     def _release(self) -> None:
         self.records.unlock()
@@ -273,7 +282,7 @@ class Trainer:
         if self.resume is not None or not record_stand_in(self.config, prepared):
             return
         self.records.settings = self.config.settings_dict()
-        if self.run_dir is not None and self.config.name_is_derived():  # made before loading
+        if self.run_dir is not None and self.config.derived_name:  # made before loading
             self.records.rename(self.config.name)
 
     # --- phase: build and compile ---------------------------------------------------------------
@@ -304,7 +313,6 @@ class Trainer:
         (the measured winner on CPU, results unchanged) on one device. `optimizer`: one already
         made, shared with another model of the same variables (transfer's head)."""
         from kcnn.data.pipeline import steps_per_epoch
-        from kcnn.engine import performance, recipes
 
         c = self.config
         speed = {}
@@ -374,8 +382,6 @@ class Trainer:
 
     def augmenter(self):
         """The training images' augmentation (None: none), recorded in config.json."""
-        from kcnn.data import augment
-
         c, p = self.config, self.prepared
         settings = augment.resolve(
             c.augment, p.data.name, p.data.image_shape[2], c.augment_switches()
@@ -407,15 +413,16 @@ class Trainer:
         first = len(self.rows)
         if first >= epochs:
             return
+        from kcnn.engine import callbacks as keras_callbacks  # Keras: only once a model fits
+
         if self.sentinel is None:
-            self.sentinel = interrupts.sentinel(self.guard)
-        recorder = _Recorder(self)
+            self.sentinel = keras_callbacks.Sentinel(self.guard)
         # The sentinel first: a diverged epoch is never recorded; the rate before the recorder,
         # so that each epoch's row holds its learning rate.
         callbacks = [self.sentinel, self._learning_rate(lr, schedule, epochs)]
         if self.config.early_stopping:
             callbacks.append(self._early_stopping())
-        callbacks.append(recorder)
+        callbacks.append(keras_callbacks.Recorder(self))
         if self.config.tensorboard:
             callbacks.append(self.records.tensorboard(self.config.tensorboard_histograms))
         callbacks += hooks.callbacks(self)  # a sweep's pruning, MLflow tracking (kcnn.engine.hooks)
@@ -437,11 +444,11 @@ class Trainer:
         self.guard.check()  # a signal during the last epoch's validation
 
     def _learning_rate(self, lr: float | None, schedule: bool, epochs: int):
-        from kcnn.engine import recipes
+        from kcnn.engine.callbacks import learning_rate_callback
 
         c = self.config
         plateau = (c.plateau_factor, c.reduce_lr_on_plateau) if c.reduce_lr_on_plateau else None
-        return recipes.learning_rate_callback(
+        return learning_rate_callback(
             lr or c.lr,
             epochs,
             c.schedule if schedule else "constant",
@@ -454,10 +461,10 @@ class Trainer:
     def _early_stopping(self):
         """Early stopping, its state carried across a resume: the monitored values from the
         history, the best epoch's weights from the checkpoint."""
-        from kcnn.engine import recipes
+        from kcnn.engine.callbacks import early_stopping_callback
 
         if self.early is None:
-            self.early = recipes.early_stopping_callback(
+            self.early = early_stopping_callback(
                 self.config.early_stopping,
                 history=[row["val_loss"] for row in self.rows if "val_loss" in row],
             )
@@ -469,6 +476,14 @@ class Trainer:
     def add_training_seconds(self, seconds: float) -> None:
         """Training work done outside Keras's epochs (such as computing cached features)."""
         self.train_seconds += seconds
+
+    def epoch_done(self, row: dict[str, float]) -> None:
+        """An epoch ended (the Recorder's call): its row goes into history.csv and the status."""
+        self._trained = True
+        self.rows.append(row)
+        self._seconds_at[len(self.rows)] = self.train_seconds
+        self.run.write_history(self.rows)
+        self._write_status("running")
 
     # --- phase: evaluate and record -------------------------------------------------------------
 
@@ -525,45 +540,6 @@ class Trainer:
         return result
 
 
-def _Recorder(trainer: Trainer):
-    """A Keras callback that keeps history.csv and metrics.json current after every epoch and
-    measures training time (validation excluded)."""
-    import keras
-
-    class Recorder(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self._start = 0.0
-            self._in_train = False
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self._start = time.perf_counter()
-            self._in_train = True
-
-        def _stop_train_clock(self):
-            if self._in_train:
-                trainer.train_seconds += time.perf_counter() - self._start
-                self._in_train = False
-
-        def on_test_begin(self, logs=None):
-            self._stop_train_clock()
-
-        def on_train_end(self, logs=None):
-            self._stop_train_clock()  # an interrupted epoch's time still counts
-
-        def on_epoch_end(self, epoch, logs=None):
-            self._stop_train_clock()
-            trainer._trained = True
-            trainer.rows.append(
-                {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
-            )
-            trainer._seconds_at[len(trainer.rows)] = trainer.train_seconds
-            trainer.run.write_history(trainer.rows)
-            trainer._write_status("running")
-
-    return Recorder()
-
-
 def out_inside_data(config: RunConfig) -> bool:
     """Whether the output folder lies inside the data set's folder (a folder `--dataset` or
     `--data-dir`), where a run folder made before loading would be read as data."""
@@ -579,8 +555,6 @@ def out_inside_data(config: RunConfig) -> bool:
 def default_input_shape(arch: str, image_size: int | None):
     """The model input for data of a given image shape: `--image-size` if given, else the data's
     own size grown to the architecture's minimum; the data's channels are kept."""
-    from kcnn.models.architectures import get as get_architecture
-
     architecture = get_architecture(arch)
 
     def input_shape_for(image_shape, classes):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from unittest import mock
-
 # summary.txt's width: Keras's table with every column whole (Param # included), whatever the
 # terminal the run was started from, or none at all (CI, a pipe).
 SUMMARY_WIDTH = 110
@@ -27,6 +25,8 @@ def model_summary(model) -> str:
     does not stop that. So the Console Keras makes here is given the width, and a height (rich
     asks the terminal for its size unless given both).
     """
+    from unittest import mock  # asyncio and more: only once a model is described
+
     import rich.console
 
     class FixedWidth(rich.console.Console):

@@ -20,7 +20,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from kcnn.errors import KcnnError, closest
+from kcnn.errors import KcnnError, did_you_mean
 from kcnn.runs import folders
 from kcnn.runs.folders import COMPARISON_JSON, COMPARISON_MD  # noqa: F401  (re-exported)
 from kcnn.runs.records import Damaged
@@ -482,8 +482,7 @@ SORT_KEYS: dict[str, tuple[str, bool]] = {
 
 def check_sort(key: str) -> str:
     if key not in SORT_KEYS:
-        hint = closest(key, SORT_KEYS)
-        tip = f"did you mean '{hint}'? " if hint else ""
+        tip = did_you_mean(key, SORT_KEYS)
         raise KcnnError(f"cannot sort by '{key}': {tip}choose one of {', '.join(SORT_KEYS)}")
     return key
 
@@ -494,8 +493,7 @@ STATUS_CHOICES = (*folders.STATUSES, INCOMPLETE, COMPARISON, SWEEP, DAMAGED, NOT
 
 def check_status(status: str | None) -> str | None:
     if status is not None and status not in STATUS_CHOICES:
-        hint = closest(status, STATUS_CHOICES)
-        tip = f"did you mean '{hint}'? " if hint else ""
+        tip = did_you_mean(status, STATUS_CHOICES)
         raise KcnnError(f"no status '{status}': {tip}choose one of {', '.join(STATUS_CHOICES)}")
     return status
 

@@ -173,7 +173,8 @@ def side(name: str) -> Side:
         data = groups.read(info.folder)
         if not isinstance(data, dict) or not isinstance(data.get("config"), dict):
             raise KcnnError(f"{name} is a group folder whose group.json is damaged or missing")
-        runs = groups.one_per_seed(r for r in info.sub_runs if r.status == "completed")
+        done = [r for r in info.sub_runs if r.status == "completed"]
+        runs = groups.counted_once({"group": done})[0]["group"]  # a seed redone counts once
         if not runs:
             raise KcnnError(f"{name} is a group with no finished seed yet: nothing to compare")
         # the facts its runs share (data, versions, device); each run's own (its seed, its

@@ -19,6 +19,7 @@ from typing import Any
 
 from kcnn import text
 from kcnn.errors import KcnnError
+from kcnn.runs import tables
 from kcnn.runs.records import Damaged, read_json_record, write_json
 
 EXPORT_JSON = "export.json"
@@ -146,8 +147,8 @@ def markdown_table(exports: dict[str, dict[str, Any]]) -> str:
     """The README's table of formats: `|` and newlines in a cell are escaped."""
 
     cell = text.markdown_cell
-    lines = ["| " + " | ".join(TABLE_COLUMNS) + " |", "|" + "---|" * len(TABLE_COLUMNS)]
-    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows(exports)]
+    table = [dict(zip(TABLE_COLUMNS, row, strict=True)) for row in rows(exports)]
+    lines = [tables.as_markdown(table, TABLE_COLUMNS)]
     loads = [
         r["machine"]["load_average_1min"]
         for r in exports.values()

@@ -32,13 +32,13 @@ TYPICAL = "training_images.json"
 GROUP_JSON, GROUP_MD = "group.json", "group.md"
 
 STATUSES = ("running", "completed", "interrupted", "diverged", "failed")
-_STAMP = re.compile(r"^(\d{8}-\d{6})-")  # the time stamp `create` puts before a run's name
+STAMP = re.compile(r"^(\d{8}-\d{6})-")  # the time stamp `create` puts before a run's name
 
 
 def stamp_time(name: str) -> float | None:
     """When a folder `create` named was made, from the time stamp before its name (local time,
     as written); None for a name without one."""
-    found = _STAMP.match(name)
+    found = STAMP.match(name)
     if found is None:
         return None
     try:
@@ -47,9 +47,10 @@ def stamp_time(name: str) -> float | None:
         return None
 
 
-def dataset_label(dataset: str) -> str:
-    """The part of a default run name that says which data: a registered name, or a file/folder's name."""
-    return Path(dataset).name.removesuffix(".npz")
+def made_for(folder_name: str, name: str) -> bool:
+    """Whether `create` could have made a folder of this name for a run named `name`
+    (`<stamp>-<name>`, or `<stamp>-<name>-<n>` for the second of one second)."""
+    return re.fullmatch(rf"\d{{8}}-\d{{6}}-{re.escape(name)}(-\d+)?", folder_name) is not None
 
 
 def check_out(out: str | Path) -> None:
@@ -159,7 +160,7 @@ def rename(run_dir: Path, name: str) -> Path:
     exists: the new name is claimed by making it, then the run is moved onto it. A name that
     cannot be had leaves the folder as it was (its records still say what was used)."""
     check_name(name)
-    stamp = _STAMP.match(run_dir.name)
+    stamp = STAMP.match(run_dir.name)
     if stamp is None:
         return run_dir
     for attempt in range(1000):

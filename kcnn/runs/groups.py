@@ -7,8 +7,10 @@ backbone) the mean, sd and 95% interval of every final metric, with the tests be
 (`kcnn.runs.stats`). `curves_band.png` draws each label's learning curves as a mean with a band,
 `per_class.png` each class's F1 with its interval; `group.md` and `report.html` say it in words.
 
-Runs anywhere (`kcnn compare a b c ...`) form groups the same way: same settings but the seed.
-No TensorFlow.
+Runs anywhere (`kcnn compare a b c ...`) form groups the same way: same settings but the seed;
+a group folder named to `kcnn compare` is a group of its own whatever its settings (the same
+recipe on two machines is two groups: `named_groups`). A seed that appears twice in one group
+counts once, and the record says so (`counted_once`). No TensorFlow.
 """
 
 from __future__ import annotations
@@ -20,8 +22,12 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from kcnn.runs import stats
+from kcnn.engine.config import COMMANDS
+from kcnn.errors import KcnnError
+from kcnn.runs import folders, stats
 from kcnn.runs.folders import GROUP_JSON, GROUP_MD
+from kcnn.runs.records import Damaged
+from kcnn.runs.run import RunFolder
 
 BAND, PER_CLASS = "curves_band.png", "per_class.png"
 
@@ -35,16 +41,12 @@ _NOT_METRICS = ("epochs_planned", "total_params", "trainable_params", "non_train
 TESTED = ("test_accuracy", "test_loss")  # the metrics groups are tested on
 
 _SEED_SUFFIX = re.compile(r"-seed\d+$")
-_STAMP = re.compile(r"^\d{8}-\d{6}-")
 
 
 def read(folder: str | Path) -> dict[str, Any] | None:
     """A folder's group.json, or None when it is not a group or the record is damaged (read as
     `RunFolder.group` reads it: `RunInfo.damage` says what is wrong, and `kcnn runs` lists the
     folder as damaged)."""
-    from kcnn.runs.records import Damaged
-    from kcnn.runs.run import RunFolder
-
     try:  # a regular file inside the folder, size-capped, schema-checked: never a planted link
         return RunFolder(folder).group()
     except (FileNotFoundError, Damaged):
@@ -54,9 +56,6 @@ def read(folder: str | Path) -> dict[str, Any] | None:
 def text(folder: str | Path) -> str:
     """A group's group.md, through its folder's owner (a regular file inside, size-capped); ""
     when it has none or it cannot be read."""
-    from kcnn.runs.records import Damaged
-    from kcnn.runs.run import RunFolder
-
     try:
         return RunFolder(folder).text(GROUP_MD)
     except (FileNotFoundError, Damaged):
@@ -64,8 +63,6 @@ def text(folder: str | Path) -> str:
 
 
 def is_group(folder: str | Path) -> bool:
-    from kcnn.runs.run import RunFolder
-
     return RunFolder(folder).has(GROUP_JSON)
 
 
@@ -79,8 +76,6 @@ def leaves(infos: Iterable) -> list:
 
 def recipe(info) -> str:
     """Everything that says how a run was trained, but its seed: equal recipes make a group."""
-    from kcnn.engine.config import COMMANDS
-
     settings = info.settings
     cls = COMMANDS.get(settings.get("command") or "")
     keys = cls.settings() if cls is not None else settings
@@ -93,7 +88,7 @@ def recipe(info) -> str:
 
 def label(info) -> str:
     """A run's group label: its name without the seed (`lenet5-digits-sequential`)."""
-    name = str(info.settings.get("name") or _STAMP.sub("", info.folder.name))
+    name = str(info.settings.get("name") or folders.STAMP.sub("", info.folder.name))
     return _SEED_SUFFIX.sub("", name)
 
 
@@ -119,12 +114,57 @@ def group_runs(runs: Sequence) -> dict[str, list]:
     return labelled
 
 
-def one_per_seed(runs: Iterable) -> list:
-    """The newest run of each recipe and seed (a seed redone inside a group counts once)."""
-    newest: dict[tuple[str, Any], Any] = {}
-    for run in sorted(runs, key=lambda r: r.folder.name):
-        newest[(recipe(run), run.settings.get("seed"))] = run
-    return sorted(newest.values(), key=lambda r: r.folder.name)
+def named_groups(named: Sequence[tuple[str, Sequence]], loose: Sequence) -> dict[str, list]:
+    """The groups of a comparison: each group folder the user named is a group of its own
+    (`named`: its name and its runs; a folder of several forms or backbones gives one group per
+    label, named `FOLDER: LABEL`), whatever its settings, so two folders of the same recipe stay
+    two groups; `loose` runs group by recipe. Names that clash get the folder's time stamp, then
+    a number."""
+    grouped: dict[str, list] = {}
+
+    def put(name: str, runs: list, stamped: str) -> None:
+        if name in grouped:
+            name = stamped
+        while name in grouped:
+            name = f"{name} ({len(grouped) + 1})"
+        grouped[name] = runs
+
+    alone = len(named) == 1 and not loose  # one folder: its labels say enough
+    for folder_name, runs in named:
+        short = folders.STAMP.sub("", folder_name)
+        inside = group_runs(list(runs))
+        for label_name, found in inside.items():
+            if alone:
+                put(label_name, found, f"{folder_name}: {label_name}")
+            elif len(inside) == 1:
+                put(short, found, folder_name)
+            else:
+                put(f"{short}: {label_name}", found, f"{folder_name}: {label_name}")
+    for name, found in group_runs(list(loose)).items():
+        put(name, found, name)
+    return grouped
+
+
+def counted_once(grouped: dict[str, list]) -> tuple[dict[str, list], list[str]]:
+    """Each group with one run per seed and data split (the newest: a seed redone counts once),
+    and a note for every seed that appeared more than once, naming the run kept."""
+    kept: dict[str, list] = {}
+    notes = []
+    for name, runs in grouped.items():
+        newest: dict[tuple[Any, Any], Any] = {}
+        times: dict[tuple[Any, Any], int] = {}
+        for run in sorted(runs, key=lambda r: r.folder.name):
+            key = pair_key(run)
+            newest[key] = run
+            times[key] = times.get(key, 0) + 1
+        kept[name] = sorted(newest.values(), key=lambda r: r.folder.name)
+        notes += [
+            f"seed {key[0]} appears {n} times in {name}: counted once "
+            f"(the newest run, {newest[key].folder.name})"
+            for key, n in times.items()
+            if n > 1
+        ]
+    return kept, notes
 
 
 def final_metrics(info) -> dict[str, float]:
@@ -197,20 +237,21 @@ def identical(grouped: dict[str, list]) -> bool:
 
 
 def describe(grouped: dict[str, list]) -> dict[str, Any]:
-    """Summaries of each group and the tests between them (what group.json and compare record)."""
+    """Summaries of each group and the tests between them (what group.json and compare record),
+    each seed counted once (`duplicates` says which appeared more often)."""
+    grouped, notes = counted_once(grouped)
     summaries = {name: summarise(runs) for name, runs in grouped.items()}
     return {
         "groups": summaries,
         "tests": tests(grouped) if len(grouped) > 1 else [],
         "identical": identical(grouped),
+        "duplicates": notes,
     }
 
 
 def as_experiment(folder: Path) -> dict[str, Any]:
     """A group folder as an experiment file of one run: its settings, seeds included, writing
     where the group is, so `kcnn run GROUP` finishes the seeds it misses."""
-    from kcnn.errors import KcnnError
-
     data = read(folder)
     config = (data or {}).get("config")
     if not isinstance(config, dict) or not isinstance(data.get("command"), str):

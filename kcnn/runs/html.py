@@ -17,11 +17,13 @@ from typing import Any
 from urllib.parse import quote
 
 from kcnn import text
-from kcnn.runs import exports, folders, inspected
-from kcnn.runs.browse import COMPARISON_MD, RunInfo
+from kcnn.engine import interrupts
+from kcnn.runs import exports, folders, inspected, tables
+from kcnn.runs.browse import COMPARISON_MD, RunInfo, interval_cell
 from kcnn.runs.readable import value as readable  # how a setting or figure reads
 from kcnn.runs.records import Damaged
 from kcnn.runs.run import RunFolder
+from kcnn.runs.tables import Markup
 
 REPORT = folders.REPORT_HTML
 VISUALIZE = "visualize"  # where `kcnn visualize` puts its pictures by default
@@ -55,32 +57,9 @@ def _image(folder: Path, name: str, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
-class Markup(str):
-    """HTML kcnn made itself (a link to a run's report): put into a table cell as it is."""
-
-
-def _header(name: str) -> str:
-    """A column name that may break after its underscores (`best_val_accuracy` on a phone)."""
-    return text.html(name).replace("_", "_<wbr>")
-
-
-def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    """A table in a box of its own: when it is wider than the page it scrolls, the page does not."""
-    head = "".join(f"<th>{_header(c)}</th>" for c in columns)
-
-    def cell(column, v):
-        if isinstance(v, Markup):
-            return f"<td>{v}</td>"
-        cls = ' class="n"' if isinstance(v, (int, float)) and not isinstance(v, bool) else ""
-        return f"<td{cls}>{text.html(readable(v, column))}</td>"
-
-    body = "".join("<tr>" + "".join(cell(c, r.get(c)) for c in columns) + "</tr>" for r in rows)
-    return f'<div class="table"><table><tr>{head}</tr>{body}</table></div>'
-
-
 def _pairs(record: dict[str, Any], name: str = "setting") -> str:
     rows = [{name: k, "value": Markup(text.html(readable(v, str(k))))} for k, v in record.items()]
-    return _table(rows, [name, "value"])
+    return tables.as_html(rows, [name, "value"])
 
 
 def _shown_caption(folder: Path) -> str:
@@ -123,7 +102,7 @@ def _exports_section(folder: Path) -> list[str]:
         "<p>Each exported file reloaded in its own runtime and run on the run's test split; "
         "speed measured on the machine that exported it.</p>"
     )
-    return ["<h2>Exported models</h2>", note, _table(rows, list(exports.TABLE_COLUMNS))]
+    return ["<h2>Exported models</h2>", note, tables.as_html(rows, list(exports.TABLE_COLUMNS))]
 
 
 def _page(title: str, parts: list[str]) -> str:
@@ -181,7 +160,7 @@ def _run_page(info: RunInfo) -> str:
             if isinstance(metrics.get(avg), dict):
                 rows.append({"class": avg.replace("_", " "), **metrics[avg]})
         parts += ["<h2>Per class (test set)</h2>"]
-        parts += [_table(rows, ["class", "precision", "recall", "f1", "support"])]
+        parts += [tables.as_html(rows, ["class", "precision", "recall", "f1", "support"])]
     pictures = _pictures(folder)
     if pictures:
         parts += ["<h2>Inside the network</h2>", *pictures]
@@ -251,9 +230,9 @@ def _errors_section(e: dict[str, Any], folder: Path) -> list[str]:
     ]
     if pairs:
         parts += ["<h3>Most-confused pairs</h3>"]
-        parts += [_table(pairs, ["true", "taken for", "images", "share of true class"])]
+        parts += [tables.as_html(pairs, ["true", "taken for", "images", "share of true class"])]
     parts += ["<h3>Per-class accuracy, worst first</h3>"]
-    parts += [_table(classes, ["class", "accuracy", "images"])]
+    parts += [tables.as_html(classes, ["class", "accuracy", "images"])]
     parts += ["<h3>Highest-loss test images, with Grad-CAM</h3>"]
     parts += _picture(folder, inspected.TOP_LOSSES_PNG, "highest-loss test images")
     if e.get("misclassified_csv"):
@@ -282,7 +261,7 @@ def _calibration_section(c: dict[str, Any], folder: Path) -> list[str]:
             f"{fit['validation_nll_after']:.4f}; <code>kcnn predict</code> uses it."
         )
     parts[-1] += "</p>"
-    parts += [_table(rows, ["probabilities", *keys])]
+    parts += [tables.as_html(rows, ["probabilities", *keys])]
     return parts + _picture(folder, inspected.RELIABILITY_PNG, "reliability diagram")
 
 
@@ -318,7 +297,7 @@ def _robustness_section(r: dict[str, Any], folder: Path) -> list[str]:
         f"them, and kcnn's own.{draws} Mean corruption error "
         f"{r['mean_corruption_error']:.4f}; relative to the clean error "
         f"{r['relative_mean_corruption_error']:+.4f}.</p>",
-        _table(rows, columns),
+        tables.as_html(rows, columns),
         *_picture(folder, inspected.ROBUSTNESS_PNG, "accuracy against severity"),
         *_picture(folder, inspected.CORRUPTIONS_PNG, "one test image under every corruption"),
     ]
@@ -435,12 +414,9 @@ def _comparison_page(info: RunInfo) -> str:
     if rows:
         parts += ["<h2>Runs in this comparison</h2>"]
         for row, s in zip(rows, info.members, strict=True):
-            interval = s.accuracy_interval
-            row["test_accuracy_95ci"] = (
-                "" if interval is None else f"{interval.ci_low:.4f}–{interval.ci_high:.4f}"
-            )
+            row["test_accuracy_95ci"] = interval_cell(s.folder)
         columns = ["name", "model", "dataset", "status", "test_accuracy", "test_accuracy_95ci"]
-        parts += [_table(rows, [*columns, "report"])]
+        parts += [tables.as_html(rows, [*columns, "report"])]
         parts += [
             "<p>Each run's own report.html: the last column. 95% intervals: Wilson's, "
             "from each run's test-set size.</p>"
@@ -466,14 +442,8 @@ def write_report(folder: str | Path) -> Path:
 
 def write_report_after(folder: str | Path) -> Path | None:
     """write_report for the end of a run or comparison: the records are already complete, so a
-    report that cannot be written is a warning on stderr, never a failed run."""
-    import sys
-
-    try:
+    report that cannot be written is a warning on stderr, never a failed run (a stop request
+    still stops)."""
+    with interrupts.only_a_warning(f"{Path(folder) / REPORT} not written"):
         return write_report(folder)
-    except Exception as e:  # noqa: BLE001  (any failure here must not undo a finished run)
-        print(
-            f"warning: {text.terminal(Path(folder) / REPORT)} not written: {text.terminal(e)}",
-            file=sys.stderr,
-        )
-        return None
+    return None

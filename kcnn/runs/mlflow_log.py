@@ -19,14 +19,14 @@ import contextlib
 import logging
 import math
 import os
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from kcnn.engine import hooks
+from kcnn.engine import hooks, interrupts
 from kcnn.errors import KcnnError
+from kcnn.progress import warn
 from kcnn.runs.run import RunFolder
 
 LOCAL = "local"  # what `--mlflow` alone stands for
@@ -136,6 +136,7 @@ class MlflowTracker:
             logging.getLogger(name).setLevel(logging.WARNING)
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")  # a dead server fails fast
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+        self.asked = LOCAL if uri is None else uri  # as given, for a child process's --mlflow
         self.uri = store_uri(uri)
         self.tags = {k: str(v) for k, v in (tags or {}).items()}
         self.runs: dict[int, str] = {}  # id(trainer) -> MLflow run id
@@ -164,15 +165,18 @@ class MlflowTracker:
             ) from None
 
     def _warn(self, e: Exception) -> None:
-        """Tracking is a side record: a store that fails mid-run is a warning, not a lost run.
-        After it, nothing more is sent for the rest of the command: a store that stopped
+        """Tracking is a side record: a store that fails mid-run is a warning, not a lost run;
+        a stop request (even one MLflow's client turned into its own error) is never a warning.
+        After a failure, nothing more is sent for the rest of the command: a store that stopped
         answering would otherwise cost each epoch its timeouts and retries."""
+        if isinstance(e, interrupts.Interrupted):
+            raise e
+        interrupts.check_stop()
         if not self._warned:
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            print(
-                f"warning: MLflow logging to {self.uri} failed ({first}); the rest of this "
-                "command is not logged there (its run folders hold everything)",
-                file=sys.stderr,
+            warn(
+                f"MLflow logging to {self.uri} failed ({first}); the rest of this command is not "
+                "logged there (its run folders hold everything)"
             )
             self._warned = True
 
@@ -220,21 +224,19 @@ class MlflowTracker:
         except Exception as e:  # noqa: BLE001
             self._warn(e)
 
-    def callback(self, trainer):
+    def train_begin(self, trainer) -> None:
+        """The MLflow run of a run folder starts with its first fit phase."""
+        self.run_id(trainer)
+
+    def epoch_end(self, trainer, epoch: int, logs: dict[str, Any]) -> None:
+        """Each epoch's metrics (loss, accuracy, validation, learning rate) at that step."""
         run_id = self.run_id(trainer)
-        if run_id is None:
-            return None
-        import keras
+        if run_id is not None:
+            self.log_epoch(run_id, epoch, logs)
 
-        tracker = self
-
-        class MlflowEpochs(keras.callbacks.Callback):
-            """Each epoch's metrics (loss, accuracy, validation, learning rate) at that step."""
-
-            def on_epoch_end(self, epoch, logs=None):
-                tracker.log_epoch(run_id, epoch + 1, dict(logs or {}))
-
-        return MlflowEpochs()
+    def child_args(self) -> list[str]:
+        """How a run in a child process (a seed of a group, a sweep's worker) is tracked too."""
+        return [f"--mlflow={self.asked}"]
 
     def finished(self, trainer, result) -> None:
         """The run's results, pictures, records, report and model; then the run is FINISHED."""

@@ -13,7 +13,6 @@ import contextlib
 import functools
 import inspect
 import re
-import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import FuncFormatter, MaxNLocator, ScalarFormatter  # noqa: E402
 
 from kcnn import text  # noqa: E402
+from kcnn.engine import interrupts  # noqa: E402
 
 History = Mapping[str, Sequence[float]]  # "loss", "val_loss", "accuracy", "val_accuracy" per epoch
 
@@ -70,16 +70,18 @@ def _never_fatal(draw):
     @functools.wraps(draw)
     def drawn(*args, **kwargs) -> bool:
         before = set(plt.get_fignums())
+        path = signature.bind(*args, **kwargs).arguments.get("path", draw.__name__)
+        done = False
         try:
-            with literal_text():
+            # a picture must never cost a finished run; a stop request is never a warning
+            with interrupts.only_a_warning(f"{path} not drawn"), literal_text():
                 draw(*args, **kwargs)
-            return True
-        except Exception as e:  # noqa: BLE001  (a picture must never cost a finished run)
-            for number in set(plt.get_fignums()) - before:  # its own half-made figure only
-                plt.close(number)
-            path = signature.bind(*args, **kwargs).arguments.get("path", draw.__name__)
-            print(f"warning: {label(path)} not drawn: {label(e)}", file=sys.stderr)
-            return False
+                done = True
+        finally:
+            if not done:  # its own half-made figure only
+                for number in set(plt.get_fignums()) - before:
+                    plt.close(number)
+        return done
 
     return drawn
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
+from kcnn.engine import interrupts
 from kcnn.runs import folders
 from kcnn.runs.run import RUN_FACTS, RunFolder
 
@@ -159,12 +159,10 @@ class RunRecords:
                 ),
             ),
         )
-        for name, draw in drawings:
-            try:
+        for name, draw in drawings:  # a picture is not worth a finished run; a stop still stops
+            with interrupts.only_a_warning(f"{self.folder.path / name} not drawn"):
                 with self.folder.new_file(name, ".png") as tmp:
                     draw(tmp)
-            except Exception as e:  # noqa: BLE001  (a picture is not worth a finished run)
-                print(f"warning: {self.folder.path / name} not drawn: {e}", file=sys.stderr)
 
     def write_report(self) -> None:
         from kcnn.runs.html import write_report_after

@@ -12,31 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from kcnn import text
-from kcnn.runs import groups, pairing, plots, stats
+from kcnn.errors import KcnnError
+from kcnn.runs import folders, groups, pairing, plots, stats, tables
+from kcnn.runs import html as pages
+from kcnn.runs.browse import RunInfo, _labels, settings_differences
 from kcnn.runs.folders import COMPARISON_CSV, COMPARISON_MD, OVERLAY
-from kcnn.runs.records import write_atomic, write_csv
-
-
-def _cell(value: Any, key: str = "") -> str:
-    from kcnn.runs.html import readable
-
-    if isinstance(value, float):
-        return f"{value:,.4f}" if abs(value) < 1000 else f"{value:,.0f}"
-    if isinstance(value, int) and not isinstance(value, bool):
-        return f"{value:,}"
-    return text.markdown_cell(readable(value, key))  # never a Python repr such as ['a'] or None
-
-
-def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
-    """A pipe table; every cell and header escaped, so names (a run's, a class's, a setting's
-    value) stay in their cell whatever characters they hold."""
-    header = " | ".join(text.markdown_cell(c) for c in columns)
-    lines = [f"| {header} |", "|" + "---|" * len(columns)]
-    lines += [
-        "| " + " | ".join(_cell(row.get(c), str(row.get("setting", c))) for c in columns) + " |"
-        for row in rows
-    ]
-    return "\n".join(lines)
+from kcnn.runs.html import write_report, write_report_after
+from kcnn.runs.records import write_atomic, write_csv, write_json
 
 
 def write_comparison(
@@ -61,27 +43,28 @@ def write_comparison(
         f"# {text.markdown_cell(title)}",
         intro,
         "## Results",
-        markdown_table(rows, columns),
+        tables.as_markdown(rows, columns),
         *sections,
         f"![learning curves]({OVERLAY})",
     ]
     write_atomic(folder / COMPARISON_MD, "\n\n".join(p for p in parts if p) + "\n")
-    from kcnn.runs.html import write_report_after
 
     write_report_after(folder)  # report.html: the same report as one self-contained page
 
 
 def compare_runs(
-    runs, out: str | Path, name: str = "compare-runs", title: str = "", intro: str = ""
+    runs,
+    out: str | Path,
+    name: str = "compare-runs",
+    title: str = "",
+    intro: str = "",
+    grouped: dict[str, list] | None = None,
 ) -> Path:
     """A comparison folder for any finished runs: comparison.md/.csv/.json, overlaid curves, and
     a table of the settings that differ between them. `title` (default: the models and data
-    compared) and `intro` name what asked for the comparison, such as an experiment file."""
-    from kcnn.errors import KcnnError
-    from kcnn.runs import folders
-    from kcnn.runs.browse import _labels, settings_differences
-    from kcnn.runs.records import write_json
-
+    compared) and `intro` name what asked for the comparison, such as an experiment file.
+    `grouped`: the groups the user named (`groups.named_groups`); by default runs that differ
+    only in their seed make a group."""
     if len(runs) < 2:
         raise KcnnError("compare needs at least two runs")
     for r in runs:
@@ -109,11 +92,14 @@ def compare_runs(
     ]
     differences = settings_differences(runs)
     if differences:
-        section = "## Settings that differ\n\n" + markdown_table(differences, ["setting", *labels])
+        section = "## Settings that differ\n\n" + tables.as_markdown(
+            differences, ["setting", *labels], keyed_by="setting"
+        )
     else:
         section = "## Settings that differ\n\nNone: every run has the same settings."
-    grouped = groups.group_runs(runs)  # runs that differ only in seed: one group
-    described = groups.describe(grouped) if len(grouped) < len(runs) else None
+    named = grouped is not None
+    grouped = grouped if named else groups.group_runs(runs)  # differing only in seed: a group
+    described = groups.describe(grouped) if named or len(grouped) < len(runs) else None
     sections = [section]
     if described is not None:
         sections.insert(0, group_markdown("Seed groups", described, level=2))
@@ -141,7 +127,6 @@ def compare_runs(
             "verdict_notes": judged.notes,
         },
     )
-    from kcnn.runs.html import write_report
 
     write_report(folder)  # again: comparison.json now names the runs
     return folder
@@ -174,7 +159,7 @@ def group_markdown(title: str, described: dict[str, Any], level: int = 1) -> str
         "compared, Holm-corrected over the pairs compared in each metric (each metric is its "
         "own family, named in its sentences).",
         f"{head}# Groups",
-        markdown_table(rows, columns),
+        tables.as_markdown(rows, columns),
     ]
     if described["tests"]:
         table = [
@@ -194,24 +179,25 @@ def group_markdown(title: str, described: dict[str, Any], level: int = 1) -> str
             }
             for t in described["tests"]
         ]
-        parts += [f"{head}# Differences", markdown_table(table, list(table[0]))]
+        parts += [f"{head}# Differences", tables.as_markdown(table, list(table[0]))]
         parts += ["\n".join(f"- {t['sentence']}" for t in described["tests"])]
     if described["identical"]:
         parts += ["**Identical:** every group gave the same test accuracy at every seed."]
+    if described.get("duplicates"):
+        parts += ["\n".join(f"- Note: {text.markdown_cell(n)}" for n in described["duplicates"])]
     return "\n\n".join(parts) + "\n"
 
 
 def write_group(folder: str | Path, record: dict[str, Any]) -> dict[str, Any]:
     """Summarise a group folder's finished seeds into group.json (keeping `record`'s settings and
     status), group.md, curves_band.png, per_class.png and report.html. Returns group.json."""
-    from kcnn.runs.browse import RunInfo
-    from kcnn.runs.records import write_json
-
     folder = Path(folder)
-    done = groups.one_per_seed(r for r in RunInfo.load(folder).sub_runs if r.status == "completed")
-    grouped = groups.group_runs(done)
+    done = [r for r in RunInfo.load(folder).sub_runs if r.status == "completed"]
+    grouped, _ = groups.counted_once(groups.group_runs(done))  # a seed redone counts once
     described = (
-        groups.describe(grouped) if done else {"groups": {}, "tests": [], "identical": False}
+        groups.describe(groups.group_runs(done))
+        if done
+        else {"groups": {}, "tests": [], "identical": False, "duplicates": []}
     )
     for g in described["groups"].values():
         g["runs"] = [str(Path(p).relative_to(folder)) for p in g["runs"]]
@@ -239,9 +225,6 @@ def write_group(folder: str | Path, record: dict[str, Any]) -> dict[str, Any]:
 def write_group_report(folder: str | Path) -> Path:
     """report.html of a group: group.md, then each group as one line (mean ± CI) that opens onto
     its seeds (HTML <details>: no script)."""
-    from kcnn.runs import html as pages
-    from kcnn.runs.browse import RunInfo
-
     folder = Path(folder)
     data = groups.read(folder) or {}
     text = groups.text(folder) or f"# {folder.name}"  # through the folder's owner
@@ -256,7 +239,7 @@ def write_group_report(folder: str | Path) -> Path:
         rows = [{**r.row(), "report": pages.report_link(group, r, inside)} for r in seeds]
         for row, seed in zip(rows, g.get("seeds") or [], strict=False):
             row["seed"] = seed
-        table = pages._table(rows, ["seed", "name", "status", "test_accuracy", "report"])
+        table = tables.as_html(rows, ["seed", "name", "status", "test_accuracy", "report"])
         parts.append(
             f"<details><summary><b>{pages.html.escape(name)}</b>: test accuracy "
             f"{pages.html.escape(line)}</summary>{table}</details>"

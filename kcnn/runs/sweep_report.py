@@ -19,7 +19,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from kcnn.runs import folders
+from kcnn.engine import interrupts
+from kcnn.runs import folders, tables
 from kcnn.runs.records import read_json, write_atomic, write_csv, write_json
 
 TRIALS_JSON, TRIALS_CSV, BEST_CONFIG = "trials.json", "trials.csv", "best_config.json"
@@ -249,6 +250,7 @@ def plots(study, folder: Path, sweep) -> dict[str, str]:
             shown[name] = title
         except Exception as e:  # noqa: BLE001  (Optuna refuses plots it lacks trials for)
             plt.close("all")
+            interrupts.check_stop()  # a stop request is never a picture's failure
             shown[name] = f"not drawn: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
     return shown
 
@@ -257,15 +259,6 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}" if math.isfinite(value) else str(value)
     return "" if value is None else str(value)
-
-
-def _html_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    head = "".join(f"<th>{html.escape(c.removeprefix('param:'))}</th>" for c in columns)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_cell(r.get(c)))}</td>" for c in columns) + "</tr>"
-        for r in rows
-    )
-    return f"<table><tr>{head}</tr>{body}</table>"
 
 
 def columns(rows: list[dict[str, Any]]) -> list[str]:
@@ -293,12 +286,12 @@ def page(record: dict[str, Any], folder: Path, shown: dict[str, str]) -> str:
     ]
     best = record.get("best")
     if best:
-        parts += ["<h2>Best trial</h2>", _html_table([best], columns([best]))]
+        parts += ["<h2>Best trial</h2>", tables.as_html([best], columns([best]))]
         if record.get("best_config"):
             parts.append(
                 f"<p>Replay it: <code>kcnn run {e(str(folder / record['best_config']))}</code></p>"
             )
-    parts += ["<h2>Trials</h2>", _html_table(rows, columns(rows))]
+    parts += ["<h2>Trials</h2>", tables.as_html(rows, columns(rows))]
     for name, title in shown.items():
         (heading, _) = PLOTS[name]
         picture = _image(folder, name, heading)  # a checked PNG inside the folder, or nothing
@@ -307,7 +300,7 @@ def page(record: dict[str, Any], folder: Path, shown: dict[str, str]) -> str:
     if confirm:
         parts += ["<h2>Confirmed over seeds</h2>", f"<p>{e(confirm.get('note', ''))}</p>"]
         parts.append(
-            _html_table(
+            tables.as_html(
                 confirm["rows"],
                 ["trial", "seeds", "mean_test_accuracy", "sd_test_accuracy", "min", "max"],
             )

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -29,8 +29,16 @@ from kcnn.errors import KcnnError
 from kcnn.runs import inspected
 from kcnn.runs.records import write_json
 
-if TYPE_CHECKING:
-    from kcnn.use.predict import LoadedRun
+
+class LoadedRun(Protocol):
+    """A run with its model loaded (`kcnn.use.predict.load` makes one): what calibration reads.
+    Named here, not imported: predict applies the temperature fitted here."""
+
+    info: Any  # the run's `RunInfo` (its folder)
+
+    def labelled(self, split: str, limit: int | None = None) -> Any: ...
+    def predict(self, images: np.ndarray) -> np.ndarray: ...
+
 
 BINS = 15
 T_RANGE = (0.05, 20.0)  # temperatures searched (log-uniformly bounded)
@@ -256,3 +264,20 @@ def _diagram(record: dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=90, format="png")
     plt.close(fig)
+
+
+def lines(c: dict[str, Any]) -> list[str]:
+    """What a calibration record says, in a few lines (`kcnn calibrate`, `kcnn inspect`,
+    `--calibrate` after training)."""
+    b = c["before"]
+    lines = [
+        f"calibration on {b['images']} test images: ECE {b['ece']:.4f}  MCE {b['mce']:.4f}  "
+        f"Brier {b['brier']:.4f}  NLL {b['nll']:.4f}"
+    ]
+    if "after" in c:
+        a = c["after"]
+        lines.append(
+            f"  with temperature {c['temperature']:.3f}: ECE {a['ece']:.4f}  MCE {a['mce']:.4f}  "
+            f"Brier {a['brier']:.4f}  NLL {a['nll']:.4f}"
+        )
+    return lines

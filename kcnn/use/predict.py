@@ -22,6 +22,7 @@ from kcnn.runs import folders
 from kcnn.runs.browse import RunInfo, find_run
 from kcnn.runs.records import Damaged
 from kcnn.runs.run import RunFolder
+from kcnn.use import calibration
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 PREDICT_BATCH = 64  # images per call of the model when predicting
@@ -75,8 +76,6 @@ class LoadedRun:
         """The temperature `kcnn calibrate` fitted, read once; None when uncalibrated, and for a
         damaged temperature.json, which is one `warning:` line (`calibration.read_temperature`)."""
         if self._temperature is None:
-            from kcnn.use import calibration
-
             self._temperature = (
                 calibration.read_temperature(self.info.folder, lambda m: _say("warning", m)),
             )
@@ -242,7 +241,7 @@ def _read_typical(loaded: LoadedRun):
     except FileNotFoundError:
         return None
     except Damaged as e:
-        _say("warning", f"{e}: images are not checked against the training images")
+        progress.warn(f"{e}: images are not checked against the training images")
         return None
     return typical if typical.image_shape == tuple(loaded.data_shape) else None
 
@@ -511,7 +510,7 @@ def _top(loaded: LoadedRun, batch: list[tuple[Path, np.ndarray]], top: int):
     for (path, _), p, distance in zip(batch, probabilities, distances, strict=True):
         best = np.argsort(-p)[:k]
         if distance is not None and distance["far"]:
-            _say("warning", _unlike(path, distance))
+            progress.warn(_unlike(path, distance))
         yield {
             "image": str(path),
             "top": [{"class": loaded.label(i), "probability": float(p[i])} for i in best],

@@ -1,0 +1,25 @@
+"""Run a training command's config, whatever asks: the command line, an experiment file, a
+sweep's trial. One run, or one per seed as a group (`seeds`); each run with its own steps
+(`kcnn.commands.steps`). `--resume` goes through `steps.resume_one`.
+
+    from kcnn.commands import runner
+    from kcnn.engine.config import TrainConfig
+    outcome = runner.execute(TrainConfig("lenet5", dataset="digits", seeds=3, calibrate=True))
+    outcome.group, outcome.run_dirs, outcome.answer()
+"""
+
+from __future__ import annotations
+
+from kcnn.commands import seeds, steps
+from kcnn.commands.command import Outcome
+from kcnn.engine.config import RunConfig
+
+
+def execute(config: RunConfig, quiet: bool = False, resume: bool = False) -> Outcome:
+    """Train `config` — once, or once per seed when it names seeds — and its runs' steps.
+    `quiet` sends progress to stderr, keeping stdout for a machine-readable answer; `resume`
+    (a group) finishes the newest group of these settings, completed or not."""
+    config.validate()
+    if config.seeds is None:
+        return steps.train_one(config, quiet)
+    return seeds.outcome(seeds.run_group(config, quiet=quiet, resume=resume), config)
