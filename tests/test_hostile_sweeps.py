@@ -131,8 +131,9 @@ def test_a_list_setting_is_searched_as_its_text(tmp_path):
 
 OPTIONS = {
     "--confirm 101": (["--confirm", "101"], "--confirm and --seeds take 1 … 100"),
-    "--seeds 0": (["--confirm", "1", "--seeds", "0"], "--confirm and --seeds take 1 … 100"),
-    "--confirm -1": (["--confirm", "-1"], "--confirm and --seeds take 1 … 100"),
+    "--seeds 0": (["--confirm", "1", "--seeds", "0"], "--seeds takes a count of at least 2"),
+    "--seeds 1,1": (["--confirm", "1", "--seeds", "1,1"], "none twice"),
+    "--confirm -1": (["--confirm", "-1"], "--confirm -1: give the number of best trials"),
     "--jobs 0": (["--jobs", "0"], "--jobs must be 1 … 64"),
     "--jobs 65": (["--jobs", "65"], "--jobs must be 1 … 64"),
     "not a URL": (["--storage", "bogus"], "not a database URL"),

@@ -33,6 +33,7 @@ from kcnn.commands.command import (
 from kcnn.data.prepared import prepare_data
 from kcnn.engine import checkpoints, distribute, interrupts
 from kcnn.engine.config import CompareConfig
+from kcnn.engine.recording import RATE
 from kcnn.engine.trainer import (
     RunResult,
     Trainer,
@@ -129,11 +130,12 @@ def _build_forms(config: CompareConfig, input_shape, classes: int, shown=None) -
 def _agreement(
     rows: list[dict[str, Any]], histories: dict[str, dict[str, list[float]]]
 ) -> dict[str, Any]:
-    """How far the forms' results lie apart: test-accuracy spread and the largest curve gap."""
+    """How far the forms' results lie apart: test-accuracy spread and the largest curve gap (of
+    the measured curves: the learning rate is a setting, the same in every form by design)."""
     accuracies = [row["test_accuracy"] for row in rows]
     names = list(histories)
     curves = {}
-    for key in histories[names[0]]:
+    for key in (k for k in histories[names[0]] if k != RATE):
         gaps = [
             abs(a - b)
             for other in names[1:]

@@ -40,12 +40,12 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kcnn.commands import experiments
-from kcnn.commands.sweep_confirm import confirm, inside_sweep  # noqa: F401  (re-exported)
+from kcnn.commands.sweep_confirm import confirm  # noqa: F401  (re-exported)
+from kcnn.commands.sweep_plan import Sweep
 from kcnn.commands.sweep_space import (  # noqa: F401  (re-exported: kcnn sweep's one module)
     MAX_GRID,
     Choice,
@@ -75,11 +75,11 @@ from kcnn.engine import hooks, interrupts
 from kcnn.engine.config import (
     COMMAND_LINE,
     COMMANDS,
-    RunConfig,
     check_value,
     safe_label,
 )
 from kcnn.errors import KcnnError, closest
+from kcnn.runs import folders
 
 SWEEP_KEYS = (
     "space",
@@ -102,41 +102,6 @@ SWEEP_JSON = "sweep.json"
 
 
 # --- the sweep file ----------------------------------------------------------------------------
-
-
-@dataclass
-class Sweep:
-    """A checked sweep file: the base run's settings, the space and the study's settings."""
-
-    path: Path
-    description: str
-    command: str
-    base: dict[str, Any]  # the [[run]] table's settings, as written (validated via `config`)
-    space: dict[str, Choice | Range]
-    metric: str
-    direction: str
-    trials: int
-    sampler: str
-    pruner: str
-    prune_after: int
-    seed: int
-    name: str
-    out: Path
-    table: dict[str, Any] = field(default_factory=dict)  # the [sweep] table as written
-
-    @property
-    def folder(self) -> Path:
-        return self.out / self.name
-
-    def config(self, params: dict[str, Any], name: str, source: str) -> RunConfig:
-        """The validated settings of one trial: the base run with `params` put in."""
-        settings = {**self.base, **params, "out": str(self.folder), "name": name}
-        return COMMANDS[self.command].from_settings(settings, source=source).validate()
-
-    def identity(self) -> dict[str, Any]:
-        """What must stay the same for a folder's study to be continued by this file."""
-        space = {k: repr(v) for k, v in self.space.items()}
-        return {"command": self.command, "base": self.base, "space": space, "metric": self.metric}
 
 
 def _sweep_value(table: dict, key: str, kind: type, default: Any, where: str) -> Any:
@@ -257,8 +222,6 @@ def load(path: str | Path, out: str | Path | None = None) -> Sweep:
     name = _sweep_value(
         table, "name", str, stem if stem.startswith("sweep") else f"sweep-{stem}", where
     )
-    from kcnn.runs import folders
-
     folders.check_name(name)
     description = data.get("description", "")
     if not isinstance(description, str):
@@ -387,9 +350,9 @@ def _objective(sweep: Sweep, trial, echo) -> float:
     tests = [i.test_accuracy for i in infos if i.test_accuracy is not None]
     # inside the sweep folder, as paths from it: the study (shared by machines on one --storage)
     # and trials.json never name a place on one machine's disk
-    trial.set_user_attr("run_dirs", [inside_sweep(sweep.folder, d) for d in run_dirs])
+    trial.set_user_attr("run_dirs", [folders.inside(sweep.folder, d) for d in run_dirs])
     trial.set_user_attr(
-        "folder", inside_sweep(sweep.folder, summaries[0].get("comparison") or run_dirs[0])
+        "folder", folders.inside(sweep.folder, summaries[0].get("comparison") or run_dirs[0])
     )
     if tests:
         trial.set_user_attr("test_accuracy", max(tests))
@@ -462,7 +425,7 @@ def run(
 ) -> dict[str, Any]:
     """The sweep: the folder and study (continued if they exist), `jobs` worker processes, then
     the report (`kcnn.runs.sweep_report`). Returns the report's summary."""
-    from kcnn.runs import folders, sweep_report
+    from kcnn.runs import sweep_report
     from kcnn.runs.records import write_json
 
     import_optuna()

@@ -5,19 +5,13 @@ paths a sweep records: each a folder inside the sweep folder, written from it. P
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from kcnn.commands import experiments
+from kcnn.commands.sweep_plan import Sweep
 from kcnn.engine import interrupts
 from kcnn.errors import KcnnError
-
-if TYPE_CHECKING:
-    from kcnn.commands.sweep import Sweep
-
-
-def inside_sweep(folder: Path, path: str | Path) -> str:
-    """`path`, a folder kcnn made inside the sweep folder, as a path from the sweep folder."""
-    return Path(path).resolve().relative_to(folder.resolve()).as_posix()
+from kcnn.runs.folders import inside as inside_sweep
 
 
 def confirm(

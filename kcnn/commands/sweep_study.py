@@ -10,12 +10,9 @@ import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from kcnn.commands.sweep_plan import Sweep
 from kcnn.errors import KcnnError
-
-if TYPE_CHECKING:
-    from kcnn.commands.sweep import Sweep
 
 STUDY_DB = "study.db"
 INSTALL = "pip install 'kcnn[sweep]'"

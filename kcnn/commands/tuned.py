@@ -12,8 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 from kcnn.commands import experiments
-from kcnn.commands.sweep_confirm import inside_sweep
 from kcnn.runs import groups, pairing, stats
+from kcnn.runs.folders import inside
 
 START = "the starting settings"
 
@@ -61,7 +61,7 @@ def against_start(sweep, trial: int, best: list, echo=print) -> dict[str, Any]:
     echo(f"did tuning help? {line}")
     return {
         "seeds": seeds,
-        "start_runs": [inside_sweep(sweep.folder, r.folder) for r in start],
+        "start_runs": [inside(sweep.folder, r.folder) for r in start],
         "sentence": line,
         **found,
     }

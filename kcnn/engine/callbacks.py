@@ -25,6 +25,7 @@ import numpy as np
 
 from kcnn.engine import checkpoints, recipes
 from kcnn.engine.interrupts import NonFiniteLoss, SignalGuard
+from kcnn.engine.recording import RATE
 from kcnn.errors import KcnnError
 
 
@@ -159,7 +160,7 @@ class LearningRate(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
-            logs["learning_rate"] = self.rate
+            logs[RATE] = self.rate
             if self.plateau is not None:
                 if "val_loss" not in logs:
                     raise KcnnError("--reduce-lr-on-plateau needs a validation split")

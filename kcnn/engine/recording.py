@@ -11,6 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+# history.csv's column of each epoch's learning rate: a setting the run followed, not a measure
+RATE = "learning_rate"
+
 
 @runtime_checkable
 class RunRecorder(Protocol):

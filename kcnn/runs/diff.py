@@ -174,7 +174,8 @@ def side(name: str) -> Side:
         if not isinstance(data, dict) or not isinstance(data.get("config"), dict):
             raise KcnnError(f"{name} is a group folder whose group.json is damaged or missing")
         done = [r for r in info.sub_runs if r.status == "completed"]
-        runs = groups.counted_once({"group": done})[0]["group"]  # a seed redone counts once
+        by_recipe = groups.counted_once(groups.group_runs(done))[0]  # a seed redone counts once
+        runs = sorted((r for rs in by_recipe.values() for r in rs), key=lambda r: r.folder.name)
         if not runs:
             raise KcnnError(f"{name} is a group with no finished seed yet: nothing to compare")
         # the facts its runs share (data, versions, device); each run's own (its seed, its

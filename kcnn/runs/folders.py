@@ -181,3 +181,9 @@ def rename(run_dir: Path, name: str) -> Path:
             return run_dir
         return target
     return run_dir
+
+
+def inside(folder: Path, path: str | Path) -> str:
+    """`path`, a folder kcnn made inside `folder`, as a path from `folder`: what a record keeps,
+    so that it names the same place on every machine the folder is copied to."""
+    return Path(path).resolve().relative_to(Path(folder).resolve()).as_posix()

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from kcnn import text
 from kcnn.runs import verdict
 from kcnn.runs.records import Damaged
 
@@ -107,7 +108,8 @@ class Judged:
             f"the {verdict.UNPAIRED_INTERVAL} interval. With one run each, this is whether these "
             "two trained models differ, not whether their recipes do (`--seeds` tests recipes)."
         )
-        lines = "\n".join(f"- {s}" for s in self.sentences())
+        # the runs' labels are names from anyone: escaped as every markdown cell is
+        lines = "\n".join(f"- {text.markdown_cell(s)}" for s in self.sentences())
         return f"## Single runs\n\n{method}\n\n{lines}"
 
 

@@ -25,6 +25,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator, ScalarFormatter  # noq
 
 from kcnn import text  # noqa: E402
 from kcnn.engine import interrupts  # noqa: E402
+from kcnn.engine.recording import RATE  # noqa: E402
 
 History = Mapping[str, Sequence[float]]  # "loss", "val_loss", "accuracy", "val_accuracy" per epoch
 
@@ -100,7 +101,6 @@ def _save(fig, path: Path) -> None:
 
 MARKERS = "osD^vP*X"
 FEW_MARKERS = 12  # a long run marks about this many epochs per line: enough to tell lines apart
-RATE = "learning_rate"
 
 
 def _rate_is_constant(values: Sequence[float]) -> bool:

@@ -180,7 +180,7 @@ def group_markdown(title: str, described: dict[str, Any], level: int = 1) -> str
             for t in described["tests"]
         ]
         parts += [f"{head}# Differences", tables.as_markdown(table, list(table[0]))]
-        parts += ["\n".join(f"- {t['sentence']}" for t in described["tests"])]
+        parts += ["\n".join(f"- {text.markdown_cell(t['sentence'])}" for t in described["tests"])]
     if described["identical"]:
         parts += ["**Identical:** every group gave the same test accuracy at every seed."]
     if described.get("duplicates"):
