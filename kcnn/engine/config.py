@@ -414,7 +414,7 @@ class RunConfig(Configured):
         metavar="OPS",
         panel=AUGMENTATION,
     )
-    augment_randaugment_magnitude: float = setting(
+    augment_magnitude: float = setting(
         0.5,
         "Strength of RandAugment's ops, 0 to 1 (Keras's factor).",
         low=0.0,
@@ -561,7 +561,7 @@ class RunConfig(Configured):
         """The augmentation recipes on Keras's layers this run switches on."""
         return augment.recipe_augmentation(
             self.augment_randaugment,
-            self.augment_randaugment_magnitude,
+            self.augment_magnitude,
             self.augment_augmix,
             self.augment_erasing,
             self.augment_mixup,
