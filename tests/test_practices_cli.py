@@ -54,7 +54,9 @@ def test_an_experiment_file_key_is_checked_as_the_option_is(tmp_path):
         '[[run]]\ncommand = "train"\narch = "lenet5"\ndataset = "digits"\naugment_cutmix = -1\n'
     )
     refused(kcnn("run", path, "--check"), "bad.toml", "`augment_cutmix`")
-    path.write_text('[[run]]\ncommand = "train"\narch = "lenet5"\ndataset = "digits"\ntta = "flip"\n')
+    path.write_text(
+        '[[run]]\ncommand = "train"\narch = "lenet5"\ndataset = "digits"\ntta = "flip"\n'
+    )
     refused(kcnn("run", path, "--check"), "bad.toml", "--tta flip on digits")
     path.write_text(
         '[[run]]\ncommand = "train"\narch = "lenet5"\ndataset = "digits"\ntime_limit = "2 weeks"\n'
@@ -93,8 +95,8 @@ def test_a_student_distils_from_a_teacher_named_in_its_out(teacher):
     run = Path(json.loads(result.stdout)["runs"][0]["run_dir"])
     facts = read_json(run / "config.json")
     (folder,) = [p for p in teacher.iterdir() if p.name.endswith("-teach")]
-    assert facts["teacher"]["run"] == str(folder.resolve())
-    assert len(facts["teacher"]["model_sha256"]) == 64 and facts["teacher"]["seed"] == 5
+    assert facts["teacher_run"]["run"] == str(folder.resolve())
+    assert len(facts["teacher_run"]["model_sha256"]) == 64 and facts["teacher_run"]["seed"] == 5
     assert facts["teacher_temperature"] == 2.0
 
 

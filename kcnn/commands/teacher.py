@@ -40,7 +40,7 @@ def attach(trainer: Trainer) -> None:
     config = trainer.config
     if config.teacher is None:
         return
-    recorded = trainer.records.facts.get("teacher") if trainer.resume is not None else None
+    recorded = trainer.records.facts.get("teacher_run") if trainer.resume is not None else None
     if isinstance(recorded, dict) and isinstance(recorded.get("run"), str):
         folder = Path(recorded["run"])
     else:
@@ -52,7 +52,7 @@ def attach(trainer: Trainer) -> None:
             "it cannot be resumed exactly: start a new run"
         )
     trainer.soft_labels = soft
-    trainer.records.add_facts(teacher=facts)
+    trainer.records.add_facts(teacher_run=facts)
 
 
 def resolve(teacher: str, out: str, seed: int) -> Path:

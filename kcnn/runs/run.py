@@ -590,7 +590,7 @@ RUN_FACTS = frozenset(
         "dataset_provenance",
         "data_fingerprint",
         "augmentation",
-        "teacher",  # --teacher: the run distilled from, resolved, and its model's digest
+        "teacher_run",  # --teacher: the run distilled from, resolved, and its model's digest
         "batch_size_search",  # --batch-size auto: how the batch recorded was found
         "resumed",
         "part_of",
