@@ -55,6 +55,16 @@ def attach(trainer: Trainer) -> None:
     trainer.records.add_facts(teacher_run=facts)
 
 
+def locate(config) -> None:
+    """A teacher named in --out becomes its folder's path, before a group's seeds are made (each
+    seed's run writes inside the group's folder, where the name would not be found)."""
+    if config.teacher is None or Path(config.teacher).expanduser().exists():
+        return
+    named = _newest_named(Path(config.out).expanduser(), config.teacher)
+    if named is not None:
+        config.teacher = str(named.resolve())
+
+
 def resolve(teacher: str, out: str, seed: int) -> Path:
     """The teacher's run folder (see the module docstring)."""
     path = Path(teacher).expanduser()
