@@ -21,7 +21,10 @@ every call; `keras.random` refuses a tensor seed, and a variable advanced by a p
 map depends on thread timing, so they cannot give that guarantee. The geometric part therefore
 uses the op those layers use, `keras.ops.image.affine_transform`, with per-image transforms drawn
 by `tf.random.stateless_*`: crop-with-padding, translation and rotation become one affine map
-per image (one interpolation, not three).
+per image (one interpolation, not three). The recipes on Keras's own layers — RandAugment,
+AugMix, random erasing, MixUp, CutMix (`RecipeAugmentation`, applied by
+`kcnn.data.keras_augment` after these switches) — keep the same guarantee another way: each
+layer draws from a generator without state, keyed by the same (seed, epoch, batch).
 """
 
 from __future__ import annotations

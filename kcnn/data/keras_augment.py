@@ -19,7 +19,9 @@ Two Keras layers needed more than a generator, and are subclassed (`KeyedRandAug
   here each image draws its own ops (the ops' magnitudes were already per image).
 - `keras.layers.AugMix` picks each chain's ops with Python's `random.choice` while the graph is
   traced: under tf.data that is one choice for the whole of training, and a different one after
-  a resume. Here the ops, like the mixing weights, are drawn per image from the key.
+  a resume. Here the ops, like the mixing weights, are drawn per image from the key. Its ops are
+  the paper's (Keras's `all_ops=False`: no brightness, colour, contrast or sharpness, which
+  overlap the corruptions AugMix is measured against).
 
 Images are float pixels 0..255 in and out, at the data set's own size (before the pipeline brings
 them to the model's input), like `kcnn.data.augment`. MixUp and CutMix also mix the labels, which

@@ -9,6 +9,11 @@ per API form. What the run records lives in its `RunRecords` (`trainer.records`)
 its `RunFolder` (kcnn/runs/run.py), the one owner of a run folder; the engine names that
 interface (`kcnn.engine.recording.RunRecorder`); commands add their facts and results there. The trainer never asks which command it serves.
 
+The practitioners' recipes live in the phases they change: soft targets (MixUp, CutMix, a
+teacher's probabilities) and Keras's augmentation layers in the pipeline, the EMA, the averaged
+epochs and the time limit as callbacks of `fit`, the choice of final weights (`--ema`,
+`--average-last`) and test-time augmentation in `finish`.
+
 Stopping early: Ctrl-C, SIGTERM or SIGHUP stop after the current batch. The folder is marked
 `interrupted`, keeps the finished epochs and a checkpoint of the last one (weights, optimizer and
 random-generator state), and `kcnn train --resume` finishes it with the numbers an uninterrupted
