@@ -79,6 +79,29 @@ def better_of(raw: dict[str, float], ema: dict[str, float]) -> str:
     return "raw"
 
 
+def figures(model, batches) -> dict[str, float]:
+    """The compiled loss and accuracy of `model` on `batches` (validation)."""
+    found = model.evaluate(batches, verbose=0, return_dict=True)
+    return {"loss": float(found["loss"]), "accuracy": float(found["accuracy"])}
+
+
+def keep_better(model, val_batches, decay: float) -> dict[str, Any]:
+    """Keep the better of the raw weights and their EMA on validation (`better_of`) in `model`;
+    what metrics.json records of the choice."""
+    raw = figures(model, val_batches)
+    with EmaWeights(model):
+        ema = figures(model, val_batches)
+    kept = better_of(raw, ema)
+    if kept == "ema":
+        use_ema(model)
+    return {
+        "decay": decay,
+        "kept": kept,
+        "val_accuracy": {"raw": raw["accuracy"], "ema": ema["accuracy"]},
+        "val_loss": {"raw": raw["loss"], "ema": ema["loss"]},
+    }
+
+
 # --- the mean of the last K epochs --------------------------------------------------------------
 
 
@@ -155,3 +178,19 @@ def recompute_batchnorm(model, batches) -> int:
         for layer, momentum in zip(layers, momenta, strict=True):
             layer.momentum = momentum
     return seen
+
+
+def use_mean(model, summed: WeightSum, val_batches, train_batches) -> dict[str, Any]:
+    """Put the mean of the summed epochs into `model`, BatchNorm's statistics recomputed over
+    `train_batches`; what metrics.json records (validation before and after)."""
+    last = figures(model, val_batches)
+    model.set_weights(summed.mean(model.get_weights()))
+    seen = recompute_batchnorm(model, train_batches)
+    averaged = figures(model, val_batches)
+    return {
+        "epochs": [summed.first + 1, summed.first + summed.count],
+        "count": summed.count,
+        "batchnorm_recomputed_over_batches": seen,
+        "val_accuracy": {"last_epoch": last["accuracy"], "averaged": averaged["accuracy"]},
+        "val_loss": {"last_epoch": last["loss"], "averaged": averaged["loss"]},
+    }

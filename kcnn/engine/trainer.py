@@ -595,37 +595,16 @@ class Trainer:
     # --- phase: evaluate and record -------------------------------------------------------------
 
     def _final_weights(self, model) -> None:
-        """The weights a run ends with, where a recipe chooses them: the better of the raw
-        weights and their EMA on validation (--ema), or the mean of the last K epochs with
-        BatchNorm's statistics recomputed (--average-last). Recorded in metrics.json."""
+        """The weights a run ends with, where a recipe chooses them (--ema: the better of the raw
+        weights and their average on validation; --average-last: the mean of the last K epochs,
+        BatchNorm's statistics recomputed), recorded in metrics.json."""
         c, results = self.config, self.records.results
         if c.ema:
-            val = self.batches("val")
-            raw = _val_figures(model, val)
-            with averaging.EmaWeights(model):
-                ema = _val_figures(model, val)
-            kept = averaging.better_of(raw, ema)
-            if kept == "ema":
-                averaging.use_ema(model)
-            results["ema"] = {
-                "decay": c.ema,
-                "kept": kept,
-                "val_accuracy": {"raw": raw["accuracy"], "ema": ema["accuracy"]},
-                "val_loss": {"raw": raw["loss"], "ema": ema["loss"]},
-            }
+            results["ema"] = averaging.keep_better(model, self.batches("val"), c.ema)
         if c.average_last and self.summed is not None and self.summed.count:
-            val = self.batches("val")
-            last = _val_figures(model, val)
-            model.set_weights(self.summed.mean(model.get_weights()))
-            seen = averaging.recompute_batchnorm(model, self.plain_batches("train"))
-            averaged = _val_figures(model, val)
-            results["average_last"] = {
-                "epochs": [self.summed.first + 1, self.summed.first + self.summed.count],
-                "count": self.summed.count,
-                "batchnorm_recomputed_over_batches": seen,
-                "val_accuracy": {"last_epoch": last["accuracy"], "averaged": averaged["accuracy"]},
-                "val_loss": {"last_epoch": last["loss"], "averaged": averaged["loss"]},
-            }
+            results["average_last"] = averaging.use_mean(
+                model, self.summed, self.batches("val"), self.plain_batches("train")
+            )
 
     def history(self) -> dict[str, list[float]]:
         keys = [k for k in (self.rows[0] if self.rows else {}) if k != "epoch"]
@@ -680,11 +659,6 @@ class Trainer:
         result = RunResult(run_dir, final, history, model)
         hooks.finished(self, result)
         return result
-
-
-def _val_figures(model, batches) -> dict[str, float]:
-    found = model.evaluate(batches, verbose=0, return_dict=True)
-    return {"loss": float(found["loss"]), "accuracy": float(found["accuracy"])}
 
 
 def out_inside_data(config: RunConfig) -> bool:
