@@ -201,3 +201,14 @@ def test_augment_preview_draws_a_grid_and_refuses_a_bad_file(tmp_path):
     assert out.read_bytes().startswith(b"\x89PNG")
     refused(kcnn("augment-preview", "--dataset", "digits", "--out", tmp_path / "grid.jpg"), ".png")
     refused(kcnn("augment-preview", "--dataset", "digits", "--augment-flip"), "mirrored")
+
+
+def test_inspect_with_tta_records_it_and_predicts_with_it(teacher):
+    folder = next(p for p in teacher.iterdir() if p.name.endswith("-teach"))
+    result = kcnn("inspect", folder, "--errors", "--tta", "crops", "--json")
+    assert result.returncode == 0, result.stderr
+    errors = json.loads(result.stdout)["errors"]
+    assert errors["tta"] == "crops"
+    plain = json.loads(kcnn("inspect", folder, "--errors", "--json").stdout)["errors"]
+    assert plain["tta"] is None  # the run trained without --tta: its own setting is none
+    assert plain["accuracy"] == read_json(folder / "metrics.json")["test_accuracy"]

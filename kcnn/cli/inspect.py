@@ -84,7 +84,7 @@ def inspect_run(
         raise KcnnError(f"--draws {draws}: give 1 to {defaults.MAX_ROBUSTNESS_DRAWS} draws")
     everything = not (errors or calibration or robustness)
     loaded = use.load(run, tta=tta)
-    answer: dict[str, Any] = {"run": str(loaded.info.folder), "tta": loaded.tta}
+    answer: dict[str, Any] = {"run": str(loaded.info.folder)}  # each part names its tta
     if errors or everything:
         answer["errors"] = erring.analyse(loaded, limit)
     if calibration or everything:

@@ -235,6 +235,9 @@ def _inspected(folder: Path) -> list[str]:
             continue
         try:
             parts += section(record, folder)
+            if isinstance(record.get("tta"), str):  # predictions averaged over views
+                mode = html.escape(text.terminal(record["tta"]))
+                parts.append(f"<p>With test-time augmentation ({mode}).</p>")
         except (ValueError, KeyError, TypeError, AttributeError, IndexError):
             parts.append(f"<p><em>{html.escape(name)} not shown: not a kcnn record</em></p>")
     return parts
