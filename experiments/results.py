@@ -54,6 +54,18 @@ SETTINGS_KEPT = (
     "warmup",
     "augment",
     "label_smoothing",
+    # the practitioners' recipes (recipe-effect-*.toml): what each run switched on
+    "ema",
+    "average_last",
+    "tta",
+    "teacher_weight",
+    "teacher_temperature",
+    "augment_randaugment",
+    "augment_magnitude",
+    "augment_augmix",
+    "augment_erasing",
+    "augment_mixup",
+    "augment_cutmix",
     "same_init",
     "seed",
     "data_fingerprint",
@@ -322,10 +334,88 @@ def _recipe_sentence(found: dict[str, list[dict[str, Any]]]) -> str:
     )
 
 
+EFFECTS = "recipe-effect-"  # one file per practitioners' recipe, each against the same base
+BASE_GROUP = "digits-base"
+
+
+def _recipe_options(path: Path) -> str:
+    """What a recipe-effect file's last run switches on beside the base, as options."""
+    runs = tomllib.loads(path.read_text(encoding="utf-8"))["run"]
+    base = next(r for r in runs if r.get("name") == BASE_GROUP)
+    extra = {k: v for k, v in runs[-1].items() if k != "name" and base.get(k) != v}
+    shown = []
+    for key, value in extra.items():
+        if key == "teacher":
+            value = "(a mnist-cnn group)"
+        shown.append(f"--{key.replace('_', '-')} {value}")
+    return " ".join(shown)
+
+
+def _paired(rows: list[dict[str, Any]]) -> dict[tuple, float]:
+    """A group's test accuracies keyed by what pairs runs: seed and data fingerprint."""
+    return {
+        (r["seed"], r["settings"].get("data_fingerprint")): r["metrics"]["test_accuracy"]
+        for r in rows
+    }
+
+
+def _effects_table(found: dict[str, list[dict[str, Any]]]) -> str:
+    """README.md's table of the recipes' measured effects: each recipe-effect file's recipe
+    group against the shared base, the difference paired by seed with its 95% interval, and the
+    verdict Holm-corrected over every recipe measured."""
+    from dataclasses import replace
+
+    from kcnn.runs import stats
+
+    rows, tested = [], []
+    for path in sorted(FOLDER.glob(f"{EFFECTS}*.toml")):
+        grouped = _groups(found.get(path.name) or [])
+        if BASE_GROUP not in grouped or len(grouped) < 2:
+            rows.append((path, None, None, None))
+            continue
+        recipe = list(grouped)[-1]
+        d = stats.difference(
+            _paired(grouped[BASE_GROUP]), _paired(grouped[recipe]), "test_accuracy",
+            (BASE_GROUP, recipe),
+        )  # fmt: skip
+        rows.append((path, grouped[BASE_GROUP], grouped[recipe], d))
+        tested.append(d)
+    corrected = stats.holm([d.p for d in tested]) if len(tested) > 1 else [None] * len(tested)
+    family = f"the {len(tested)} recipes measured"
+    holm = {id(d): p for d, p in zip(tested, corrected, strict=True)}
+    lines = [
+        "| recipe | file | base: test accuracy | with the recipe | difference (95% CI) | verdict |",
+        "|---|---|---|---|---|---|",
+    ]
+    for path, base, recipe, d in rows:
+        options = _name(_recipe_options(path))
+        if d is None:
+            lines.append(f"| {options} | `{path.name}` | no records yet | | | |")
+            continue
+        p = holm.get(id(d))
+        d = replace(d, p_holm=p, family=family if p is not None else None)
+        interval = (
+            f"{d.difference * 100:+.1f} points ({d.ci_low * 100:+.1f} to {d.ci_high * 100:+.1f})"
+            if d.ci_low is not None
+            else f"{d.difference * 100:+.1f} points"
+        )
+        accuracy = [r["metrics"]["test_accuracy"] for r in recipe]
+        lines.append(
+            f"| {options} | `{path.name}` "
+            f"| {_summary([r['metrics']['test_accuracy'] for r in base])} "
+            f"| {_summary(accuracy)} | {interval} | {d.sentence()} |"
+        )
+    return "\n".join(lines)
+
+
 def blocks() -> dict[str, str]:
     """Every marked block's text, by marker name."""
     found = records()
-    out = {"library": _library_table(found), "recipe-mnist5k": _recipe_sentence(found)}
+    out = {
+        "library": _library_table(found),
+        "recipe-mnist5k": _recipe_sentence(found),
+        "recipe-effects": _effects_table(found),
+    }
     for path in sorted(FOLDER.glob("*.toml")):
         out[f"file:{path.name}"] = _file_table(path.name, found.get(path.name) or [])
     return out

@@ -73,13 +73,24 @@ def test_the_mnist5k_recipe_file_sets_bare_against_the_good_recipe():
     assert all(r["dataset"] == "mnist-5k" for r in bare)
 
 
+def _slow(path: Path) -> bool:
+    """Transfer, and the recipe-effect files (ten of them, two or three groups each, all on the
+    one base): their tiny run is the slow suite's, `kcnn run --check` of each the fast one's."""
+    return "transfer" in path.stem or path.stem.startswith("recipe-effect-")
+
+
+# What a file needs besides TINY to run at 2 epochs (it averages the last 5).
+EXTRA = {"recipe-effect-average-last.toml": {"average_last": 2}}
+
+
 @pytest.mark.parametrize(
     "path",
-    [pytest.param(p, marks=pytest.mark.slow) if "transfer" in p.stem else p for p in OFFLINE],
+    [pytest.param(p, marks=pytest.mark.slow) if _slow(p) else p for p in OFFLINE],
     ids=lambda p: p.name,
 )
 def test_every_offline_file_runs_without_a_network(cli, no_download, tmp_path, path):
-    sets = [a for key, value in TINY.items() for a in ("--set", f"{key}={value}")]
+    tiny = {**TINY, **EXTRA.get(path.name, {})}
+    sets = [a for key, value in tiny.items() for a in ("--set", f"{key}={value}")]
     result = cli("run", path, *sets, "--set", f"out={tmp_path}", "--json")
     assert result.code == 0, result.err
     summaries = json.loads(result.out)["runs"]

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from kcnn.cli.app import AsJson, app, print_json, say
+from kcnn.cli.app import AsJson, Tta, app, print_json, say
 from kcnn.errors import KcnnError
 from kcnn.runs import readable, tables
 from kcnn.runs.records import read_json
@@ -345,6 +345,7 @@ def predict(
             show_default=False,
         ),
     ] = None,
+    tta: Tta = None,
     as_json: AsJson = False,
 ) -> None:
     """Classify images with a run's model, preprocessed exactly as the run's data was."""
@@ -352,7 +353,7 @@ def predict(
 
     if top < 1:
         raise KcnnError(f"--top {top}: give at least 1")
-    loaded = use.load(run, model)
+    loaded = use.load(run, model, tta)
     refused: list[str] = []  # images that could not be read: each said on stderr as met
     results = use.predict_files(loaded, images, top, refused)  # a batch at a time
     if as_json:
@@ -477,6 +478,7 @@ def export(
             help="Folder for the exported model [default: RUN/export].", show_default=False
         ),
     ] = None,
+    tta: Tta = None,
     as_json: AsJson = False,
 ) -> None:
     """Export a run's model (SavedModel, TFLite, ONNX), reload it in its own runtime and measure
@@ -488,7 +490,7 @@ def export(
     target = exporting.target(format, quantize, int8_io)
     exporting.check_max_drop(max_accuracy_drop)
     exporting.check_paths(browse.find_run(run).folder, out, target)  # before loading anything
-    record = exporting.export(use.load(run), target, out, max_accuracy_drop, quiet=as_json)
+    record = exporting.export(use.load(run, tta=tta), target, out, max_accuracy_drop, quiet=as_json)
     if as_json:
         print_json(record)
         return
@@ -496,7 +498,7 @@ def export(
         ""
         if record["accuracy"] is None
         else f"test accuracy {record['accuracy']:.4f} (the run's model: "
-        f"{record['run_accuracy']:.4f})"
+        f"{record['run_accuracy']:.4f})" + (f", with TTA {record['tta']}" if record["tta"] else "")
     )
     say(
         f"{target.key}: {record['path']}  ({record['file_bytes']:,} bytes)",

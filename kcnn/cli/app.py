@@ -163,6 +163,16 @@ def _options(
 
 
 AsJson = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+Tta = Annotated[
+    str | None,
+    typer.Option(
+        "--tta",
+        help="Test-time augmentation: none, flip (the image and its mirror) or crops (the image "
+        "and four shifted crops), probabilities averaged [default: the run's own --tta].",
+        metavar="none|flip|crops",
+        show_default=False,
+    ),
+]
 
 
 def say(*lines: object) -> None:

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from kcnn import defaults
-from kcnn.cli.app import AsJson, app, print_json, say
+from kcnn.cli.app import AsJson, Tta, app, print_json, say
 from kcnn.cli.options import (
     AS_JSON,
     CONFIG_FILE,
@@ -70,6 +70,7 @@ def inspect_run(
         ),
     ] = defaults.ROBUSTNESS_DRAWS,
     limit: Limit = None,
+    tta: Tta = None,
     as_json: AsJson = False,
 ) -> None:
     """A trained run's errors, calibration and robustness on its own test split (all three when none is named), into RUN/inspect/ and report.html."""
@@ -82,8 +83,8 @@ def inspect_run(
     if not 1 <= draws <= defaults.MAX_ROBUSTNESS_DRAWS:
         raise KcnnError(f"--draws {draws}: give 1 to {defaults.MAX_ROBUSTNESS_DRAWS} draws")
     everything = not (errors or calibration or robustness)
-    loaded = use.load(run)
-    answer: dict[str, Any] = {"run": str(loaded.info.folder)}
+    loaded = use.load(run, tta=tta)
+    answer: dict[str, Any] = {"run": str(loaded.info.folder)}  # each part names its tta
     if errors or everything:
         answer["errors"] = erring.analyse(loaded, limit)
     if calibration or everything:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kcnn.commands import teacher
 from kcnn.commands.command import (
     Command,
     Member,
@@ -282,6 +283,7 @@ def _train_form(
     )
     with trainer.running():
         trainer.use(prepared)
+        teacher.attach(trainer)  # --teacher's soft labels (each form distils from the same)
         # Re-seed before each fit: the same shuffle order and the same dropout draws for every form.
         seed_everything(form.seed)
         if state is not None and state.epoch:

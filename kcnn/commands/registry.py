@@ -63,7 +63,7 @@ COMMANDS: dict[str, Entry] = {
             "Train one architecture, evaluate it on the test set, and save a run folder.",
             "name an architecture to train (see `kcnn list models`), or pass --resume RUN_DIR",
             _train,
-            resume_options=("epochs",),
+            resume_options=("epochs", "time_limit"),
         ),
         Entry(
             "transfer",

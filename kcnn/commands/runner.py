@@ -10,7 +10,7 @@ sweep's trial. One run, or one per seed as a group (`seeds`); each run with its 
 
 from __future__ import annotations
 
-from kcnn.commands import seeds, steps
+from kcnn.commands import autobatch, seeds, steps, teacher
 from kcnn.commands.command import Outcome
 from kcnn.engine.config import RunConfig
 
@@ -20,6 +20,8 @@ def execute(config: RunConfig, quiet: bool = False, resume: bool = False) -> Out
     `quiet` sends progress to stderr, keeping stdout for a machine-readable answer; `resume`
     (a group) finishes the newest group of these settings, completed or not."""
     config.validate()
+    autobatch.resolve(config)  # --batch-size auto: found once, for every seed of a group
+    teacher.locate(config)  # --teacher named in --out: its folder, for every seed of a group
     if config.seeds is None:
         return steps.train_one(config, quiet)
     return seeds.outcome(seeds.run_group(config, quiet=quiet, resume=resume), config)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from kcnn.commands import teacher
 from kcnn.commands.command import (
     Command,
     Outcome,
@@ -48,6 +49,7 @@ def _run(trainer: Trainer, checkpoint: bool = False) -> RunResult:
     config = trainer.config
     with trainer.running():
         prepared = trainer.load_data(default_input_shape(config.arch, config.image_size))
+        teacher.attach(trainer)  # --teacher's soft labels, before the loss is chosen
         if checkpoint:
             seed_everything(config.seed)
             with trainer.scope():  # under the run's strategy and precision, as it was built
@@ -69,15 +71,21 @@ def _run(trainer: Trainer, checkpoint: bool = False) -> RunResult:
         return trainer.finish(model, title=f"{config.arch} ({config.api}) on {prepared.data.name}")
 
 
-def resume(run_dir: str | Path, epochs: int | None = None, quiet: bool = False) -> RunResult:
+def resume(
+    run_dir: str | Path,
+    epochs: int | None = None,
+    quiet: bool = False,
+    time_limit: float | str | None = None,
+) -> RunResult:
     """Finish an interrupted (or killed) `kcnn train` run in its folder; `epochs` may raise the
-    total. Its settings are checked by the same schema as a new run's."""
+    total, `time_limit` give this session a budget of its own. Its settings are checked by the
+    same schema as a new run's."""
     record, state = read_resume(run_dir, ("train",))
     config = settings_to_resume(run_dir, TrainConfig)
-    if epochs is not None:  # checked on its own: an error in it is not the file's
-        config.epochs = check_value(
-            "epochs", TrainConfig.settings()["epochs"], epochs, COMMAND_LINE
-        )
+    for key, value in (("epochs", epochs), ("time_limit", time_limit)):
+        if value is not None:  # checked on its own: an error in it is not the file's
+            spec = TrainConfig.settings()[key]
+            setattr(config, key, check_value(key, spec, value, COMMAND_LINE))
     config.validate()
     if config.epochs < state.epoch:
         raise KcnnError(
@@ -101,8 +109,14 @@ class Train(Command):
     def start(self, config: TrainConfig, quiet: bool = False) -> Outcome:
         return self._outcome(train(config, quiet=quiet))
 
-    def resume(self, folder: Path, quiet: bool = False, epochs: int | None = None) -> Outcome:
-        return self._outcome(resume(folder, epochs, quiet=quiet))
+    def resume(
+        self,
+        folder: Path,
+        quiet: bool = False,
+        epochs: int | None = None,
+        time_limit: float | str | None = None,
+    ) -> Outcome:
+        return self._outcome(resume(folder, epochs, quiet=quiet, time_limit=time_limit))
 
     def kept(self, config: TrainConfig, folder: Path) -> Outcome:
         outcome = super().kept(config, folder)

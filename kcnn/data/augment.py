@@ -21,7 +21,10 @@ every call; `keras.random` refuses a tensor seed, and a variable advanced by a p
 map depends on thread timing, so they cannot give that guarantee. The geometric part therefore
 uses the op those layers use, `keras.ops.image.affine_transform`, with per-image transforms drawn
 by `tf.random.stateless_*`: crop-with-padding, translation and rotation become one affine map
-per image (one interpolation, not three).
+per image (one interpolation, not three). The recipes on Keras's own layers — RandAugment,
+AugMix, random erasing, MixUp, CutMix (`RecipeAugmentation`, applied by
+`kcnn.data.keras_augment` after these switches) — keep the same guarantee another way: each
+layer draws from a generator without state, keyed by the same (seed, epoch, batch).
 """
 
 from __future__ import annotations
@@ -118,6 +121,53 @@ def resolve(
     return settings
 
 
+@dataclass(frozen=True)
+class RecipeAugmentation:
+    """The augmentation recipes on Keras's own layers (`kcnn.data.keras_augment`); zero is off.
+    They apply after the policy's switches, on training batches only."""
+
+    randaugment: int = 0  # RandAugment: this many random ops per image
+    randaugment_magnitude: float = 0.5  # ... each of up to this strength (Keras's `factor`)
+    augmix: float = 0.0  # AugMix, its ops of up to this strength
+    erasing: float = 0.0  # random erasing: the probability an image has a patch erased
+    mixup: float = 0.0  # MixUp: Beta(α, α) mixing weights, α this
+    cutmix: float = 0.0  # CutMix: Beta(α, α) patch areas, α this
+
+    @property
+    def active(self) -> bool:
+        return bool(self.randaugment or self.augmix or self.erasing or self.mixes)
+
+    @property
+    def mixes(self) -> bool:
+        """Whether labels are mixed (so the loss takes soft targets)."""
+        return bool(self.mixup or self.cutmix)
+
+    def to_dict(self) -> dict[str, Any]:
+        found = dataclasses.asdict(self)
+        if not self.randaugment:
+            del found["randaugment_magnitude"]
+        return found
+
+
+def recipe_augmentation(
+    randaugment: int | None = None,
+    randaugment_magnitude: float = 0.5,
+    augmix: float | None = None,
+    erasing: float | None = None,
+    mixup: float | None = None,
+    cutmix: float | None = None,
+) -> RecipeAugmentation:
+    """The recipes from settings where None is off (the `augment_*` settings of a run)."""
+    return RecipeAugmentation(
+        randaugment or 0,
+        randaugment_magnitude,
+        augmix or 0.0,
+        erasing or 0.0,
+        mixup or 0.0,
+        cutmix or 0.0,
+    )
+
+
 def augmenter(settings: AugmentSettings, seed: int) -> Callable[[Any, Any, Any], Any] | None:
     """A function `(images, epoch, batch_index) -> images` for float or uint8 batches
     (B, H, W, C) of pixels 0..255; it returns float32 of the same shape, still within 0..255.
@@ -132,13 +182,7 @@ def augmenter(settings: AugmentSettings, seed: int) -> Callable[[Any, Any, Any],
         x = tf.cast(images, tf.float32)
         shape = tf.shape(x)
         count, h, w = shape[0], tf.cast(shape[1], tf.float32), tf.cast(shape[2], tf.float32)
-        key = tf.stack(
-            [
-                tf.cast(seed, tf.int64) * 1_000_003 + tf.cast(epoch, tf.int64),
-                tf.cast(batch_index, tf.int64),
-            ]
-        )
-        keys = tf.random.experimental.stateless_split(key, num=7)
+        keys = tf.random.experimental.stateless_split(batch_key(seed, epoch, batch_index), num=7)
 
         def uniform(i, limit):
             return tf.random.stateless_uniform((count,), keys[i], -limit, limit)
@@ -193,13 +237,33 @@ def augmenter(settings: AugmentSettings, seed: int) -> Callable[[Any, Any, Any],
     return augment
 
 
+def batch_key(seed: int, epoch, batch_index):
+    """The stateless key of one training batch: (seed, epoch, batch index) alone, so a batch's
+    augmentation never depends on the order tf.data computes batches in, nor on a resume."""
+    import tensorflow as tf
+
+    return tf.stack(
+        [
+            tf.cast(seed, tf.int64) * 1_000_003 + tf.cast(epoch, tf.int64),
+            tf.cast(batch_index, tf.int64),
+        ]
+    )
+
+
 def augment_epoch(batches, epoch, augment: Callable | None):
     """One epoch's dataset of (images, labels) batches with each batch augmented by
-    (epoch, its index in the epoch); the dataset itself when `augment` is None."""
+    (epoch, its index in the epoch); the dataset itself when `augment` is None. An augmenter
+    marked `with_labels` (kcnn.data.keras_augment: MixUp and CutMix mix the labels too) takes
+    and returns (images, labels)."""
     if augment is None:
         return batches
     import tensorflow as tf
 
+    if getattr(augment, "with_labels", False):
+        return batches.enumerate().map(
+            lambda index, batch: augment(batch[0], batch[1], epoch, index),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
     return batches.enumerate().map(
         lambda index, batch: (augment(batch[0], epoch, index), batch[1]),
         num_parallel_calls=tf.data.AUTOTUNE,

@@ -63,7 +63,7 @@ def prepare_batch_fn(
 
 def _image_batches(order: tf.data.Dataset, x, y, input_shape, preprocess):
     """Turn batches of image indices into batches of (prepared images, labels)."""
-    labels = tf.constant(y.astype(np.int64))
+    labels = _labels(y)
     prepare = prepare_batch_fn(tuple(x.shape[1:]), tuple(input_shape), preprocess)
     rows = _rows(x)
     return order.map(
@@ -101,6 +101,12 @@ def _ready(dataset: tf.data.Dataset) -> tf.data.Dataset:
     options = tf.data.Options()
     options.autotune.enabled = False
     return dataset.prefetch(PREFETCH_BATCHES).with_options(options)
+
+
+def _labels(y: np.ndarray) -> tf.Tensor:
+    """Class numbers as int64; rows of targets (mixed labels, a teacher's probabilities:
+    kcnn.engine.trainer) as float32."""
+    return tf.constant(y.astype(np.int64) if y.ndim == 1 else y.astype(np.float32))
 
 
 def _rows(x: np.ndarray) -> Callable[[tf.Tensor], tf.Tensor]:
@@ -155,7 +161,7 @@ def epoch_batches(
     is brought to the model's size, by (seed, epoch, batch) alone, so resuming stays exact.
     """
     count = len(y)
-    labels = tf.constant(y.astype(np.int64))
+    labels = _labels(y)
     rows = _rows(x)
 
     def one_epoch(epoch):

@@ -56,7 +56,8 @@ def prepare_data(
     data = datasets.load(config.dataset, config.data_dir, config.seed, config.shapes_count)
     parts = splits.make_splits(data, config.val_split, config.seed, config.limit, config.test_split)
     input_shape = tuple(int(v) for v in input_shape_for(data.image_shape, parts.num_classes))
-    check_batch_memory(config.batch_size, *input_shape)
+    if isinstance(config.batch_size, int):  # `auto` is found later, within memory
+        check_batch_memory(config.batch_size, *input_shape)
     fit = fit_mode(data.image_shape[:2], input_shape[:2])
     fingerprint = data_fingerprint(data)
     files = test_files(config.dataset, parts)

@@ -5,7 +5,10 @@
 - `Recorder`: keeps history.csv and metrics.json current after every epoch, and the training clock;
 - `LearningRate`: each epoch's rate from the recipe's schedule (× the plateau's reductions);
 - `EarlyStopping`: stops after `patience` epochs without a better value, restoring the best weights;
-- `Watching`: hands each epoch to a watcher of `kcnn.engine.hooks` (a sweep's pruning, MLflow).
+- `Watching`: hands each epoch to a watcher of `kcnn.engine.hooks` (a sweep's pruning, MLflow);
+- `EmaEvaluation`: evaluates the EMA of the weights on validation beside the raw weights;
+- `WeightAverage`: sums the weights of the epochs `--average-last` averages;
+- `TimeLimit`: stops training at `--time-limit`'s budget.
 
 Importing this module imports Keras: it is imported only where a model is fitted, never by
 `kcnn --help`. Every rule these callbacks apply lives beside what it belongs to (the schedule in
@@ -23,7 +26,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from kcnn.engine import checkpoints, recipes
+from kcnn.engine import averaging, budget, checkpoints, recipes
 from kcnn.engine.interrupts import NonFiniteLoss, SignalGuard
 from kcnn.engine.recording import RATE
 from kcnn.errors import KcnnError
@@ -292,4 +295,56 @@ class Watching(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         if self._epoch_end is not None and self._epoch_end(epoch + 1, dict(logs or {})):
+            self.model.stop_training = True
+
+
+class EmaEvaluation(keras.callbacks.Callback):
+    """After each epoch, the optimizer's moving average of the weights evaluated on `val_ds`,
+    logged as `ema_val_loss` and `ema_val_accuracy` beside the raw weights' (kcnn.engine.averaging)."""
+
+    def __init__(self, val_ds):
+        super().__init__()
+        self.val_ds = val_ds
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None or self.val_ds is None:
+            return
+        with averaging.EmaWeights(self.model):
+            found = self.model.evaluate(self.val_ds, verbose=0, return_dict=True)
+        logs["ema_val_loss"] = float(found["loss"])
+        logs["ema_val_accuracy"] = float(found["accuracy"])
+
+
+class WeightAverage(keras.callbacks.Callback):
+    """Adds the weights at the end of each epoch to `summed` (an `averaging.WeightSum`), which
+    keeps only the epochs it averages."""
+
+    def __init__(self, summed: averaging.WeightSum):
+        super().__init__()
+        self.summed = summed
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.summed.add(epoch, self.model.get_weights())
+
+
+class TimeLimit(keras.callbacks.Callback):
+    """Ends training when the budget of `clock` (a `budget.Clock`) runs out: at the end of an
+    epoch when another as slow as the slowest would end past it (`stopped` is then True), or
+    after any batch once it is passed (`budget.TimeLimitReached`: that epoch is not kept)."""
+
+    def __init__(self, clock: budget.Clock):
+        super().__init__()
+        self.clock = clock
+        self.stopped = False
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.clock.epoch_begins()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.clock.passed():
+            raise budget.TimeLimitReached()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.clock.epoch_ends():
+            self.stopped = True
             self.model.stop_training = True

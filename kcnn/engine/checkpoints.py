@@ -24,6 +24,7 @@ CHECKPOINT, CHECKPOINT_INFO, CHECKPOINT_RNG = (
     "checkpoint_rng.npz",
 )
 CHECKPOINT_BEST = "checkpoint_best.npz"  # early stopping's best weights so far
+CHECKPOINT_AVERAGE = "checkpoint_average.npz"  # --average-last: the sum of the epochs averaged
 
 
 # --- random-generator state ---------------------------------------------------------------------
@@ -61,19 +62,24 @@ def save(
     settings: dict[str, Any] | None = None,
     best: list | None = None,
     phase: int = 1,
+    average: tuple[list | None, int] | None = None,
 ) -> None:
     """Write the checkpoint atomically: the model and generator files first, then the note that
     points at them (a checkpoint without its note is never used). The note keeps the settings
     the epochs were trained with, so a config.json edited since cannot resume into another run."""
     import numpy as np
 
-    run.remove(CHECKPOINT_INFO, CHECKPOINT_BEST)
+    run.remove(CHECKPOINT_INFO, CHECKPOINT_BEST, CHECKPOINT_AVERAGE)
     run.save_model(model, CHECKPOINT)
     with run.new_file(CHECKPOINT_RNG, ".npz") as tmp:
         np.savez(tmp, *rng_state(model))
     if best is not None:  # early stopping's best weights so far
         with run.new_file(CHECKPOINT_BEST, ".npz") as tmp:
             np.savez(tmp, *best)
+    if average is not None:  # --average-last: the weights summed so far, and how many epochs
+        sums, count = average
+        with run.new_file(CHECKPOINT_AVERAGE, ".npz") as tmp:
+            np.savez(tmp, *(sums or []), count=np.int64(count))
     # `phase`: which fit phase of the run the model was in (transfer's frozen phase 1 or its
     # fine-tune phase 2), so a resume restores it into the model of that phase.
     note = {"epoch": epoch, "phase": phase, "reason": reason, "file": CHECKPOINT}
@@ -84,7 +90,7 @@ def save(
 
 def discard(run) -> None:
     """A finished run keeps model.keras; its checkpoint is no longer needed."""
-    run.remove(CHECKPOINT_INFO, CHECKPOINT, CHECKPOINT_RNG, CHECKPOINT_BEST)
+    run.remove(CHECKPOINT_INFO, CHECKPOINT, CHECKPOINT_RNG, CHECKPOINT_BEST, CHECKPOINT_AVERAGE)
 
 
 # --- reading a run back -------------------------------------------------------------------------
@@ -141,6 +147,33 @@ def load_best_weights(run) -> list | None:
         raise KcnnError(
             f"the checkpoint {path} is damaged ({type(e).__name__}); this run cannot be resumed"
         ) from None
+
+
+def load_average(run, like: list) -> tuple[list | None, int]:
+    """--average-last's sum of weights and its count saved with the checkpoint, checked against
+    the model's weights (`like`); (None, 0) when no epoch was averaged yet."""
+    import numpy as np
+
+    path = run.path / CHECKPOINT_AVERAGE
+    if not run.has(CHECKPOINT_AVERAGE):
+        raise KcnnError(
+            f"{run.path} has no {CHECKPOINT_AVERAGE} beside its checkpoint: the weights "
+            "--average-last summed are lost, so this run cannot be resumed exactly"
+        )
+    try:
+        with np.load(path) as saved:
+            count = int(saved["count"])
+            sums = [saved[f"arr_{i}"] for i in range(len(saved.files) - 1)]
+    except Exception as e:
+        raise KcnnError(
+            f"the checkpoint {path} is damaged ({type(e).__name__}); this run cannot be resumed"
+        ) from None
+    shapes_match = [s.shape for s in sums] == [np.shape(w) for w in like]
+    if count < 0 or (count and not shapes_match) or (not count and sums):
+        raise KcnnError(
+            f"the checkpoint {path} does not fit this run's model; this run cannot be resumed"
+        )
+    return (sums or None), count
 
 
 def restore(model, run) -> None:

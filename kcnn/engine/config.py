@@ -23,9 +23,9 @@ from kcnn.data import augment
 from kcnn.data.augment import POLICIES as AUGMENT_POLICIES
 from kcnn.data.augment import SWITCHES
 from kcnn.data.prepared import check_batch_memory
-from kcnn.engine import recipes
+from kcnn.engine import budget, recipes
 from kcnn.engine.distribute import STRATEGIES
-from kcnn.engine.recipes import SCHEDULES
+from kcnn.engine.recipes import SCHEDULES, TTA_MODES
 
 # The schema, named here too for the modules that take it with the settings' meaning.
 from kcnn.engine.schema import (  # noqa: F401
@@ -56,6 +56,14 @@ from kcnn.engine.schema import (  # noqa: F401
 from kcnn.errors import KcnnError, did_you_mean
 
 AUGMENT_SWITCHES = tuple(f"augment_{name}" for name in SWITCHES)
+# The augmentation recipes on Keras's layers (kcnn.data.keras_augment), by setting.
+RECIPE_AUGMENTATION = (
+    "augment_randaugment",
+    "augment_augmix",
+    "augment_erasing",
+    "augment_mixup",
+    "augment_cutmix",
+)
 
 
 def _sgd(config) -> bool:
@@ -103,11 +111,12 @@ class RunConfig(Configured):
     epochs: int = setting(
         defaults.EPOCHS, "Training epochs.", low=1, high=100_000, panel=OPTIMISATION
     )
-    batch_size: int = setting(
+    batch_size: int | str = setting(
         defaults.BATCH_SIZE,
-        "Images per batch: the global batch, split evenly over the replicas of a distribution strategy.",
-        low=1,
-        high=65_536,
+        "Images per batch: the global batch, split evenly over the replicas of a distribution "
+        "strategy; auto: the largest that fits the device's memory, found once and recorded.",
+        convert=budget.parse_batch_size,
+        metavar="N|auto",
         panel=OPTIMISATION,
     )
     optimizer: str = setting(
@@ -334,10 +343,131 @@ class RunConfig(Configured):
         "After training, fit temperature scaling on the validation split (as `kcnn calibrate`): "
         "`kcnn predict` then gives calibrated probabilities.",
     )
+    # --- the recipes of the practitioners' list (EMA, Keras's augmentation layers, TTA, budgets,
+    # distillation, averaging): each changes what a run computes only when switched on ------------
+    ema: float | None = setting(
+        None,
+        "Keep an exponential moving average of the weights with this decay per step (e.g. 0.999), "
+        "evaluated beside the raw weights every epoch; the better on validation is kept.",
+        low=0.0,
+        high=1.0,
+        low_open=True,
+        high_open=True,
+        metavar="DECAY",
+        panel=RECIPE,
+    )
+    average_last: int | None = setting(
+        None,
+        "Average the weights of the last K epochs (SWA-style), BatchNorm statistics recomputed "
+        "on the training images.",
+        low=2,
+        high=100_000,
+        metavar="K",
+        panel=RECIPE,
+    )
+    teacher: str | None = setting(
+        None,
+        "Distil from this finished run (a folder, a run name in --out, or a seed group: each seed "
+        "takes the teacher of its own seed): train on its soft labels beside the true ones.",
+        metavar="RUN",
+        panel=RECIPE,
+    )
+    teacher_temperature: float = setting(
+        4.0,
+        "Temperature of --teacher's soft labels (and the student's, in the distillation loss).",
+        low=0.0,
+        low_open=True,
+        high=100.0,
+        panel=RECIPE,
+        applies=lambda c: c.teacher is not None,
+    )
+    teacher_weight: float = setting(
+        0.5,
+        "Weight of the distillation loss; the true labels' cross-entropy takes the rest.",
+        low=0.0,
+        high=1.0,
+        low_open=True,
+        panel=RECIPE,
+        applies=lambda c: c.teacher is not None,
+    )
+    tta: str | None = setting(
+        None,
+        "Test-time augmentation of the test evaluation: flip (the image and its mirror) or "
+        "crops (the image and four shifted crops), their probabilities averaged.",
+        choices=TTA_MODES,
+        noun="test-time augmentation",
+        panel=RECIPE,
+    )
+    time_limit: float | None = setting(
+        None,
+        "Stop cleanly at this wall-clock budget of training (90, 30m, 2h, 1h30m): the run is left "
+        "interrupted at its last finished epoch, for --resume.",
+        convert=budget.parse_duration,
+        metavar="DURATION",
+        panel=OPTIMISATION,
+    )
+    augment_randaugment: int | None = setting(
+        None,
+        "RandAugment (Keras's layer): this many random ops per image.",
+        low=1,
+        high=14,
+        metavar="OPS",
+        panel=AUGMENTATION,
+    )
+    augment_magnitude: float = setting(
+        0.5,
+        "Strength of RandAugment's ops, 0 to 1 (Keras's factor).",
+        low=0.0,
+        high=1.0,
+        low_open=True,
+        panel=AUGMENTATION,
+        applies=lambda c: c.augment_randaugment is not None,
+    )
+    augment_augmix: float | None = setting(
+        None,
+        "AugMix (Keras's layer): three chains of random ops of up to this strength (0 to 1), mixed "
+        "with the image.",
+        low=0.0,
+        high=1.0,
+        low_open=True,
+        metavar="STRENGTH",
+        panel=AUGMENTATION,
+    )
+    augment_erasing: float | None = setting(
+        None,
+        "Random erasing (Keras's layer): the probability an image has a patch replaced by noise.",
+        low=0.0,
+        high=1.0,
+        low_open=True,
+        metavar="PROBABILITY",
+        panel=AUGMENTATION,
+    )
+    augment_mixup: float | None = setting(
+        None,
+        "MixUp (Keras's layer): mix image pairs and their labels, weights from Beta(α, α).",
+        low=0.0,
+        high=10.0,
+        low_open=True,
+        metavar="ALPHA",
+        panel=AUGMENTATION,
+    )
+    augment_cutmix: float | None = setting(
+        None,
+        "CutMix (Keras's layer): paste a patch of another image and mix the labels by its area, "
+        "Beta(α, α); with --augment-mixup, one of the two per batch.",
+        low=0.0,
+        high=10.0,
+        low_open=True,
+        metavar="ALPHA",
+        panel=AUGMENTATION,
+    )
 
     # Whether the run name was made from the settings (no name given): --print-config leaves it
     # out, and an offline stand-in's data set renames the run. Not a setting.
     derived_name: bool = dataclasses.field(default=False, repr=False, compare=False)
+    # How `--batch-size auto` found the batch this config now holds (kcnn.commands.autobatch),
+    # recorded with the run. Not a setting.
+    batch_size_search: dict | None = dataclasses.field(default=None, repr=False, compare=False)
 
     # --- what the settings mean together ---------------------------------------------------------
 
@@ -361,7 +491,7 @@ class RunConfig(Configured):
             raise KcnnError(
                 f"--seeds {self.seeds} from --seed {self.seed} passes the largest seed {SEED_MAX:,}"
             )
-        if self.image_size is not None:
+        if self.image_size is not None and self.batch_size != budget.AUTO:
             check_batch_memory(self.batch_size, self.image_size, self.image_size, 3)
         from kcnn.data import datasets  # NumPy: not for `kcnn --help`
 
@@ -386,6 +516,57 @@ class RunConfig(Configured):
             raise KcnnError(
                 f"--augment-flip on {self.dataset}: a mirrored digit or slash is another class; drop it"
             )
+        self.check_practices()
+
+    def check_practices(self) -> None:
+        """The rules of the practitioners' recipes: no flip where a mirror image is another
+        class, averaging within the epochs, one way of choosing the final weights."""
+        if self.tta == "flip" and self.dataset in augment.MIRROR_SENSITIVE:
+            raise KcnnError(
+                f"--tta flip on {self.dataset}: a mirrored digit or slash is another class; "
+                "use --tta crops"
+            )
+        if self.average_last is not None and self.average_last > self.epochs:
+            raise KcnnError(
+                f"--average-last {self.average_last} averages more epochs than the {self.epochs} "
+                "trained; give at most --epochs"
+            )
+        chooses = [
+            option_name(key)
+            for key in ("ema", "average_last", "early_stopping")
+            if getattr(self, key) is not None
+        ]
+        if len(chooses) > 1:
+            raise KcnnError(
+                f"{' and '.join(chooses)} each choose the final weights; use one of them"
+            )
+        if self.time_limit is not None and self.seeds is not None:
+            raise KcnnError(
+                "--time-limit stops one run; a seed group restarts a stopped seed from its "
+                "beginning: give the limit to single runs, not with --seeds"
+            )
+        if self.batch_size == budget.AUTO and self.strategy != "default":
+            raise KcnnError(
+                f"--batch-size auto finds the batch of one device; give --strategy "
+                f"{self.strategy} a number (the global batch)"
+            )
+
+    def practices(self) -> list[str]:
+        """The practitioners' recipes this run switches on, as their options."""
+        keys = ("ema", "average_last", "teacher", "tta", *RECIPE_AUGMENTATION)
+        found = [option_name(k) for k in keys if getattr(self, k) is not None]
+        return found + (["--batch-size auto"] if self.batch_size == budget.AUTO else [])
+
+    def recipe_augmentation(self) -> augment.RecipeAugmentation:
+        """The augmentation recipes on Keras's layers this run switches on."""
+        return augment.recipe_augmentation(
+            self.augment_randaugment,
+            self.augment_magnitude,
+            self.augment_augmix,
+            self.augment_erasing,
+            self.augment_mixup,
+            self.augment_cutmix,
+        )
 
     def seed_list(self) -> list[int]:
         """The seeds of a group (`seeds`), or this run's one seed."""
@@ -574,6 +755,13 @@ class TransferConfig(RunConfig):
     def check(self) -> None:
         from kcnn.models import backbones  # not for `kcnn --help`
 
+        unsupported = self.practices()
+        if unsupported:
+            raise KcnnError(
+                f"{unsupported[0]} is not available for transfer (its head trains on cached "
+                "features, outside the recipes' pipeline); use it with `kcnn train` or "
+                "`kcnn compare-apis`"
+            )
         self.backbones = backbones.expand(list(self.backbones))
         self.weights = _check_weights(self.weights)
         if self.fine_tune_epochs is None:

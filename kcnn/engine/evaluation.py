@@ -6,21 +6,53 @@ import numpy as np
 from sklearn.metrics import classification_report, confusion_matrix
 
 
+def _loss(model, y_true: np.ndarray, probabilities: np.ndarray) -> float:
+    """The compiled loss of these probabilities against integer labels."""
+    import keras
+
+    loss_fn = keras.losses.get(model.loss) if isinstance(model.loss, str) else model.loss
+    losses = keras.ops.convert_to_numpy(loss_fn(y_true.astype(np.int64), probabilities))
+    return float(np.mean(losses))
+
+
+def tta_probabilities(model, batches, mode: str) -> np.ndarray:
+    """The model's probabilities averaged over `mode`'s views of each batch (kcnn.data.tta);
+    `batches`: (images, labels) prepared for the model, in the test set's order."""
+    import tensorflow as tf
+
+    from kcnn.data import tta
+
+    forward = tf.function(lambda x: model(x, training=False))
+    parts = [
+        tta.average(lambda v: forward(tf.constant(v)).numpy(), np.asarray(x), mode)
+        for x, _ in batches
+    ]
+    return np.concatenate(parts).astype(np.float32)
+
+
 def evaluate(
-    model, test_ds, y_true: np.ndarray, class_names: list[str]
+    model, test_ds, y_true: np.ndarray, class_names: list[str], tta=None
 ) -> tuple[dict, np.ndarray, np.ndarray]:
     """Metrics for metrics.json, the confusion matrix (rows: true class, columns: predicted) and
     each test image's class probabilities (float32, images × classes: the per-image record).
 
     One pass over the test set: the class probabilities, from which the compiled loss, the
     accuracy and the per-class figures all follow (a second pass through `evaluate` would cost
-    as much time again, and at 224×224 the memory of another compiled graph)."""
-    import keras
+    as much time again, and at 224×224 the memory of another compiled graph).
 
+    `tta` = (mode, the test batches undistributed): every figure is of the probabilities
+    averaged over the views (kcnn.data.tta), and `tta` records the accuracy and loss without."""
     probabilities = np.asarray(model.predict(test_ds, verbose=0), dtype=np.float32)
-    loss_fn = keras.losses.get(model.loss) if isinstance(model.loss, str) else model.loss
-    losses = keras.ops.convert_to_numpy(loss_fn(y_true.astype(np.int64), probabilities))
-    loss = float(np.mean(losses))
+    without = None
+    if tta is not None:
+        mode, batches = tta
+        without = {
+            "mode": mode,
+            "test_accuracy_without": float(np.mean(np.argmax(probabilities, -1) == y_true)),
+            "test_loss_without": _loss(model, y_true, probabilities),
+        }
+        probabilities = tta_probabilities(model, batches, mode)
+    loss = _loss(model, y_true, probabilities)
     y_pred = np.argmax(probabilities, axis=-1)
     accuracy = float(np.mean(y_pred == y_true))
     labels = list(range(len(class_names)))
@@ -49,5 +81,6 @@ def evaluate(
         "test_accuracy": float(accuracy),
         "per_class": per_class,
         **averages,
+        **({"tta": without} if without is not None else {}),
     }
     return metrics, confusion_matrix(y_true, y_pred, labels=labels), probabilities

@@ -24,6 +24,7 @@ from kcnn import defaults
 from kcnn.errors import KcnnError, unknown
 
 SCHEDULES = ("constant", "cosine", "step", "one-cycle")
+TTA_MODES = ("flip", "crops")  # test-time augmentation (kcnn.data.tta)
 OPTIMIZERS = defaults.OPTIMIZERS
 STEP_MILESTONES = (0.5, 0.75)  # step: ×0.1 at half and three quarters of the post-warm-up epochs
 STEP_FACTOR = 0.1
@@ -132,20 +133,30 @@ def check_optimizer(
 
 
 def make_optimizer(
-    name: str, lr: float, weight_decay: float = 0.0, momentum: float = 0.0, nesterov: bool = False
+    name: str,
+    lr: float,
+    weight_decay: float = 0.0,
+    momentum: float = 0.0,
+    nesterov: bool = False,
+    ema: float | None = None,
 ):
     """A Keras optimizer. `weight_decay` is decoupled (AdamW-style: w ← w − lr·wd·w) in every
-    Keras 3 optimizer; `adamw` is Adam with it. Momentum and Nesterov belong to SGD alone."""
+    Keras 3 optimizer; `adamw` is Adam with it. Momentum and Nesterov belong to SGD alone.
+    `ema`: the optimizer also keeps a moving average of the weights with this decay per step
+    (Keras's `use_ema`; kcnn.engine.averaging)."""
     import keras
 
     check_optimizer(name, weight_decay, momentum, nesterov)
     decay = weight_decay or None  # None: no decay at all, rather than a zero multiply per step
+    averaged = {"use_ema": True, "ema_momentum": ema} if ema else {}
     if name == "sgd":
-        return keras.optimizers.SGD(lr, momentum=momentum, nesterov=nesterov, weight_decay=decay)
+        return keras.optimizers.SGD(
+            lr, momentum=momentum, nesterov=nesterov, weight_decay=decay, **averaged
+        )
     if name == "adamw":
-        return keras.optimizers.AdamW(lr, weight_decay=weight_decay)
+        return keras.optimizers.AdamW(lr, weight_decay=weight_decay, **averaged)
     cls = {"adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop}[name]
-    return cls(lr, weight_decay=decay)
+    return cls(lr, weight_decay=decay, **averaged)
 
 
 def check_label_smoothing(label_smoothing: float) -> None:
@@ -153,14 +164,25 @@ def check_label_smoothing(label_smoothing: float) -> None:
         raise KcnnError(f"--label-smoothing must be at least 0 and below 1, got {label_smoothing}")
 
 
-def make_loss(label_smoothing: float = 0.0):
+def make_loss(
+    label_smoothing: float = 0.0, dense: bool = False, teacher: tuple[float, float] | None = None
+):
     """Cross-entropy for integer labels and softmax outputs, optionally label-smoothed.
 
     Keras 3's SparseCategoricalCrossentropy has no label smoothing, so smoothing uses
     `SmoothedSparseCrossentropy`, which one-hots the labels itself: the pipeline keeps integer
     labels and compile's "accuracy" still resolves to sparse categorical accuracy.
+
+    `dense`: training targets are rows (mixed labels, a teacher's probabilities after them), and
+    the loss is `TargetCrossentropy`, which takes those and integer labels alike; `teacher` =
+    (weight, temperature) adds the distillation term (kcnn.models.losses).
     """
     check_label_smoothing(label_smoothing)
+    if dense or teacher is not None:
+        from kcnn.models.losses import target_classes
+
+        weight, temperature = teacher or (0.0, 1.0)
+        return target_classes()[0](label_smoothing, weight, temperature)
     if not label_smoothing:
         return "sparse_categorical_crossentropy"
     from kcnn.models.losses import smoothed_loss_class
@@ -171,3 +193,12 @@ def make_loss(label_smoothing: float = 0.0):
 def check_early_stopping(patience: int) -> None:
     if patience < 1:
         raise KcnnError(f"--early-stopping must be a patience of 1 or more epochs, got {patience}")
+
+
+def make_metrics(dense: bool = False) -> list:
+    """The metrics a run logs: accuracy (against the larger-weight label of a dense row)."""
+    if not dense:
+        return ["accuracy"]
+    from kcnn.models.losses import target_classes
+
+    return [target_classes()[1]()]

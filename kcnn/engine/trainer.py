@@ -9,6 +9,11 @@ per API form. What the run records lives in its `RunRecords` (`trainer.records`)
 its `RunFolder` (kcnn/runs/run.py), the one owner of a run folder; the engine names that
 interface (`kcnn.engine.recording.RunRecorder`); commands add their facts and results there. The trainer never asks which command it serves.
 
+The practitioners' recipes live in the phases they change: soft targets (MixUp, CutMix, a
+teacher's probabilities) and Keras's augmentation layers in the pipeline, the EMA, the averaged
+epochs and the time limit as callbacks of `fit`, the choice of final weights (`--ema`,
+`--average-last`) and test-time augmentation in `finish`.
+
 Stopping early: Ctrl-C, SIGTERM or SIGHUP stop after the current batch. The folder is marked
 `interrupted`, keeps the finished epochs and a checkpoint of the last one (weights, optimizer and
 random-generator state), and `kcnn train --resume` finishes it with the numbers an uninterrupted
@@ -28,7 +33,16 @@ from typing import Any
 
 from kcnn.data import augment
 from kcnn.data.prepared import Prepared, prepare_data  # noqa: F401  (commands import them here)
-from kcnn.engine import checkpoints, distribute, hooks, interrupts, performance, recipes
+from kcnn.engine import (
+    averaging,
+    budget,
+    checkpoints,
+    distribute,
+    hooks,
+    interrupts,
+    performance,
+    recipes,
+)
 from kcnn.engine.config import RunConfig
 from kcnn.engine.recording import RunRecorder
 from kcnn.errors import KcnnError
@@ -97,6 +111,12 @@ class Trainer:
         self.phase = 0  # the fit phase being trained (1, 2, ...: one per call of `fit`)
         self.model = None  # the model the current fit phase trains (a checkpoint saves it)
         self.early = None  # the early-stopping callback, when the recipe asks for it
+        self.summed: averaging.WeightSum | None = None  # --average-last's sum of weights
+        # --teacher's probabilities for each training image (set by the command), rows of K
+        self.soft_labels = None
+        # --time-limit: counted from the start of this process's work on the run
+        self.clock = budget.Clock(config.time_limit) if config.time_limit else None
+        self.time_limit = None  # the TimeLimit callback of the current fit phase
         self.guard = interrupts.SignalGuard()
         self.dist: distribute.Distribution | None = None  # set by running(), before any work
         self.sentinel = None
@@ -173,6 +193,8 @@ class Trainer:
                     yield self
             except (interrupts.Interrupted, KeyboardInterrupt) as e:
                 raise self._interrupted(getattr(e, "signum", signal.SIGINT)) from None
+            except budget.TimeLimitReached:
+                raise self._time_up() from None
             except interrupts.NonFiniteLoss as stop:
                 self._stopped(
                     "diverged", diverged_at={"epoch": stop.epoch + 1, "batch": stop.batch + 1}
@@ -202,6 +224,19 @@ class Trainer:
         again = f"continue with: {hint}" if self.resumable else f"records kept in {self.run_dir}"
         return interrupts.Interrupted(
             signum, f"interrupted by {name} after {done} of {self.epochs_planned} epochs; {again}"
+        )
+
+    def _time_up(self) -> budget.TimeUp:
+        """Record a run its time limit stopped, as an interrupted one (its checkpoint the last
+        finished epoch); the error that says so and how to go on."""
+        self.guard.shielded = True
+        self.open_folder()
+        limit = budget.duration_text(self.config.time_limit)
+        done = self._stopped("interrupted", stop_reason=f"time limit {limit}")
+        hint = self.resume_hint or f"kcnn {self.config.command} --resume {self.run_dir}"
+        return budget.TimeUp(
+            f"time limit {limit} reached after {done} of {self.epochs_planned} epochs; "
+            f"continue with: {hint}"
         )
 
     def _refused(self, before: str | None) -> None:
@@ -237,6 +272,7 @@ class Trainer:
                     settings=self.config.settings_dict(),
                     best=self.early.best_weights if self.early is not None else None,
                     phase=max(self.phase, 1),
+                    average=self.summed.at(done) if self.summed is not None else None,
                 )
                 extra["checkpoint"] = checkpoints.CHECKPOINT
         self.run.write_history(self.rows[:done], None if done else ["epoch"])
@@ -273,6 +309,8 @@ class Trainer:
             dataset_provenance=data.provenance,
             data_fingerprint=prepared.fingerprint,
         )
+        if self.config.batch_size_search is not None:
+            self.records.add_facts(batch_size_search=self.config.batch_size_search)
         self.records.write_typical(prepared.typical)  # predict's check of unfamiliar images
         return prepared
 
@@ -320,14 +358,16 @@ class Trainer:
             speed = performance.compile_options(
                 steps_per_epoch(len(self.prepared.parts.y_train), c.batch_size)
             )
+        dense = self.dense_targets()
+        teacher = (c.teacher_weight, c.teacher_temperature) if c.teacher else None
         with self.scope():
             model.compile(
                 optimizer=optimizer
                 or recipes.make_optimizer(
-                    c.optimizer, lr or c.lr, c.weight_decay, c.momentum, c.nesterov
+                    c.optimizer, lr or c.lr, c.weight_decay, c.momentum, c.nesterov, ema=c.ema
                 ),
-                loss=recipes.make_loss(c.label_smoothing),
-                metrics=["accuracy"],
+                loss=recipes.make_loss(c.label_smoothing, dense, teacher),
+                metrics=recipes.make_metrics(dense),
                 jit_compile=bool(c.jit_compile),
                 **speed,
             )
@@ -339,6 +379,34 @@ class Trainer:
                 performance.build_training_state(model, shape)
 
     # --- the pipeline ---------------------------------------------------------------------------
+
+    def dense_targets(self) -> bool:
+        """Whether training targets are rows rather than class numbers: mixed labels (MixUp,
+        CutMix), or a teacher's probabilities after the one-hot labels (--teacher)."""
+        return self.config.recipe_augmentation().mixes or self.config.teacher is not None
+
+    def _targets(self, y):
+        """The training targets of labels `y`: one-hot rows, a teacher's probabilities after."""
+        import numpy as np
+
+        classes = self.prepared.classes
+        rows = np.eye(classes, dtype=np.float32)[np.asarray(y, dtype=np.int64)]
+        if self.soft_labels is None:
+            return rows
+        return np.concatenate([rows, np.asarray(self.soft_labels, dtype=np.float32)], axis=1)
+
+    def plain_batches(self, split: str):
+        """A split in its fixed order, prepared for the model and not distributed (for the
+        passes kcnn makes itself: test-time augmentation, BatchNorm statistics)."""
+        from kcnn.data.pipeline import make_dataset
+
+        p = self.prepared
+        x, y = {
+            "train": (p.parts.x_train, p.parts.y_train),
+            "val": (p.parts.x_val, p.parts.y_val),
+            "test": (p.parts.x_test, p.parts.y_test),
+        }[split]
+        return make_dataset(x, y, p.input_shape, self.config.batch_size, preprocess=self.preprocess)
 
     def batches(self, split: str):
         """The validation or test split, batched and prepared for the model, in a fixed order."""
@@ -362,6 +430,8 @@ class Trainer:
         x = p.parts.x_train if x is None else x
         y = p.parts.y_train if y is None else y
         images = x is p.parts.x_train  # features need no preparing (and are never augmented)
+        if images and self.dense_targets():
+            y = self._targets(y)
         return self._distributed(
             epoch_batches(
                 x,
@@ -386,8 +456,15 @@ class Trainer:
         settings = augment.resolve(
             c.augment, p.data.name, p.data.image_shape[2], c.augment_switches()
         )
-        self.records.add_facts(augmentation=settings.to_dict())
-        return augment.augmenter(settings, c.seed)
+        recipe = c.recipe_augmentation()
+        extra = recipe.to_dict() if recipe.active else {}
+        self.records.add_facts(augmentation={**settings.to_dict(), **extra})
+        basic = augment.augmenter(settings, c.seed)
+        if not recipe.active:
+            return basic
+        from kcnn.data import keras_augment  # Keras's layers: only once a run trains
+
+        return keras_augment.batch_augmenter(recipe, c.seed, basic)
 
     # --- phase: fit -----------------------------------------------------------------------------
 
@@ -420,8 +497,12 @@ class Trainer:
         # The sentinel first: a diverged epoch is never recorded; the rate before the recorder,
         # so that each epoch's row holds its learning rate.
         callbacks = [self.sentinel, self._learning_rate(lr, schedule, epochs)]
+        callbacks += self._averaging(model, val_ds)
         if self.config.early_stopping:
             callbacks.append(self._early_stopping())
+        if self.clock is not None:
+            self.time_limit = keras_callbacks.TimeLimit(self.clock)
+            callbacks.append(self.time_limit)
         callbacks.append(keras_callbacks.Recorder(self))
         if self.config.tensorboard:
             callbacks.append(self.records.tensorboard(self.config.tensorboard_histograms))
@@ -442,6 +523,32 @@ class Trainer:
                 verbose=verbosity(),
             )
         self.guard.check()  # a signal during the last epoch's validation
+        if self.time_limit is not None and self.time_limit.stopped and len(self.rows) < epochs:
+            raise budget.TimeLimitReached()
+
+    def _averaging(self, model, val_ds) -> list:
+        """The callbacks of --ema (its evaluation on validation each epoch) and --average-last
+        (the sum of the weights it averages, carried across a resume by the checkpoint)."""
+        from kcnn.engine import callbacks as keras_callbacks
+
+        found = []
+        c = self.config
+        if c.ema:
+            averaging.keep_raw_at_end(model)
+            found.append(keras_callbacks.EmaEvaluation(val_ds))
+        if c.average_last:
+            if self.summed is None:
+                self.summed = averaging.WeightSum(c.epochs - c.average_last)
+                if self.resume is not None and self.rows:
+                    sums, count = checkpoints.load_average(self.run, model.get_weights())
+                    if count != max(0, len(self.rows) - self.summed.first):
+                        raise KcnnError(
+                            f"{self.run_dir} summed {count} epochs' weights for --average-last, "
+                            "not those this --epochs would average; resume it with its own --epochs"
+                        )
+                    self.summed.restore(len(self.rows), sums, count)
+            found.append(keras_callbacks.WeightAverage(self.summed))
+        return found
 
     def _learning_rate(self, lr: float | None, schedule: bool, epochs: int):
         from kcnn.engine.callbacks import learning_rate_callback
@@ -487,6 +594,18 @@ class Trainer:
 
     # --- phase: evaluate and record -------------------------------------------------------------
 
+    def _final_weights(self, model) -> None:
+        """The weights a run ends with, where a recipe chooses them (--ema: the better of the raw
+        weights and their average on validation; --average-last: the mean of the last K epochs,
+        BatchNorm's statistics recomputed), recorded in metrics.json."""
+        c, results = self.config, self.records.results
+        if c.ema:
+            results["ema"] = averaging.keep_better(model, self.batches("val"), c.ema)
+        if c.average_last and self.summed is not None and self.summed.count:
+            results["average_last"] = averaging.use_mean(
+                model, self.summed, self.batches("val"), self.plain_batches("train")
+            )
+
     def history(self) -> dict[str, list[float]]:
         keys = [k for k in (self.rows[0] if self.rows else {}) if k != "epoch"]
         return {k: [row[k] for row in self.rows] for k in keys}
@@ -503,10 +622,12 @@ class Trainer:
         self.model = model
         if self.early is not None:
             self.records.results["early_stopping"] = self.early.summary()
+        self._final_weights(model)
         history = self.history()
         scorer, test_ds = evaluate_with or (model, self.batches("test"))
+        tta = (self.config.tta, self.plain_batches("test")) if self.config.tta else None
         metrics, matrix, probabilities = evaluation.evaluate(
-            scorer, test_ds, p.parts.y_test, p.parts.class_names
+            scorer, test_ds, p.parts.y_test, p.parts.class_names, tta=tta
         )
         parts = p.parts  # what the run answered on each test image, and where each came from
         self.records.write_test_predictions(

@@ -82,9 +82,10 @@ def register_custom_objects() -> None:
     """Make kcnn's own layers, models and losses known to Keras's deserialiser."""
     import kcnn.models.blocks  # noqa: F401  Block (and the padding layer it uses)
     import kcnn.models.forms  # noqa: F401  DescribedCNN, the subclassed form
-    from kcnn.models.losses import smoothed_loss_class
+    from kcnn.models.losses import smoothed_loss_class, target_classes
 
     smoothed_loss_class()  # the label-smoothed loss a compiled model may name
+    target_classes()  # the loss and accuracy of mixed labels and distillation
 
 
 def load(path: Path, fix: str):

@@ -139,6 +139,7 @@ def _run_page(info: RunInfo) -> str:
         items = list(results.items())
         at = [k for k, _ in items].index("test_accuracy") + 1
         results = dict([*items[:at], ("test_accuracy_95ci", shown), *items[at:]])
+    results.update(recipe_results(metrics))
     if info.params is not None:
         results["parameters"] = info.params
     parts = [
@@ -179,6 +180,40 @@ def _run_page(info: RunInfo) -> str:
     return _page(title, parts)
 
 
+def _figure(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, int | float) and not isinstance(value, bool) else "?"
+
+
+def recipe_results(metrics: dict[str, Any]) -> dict[str, str]:
+    """What the practitioners' recipes add to a run's results: the test accuracy without
+    test-time augmentation beside the one with it, which weights EMA kept, what averaging the
+    last epochs gave, why a run stopped early."""
+    found: dict[str, str] = {}
+    tta = metrics.get("tta")
+    if isinstance(tta, dict):
+        mode = text.terminal(str(tta.get("mode")))
+        found["test_accuracy"] = f"{_figure(metrics.get('test_accuracy'))} (with TTA {mode})"
+        found["test_accuracy_without_tta"] = _figure(tta.get("test_accuracy_without"))
+        found["test_loss_without_tta"] = _figure(tta.get("test_loss_without"))
+    ema = metrics.get("ema")
+    if isinstance(ema, dict) and isinstance(ema.get("val_accuracy"), dict):
+        val = ema["val_accuracy"]
+        found["ema_kept"] = (
+            f"{text.terminal(str(ema.get('kept')))} weights (validation accuracy: raw "
+            f"{_figure(val.get('raw'))}, EMA {_figure(val.get('ema'))}; decay {ema.get('decay')})"
+        )
+    average = metrics.get("average_last")
+    if isinstance(average, dict) and isinstance(average.get("val_accuracy"), dict):
+        val, epochs = average["val_accuracy"], average.get("epochs") or ["?", "?"]
+        found["weights_averaged"] = (
+            f"epochs {epochs[0]}–{epochs[-1]} (validation accuracy: last epoch "
+            f"{_figure(val.get('last_epoch'))}, averaged {_figure(val.get('averaged'))})"
+        )
+    if isinstance(metrics.get("stop_reason"), str):
+        found["stopped"] = text.terminal(metrics["stop_reason"])
+    return found
+
+
 # --- the sections of `kcnn inspect` / `kcnn calibrate` (their records in RUN/inspect/) -----------
 
 
@@ -200,6 +235,9 @@ def _inspected(folder: Path) -> list[str]:
             continue
         try:
             parts += section(record, folder)
+            if isinstance(record.get("tta"), str):  # predictions averaged over views
+                mode = html.escape(text.terminal(record["tta"]))
+                parts.append(f"<p>With test-time augmentation ({mode}).</p>")
         except (ValueError, KeyError, TypeError, AttributeError, IndexError):
             parts.append(f"<p><em>{html.escape(name)} not shown: not a kcnn record</em></p>")
     return parts

@@ -590,6 +590,8 @@ RUN_FACTS = frozenset(
         "dataset_provenance",
         "data_fingerprint",
         "augmentation",
+        "teacher_run",  # --teacher: the run distilled from, resolved, and its model's digest
+        "batch_size_search",  # --batch-size auto: how the batch recorded was found
         "resumed",
         "part_of",
         "init",
@@ -607,7 +609,7 @@ RUN_FACTS = frozenset(
 
 RESUMABLE = ("interrupted", "running", "failed")  # "running" with no live process: killed outright
 # Settings a resume may change: they do not alter what the checkpoint's epochs computed.
-FREE_SETTINGS = ("epochs", "out", "name", "data_dir")
+FREE_SETTINGS = ("epochs", "out", "name", "data_dir", "time_limit")
 
 
 @dataclass

@@ -214,6 +214,7 @@ def calibrate(
         write_json(out / inspected.TEMPERATURE_JSON, fitted)
         record["fit"] = fitted
     inspected.save_picture(out / inspected.RELIABILITY_PNG, lambda path: _diagram(record, path))
+    record["tta"] = loaded.tta  # test-time augmentation of its predictions
     write_json(out / inspected.CALIBRATION_JSON, record)
     return record
 

@@ -140,6 +140,7 @@ def analyse(loaded: LoadedRun, limit: int | None = None, progress=_progress) -> 
         safe = [{k: text.csv_cell(v) for k, v in row.items()} for row in rows]
         write_csv(out / inspected.MISCLASSIFIED_CSV, safe, columns)
         record["misclassified_csv"] = inspected.MISCLASSIFIED_CSV
+    record["tta"] = loaded.tta  # test-time augmentation of its predictions
     write_json(out / inspected.ERRORS_JSON, record)
     return record
 

@@ -365,7 +365,7 @@ def _measure(
 ) -> dict[str, Any]:
     """The exported file, reloaded in its own runtime, on the check images."""
     runtime = runtimes.open_model(path)
-    probabilities = predict_batches(runtime.predict, loaded.prepare, images)
+    probabilities = predict_batches(runtime.predict, loaded.prepare, images, tta=loaded.tta)
     result = compare(ref["probabilities"], probabilities, source, t.tolerance)
     accuracy, run_accuracy = _accuracy(probabilities, labels), ref["accuracy"]
     sample = np.asarray(loaded.prepare(images[:THROUGHPUT_BATCH]), dtype=np.float32)
@@ -379,6 +379,7 @@ def _measure(
         "ok": bool(result.ok),
         "accuracy": accuracy,
         "run_accuracy": run_accuracy,
+        "tta": loaded.tta,  # both accuracies with this test-time augmentation (None: none)
         "accuracy_drop": None if accuracy is None else run_accuracy - accuracy,
         **speed(runtime.predict, sample),
         "machine": machine(),

@@ -47,6 +47,7 @@ class LoadedRun:
     _parts: Any = field(default=None, repr=False)  # the run's splits, rebuilt once (labelled)
     _typical: Any = field(default=None, repr=False)  # (the Typical or None,) once read
     _temperature: Any = field(default=None, repr=False)  # (the temperature or None,) once read
+    tta: str | None = None  # test-time augmentation of every prediction (kcnn.data.tta)
 
     def label(self, index: int) -> str:
         """A class's name from config.json ("classes"); its number if the run recorded none."""
@@ -62,7 +63,7 @@ class LoadedRun:
 
         if self._forward is None:
             self._forward = tf.function(lambda x: self.model(x, training=False))
-        return predict_batches(self._forward, self.prepare, images, batch)
+        return predict_batches(self._forward, self.prepare, images, batch, self.tta)
 
     def typical(self):
         """What the run's training images look like (`kcnn.data.typical.Typical`), read once;
@@ -170,10 +171,15 @@ class Labelled:
         return len(self.labels)
 
 
-def predict_batches(forward, prepare, images: np.ndarray, batch: int = PREDICT_BATCH) -> np.ndarray:
-    """`forward(prepare(chunk))` over `images` a batch at a time, as one float32 array."""
+def predict_batches(
+    forward, prepare, images: np.ndarray, batch: int = PREDICT_BATCH, tta: str | None = None
+) -> np.ndarray:
+    """`forward(prepare(chunk))` over `images` a batch at a time, as one float32 array; with
+    `tta`, each chunk's probabilities averaged over its views (kcnn.data.tta)."""
+    from kcnn.data import tta as views
+
     parts = [
-        np.asarray(forward(prepare(images[i : i + batch])), dtype=np.float32)
+        views.average(forward, np.asarray(prepare(images[i : i + batch])), tta)
         for i in range(0, len(images), batch)
     ]
     return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
@@ -246,10 +252,12 @@ def _read_typical(loaded: LoadedRun):
     return typical if typical.image_shape == tuple(loaded.data_shape) else None
 
 
-def load(run: str | Path, exported: str | Path | None = None) -> LoadedRun:
+def load(run: str | Path, exported: str | Path | None = None, tta: str | None = None) -> LoadedRun:
     """A run ready to predict: its own model.keras, or with `exported` an exported model file
-    (`.onnx`, `.tflite`, a SavedModel folder) in its runtime, fed by the run's preprocessing."""
+    (`.onnx`, `.tflite`, a SavedModel folder) in its runtime, fed by the run's preprocessing.
+    `tta`: none, flip or crops (kcnn.data.tta); None: the run's own --tta setting."""
     info = find_run(run)  # before TensorFlow is imported: a wrong name answers at once
+    mode = choose_tta(info, tta)
     model, forward = None, None
     if exported is not None:
         from kcnn.use import runtimes
@@ -274,10 +282,20 @@ def load(run: str | Path, exported: str | Path | None = None) -> LoadedRun:
     preprocess = backbones.get(info.backbone).preprocess_input() if info.backbone else None
     data_shape = _data_shape(info, input_shape)
     prepare = prepare_batch_fn(data_shape, input_shape, preprocess)
-    loaded = LoadedRun(info, model, data_shape, input_shape, prepare, forward)
+    loaded = LoadedRun(info, model, data_shape, input_shape, prepare, forward, tta=mode)
     if exported is not None:
         _check_outputs(loaded, exported)
     return loaded
+
+
+def choose_tta(info: RunInfo, requested: str | None) -> str | None:
+    """The test-time augmentation predictions of a run use: `requested` (none, flip, crops), or
+    the run's own `tta` setting; flip refused on data where a mirror image is another class."""
+    from kcnn.data import tta
+
+    own = info.settings.get("tta")
+    mode = requested if requested is not None else (own if isinstance(own, str) else None)
+    return tta.check(mode, info.dataset)
 
 
 def _model_input_shape(info: RunInfo, model, path: Path) -> tuple[int, int, int]:

@@ -105,6 +105,7 @@ def evaluate(
     inspected.save_picture(out / inspected.ROBUSTNESS_PNG, lambda p: _curves(record, p))
     example = test.images[:1]
     inspected.save_picture(out / inspected.CORRUPTIONS_PNG, lambda p: _examples(example, seed, p))
+    record["tta"] = loaded.tta  # test-time augmentation of its predictions
     write_json(out / inspected.ROBUSTNESS_JSON, record)
     return record
 
