@@ -19,7 +19,9 @@ from kcnn.errors import KcnnError
 class Data:
     """A loaded data set, as `validate` leaves it:
 
-    - images uint8 (N, H, W, C) with C 1 or 3, N ≥ 1, H, W ≥ 1; pixel values 0..255. Float inputs
+    - images uint8 (N, H, W, C) with C 1 or 3, N ≥ 1, H, W ≥ 1; pixel values 0..255: a NumPy
+      array (possibly memory-mapped from the file it came from), or for an image folder
+      `kcnn.data.files.FileImages`, which decodes its files when they are read. Float inputs
       are scaled once, here, for every loader: when all float pixels of a data set lie in [0, 1]
       they are multiplied by 255, otherwise they are taken as 0..255 values; both are rounded.
       Values below 0 or above 255, NaN or infinity are an error, never clipped.
@@ -74,6 +76,10 @@ def _shape(x: np.ndarray) -> str:
 
 
 def _images(x, where: str, key: str) -> np.ndarray:
+    from kcnn.data.files import FileImages
+
+    if isinstance(x, FileImages):  # an image folder: its files are checked when it is scanned
+        return x
     if not isinstance(x, np.ndarray):
         raise KcnnError(f"{where}: {key} is a {type(x).__name__}, not an array of images")
     if x.dtype.kind not in "uif":

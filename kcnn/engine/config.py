@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 from kcnn import defaults
 from kcnn.data.augment import POLICIES as AUGMENT_POLICIES
 from kcnn.data.augment import SWITCHES
+from kcnn.data.image_cache import CHOICES as CACHE_CHOICES
 from kcnn.data.prepared import check_batch_memory
 from kcnn.engine.distribute import STRATEGIES
 from kcnn.engine.recipes import SCHEDULES
@@ -245,6 +246,23 @@ def parse_seeds(name: str, value: Any) -> int | list[int]:
     return seeds
 
 
+def _is_folder(dataset: str) -> bool:
+    from kcnn.data.datasets import DATASETS
+
+    return dataset not in DATASETS and not dataset.endswith(".npz")
+
+
+def _service_url(name: str, value: Any) -> str:
+    """A tf.data service dispatcher's address: grpc://HOST:PORT (or HOST:PORT)."""
+    text = value if isinstance(value, str) else ""
+    host, _, port = text.removeprefix("grpc://").rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536 or len(text) > 512:
+        raise KcnnError(
+            f"{name} takes a tf.data service dispatcher's address, grpc://HOST:PORT, got {value!r}"
+        )
+    return text if text.startswith("grpc://") else f"grpc://{text}"
+
+
 def _sgd(config) -> bool:
     return config.optimizer == "sgd"
 
@@ -367,6 +385,25 @@ class RunConfig:
         high=defaults.SHAPES_COUNT_MAX,
         panel=DATA,
         applies=lambda c: c.dataset == "shapes",
+    )
+    cache: str = setting(
+        "auto",
+        "Where an image folder's images, decoded at the model's size, are kept between reads: "
+        "memory, disk (a file in $KCNN_CACHE_DIR, default ~/.cache/kcnn, reused by later runs), "
+        "none, or auto (memory up to 128 MB, else disk). Arrays are in memory already.",
+        choices=CACHE_CHOICES,
+        noun="cache",
+        panel=DATA,
+        applies=lambda c: _is_folder(c.dataset),
+    )
+    data_service: str | None = setting(
+        None,
+        "A tf.data service dispatcher (grpc://HOST:PORT) whose workers read and decode an image "
+        "folder's training batches (they must see the folder at the same path).",
+        metavar="URL",
+        panel=DISTRIBUTION,
+        convert=_service_url,
+        applies=lambda c: _is_folder(c.dataset),
     )
     strategy: str = setting(
         "default",

@@ -6,8 +6,10 @@ import numpy as np
 from sklearn.metrics import classification_report, confusion_matrix
 
 
-def evaluate(model, test_ds, y_true: np.ndarray, class_names: list[str]) -> tuple[dict, np.ndarray]:
+def evaluate(model, test_ds, y_true, class_names: list[str]) -> tuple[dict, np.ndarray]:
     """Metrics for metrics.json and the confusion matrix (rows: true class, columns: predicted).
+    `y_true`: the labels, or a function giving them once the predictions are made (an image
+    folder's test files that failed to decode are left out of the pass, and of its labels).
 
     One pass over the test set: the class probabilities, from which the compiled loss, the
     accuracy and the per-class figures all follow (a second pass through `evaluate` would cost
@@ -15,6 +17,8 @@ def evaluate(model, test_ds, y_true: np.ndarray, class_names: list[str]) -> tupl
     import keras
 
     probabilities = np.asarray(model.predict(test_ds, verbose=0), dtype=np.float32)
+    if callable(y_true):
+        y_true = y_true()
     loss_fn = keras.losses.get(model.loss) if isinstance(model.loss, str) else model.loss
     losses = keras.ops.convert_to_numpy(loss_fn(y_true.astype(np.int64), probabilities))
     loss = float(np.mean(losses))

@@ -112,11 +112,15 @@ class Trainer:
 
     def _metrics_base(self) -> dict[str, Any]:
         data = self.prepared.data if self.prepared else None
-        return {
+        base = {
             "dataset": data.name if data else self.config.dataset,
             "dataset_fallback": bool(data.provenance.get("fallback")) if data else False,
             "epochs_planned": self.epochs_planned,
         }
+        skipped = self.prepared.skipped() if self.prepared else None
+        if skipped is not None:  # an image folder: the files left out as unreadable, so far
+            base["skipped_images"] = skipped
+        return base
 
     def _write_status(self, status: str, epochs: int | None = None, **extra) -> None:
         done = len(self.rows) if epochs is None else epochs
@@ -184,6 +188,15 @@ class Trainer:
                     signum,
                     f"interrupted by {name} after {done} of {self.epochs_planned} epochs; {again}",
                 ) from None
+            except TooManyBadImages as stop:
+                self.guard.shielded = True
+                self.open_folder()
+                done = self._stopped("failed", keep=True, reason="unreadable images")
+                hint = self.resume_hint or f"kcnn {self.config.command} --resume {self.run_dir}"
+                raise KcnnError(
+                    f"{stop}; stopped after {done} of {self.epochs_planned} epochs: fix or remove "
+                    f"those files, then continue with: {hint}"
+                ) from None
             except interrupts.NonFiniteLoss as stop:
                 self._stopped(
                     "diverged", diverged_at={"epoch": stop.epoch + 1, "batch": stop.batch + 1}
@@ -211,11 +224,14 @@ class Trainer:
         self.records.unlock()
         self._locked = False
 
-    def _stopped(self, status: str, **extra) -> int:
-        """Record a run that ends early; returns the epochs its records keep."""
+    def _stopped(self, status: str, keep: bool = False, **extra) -> int:
+        """Record a run that ends early; returns the epochs its records keep. An interrupted run
+        (or one stopped with `keep`) keeps a checkpoint of its last finished epoch."""
         self.guard.shielded = True  # a second Ctrl-C must not cut the records short
+        if self.prepared is not None:
+            self.prepared.flush()
         done = len(self.rows)
-        if status == "interrupted" and self.resumable and self.model is not None:
+        if (status == "interrupted" or keep) and self.resumable and self.model is not None:
             if self.sentinel is not None and self.sentinel.restore_snapshot(self.model):
                 done = min(done, self.sentinel.snapshot_epoch)
             self.train_seconds = self._seconds_at.get(done, self.train_seconds)
@@ -224,7 +240,7 @@ class Trainer:
                     self.run,
                     self.model,
                     done,
-                    reason="interrupted",
+                    reason=extra.get("reason", "interrupted"),
                     settings=self.config.settings_dict(),
                     best=self.early.best_weights if self.early is not None else None,
                     phase=max(self.phase, 1),
@@ -351,6 +367,10 @@ class Trainer:
         from kcnn.data.pipeline import epoch_batches
 
         p = self.prepared
+        if x is None and p.streamed:
+            streamed = self._file_training_batches(epochs)
+            if streamed is not None:
+                return streamed
         x = p.parts.x_train if x is None else x
         y = p.parts.y_train if y is None else y
         images = x is p.parts.x_train  # features need no preparing (and are never augmented)
@@ -371,6 +391,22 @@ class Trainer:
     def _distributed(self, dataset):
         """Batches of the global batch size, which the strategy splits over its replicas."""
         return self.dist.distribute(dataset) if self.dist else dataset
+
+    def _file_training_batches(self, epochs: int):
+        """An image folder's training batches, read on this machine, by the workers of a tf.data
+        service (--data-service), or under multi-worker training each worker decoding only its
+        own part of every global batch (kcnn.data.streams)."""
+        from kcnn.data import streams
+
+        p, c = self.prepared, self.config
+        args = (p.parts.x_train, p.parts.y_train, p.input_shape, c.batch_size, c.seed)
+        rest = (len(self.rows), epochs, self.preprocess, self.augmenter())
+        if c.data_service:
+            self.records.add_facts(data_service=streams.service_record(c.data_service))
+            return self._distributed(streams.through_service(c.data_service, *args, *rest))
+        if self.dist is not None and self.dist.kind == "multi-worker":
+            return streams.sharded(self.dist.strategy, *args, *rest)
+        return None
 
     def augmenter(self):
         """The training images' augmentation (None: none), recorded in config.json."""
@@ -416,6 +452,8 @@ class Trainer:
         if self.config.early_stopping:
             callbacks.append(self._early_stopping())
         callbacks.append(recorder)
+        if self.prepared.streamed:
+            callbacks.append(_BadImagesWatch(self.prepared))
         if self.config.tensorboard:
             callbacks.append(self.records.tensorboard(self.config.tensorboard_histograms))
         callbacks += hooks.callbacks(self)  # a sweep's pruning, MLflow tracking (kcnn.engine.hooks)
@@ -479,9 +517,11 @@ class Trainer:
     def finish(self, model, title: str, evaluate_with=None) -> RunResult:
         """Evaluate on the test set and write the rest of the run folder, metrics.json last.
         `evaluate_with` = (a model, its test batches) stands in for `model` on the test set when
-        it computes the same function more cheaply (transfer's head on cached features)."""
+        it computes the same function more cheaply (transfer's head on cached features); a third
+        item, the test labels, when some test images were left out of its batches."""
         import numpy as np
 
+        from kcnn.data.files import kept_labels
         from kcnn.engine import evaluation
 
         p, run_dir = self.prepared, self.run_dir
@@ -489,8 +529,10 @@ class Trainer:
         if self.early is not None:
             self.records.results["early_stopping"] = self.early.summary()
         history = self.history()
-        scorer, test_ds = evaluate_with or (model, self.batches("test"))
-        metrics, matrix = evaluation.evaluate(scorer, test_ds, p.parts.y_test, p.parts.class_names)
+        scorer, test_ds, *labels = evaluate_with or (model, self.batches("test"))
+        y_test = labels[0] if labels else lambda: kept_labels(p.parts.x_test, p.parts.y_test)
+        metrics, matrix = evaluation.evaluate(scorer, test_ds, y_test, p.parts.class_names)
+        p.flush()
         self.records.draw(history, matrix, p.parts.class_names, title)
         self.records.save_model(model)
         epochs = len(self.rows)
@@ -517,6 +559,30 @@ class Trainer:
         result = RunResult(run_dir, final, history, model)
         hooks.finished(self, result)
         return result
+
+
+class TooManyBadImages(Exception):
+    """More of an image folder's files failed to decode than kcnn skips: the run stops, resumable."""
+
+
+def _BadImagesWatch(prepared: Prepared):
+    """A Keras callback that stops `fit` after a batch once the image files that failed to
+    decode pass `defaults.BAD_IMAGES_MAX_SHARE` (the pipeline skips them and counts)."""
+    import keras
+
+    class Watch(keras.callbacks.Callback):
+        def _check(self):
+            why = prepared.failures_over()
+            if why is not None:
+                raise TooManyBadImages(why)
+
+        def on_train_batch_end(self, batch, logs=None):
+            self._check()
+
+        def on_test_batch_end(self, batch, logs=None):
+            self._check()
+
+    return Watch()
 
 
 def _Recorder(trainer: Trainer):

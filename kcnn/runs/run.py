@@ -498,7 +498,7 @@ RUN_FACTS = frozenset(
 
 RESUMABLE = ("interrupted", "running", "failed")  # "running" with no live process: killed outright
 # Settings a resume may change: they do not alter what the checkpoint's epochs computed.
-FREE_SETTINGS = ("epochs", "out", "name", "data_dir")
+FREE_SETTINGS = ("epochs", "out", "name", "data_dir", "cache")
 
 
 @dataclass
