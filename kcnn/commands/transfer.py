@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from kcnn import defaults
+from kcnn.data.files import kept_labels
 from kcnn.data.prepared import Prepared, prepare_data
 from kcnn.engine import checkpoints
 from kcnn.engine.config import TransferConfig
@@ -246,7 +247,8 @@ def train_one(
                 what=f"{backbone.name} features of the test images",
                 quiet=quiet,
             )
-            scorer = (net.head, array_batches(f_test, parts.y_test, config.batch_size))
+            y_test = kept_labels(parts.x_test, parts.y_test)  # image files that decoded
+            scorer = (net.head, array_batches(f_test, y_test, config.batch_size), y_test)
         return trainer.finish(
             net.model,
             title=f"{backbone.name} + {config.head} head on {prepared.data.name}",
@@ -280,10 +282,16 @@ def _frozen_phase_on_features(trainer: Trainer, net, prepared: Prepared, config,
     seconds = time.perf_counter() - start
     trainer.records.results["feature_seconds"] = seconds
     trainer.add_training_seconds(seconds)
+    trainer.check_images()  # an image folder whose files failed to decode, past the share kcnn skips
+    # (the labels of the images the passes gave: an image folder's unreadable files left out)
+    y_train, y_val = (
+        kept_labels(parts.x_train, parts.y_train),
+        kept_labels(parts.x_val, parts.y_val),
+    )
     trainer.fit(
         net.head,
-        trainer.training_batches(config.epochs, x=f_train, y=parts.y_train),
-        array_batches(f_val, parts.y_val, config.batch_size),
+        trainer.training_batches(config.epochs, x=f_train, y=y_train),
+        array_batches(f_val, y_val, config.batch_size),
         epochs=config.epochs,
     )
 

@@ -43,6 +43,8 @@ class Prepared:
 
         x = self.parts.x_train
         if is_files(x):
+            if len(x) < typical.MIN_IMAGES:  # too few to say what is typical: nothing to read
+                return None
             return typical.summarise_rows(x.shrunk(typical.shrink, typical.SAMPLE), x.shape[1:])
         return typical.summarise(x)
 
@@ -67,6 +69,33 @@ class Prepared:
         folders = {id(x.folder): x.folder for x in (self.parts.x_train, self.parts.x_test)}
         over = [f.failures for f in folders.values() if f.failures.over]
         return over[0].stop_message() if over else None
+
+    def _folders(self):
+        return list(
+            {id(x.folder): x.folder for x in (self.parts.x_train, self.parts.x_test)}.values()
+        )
+
+    def resumes(self, fingerprint: str, skipped) -> bool:
+        """Whether a run that trained on data of `fingerprint` and skipped the image files
+        `skipped` (its records) may go on with this data: the same data, or the same but for
+        files it skipped as undecodable, fixed since. Those still unchanged are skipped again."""
+        if not self.streamed or not isinstance(skipped, list):
+            return fingerprint == self.fingerprint
+        before = {
+            r["file"]: bytes.fromhex(r["content"])
+            for r in skipped
+            if isinstance(r, dict) and isinstance(r.get("file"), str) and _hex(r.get("content"))
+        }
+        parts = [f.fingerprint_with(before) for f in self._folders()]
+        xt = self.data.x_test
+        same = _folder_fingerprint(
+            parts[0], parts[1] if xt is not None and len(parts) > 1 else None
+        )
+        if fingerprint not in (self.fingerprint, same):
+            return False
+        for folder in self._folders():
+            folder.failures.carry(skipped)
+        return True
 
     def flush(self) -> None:
         """Write out what the image caches hold (a disk cache syncs as it goes; this is the rest)."""
@@ -170,10 +199,8 @@ def data_fingerprint(data) -> str:
     from kcnn.data.files import is_files
 
     if is_files(data.x_train):
-        digest = hashlib.blake2b(b"image folder", digest_size=16)
-        for x in (data.x_train, data.x_test):
-            digest.update(x.folder.fingerprint.encode() if x is not None else b"-")
-        return digest.hexdigest()
+        test = data.x_test.folder.fingerprint if data.x_test is not None else None
+        return _folder_fingerprint(data.x_train.folder.fingerprint, test)
     digest = hashlib.blake2b(digest_size=16)
     for array in (data.x_train, data.y_train, data.x_test, data.y_test):
         if array is None:
@@ -182,6 +209,20 @@ def data_fingerprint(data) -> str:
         digest.update(str((array.shape, array.dtype.str)).encode())
         digest.update(memoryview(array).cast("B") if array.flags.c_contiguous else array.tobytes())
     return digest.hexdigest()
+
+
+def _folder_fingerprint(train: str, test: str | None) -> str:
+    digest = hashlib.blake2b(b"image folder", digest_size=16)
+    for part in (train, test):
+        digest.update(part.encode() if part is not None else b"-")
+    return digest.hexdigest()
+
+
+def _hex(value) -> bool:
+    try:
+        return isinstance(value, str) and len(bytes.fromhex(value)) == 16
+    except ValueError:
+        return False
 
 
 def check_batch_memory(batch_size: int, height: int, width: int, channels: int) -> None:

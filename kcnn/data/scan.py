@@ -99,12 +99,17 @@ class ImageFolder:
     @cached_property
     def fingerprint(self) -> str:
         """A digest of the classes, each file's name within the folder, label and content."""
+        return self.fingerprint_with({})
+
+    def fingerprint_with(self, contents: dict[str, bytes]) -> str:
+        """The fingerprint with the content digests of some files (by path) replaced: what it
+        was before files a run skipped as undecodable were fixed."""
         digest = hashlib.blake2b(digest_size=16)
         digest.update(repr(self.classes).encode())
         for path, label, header in zip(self.files, self.labels, self.headers, strict=True):
             digest.update(os.path.relpath(path, self.root).encode("utf-8", "surrogateescape"))
             digest.update(b"\0%d\0" % int(label))
-            digest.update(header.digest)
+            digest.update(contents.get(path, header.digest))
         return digest.hexdigest()
 
 
@@ -154,8 +159,24 @@ class Failures:
         with self._lock:
             decoded = sorted(self.reasons.items())
         return found + [
-            {"file": self.folder.files[i], "reason": why, "when": "decode"} for i, why in decoded
+            {
+                "file": self.folder.files[i],
+                "reason": why,
+                "when": "decode",
+                "content": self.folder.headers[i].digest.hex(),
+            }
+            for i, why in decoded
         ]
+
+    def carry(self, records: list) -> None:
+        """Skip again, without a word, the files a resumed run skipped, where they are unchanged
+        (so it sees the batches the run saw); a file fixed since is read."""
+        index = {path: i for i, path in enumerate(self.folder.files)}
+        for record in records:
+            i = index.get(record.get("file")) if isinstance(record, dict) else None
+            if i is not None and record.get("content") == self.folder.headers[i].digest.hex():
+                with self._lock:
+                    self.reasons.setdefault(i, str(record.get("reason", "skipped before"))[:200])
 
     def stop_message(self) -> str:
         with self._lock:

@@ -159,6 +159,7 @@ class Trainer:
         before = None
         if self.resume is not None:
             before = self.records.metrics_text()
+            self._skipped_before = _skipped_in(before)
             self.open_folder()
         elif self.config.strategy != "multi-worker" and not out_inside_data(self.config):
             self.open_folder()
@@ -261,7 +262,7 @@ class Trainer:
 
     def use(self, prepared: Prepared) -> Prepared:
         """Train on data prepared once for several runs (the forms of compare-apis)."""
-        if self.resume is not None and self.resume.fingerprint not in (None, prepared.fingerprint):
+        if self.resume is not None and not self._same_data(prepared):
             raise KcnnError(
                 f"{self.run_dir} was trained on other data than `{self.config.dataset}` gives now "
                 f"({prepared.data.provenance.get('source', prepared.data.name)}): resuming would "
@@ -282,6 +283,13 @@ class Trainer:
         )
         self.records.write_typical(prepared.typical)  # predict's check of unfamiliar images
         return prepared
+
+    def _same_data(self, prepared: Prepared) -> bool:
+        """Whether a resumed run may go on with `prepared`: the data it trained on (an image
+        folder's files it skipped as undecodable may have been fixed since)."""
+        if self.resume.fingerprint is None:
+            return True
+        return prepared.resumes(self.resume.fingerprint, getattr(self, "_skipped_before", None))
 
     def _record_stand_in(self, prepared: Prepared) -> None:
         """A data set that stood in for the one asked for (mnist -> mnist-5k offline) is what the
@@ -392,6 +400,13 @@ class Trainer:
         """Batches of the global batch size, which the strategy splits over its replicas."""
         return self.dist.distribute(dataset) if self.dist else dataset
 
+    def check_images(self) -> None:
+        """Stop (exit 2, resumable) once more of an image folder's files have failed to decode
+        than kcnn skips; `fit` checks after every batch, a pass outside it calls this."""
+        why = self.prepared.failures_over() if self.prepared else None
+        if why is not None:
+            raise TooManyBadImages(why)
+
     def _file_training_batches(self, epochs: int):
         """An image folder's training batches, read on this machine, by the workers of a tf.data
         service (--data-service), or under multi-worker training each worker decoding only its
@@ -443,6 +458,7 @@ class Trainer:
         first = len(self.rows)
         if first >= epochs:
             return
+        self.check_images()  # files that failed to decode before this phase (a pass over them)
         if self.sentinel is None:
             self.sentinel = interrupts.sentinel(self.guard)
         recorder = _Recorder(self)
@@ -533,6 +549,7 @@ class Trainer:
         y_test = labels[0] if labels else lambda: kept_labels(p.parts.x_test, p.parts.y_test)
         metrics, matrix = evaluation.evaluate(scorer, test_ds, y_test, p.parts.class_names)
         p.flush()
+        self.check_images()  # test files that failed to decode count too
         self.records.draw(history, matrix, p.parts.class_names, title)
         self.records.save_model(model)
         epochs = len(self.rows)
@@ -559,6 +576,17 @@ class Trainer:
         result = RunResult(run_dir, final, history, model)
         hooks.finished(self, result)
         return result
+
+
+def _skipped_in(metrics_text: str):
+    """The image files a run's metrics.json lists as skipped (None: none, or not readable)."""
+    import json
+
+    try:
+        record = json.loads(metrics_text)
+    except (ValueError, TypeError):
+        return None
+    return record.get("skipped_images") if isinstance(record, dict) else None
 
 
 class TooManyBadImages(Exception):

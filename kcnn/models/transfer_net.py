@@ -236,7 +236,9 @@ def extract_features(
     small batch of activations (at 224×224 a batch of 128 through VGG16's first block alone is
     1.6 GB) and the features, never a list of outputs to join. The head then reads them in
     place (`array_batches`), so they are never copied whole. The pass shows its progress as
-    `what` (VGG16 at 224×224 takes minutes for a few thousand images)."""
+    `what` (VGG16 at 224×224 takes minutes for a few thousand images). An image folder's files
+    that fail to decode are left out: the features are then of the images it gave
+    (`kcnn.data.files.kept_labels` gives their labels)."""
     import numpy as np
     import tensorflow as tf
 
@@ -267,4 +269,6 @@ def extract_features(
             write(slice(done, done + len(out)), out)
             done += len(out)
             shown.advance(len(out))
+    if done < len(x):  # image files that failed to decode were left out (kcnn.data.files)
+        features = features[:done] if directory is None else features.truncate(done)
     return features
