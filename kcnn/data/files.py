@@ -83,6 +83,14 @@ class FileImages:
         return FileImages(self.folder, mode, size, self.rows, cache)
 
     def __getitem__(self, key) -> np.ndarray:
+        if isinstance(key, tuple):  # images, then (rows, columns, channels) within them
+            first, rest = key[0], key[1:]
+            picked = self[first]
+            return (
+                picked[rest]
+                if np.ndim(np.arange(len(self.rows))[first]) == 0
+                else picked[(slice(None), *rest)]
+            )
         positions = np.arange(len(self.rows))[key]
         if np.ndim(positions) == 0:
             return self.read(np.array([positions]), strict=True)[0][0]
@@ -158,9 +166,9 @@ def is_files(x) -> bool:
 
 
 def take(x, rows):
-    """Rows of a split source: `x[rows]` for an array (a copy, as NumPy takes it), a split of
-    files for `FileImages`."""
-    return x.take(rows) if isinstance(x, FileImages) else x[rows]
+    """Rows of a split source: `x[rows]` for an array in memory (a copy, as NumPy takes it); a
+    split still on disk for `FileImages` and `DiskRows` (an array read from its file)."""
+    return x[rows] if isinstance(x, np.ndarray) else x.take(rows)
 
 
 def kept_labels(x, y: np.ndarray) -> np.ndarray:

@@ -2,8 +2,11 @@
 
 Readers return the arrays as the files hold them (uint8 or not); `datasets.validate` turns every
 loader's result into the one form `Data` holds. Every reader opens files through `open_regular`
-(a FIFO or a device is refused, never read), checks sizes from headers against
-`defaults.MAX_DATA_BYTES` before it allocates, and raises `KcnnError` naming the file.
+(a FIFO or a device is refused, never read) and raises `KcnnError` naming the file. Sizes are
+read from headers before anything is allocated: arrays over `memory_budget()` (a share of the
+memory the machine has available) are read from disk a few rows at a time where the format
+allows — .npz (stored or compressed) and IDX (raw or .gz) image arrays — and CIFAR's pickles,
+184 MB, are always read whole. Image folders are not arrays at all (kcnn.data.files).
 """
 
 from __future__ import annotations
@@ -79,13 +82,39 @@ def human_bytes(n: int) -> str:
             return f"{n:,.1f} {unit}"
 
 
-def check_memory(nbytes: int, what: str) -> None:
-    """Refuse arrays whose size in memory would exceed `defaults.MAX_DATA_BYTES`."""
-    limit = defaults.MAX_DATA_BYTES
-    if nbytes > limit:
+def memory_budget() -> int:
+    """Bytes of arrays kcnn reads into memory: `defaults.DATA_MEMORY_SHARE` of the memory this
+    machine has available; bigger arrays are read from their file (kcnn.data.disk_rows)."""
+    from kcnn.data.image_cache import available_memory
+
+    return int(defaults.DATA_MEMORY_SHARE * available_memory())
+
+
+def fits_memory(nbytes: int) -> bool:
+    return nbytes <= memory_budget()
+
+
+def unpack_folder() -> Path:
+    """Where compressed arrays too big for memory are unpacked (unnamed files, gone at exit)."""
+    from kcnn.data.image_cache import cache_root
+
+    return cache_root() / "unpacked"
+
+
+def _room_to_unpack(nbytes: int, what: str) -> None:
+    """Refuse a compressed array that fits neither memory nor half the unpack folder's disk."""
+    import shutil
+
+    folder = unpack_folder()
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if nbytes > free // 2:
         raise KcnnError(
-            f"{what} would take {human_bytes(nbytes)} in memory, over kcnn's limit of "
-            f"{human_bytes(limit)} (MAX_DATA_BYTES in kcnn/defaults.py); use a smaller subset"
+            f"{what} would take {human_bytes(nbytes)}, more than this machine's memory holds "
+            f"({human_bytes(memory_budget())} for arrays) or half the {human_bytes(free)} free "
+            f"in {folder} to unpack it to; use a smaller subset"
         )
 
 
@@ -96,8 +125,9 @@ def _array_bytes(shape: tuple[int, ...], dtype) -> int:
 def read_idx(path: Path) -> np.ndarray:
     """Read an IDX file (the format of the original MNIST and Fashion-MNIST files), gzipped or raw.
 
-    The header is read first and the size it promises checked, so a small gzip that would
-    decompress to gigabytes is refused before it is decompressed.
+    The header is read first and the size it promises checked before anything is allocated: an
+    array over `memory_budget()` is read from the file (or, gzipped, from an unnamed unpacked
+    copy on disk) a few rows at a time instead (`DiskRows`), never decompressed into memory.
     """
     with open_regular(path) as raw:
         stream = gzip.GzipFile(fileobj=raw) if path.suffix == ".gz" else raw
@@ -112,7 +142,8 @@ def read_idx(path: Path) -> np.ndarray:
             dims = tuple(int.from_bytes(dim_bytes[4 * i : 4 * i + 4], "big") for i in range(ndim))
             dtype = np.dtype(IDX_DTYPES[head[2]])
             expected = _array_bytes(dims, dtype)
-            check_memory(expected, str(path))
+            if not fits_memory(expected) and len(dims) > 1:
+                return _idx_on_disk(path, raw, stream, dims, dtype, expected)
             payload = stream.read(expected + 1)
         except (OSError, EOFError) as e:  # gzip.BadGzipFile is an OSError
             if path.suffix != ".gz":
@@ -124,6 +155,25 @@ def read_idx(path: Path) -> np.ndarray:
             f"its header promises {expected}; the file is truncated or corrupt, re-download it"
         )
     return np.frombuffer(payload, dtype=dtype).reshape(dims)
+
+
+def _idx_on_disk(path: Path, raw, stream, dims, dtype, expected: int):
+    """An IDX array too big for memory, read from its file (raw) or from an unnamed unpacked
+    copy (.gz), a few rows at a time (kcnn.data.disk_rows)."""
+    from kcnn.data.disk_rows import DiskRows, unpacked
+
+    if stream is raw:
+        size = os.fstat(raw.fileno()).st_size
+        offset = 4 + 4 * len(dims)
+        if size - offset != expected:
+            raise KcnnError(
+                f"{path} holds {size - offset} data bytes but its header promises {expected}; "
+                "the file is truncated or corrupt, re-download it"
+            )
+        again = open_regular(path)  # a descriptor of its own: the `with` closes this one
+        return DiskRows(again, offset, dims, dtype)
+    _room_to_unpack(expected, str(path))
+    return DiskRows(unpacked(stream, expected, unpack_folder()), 0, dims, dtype)
 
 
 def _find(folder: Path, stems: list[str]) -> Path | None:
@@ -159,23 +209,53 @@ def read_idx_folder(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
 
-def _member_header(archive: zipfile.ZipFile, key: str) -> tuple[tuple[int, ...], np.dtype]:
-    """The shape and dtype an .npz member declares, read without reading its data."""
-    member_name = f"{key}.npy" if f"{key}.npy" in archive.namelist() else key
-    with archive.open(member_name) as member:
+def _member_name(archive: zipfile.ZipFile, key: str) -> str:
+    return f"{key}.npy" if f"{key}.npy" in archive.namelist() else key
+
+
+def _member_header(archive: zipfile.ZipFile, key: str) -> tuple[tuple[int, ...], np.dtype, int]:
+    """The shape and dtype an .npz member declares, read without reading its data, and where
+    its data begins within the member."""
+    with archive.open(_member_name(archive, key)) as member:
         version = np.lib.format.read_magic(member)
         if version == (1, 0):
-            shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(member)
         else:
-            shape, _, dtype = np.lib.format.read_array_header_2_0(member)
-    return shape, dtype
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(member)
+        start = member.tell()
+    if fortran and len(shape) > 1:
+        start = -1  # not rows in order: cannot be read a row at a time
+    return shape, dtype, start
+
+
+def _npz_on_disk(path: Path, archive: zipfile.ZipFile, key: str, shape, dtype, start: int):
+    """An .npz image array too big for memory, read a few rows at a time from the file (stored
+    uncompressed) or from an unnamed unpacked copy (compressed)."""
+    from kcnn.data.disk_rows import DiskRows, unpacked, zip_member_offset
+
+    if start < 0 or dtype.hasobject or not shape:
+        raise KcnnError(
+            f"{path}'s {key} is too big for memory ({_array_bytes(shape, dtype):,} bytes) and not "
+            "stored as rows in order; save it with np.savez from a C-ordered array"
+        )
+    info = archive.getinfo(_member_name(archive, key))
+    nbytes = _array_bytes(shape, dtype)
+    if info.compress_type == zipfile.ZIP_STORED:
+        offset = zip_member_offset(path, info) + start
+        if os.path.getsize(path) < offset + nbytes:
+            raise KcnnError(f"{path}'s {key} is cut short; the file is truncated, re-create it")
+        return DiskRows(open_regular(path), offset, shape, dtype)
+    _room_to_unpack(nbytes, f"{path}'s {key}")
+    with archive.open(info) as member:
+        member.read(start)
+        return DiskRows(unpacked(member, nbytes, unpack_folder()), 0, shape, dtype)
 
 
 def read_npz(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """An .npz file with arrays x_train, y_train, x_test, y_test (Keras's mnist.npz is one).
 
-    The arrays' headers are read first, so an .npz declaring more than `MAX_DATA_BYTES` is refused
-    before anything is allocated.
+    The arrays' headers are read first: when they declare more than `memory_budget()`, the
+    image arrays are read from the file a few rows at a time (`_npz_on_disk`), never loaded.
     """
     try:
         with open_regular(path) as raw:
@@ -188,8 +268,13 @@ def read_npz(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray
                         f"{', '.join(NPZ_KEYS)} (it has: {', '.join(f.files) or 'nothing'})"
                     )
                 declared = [_member_header(f.zip, k) for k in NPZ_KEYS]
-                check_memory(sum(_array_bytes(s, d) for s, d in declared), f"{path}'s arrays")
-                arrays = tuple(f[k] for k in NPZ_KEYS)
+                if fits_memory(sum(_array_bytes(s, d) for s, d, _ in declared)):
+                    arrays = tuple(f[k] for k in NPZ_KEYS)
+                else:
+                    arrays = tuple(
+                        _npz_on_disk(path, f.zip, k, *declared[i]) if k.startswith("x_") else f[k]
+                        for i, k in enumerate(NPZ_KEYS)
+                    )
     except KcnnError:
         raise
     except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError) as e:

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from kcnn import defaults
 from kcnn.errors import KcnnError
 
@@ -207,6 +209,10 @@ def data_fingerprint(data) -> str:
             digest.update(b"-")
             continue
         digest.update(str((array.shape, array.dtype.str)).encode())
+        if not isinstance(array, np.ndarray):  # read from disk by rows: the same bytes, in chunks
+            for chunk in array.chunks():
+                digest.update(chunk)
+            continue
         digest.update(memoryview(array).cast("B") if array.flags.c_contiguous else array.tobytes())
     return digest.hexdigest()
 
