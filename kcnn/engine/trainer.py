@@ -417,7 +417,7 @@ class Trainer:
         args = (p.parts.x_train, p.parts.y_train, p.input_shape, c.batch_size, c.seed)
         rest = (len(self.rows), epochs, self.preprocess, self.augmenter())
         if c.data_service:
-            self.records.add_facts(data_service=streams.service_record(c.data_service))
+            self.records.add_facts(input_service=streams.service_record(c.data_service))
             return self._distributed(streams.through_service(c.data_service, *args, *rest))
         if self.dist is not None and self.dist.kind == "multi-worker":
             return streams.sharded(self.dist.strategy, *args, *rest)

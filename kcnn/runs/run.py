@@ -490,6 +490,7 @@ RUN_FACTS = frozenset(
         "device_names",
         "precision_policy",
         "workers",
+        "input_service",  # --data-service: the dispatcher and the decoder its workers run
     }
 )
 
