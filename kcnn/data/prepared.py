@@ -138,11 +138,14 @@ def prepare_data(
 
 def read_at(data, parts, input_shape: tuple[int, int, int], fit: str, cache: str):
     """An image folder's data and splits read at the size the model takes: straight from the
-    files to `input_shape` when it is resized (a 12-megapixel photo never exists in memory at
-    full size), at the folder's own size when it is padded or already fits. Returns (data,
-    splits, where the cache is, in words)."""
+    files to `input_shape` when it shrinks them (a 12-megapixel photo never exists in memory at
+    full size), at the folder's own size when it is padded, fits already, or is enlarged (by the
+    pipeline, as for arrays: a cache of small images stays small). Returns (data, splits, where
+    the cache is, in words)."""
     x = data.x_train
-    size = (input_shape[1], input_shape[0]) if fit == "resize" else x.size
+    width, height = x.size
+    shrinks = fit == "resize" and input_shape[0] * input_shape[1] < width * height
+    size = (input_shape[1], input_shape[0]) if shrinks else x.size
     return read_folder_at(data, parts, x.mode, size, cache)
 
 
