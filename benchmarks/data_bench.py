@@ -147,7 +147,10 @@ def decoding(pool: list[Path], repeats: int, scratch: Path) -> dict:
     paths = os.pathsep.join(str(p) for p in sorted(folder.rglob("*.jpg")))
 
     def contestant(how: str):
-        return lambda: {**common.last_json(common.run([PY, "-c", DECODE, paths, how])["stdout"]), "load": load()}
+        return lambda: {
+            **common.last_json(common.run([PY, "-c", DECODE, paths, how])["stdout"]),
+            "load": load(),
+        }
 
     names = ("kcnn-1", "pillow", "keras-1", "kcnn-pool", "keras")
     runs = protocol.shuffled_repeats({n: contestant(n) for n in names}, repeats)
@@ -157,9 +160,7 @@ def decoding(pool: list[Path], repeats: int, scratch: Path) -> dict:
         "size": list(SIZE),
         "target": [224, 224],
         "cores": os.cpu_count(),
-        "median_images_per_second": {
-            n: common.median([r[n][rate] for r in runs]) for n in names
-        },
+        "median_images_per_second": {n: common.median([r[n][rate] for r in runs]) for n in names},
         "one_core": protocol.paired_ratios(runs, "kcnn-1", ["pillow", "keras-1"], rate),
         "every_core": protocol.paired_ratios(runs, "kcnn-pool", ["keras"], rate),
         "runs": runs,
@@ -308,7 +309,9 @@ def input_wait(pool, scratch: Path, repeats: int) -> dict:
         for _ in range(repeats):
             before = load()
             r = common.run([PY, "-c", INPUT_WAIT, *args])
-            runs.append({**common.last_json(r["stdout"]), "load_before": before, "load_after": load()})
+            runs.append(
+                {**common.last_json(r["stdout"]), "load_before": before, "load_after": load()}
+            )
         out[name] = {
             "input_wait_share": protocol.spread([r["input_wait_share"] for r in runs]),
             "runs": runs,
@@ -346,7 +349,9 @@ def main(argv=None) -> dict:
             "decoding": decoding(pool, args.repeats, scratch),
         }
         result["memory"] = memory_runs(pool, counts, scratch, env)
-        result["against_old"] = against_old(pool, args.old_photos, scratch, Path(args.old_root), env)
+        result["against_old"] = against_old(
+            pool, args.old_photos, scratch, Path(args.old_root), env
+        )
         result["input_wait"] = input_wait(pool, scratch, args.repeats)
     finally:
         if not args.scratch:

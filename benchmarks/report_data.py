@@ -92,7 +92,10 @@ def _memory(rows: list[dict]) -> list[str]:
 
 def _against_old(s: dict) -> list[str]:
     if "skipped" in s or not s:
-        return [f"**Against the code before streaming**: not run ({s.get('skipped', 'no run')}).", ""]
+        return [
+            f"**Against the code before streaming**: not run ({s.get('skipped', 'no run')}).",
+            "",
+        ]
     new, old = s["new"], s["old"]
     whole = s["photos"] >= 100
     out = [

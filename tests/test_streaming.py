@@ -294,6 +294,54 @@ def test_a_data_service_dispatcher_and_worker_train_a_folder(tmp_path, cli, monk
     assert len(history) == 3
 
 
+@pytest.mark.slow  # a cluster of two workers and a reference run: ~2 min on 2 busy cores
+def test_two_workers_each_decode_their_own_share_of_a_folder(tmp_path):
+    from test_distribute import _free_ports, _tf_config
+
+    root = photo_folder(tmp_path / "photos", per_class=40, size=(64, 48))
+    # one epoch, each file decoded at most once per process (a memory cache): alone, every file;
+    # on a worker, its half of each training batch (and all of validation and test)
+    args = ["train", "lenet5", "--dataset", root, "--epochs", "1", "--batch-size", "8",
+            "--image-size", "32", "--cache", "memory"]  # fmt: skip
+    one = kcnn(*args, "--out", tmp_path / "one")
+    assert one.returncode == 0, one.stderr[-2000:]
+    (alone,) = (tmp_path / "one").iterdir()
+    ports = _free_ports(2)
+    workers = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "kcnn.cli",
+                *map(str, args),
+                "--strategy",
+                "multi-worker",
+                "--out",
+                str(tmp_path / f"worker{i}"),
+            ],  # fmt: skip
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "TF_CONFIG": _tf_config(ports, i)},
+        )
+        for i in range(2)
+    ]
+    try:
+        errors = [w.communicate(timeout=TIMEOUT)[1] for w in workers]
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.kill()
+    assert [w.returncode for w in workers] == [0, 0], errors
+    (chief,) = (tmp_path / "worker0").iterdir()
+    decoded = {
+        name: json.loads((folder / "metrics.json").read_text())["images_decoded"]
+        for name, folder in (("alone", alone), ("chief", chief))
+    }
+    train = json.loads((alone / "config.json").read_text())["split_sizes"]["train"]
+    assert decoded["alone"] == 80 and decoded["alone"] - decoded["chief"] >= 0.4 * train, decoded
+
+
 def test_the_native_decoder_matches_the_files_meaning(tmp_path):
     """What a tf.data service worker decodes: upright, in the model's channels."""
     import tensorflow as tf

@@ -18,6 +18,7 @@ input pipeline calls, skips it, records it in the folder's `Failures` and says w
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,9 @@ from kcnn.data import decode
 from kcnn.data.image_cache import NoCache
 from kcnn.data.scan import ImageFolder
 from kcnn.errors import KcnnError
+
+
+_COUNT = threading.Lock()
 
 
 class FileImages:
@@ -137,6 +141,8 @@ class FileImages:
                 continue
             out[j] = pixels
             self.cache.put(row, pixels)
+        with _COUNT:
+            self.folder.decoded += len(waiting)
         return (out if kept.all() else out[kept]), kept
 
     def _decode_later(self, row: int):

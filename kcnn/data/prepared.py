@@ -64,6 +64,10 @@ class Prepared:
         folders = {id(x.folder): x.folder for x in (self.parts.x_train, self.parts.x_test)}
         return [r for f in folders.values() for r in f.failures.records()]
 
+    def decoded(self) -> int | None:
+        """Image files this process has decoded so far (None: the data are arrays)."""
+        return sum(f.decoded for f in self._folders()) if self.streamed else None
+
     def failures_over(self) -> str | None:
         """Why the run must stop, when more of its image files failed to decode than kcnn skips."""
         if not self.streamed:

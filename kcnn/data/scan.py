@@ -71,6 +71,7 @@ class ImageFolder:
     headers: list[Header]
     left_out: list[tuple[str, str]] = field(default_factory=list)  # (path, why): not images
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # (path, why): bad images
+    decoded: int = 0  # files this process decoded (reads from a cache not counted)
 
     def __len__(self) -> int:
         return len(self.files)

@@ -120,6 +120,7 @@ class Trainer:
         skipped = self.prepared.skipped() if self.prepared else None
         if skipped is not None:  # an image folder: the files left out as unreadable, so far
             base["skipped_images"] = skipped
+            base["images_decoded"] = self.prepared.decoded()  # by this process (not the cache)
         return base
 
     def _write_status(self, status: str, epochs: int | None = None, **extra) -> None:

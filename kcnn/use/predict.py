@@ -234,8 +234,8 @@ def _readable(x, y: np.ndarray, paths: list[str] | None):
     decoded now, those that fail left out (training skipped them too)."""
     from kcnn.data.files import is_files
 
-    if not is_files(x):
-        return x, y, paths
+    if not is_files(x):  # an array, in memory or read from disk by rows (kcnn.data.disk_rows)
+        return (x if isinstance(x, np.ndarray) else x[:]), y, paths
     pixels, kept = x.read(np.arange(len(x)))
     return pixels, y[kept], ([p for p, k in zip(paths, kept, strict=True) if k] if paths else paths)
 
