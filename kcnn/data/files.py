@@ -29,7 +29,6 @@ from kcnn.data.image_cache import NoCache
 from kcnn.data.scan import ImageFolder
 from kcnn.errors import KcnnError
 
-
 _COUNT = threading.Lock()
 
 
