@@ -130,7 +130,9 @@ def _input_wait(s: dict) -> list[str]:
         return []
     out = [
         "**Waiting on input**: the share of step time spent waiting for batches, "
-        "1 − (epoch s with the same batches already in memory) / (epoch s with kcnn's pipeline); "
+        "1 − (epoch s with the same batches already prepared in memory, a tf.data cache) / "
+        "(epoch s with kcnn's pipeline), the two alternated epoch by epoch (medians; the "
+        "photos' pipeline reads its image cache, as a run does after its first epoch); "
         "median (lowest–highest) over repeats in fresh processes:",
         "",
         "| case | input-wait share | epoch s, pipeline | epoch s, in memory |",
