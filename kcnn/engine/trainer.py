@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from kcnn.data.prepared import Prepared, prepare_data  # noqa: F401  (commands import them here)
-from kcnn.engine import checkpoints, distribute, hooks, interrupts
+from kcnn.engine import checkpoints, distribute, hooks, interrupts, streamed
 from kcnn.engine.config import RunConfig
 from kcnn.errors import KcnnError
 from kcnn.models.params import count_params, model_summary
@@ -160,7 +160,7 @@ class Trainer:
         before = None
         if self.resume is not None:
             before = self.records.metrics_text()
-            self._skipped_before = _skipped_in(before)
+            self._skipped_before = streamed.skipped_in(before)
             self.open_folder()
         elif self.config.strategy != "multi-worker" and not out_inside_data(self.config):
             self.open_folder()
@@ -190,7 +190,7 @@ class Trainer:
                     signum,
                     f"interrupted by {name} after {done} of {self.epochs_planned} epochs; {again}",
                 ) from None
-            except TooManyBadImages as stop:
+            except streamed.TooManyBadImages as stop:
                 self.guard.shielded = True
                 self.open_folder()
                 done = self._stopped("failed", keep=True, reason="unreadable images")
@@ -377,9 +377,9 @@ class Trainer:
 
         p = self.prepared
         if x is None and p.streamed:
-            streamed = self._file_training_batches(epochs)
-            if streamed is not None:
-                return streamed
+            remote = streamed.training_stream(self, epochs)
+            if remote is not None:
+                return remote
         x = p.parts.x_train if x is None else x
         y = p.parts.y_train if y is None else y
         images = x is p.parts.x_train  # features need no preparing (and are never augmented)
@@ -404,25 +404,7 @@ class Trainer:
     def check_images(self) -> None:
         """Stop (exit 2, resumable) once more of an image folder's files have failed to decode
         than kcnn skips; `fit` checks after every batch, a pass outside it calls this."""
-        why = self.prepared.failures_over() if self.prepared else None
-        if why is not None:
-            raise TooManyBadImages(why)
-
-    def _file_training_batches(self, epochs: int):
-        """An image folder's training batches, read on this machine, by the workers of a tf.data
-        service (--data-service), or under multi-worker training each worker decoding only its
-        own part of every global batch (kcnn.data.streams)."""
-        from kcnn.data import streams
-
-        p, c = self.prepared, self.config
-        args = (p.parts.x_train, p.parts.y_train, p.input_shape, c.batch_size, c.seed)
-        rest = (len(self.rows), epochs, self.preprocess, self.augmenter())
-        if c.data_service:
-            self.records.add_facts(input_service=streams.service_record(c.data_service))
-            return self._distributed(streams.through_service(c.data_service, *args, *rest))
-        if self.dist is not None and self.dist.kind == "multi-worker":
-            return streams.sharded(self.dist.strategy, *args, *rest)
-        return None
+        streamed.check_images(self.prepared)
 
     def augmenter(self):
         """The training images' augmentation (None: none), recorded in config.json."""
@@ -470,7 +452,7 @@ class Trainer:
             callbacks.append(self._early_stopping())
         callbacks.append(recorder)
         if self.prepared.streamed:
-            callbacks.append(_BadImagesWatch(self.prepared))
+            callbacks.append(streamed.watch(self.prepared))
         if self.config.tensorboard:
             callbacks.append(self.records.tensorboard(self.config.tensorboard_histograms))
         callbacks += hooks.callbacks(self)  # a sweep's pruning, MLflow tracking (kcnn.engine.hooks)
@@ -577,41 +559,6 @@ class Trainer:
         result = RunResult(run_dir, final, history, model)
         hooks.finished(self, result)
         return result
-
-
-def _skipped_in(metrics_text: str):
-    """The image files a run's metrics.json lists as skipped (None: none, or not readable)."""
-    import json
-
-    try:
-        record = json.loads(metrics_text)
-    except (ValueError, TypeError):
-        return None
-    return record.get("skipped_images") if isinstance(record, dict) else None
-
-
-class TooManyBadImages(Exception):
-    """More of an image folder's files failed to decode than kcnn skips: the run stops, resumable."""
-
-
-def _BadImagesWatch(prepared: Prepared):
-    """A Keras callback that stops `fit` after a batch once the image files that failed to
-    decode pass `defaults.BAD_IMAGES_MAX_SHARE` (the pipeline skips them and counts)."""
-    import keras
-
-    class Watch(keras.callbacks.Callback):
-        def _check(self):
-            why = prepared.failures_over()
-            if why is not None:
-                raise TooManyBadImages(why)
-
-        def on_train_batch_end(self, batch, logs=None):
-            self._check()
-
-        def on_test_batch_end(self, batch, logs=None):
-            self._check()
-
-    return Watch()
 
 
 def _Recorder(trainer: Trainer):
