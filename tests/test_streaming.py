@@ -172,6 +172,34 @@ def test_a_hostile_folder_trains_skipping_and_recording_its_bad_files(tmp_path):
     assert sum(config["split_sizes"].values()) == 41
 
 
+@pytest.mark.slow  # two short trainings in subprocesses: ~1 min on a busy 2-core machine
+def test_too_many_undecodable_files_stop_the_run_resumably_until_fixed(tmp_path):
+    root = photo_folder(tmp_path / "photos", per_class=20)
+    originals = {}
+    for i in range(3):  # 3 of 40: over the 5 % kcnn skips
+        path = root / "dark" / f"{i:03d}.jpg"
+        originals[path] = path.read_bytes()
+        path.write_bytes(originals[path][: len(originals[path]) // 3])
+    out, cache = tmp_path / "runs", {"KCNN_CACHE_DIR": str(tmp_path / "cache")}
+    args = ["train", "lenet5", "--dataset", root, "--epochs", "2", "--batch-size", "8",
+            "--image-size", "32", "--out", out]  # fmt: skip
+    stopped = kcnn(*args, env=cache)
+    assert stopped.returncode == 2, stopped.stderr[-2000:]
+    error = stopped.stderr.strip().splitlines()[-1]
+    assert error.startswith("error: 3 of the 40 image files") and "--resume" in error
+    (run,) = out.iterdir()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["status"] == "failed" and len(metrics["skipped_images"]) == 3
+    again = kcnn("train", "--resume", run, env=cache)  # unchanged: skipped again, stops again
+    assert again.returncode == 2 and "3 of the 40" in again.stderr.strip().splitlines()[-1]
+    for path, content in originals.items():  # fixed: the run goes on
+        path.write_bytes(content)
+    fixed = kcnn("train", "--resume", run, env=cache)
+    assert fixed.returncode == 0, fixed.stderr[-2000:]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["status"] == "completed" and metrics["skipped_images"] == []
+
+
 @pytest.mark.parametrize("case", ["classes", "unreadable"])
 def test_a_refused_folder_says_one_line(tmp_path, case):
     """Its summary line is never printed before the refusal (issue 33)."""
