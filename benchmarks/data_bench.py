@@ -22,8 +22,8 @@ What it measures, each figure with the load average around it:
 2. peak resident memory (the child's own ru_maxrss) of `kcnn transfer mobilenetv2 --weights
    none --image-size 96 --epochs 1` over each count of photos;
 3. the same run over --old-photos photos with this code and with the code before streaming
-   (`--old-root`, its own virtual environment), one after the other: wall seconds and peak
-   memory. The old code holds every photo decoded at full size (the issue measured 17.3 GB for
+   (`--old-commit` of the `--old-root` checkout, unpacked with `git archive` and run by that
+   checkout's virtual environment), one after the other: wall seconds and peak memory. The old code holds every photo decoded at full size (the issue measured 17.3 GB for
    100); when the machine has too little memory available for that, fewer photos are used and
    the report says how many;
 4. the share of step time spent waiting on input: 1 − (epoch seconds with the same batches
@@ -56,7 +56,8 @@ SCENE = (504, 378)  # the random image a scene is resized from: its shapes and t
 NOISE = 4  # sigma of the sensor noise, in grey levels
 POOL = 120  # distinct photos generated; bigger folders link to them
 DECODE_IMAGES = 24  # photos decoded per contestant and repeat
-OLD_ROOT = Path("/work/main")
+OLD_ROOT = Path("/work/main")  # a checkout with a virtual environment of the code before
+OLD_COMMIT = "3e43b70"  # the last commit before image folders streamed
 OLD_MB_PER_PHOTO = 175  # the old code's peak per 12-MP photo (the issue: 17.3 GB for 100)
 
 
@@ -224,7 +225,30 @@ def memory_runs(pool, counts, scratch: Path, env: dict) -> list[dict]:
     return rows
 
 
-def against_old(pool, wanted: int, scratch: Path, old_root: Path, env: dict) -> dict:
+def old_code(old_root: Path, commit: str, scratch: Path) -> tuple[Path, Path, dict]:
+    """The code before streaming, `commit` of `old_root`'s repository unpacked (read-only: `git
+    archive`, nothing written there) into the scratch folder, run by `old_root`'s own virtual
+    environment with it first on the path: (python, folder, environment)."""
+    import subprocess
+
+    python = old_root / ".venv" / "bin" / "python"
+    folder = scratch / f"old-{commit}"
+    if not folder.exists():
+        folder.mkdir(parents=True)
+        archive = subprocess.run(["git", "-C", str(old_root), "archive", commit],
+                                 capture_output=True, check=True).stdout  # fmt: skip
+        subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    env = {"PYTHONPATH": str(folder)}
+    probe = subprocess.run([str(python), "-c", "import kcnn; print(kcnn.__file__)"],
+                           capture_output=True, text=True, cwd=folder, env={**os.environ, **env})  # fmt: skip
+    if not probe.stdout.strip().startswith(str(folder)):
+        raise RuntimeError(
+            f"the old code did not come first on the path: {probe.stdout}{probe.stderr}"
+        )
+    return python, folder, env
+
+
+def against_old(pool, wanted: int, scratch: Path, old_root: Path, env: dict, commit: str) -> dict:
     python = old_root / ".venv" / "bin" / "python"
     if not python.exists():
         return {"skipped": f"no {python}: the code before streaming is not installed"}
@@ -233,25 +257,18 @@ def against_old(pool, wanted: int, scratch: Path, old_root: Path, env: dict) -> 
     if count < 10:
         return {"skipped": f"{available_mb():.0f} MiB available: too little for the old code"}
     folder = photo_folder(scratch / f"photos-old-{count}", pool, count)
+    python, code, old_env = old_code(old_root, commit, scratch)
     new = transfer_run(PY, folder, scratch / "runs-new", None, env)
-    old = transfer_run(str(python), folder, scratch / "runs-old", old_root, {})
+    old = transfer_run(str(python), folder, scratch / "runs-old", code, old_env)
     return {
         "photos": count,
         "photos_wanted": wanted,
-        "old_commit": _commit(old_root),
+        "old_commit": commit,
         "new": new,
         "old": old,
         "speedup": old["wall"] / new["wall"],
         "memory_ratio": old["peak_rss_mib"] / new["peak_rss_mib"],
     }
-
-
-def _commit(root: Path) -> str:
-    import subprocess
-
-    r = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-                       capture_output=True, text=True)  # fmt: skip
-    return r.stdout.strip()
 
 
 # --- 4. waiting on input --------------------------------------------------------------------------
@@ -333,6 +350,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--counts", default="100,1000,5000")
     parser.add_argument("--old-photos", type=int, default=100)
     parser.add_argument("--old-root", default=str(OLD_ROOT))
+    parser.add_argument("--old-commit", default=OLD_COMMIT)
     parser.add_argument("--pool", type=int, default=POOL)
     parser.add_argument("--scratch", default=None, help="where the photos go [a temporary folder]")
     args = parser.parse_args(argv)

@@ -51,7 +51,10 @@ FINE_TUNE_LR = 1e-5  # a low rate keeps the unfrozen ImageNet features from bein
 # beyond it in an unnamed file in the run folder (kcnn/data/feature_store.py), so a big cache
 # costs page cache the system can take back, not process memory.
 FEATURE_CACHE_MAX_BYTES = 8 * 1024**3
-FEATURE_MEMORY_MAX_BYTES = 256 * 1024**2
+# 64 MB: beyond that a cache held in the process would grow its memory with the number of images
+# (MobileNetV2's features at 96×96 are 45 KB an image), where the file's pages sit in the page
+# cache, as fast to read and given back under pressure: peak memory stays flat (issue 28).
+FEATURE_MEMORY_MAX_BYTES = 64 * 1024**2
 
 # --- data limits (kcnn/data): what a data set may cost before it is refused -----------------------
 # One image in an image folder, in pixels: Pillow's decompression-bomb guard is set to this (a
@@ -68,7 +71,8 @@ DATA_MEMORY_SHARE = 0.5
 # refused, or the run stops (exit 2, resumable).
 BAD_IMAGES_MAX_SHARE = 0.05
 # --cache auto keeps a folder's decoded images in memory up to this size, else on disk in the
-# cache folder ($KCNN_CACHE_DIR, else ~/.cache/kcnn) while they fit half its free space.
-IMAGE_CACHE_MEMORY_MAX_BYTES = 128 * 1024**2
+# cache folder ($KCNN_CACHE_DIR, else ~/.cache/kcnn) while they fit half its free space (read with
+# pread, the disk cache's pages are the system's page cache, not the process's memory).
+IMAGE_CACHE_MEMORY_MAX_BYTES = 64 * 1024**2
 # Classes of one data set (class folders or distinct labels); more is a mistake, not a data set.
 MAX_CLASSES = 10_000

@@ -390,7 +390,7 @@ class RunConfig:
         "auto",
         "Where an image folder's images, decoded at the model's size, are kept between reads: "
         "memory, disk (a file in $KCNN_CACHE_DIR, default ~/.cache/kcnn, reused by later runs), "
-        "none, or auto (memory up to 128 MB, else disk). Arrays are in memory already.",
+        "none, or auto (memory up to 64 MB, else disk). Arrays are in memory already.",
         choices=CACHE_CHOICES,
         noun="cache",
         panel=DATA,

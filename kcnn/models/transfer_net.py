@@ -11,6 +11,7 @@ keras.io/guides/transfer_learning). `kcnn.commands.transfer` trains it.
 from __future__ import annotations
 
 import hashlib
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -222,6 +223,25 @@ def feature_batch(input_shape) -> int:
     return max(1, min(FEATURE_BATCH_MAX, FEATURE_BATCH_PIXELS // (h * w)))
 
 
+_FORWARD: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _forward(extractor, input_shape):
+    """The extractor as one traced function for every batch size (the last batch is smaller),
+    traced once for all the passes over the splits (a trace costs a second or two)."""
+    import tensorflow as tf
+
+    key = tuple(input_shape)
+    found = _FORWARD.get(extractor)
+    if found is None or found[0] != key:
+        function = tf.function(
+            lambda images: extractor(images, training=False),
+            input_signature=[tf.TensorSpec((None, *input_shape), tf.float32)],
+        )
+        found = _FORWARD[extractor] = (key, function)
+    return found[1]
+
+
 def extract_features(
     extractor,
     x,
@@ -240,7 +260,6 @@ def extract_features(
     that fail to decode are left out: the features are then of the images it gave
     (`kcnn.data.files.kept_labels` gives their labels)."""
     import numpy as np
-    import tensorflow as tf
 
     from kcnn.data.feature_store import FeatureStore
     from kcnn.data.pipeline import make_dataset
@@ -253,11 +272,7 @@ def extract_features(
     else:
         features = FeatureStore(shape, directory)
         write = lambda rows, out: features.write(rows.start, out)  # noqa: E731
-    # one trace for every batch size (the last batch is smaller)
-    forward = tf.function(
-        lambda images: extractor(images, training=False),
-        input_signature=[tf.TensorSpec((None, *input_shape), tf.float32)],
-    )
+    forward = _forward(extractor, input_shape)
     labels = np.zeros(len(x), dtype=np.int64)
     done = 0
     batches = make_dataset(
