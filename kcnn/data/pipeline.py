@@ -215,8 +215,9 @@ def file_batches(
 ) -> tf.data.Dataset:
     """Batches of (images, labels) of `FileImages` `x`: epochs `first_epoch`..`epochs - 1`, each
     in the order of a permutation drawn from (seed, epoch) alone (`seed` None: in order, one
-    pass). Each batch's files are decoded when it is needed; a file that fails is left out of
-    its batch (and recorded: `kcnn.data.scan.Failures`), its label with it. `shard` (k, n): this
+    pass, with no sample weights). Each batch's files are decoded when it is needed; a file that
+    fails is left out of its batch (and recorded: `kcnn.data.scan.Failures`), its label with it;
+    training batches come with sample weights (`_never_empty`). `shard` (k, n): this
     input pipeline decodes only every n-th image of each batch from the k-th (a worker's part of
     the global batch under multi-worker training)."""
     count = len(y)
@@ -234,12 +235,31 @@ def file_batches(
         images.set_shape((None, *x.shape[1:]))
         kept.set_shape((None,))
         batch_labels = tf.boolean_mask(tf.gather(labels, indices), kept)
+        if seed is None:  # one pass (validation, test, features): an empty batch is dropped
+            return prepare(images), batch_labels
+        images, batch_labels, weights = _never_empty(images, batch_labels)
         if augment is not None:
             images = augment(images, epoch, batch)
-        return prepare(images), batch_labels
+        return prepare(images), batch_labels, weights
 
     stream = tf.data.Dataset.range(first_epoch * steps, epochs * steps)
-    return _ready(stream.map(load, num_parallel_calls=FILE_BATCHES_IN_FLIGHT, deterministic=True))
+    stream = stream.map(load, num_parallel_calls=FILE_BATCHES_IN_FLIGHT, deterministic=True)
+    if seed is None:
+        stream = stream.filter(lambda images, batch_labels: tf.size(batch_labels) > 0)
+    return _ready(stream)
+
+
+def _never_empty(images, labels):
+    """A training batch with its sample weights: 1 for each image; a batch whose every file
+    failed to decode becomes one black image of weight 0, so that each epoch keeps its steps
+    (its order, and a resume, stay those of an uninterrupted run) and no model meets an empty
+    batch. Its step trains on nothing (an optimizer with momentum still moves)."""
+    empty = tf.equal(tf.size(labels), 0)
+    shape = tf.concat([[1], tf.shape(images)[1:]], 0)
+    images = tf.cond(empty, lambda: tf.zeros(shape, images.dtype), lambda: images)
+    weights = tf.cond(empty, lambda: tf.zeros((1,)), lambda: tf.ones(tf.shape(labels), tf.float32))
+    labels = tf.cond(empty, lambda: tf.zeros((1,), labels.dtype), lambda: labels)
+    return images, labels, weights
 
 
 def batch_indices(step, count: int, batch_size: int, seed: int | None, shard=(0, 1)):

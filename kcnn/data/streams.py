@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from kcnn.data.pipeline import (
+    _never_empty,
     _ready,
     batch_indices,
     file_batches,
@@ -179,8 +180,9 @@ def through_service(
 
     def finish(images, labels, epoch, batch):
         images.set_shape((None, *x.shape[1:]))
+        images, labels, weights = _never_empty(images, labels)
         if augment is not None:
             images = augment(images, epoch, batch)
-        return prepare(images), labels
+        return prepare(images), labels, weights
 
     return _ready(remote.map(finish, num_parallel_calls=2, deterministic=True))
