@@ -18,6 +18,7 @@ a tf.data service worker all see the very batches of an uninterrupted run.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -246,6 +247,11 @@ def file_batches(
     stream = stream.map(load, num_parallel_calls=FILE_BATCHES_IN_FLIGHT, deterministic=True)
     if seed is None:
         stream = stream.filter(lambda images, batch_labels: tf.size(batch_labels) > 0)
+        # A filtered stream's length is unknown until it ends, and Keras then warns that the
+        # "input ran out of data" however complete the pass: not a fact worth a user's line.
+        warnings.filterwarnings(
+            "ignore", message="Your input ran out of data", category=UserWarning
+        )
     return _ready(stream)
 
 

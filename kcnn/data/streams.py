@@ -19,7 +19,6 @@ epoch's batches are the same, but may arrive in another order (whichever worker 
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -172,8 +171,7 @@ def through_service(
     remote = source.apply(
         tf.data.experimental.service.distribute(
             processing_mode=tf.data.experimental.service.ShardingPolicy.DYNAMIC,
-            service=url,
-            job_name=f"kcnn-{uuid.uuid4().hex}",
+            service=url,  # no job name: each iterator its own job, none sharing another's batches
         )
     )
     prepare = prepare_batch_fn(tuple(x.shape[1:]), tuple(input_shape), preprocess)
