@@ -377,7 +377,7 @@ def main(argv=None) -> dict:
         }
         result["memory"] = memory_runs(pool, counts, scratch, env)
         result["against_old"] = against_old(
-            pool, args.old_photos, scratch, Path(args.old_root), env
+            pool, args.old_photos, scratch, Path(args.old_root), env, args.old_commit
         )
         result["input_wait"] = input_wait(pool, scratch, args.repeats)
     finally:
