@@ -421,11 +421,11 @@ def render(results: dict) -> str:
         ]
     if "scaleout" in sec:
         out += scaleout_section(sec["scaleout"], note)
+    out += gpu_section(sec.get("gpu"), note)
     if "data" in sec:
         from report_data import data_section
 
         out += data_section(sec["data"], note)
-    out += gpu_section(sec.get("gpu"), note)
     missing = [k for k in SECTION_TITLES if k not in sec]
     if missing:
         out += [

@@ -25,7 +25,7 @@ def data_section(s: dict, note) -> list[str]:
     ips = d["median_images_per_second"]
     one = d["one_core"]
     out = [
-        "## 8. Image folders read from disk",
+        "## 9. Image folders read from disk",
         "",
         note(s),
         "",

@@ -4,7 +4,8 @@ same way in both.
 
 - JPEG is decoded in the DCT domain at 1/2, 1/4 or 1/8 of its size when that still covers the
   target (Pillow's `Image.draft`, libjpeg's scaled decoding: a 12-megapixel photo bound for
-  224×224 decodes at 1/8, about five times faster than a full decode), then resized exactly;
+  224×224 decodes at 1/8; what that saves is measured in benchmarks/RESULTS.md), then resized
+  exactly;
 - the EXIF orientation tag is applied (phones store photos sideways and rotate them by the tag);
 - CMYK, palette, greyscale with or without alpha and 16-bit images become "L" or "RGB": a 16-bit
   grey keeps its scale (value / 257, so 65535 is 255) where Pillow's own conversion would clip

@@ -1,7 +1,7 @@
 """Where an image folder's decoded images are kept between reads: `--cache auto|memory|disk|none`.
 
 An image decoded at the model's size (96×96×3 is 27 KB; the 12-megapixel JPEG it came from is
-3 MB and 0.1 s of decoding) is worth keeping for the next epoch:
+megabytes, and most of the work of reading it) is worth keeping for the next epoch:
 
 - `memory`: in this process's memory, filled as images are first read;
 - `disk`: in a file in the cache folder (`$KCNN_CACHE_DIR`, else `~/.cache/kcnn`, under images/),
