@@ -64,12 +64,11 @@ def sweep(model, batches, schedule: np.ndarray, progress=None) -> dict[str, list
     try:
         for step, rate in enumerate(schedule):
             try:
-                x, y, *weights = next(iterator)  # an image folder's batches carry weights
+                x, y, *sample_weight = next(iterator)  # an image folder's carry weights
             except StopIteration:
                 break
             optimizer.learning_rate.assign(float(rate))
-            weight = weights[0] if weights else None
-            loss = float(model.train_on_batch(x, y, sample_weight=weight, return_dict=True)["loss"])
+            loss = float(model.train_on_batch(x, y, *sample_weight, return_dict=True)["loss"])
             if not math.isfinite(loss):
                 break
             average = SMOOTHING * average + (1 - SMOOTHING) * loss
