@@ -137,6 +137,7 @@ SECTION_TITLES = {
     "memory": "memory",
     "scaling": "scaling",
     "evaluation": "evaluation and prediction",
+    "data": "image folders read from disk",
 }
 
 
@@ -421,6 +422,10 @@ def render(results: dict) -> str:
     if "scaleout" in sec:
         out += scaleout_section(sec["scaleout"], note)
     out += gpu_section(sec.get("gpu"), note)
+    if "data" in sec:
+        from report_data import data_section
+
+        out += data_section(sec["data"], note)
     missing = [k for k in SECTION_TITLES if k not in sec]
     if missing:
         out += [

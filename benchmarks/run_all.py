@@ -45,6 +45,7 @@ SECTIONS = (
     "evaluation",
     "gpu",
     "levers",
+    "data",
 )
 
 
@@ -205,6 +206,7 @@ QUICK = {
     "memory_images": 200,
     "scaling": (300, 600),
     "evaluation": ["--images", "300", "--predict-images", "30"],
+    "data": ["--counts", "6,12", "--old-photos", "10", "--pool", "6"],
 }
 quick = False
 
@@ -350,6 +352,14 @@ def evaluation(repeats: int) -> dict:
     return common.last_json(r["stdout"])
 
 
+def data(repeats: int) -> dict:
+    """Image folders read from disk (benchmarks/data_bench.py): decoding speed, peak memory over
+    100 to 5,000 12-megapixel photos, against the code before streaming, and input waits."""
+    args = QUICK["data"] if quick else []
+    r = common.run([PY, HERE / "data_bench.py", "--repeats", str(repeats), *args])
+    return common.last_json(r["stdout"])
+
+
 def gpu_section() -> dict:
     """benchmarks/gpu.py, on a GPU machine only (it says so itself otherwise)."""
     return common.last_json(common.run([PY, HERE / "gpu.py"])["stdout"])
@@ -377,9 +387,10 @@ def versions() -> dict:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=protocol.MIN_REPEATS)
-    # The lever survey takes longer than everything else together on 2 cores, and scale-out
-    # (README's "What each costs", not a comparison with a baseline) about 200 s, so `make bench`
-    # (under 15 minutes) leaves both out: run them with --only levers / --only scaleout.
+    # The lever survey takes longer than everything else together on 2 cores, scale-out
+    # (README's "What each costs", not a comparison with a baseline) about 200 s, and the data
+    # section (thousands of 12-megapixel photos) about 20 minutes, so `make bench` (under 15
+    # minutes) leaves them out: run them with --only levers / --only scaleout / --only data.
     parser.add_argument("--skip", nargs="*", default=None, choices=SECTIONS)
     parser.add_argument(
         "--memory-backbone", default="mobilenetv2", choices=("mobilenetv2", "vgg16")
@@ -393,7 +404,7 @@ def main(argv=None) -> dict:
     if quick and Path(args.out).resolve() == HERE:
         raise SystemExit("--quick figures mean nothing: give a scratch --out, not benchmarks/")
     if args.skip is None:  # the long sections are left out unless --only names them
-        args.skip = ["levers", "scaleout"] if args.only is None else []
+        args.skip = ["levers", "scaleout", "data"] if args.only is None else []
     wanted = [s for s in SECTIONS if s not in args.skip and (args.only is None or s in args.only)]
     results_path = Path(args.out) / "results.json"
     # a partial run (--only) keeps the other sections of the last full one
@@ -433,6 +444,7 @@ def main(argv=None) -> dict:
             "scaling": lambda: scaling(Path(args.out)),
             "evaluation": lambda: evaluation(args.repeats),
             "gpu": gpu_section,
+            "data": lambda: data(args.repeats),
         }[section]
         sections[section] = {
             **run(),

@@ -55,14 +55,28 @@ FINE_TUNE_LR = 1e-5  # a low rate keeps the unfrozen ImageNet features from bein
 # beyond it in an unnamed file in the run folder (kcnn/data/feature_store.py), so a big cache
 # costs page cache the system can take back, not process memory.
 FEATURE_CACHE_MAX_BYTES = 8 * 1024**3
-FEATURE_MEMORY_MAX_BYTES = 256 * 1024**2
+# 64 MB: beyond that a cache held in the process would grow its memory with the number of images
+# (MobileNetV2's features at 96×96 are 45 KB an image), where the file's pages sit in the page
+# cache, as fast to read and given back under pressure: peak memory stays flat (issue 28).
+FEATURE_MEMORY_MAX_BYTES = 64 * 1024**2
 
 # --- data limits (kcnn/data): what a data set may cost before it is refused -----------------------
 # One image in an image folder, in pixels: Pillow's decompression-bomb guard is set to this (a
 # 8192×8192 image; a tiny PNG can claim 20000×20000 and would decode to over a gigabyte).
 MAX_IMAGE_PIXELS = 8192 * 8192
-# A data set's arrays in memory, checked from file headers before they are read where the format
-# allows (CIFAR-10 is 184 MB; the tf.data pipeline holds one more copy while training).
-MAX_DATA_BYTES = 4 * 1024**3
+# A data set's arrays are read into memory while they take at most this share of the memory the
+# machine has available (checked from file headers before anything is read); beyond it an .npz
+# saved uncompressed (np.savez) or a raw IDX file is memory-mapped from disk, and a compressed one
+# is unpacked into a temporary file and mapped; CIFAR's pickles (184 MB) are always read whole.
+DATA_MEMORY_SHARE = 0.5
+# Image folders are never loaded whole: their files are decoded when a batch needs them
+# (kcnn/data/files.py). Files whose header is unreadable, or which fail to decode while training,
+# are skipped and recorded, up to this share of a folder's image files; past it the folder is
+# refused, or the run stops (exit 2, resumable).
+BAD_IMAGES_MAX_SHARE = 0.05
+# --cache auto keeps a folder's decoded images in memory up to this size, else on disk in the
+# cache folder ($KCNN_CACHE_DIR, else ~/.cache/kcnn) while they fit half its free space (read with
+# pread, the disk cache's pages are the system's page cache, not the process's memory).
+IMAGE_CACHE_MEMORY_MAX_BYTES = 64 * 1024**2
 # Classes of one data set (class folders or distinct labels); more is a mistake, not a data set.
 MAX_CLASSES = 10_000

@@ -272,9 +272,7 @@ CASES = [
         lambda t: _train(
             "lenet5", "--dataset", _with_file(_image_folder(t / "imgs"), "b/photo.png")
         ),
-        [
-            "photo.png cannot be read as an image"
-        ],  # notes.txt is skipped: tests/test_image_folders.py
+        ["photo.png is not an image"],  # notes.txt is left out: tests/test_image_folders.py
     ),
     (
         "folder-empty-class",

@@ -265,15 +265,17 @@ def image_folder(root, classes=("a", "b"), per_class=3, size=(8, 8)):
     return root
 
 
-def test_fifo_or_folder_inside_a_class_folder(tmp_path, deadline):
+def test_fifo_or_folder_inside_a_class_folder_is_left_out_never_opened(tmp_path, deadline):
     root = image_folder(tmp_path / "imgs")
     os.mkfifo(root / "a" / "pipe.png")
-    with pytest.raises(KcnnError, match=r"pipe\.png is a FIFO .* inside a class folder"):
-        datasets.load(str(root))
-    os.remove(root / "a" / "pipe.png")
     (root / "b" / "nested").mkdir()
-    with pytest.raises(KcnnError, match="nested is a folder inside a class folder"):
-        datasets.load(str(root))
+    data = datasets.load(str(root))  # a FIFO opened for reading would block: `deadline` fails it
+    left = dict(data.x_train.folder.left_out)
+    assert left == {
+        str(root / "a" / "pipe.png"): "a FIFO (named pipe)",
+        str(root / "b" / "nested"): "a folder",
+    }
+    assert len(data.x_train) == 6
 
 
 def test_test_folder_is_decoded_in_trainings_mode_and_size(tmp_path):
@@ -356,31 +358,23 @@ def test_pillow_guard_is_our_limit_and_its_warning_an_error(tmp_path, monkeypatc
     assert Image.MAX_IMAGE_PIXELS == 100
 
 
-def test_image_folder_over_the_memory_limit(tmp_path, monkeypatch):
-    monkeypatch.setattr(defaults, "MAX_DATA_BYTES", 1000)
-    root = image_folder(tmp_path / "imgs")  # 6 images × 8×8×3 = 1,152 bytes
-    with pytest.raises(
-        KcnnError,
-        match="the 6 images of .* would take 1.1 KB in memory, over kcnn's limit of 1,000 bytes",
-    ):
-        datasets.load(str(root))
+def test_npz_over_the_memory_budget_is_read_from_disk_by_rows(tmp_path, monkeypatch):
+    from kcnn.data.disk_rows import DiskRows
 
-
-def test_npz_over_the_memory_limit_is_refused_from_its_headers(tmp_path, monkeypatch):
     path = npz(tmp_path / "big.npz")
-    monkeypatch.setattr(defaults, "MAX_DATA_BYTES", 1000)
-    monkeypatch.setattr(np.lib.npyio.NpzFile, "__getitem__", lambda *a: pytest.fail("array read"))
-    with pytest.raises(
-        KcnnError, match="big.npz's arrays would take 3.0 KB in memory.*MAX_DATA_BYTES"
-    ):
-        datasets.load(str(path))
+    expected = np.load(path)
+    monkeypatch.setattr(defaults, "DATA_MEMORY_SHARE", 1e-12)
+    data = datasets.load(str(path))
+    assert isinstance(data.x_train, DiskRows) and isinstance(data.x_test, DiskRows)
+    assert np.array_equal(data.x_train[:], expected["x_train"].reshape(data.x_train.shape))
+    assert np.array_equal(data.y_test, expected["y_test"])
 
 
 def test_gzip_idx_bomb_is_refused_before_decompressing(tmp_path, monkeypatch):
     # a header promising 60,000 images of 4096×4096: 1 TB, in a tiny .gz file
     header = bytes([0, 0, 0x08, 3]) + struct.pack(">III", 60000, 4096, 4096)
     (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(header + bytes(1000)))
-    with pytest.raises(KcnnError, match="would take 937.5 GB in memory"):
+    with pytest.raises(KcnnError, match="would take 937.5 GB, more than this machine's memory"):
         formats.read_idx(tmp_path / "train-images-idx3-ubyte.gz")
 
 

@@ -40,6 +40,7 @@ from kcnn.commands.command import (
     resumed_facts,
     settings_to_resume,
 )
+from kcnn.data.files import kept_labels
 from kcnn.data.prepared import Prepared, prepare_data
 from kcnn.engine import checkpoints, distribute, interrupts
 from kcnn.engine.config import TransferConfig
@@ -273,7 +274,8 @@ def _head_on_test_features(trainer: Trainer, net, prepared: Prepared, config, st
         what=f"{trainer.records.identity['backbone']} features of the test images",
         quiet=trainer.quiet,
     )
-    return net.head, array_batches(f_test, parts.y_test, config.batch_size)
+    y_test = kept_labels(parts.x_test, parts.y_test)  # image files that decoded
+    return net.head, array_batches(f_test, y_test, config.batch_size), y_test
 
 
 def _frozen_phase_on_features(trainer: Trainer, net, prepared: Prepared, config, store) -> None:
@@ -302,10 +304,16 @@ def _frozen_phase_on_features(trainer: Trainer, net, prepared: Prepared, config,
     seconds = time.perf_counter() - start
     trainer.records.results["feature_seconds"] = seconds
     trainer.add_training_seconds(seconds)
+    trainer.check_images()  # an image folder whose files failed to decode, past the share kcnn skips
+    # (the labels of the images the passes gave: an image folder's unreadable files left out)
+    y_train, y_val = (
+        kept_labels(parts.x_train, parts.y_train),
+        kept_labels(parts.x_val, parts.y_val),
+    )
     trainer.fit(
         net.head,
-        trainer.training_batches(config.epochs, x=f_train, y=parts.y_train),
-        array_batches(f_val, parts.y_val, config.batch_size),
+        trainer.training_batches(config.epochs, x=f_train, y=y_train),
+        array_batches(f_val, y_val, config.batch_size),
         epochs=config.epochs,
     )
 

@@ -389,22 +389,6 @@ def load(
     return validate(data)
 
 
-def folder_files(dataset: str) -> tuple[list[str], list[str] | None] | None:
-    """An image folder's files in the order its loader read them: (training files, test files
-    or None); None when the data set is not an image folder. Image i of the loaded arrays is
-    file i here: how a run names the file of a test image."""
-    root = Path(dataset).expanduser()
-    if dataset in DATASETS or not root.is_dir():
-        return None
-
-    def listing(folder: Path) -> list[str]:
-        return [str(f) for files in formats.class_files(folder).values() for f in files]
-
-    if (root / "train").is_dir() and (root / "test").is_dir():
-        return listing(root / "train"), listing(root / "test")
-    return listing(root), None
-
-
 def _class_difference(path: Path, train: list[str], test: list[str]) -> str:
     """Which class folders only one of train/ and test/ holds, by name."""
     parts = []
@@ -435,16 +419,39 @@ def _load_path(path: Path) -> Data:
             f"{path} is {formats.file_kind(mode)}, not an .npz file or an image folder; "
             "pass --dataset a registered name, an image folder or an .npz file"
         )
+    return _load_folder(path)
+
+
+def _load_folder(path: Path) -> Data:
+    """An image folder (or its train/ and test/ form) scanned, never decoded: its images are
+    `FileImages`, read from their files when a batch needs them."""
+    from kcnn.data.files import FileImages
+    from kcnn.data.scan import scan
+
     split_dirs = [path / "train", path / "test"]
     if all(d.is_dir() for d in split_dirs):
-        x, y, classes = formats.read_image_folder(split_dirs[0])
-        # test images are decoded in training's mode and size, so the two always fit together
-        mode_size = ("L" if x.shape[-1] == 1 else "RGB", (x.shape[2], x.shape[1]))
-        xt, yt, test_classes = formats.read_image_folder(split_dirs[1], *mode_size)
-        if test_classes != classes:
-            raise KcnnError(_class_difference(path, classes, test_classes))
+        train, test = scan(split_dirs[0]), scan(split_dirs[1])
+        if test.classes != train.classes:
+            raise KcnnError(_class_difference(path, train.classes, test.classes))
+        x = FileImages(train)
+        # test images are read in training's mode and size, so the two always fit together
+        xt = FileImages(test, x.mode, x.size)
         return Data(
-            path.name, x, y, xt, yt, classes, {"source": f"image folder {path} (train/ and test/)"}
+            path.name,
+            x,
+            train.labels,
+            xt,
+            test.labels,
+            train.classes,
+            {"source": f"image folder {path} (train/ and test/)"},
         )
-    x, y, classes = formats.read_image_folder(path)
-    return Data(path.name, x, y, None, None, classes, {"source": f"image folder {path}"})
+    folder = scan(path)
+    return Data(
+        path.name,
+        FileImages(folder),
+        folder.labels,
+        None,
+        None,
+        folder.classes,
+        {"source": f"image folder {path}"},
+    )

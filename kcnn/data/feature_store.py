@@ -75,5 +75,11 @@ class FeatureStore:
                 row, offset = row[n:], offset + n
         return out
 
+    def truncate(self, rows: int) -> FeatureStore:
+        """Keep only the first `rows` rows (a pass that gave fewer than it was sized for)."""
+        self.shape = (int(rows), *self.shape[1:])
+        os.ftruncate(self._fd, self.shape[0] * self.row_bytes)
+        return self
+
     def close(self) -> None:
         self._file.close()

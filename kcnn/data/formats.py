@@ -2,8 +2,11 @@
 
 Readers return the arrays as the files hold them (uint8 or not); `datasets.validate` turns every
 loader's result into the one form `Data` holds. Every reader opens files through `open_regular`
-(a FIFO or a device is refused, never read), checks sizes from headers against
-`defaults.MAX_DATA_BYTES` before it allocates, and raises `KcnnError` naming the file.
+(a FIFO or a device is refused, never read) and raises `KcnnError` naming the file. Sizes are
+read from headers before anything is allocated: arrays over `memory_budget()` (a share of the
+memory the machine has available) are read from disk a few rows at a time where the format
+allows — .npz (stored or compressed) and IDX (raw or .gz) image arrays — and CIFAR's pickles,
+184 MB, are always read whole. Image folders are not arrays at all (kcnn.data.files).
 """
 
 from __future__ import annotations
@@ -14,17 +17,13 @@ import io
 import os
 import pickle
 import stat
-import sys
-import warnings
 import zipfile
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
 from kcnn import defaults
 from kcnn.errors import KcnnError
-from kcnn.text import terminal
 
 IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
@@ -83,13 +82,39 @@ def human_bytes(n: int) -> str:
             return f"{n:,.1f} {unit}"
 
 
-def check_memory(nbytes: int, what: str) -> None:
-    """Refuse arrays whose size in memory would exceed `defaults.MAX_DATA_BYTES`."""
-    limit = defaults.MAX_DATA_BYTES
-    if nbytes > limit:
+def memory_budget() -> int:
+    """Bytes of arrays kcnn reads into memory: `defaults.DATA_MEMORY_SHARE` of the memory this
+    machine has available; bigger arrays are read from their file (kcnn.data.disk_rows)."""
+    from kcnn.data.image_cache import available_memory
+
+    return int(defaults.DATA_MEMORY_SHARE * available_memory())
+
+
+def fits_memory(nbytes: int) -> bool:
+    return nbytes <= memory_budget()
+
+
+def unpack_folder() -> Path:
+    """Where compressed arrays too big for memory are unpacked (unnamed files, gone at exit)."""
+    from kcnn.data.image_cache import cache_root
+
+    return cache_root() / "unpacked"
+
+
+def _room_to_unpack(nbytes: int, what: str) -> None:
+    """Refuse a compressed array that fits neither memory nor half the unpack folder's disk."""
+    import shutil
+
+    folder = unpack_folder()
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if nbytes > free // 2:
         raise KcnnError(
-            f"{what} would take {human_bytes(nbytes)} in memory, over kcnn's limit of "
-            f"{human_bytes(limit)} (MAX_DATA_BYTES in kcnn/defaults.py); use a smaller subset"
+            f"{what} would take {human_bytes(nbytes)}, more than this machine's memory holds "
+            f"({human_bytes(memory_budget())} for arrays) or half the {human_bytes(free)} free "
+            f"in {folder} to unpack it to; use a smaller subset"
         )
 
 
@@ -100,8 +125,9 @@ def _array_bytes(shape: tuple[int, ...], dtype) -> int:
 def read_idx(path: Path) -> np.ndarray:
     """Read an IDX file (the format of the original MNIST and Fashion-MNIST files), gzipped or raw.
 
-    The header is read first and the size it promises checked, so a small gzip that would
-    decompress to gigabytes is refused before it is decompressed.
+    The header is read first and the size it promises checked before anything is allocated: an
+    array over `memory_budget()` is read from the file (or, gzipped, from an unnamed unpacked
+    copy on disk) a few rows at a time instead (`DiskRows`), never decompressed into memory.
     """
     with open_regular(path) as raw:
         stream = gzip.GzipFile(fileobj=raw) if path.suffix == ".gz" else raw
@@ -116,7 +142,8 @@ def read_idx(path: Path) -> np.ndarray:
             dims = tuple(int.from_bytes(dim_bytes[4 * i : 4 * i + 4], "big") for i in range(ndim))
             dtype = np.dtype(IDX_DTYPES[head[2]])
             expected = _array_bytes(dims, dtype)
-            check_memory(expected, str(path))
+            if not fits_memory(expected) and len(dims) > 1:
+                return _idx_on_disk(path, raw, stream, dims, dtype, expected)
             payload = stream.read(expected + 1)
         except (OSError, EOFError) as e:  # gzip.BadGzipFile is an OSError
             if path.suffix != ".gz":
@@ -128,6 +155,25 @@ def read_idx(path: Path) -> np.ndarray:
             f"its header promises {expected}; the file is truncated or corrupt, re-download it"
         )
     return np.frombuffer(payload, dtype=dtype).reshape(dims)
+
+
+def _idx_on_disk(path: Path, raw, stream, dims, dtype, expected: int):
+    """An IDX array too big for memory, read from its file (raw) or from an unnamed unpacked
+    copy (.gz), a few rows at a time (kcnn.data.disk_rows)."""
+    from kcnn.data.disk_rows import DiskRows, unpacked
+
+    if stream is raw:
+        size = os.fstat(raw.fileno()).st_size
+        offset = 4 + 4 * len(dims)
+        if size - offset != expected:
+            raise KcnnError(
+                f"{path} holds {size - offset} data bytes but its header promises {expected}; "
+                "the file is truncated or corrupt, re-download it"
+            )
+        again = open_regular(path)  # a descriptor of its own: the `with` closes this one
+        return DiskRows(again, offset, dims, dtype)
+    _room_to_unpack(expected, str(path))
+    return DiskRows(unpacked(stream, expected, unpack_folder()), 0, dims, dtype)
 
 
 def _find(folder: Path, stems: list[str]) -> Path | None:
@@ -163,23 +209,53 @@ def read_idx_folder(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
 
-def _member_header(archive: zipfile.ZipFile, key: str) -> tuple[tuple[int, ...], np.dtype]:
-    """The shape and dtype an .npz member declares, read without reading its data."""
-    member_name = f"{key}.npy" if f"{key}.npy" in archive.namelist() else key
-    with archive.open(member_name) as member:
+def _member_name(archive: zipfile.ZipFile, key: str) -> str:
+    return f"{key}.npy" if f"{key}.npy" in archive.namelist() else key
+
+
+def _member_header(archive: zipfile.ZipFile, key: str) -> tuple[tuple[int, ...], np.dtype, int]:
+    """The shape and dtype an .npz member declares, read without reading its data, and where
+    its data begins within the member."""
+    with archive.open(_member_name(archive, key)) as member:
         version = np.lib.format.read_magic(member)
         if version == (1, 0):
-            shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(member)
         else:
-            shape, _, dtype = np.lib.format.read_array_header_2_0(member)
-    return shape, dtype
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(member)
+        start = member.tell()
+    if fortran and len(shape) > 1:
+        start = -1  # not rows in order: cannot be read a row at a time
+    return shape, dtype, start
+
+
+def _npz_on_disk(path: Path, archive: zipfile.ZipFile, key: str, shape, dtype, start: int):
+    """An .npz image array too big for memory, read a few rows at a time from the file (stored
+    uncompressed) or from an unnamed unpacked copy (compressed)."""
+    from kcnn.data.disk_rows import DiskRows, unpacked, zip_member_offset
+
+    if start < 0 or dtype.hasobject or not shape:
+        raise KcnnError(
+            f"{path}'s {key} is too big for memory ({_array_bytes(shape, dtype):,} bytes) and not "
+            "stored as rows in order; save it with np.savez from a C-ordered array"
+        )
+    info = archive.getinfo(_member_name(archive, key))
+    nbytes = _array_bytes(shape, dtype)
+    if info.compress_type == zipfile.ZIP_STORED:
+        offset = zip_member_offset(path, info) + start
+        if os.path.getsize(path) < offset + nbytes:
+            raise KcnnError(f"{path}'s {key} is cut short; the file is truncated, re-create it")
+        return DiskRows(open_regular(path), offset, shape, dtype)
+    _room_to_unpack(nbytes, f"{path}'s {key}")
+    with archive.open(info) as member:
+        member.read(start)
+        return DiskRows(unpacked(member, nbytes, unpack_folder()), 0, shape, dtype)
 
 
 def read_npz(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """An .npz file with arrays x_train, y_train, x_test, y_test (Keras's mnist.npz is one).
 
-    The arrays' headers are read first, so an .npz declaring more than `MAX_DATA_BYTES` is refused
-    before anything is allocated.
+    The arrays' headers are read first: when they declare more than `memory_budget()`, the
+    image arrays are read from the file a few rows at a time (`_npz_on_disk`), never loaded.
     """
     try:
         with open_regular(path) as raw:
@@ -192,8 +268,13 @@ def read_npz(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray
                         f"{', '.join(NPZ_KEYS)} (it has: {', '.join(f.files) or 'nothing'})"
                     )
                 declared = [_member_header(f.zip, k) for k in NPZ_KEYS]
-                check_memory(sum(_array_bytes(s, d) for s, d in declared), f"{path}'s arrays")
-                arrays = tuple(f[k] for k in NPZ_KEYS)
+                if fits_memory(sum(_array_bytes(s, d) for s, d, _ in declared)):
+                    arrays = tuple(f[k] for k in NPZ_KEYS)
+                else:
+                    arrays = tuple(
+                        _npz_on_disk(path, f.zip, k, *declared[i]) if k.startswith("x_") else f[k]
+                        for i, k in enumerate(NPZ_KEYS)
+                    )
     except KcnnError:
         raise
     except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError) as e:
@@ -337,208 +418,3 @@ def class_names_cifar100(folder: Path) -> list[str] | None:
     if not isinstance(names, list) or not all(isinstance(n, bytes | str) for n in names):
         raise KcnnError(f"{folder / 'meta'} holds no list of class names; re-download it")
     return [n.decode() if isinstance(n, bytes) else n for n in names]
-
-
-def _entries(folder: Path) -> list[Path]:
-    """The visible entries of a folder, sorted; a folder that cannot be listed is an error."""
-    try:
-        return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
-    except NotADirectoryError:
-        raise KcnnError(f"{folder} is not a folder") from None
-    except OSError as e:
-        raise KcnnError(f"cannot list {folder}: {e.strerror or e}") from None
-
-
-def _bomb_message(file: Path, limit: int) -> str:
-    """The one-line refusal of an image over the pixel limit, with its size read from its header."""
-    from PIL import Image
-
-    size = ""
-    guard, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
-    try:  # Image.open reads only the header: the guard can be off for this
-        with Image.open(file) as im:
-            size = f"{im.size[0]}×{im.size[1]} = {im.size[0] * im.size[1]:,} pixels, "
-    except Exception:  # noqa: BLE001 - the size is a detail of the message
-        pass
-    finally:
-        Image.MAX_IMAGE_PIXELS = guard
-    return (
-        f"{file} is too large an image ({size}over the limit of {limit:,} pixels, "
-        "MAX_IMAGE_PIXELS in kcnn/defaults.py); shrink or remove it"
-    )
-
-
-def read_image(file: Path, mode: str | None, size: tuple[int, int] | None):
-    """One image as uint8 (H, W, C) in `mode` at `size` (both taken from the image when None).
-
-    Pillow's decompression-bomb guard is set to `defaults.MAX_IMAGE_PIXELS` and its warning is
-    an error: a small file that claims a huge size is refused from its header, before decoding.
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    limit = defaults.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = limit
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with open_regular(file) as f, Image.open(f) as im:
-                im.load()
-                if mode is None:
-                    mode = "L" if im.mode in ("1", "L", "I;16", "I", "F") else "RGB"
-                    size = im.size
-                im = im.convert(mode)
-                if im.size != size:
-                    im = im.resize(size, Image.BILINEAR)
-                pixels = np.asarray(im, dtype=np.uint8)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise KcnnError(_bomb_message(file, limit)) from None
-    except KcnnError:
-        raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        reason = "not an image" if isinstance(e, UnidentifiedImageError) else str(e)
-        raise KcnnError(
-            f"{file} cannot be read as an image ({reason}); remove or replace it"
-        ) from None
-    return (pixels if pixels.ndim == 3 else pixels[..., None]), mode, size
-
-
-GREY_MODES = ("1", "L", "LA", "I;16", "I", "F")  # Pillow modes without colour
-
-
-def _image_suffixes() -> set[str]:
-    from PIL import Image
-
-    return set(Image.registered_extensions())
-
-
-def _header(file: Path) -> tuple[bool, tuple[int, int]]:
-    """Whether an image is in colour, and its (width, height), from its header alone."""
-    from PIL import Image, UnidentifiedImageError
-
-    limit = defaults.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = limit
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with open_regular(file) as f, Image.open(f) as im:
-                return im.mode not in GREY_MODES, im.size
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise KcnnError(_bomb_message(file, limit)) from None
-    except KcnnError:
-        raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        reason = "not an image" if isinstance(e, UnidentifiedImageError) else str(e)
-        raise KcnnError(
-            f"{file} cannot be read as an image ({reason}); remove or replace it"
-        ) from None
-
-
-def common_form(headers: list[tuple[bool, tuple[int, int]]]) -> tuple[str, tuple[int, int]]:
-    """The one mode and size a folder's images are decoded to: colour ("RGB") if any image is in
-    colour (greyscale copies into three channels without loss; colour does not survive one),
-    else greyscale ("L"); the most common size (ties: the larger), so the fewest are resized."""
-    mode = "RGB" if any(colour for colour, _ in headers) else "L"
-    counts = Counter(size for _, size in headers)
-    size = max(counts, key=lambda s: (counts[s], s[0] * s[1]))
-    return mode, size
-
-
-def _describe(headers: list[tuple[bool, tuple[int, int]]], mode: str, size: tuple[int, int]) -> str:
-    sizes = {s for _, s in headers}
-    colours = {c for c, _ in headers}
-    target = f"{size[0]}×{size[1]} {'RGB' if mode == 'RGB' else 'greyscale'}"
-    if len(sizes) == 1 and len(colours) == 1:
-        return f"all {target}"
-    why = []
-    if len(sizes) > 1:
-        why.append(f"{len(sizes)} sizes: the most common is kept, the rest resized")
-    if len(colours) > 1:
-        why.append("colour and greyscale: greyscale images are repeated into RGB")
-    return f"decoded as {target} ({'; '.join(why)})"
-
-
-def _files_of_class(folder: Path, suffixes: set[str], skipped: list[Path]) -> list[Path]:
-    """A class folder's image files; files that are not images by their name (notes.txt,
-    Thumbs.db) are left out and listed in `skipped`; a FIFO or a device is refused."""
-    found = []
-    for file in _entries(folder):
-        if not file.is_file():  # never open a FIFO or a device as if it were an image
-            st_mode = (file.stat() if file.exists() else file.lstat()).st_mode
-            raise KcnnError(
-                f"{file} is {file_kind(st_mode)} inside a class folder, where only image files "
-                "belong; move it out"
-            )
-        if file.suffix.lower() not in suffixes:
-            skipped.append(file)
-            continue
-        found.append(file)
-    if not found:
-        raise KcnnError(f"class folder {folder} holds no images")
-    return found
-
-
-def class_files(folder: Path, skipped: list[Path] | None = None) -> dict[str, list[Path]]:
-    """The image files of a class-per-subfolder folder, in the order `read_image_folder` reads
-    them (classes sorted, files sorted within each, hidden entries and files that are not images
-    by their name skipped, and listed in `skipped`): image i of the loaded arrays is file i of
-    this listing, which is how a run finds the file of a test image."""
-    entries = _entries(folder)
-    classes = [p.name for p in entries if p.is_dir()]
-    if len(classes) < 2:
-        raise KcnnError(
-            f"{folder} should hold one subfolder of images per class (at least two); found "
-            f"{len(classes)}"
-        )
-    if len(classes) > defaults.MAX_CLASSES:
-        raise KcnnError(
-            f"{folder} holds {len(classes):,} class folders, over the limit of "
-            f"{defaults.MAX_CLASSES:,} (MAX_CLASSES in kcnn/defaults.py); is it the right folder?"
-        )
-    suffixes = _image_suffixes()
-    skipped = [] if skipped is None else skipped
-    return {name: _files_of_class(folder / name, suffixes, skipped) for name in classes}
-
-
-def read_image_folder(
-    folder: Path, mode: str | None = None, size: tuple[int, int] | None = None
-) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Images in one subfolder per class, decoded to uint8 in Pillow `mode` ("L" or "RGB") at
-    `size` (width, height); without them, `common_form` picks both from every image's header.
-
-    Prints one line to stderr: how many images and classes were found and what they become
-    (and one note for files skipped as not images). The decoded size is checked against
-    `MAX_DATA_BYTES` before any image is decoded; more than `MAX_CLASSES` class folders is
-    refused before any image is read.
-    """
-    skipped: list[Path] = []
-    files_of = class_files(folder, skipped)
-    classes = list(files_of)
-    total = sum(len(f) for f in files_of.values())
-    if skipped:
-        shown = ", ".join(str(p.relative_to(folder)) for p in skipped[:3])
-        more = f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""
-        print(
-            terminal(
-                f"note: {folder}: skipped {len(skipped)} file(s) that are not images: {shown}{more}"
-            ),
-            file=sys.stderr,
-        )
-    if mode is None or size is None:
-        headers = [_header(file) for name in classes for file in files_of[name]]
-        mode, size = common_form(headers)
-        became = _describe(headers, mode, size)
-    else:
-        became = f"decoded as {size[0]}×{size[1]} {'RGB' if mode == 'RGB' else 'greyscale'}"
-    channels = 3 if mode == "RGB" else 1
-    check_memory(total * size[0] * size[1] * channels, f"the {total:,} images of {folder}")
-    print(
-        terminal(f"image folder {folder}: {total:,} images in {len(classes)} classes, {became}"),
-        file=sys.stderr,
-    )
-    images, labels = [], []
-    for index, name in enumerate(classes):
-        for file in files_of[name]:
-            pixels, _, _ = read_image(file, mode, size)
-            images.append(pixels)
-            labels.append(index)
-    return np.stack(images), np.asarray(labels, dtype=np.int64), classes

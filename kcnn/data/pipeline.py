@@ -7,16 +7,25 @@ held it up to four times at the peak (built in chunks, joined, then copied by it
 benchmarks/NOTES.md) for no measurable speed with oneDNN's kernels. So no set is held at a bigger
 size than its uint8 images, and feeding 32×32 images to a 224×224 backbone costs one batch of
 224×224 images at a time. The shuffles depend on the seed alone.
+
+An image folder (`kcnn.data.files.FileImages`) is files, not an array: its batches come from
+`file_batches`, which decodes each batch's files on a thread pool when the batch is needed (two
+batches in flight, two more ready), skipping a file that fails to decode. Its epochs are
+ordered by a stateless permutation of (seed, epoch) (`tf.random.experimental.index_shuffle`), so
+any batch of any epoch is known without the ones before it: a resume, a multi-worker shard and
+a tf.data service worker all see the very batches of an uninterrupted run.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
 
 from kcnn.data.augment import augment_epoch
+from kcnn.data.files import is_files
 
 
 def fit_mode(source_hw: tuple[int, int], target_hw: tuple[int, int]) -> str:
@@ -82,6 +91,10 @@ def make_dataset(
     preprocess: Callable[[tf.Tensor], tf.Tensor] | None = None,
 ) -> tf.data.Dataset:
     """Batches of (images, labels) ready for `model.fit`/`evaluate`/`predict`."""
+    if is_files(x):
+        return file_batches(
+            x, y, input_shape, batch_size, seed if shuffle else None, preprocess=preprocess
+        )
     # Shuffling indices gives the very permutation shuffling the images would (a shuffle's order
     # depends on its seed and buffer, never on the elements), without copying any image.
     order = tf.data.Dataset.range(len(y))
@@ -160,6 +173,10 @@ def epoch_batches(
     `augment(images, epoch, batch_index)` (kcnn.data.augment) changes each training batch before it
     is brought to the model's size, by (seed, epoch, batch) alone, so resuming stays exact.
     """
+    if is_files(x):
+        return file_batches(
+            x, y, input_shape, batch_size, seed, first_epoch, epochs, preprocess, augment
+        )
     count = len(y)
     labels = _labels(y)
     rows = _rows(x)
@@ -184,3 +201,93 @@ def epoch_batches(
     else:
         stream = _image_batches(stream, x, y, input_shape, preprocess)
     return _ready(stream)
+
+
+# Batches of an image folder decoded at once: each batch's files go to the decoding thread pool
+# together, and the next batch starts while one is still decoding.
+FILE_BATCHES_IN_FLIGHT = 2
+
+
+def file_batches(
+    x,
+    y: np.ndarray,
+    input_shape: tuple[int, int, int],
+    batch_size: int,
+    seed: int | None = None,
+    first_epoch: int = 0,
+    epochs: int = 1,
+    preprocess: Callable[[tf.Tensor], tf.Tensor] | None = None,
+    augment: Callable | None = None,
+    shard: tuple[int, int] = (0, 1),
+) -> tf.data.Dataset:
+    """Batches of (images, labels) of `FileImages` `x`: epochs `first_epoch`..`epochs - 1`, each
+    in the order of a permutation drawn from (seed, epoch) alone (`seed` None: in order, one
+    pass, with no sample weights). Each batch's files are decoded when it is needed; a file that
+    fails is left out of its batch (and recorded: `kcnn.data.scan.Failures`), its label with it;
+    training batches come with sample weights (`_never_empty`). `shard` (k, n): this
+    input pipeline decodes only every n-th image of each batch from the k-th (a worker's part of
+    the global batch under multi-worker training)."""
+    count = len(y)
+    steps = steps_per_epoch(count, batch_size)
+    labels = tf.constant(y.astype(np.int64))
+    prepare = prepare_batch_fn(tuple(x.shape[1:]), tuple(input_shape), preprocess)
+
+    def read(indices):
+        pixels, kept = x.read(indices)
+        return pixels, kept
+
+    def load(step):
+        epoch, batch, indices = batch_indices(step, count, batch_size, seed, shard)
+        images, kept = tf.numpy_function(read, [indices], (tf.uint8, tf.bool), stateful=False)
+        images.set_shape((None, *x.shape[1:]))
+        kept.set_shape((None,))
+        batch_labels = tf.boolean_mask(tf.gather(labels, indices), kept)
+        if seed is None:  # one pass (validation, test, features): an empty batch is dropped
+            return prepare(images), batch_labels
+        images, batch_labels, weights = _never_empty(images, batch_labels)
+        if augment is not None:
+            images = augment(images, epoch, batch)
+        return prepare(images), batch_labels, weights
+
+    stream = tf.data.Dataset.range(first_epoch * steps, epochs * steps)
+    stream = stream.map(load, num_parallel_calls=FILE_BATCHES_IN_FLIGHT, deterministic=True)
+    if seed is None:
+        stream = stream.filter(lambda images, batch_labels: tf.size(batch_labels) > 0)
+        # A filtered stream's length is unknown until it ends, and Keras then warns that the
+        # "input ran out of data" however complete the pass: not a fact worth a user's line.
+        warnings.filterwarnings(
+            "ignore", message="Your input ran out of data", category=UserWarning
+        )
+    return _ready(stream)
+
+
+def _never_empty(images, labels):
+    """A training batch with its sample weights: 1 for each image; a batch whose every file
+    failed to decode becomes one black image of weight 0, so that each epoch keeps its steps
+    (its order, and a resume, stay those of an uninterrupted run) and no model meets an empty
+    batch. Its step trains on nothing (an optimizer with momentum still moves)."""
+    empty = tf.equal(tf.size(labels), 0)
+    shape = tf.concat([[1], tf.shape(images)[1:]], 0)
+    images = tf.cond(empty, lambda: tf.zeros(shape, images.dtype), lambda: images)
+    weights = tf.cond(empty, lambda: tf.zeros((1,)), lambda: tf.ones(tf.shape(labels), tf.float32))
+    labels = tf.cond(empty, lambda: tf.zeros((1,), labels.dtype), lambda: labels)
+    return images, labels, weights
+
+
+def batch_indices(step, count: int, batch_size: int, seed: int | None, shard=(0, 1)):
+    """(epoch, batch in the epoch, image indices) of global batch number `step`: the batch's
+    positions in the epoch's order, permuted by (seed, epoch) unless `seed` is None, and of
+    them only this shard's (every shard[1]-th from shard[0])."""
+    steps = steps_per_epoch(count, batch_size)
+    step = tf.cast(step, tf.int64)
+    epoch, batch = step // steps, step % steps
+    start = batch * batch_size
+    positions = tf.range(start, tf.minimum(start + batch_size, count), dtype=tf.int64)
+    if shard[1] > 1:
+        positions = positions[shard[0] :: shard[1]]
+    if seed is not None:
+        key = tf.stack([tf.constant(seed, tf.int64), epoch])
+        positions = tf.random.experimental.index_shuffle(
+            positions, key, tf.constant(count - 1, tf.int64)
+        )
+    return epoch, batch, positions

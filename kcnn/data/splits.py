@@ -6,12 +6,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kcnn.data.files import take
 from kcnn.data.validation import Data
 from kcnn.errors import KcnnError
 
 
 @dataclass
 class Splits:
+    # arrays, or kcnn.data.files.FileImages for an image folder (files, read when a batch needs them)
     x_train: np.ndarray
     y_train: np.ndarray
     x_val: np.ndarray
@@ -108,11 +110,11 @@ def make_splits(
         x_test, y_test = x_test_source, y_test_source
         test_rows = np.arange(len(y_test_source))
     else:
-        x_test, y_test = x_test_source[test_rows], y_test_source[test_rows]
+        x_test, y_test = take(x_test_source, test_rows), y_test_source[test_rows]
     return Splits(
-        data.x_train[train_rows],
+        take(data.x_train, train_rows),
         y[train_rows],
-        data.x_train[val_rows],
+        take(data.x_train, val_rows),
         y[val_rows],
         x_test,
         y_test,

@@ -19,7 +19,9 @@ from kcnn.errors import KcnnError
 class Data:
     """A loaded data set, as `validate` leaves it:
 
-    - images uint8 (N, H, W, C) with C 1 or 3, N ≥ 1, H, W ≥ 1; pixel values 0..255. Float inputs
+    - images uint8 (N, H, W, C) with C 1 or 3, N ≥ 1, H, W ≥ 1; pixel values 0..255: a NumPy
+      array (possibly memory-mapped from the file it came from), or for an image folder
+      `kcnn.data.files.FileImages`, which decodes its files when they are read. Float inputs
       are scaled once, here, for every loader: when all float pixels of a data set lie in [0, 1]
       they are multiplied by 255, otherwise they are taken as 0..255 values; both are rounded.
       Values below 0 or above 255, NaN or infinity are an error, never clipped.
@@ -74,6 +76,13 @@ def _shape(x: np.ndarray) -> str:
 
 
 def _images(x, where: str, key: str) -> np.ndarray:
+    from kcnn.data.disk_rows import DiskRows
+    from kcnn.data.files import FileImages
+
+    if isinstance(x, FileImages):  # an image folder: its files are checked when it is scanned
+        return x
+    if isinstance(x, DiskRows):  # an array too big for memory, read from its file by rows
+        return _on_disk(x, where, key)
     if not isinstance(x, np.ndarray):
         raise KcnnError(f"{where}: {key} is a {type(x).__name__}, not an array of images")
     if x.dtype.kind not in "uif":
@@ -104,6 +113,23 @@ def _images(x, where: str, key: str) -> np.ndarray:
                 f"{where}: {images:,} of the {len(x):,} images in {key} hold NaN or infinite "
                 f"pixels ({nan:,} NaN, {int(bad.sum()) - nan:,} infinite); fix or drop them"
             )
+    return x
+
+
+def _on_disk(x, where: str, key: str):
+    """An image array read from disk by rows: uint8 only (converting floats would need it in
+    memory), and of a shape images have."""
+    if x.dtype != np.uint8:
+        raise KcnnError(
+            f"{where}: {key} holds {x.dtype} values and is too big for memory; store images as "
+            "uint8 0..255 to have kcnn read them from disk"
+        )
+    if x.ndim == 3:
+        x = x.with_channel()
+    if x.ndim != 4 or x.shape[-1] not in (1, 3) or 0 in x.shape:
+        raise KcnnError(
+            f"{where}: {key} has shape {x.shape}; expected (N, H, W), (N, H, W, 1) or (N, H, W, 3)"
+        )
     return x
 
 

@@ -22,6 +22,7 @@ from kcnn import defaults
 from kcnn.data import augment
 from kcnn.data.augment import POLICIES as AUGMENT_POLICIES
 from kcnn.data.augment import SWITCHES
+from kcnn.data.image_cache import CHOICES as CACHE_CHOICES
 from kcnn.data.prepared import check_batch_memory
 from kcnn.engine import budget, recipes
 from kcnn.engine.distribute import STRATEGIES
@@ -64,6 +65,23 @@ RECIPE_AUGMENTATION = (
     "augment_mixup",
     "augment_cutmix",
 )
+
+
+def _is_folder(dataset: str) -> bool:
+    from kcnn.data.datasets import DATASETS
+
+    return dataset not in DATASETS and not dataset.endswith(".npz")
+
+
+def _service_url(name: str, value: Any) -> str:
+    """A tf.data service dispatcher's address: grpc://HOST:PORT (or HOST:PORT)."""
+    text = value if isinstance(value, str) else ""
+    host, _, port = text.removeprefix("grpc://").rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536 or len(text) > 512:
+        raise KcnnError(
+            f"{name} takes a tf.data service dispatcher's address, grpc://HOST:PORT, got {value!r}"
+        )
+    return text if text.startswith("grpc://") else f"grpc://{text}"
 
 
 def _sgd(config) -> bool:
@@ -187,6 +205,25 @@ class RunConfig(Configured):
         high=defaults.SHAPES_COUNT_MAX,
         panel=DATA,
         applies=lambda c: c.dataset == "shapes",
+    )
+    cache: str = setting(
+        "auto",
+        "Where an image folder's images, decoded at the model's size, are kept between reads: "
+        "memory, disk (a file in $KCNN_CACHE_DIR, default ~/.cache/kcnn, reused by later runs), "
+        "none, or auto (memory up to 64 MB, else disk). Arrays are in memory already.",
+        choices=CACHE_CHOICES,
+        noun="cache",
+        panel=DATA,
+        applies=lambda c: _is_folder(c.dataset),
+    )
+    data_service: str | None = setting(
+        None,
+        "A tf.data service dispatcher (grpc://HOST:PORT) whose workers read and decode an image "
+        "folder's training batches (they must see the folder at the same path).",
+        metavar="URL",
+        panel=DISTRIBUTION,
+        convert=_service_url,
+        applies=lambda c: _is_folder(c.dataset),
     )
     strategy: str = setting(
         "default",

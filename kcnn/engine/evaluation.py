@@ -31,7 +31,7 @@ def tta_probabilities(model, batches, mode: str) -> np.ndarray:
 
 
 def evaluate(
-    model, test_ds, y_true: np.ndarray, class_names: list[str], tta=None
+    model, test_ds, y_true, class_names: list[str], tta=None
 ) -> tuple[dict, np.ndarray, np.ndarray]:
     """Metrics for metrics.json, the confusion matrix (rows: true class, columns: predicted) and
     each test image's class probabilities (float32, images × classes: the per-image record).
@@ -41,8 +41,13 @@ def evaluate(
     as much time again, and at 224×224 the memory of another compiled graph).
 
     `tta` = (mode, the test batches undistributed): every figure is of the probabilities
-    averaged over the views (kcnn.data.tta), and `tta` records the accuracy and loss without."""
+    averaged over the views (kcnn.data.tta), and `tta` records the accuracy and loss without.
+
+    `y_true`: the labels, or a function giving them once the predictions are made (an image
+    folder's test files that failed to decode are left out of the pass, and of its labels)."""
     probabilities = np.asarray(model.predict(test_ds, verbose=0), dtype=np.float32)
+    if callable(y_true):
+        y_true = y_true()
     without = None
     if tta is not None:
         mode, batches = tta

@@ -42,6 +42,7 @@ from kcnn.engine import (
     interrupts,
     performance,
     recipes,
+    streamed,
 )
 from kcnn.engine.config import RunConfig
 from kcnn.engine.recording import RunRecorder
@@ -137,11 +138,16 @@ class Trainer:
 
     def _metrics_base(self) -> dict[str, Any]:
         data = self.prepared.data if self.prepared else None
-        return {
+        base = {
             "dataset": data.name if data else self.config.dataset,
             "dataset_fallback": bool(data.provenance.get("fallback")) if data else False,
             "epochs_planned": self.epochs_planned,
         }
+        skipped = self.prepared.skipped() if self.prepared else None
+        if skipped is not None:  # an image folder: the files left out as unreadable, so far
+            base["skipped_images"] = skipped
+            base["images_decoded"] = self.prepared.decoded()  # by this process (not the cache)
+        return base
 
     def _write_status(self, status: str, epochs: int | None = None, **extra) -> None:
         done = len(self.rows) if epochs is None else epochs
@@ -180,6 +186,7 @@ class Trainer:
         before = None
         if self.resume is not None:
             before = self.records.metrics_text()
+            self._skipped_before = streamed.skipped_in(before)
             self.open_folder()
         elif self.config.strategy != "multi-worker" and not out_inside_data(self.config):
             self.open_folder()
@@ -195,6 +202,8 @@ class Trainer:
                 raise self._interrupted(getattr(e, "signum", signal.SIGINT)) from None
             except budget.TimeLimitReached:
                 raise self._time_up() from None
+            except streamed.TooManyBadImages as stop:
+                raise self._unreadable(stop) from None
             except interrupts.NonFiniteLoss as stop:
                 self._stopped(
                     "diverged", diverged_at={"epoch": stop.epoch + 1, "batch": stop.batch + 1}
@@ -239,6 +248,31 @@ class Trainer:
             f"continue with: {hint}"
         )
 
+    def _unreadable(self, stop: Exception) -> KcnnError:
+        """Record a run stopped because too many of its image files failed to decode (its
+        checkpoint kept, so it goes on once they are fixed); the error that says so."""
+        self.guard.shielded = True
+        self.open_folder()
+        done = self._stopped("failed", keep=True, reason="unreadable images")
+        hint = self.resume_hint or f"kcnn {self.config.command} --resume {self.run_dir}"
+        return KcnnError(
+            f"{stop}; stopped after {done} of {self.epochs_planned} epochs: fix or remove "
+            f"those files, then continue with: {hint}"
+        )
+
+    def _record_test_predictions(self, probabilities) -> None:
+        """What the run answered on each test image, and where each came from (an image
+        folder's test files that failed to decode are not among them)."""
+        p = self.prepared
+        parts, files = p.parts, p.test_files
+        index, true = parts.test_index, parts.y_test
+        if p.streamed:
+            kept = parts.x_test.kept()
+            index = index[kept] if index is not None else None
+            true = true[kept]
+            files = [f for f, k in zip(files, kept, strict=True) if k] if files else files
+        self.records.write_test_predictions(index, true, probabilities, files, parts.test_held_out)
+
     def _refused(self, before: str | None) -> None:
         """Bad input found while running: a run that trained is `failed`; a refused resume is
         left as it was found (`before`: its metrics.json); a new run leaves nothing behind."""
@@ -255,11 +289,14 @@ class Trainer:
         self.records.unlock()
         self._locked = False
 
-    def _stopped(self, status: str, **extra) -> int:
-        """Record a run that ends early; returns the epochs its records keep."""
+    def _stopped(self, status: str, keep: bool = False, **extra) -> int:
+        """Record a run that ends early; returns the epochs its records keep. An interrupted run
+        (or one stopped with `keep`) keeps a checkpoint of its last finished epoch."""
         self.guard.shielded = True  # a second Ctrl-C must not cut the records short
+        if self.prepared is not None:
+            self.prepared.flush()
         done = len(self.rows)
-        if status == "interrupted" and self.resumable and self.model is not None:
+        if (status == "interrupted" or keep) and self.resumable and self.model is not None:
             if self.sentinel is not None and self.sentinel.restore_snapshot(self.model):
                 done = min(done, self.sentinel.snapshot_epoch)
             self.train_seconds = self._seconds_at.get(done, self.train_seconds)
@@ -268,7 +305,7 @@ class Trainer:
                     self.run,
                     self.model,
                     done,
-                    reason="interrupted",
+                    reason=extra.get("reason", "interrupted"),
                     settings=self.config.settings_dict(),
                     best=self.early.best_weights if self.early is not None else None,
                     phase=max(self.phase, 1),
@@ -290,7 +327,7 @@ class Trainer:
 
     def use(self, prepared: Prepared) -> Prepared:
         """Train on data prepared once for several runs (the forms of compare-apis)."""
-        if self.resume is not None and self.resume.fingerprint not in (None, prepared.fingerprint):
+        if self.resume is not None and not self._same_data(prepared):
             raise KcnnError(
                 f"{self.run_dir} was trained on other data than `{self.config.dataset}` gives now "
                 f"({prepared.data.provenance.get('source', prepared.data.name)}): resuming would "
@@ -313,6 +350,13 @@ class Trainer:
             self.records.add_facts(batch_size_search=self.config.batch_size_search)
         self.records.write_typical(prepared.typical)  # predict's check of unfamiliar images
         return prepared
+
+    def _same_data(self, prepared: Prepared) -> bool:
+        """Whether a resumed run may go on with `prepared`: the data it trained on (an image
+        folder's files it skipped as undecodable may have been fixed since)."""
+        if self.resume.fingerprint is None:
+            return True
+        return prepared.resumes(self.resume.fingerprint, getattr(self, "_skipped_before", None))
 
     def _record_stand_in(self, prepared: Prepared) -> None:
         """A data set that stood in for the one asked for (mnist -> mnist-5k offline) is what the
@@ -427,6 +471,10 @@ class Trainer:
         from kcnn.data.pipeline import epoch_batches
 
         p = self.prepared
+        if x is None and p.streamed:
+            remote = streamed.training_stream(self, epochs)
+            if remote is not None:
+                return remote
         x = p.parts.x_train if x is None else x
         y = p.parts.y_train if y is None else y
         images = x is p.parts.x_train  # features need no preparing (and are never augmented)
@@ -449,6 +497,11 @@ class Trainer:
     def _distributed(self, dataset):
         """Batches of the global batch size, which the strategy splits over its replicas."""
         return self.dist.distribute(dataset) if self.dist else dataset
+
+    def check_images(self) -> None:
+        """Stop (exit 2, resumable) once more of an image folder's files have failed to decode
+        than kcnn skips; `fit` checks after every batch, a pass outside it calls this."""
+        streamed.check_images(self.prepared)
 
     def augmenter(self):
         """The training images' augmentation (None: none), recorded in config.json."""
@@ -492,6 +545,7 @@ class Trainer:
             return
         from kcnn.engine import callbacks as keras_callbacks  # Keras: only once a model fits
 
+        self.check_images()  # files that failed to decode before this phase (a pass over them)
         if self.sentinel is None:
             self.sentinel = keras_callbacks.Sentinel(self.guard)
         # The sentinel first: a diverged epoch is never recorded; the rate before the recorder,
@@ -504,6 +558,8 @@ class Trainer:
             self.time_limit = keras_callbacks.TimeLimit(self.clock)
             callbacks.append(self.time_limit)
         callbacks.append(keras_callbacks.Recorder(self))
+        if self.prepared.streamed:
+            callbacks.append(streamed.watch(self.prepared))
         if self.config.tensorboard:
             callbacks.append(self.records.tensorboard(self.config.tensorboard_histograms))
         callbacks += hooks.callbacks(self)  # a sweep's pruning, MLflow tracking (kcnn.engine.hooks)
@@ -613,9 +669,11 @@ class Trainer:
     def finish(self, model, title: str, evaluate_with=None) -> RunResult:
         """Evaluate on the test set and write the rest of the run folder, metrics.json last.
         `evaluate_with` = (a model, its test batches) stands in for `model` on the test set when
-        it computes the same function more cheaply (transfer's head on cached features)."""
+        it computes the same function more cheaply (transfer's head on cached features); a third
+        item, the test labels, when some test images were left out of its batches."""
         import numpy as np
 
+        from kcnn.data.files import kept_labels
         from kcnn.engine import evaluation
 
         p, run_dir = self.prepared, self.run_dir
@@ -624,15 +682,15 @@ class Trainer:
             self.records.results["early_stopping"] = self.early.summary()
         self._final_weights(model)
         history = self.history()
-        scorer, test_ds = evaluate_with or (model, self.batches("test"))
+        scorer, test_ds, *labels = evaluate_with or (model, self.batches("test"))
+        y_test = labels[0] if labels else lambda: kept_labels(p.parts.x_test, p.parts.y_test)
         tta = (self.config.tta, self.plain_batches("test")) if self.config.tta else None
         metrics, matrix, probabilities = evaluation.evaluate(
-            scorer, test_ds, p.parts.y_test, p.parts.class_names, tta=tta
+            scorer, test_ds, y_test, p.parts.class_names, tta=tta
         )
-        parts = p.parts  # what the run answered on each test image, and where each came from
-        self.records.write_test_predictions(
-            parts.test_index, parts.y_test, probabilities, p.test_files, parts.test_held_out
-        )
+        p.flush()
+        self.check_images()  # test files that failed to decode count too
+        self._record_test_predictions(probabilities)
         self.records.draw(history, matrix, p.parts.class_names, title)
         self.records.save_model(model)
         epochs = len(self.rows)

@@ -11,6 +11,7 @@ keras.io/guides/transfer_learning). `kcnn.commands.transfer` trains it.
 from __future__ import annotations
 
 import hashlib
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -222,6 +223,25 @@ def feature_batch(input_shape) -> int:
     return max(1, min(FEATURE_BATCH_MAX, FEATURE_BATCH_PIXELS // (h * w)))
 
 
+_FORWARD: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _forward(extractor, input_shape):
+    """The extractor as one traced function for every batch size (the last batch is smaller),
+    traced once for all the passes over the splits (a trace costs a second or two)."""
+    import tensorflow as tf
+
+    key = tuple(input_shape)
+    found = _FORWARD.get(extractor)
+    if found is None or found[0] != key:
+        function = tf.function(
+            lambda images: extractor(images, training=False),
+            input_signature=[tf.TensorSpec((None, *input_shape), tf.float32)],
+        )
+        found = _FORWARD[extractor] = (key, function)
+    return found[1]
+
+
 def extract_features(
     extractor,
     x,
@@ -236,9 +256,10 @@ def extract_features(
     small batch of activations (at 224×224 a batch of 128 through VGG16's first block alone is
     1.6 GB) and the features, never a list of outputs to join. The head then reads them in
     place (`array_batches`), so they are never copied whole. The pass shows its progress as
-    `what` (VGG16 at 224×224 takes minutes for a few thousand images)."""
+    `what` (VGG16 at 224×224 takes minutes for a few thousand images). An image folder's files
+    that fail to decode are left out: the features are then of the images it gave
+    (`kcnn.data.files.kept_labels` gives their labels)."""
     import numpy as np
-    import tensorflow as tf
 
     from kcnn.data.feature_store import FeatureStore
     from kcnn.data.pipeline import make_dataset
@@ -251,11 +272,7 @@ def extract_features(
     else:
         features = FeatureStore(shape, directory)
         write = lambda rows, out: features.write(rows.start, out)  # noqa: E731
-    # one trace for every batch size (the last batch is smaller)
-    forward = tf.function(
-        lambda images: extractor(images, training=False),
-        input_signature=[tf.TensorSpec((None, *input_shape), tf.float32)],
-    )
+    forward = _forward(extractor, input_shape)
     labels = np.zeros(len(x), dtype=np.int64)
     done = 0
     batches = make_dataset(
@@ -267,4 +284,6 @@ def extract_features(
             write(slice(done, done + len(out)), out)
             done += len(out)
             shown.advance(len(out))
+    if done < len(x):  # image files that failed to decode were left out (kcnn.data.files)
+        features = features[:done] if directory is None else features.truncate(done)
     return features

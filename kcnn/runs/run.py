@@ -601,6 +601,7 @@ RUN_FACTS = frozenset(
         "device_names",
         "precision_policy",
         "workers",
+        "input_service",  # --data-service: the dispatcher and the decoder its workers run
     }
 )
 
@@ -609,7 +610,7 @@ RUN_FACTS = frozenset(
 
 RESUMABLE = ("interrupted", "running", "failed")  # "running" with no live process: killed outright
 # Settings a resume may change: they do not alter what the checkpoint's epochs computed.
-FREE_SETTINGS = ("epochs", "out", "name", "data_dir", "time_limit")
+FREE_SETTINGS = ("epochs", "out", "name", "data_dir", "time_limit", "cache")
 
 
 @dataclass

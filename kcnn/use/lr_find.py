@@ -74,11 +74,11 @@ def sweep(model, batches, schedule: np.ndarray, progress=None) -> dict[str, list
     try:
         for step, rate in enumerate(schedule):
             try:
-                x, y = next(iterator)
+                x, y, *sample_weight = next(iterator)  # an image folder's carry weights
             except StopIteration:
                 break
             optimizer.learning_rate.assign(float(rate))
-            loss = float(model.train_on_batch(x, y, return_dict=True)["loss"])
+            loss = float(model.train_on_batch(x, y, *sample_weight, return_dict=True)["loss"])
             if not math.isfinite(loss):
                 break
             average = SMOOTHING * average + (1 - SMOOTHING) * loss

@@ -87,7 +87,7 @@ class LoadedRun:
         its fingerprint), or None when that data cannot be had here."""
         try:
             if self._parts is None:
-                self._parts = _rebuild(self.info.settings, self.info.dataset)
+                self._parts = _rebuild(self.info.settings, self.info.dataset, self.data_shape)
         except KcnnError:
             return None
         parts = self._parts[0]
@@ -96,7 +96,10 @@ class LoadedRun:
     def test_split(self) -> tuple[np.ndarray, np.ndarray] | None:
         """Every test image (uint8, the data set's form) and its label, or None."""
         parts = self.splits()
-        return None if parts is None else (parts.x_test, np.asarray(parts.y_test))
+        if parts is None:
+            return None
+        images, labels, _ = _readable(parts.x_test, np.asarray(parts.y_test), None)
+        return images, labels
 
     def train_images(self) -> np.ndarray | None:
         """The run's training images (its training split only: neither validation nor test)."""
@@ -108,6 +111,7 @@ class LoadedRun:
         seed, limit and splits), or None when that data cannot be had here."""
         from kcnn import defaults
         from kcnn.data import datasets, splits
+        from kcnn.data.files import is_files
 
         s = self.info.settings
         if not self.info.dataset:
@@ -126,9 +130,11 @@ class LoadedRun:
                 s.get("limit"),
                 s.get("test_split", defaults.TEST_SPLIT),
             )
+            if is_files(parts.x_test):
+                _, parts = _read_folder(data, parts, self.data_shape, s.get("cache") or "auto")
+            images = parts.x_test[:count]
         except (KcnnError, OSError, KeyError, ValueError):
             return None
-        images = parts.x_test[:count]
         return images if images.shape[1:] == self.data_shape else None
 
     def labelled(self, split: str = "test", limit: int | None = None) -> Labelled:
@@ -139,7 +145,7 @@ class LoadedRun:
         if split not in ("test", "val"):
             raise ValueError(f"split {split!r}: test or val")
         if self._parts is None:
-            self._parts = _rebuild(self.info.settings, self.info.dataset)
+            self._parts = _rebuild(self.info.settings, self.info.dataset, self.data_shape)
         parts, files = self._parts
         x, y = (parts.x_test, parts.y_test) if split == "test" else (parts.x_val, parts.y_val)
         paths = files.get(split)
@@ -153,9 +159,9 @@ class LoadedRun:
 
             seed = self.info.settings.get("seed", 0)
             chosen = np.sort(stratified_subset(np.arange(len(y)), y, limit, seed))
-            x, y = x[chosen], y[chosen]
+            x, y = _take(x, chosen), y[chosen]
             paths = [paths[i] for i in chosen] if paths is not None else None
-        return Labelled(x, y, paths)
+        return Labelled(*_readable(x, y, paths))
 
 
 @dataclass
@@ -185,15 +191,15 @@ def predict_batches(
     return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
 
 
-def _rebuild(settings: dict[str, Any], name: str | None):
+def _rebuild(settings: dict[str, Any], name: str | None, shape=None):
     """(the run's splits, {split: file paths}) from config.json's settings, exactly as the trainer
     made them, from the data set `name` the run used (RunInfo.dataset: an offline stand-in's own,
     never the download it stood in for); refused when the data cannot be loaded here or is not
-    the data the run saw."""
-    import dataclasses
-
+    the data the run saw. An image folder's images are files, read at `shape` (the run's data
+    shape) when they are used, through the run's image cache."""
     from kcnn import defaults
     from kcnn.data import datasets, splits
+    from kcnn.data.files import is_files
     from kcnn.data.prepared import data_fingerprint
 
     s = settings
@@ -216,21 +222,39 @@ def _rebuild(settings: dict[str, Any], name: str | None):
         )
     parts = splits.make_splits(data, *args, test_split)
     files: dict[str, list[str]] = {}
-    listing = datasets.folder_files(name) if not datasets.DATASETS.get(name) else None
-    if listing is not None:
-        train_files, test_files = listing
-        # The same split drawn over file numbers: the splits depend on the labels and the seed
-        # alone, never on the pixels, so file i lands where image i did.
-        index = dataclasses.replace(
-            data,
-            x_train=np.arange(len(data.y_train)),
-            x_test=None if data.x_test is None else np.arange(len(data.y_test)),
-        )
-        where = splits.make_splits(index, *args, test_split)
-        test_pool = test_files if test_files is not None else train_files
-        files["val"] = [train_files[i] for i in where.x_val]
-        files["test"] = [test_pool[i] for i in where.x_test]
+    if is_files(parts.x_train):
+        if shape is not None:
+            _, parts = _read_folder(data, parts, shape, s.get("cache") or "auto")
+        files = {"val": parts.x_val.files, "test": parts.x_test.files}
     return parts, files
+
+
+def _take(x, rows):
+    from kcnn.data.files import take
+
+    return take(x, rows)
+
+
+def _read_folder(data, parts, shape, cache: str):
+    """An image folder's data and splits read at a run's data shape (height, width, channels)."""
+    from kcnn.data.prepared import read_folder_at
+
+    height, width, channels = shape
+    data, parts, _ = read_folder_at(
+        data, parts, "RGB" if channels == 3 else "L", (width, height), cache
+    )
+    return data, parts
+
+
+def _readable(x, y: np.ndarray, paths: list[str] | None):
+    """The images of a split as an array, with their labels and files: an image folder's files
+    decoded now, those that fail left out (training skipped them too)."""
+    from kcnn.data.files import is_files
+
+    if not is_files(x):  # an array, in memory or read from disk by rows (kcnn.data.disk_rows)
+        return (x if isinstance(x, np.ndarray) else x[:]), y, paths
+    pixels, kept = x.read(np.arange(len(x)))
+    return pixels, y[kept], ([p for p, k in zip(paths, kept, strict=True) if k] if paths else paths)
 
 
 def _data_shape(info: RunInfo, input_shape: tuple[int, int, int]) -> tuple[int, int, int]:
@@ -404,20 +428,11 @@ def read_image(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
 
 
 def _decoded(im, shape: tuple[int, int, int]) -> np.ndarray:
-    from PIL import Image
+    """The image as training decodes an image folder's files (kcnn.data.decode: EXIF orientation
+    applied, 16-bit greys scaled, JPEG decoded at its DCT scale when that covers `shape`)."""
+    from kcnn.data.decode import decoded
 
-    im.load()
-    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        # 16-bit and float greys: scale their own range to 0..255
-        a = np.asarray(im, dtype=np.float64)
-        lo, hi = float(a.min()), float(a.max())
-        a = (a - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(a)
-        im = Image.fromarray(a.round().astype(np.uint8), "L")
-    # RGBA/LA/P: the colours as drawn (alpha dropped), then the data's channel count
-    im = im.convert("L" if shape[2] == 1 else "RGB")
-    if im.size != (shape[1], shape[0]):
-        im = im.resize((shape[1], shape[0]), Image.Resampling.BILINEAR)
-    return np.asarray(im, dtype=np.uint8)
+    return decoded(im, "L" if shape[2] == 1 else "RGB", (shape[1], shape[0]))
 
 
 def _folder_images(folder: Path) -> Iterator[Path | KcnnError]:
