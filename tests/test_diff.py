@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from kcnn.text import markdown_cell
+
 TIMEOUT = 300
 SMALL = ("--dataset", "digits", "--epochs", "1", "--limit", "300")
 
@@ -105,7 +107,8 @@ def test_compare_gives_the_paired_verdict_everywhere(runs, tmp_path):
     record = json.loads((folder / "comparison.json").read_text())
     (verdict,) = record["verdicts"]
     assert sentence == f"- {verdict['sentence']}" and verdict["paired"]
-    assert verdict["sentence"] in (folder / "comparison.md").read_text()
+    # in comparison.md as every name there is: markdown's own characters escaped ("p \\< 0.001")
+    assert markdown_cell(verdict["sentence"]) in (folder / "comparison.md").read_text()
     page = (folder / "report.html").read_text()
     assert f"<li>{html.escape(verdict['sentence'])}</li>" in page  # one item a sentence
     assert "10,000 paired bootstrap resamples" in verdict["sentence"]
