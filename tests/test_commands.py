@@ -34,7 +34,7 @@ def test_every_training_command_is_one_object_in_one_registry():
         assert command.config is entry.config
         assert type(command).start is not Command.start  # each trains in its own way
         assert type(command).resume is not Command.resume
-    assert registry.entry("train").resume_options == ("epochs",)
+    assert registry.entry("train").resume_options == ("epochs", "time_limit")  # a new budget
     with pytest.raises(Exception, match="did you mean 'train'"):
         registry.get("trian")
 
