@@ -78,5 +78,7 @@ BAD_IMAGES_MAX_SHARE = 0.05
 # cache folder ($KCNN_CACHE_DIR, else ~/.cache/kcnn) while they fit half its free space (read with
 # pread, the disk cache's pages are the system's page cache, not the process's memory).
 IMAGE_CACHE_MEMORY_MAX_BYTES = 64 * 1024**2
+# --cache: where decoded images are kept (kcnn/data/image_cache.py says what each means).
+IMAGE_CACHE_CHOICES = ("auto", "memory", "disk", "none")
 # Classes of one data set (class folders or distinct labels); more is a mistake, not a data set.
 MAX_CLASSES = 10_000

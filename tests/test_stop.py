@@ -58,6 +58,20 @@ html.write_report = write
 """
 
 
+# The first config.json of a run is written the moment its folder is made: a signal there
+# lands before the folder holds any status.
+WHILE_A_NEW_FOLDER_IS_MADE = """
+import kcnn.runs.recorder as recorder
+_write, sent = recorder.RunRecords.write_config, []
+def write(self):
+    if not sent:
+        sent.append(1)
+        os.kill(os.getpid(), signal.SIGTERM)
+    return _write(self)
+recorder.RunRecords.write_config = write
+"""
+
+
 def harness(patch: str, *args, timeout: float = 300) -> subprocess.CompletedProcess:
     """`kcnn ARGS` in its own process, with `patch` applied first."""
     return subprocess.run(
@@ -156,3 +170,15 @@ def test_a_real_sigterm_between_runs_stops_the_file_and_resume_finishes_it(tmp_p
     again = kcnn("run", path, "--resume", "--json")
     assert again.returncode == 0, again.stderr[-2000:]
     assert json.loads(again.stdout)["runs"][-1]["command"] == "compare"
+
+
+def test_a_stop_while_a_run_folder_is_made_leaves_it_whole_and_resumable(tmp_path):
+    out = tmp_path / "runs"
+    args = ("train", "lenet5", "--dataset", "digits", "--epochs", "1", "--limit", "60")
+    stopped(harness(WHILE_A_NEW_FOLDER_IS_MADE, *args, "--out", out))
+    (run,) = out.iterdir()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["status"] == "interrupted" and metrics["epochs_completed"] == 0
+    again = kcnn("train", "--resume", run)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert json.loads((run / "metrics.json").read_text())["status"] == "completed"

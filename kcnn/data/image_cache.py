@@ -37,7 +37,7 @@ import numpy as np
 from kcnn import defaults
 from kcnn.errors import KcnnError
 
-CHOICES = ("auto", "memory", "disk", "none")
+CHOICES = defaults.IMAGE_CACHE_CHOICES
 ENV = "KCNN_CACHE_DIR"
 FLUSH_ROWS = 2048  # rows written between syncs of a disk cache (and at the latest FLUSH_SECONDS)
 FLUSH_SECONDS = 10.0

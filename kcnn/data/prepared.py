@@ -16,8 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from kcnn import defaults
-from kcnn.errors import KcnnError
+from kcnn.models import geometry
 
 
 @dataclass
@@ -126,13 +125,15 @@ def prepare_data(
     parts = splits.make_splits(data, config.val_split, config.seed, config.limit, config.test_split)
     input_shape = tuple(int(v) for v in input_shape_for(data.image_shape, parts.num_classes))
     if isinstance(config.batch_size, int):  # `auto` is found later, within memory
-        check_batch_memory(config.batch_size, *input_shape)
+        geometry.check_batch_memory(config.batch_size, *input_shape)
     fit = fit_mode(data.image_shape[:2], input_shape[:2])
     fingerprint = data_fingerprint(data)
     if is_files(data.x_train):
         data, parts, note = read_at(data, parts, input_shape, fit, getattr(config, "cache", "auto"))
         _say_what_a_folder_became(data, note)
-        return Prepared(data, parts, input_shape, fit, fingerprint, test_files(config.dataset, parts))
+        return Prepared(
+            data, parts, input_shape, fit, fingerprint, test_files(config.dataset, parts)
+        )
     # The splits hold their own copies of the images; past this point the loaded arrays serve
     # only to describe the data (name, source, image shape), so one image of them is kept and a
     # data set sits in memory once, not twice.
@@ -254,15 +255,3 @@ def _hex(value) -> bool:
         return isinstance(value, str) and len(bytes.fromhex(value)) == 16
     except ValueError:
         return False
-
-
-def check_batch_memory(batch_size: int, height: int, width: int, channels: int) -> None:
-    """Refuse a batch whose float32 input alone would not fit, before anything is allocated."""
-    size = batch_size * height * width * channels * 4
-    if size > defaults.INPUT_BATCH_BYTES_MAX:
-        limit = defaults.INPUT_BATCH_BYTES_MAX
-        raise KcnnError(
-            f"one batch of {batch_size} images of {height}×{width}×{channels} takes "
-            f"{size / 1024**3:.1f} GB as float32, over the {limit / 1024**3:.0f} GB limit: "
-            "lower --batch-size or --image-size"
-        )

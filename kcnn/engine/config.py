@@ -22,8 +22,6 @@ from kcnn import defaults
 from kcnn.data import augment
 from kcnn.data.augment import POLICIES as AUGMENT_POLICIES
 from kcnn.data.augment import SWITCHES
-from kcnn.data.image_cache import CHOICES as CACHE_CHOICES
-from kcnn.data.prepared import check_batch_memory
 from kcnn.engine import budget, recipes
 from kcnn.engine.distribute import STRATEGIES
 from kcnn.engine.recipes import SCHEDULES, TTA_MODES
@@ -55,6 +53,7 @@ from kcnn.engine.schema import (  # noqa: F401
     where,
 )
 from kcnn.errors import KcnnError, did_you_mean
+from kcnn.models import geometry
 
 AUGMENT_SWITCHES = tuple(f"augment_{name}" for name in SWITCHES)
 # The augmentation recipes on Keras's layers (kcnn.data.keras_augment), by setting.
@@ -211,7 +210,7 @@ class RunConfig(Configured):
         "Where an image folder's images, decoded at the model's size, are kept between reads: "
         "memory, disk (a file in $KCNN_CACHE_DIR, default ~/.cache/kcnn, reused by later runs), "
         "none, or auto (memory up to 64 MB, else disk). Arrays are in memory already.",
-        choices=CACHE_CHOICES,
+        choices=defaults.IMAGE_CACHE_CHOICES,
         noun="cache",
         panel=DATA,
         applies=lambda c: _is_folder(c.dataset),
@@ -529,7 +528,7 @@ class RunConfig(Configured):
                 f"--seeds {self.seeds} from --seed {self.seed} passes the largest seed {SEED_MAX:,}"
             )
         if self.image_size is not None and self.batch_size != budget.AUTO:
-            check_batch_memory(self.batch_size, self.image_size, self.image_size, 3)
+            geometry.check_batch_memory(self.batch_size, self.image_size, self.image_size, 3)
         from kcnn.data import datasets  # NumPy: not for `kcnn --help`
 
         datasets.check(self.dataset, self.data_dir)  # names data at all? (loads nothing)

@@ -165,10 +165,20 @@ class Trainer:
         """Make the run folder (once) and lock it. It is made after the data is loaded, so a data
         folder that holds --out is never read with a half-made run in it; a signal before then
         still leaves a folder that --resume starts from the beginning."""
-        if not self._locked:
+        if self._locked:
+            return self.run_dir
+        # A signal meanwhile waits until the folder's records (config.json, a `running` status)
+        # are whole, so no folder is ever left without them; then it stops the run as any other.
+        held = self.guard.shielded
+        self.guard.shielded = True
+        try:
             self.records.open(self.out, self.config.name)
             self._locked = True
             self._write_status("running")
+        finally:
+            self.guard.shielded = held
+        if not held:
+            interrupts.check_stop()
         return self.run_dir
 
     @contextlib.contextmanager
@@ -187,11 +197,9 @@ class Trainer:
         if self.resume is not None:
             before = self.records.metrics_text()
             self._skipped_before = streamed.skipped_in(before)
-            self.open_folder()
-        elif self.config.strategy != "multi-worker" and not out_inside_data(self.config):
-            self.open_folder()
         with self.guard:
             try:
+                self._open_early()
                 self.dist = distribute.activate(self.config)
                 self.records.facts.update(self.dist.record())
                 if not self.dist.chief:
@@ -221,6 +229,12 @@ class Trainer:
                 raise
             finally:
                 self._release()
+
+    def _open_early(self) -> None:
+        """Make the folder before TensorFlow starts, where it may be (see `running`)."""
+        early = self.config.strategy != "multi-worker" and not out_inside_data(self.config)
+        if self.resume is not None or early:
+            self.open_folder()
 
     def _interrupted(self, signum: int) -> interrupts.Interrupted:
         """Record a run a signal stopped (its checkpoint, when it can be resumed); the error
