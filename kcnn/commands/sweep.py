@@ -78,7 +78,7 @@ from kcnn.engine.config import (
     check_value,
     safe_label,
 )
-from kcnn.errors import KcnnError, closest
+from kcnn.errors import KcnnError, did_you_mean
 from kcnn.runs import folders
 
 SWEEP_KEYS = (
@@ -115,10 +115,9 @@ def _sweep_value(table: dict, key: str, kind: type, default: Any, where: str) ->
 
 def _one_of(value: str, allowed: tuple[str, ...], key: str, where: str) -> str:
     if value not in allowed:
-        hint = closest(value, allowed)
-        tip = f"did you mean '{hint}'? " if hint else ""
         raise KcnnError(
-            f"{where}: [sweep] {key} '{value}': {tip}choose one of: {', '.join(allowed)}"
+            f"{where}: [sweep] {key} '{value}': {did_you_mean(value, allowed)}"
+            f"choose one of: {', '.join(allowed)}"
         )
     return value
 
@@ -130,6 +129,40 @@ def load(path: str | Path, out: str | Path | None = None) -> Sweep:
     path = Path(path).expanduser()
     data = experiments._read(path)
     where = str(path)
+    table, settings = _tables(data, where)
+    command = settings.pop("command", None)
+    if not isinstance(command, str) or command not in COMMANDS:
+        raise KcnnError(
+            f"{where}: the [[run]] table needs a `command`: one of {', '.join(COMMANDS)}"
+        )
+    base_out = _base_out(command, settings, out, where)
+    space = _space(table.get("space"), command, where)
+    metric, direction, sampler, pruner = _study_choices(table, where)
+    description = data.get("description", "")
+    if not isinstance(description, str):
+        raise KcnnError(f"{where}: `description` must be text")
+    sweep = Sweep(
+        path,
+        description,
+        command,
+        settings,
+        space,
+        metric,
+        direction,
+        _trials(table, space, sampler, where),
+        sampler,
+        pruner,
+        *_prune_after_and_seed(table, where),
+        _name(table, path, where),
+        base_out,
+        dict(table),
+    )
+    _try_every_extreme(sweep, where)
+    return sweep
+
+
+def _tables(data: dict, where: str) -> tuple[dict, dict]:
+    """The file's [sweep] table (its keys checked) and its one [[run]] table's settings."""
     experiments.check_top_keys(
         where,
         data,
@@ -147,17 +180,16 @@ def load(path: str | Path, out: str | Path | None = None) -> Sweep:
         raise KcnnError(f"{where} holds {found} [[run]] tables; a sweep file holds exactly one")
     for key in table:
         if key not in SWEEP_KEYS:
-            hint = closest(str(key), SWEEP_KEYS)
-            tip = f"did you mean '{hint}'? " if hint else ""
             raise KcnnError(
-                f"{where}: unknown [sweep] key '{key}': {tip}valid: {', '.join(SWEEP_KEYS)}"
+                f"{where}: unknown [sweep] key '{key}': {did_you_mean(str(key), SWEEP_KEYS)}"
+                f"valid: {', '.join(SWEEP_KEYS)}"
             )
-    settings = dict(runs[0])
-    command = settings.pop("command", None)
-    if not isinstance(command, str) or command not in COMMANDS:
-        raise KcnnError(
-            f"{where}: the [[run]] table needs a `command`: one of {', '.join(COMMANDS)}"
-        )
+    return table, dict(runs[0])
+
+
+def _base_out(command: str, settings: dict, out: str | Path | None, where: str) -> Path:
+    """Where the sweep folder goes: the base run's `out` (checked with the whole base run by the
+    schema), or the command line's --out. `settings` loses `out`: each trial's is the sweep's."""
     cls = COMMANDS[command]
     if "name" in settings:
         raise KcnnError(
@@ -165,20 +197,23 @@ def load(path: str | Path, out: str | Path | None = None) -> Sweep:
             "(the sweep's own folder is [sweep] name)"
         )
     base_config = cls.from_settings(dict(settings), source=f"{where} run").validate()
-    settings.pop("out", None)  # where the sweep folder goes; each trial's out is that folder
+    settings.pop("out", None)
     if out is not None:
         base_config.out = check_value("out", cls.settings()["out"], str(out), COMMAND_LINE)
-    space_table = table.get("space")
+    return Path(base_config.out).expanduser()
+
+
+def _space(space_table: Any, command: str, where: str) -> dict[str, Choice | Range]:
+    """[sweep.space]: each key a setting of the command, each value a dimension it can take."""
     if not isinstance(space_table, dict) or not space_table:
         raise KcnnError(f"{where}: [sweep.space] names nothing to search: add at least one setting")
-    known = cls.settings()
+    known = COMMANDS[command].settings()
     space: dict[str, Choice | Range] = {}
     for key, value in space_table.items():
         if key not in known:
-            hint = closest(str(key), known)
-            tip = f"did you mean '{hint}'? " if hint else ""
             raise KcnnError(
-                f"{where}: [sweep.space] unknown setting '{key}' for {command}: {tip}see `kcnn {command} --help`"
+                f"{where}: [sweep.space] unknown setting '{key}' for {command}: "
+                f"{did_you_mean(str(key), known)}see `kcnn {command} --help`"
             )
         if key in PLACED:
             raise KcnnError(
@@ -186,64 +221,61 @@ def load(path: str | Path, out: str | Path | None = None) -> Sweep:
             )
         space[key] = parse_dimension(key, value, known[key], where)
     check_distributions(space, where)
-    metric = _one_of(
-        _sweep_value(table, "metric", str, "val_accuracy", where), tuple(METRICS), "metric", where
-    )
-    direction = _one_of(
-        _sweep_value(table, "direction", str, METRICS[metric], where),
-        ("maximize", "minimize"),
-        "direction",
-        where,
-    )
+    return space
+
+
+def _study_choices(table: dict, where: str) -> tuple[str, str, str, str]:
+    """The metric, its direction, the sampler and the pruner, each one of its kind."""
+    metric = _sweep_value(table, "metric", str, "val_accuracy", where)
+    metric = _one_of(metric, tuple(METRICS), "metric", where)
+    direction = _sweep_value(table, "direction", str, METRICS[metric], where)
+    direction = _one_of(direction, ("maximize", "minimize"), "direction", where)
     sampler = _one_of(_sweep_value(table, "sampler", str, "tpe", where), SAMPLERS, "sampler", where)
     pruner = _one_of(_sweep_value(table, "pruner", str, "median", where), PRUNERS, "pruner", where)
-    size = 0  # points of a grid
-    if sampler == "grid":
-        coarse = [
-            k for k, d in space.items() if isinstance(d, Range) and not d.integer and not d.step
-        ]
-        if coarse:
-            raise KcnnError(
-                f"{where}: sampler 'grid' needs choices or ranges with a step; give {coarse[0]} a step or a list"
-            )
-        if any(isinstance(d, Range) and d.log for d in space.values()):
-            raise KcnnError(f"{where}: sampler 'grid' takes no log range; list the values instead")
-        size = grid_size(space, where)
+    return metric, direction, sampler, pruner
+
+
+def _trials(table: dict, space: dict[str, Choice | Range], sampler: str, where: str) -> int:
+    """How many trials: 20 by default; a grid's size by default and at most."""
+    size = _grid_points(space, where) if sampler == "grid" else 0
     trials = _sweep_value(table, "trials", int, size if sampler == "grid" else 20, where)
     if not 1 <= trials <= MAX_TRIALS:
         raise KcnnError(f"{where}: [sweep] trials must be 1 … {MAX_TRIALS:,}, got {trials}")
-    if sampler == "grid":
-        trials = min(trials, size)
+    return min(trials, size) if sampler == "grid" else trials
+
+
+def _grid_points(space: dict[str, Choice | Range], where: str) -> int:
+    """The points of a grid over `space`, which must list its values or step its ranges."""
+    coarse = [k for k, d in space.items() if isinstance(d, Range) and not d.integer and not d.step]
+    if coarse:
+        raise KcnnError(
+            f"{where}: sampler 'grid' needs choices or ranges with a step; give {coarse[0]} a step or a list"
+        )
+    if any(isinstance(d, Range) and d.log for d in space.values()):
+        raise KcnnError(f"{where}: sampler 'grid' takes no log range; list the values instead")
+    return grid_size(space, where)
+
+
+def _prune_after_and_seed(table: dict, where: str) -> tuple[int, int]:
     prune_after = _sweep_value(table, "prune_after", int, 1, where)
     seed = _sweep_value(table, "seed", int, 0, where)
     if prune_after < 0 or not 0 <= seed < 2**32:
         raise KcnnError(f"{where}: [sweep] prune_after must be 0 or more and seed 0 … 2³²−1")
+    return prune_after, seed
+
+
+def _name(table: dict, path: Path, where: str) -> str:
+    """The sweep folder's name: [sweep] name, else `sweep-<file stem>`."""
     stem = safe_label(path.stem)
-    name = _sweep_value(
-        table, "name", str, stem if stem.startswith("sweep") else f"sweep-{stem}", where
-    )
+    default = stem if stem.startswith("sweep") else f"sweep-{stem}"
+    name = _sweep_value(table, "name", str, default, where)
     folders.check_name(name)
-    description = data.get("description", "")
-    if not isinstance(description, str):
-        raise KcnnError(f"{where}: `description` must be text")
-    sweep = Sweep(
-        path,
-        description,
-        command,
-        settings,
-        space,
-        metric,
-        direction,
-        trials,
-        sampler,
-        pruner,
-        prune_after,
-        seed,
-        name,
-        Path(base_config.out).expanduser(),
-        dict(table),
-    )
-    for key, dimension in space.items():  # every value a trial can draw, tried in the base run
+    return name
+
+
+def _try_every_extreme(sweep: Sweep, where: str) -> None:
+    """Put every value a trial can draw in the base run and validate it, before any trial runs."""
+    for key, dimension in sweep.space.items():
         for value in dimension.extremes():
             value = int(value) if isinstance(dimension, Range) and dimension.integer else value
             try:
@@ -252,7 +284,6 @@ def load(path: str | Path, out: str | Path | None = None) -> Sweep:
                 raise KcnnError(
                     f"{where}: [sweep.space] {key} = {value!r} fails in the run: {e}"
                 ) from None
-    return sweep
 
 
 def preflight(sweep: Sweep) -> None:

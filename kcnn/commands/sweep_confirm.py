@@ -25,9 +25,6 @@ def confirm(
 
     When seed groups and their statistics (kcnn.runs.stats) exist, the per-trial mean and
     spread below become those groups' intervals and the pairwise tests between them."""
-    import statistics
-
-    from kcnn.runs.browse import RunInfo
     from kcnn.runs.records import write_json
     from kcnn.runs.report import compare_runs
 
@@ -42,46 +39,8 @@ def confirm(
     folder = sweep.folder
     groups, every, best_runs = [], [], []
     for row in chosen:
-        params = {k.removeprefix("param:"): v for k, v in row.items() if k.startswith("param:")}
-        first = int(params.get("seed", sweep.config({}, "check", "seed").seed))
-        chosen_seeds = [first + i for i in range(seeds)] if isinstance(seeds, int) else seeds
-        runs: list[RunInfo] = []
-        for seed in chosen_seeds:
-            interrupts.check_stop(f"run the same `kcnn sweep {sweep.path} --confirm` to finish")
-            own = _subfolder(folder, row["run"]) if row["run"] else None
-            if seed == first and own is not None:
-                runs.append(RunInfo.load(own))
-                continue
-            name = f"confirm-{row['trial']:04d}-seed{seed}"
-            done = [
-                RunInfo.load(d)
-                for d in sorted(folder.glob(f"*-{name}"))
-                if RunInfo.load(d).status == "completed"
-            ]
-            if done:
-                runs.append(done[-1])
-                continue
-            config = sweep.config({**params, "seed": seed}, name, f"{sweep.path} confirm")
-            summaries = experiments.run_each(
-                experiments.Experiment(sweep.path, "", [config]), quiet=True
-            )
-            runs += [RunInfo.load(d) for s in summaries for d in s["run_dirs"]]
-            echo(
-                f"confirm trial {row['trial']} seed {seed}: test accuracy {runs[-1].test_accuracy:.4f}"
-            )
-        accuracies = [r.test_accuracy for r in runs if r.test_accuracy is not None]
-        groups.append(
-            {
-                "trial": row["trial"],
-                "seeds": ", ".join(map(str, chosen_seeds)),
-                "mean_test_accuracy": statistics.fmean(accuracies),
-                "sd_test_accuracy": statistics.stdev(accuracies) if len(accuracies) > 1 else None,
-                "test_accuracies": accuracies,
-                "min": min(accuracies),
-                "max": max(accuracies),
-                "runs": [inside_sweep(folder, r.folder) for r in runs],
-            }
-        )
+        runs, chosen_seeds = _trial_over_seeds(sweep, row, seeds, echo)
+        groups.append(_group_row(folder, row, runs, chosen_seeds))
         every += runs
         best_runs = best_runs or runs  # the best trial's seeds
     from kcnn.commands import tuned  # did tuning help: the best trial against the start
@@ -101,6 +60,56 @@ def confirm(
     }
     write_json(folder / "confirm.json", result)
     return result
+
+
+def _trial_over_seeds(sweep: Sweep, row: dict, seeds: int | list[int], echo) -> tuple[list, list]:
+    """One trial's runs over the seeds (its own run for its first seed, runs an earlier
+    `--confirm` finished reused, the rest trained now), and those seeds."""
+    from kcnn.runs.browse import RunInfo
+
+    folder = sweep.folder
+    params = {k.removeprefix("param:"): v for k, v in row.items() if k.startswith("param:")}
+    first = int(params.get("seed", sweep.config({}, "check", "seed").seed))
+    chosen_seeds = [first + i for i in range(seeds)] if isinstance(seeds, int) else seeds
+    runs: list[RunInfo] = []
+    for seed in chosen_seeds:
+        interrupts.check_stop(f"run the same `kcnn sweep {sweep.path} --confirm` to finish")
+        own = _subfolder(folder, row["run"]) if row["run"] else None
+        if seed == first and own is not None:
+            runs.append(RunInfo.load(own))
+            continue
+        name = f"confirm-{row['trial']:04d}-seed{seed}"
+        done = [RunInfo.load(d) for d in sorted(folder.glob(f"*-{name}"))]
+        done = [r for r in done if r.status == "completed"]
+        if done:
+            runs.append(done[-1])
+            continue
+        config = sweep.config({**params, "seed": seed}, name, f"{sweep.path} confirm")
+        summaries = experiments.run_each(
+            experiments.Experiment(sweep.path, "", [config]), quiet=True
+        )
+        runs += [RunInfo.load(d) for s in summaries for d in s["run_dirs"]]
+        echo(
+            f"confirm trial {row['trial']} seed {seed}: test accuracy {runs[-1].test_accuracy:.4f}"
+        )
+    return runs, chosen_seeds
+
+
+def _group_row(folder: Path, row: dict, runs: list, chosen_seeds: list[int]) -> dict:
+    """confirm.json's row for one trial: its test accuracies over the seeds, summarised."""
+    import statistics
+
+    accuracies = [r.test_accuracy for r in runs if r.test_accuracy is not None]
+    return {
+        "trial": row["trial"],
+        "seeds": ", ".join(map(str, chosen_seeds)),
+        "mean_test_accuracy": statistics.fmean(accuracies),
+        "sd_test_accuracy": statistics.stdev(accuracies) if len(accuracies) > 1 else None,
+        "test_accuracies": accuracies,
+        "min": min(accuracies),
+        "max": max(accuracies),
+        "runs": [inside_sweep(folder, r.folder) for r in runs],
+    }
 
 
 def _earlier_comparison(folder: Path, runs) -> Path | None:

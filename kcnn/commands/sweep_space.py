@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kcnn.engine.config import Setting, check_value
-from kcnn.errors import KcnnError, closest
+from kcnn.errors import KcnnError, did_you_mean
 
 RANGE_KEYS = ("low", "high", "log", "step")
 MAX_GRID = 100_000  # points of a grid (Optuna's grid sampler holds them all in memory)
@@ -108,10 +108,9 @@ def parse_dimension(key: str, value: Any, spec: Setting, where: str) -> Choice |
         )
     for name in value:
         if name not in RANGE_KEYS:
-            hint = closest(str(name), RANGE_KEYS)
-            tip = f"did you mean '{hint}'? " if hint else ""
             raise KcnnError(
-                f"{at}: unknown range key '{name}': {tip}a range takes low, high, log, step"
+                f"{at}: unknown range key '{name}': {did_you_mean(str(name), RANGE_KEYS)}"
+                "a range takes low, high, log, step"
             )
     if spec.kind not in (int, float):
         raise KcnnError(f"{at}: {key} is not a number setting; give a list of choices instead")

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from kcnn.models import geometry
+from kcnn.data import limits
 
 
 @dataclass
@@ -125,7 +125,7 @@ def prepare_data(
     parts = splits.make_splits(data, config.val_split, config.seed, config.limit, config.test_split)
     input_shape = tuple(int(v) for v in input_shape_for(data.image_shape, parts.num_classes))
     if isinstance(config.batch_size, int):  # `auto` is found later, within memory
-        geometry.check_batch_memory(config.batch_size, *input_shape)
+        limits.check_batch_memory(config.batch_size, *input_shape)
     fit = fit_mode(data.image_shape[:2], input_shape[:2])
     fingerprint = data_fingerprint(data)
     if is_files(data.x_train):

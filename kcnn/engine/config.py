@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from kcnn import defaults
-from kcnn.data import augment
+from kcnn.data import augment, limits
 from kcnn.data.augment import POLICIES as AUGMENT_POLICIES
 from kcnn.data.augment import SWITCHES
 from kcnn.engine import budget, recipes
@@ -53,7 +53,6 @@ from kcnn.engine.schema import (  # noqa: F401
     where,
 )
 from kcnn.errors import KcnnError, did_you_mean
-from kcnn.models import geometry
 
 AUGMENT_SWITCHES = tuple(f"augment_{name}" for name in SWITCHES)
 # The augmentation recipes on Keras's layers (kcnn.data.keras_augment), by setting.
@@ -528,7 +527,7 @@ class RunConfig(Configured):
                 f"--seeds {self.seeds} from --seed {self.seed} passes the largest seed {SEED_MAX:,}"
             )
         if self.image_size is not None and self.batch_size != budget.AUTO:
-            geometry.check_batch_memory(self.batch_size, self.image_size, self.image_size, 3)
+            limits.check_batch_memory(self.batch_size, self.image_size, self.image_size, 3)
         from kcnn.data import datasets  # NumPy: not for `kcnn --help`
 
         datasets.check(self.dataset, self.data_dir)  # names data at all? (loads nothing)

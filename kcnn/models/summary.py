@@ -103,14 +103,7 @@ def summarize(arch: str, api: str, input_shape, classes: int, profile: bool = Fa
     model = forms.build(arch, api, input_shape, classes)
     specs = architecture.describe(classes)
     leaves = geometry.trace(specs, tuple(input_shape))
-    cost = geometry.by_layer(specs, leaves)
-    windows = {leaf.name: leaf for leaf in leaves if leaf.window}
-    rows = _rows(model)
-    for r in rows:
-        known = cost.get(r["name"], {"macs": 0, "rf": None})
-        r["macs"], r["receptive_field"] = known["macs"], known["rf"]
-        leaf = windows.get(r["name"])
-        r["formula"] = geometry.formula(leaf.input_shape[0], *leaf.window) if leaf else None
+    rows = _layer_rows(model, specs, leaves)
     timing = profile_pass(model, tuple(input_shape)) if profile else None
     if timing is not None:
         for r in rows:
@@ -118,29 +111,11 @@ def summarize(arch: str, api: str, input_shape, classes: int, profile: bool = Fa
     params = count_params(model)
     total_macs = geometry.totals(leaves).macs
     check = shape_check(model, leaves)
-    reference = (
-        architecture.reference_params
-        if (tuple(input_shape), classes)
-        == (architecture.input_shape, architecture.reference_classes)
-        else None
-    )
-    width = max(len(r["name"]) for r in rows) + 2
-    lines = [
-        f"{arch} ({api}), input {'×'.join(map(str, input_shape))}, {classes} classes",
-        f"{'layer':<{width}}{'type':<24}{'output shape':<16}{'params':>12}{'mult-adds':>11}"
-        f"{'recept.':>10}"
-        + (f"{'time ms':>9}{'95% interval':>18}{'share':>7}" if timing else "")
-        + "  output size ⌊(N + 2p − k)/s⌋ + 1",
-    ]
-    for r in rows:
-        shape = "×".join(str(d) for d in r["output_shape"])
-        rf = geometry.describe_rf(r["receptive_field"])
-        lines.append(
-            f"{r['name']:<{width}}{r['type']:<24}{shape:<16}{r['params']:>12,}"
-            f"{geometry.human(r['macs']):>11}{rf:>10}"
-            + (_timing_columns(r) if timing else "")
-            + f"  {r['formula'] or ''}"
-        )
+    shape_now = (tuple(input_shape), classes)
+    shape_then = (architecture.input_shape, architecture.reference_classes)
+    reference = architecture.reference_params if shape_now == shape_then else None
+    lines = [f"{arch} ({api}), input {'×'.join(map(str, input_shape))}, {classes} classes"]
+    lines += _table_lines(rows, timing)
     lines.append(
         f"total parameters {params['total']:,} (trainable {params['trainable']:,}, "
         f"non-trainable {params['non_trainable']:,}); multiply-adds {total_macs:,} "
@@ -153,23 +128,7 @@ def summarize(arch: str, api: str, input_shape, classes: int, profile: bool = Fa
         lines.append(
             f"reference (paper) parameters {reference:,}: {verdict} the learned (trainable) count"
         )
-    if check["mismatches"]:
-        for m in check["mismatches"]:
-            lines.append(
-                f"SHAPE MISMATCH at {m['layer']}: Keras gives {m['keras']}, "
-                f"{'⌈' if m['ceil'] else '⌊'}(N + 2p − k)/s{'⌉' if m['ceil'] else '⌋'} + 1 "
-                f"gives {m['formula']} (N={m['input']}, k={m['kernel']}, "
-                f"s={m['stride']}, p={m['padding']})"
-            )
-    else:
-        lines.append(
-            f"output sizes: all {check['checked']} conv and pooling layers equal ⌊(N + 2p − k)/s⌋ + 1"
-            + (
-                " (⌈…⌉ + 1 for ceil-mode pools)"
-                if any(w.window.ceil for w in windows.values())
-                else ""
-            )
-        )
+    lines += _check_lines(check, ceil=any(leaf.window.ceil for leaf in leaves if leaf.window))
     return {
         "arch": arch,
         "api": api,
@@ -186,3 +145,55 @@ def summarize(arch: str, api: str, input_shape, classes: int, profile: bool = Fa
         **({"profile": {k: v for k, v in timing.items() if k != "layers"}} if timing else {}),
         "text": "\n".join(lines),
     }
+
+
+def _layer_rows(model, specs, leaves) -> list[dict]:
+    """The model's layers, each with its multiply-adds, receptive field and output-size formula
+    from the architecture's description."""
+    cost = geometry.by_layer(specs, leaves)
+    windows = {leaf.name: leaf for leaf in leaves if leaf.window}
+    rows = _rows(model)
+    for r in rows:
+        known = cost.get(r["name"], {"macs": 0, "rf": None})
+        r["macs"], r["receptive_field"] = known["macs"], known["rf"]
+        leaf = windows.get(r["name"])
+        r["formula"] = geometry.formula(leaf.input_shape[0], *leaf.window) if leaf else None
+    return rows
+
+
+def _table_lines(rows: list[dict], timing: dict | None) -> list[str]:
+    """The layer table: a header and one line per layer."""
+    width = max(len(r["name"]) for r in rows) + 2
+    lines = [
+        f"{'layer':<{width}}{'type':<24}{'output shape':<16}{'params':>12}{'mult-adds':>11}"
+        f"{'recept.':>10}"
+        + (f"{'time ms':>9}{'95% interval':>18}{'share':>7}" if timing else "")
+        + "  output size ⌊(N + 2p − k)/s⌋ + 1",
+    ]
+    for r in rows:
+        shape = "×".join(str(d) for d in r["output_shape"])
+        rf = geometry.describe_rf(r["receptive_field"])
+        lines.append(
+            f"{r['name']:<{width}}{r['type']:<24}{shape:<16}{r['params']:>12,}"
+            f"{geometry.human(r['macs']):>11}{rf:>10}"
+            + (_timing_columns(r) if timing else "")
+            + f"  {r['formula'] or ''}"
+        )
+    return lines
+
+
+def _check_lines(check: dict, ceil: bool) -> list[str]:
+    """What the output-size check found: each mismatch, or that all agree."""
+    if not check["mismatches"]:
+        ceil_note = " (⌈…⌉ + 1 for ceil-mode pools)" if ceil else ""
+        return [
+            f"output sizes: all {check['checked']} conv and pooling layers equal "
+            f"⌊(N + 2p − k)/s⌋ + 1{ceil_note}"
+        ]
+    return [
+        f"SHAPE MISMATCH at {m['layer']}: Keras gives {m['keras']}, "
+        f"{'⌈' if m['ceil'] else '⌊'}(N + 2p − k)/s{'⌉' if m['ceil'] else '⌋'} + 1 "
+        f"gives {m['formula']} (N={m['input']}, k={m['kernel']}, "
+        f"s={m['stride']}, p={m['padding']})"
+        for m in check["mismatches"]
+    ]

@@ -152,59 +152,24 @@ def lr_find(
 ) -> dict[str, Any]:
     """The range test for a validated TrainConfig; its records go to a new folder under
     `config.out` named lr-find-<run name>; returns the record (with `folder`)."""
-    from kcnn.data import augment
-    from kcnn.data.pipeline import epoch_batches, steps_per_epoch
+    from kcnn.data.pipeline import steps_per_epoch
     from kcnn.data.prepared import prepare_data
-    from kcnn.engine import recipes
-    from kcnn.engine.trainer import default_input_shape, seed_everything
-    from kcnn.models import forms
+    from kcnn.engine.trainer import default_input_shape
     from kcnn.runs import folders
 
     check_sweep(steps, start, end)
     folders.check_out(config.out)
-    ignored = [
-        name
-        for name, on in (
-            (f"--strategy {config.strategy}", config.strategy != "default"),
-            ("--mixed-precision", config.mixed_precision),
-            ("--jit-compile", config.jit_compile),
-        )
-        if on
-    ]
+    ignored = _ignored_speed_settings(config)
     if ignored:  # speed settings: the shape of the curve does not hinge on them
         progress(f"lr-find: sweeping on one device in float32; {', '.join(ignored)} not applied")
     began = time.perf_counter()
     progress(f"lr-find: loading {config.dataset}")
     prepared = prepare_data(config, default_input_shape(config.arch, config.image_size))
-    parts = prepared.parts
-    per_epoch = steps_per_epoch(len(parts.y_train), config.batch_size)
+    per_epoch = steps_per_epoch(len(prepared.parts.y_train), config.batch_size)
     steps = steps or max(per_epoch, MIN_STEPS)
-    schedule = rates(start, end, steps)
-    settings = augment.resolve(
-        config.augment, prepared.data.name, prepared.data.image_shape[2], config.augment_switches()
-    )
-    seed_everything(config.seed)  # as the trainer: seeded before the batches and the model
-    batches = epoch_batches(
-        parts.x_train,
-        parts.y_train,
-        prepared.input_shape,
-        config.batch_size,
-        config.seed,
-        0,
-        -(-steps // per_epoch),  # as many epochs' batches as the steps take
-        None,
-        augment.augmenter(settings, config.seed),
-    )
-    model = forms.build(config.arch, config.api, prepared.input_shape, parts.num_classes)
-    model.compile(
-        optimizer=recipes.make_optimizer(
-            config.optimizer, start, config.weight_decay, config.momentum, config.nesterov
-        ),
-        loss=recipes.make_loss(config.label_smoothing),
-    )
+    model, batches = _model_and_batches(config, prepared, start, -(-steps // per_epoch))
     progress(f"lr-find: {steps} steps, rate {start:.0e} to {end:.0e}")
-    curve = sweep(model, batches, schedule, progress)
-    found = suggest(curve, steps)
+    curve = sweep(model, batches, rates(start, end, steps), progress)
     record = {
         "command": "lr-find",
         "settings": config.settings_dict(),
@@ -216,7 +181,7 @@ def lr_find(
         "start_lr": start,
         "end_lr": end,
         "smoothing": SMOOTHING,
-        "suggestions": found,
+        "suggestions": suggest(curve, steps),
         "seconds": time.perf_counter() - began,
         **curve,
     }
@@ -225,6 +190,54 @@ def lr_find(
     write_json(folder / inspected.LR_FIND_JSON, record)
     record["folder"] = str(folder)
     return record
+
+
+def _ignored_speed_settings(config) -> list[str]:
+    """The settings that change only speed, which the sweep does not apply."""
+    return [
+        name
+        for name, on in (
+            (f"--strategy {config.strategy}", config.strategy != "default"),
+            ("--mixed-precision", config.mixed_precision),
+            ("--jit-compile", config.jit_compile),
+        )
+        if on
+    ]
+
+
+def _model_and_batches(config, prepared, start: float, epochs: int):
+    """The compiled model at the sweep's first rate, and `epochs` epochs of training batches,
+    seeded and augmented as the trainer's first epochs are."""
+    from kcnn.data import augment
+    from kcnn.data.pipeline import epoch_batches
+    from kcnn.engine import recipes
+    from kcnn.engine.trainer import seed_everything
+    from kcnn.models import forms
+
+    parts = prepared.parts
+    settings = augment.resolve(
+        config.augment, prepared.data.name, prepared.data.image_shape[2], config.augment_switches()
+    )
+    seed_everything(config.seed)  # as the trainer: seeded before the batches and the model
+    batches = epoch_batches(
+        parts.x_train,
+        parts.y_train,
+        prepared.input_shape,
+        config.batch_size,
+        config.seed,
+        0,
+        epochs,
+        None,
+        augment.augmenter(settings, config.seed),
+    )
+    model = forms.build(config.arch, config.api, prepared.input_shape, parts.num_classes)
+    model.compile(
+        optimizer=recipes.make_optimizer(
+            config.optimizer, start, config.weight_decay, config.momentum, config.nesterov
+        ),
+        loss=recipes.make_loss(config.label_smoothing),
+    )
+    return model, batches
 
 
 def _plot(record: dict[str, Any], path: Path) -> None:
