@@ -18,14 +18,23 @@ from kcnn.data import image_hashes
 
 
 def test_phash_is_imagehash_phash():
-    """The batched pHash is imagehash's, bit for bit, on grey and colour images of several sizes."""
+    """The batched pHash is imagehash's, bit for bit: on grey and colour noise of several sizes,
+    a gradient, a flat and a mirror-symmetric image (ties at the median), and 300 real digits."""
     import imagehash
+
+    from kcnn.data import datasets
 
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (28, 28, 1), dtype=np.uint8) for _ in range(20)]
     images += [rng.integers(0, 256, (37, 23, 3), dtype=np.uint8) for _ in range(20)]
     smooth = np.linspace(0, 255, 64 * 48).reshape(48, 64).astype(np.uint8)[..., None]
-    images.append(smooth)
+    symmetric = rng.integers(0, 256, (32, 16, 1), dtype=np.uint8)
+    images += [smooth, np.full((20, 20, 1), 9, np.uint8), np.concatenate([symmetric,
+               symmetric[:, ::-1]], axis=1)]  # fmt: skip
+    images += list(datasets.load("mnist-5k").x_train[::17][:300])
+    grey = [i for i in images if i.shape[-1] == 1 and i.shape[:2] == (28, 28)]
+    batched = image_hashes.phashes(grey)  # on the decoding threads, as the audit computes them
+    assert [int(h) for h in batched] == [int(image_hashes.phashes([i])[0]) for i in grey]
     for image in images:
         ours = image_hashes.phashes([image])[0]
         shown = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
@@ -101,7 +110,9 @@ def planted(tmp_path_factory):
     pairs: dict[str, set] = {}
     for k, (kind, edit) in enumerate(kinds.items()):
         pairs[kind] = set()
-        for s, t in zip(sources[k * 50 : (k + 1) * 50], targets[k * 50 : (k + 1) * 50], strict=True):
+        for s, t in zip(
+            sources[k * 50 : (k + 1) * 50], targets[k * 50 : (k + 1) * 50], strict=True
+        ):
             x_test[t], y_test[t] = edit(x_train[s]), y_train[s]
             pairs[kind].add(tuple(sorted((f"x_train[{s}]", f"x_test[{t}]"))))
     path = tmp_path_factory.mktemp("planted") / "planted.npz"
@@ -200,7 +211,9 @@ def test_blank_tiny_and_corrupt_images_are_named(tmp_path):
 def test_report_escapes_names(tmp_path):
     """A class folder named like markup is shown as text in audit.html, never as markup."""
     images = _noise(8, 6)
-    root = _folder(tmp_path / "names", {"<img src=x onerror=alert(1)>": images[:4] * 2, "b": images[4:]})
+    root = _folder(
+        tmp_path / "names", {"<img src=x onerror=alert(1)>": images[:4] * 2, "b": images[4:]}
+    )
     result = kcnn("audit", root, "--out", tmp_path / "out", "--json")
     assert result.returncode == 0, result.stderr[-2000:]
     page = Path(json.loads(result.stdout)["report"]).read_text()

@@ -91,7 +91,7 @@ def _array_chunks(x):
 def _stats(pixels: list[np.ndarray]):
     """Digests, grey pictures and blankness of a chunk of decoded images."""
     digests = [image_hashes.digest(p) for p in pixels]
-    greys = np.stack([image_hashes.grey_32(p) for p in pixels])
+    greys = image_hashes.greys_32(pixels)
     blank = np.array([p.min() == p.max() for p in pixels], dtype=bool)
     return digests, greys, blank
 
@@ -213,7 +213,11 @@ def exact_groups(seen: Seen) -> list[list[int]]:
 def near_groups(seen: Seen, exact: list[list[int]]) -> tuple[list[list[int]], bool, int]:
     """Clusters of images that are near copies of one another (each cluster holds at least two
     different images; their exact copies come along), whether the search was cut short at
-    MOST_CANDIDATES, and how many pairs were confirmed. One image stands for its exact copies."""
+    MOST_CANDIDATES, and how many pairs were confirmed.
+
+    One image stands for its exact copies, and one for the images of the same pHash: those are
+    checked against it alone (a data set of thousands of images with one hash costs thousands
+    of checks, not millions), and the search runs on the hashes that differ."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
@@ -223,15 +227,18 @@ def near_groups(seen: Seen, exact: list[list[int]]) -> tuple[list[list[int]], bo
         [r for r in range(len(seen)) if seen.digests[r] is not None and not seen.blank[r]
          and r not in twin], dtype=np.int64,
     )  # fmt: skip
+    _, first, same_hash = np.unique(seen.hashes[0, stand], return_index=True, return_inverse=True)
+    star = np.stack([first[same_hash], np.arange(len(stand))], axis=1)
+    star = star[star[:, 0] != star[:, 1]]  # each image and the first of its hash
     shifts = len(image_hashes.SHIFTS)
-    hashes = seen.hashes[:, stand].reshape(-1)
-    owner = np.tile(np.arange(len(stand)), shifts)
+    hashes = seen.hashes[:, stand[first]].reshape(-1)
+    owner = np.tile(first, shifts)
     i, j, capped = image_hashes.near_pairs(hashes, NEAR_BITS, MOST_CANDIDATES)
     a, b = owner[i], owner[j]
     keep = a != b
-    pairs = np.unique(np.stack([np.minimum(a, b)[keep], np.maximum(a, b)[keep]], axis=1), axis=0)
-    close = _confirmed(seen, stand, pairs)
-    pairs = pairs[close]
+    found = np.stack([np.minimum(a, b)[keep], np.maximum(a, b)[keep]], axis=1)
+    pairs = np.unique(np.concatenate([star, found]), axis=0)
+    pairs = pairs[_confirmed(seen, stand, pairs)]
     graph = coo_matrix(
         (np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(len(stand), len(stand))
     )
