@@ -99,6 +99,10 @@ def run_name(dataset: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", base).strip("-.")[:60] or "data"
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
 def lines(record: dict[str, Any], folder: Path) -> list[str]:
     """What `kcnn audit` says on the terminal: the findings in a few lines, leakage first."""
     leak = record["leakage"]
@@ -110,8 +114,8 @@ def lines(record: dict[str, Any], folder: Path) -> list[str]:
         f"{record['seconds']:.1f} s",
         f"leakage: {leak['test_images_with_exact_copy_in_training']:,} test images have an exact "
         f"copy in training, {leak['test_images_with_near_copy_in_training']:,} a near copy",
-        f"exact duplicates: {len(exact['groups']):,} groups, {exact['images']:,} images",
-        f"near duplicates: {len(near['groups']):,} groups, {near['images']:,} images"
+        f"exact duplicates: {_count(len(exact['groups']), 'group')}, {exact['images']:,} images",
+        f"near duplicates: {_count(len(near['groups']), 'group')}, {near['images']:,} images"
         + (
             " (search cut short: very many near-identical images)"
             if near["search_cut_short"]
