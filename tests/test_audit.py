@@ -300,3 +300,20 @@ def test_a_damaged_leakage_record_is_refused_safely(tmp_path):
     config["test_leakage"] = {"test_images_copied_from_training": "<b>many</b>"}
     (run / "config.json").write_text(json.dumps(config))
     refused(kcnn("audit", run, "--out", tmp_path / "audits"), "damaged")
+
+
+def test_training_on_a_folder_warns_of_copied_files(tmp_path):
+    """An image folder's train/ and test/: test files with the content of training files are
+    counted from the scan's digests (no file decoded for it), warned of and recorded."""
+    images = _noise(24, 8)
+    root = tmp_path / "photos"
+    _folder(root / "train", {"a": images[:10], "b": images[10:20]})
+    _folder(root / "test", {"a": images[20:22] + images[:1], "b": images[22:] + images[10:12]})
+    out = tmp_path / "runs"
+    result = kcnn("train", "lenet5", "--dataset", root, "--epochs", "1", "--out", out)
+    assert result.returncode == 0, result.stderr[-2000:]
+    warnings = [line for line in result.stderr.splitlines() if "exact copies" in line]
+    assert len(warnings) == 1 and "3 of the 7 test images" in warnings[0]
+    (run,) = out.iterdir()
+    leak = json.loads((run / "config.json").read_text())["test_leakage"]
+    assert leak["test_images_copied_from_training"] == 3 and leak["compared_by"] == "file content"
