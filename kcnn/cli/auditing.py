@@ -33,6 +33,15 @@ def audit_command(
     test_split: Annotated[
         float, typer.Option(help="The test fraction held out when the data has no test split.")
     ] = defaults.TEST_SPLIT,
+    limit: Annotated[
+        int | None,
+        typer.Option(
+            help="Split as a run with --limit N does (the images it leaves out are `unused`) "
+            "[default: every image].",
+            metavar="N",
+            show_default=False,
+        ),
+    ] = None,
     shapes_count: Annotated[
         int, typer.Option(help="Images of the `shapes` data set.")
     ] = defaults.SHAPES_COUNT,
@@ -52,6 +61,7 @@ def audit_command(
         "val_split": val_split,
         "test_split": test_split,
         "shapes_count": shapes_count,
+        "limit": limit,
     }
     if audit.is_run_folder(data):
         settings.update(audit.settings_of_run(Path(data)))

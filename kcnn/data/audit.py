@@ -31,7 +31,7 @@ MEMBERS_LISTED = 100  # images named per group in the JSON (its size says how ma
 TINY_SIDE = 8  # an image narrower or lower than this many pixels is tiny...
 TINY_SHARE = 0.25  # ... as is one under a quarter of the data set's common width or height
 CHUNK = 512  # images decoded and hashed at a time
-SPLIT_ORDER = {"train": 0, "val": 1, "test": 2}
+SPLIT_ORDER = {"train": 0, "val": 1, "test": 2, "unused": 3}  # unused: left out by --limit
 
 
 @dataclass
@@ -63,9 +63,12 @@ class Seen:
 # --- reading ---------------------------------------------------------------------------------------
 
 
-def split_places(data, seed: int, val_split: float, test_split: float) -> tuple[list, list]:
+def split_places(
+    data, seed: int, val_split: float, test_split: float, limit: int | None = None
+) -> tuple[list, list]:
     """Where training puts each image of the data's training and test sources: the same
-    `make_splits` call a run makes, on positions instead of images."""
+    `make_splits` call a run makes, on positions instead of images (with `--limit`, the images
+    it leaves out are `unused`)."""
     from kcnn.data import splits
 
     n_train = len(data.y_train)
@@ -75,12 +78,14 @@ def split_places(data, seed: int, val_split: float, test_split: float) -> tuple[
         x_train=np.arange(n_train),
         x_test=None if data.x_test is None else np.arange(n_test),
     )
-    parts = splits.make_splits(index, val_split, seed, None, test_split)
-    train_side = np.full(n_train, "train", dtype=object)
+    parts = splits.make_splits(index, val_split, seed, limit, test_split)
+    train_side = np.full(n_train, "unused", dtype=object)
+    test_side = np.full(n_test, "unused", dtype=object)
+    train_side[np.asarray(parts.x_train, dtype=np.int64)] = "train"
     train_side[np.asarray(parts.x_val, dtype=np.int64)] = "val"
-    if data.x_test is None:
-        train_side[np.asarray(parts.x_test, dtype=np.int64)] = "test"
-    return list(train_side), ["test"] * n_test
+    tested = train_side if data.x_test is None else test_side
+    tested[np.asarray(parts.x_test, dtype=np.int64)] = "test"
+    return list(train_side), list(test_side)
 
 
 def _array_chunks(x):
@@ -188,11 +193,11 @@ def _read_folders(data, places) -> Seen:
     )
 
 
-def read(data, seed: int, val_split: float, test_split: float) -> Seen:
+def read(data, seed: int, val_split: float, test_split: float, limit: int | None = None) -> Seen:
     """Every image of a loaded data set (`datasets.load`), as the audit sees it."""
     from kcnn.data.files import is_files
 
-    places = split_places(data, seed, val_split, test_split)
+    places = split_places(data, seed, val_split, test_split, limit)
     if is_files(data.x_train):
         return _read_folders(data, places)
     return _read_arrays(data, places)
@@ -269,7 +274,7 @@ def group_record(seen: Seen, rows: list[int]) -> dict[str, Any]:
     return {
         "size": len(rows),
         "splits": splits,
-        "cross_split": len(splits) > 1,
+        "cross_split": len(set(splits) - {"unused"}) > 1,  # leakage
         "labels_differ": len(labels) > 1,
         "images": [
             {
@@ -312,7 +317,7 @@ def leaked_test_images(seen: Seen, groups: list[list[int]]) -> int:
     """Test images with a copy among the training or validation images."""
     leaked = set()
     for rows in groups:
-        if any(seen.splits[r] != "test" for r in rows):
+        if any(seen.splits[r] in ("train", "val") for r in rows):
             leaked.update(r for r in rows if seen.splits[r] == "test")
     return len(leaked)
 
@@ -326,7 +331,7 @@ def findings(seen: Seen) -> dict[str, Any]:
     sizes = Counter(seen.sizes)
     return {
         "images": len(seen),
-        "splits": {s: seen.splits.count(s) for s in SPLIT_ORDER},
+        "splits": {s: n for s in SPLIT_ORDER if (n := seen.splits.count(s)) or s != "unused"},
         "leakage": {
             "test_images_with_exact_copy_in_training": leaked_test_images(seen, exact),
             "test_images_with_near_copy_in_training": leaked_test_images(seen, near),

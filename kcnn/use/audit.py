@@ -31,7 +31,7 @@ def settings_of_run(folder: Path) -> dict[str, Any]:
     from kcnn.runs.run import RunFolder
 
     config = RunFolder(folder).config()
-    keys = ("dataset", "data_dir", "seed", "val_split", "test_split", "shapes_count")
+    keys = ("dataset", "data_dir", "seed", "val_split", "test_split", "shapes_count", "limit")
     found = {k: config[k] for k in keys if config.get(k) is not None}
     if not isinstance(found.get("dataset"), str):
         raise KcnnError(f"{folder}/config.json names no data set; audit the data set itself")
@@ -49,18 +49,24 @@ def audit_data(
     val_split: float = defaults.VAL_SPLIT,
     test_split: float = defaults.TEST_SPLIT,
     shapes_count: int = defaults.SHAPES_COUNT,
+    limit: int | None = None,
 ) -> tuple[dict[str, Any], audit.Seen]:
     """Load `dataset` as training would, read every image, and find what there is to find."""
     from kcnn.data import datasets
 
     started = time.perf_counter()
     data = datasets.load(dataset, data_dir, seed, shapes_count)
-    seen = audit.read(data, seed, val_split, test_split)
+    seen = audit.read(data, seed, val_split, test_split, limit)
     found = audit.findings(seen)
     return {
         "dataset": dataset,
         "source": data.provenance.get("source", data.name),
-        "split_settings": {"seed": seed, "val_split": val_split, "test_split": test_split},
+        "split_settings": {
+            "seed": seed,
+            "val_split": val_split,
+            "test_split": test_split,
+            "limit": limit,
+        },
         **found,
         "seconds": round(time.perf_counter() - started, 2),
     }, seen
@@ -246,7 +252,7 @@ def page(record: dict[str, Any], seen: audit.Seen) -> str:
         "<h2>Classes</h2>",
         f"<p>Imbalance (largest class / smallest): "
         f"{'n/a' if ratio is None else f'{ratio:.2f}'}</p>",
-        _table(record["classes"], ["class", "images", "train", "val", "test"]),
+        _table(record["classes"], ["class", "images", *record["splits"]]),
         "<h2>Sizes and modes</h2>",
         _table(record["sizes"][:20], ["width", "height", "images"]),
         _table([{"mode": m, "images": n} for m, n in record["modes"].items()], ["mode", "images"]),
