@@ -19,6 +19,7 @@ def audit_command(
         typer.Argument(
             help="A data set kcnn trains on (a registered name, an .npz file, an image folder), "
             "or a run folder (its data, split as it was).",
+            metavar="DATA",
             show_default=False,
         ),
     ],
