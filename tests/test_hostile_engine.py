@@ -100,6 +100,7 @@ def test_every_command_is_known_to_build_models_or_not():
     names = {c.name or c.callback.__name__.replace("_", "-") for c in app.registered_commands}
     # they read records, never a model (doctor reports the Keras version, never refuses it)
     without_models = {"list", "runs", "show", "compare", "diff", "doctor", "augment-preview"}
+    without_models.add("audit")  # looks at data, never at a model
     assert MODEL_COMMANDS | without_models == names and not MODEL_COMMANDS & without_models
 
 

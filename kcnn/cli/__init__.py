@@ -31,6 +31,7 @@ from kcnn.cli import after  # noqa: F401
 from kcnn.cli import diffing  # noqa: F401
 from kcnn.cli import inspect  # noqa: F401
 from kcnn.cli import previewing  # noqa: F401
+from kcnn.cli import auditing  # noqa: F401
 from kcnn.cli import catalog  # noqa: F401
 from kcnn.cli import doctor  # noqa: F401
 

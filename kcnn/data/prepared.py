@@ -32,6 +32,9 @@ class Prepared:
     # An image folder's test images as files (relative to the folder), listed as it was loaded;
     # None for other data sets. What a run's per-image test results name each image by.
     test_files: list[str] | None = None
+    # Test images that are exact copies of training or validation images (`leakage`): what the
+    # run records beside its data, and warns of once.
+    leakage: dict[str, Any] | None = None
 
     @property
     def classes(self) -> int:
@@ -128,11 +131,13 @@ def prepare_data(
         limits.check_batch_memory(config.batch_size, *input_shape)
     fit = fit_mode(data.image_shape[:2], input_shape[:2])
     fingerprint = data_fingerprint(data)
+    leaked = leakage(parts)
+    _warn_of_leakage(leaked, fingerprint)
     if is_files(data.x_train):
         data, parts, note = read_at(data, parts, input_shape, fit, getattr(config, "cache", "auto"))
         _say_what_a_folder_became(data, note)
         return Prepared(
-            data, parts, input_shape, fit, fingerprint, test_files(config.dataset, parts)
+            data, parts, input_shape, fit, fingerprint, test_files(config.dataset, parts), leaked
         )
     # The splits hold their own copies of the images; past this point the loaded arrays serve
     # only to describe the data (name, source, image shape), so one image of them is kept and a
@@ -142,7 +147,50 @@ def prepare_data(
     )
     if data.x_test is not None:
         described.x_test, described.y_test = data.x_test[:1].copy(), data.y_test[:1].copy()
-    return Prepared(described, parts, input_shape, fit, fingerprint)
+    return Prepared(described, parts, input_shape, fit, fingerprint, leakage=leaked)
+
+
+def _digests(x) -> list[bytes]:
+    """One digest per image of a split: of an image folder's file content (read at the scan:
+    no file is opened again, no pixel decoded for it), else of the image's pixels."""
+    from kcnn.data.files import is_files
+    from kcnn.data.image_hashes import digest
+
+    if is_files(x):
+        return [x.folder.headers[r].digest for r in x.rows]
+    found = []
+    for start in range(0, len(x), 4096):  # a chunk at a time: an array read from disk stays there
+        found += [digest(image) for image in np.ascontiguousarray(x[start : start + 4096])]
+    return found
+
+
+def leakage(parts) -> dict[str, Any]:
+    """How many test images are exact copies of training or validation images (their pixels,
+    or an image folder's file bytes): a test score that partly measures memory, not
+    generalisation. `kcnn audit` finds the near copies as well."""
+    learned = set(_digests(parts.x_train)) | set(_digests(parts.x_val))
+    copies = sum(1 for d in _digests(parts.x_test) if d in learned)
+    how = "file content" if getattr(parts.x_train, "folder", None) is not None else "pixels"
+    return {"test_images_copied_from_training": copies, "test_images": len(parts.y_test),
+            "compared_by": how}  # fmt: skip
+
+
+_WARNED: set[str] = set()  # data sets warned of in this process (a seed group loads data often)
+
+
+def _warn_of_leakage(leaked: dict[str, Any], fingerprint: str) -> None:
+    import sys
+
+    copies = leaked["test_images_copied_from_training"]
+    if not copies or fingerprint in _WARNED:
+        return
+    _WARNED.add(fingerprint)
+    print(
+        f"warning: {copies:,} of the {leaked['test_images']:,} test images are exact copies of "
+        "training or validation images: the test score overstates what the model learned; "
+        "see `kcnn audit` (it finds near copies too)",
+        file=sys.stderr,
+    )
 
 
 def test_files(dataset: str, parts) -> list[str] | None:

@@ -359,6 +359,7 @@ class Trainer:
             split_sizes=parts.sizes(),
             dataset_provenance=data.provenance,
             data_fingerprint=prepared.fingerprint,
+            test_leakage=prepared.leakage,
         )
         if self.config.batch_size_search is not None:
             self.records.add_facts(batch_size_search=self.config.batch_size_search)

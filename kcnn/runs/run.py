@@ -174,6 +174,7 @@ METRICS_SCHEMA: dict[str, Check] = {
     "signal": _text,
 }
 
+_LEAKAGE = {"test_images_copied_from_training": _count, "test_images": _count}
 FACTS_SCHEMA: dict[str, Check] = {
     "command": _text,
     "input_shape": _shape,
@@ -182,6 +183,7 @@ FACTS_SCHEMA: dict[str, Check] = {
     "fit": _choice("none", "pad", "resize"),
     "split_sizes": _mapping_of(_count, most=8),
     "data_fingerprint": _text,
+    "test_leakage": lambda v: _table(_LEAKAGE)(v),  # _table is defined below
     "versions": _mapping_of(_text, most=64),
     "replicas": _count,
     "device_names": _list_of(_text, most=4096),
@@ -589,6 +591,7 @@ RUN_FACTS = frozenset(
         "split_sizes",
         "dataset_provenance",
         "data_fingerprint",
+        "test_leakage",  # test images that are exact copies of training ones (kcnn.data.prepared)
         "augmentation",
         "teacher_run",  # --teacher: the run distilled from, resolved, and its model's digest
         "batch_size_search",  # --batch-size auto: how the batch recorded was found
