@@ -89,6 +89,8 @@ def runs(
         ("dataset", "data set"),
         ("epochs", "epochs"),
         ("accuracy", "test acc"),
+        ("test_balanced_accuracy", "bal acc"),
+        ("test_macro_f1", "macro-F1"),
         ("status", "status"),
         ("time", "duration"),
     ]

@@ -16,12 +16,13 @@ from kcnn.engine.config import RunConfig
 
 
 def execute(config: RunConfig, quiet: bool = False, resume: bool = False) -> Outcome:
-    """Train `config` — once, or once per seed when it names seeds — and its runs' steps.
+    """Train `config` — once, or once per seed (or fold) when it names seeds (or folds) — and
+    its runs' steps.
     `quiet` sends progress to stderr, keeping stdout for a machine-readable answer; `resume`
     (a group) finishes the newest group of these settings, completed or not."""
     config.validate()
     autobatch.resolve(config)  # --batch-size auto: found once, for every seed of a group
     teacher.locate(config)  # --teacher named in --out: its folder, for every seed of a group
-    if config.seeds is None:
+    if not config.is_group():
         return steps.train_one(config, quiet)
     return seeds.outcome(seeds.run_group(config, quiet=quiet, resume=resume), config)

@@ -82,6 +82,8 @@ def compare_runs(
             "parameters": r.params,
             "test_accuracy": r.test_accuracy,
             "test_accuracy_95ci": r.accuracy_interval.cell() if r.accuracy_interval else "",
+            "test_balanced_accuracy": (r.metrics or {}).get("test_balanced_accuracy"),
+            "test_macro_f1": (r.metrics or {}).get("test_macro_f1"),
             "test_loss": r.test_loss,
             "best_val_accuracy": (r.metrics or {}).get("best_val_accuracy"),
             "seconds_per_epoch": (r.metrics or {}).get("seconds_per_epoch"),
@@ -135,13 +137,24 @@ def compare_runs(
 # --- a group of seed runs (kcnn.runs.groups) ------------------------------------------------
 
 
+# What a group's table states, each as a mean ± its 95% interval (balanced accuracy and macro-F1:
+# the figures where a rare class counts as much as a common one).
+GROUP_METRICS = (
+    "test_accuracy",
+    "test_balanced_accuracy",
+    "test_macro_f1",
+    "test_loss",
+    "best_val_accuracy",
+)
+
+
 def group_markdown(title: str, described: dict[str, Any], level: int = 1) -> str:
     """group.md (and the groups section of a comparison): each group's mean ± 95% interval, each
     test, and one sentence per pair."""
     rows = []
     for name, g in described["groups"].items():
         row = {"group": name, "seeds": g["n"]}
-        for metric in ("test_accuracy", "test_loss", "best_val_accuracy"):
+        for metric in GROUP_METRICS:
             s = g["metrics"].get(metric)
             if s is not None:
                 row[metric] = stats.Summary(
@@ -203,12 +216,13 @@ def write_group(folder: str | Path, record: dict[str, Any]) -> dict[str, Any]:
         g["runs"] = [str(Path(p).relative_to(folder)) for p in g["runs"]]
     data = {**record, "kind": "group", **described}
     write_json(folder / groups.GROUP_JSON, data)
-    title = f"{record.get('name') or folder.name}: {len(record.get('seeds') or [])} seeds"
+    over = f"{record['folds']} folds" if record.get("folds") else f"{len(record.get('seeds') or [])} seeds"
+    title = f"{record.get('name') or folder.name}: {over}"
     if done:
         plots.band_curves(
             {name: [r.history() for r in runs] for name, runs in grouped.items()},
             folder / groups.BAND,
-            title=f"{title} (mean and 95% interval over seeds)",
+            title=f"{title} (mean and 95% interval over {over.split()[1]})",
         )
         per_class = {n: g["per_class"] for n, g in described["groups"].items() if g["per_class"]}
         if per_class:
