@@ -144,10 +144,13 @@ def _what(one: RunConfig) -> str:
     return f"fold {one.fold}" if one.fold is not None else f"seed {one.seed}"
 
 
-def run_group(config: RunConfig, quiet: bool = False, resume: bool = False) -> GroupResult:
+def run_group(
+    config: RunConfig, quiet: bool = False, resume: bool = False, folder: Path | None = None
+) -> GroupResult:
     """Run every seed of `config.seeds` (or fold of `config.folds`) not yet finished in its group
     folder, then summarise. `resume`: an earlier group of these settings is finished even if it
-    completed (its summary drawn again: a stop may have come while it was drawn)."""
+    completed (its summary drawn again: a stop may have come while it was drawn); `folder`:
+    that group folder rather than the newest of these settings."""
     from kcnn.runs.report import write_group  # matplotlib: only once there is a group to draw
 
     config.validate()
@@ -159,7 +162,7 @@ def run_group(config: RunConfig, quiet: bool = False, resume: bool = False) -> G
     workers(len(folds or config.seed_list()))  # a bad KCNN_SEED_WORKERS: refused before a folder
     interrupts.check_stop()
     kind = "folds" if folds else "seeds"
-    folder = find_unfinished(config, completed=resume) or folders.create(
+    folder = folder or find_unfinished(config, completed=resume) or folders.create(
         config.out, f"{config.name}-{kind}"
     )
     record = {

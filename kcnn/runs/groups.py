@@ -159,7 +159,7 @@ def counted_once(grouped: dict[str, list]) -> tuple[dict[str, list], list[str]]:
             key = pair_key(run)
             newest[key] = run
             times[key] = times.get(key, 0) + 1
-        kept[name] = sorted(newest.values(), key=lambda r: r.folder.name)
+        kept[name] = sorted(newest.values(), key=_in_order)
         notes += [
             f"seed {key[0]} appears {n} times in {name}: counted once "
             f"(the newest run, {newest[key].folder.name})"
@@ -167,6 +167,12 @@ def counted_once(grouped: dict[str, list]) -> tuple[dict[str, list], list[str]]:
             if n > 1
         ]
     return kept, notes
+
+
+def _in_order(info) -> tuple[int, str]:
+    """A group's runs as they were made, the folds of `--folds` by their number (a fold trained
+    again keeps its place)."""
+    return (info.settings.get("fold") or 0, info.folder.name)
 
 
 def final_metrics(info) -> dict[str, float]:

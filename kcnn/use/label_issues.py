@@ -63,7 +63,7 @@ def out_of_fold(group: str | Path):
             "(e.g. kcnn train lenet5 --dataset digits --folds 5) and name its group folder"
         ) from None
     except Damaged as e:
-        raise KcnnError(f"{group} cannot be used: {e}") from None
+        raise KcnnError(f"{e}: its out-of-fold probabilities cannot be used; train again") from None
     return info.folder, results, _class_names(info, results.probabilities.shape[1])
 
 
