@@ -611,6 +611,7 @@ RUN_FACTS = frozenset(
         "augmentation",
         "teacher_run",  # --teacher: the run distilled from, resolved, and its model's digest
         "batch_size_search",  # --batch-size auto: how the batch recorded was found
+        "class_weights",  # --class-weight balanced: the weight of each class, by number
         "resumed",
         "part_of",
         "init",
