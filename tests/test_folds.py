@@ -262,3 +262,29 @@ def test_label_issues_find_most_of_100_planted_flips(tmp_path):
     likely wrong (digits, 5 folds of 15 epochs)."""
     hits, found = _found(tmp_path, flips=100, folds=5, epochs=15, top=150)
     assert hits >= 70, (hits, found["flagged"])
+
+
+def test_an_image_folder_names_each_image_by_its_file(tmp_path):
+    """Folds of an image folder (read from disk, a class weighed up): the out-of-fold answers
+    and the suspects name each training image by its file, relative to the folder."""
+    from test_streaming import photo_folder
+
+    from kcnn.runs.run import RunFolder
+
+    root = photo_folder(tmp_path / "photos", per_class=10)
+    for extra in sorted((root / "bright").iterdir())[6:]:
+        extra.unlink()  # 10 dark, 6 bright
+    out = tmp_path / "runs"
+    done = kcnn(
+        "train", "lenet5", "--dataset", root, "--epochs", "1", "--batch-size", "4", "--folds",
+        "2", "--class-weight", "balanced", "--out", out, "--json", env=ONE,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    (group,) = out.iterdir()
+    oof = RunFolder(group).out_of_fold()
+    pool = {f"{c}/{p.name}" for c in ("dark", "bright") for p in (root / c).iterdir()}
+    assert set(oof.files) <= pool and len(oof.files) == oof.n  # the test split held apart
+    configs = [json.loads((r / "config.json").read_text()) for r in _members(group)]
+    assert all(c["class_weight"] == "balanced" and "class_weights" in c for c in configs)
+    found = json.loads(kcnn("label-issues", group, "--json").stdout)
+    assert all(s["name"] in pool for s in found["suspects"])

@@ -605,6 +605,7 @@ class Trainer:
         progress = (
             contextlib.redirect_stdout(sys.stderr) if self.quiet else contextlib.nullcontext()
         )
+        train_ds = self._weighed(train_ds)
         with progress, self.guard.deferred():
             model.fit(
                 train_ds,
@@ -615,7 +616,6 @@ class Trainer:
                 shuffle=False,
                 callbacks=callbacks,
                 verbose=verbosity(),
-                class_weight=self.class_weights(),
             )
         self.guard.check()  # a signal during the last epoch's validation
         if self.time_limit is not None and self.time_limit.stopped and len(self.rows) < epochs:
@@ -623,8 +623,7 @@ class Trainer:
 
     def class_weights(self) -> dict[int, float] | None:
         """--class-weight balanced: class c's loss weighed n/(classes × count of c) over the
-        training images (a class absent from them gets 1), recorded with the run; None: none.
-        Keras applies it to every batch, arrays and streamed folders alike."""
+        training images (a class absent from them gets 1), recorded with the run; None: none."""
         import numpy as np
 
         if self.config.class_weight != "balanced":
@@ -636,6 +635,27 @@ class Trainer:
         }
         self.records.add_facts(class_weights={str(c): w for c, w in weights.items()})
         return weights
+
+    def _weighed(self, batches):
+        """The training batches with each image's class weight as its sample weight (times the
+        weight a streamed folder's batch carries already: 0 for a batch of undecodable files),
+        so arrays and streamed folders are weighed alike; as they are without --class-weight."""
+        weights = self.class_weights()
+        if weights is None:
+            return batches
+        import tensorflow as tf
+
+        table = tf.constant([weights[c] for c in range(len(weights))], tf.float32)
+
+        def of(labels):
+            if labels.shape.rank is not None and labels.shape.rank > 1:  # one-hot or mixed rows
+                labels = tf.argmax(labels, axis=-1)
+            return tf.gather(table, tf.cast(tf.reshape(labels, [-1]), tf.int32))
+
+        def weigh(x, y, *carried):
+            return x, y, of(y) * (carried[0] if carried else 1.0)
+
+        return batches.map(weigh)
 
     def _averaging(self, model, val_ds) -> list:
         """The callbacks of --ema (its evaluation on validation each epoch) and --average-last
