@@ -75,11 +75,11 @@ def test_class_weight_balanced_is_recorded_and_changes_training(weighed):
     parts = splits.make_splits(datasets.load(str(data), None, 83, 0), 0.2, config["seed"])
     counts = np.bincount(parts.y_train, minlength=10)
     weights = {int(c): w for c, w in config["class_weights"].items()}
-    assert weights == pytest.approx({c: len(parts.y_train) / (10 * n) for c, n in enumerate(counts)})
+    assert weights == pytest.approx(
+        {c: len(parts.y_train) / (10 * n) for c, n in enumerate(counts)}
+    )
     assert weights[0] > 5 * weights[5]
-    losses = [
-        (runs[w] / "history.csv").read_text().splitlines()[1] for w in ("none", "balanced")
-    ]
+    losses = [(runs[w] / "history.csv").read_text().splitlines()[1] for w in ("none", "balanced")]
     assert losses[0] != losses[1]  # the same seed, other weights: another training
 
 

@@ -85,7 +85,9 @@ def test_out_of_fold_probabilities_gather_every_fold(folds_group):
     cv = _record(folds_group)["cross_validation"]
     assert cv["images"] == 120 and cv["folds"] == 3
     assert cv["accuracy"] == pytest.approx(float(np.mean(oof.correct)))
-    assert cv["balanced_accuracy"] == class_balanced(oof.true, oof.predicted, 10)["balanced_accuracy"]
+    assert (
+        cv["balanced_accuracy"] == class_balanced(oof.true, oof.predicted, 10)["balanced_accuracy"]
+    )
 
 
 def test_an_interrupted_folds_group_trains_only_its_missing_folds(folds_group, tmp_path):

@@ -162,8 +162,10 @@ def run_group(
     workers(len(folds or config.seed_list()))  # a bad KCNN_SEED_WORKERS: refused before a folder
     interrupts.check_stop()
     kind = "folds" if folds else "seeds"
-    folder = folder or find_unfinished(config, completed=resume) or folders.create(
-        config.out, f"{config.name}-{kind}"
+    folder = (
+        folder
+        or find_unfinished(config, completed=resume)
+        or folders.create(config.out, f"{config.name}-{kind}")
     )
     record = {
         "command": config.command,

@@ -627,7 +627,9 @@ class RunConfig(Configured):
         if self.command != "train":
             raise KcnnError(f"--folds {self.folds} is for `kcnn train`, not `kcnn {self.command}`")
         if self.fold is not None and self.fold > self.folds:
-            raise KcnnError(f"--fold {self.fold} is past the {self.folds} folds: give 1..{self.folds}")
+            raise KcnnError(
+                f"--fold {self.fold} is past the {self.folds} folds: give 1..{self.folds}"
+            )
         if self.seeds is not None:
             raise KcnnError(
                 f"--folds {self.folds} with --seeds: a folds group is one seed's K runs; "

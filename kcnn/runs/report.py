@@ -216,7 +216,11 @@ def write_group(folder: str | Path, record: dict[str, Any]) -> dict[str, Any]:
         g["runs"] = [str(Path(p).relative_to(folder)) for p in g["runs"]]
     data = {**record, "kind": "group", **described}
     write_json(folder / groups.GROUP_JSON, data)
-    over = f"{record['folds']} folds" if record.get("folds") else f"{len(record.get('seeds') or [])} seeds"
+    over = (
+        f"{record['folds']} folds"
+        if record.get("folds")
+        else f"{len(record.get('seeds') or [])} seeds"
+    )
     title = f"{record.get('name') or folder.name}: {over}"
     if done:
         plots.band_curves(

@@ -244,7 +244,6 @@ GROUP_SCHEMA: dict[str, Check] = {
 }
 
 
-
 def _check_settings(record: dict[str, Any], where: Path) -> None:
     """The settings in a config.json, each checked by kcnn's own schema for that setting."""
     from kcnn.engine.config import COMMANDS, check_value

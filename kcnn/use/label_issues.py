@@ -124,4 +124,3 @@ def lines(found: LabelIssues) -> list[str]:
     ]
     shown = "" if len(rows) == found.flagged else f"; the {len(rows)} most likely shown"
     return [head + shown, *rows]
-
