@@ -40,22 +40,8 @@ def resume_one(command: str, folder: str | Path, quiet: bool = False, **options:
     """Finish the interrupted folder of `command` in place, and its steps (calibration when its
     own settings ask for it)."""
     interrupts.check_stop()
-    folder = Path(folder).expanduser()
-    if folder.is_dir() and not options and _group_of(command, folder):
-        from kcnn.commands import experiments, runner
-
-        (config,) = experiments.load(folder).runs  # its settings, writing where it is
-        return runner.execute(config, quiet=quiet, resume=True, group=folder)  # what it misses
-    outcome = registry.get(command).resume(folder, quiet=quiet, **options)
+    outcome = registry.get(command).resume(Path(folder).expanduser(), quiet=quiet, **options)
     return after(_asks_calibration(outcome.run_dirs), outcome)
-
-
-def _group_of(command: str, folder: Path) -> bool:
-    """Whether `folder` is a group (`--seeds`, `--folds`) that `command` made: `--resume GROUP`
-    finishes its unfinished runs and keeps the finished ones."""
-    from kcnn.runs import groups  # NumPy: not for `kcnn --help`
-
-    return groups.is_group(folder) and (groups.read(folder) or {}).get("command") == command
 
 
 def keep_one(config: RunConfig, folder: Path) -> Outcome:

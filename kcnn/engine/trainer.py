@@ -49,7 +49,6 @@ from kcnn.engine.recording import RunRecorder
 from kcnn.errors import KcnnError
 from kcnn.models.architectures import get as get_architecture
 from kcnn.models.params import count_params, model_summary
-from kcnn.runs import folders
 
 
 @dataclass
@@ -307,9 +306,7 @@ class Trainer:
             kept = parts.x_val.kept()
             index, true = index[kept], true[kept]
             files = [f for f, k in zip(files, kept, strict=True) if k]
-        self.records.write_test_predictions(
-            index, true, probabilities, files, name=folders.FOLD_PREDICTIONS
-        )
+        self.records.write_fold_predictions(index, true, probabilities, files)
 
     def _refused(self, before: str | None) -> None:
         """Bad input found while running: a run that trained is `failed`; a refused resume is

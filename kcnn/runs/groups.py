@@ -66,6 +66,11 @@ def is_group(folder: str | Path) -> bool:
     return RunFolder(folder).has(GROUP_JSON)
 
 
+def made_by(folder: str | Path, command: str) -> bool:
+    """Whether `folder` is a group (`--seeds`, `--folds`) that `command` made."""
+    return is_group(folder) and (read(folder) or {}).get("command") == command
+
+
 def leaves(infos: Iterable) -> list:
     """The training runs in runs and comparisons (a comparison's own runs)."""
     out = []

@@ -142,6 +142,13 @@ class RunRecords:
         results = predictions.ImageResults.build(index, true, probabilities, files, held_out)
         self.folder.write_text(name or predictions.NAME, results.to_bytes())
 
+    def write_fold_predictions(self, index, true, probabilities, files=None) -> None:
+        """A fold's answers on the fold it held out (`--folds`), in the per-image record's form:
+        positions into the training images, which the group gathers (`kcnn.runs.out_of_fold`)."""
+        self.write_test_predictions(
+            index, true, probabilities, files, name=folders.FOLD_PREDICTIONS
+        )
+
     def save_model(self, model) -> None:
         self.folder.save_model(model)
 
