@@ -290,3 +290,25 @@ def test_an_image_folder_names_each_image_by_its_file(tmp_path):
     assert all(c["class_weight"] == "balanced" and "class_weights" in c for c in configs)
     found = json.loads(kcnn("label-issues", group, "--json").stdout)
     assert all(s["name"] in pool for s in found["suspects"])
+
+
+def test_the_readme_example_is_its_record():
+    """The README's label-issues figures are `python docs/label_issues_demo.py`'s rendering of
+    its record, never typed by hand."""
+    import re
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    block = re.search(
+        r"<!-- record:label-issues -->\n(.*?)\n<!-- /record:label-issues -->", readme, re.S
+    )
+    assert block, "README.md has no <!-- record:label-issues --> block"
+    rendered = subprocess.run(
+        [sys.executable, root / "docs" / "label_issues_demo.py"], capture_output=True, text=True
+    )
+    assert rendered.returncode == 0, rendered.stderr
+    assert block.group(1) == rendered.stdout.rstrip("\n")
+    record = json.loads((root / "docs" / "label-issues-digits.json").read_text())
+    assert record["planted_in_top"] >= 70 and record["planted"] == 100 and record["top"] == 150
