@@ -155,6 +155,8 @@ def test_check_counts_each_fold_as_a_training(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     workload = json.loads(done.stdout)["workload"]
     assert workload["trainings"] == 4 and workload["epochs_in_all"] == 8
+    plan.write_text(plan.read_text().replace("folds = 4", "folds = 30\nlimit = 40"))
+    refused(kcnn("run", plan, "--check"), "--folds 30", "smallest class", alone=False)
 
 
 # --- the out-of-fold file, read as untrusted -----------------------------------------------------

@@ -122,7 +122,10 @@ def prepare_data(
     from kcnn.data.pipeline import fit_mode
 
     data = datasets.load(config.dataset, config.data_dir, config.seed, config.shapes_count)
-    fold = (config.fold, config.folds) if getattr(config, "fold", None) else None
+    # --folds: this run's fold; a whole group (`--check`, `--batch-size auto`) is split as its
+    # first fold is, so that a class too small for K folds is refused before anything trains
+    folds = getattr(config, "folds", None)
+    fold = (config.fold or 1, folds) if folds else None
     parts = splits.make_splits(
         data, config.val_split, config.seed, config.limit, config.test_split, fold
     )

@@ -72,11 +72,11 @@ def fold_rows(rows, y, fold: int, folds: int, seed: int):
 
     classes, counts = np.unique(y[rows], return_counts=True)
     if folds > counts.min():
-        rare = classes[np.argmin(counts)]
+        rare, fewest = classes[np.argmin(counts)], int(counts.min())
+        instead = f"use --folds {fewest} or fewer" if fewest >= 2 else "give it more images"
         raise KcnnError(
-            f"--folds {folds} is more than the {counts.min()} training images of class {rare} "
-            f"(the smallest class); use --folds {max(2, counts.min())} or fewer"
-            + (" or a larger --limit" if counts.min() >= 1 else "")
+            f"--folds {folds} is more than the {fewest} training image(s) of class {rare} "
+            f"(the smallest class): each fold needs one of every class; {instead}"
         )
     parts = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(rows, y[rows])
     kept, held = list(parts)[fold - 1]
