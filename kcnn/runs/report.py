@@ -231,13 +231,28 @@ def write_group(folder: str | Path, record: dict[str, Any]) -> dict[str, Any]:
         per_class = {n: g["per_class"] for n, g in described["groups"].items() if g["per_class"]}
         if per_class:
             plots.per_class_intervals(per_class, folder / groups.PER_CLASS, title=title)
-    text = group_markdown(title, described)
+    text = group_markdown(title, described) + _out_of_fold(record)
     for name, picture in (("learning curves", groups.BAND), ("per-class F1", groups.PER_CLASS)):
         if (folder / picture).is_file():
             text += f"\n![{name}]({picture})\n"
     write_atomic(folder / groups.GROUP_MD, text)
     write_group_report(folder)
     return data
+
+
+def _out_of_fold(record: dict[str, Any]) -> str:
+    """A folds group's cross-validation in words (nothing for a group of seeds)."""
+    cv = record.get("cross_validation")
+    if not cv:
+        return ""
+    return (
+        f"\n\n## Out of fold\n\nThe {record['folds']} folds stand where seeds stand in a group "
+        "of seeds: each run validated on one fold of the training images, all tested on the same "
+        f"test split. Out of fold ({cv['images']:,} training images, each answered by the fold "
+        f"model that did not train on it; `{folders.OUT_OF_FOLD}`): accuracy "
+        f"{cv['accuracy']:.4f}, balanced accuracy {cv['balanced_accuracy']:.4f}, macro-F1 "
+        f"{cv['macro_f1']:.4f}.\n"
+    )
 
 
 def write_group_report(folder: str | Path) -> Path:
@@ -257,7 +272,11 @@ def write_group_report(folder: str | Path) -> Path:
         rows = [{**r.row(), "report": pages.report_link(group, r, inside)} for r in seeds]
         for row, seed in zip(rows, g.get("seeds") or [], strict=False):
             row["seed"] = seed
-        table = tables.as_html(rows, ["seed", "name", "status", "test_accuracy", "report"])
+        for row, fold in zip(rows, g.get("folds") or [], strict=False):
+            row["fold"] = fold  # --folds: which fold validated the run
+        first = ["seed", "fold"] if g.get("folds") else ["seed"]
+        columns = [*first, "name", "status", "test_accuracy", "test_balanced_accuracy", "report"]
+        table = tables.as_html(rows, columns)
         parts.append(
             f"<details><summary><b>{pages.html.escape(name)}</b>: test accuracy "
             f"{pages.html.escape(line)}</summary>{table}</details>"
