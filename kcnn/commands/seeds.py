@@ -12,6 +12,11 @@ watchers such as MLflow); with one worker they run in this process, one after th
 each seed is a run with its own steps (`kcnn.commands.steps`: calibration when asked), and no seed
 begins after a stop request. A group the same command started before and did not finish
 (interrupted, killed, a seed that failed) is found by its settings and only its missing seeds run.
+
+`--folds K` (train) is a group the same way: one run per fold, `NAME-foldI`, each validated on
+fold I of the training images (`kcnn.data.splits.fold_rows`), in `<out>/<stamp>-NAME-folds/`;
+once all are done their answers on their folds are gathered into the group's out-of-fold
+probabilities (`kcnn.runs.out_of_fold`).
 """
 
 from __future__ import annotations

@@ -763,7 +763,7 @@ class Trainer:
         p.flush()
         self.check_images()  # test files that failed to decode count too
         self._record_test_predictions(probabilities)
-        self._record_fold_predictions(scorer)
+        self._record_fold_predictions(model)
         self.records.draw(history, matrix, p.parts.class_names, title)
         self.records.save_model(model)
         epochs = len(self.rows)
