@@ -89,6 +89,8 @@ def runs(
         ("dataset", "data set"),
         ("epochs", "epochs"),
         ("accuracy", "test acc"),
+        ("test_balanced_accuracy", "bal acc"),
+        ("test_macro_f1", "macro-F1"),
         ("status", "status"),
         ("time", "duration"),
     ]
@@ -265,7 +267,8 @@ def _show_group(info, as_json: bool) -> None:
         return
     text = groups.text(info.folder)  # through the folder's owner: never a planted link
     seeds = readable.value(record.get("seeds"))
-    lines = [f"{info.name}  ({record.get('status', 'incomplete')}, seeds {seeds})"]
+    folds = f", {record['folds']} folds" if record.get("folds") else ""
+    lines = [f"{info.name}  ({record.get('status', 'incomplete')}, seeds {seeds}{folds})"]
     lines += [f"  folder: {info.folder}"]
     lines += [line for line in text.splitlines() if line and not line.startswith("![")]
     lines = [terminal(line) for line in lines]

@@ -68,6 +68,23 @@ def _names_nothing(command: Entry, values: dict[str, Any]) -> bool:
     )
 
 
+def _group(command: Entry, folder: Path) -> bool:
+    """Whether `--resume FOLDER` names a group (`--seeds`, `--folds`) this command made."""
+    from kcnn.runs import groups  # NumPy: not for `kcnn --help`
+
+    return folder.expanduser().is_dir() and groups.made_by(folder.expanduser(), command.name)
+
+
+def _finish_group(folder: Path, quiet: bool) -> Outcome:
+    """`--resume GROUP`: its unfinished seeds or folds trained, the finished ones kept, and
+    the group summarised again (as `kcnn run GROUP` does)."""
+    from kcnn.commands import experiments, runner  # the trainer: not for `kcnn --help`
+
+    folder = folder.expanduser()
+    (config,) = experiments.load(folder).runs  # its settings, writing where it is
+    return runner.execute(config, quiet=quiet, resume=True, group=folder)
+
+
 def _work(command: Entry):
     """What `kcnn COMMAND` does with its parsed options."""
 
@@ -77,6 +94,8 @@ def _work(command: Entry):
         if resume is not None:
             _only_resume(ctx, values, config_file, print_config, command.resume_options)
             options = {k: values[k] for k in command.resume_options if given(ctx, k)}
+            if not options and _group(command, resume):
+                return show(_finish_group(resume, as_json), as_json)
             return show(steps.resume_one(command.name, resume, quiet=as_json, **options), as_json)
         if config_file is None and _names_nothing(command, values):
             raise KcnnError(command.needs)

@@ -219,6 +219,7 @@ def title(config: RunConfig) -> str:
     """What a run trains, in a few words: `train — lenet5 (sequential) on digits`."""
     what = registry.get(config.command).title(config)
     seeds = f", {len(config.seed_list())} seeds" if config.seeds is not None else ""
+    seeds += f", {config.folds} folds" if config.fold_list() else ""
     named = f", named {config.name}" if config.name != config.default_name() else ""
     return f"{config.command} — {what} on {config.dataset}{seeds}{named}"
 
@@ -238,7 +239,8 @@ class Workload:
 def workload(config: RunConfig) -> Workload:
     """The trainings one run of a file stands for, and their epochs."""
     command = registry.get(config.command)
-    trainings = len(config.seed_list()) * command.trainings(config)
+    runs = len(config.fold_list()) or len(config.seed_list())  # a run per seed, or per fold
+    trainings = runs * command.trainings(config)
     return Workload(trainings, trainings * command.epochs(config))
 
 
@@ -302,7 +304,7 @@ def run_each(
             interrupts.check_stop()
             if count > 1:
                 heading(number, count, title(config), quiet)
-            if config.seeds is not None:  # a group finds its own folder and runs what it misses
+            if config.is_group():  # a group finds its own folder and runs what it misses
                 summaries.append(runner.execute(config, quiet, resume=resume).summary())
                 continue
             earlier = _earlier(config, claimed) if resume else None

@@ -10,18 +10,25 @@ sweep's trial. One run, or one per seed as a group (`seeds`); each run with its 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from kcnn.commands import autobatch, seeds, steps, teacher
 from kcnn.commands.command import Outcome
 from kcnn.engine.config import RunConfig
 
 
-def execute(config: RunConfig, quiet: bool = False, resume: bool = False) -> Outcome:
-    """Train `config` — once, or once per seed when it names seeds — and its runs' steps.
+def execute(
+    config: RunConfig, quiet: bool = False, resume: bool = False, group: Path | None = None
+) -> Outcome:
+    """Train `config` — once, or once per seed (or fold) when it names seeds (or folds) — and
+    its runs' steps.
     `quiet` sends progress to stderr, keeping stdout for a machine-readable answer; `resume`
-    (a group) finishes the newest group of these settings, completed or not."""
+    (a group) finishes the newest group of these settings, completed or not (`group`: that
+    group folder)."""
     config.validate()
     autobatch.resolve(config)  # --batch-size auto: found once, for every seed of a group
     teacher.locate(config)  # --teacher named in --out: its folder, for every seed of a group
-    if config.seeds is None:
+    if not config.is_group():
         return steps.train_one(config, quiet)
-    return seeds.outcome(seeds.run_group(config, quiet=quiet, resume=resume), config)
+    found = seeds.run_group(config, quiet=quiet, resume=resume, folder=group)
+    return seeds.outcome(found, config)

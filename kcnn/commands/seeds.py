@@ -12,6 +12,11 @@ watchers such as MLflow); with one worker they run in this process, one after th
 each seed is a run with its own steps (`kcnn.commands.steps`: calibration when asked), and no seed
 begins after a stop request. A group the same command started before and did not finish
 (interrupted, killed, a seed that failed) is found by its settings and only its missing seeds run.
+
+`--folds K` (train) is a group the same way: one run per fold, `NAME-foldI`, each validated on
+fold I of the training images (`kcnn.data.splits.fold_rows`), in `<out>/<stamp>-NAME-folds/`;
+once all are done their answers on their folds are gathered into the group's out-of-fold
+probabilities (`kcnn.runs.out_of_fold`).
 """
 
 from __future__ import annotations
@@ -39,6 +44,12 @@ from kcnn.runs.browse import RunInfo
 from kcnn.runs.run import RunFolder
 
 WORKERS_ENV = "KCNN_SEED_WORKERS"
+# The final metrics a group's answer states, each as a mean with its 95% interval.
+SUMMARISED = (
+    ("test_accuracy", "test accuracy"),
+    ("test_balanced_accuracy", "test balanced accuracy"),
+    ("test_macro_f1", "test macro-F1"),
+)
 
 
 @dataclass
@@ -94,21 +105,35 @@ def find_unfinished(config: RunConfig, completed: bool = False) -> Path | None:
 def seed_config(config: RunConfig, seed: int, folder: Path) -> RunConfig:
     """One seed's run: the group's settings with this seed, in the group folder (an error still
     names the file the group's settings came from, if any)."""
+    return _member_config(config, folder, f"seed{seed}", seed=seed)
+
+
+def fold_config(config: RunConfig, fold: int, folder: Path) -> RunConfig:
+    """One fold's run of a folds group: the group's settings, fold `fold` its validation."""
+    return _member_config(config, folder, f"fold{fold}", fold=fold)
+
+
+def _member_config(config: RunConfig, folder: Path, suffix: str, **changes) -> RunConfig:
     one = dataclasses.replace(
         config,
-        seed=seed,
         seeds=None,
         out=str(folder),
-        name=f"{config.name}-seed{seed}",
+        name=f"{config.name}-{suffix}",
         derived_name=False,
+        **changes,
     )
     return one.validate()
 
 
-def _member(folder: Path, name: str, seed: int) -> Path | None:
-    found = [
-        p for p in folder.iterdir() if p.is_dir() and folders.made_for(p.name, f"{name}-seed{seed}")
-    ]
+def members(config: RunConfig, folder: Path) -> list[RunConfig]:
+    """The runs of a group: one per seed of --seeds, or one per fold of --folds."""
+    if config.fold_list():
+        return [fold_config(config, f, folder) for f in config.fold_list()]
+    return [seed_config(config, s, folder) for s in config.seed_list()]
+
+
+def _member(folder: Path, name: str) -> Path | None:
+    found = [p for p in folder.iterdir() if p.is_dir() and folders.made_for(p.name, name)]
     return max(found, key=lambda p: p.name) if found else None
 
 
@@ -119,41 +144,55 @@ def _finished(member: Path) -> bool:
     return bool(runs) and all(r.status == "completed" for r in runs)
 
 
-def run_group(config: RunConfig, quiet: bool = False, resume: bool = False) -> GroupResult:
-    """Run every seed of `config.seeds` not yet finished in its group folder, then summarise.
-    `resume`: an earlier group of these settings is finished even if it completed (its summary
-    drawn again: a stop may have come while it was drawn)."""
+def _what(one: RunConfig) -> str:
+    """A member of a group in words: `fold 2`, `seed 84`."""
+    return f"fold {one.fold}" if one.fold is not None else f"seed {one.seed}"
+
+
+def run_group(
+    config: RunConfig, quiet: bool = False, resume: bool = False, folder: Path | None = None
+) -> GroupResult:
+    """Run every seed of `config.seeds` (or fold of `config.folds`) not yet finished in its group
+    folder, then summarise. `resume`: an earlier group of these settings is finished even if it
+    completed (its summary drawn again: a stop may have come while it was drawn); `folder`:
+    that group folder rather than the newest of these settings."""
     from kcnn.runs.report import write_group  # matplotlib: only once there is a group to draw
 
     config.validate()
-    if config.seeds is None:
-        raise KcnnError("run_group needs --seeds (a count or a list of seeds)")
-    seeds = config.seed_list()
-    workers(len(seeds))  # a bad KCNN_SEED_WORKERS is refused before any folder is made
+    if not config.is_group():
+        raise KcnnError("run_group needs --seeds (a count or a list of seeds) or --folds K")
+    folds = config.fold_list()
+    if folds:
+        check_folds(config)  # a class too small for K folds: refused before any folder is made
+    workers(len(folds or config.seed_list()))  # a bad KCNN_SEED_WORKERS: refused before a folder
     interrupts.check_stop()
-    folder = find_unfinished(config, completed=resume) or folders.create(
-        config.out, f"{config.name}-seeds"
+    kind = "folds" if folds else "seeds"
+    folder = (
+        folder
+        or find_unfinished(config, completed=resume)
+        or folders.create(config.out, f"{config.name}-{kind}")
     )
     record = {
         "command": config.command,
         "name": config.name,
         "config": config.settings_dict(),
-        "seeds": seeds,
+        "seeds": [config.seed] if folds else config.seed_list(),
+        **({"folds": len(folds)} if folds else {}),
         "status": "running",
     }
     write_group(folder, record)
-    missing = _missing(folder, config.name, seeds)
+    missing = _missing(folder, members(config, folder))
     start = time.perf_counter()
-    failures: dict[int, str] = {}
+    failures: dict[str, str] = {}
     try:
         count = workers(len(missing))
         if count == 1:
-            for number, seed in enumerate(missing, 1):
-                heading(number, len(missing), f"seed {seed} — {config.name}", quiet)
-                steps.train_one(seed_config(config, seed, folder), quiet)
+            for number, one in enumerate(missing, 1):
+                heading(number, len(missing), f"{_what(one)} — {config.name}", quiet)
+                steps.train_one(one, quiet)
         else:
-            failures = _in_processes([seed_config(config, s, folder) for s in missing], count)
-        interrupts.check_stop()  # the seeds are done: the summary waits for the resume
+            failures = _in_processes(missing, count)
+        interrupts.check_stop()  # the runs are done: the summary waits for the resume
     except BaseException as e:
         stopped = isinstance(e, interrupts.Interrupted | KeyboardInterrupt | SystemExit)
         write_group(folder, {**record, "status": "interrupted" if stopped else "failed"})
@@ -161,27 +200,43 @@ def run_group(config: RunConfig, quiet: bool = False, resume: bool = False) -> G
     record["wall_seconds"] = time.perf_counter() - start
     record["status"] = "failed" if failures else "completed"
     if failures:
-        record["failures"] = {str(s): why for s, why in failures.items()}
+        record["failures"] = dict(failures)
+    elif folds:
+        from kcnn.runs import out_of_fold  # NumPy: not for `kcnn --help`
+
+        runs = [_member(folder, one.name) for one in members(config, folder)]
+        record["cross_validation"] = out_of_fold.gather(folder, runs)
     data = write_group(folder, record)
     if failures:
-        seed, why = next(iter(failures.items()))
+        which, why = next(iter(failures.items()))
         raise KcnnError(
-            f"seed {seed} of {folder} failed: {why}; the same command runs only the missing seeds"
+            f"{which} of {folder} failed: {why}; the same command runs only the missing {kind}"
         )
     return GroupResult(folder, data)
 
 
-def _missing(folder: Path, name: str, seeds: list[int]) -> list[int]:
-    """The seeds whose run is not finished in the group folder (a killed or interrupted one is
-    removed: that seed starts again from its beginning, which gives the same numbers)."""
+def check_folds(config: RunConfig) -> None:
+    """Whether the training images part into `config.folds` stratified folds (every class has
+    at least K images), checked on the data's labels before any fold trains."""
+    from kcnn.data import datasets, splits  # NumPy: not for `kcnn --help`
+
+    data = datasets.load(config.dataset, config.data_dir, config.seed, config.shapes_count)
+    splits.make_splits(
+        data, config.val_split, config.seed, config.limit, config.test_split, (1, config.folds)
+    )
+
+
+def _missing(folder: Path, runs: list[RunConfig]) -> list[RunConfig]:
+    """The runs not finished in the group folder (a killed or interrupted one is removed: that
+    seed or fold starts again from its beginning, which gives the same numbers)."""
     missing = []
-    for seed in seeds:
-        member = _member(folder, name, seed)
+    for one in runs:
+        member = _member(folder, one.name)
         if member is not None and _finished(member):
             continue
         if member is not None:
             shutil.rmtree(member)
-        missing.append(seed)
+        missing.append(one)
     return missing
 
 
@@ -193,16 +248,26 @@ def outcome(group: GroupResult, config: RunConfig) -> Outcome:
     record, run_dirs = group.record, group.run_dirs()
     metrics = [RunFolder(d).metrics() for d in run_dirs]
     found = Outcome(config.command, run_dirs, metrics, group=group.folder)
-    found.details = {k: record[k] for k in ("seeds", "status", "groups", "tests", "identical")}
+    keys = ("seeds", "folds", "cross_validation", "status", "groups", "tests", "identical")
+    found.details = {k: record[k] for k in keys if k in record}
     if config.calibrate:
         found.calibration = steps.calibrations(run_dirs)
     found.lines = ["", *runs_table(run_dirs).splitlines()]
     for name, g in record["groups"].items():
-        m = g["metrics"].get("test_accuracy")
-        line = stats.Summary(m["n"], m["mean"], m["sd"], m["ci_low"], m["ci_high"]).text()
-        sd = "" if m["sd"] is None else f", sd {m['sd']:.4f}"
+        over = f"folds {g['folds']}" if g.get("folds") else f"seeds {g['seeds']}"
+        for key, words in SUMMARISED:
+            m = g["metrics"].get(key)
+            if m is None:
+                continue
+            line = stats.Summary(m["n"], m["mean"], m["sd"], m["ci_low"], m["ci_high"]).text()
+            sd = "" if m["sd"] is None else f", sd {m['sd']:.4f}"
+            found.lines.append(f"{name}: {words} {line}{sd}  (95% interval over {over})")
+    cv = record.get("cross_validation")
+    if cv:
         found.lines.append(
-            f"{name}: test accuracy {line}{sd}  (95% interval over seeds {g['seeds']})"
+            f"out of fold ({cv['images']} training images, each answered by the fold model "
+            f"that did not train on it): accuracy {cv['accuracy']:.4f}, balanced accuracy "
+            f"{cv['balanced_accuracy']:.4f}, macro-F1 {cv['macro_f1']:.4f}"
         )
     found.lines += [f"- {t['sentence']}" for t in record["tests"]]  # every tested metric's
     if record.get("identical"):
@@ -211,14 +276,14 @@ def outcome(group: GroupResult, config: RunConfig) -> Outcome:
     return found
 
 
-def _in_processes(configs: list[RunConfig], count: int) -> dict[int, str]:
-    """Each seed as `kcnn run SEED.toml` in its own interpreter, `count` at a time. Returns the
-    seeds that failed, with the error line each printed."""
+def _in_processes(configs: list[RunConfig], count: int) -> dict[str, str]:
+    """Each seed (or fold) as `kcnn run SEED.toml` in its own interpreter, `count` at a time.
+    Returns those that failed (`seed 84`, `fold 2`), with the error line each printed."""
     children: list[subprocess.Popen] = []
 
     watched = hooks.child_args()  # MLflow follows every seed, in whichever process it runs
 
-    def one(config: RunConfig) -> tuple[int, str | None]:
+    def one(config: RunConfig) -> tuple[str, str | None]:
         interrupts.check_stop()  # no seed begins after a stop request
         toml = Path(config.out) / f".{config.name}.toml"
         toml.write_text(config.to_toml(), encoding="utf-8")
@@ -228,18 +293,18 @@ def _in_processes(configs: list[RunConfig], count: int) -> dict[int, str]:
         _, err = child.communicate()
         toml.unlink(missing_ok=True)
         if child.returncode == 0:
-            return config.seed, None
+            return _what(config), None
         lines = [line for line in err.splitlines() if line.startswith("error:")]
-        return config.seed, (lines[-1] if lines else f"exit status {child.returncode}")
+        return _what(config), (lines[-1] if lines else f"exit status {child.returncode}")
 
-    failures: dict[int, str] = {}
+    failures: dict[str, str] = {}
     pool = ThreadPoolExecutor(count)
     try:
-        for done, (seed, why) in enumerate(pool.map(one, configs), 1):
+        for done, (which, why) in enumerate(pool.map(one, configs), 1):
             if why is not None:
-                failures[seed] = why
+                failures[which] = why
             state = "done" if why is None else f"failed: {why}"
-            print(f"seed {seed} {state} ({done}/{len(configs)})", file=sys.stderr, flush=True)
+            print(f"{which} {state} ({done}/{len(configs)})", file=sys.stderr, flush=True)
     except BaseException:
         pool.shutdown(wait=False, cancel_futures=True)
         for child in list(children):

@@ -125,7 +125,13 @@ def prepare_data(
     from kcnn.data.pipeline import fit_mode
 
     data = datasets.load(config.dataset, config.data_dir, config.seed, config.shapes_count)
-    parts = splits.make_splits(data, config.val_split, config.seed, config.limit, config.test_split)
+    # --folds: this run's fold; a whole group (`--check`, `--batch-size auto`) is split as its
+    # first fold is, so that a class too small for K folds is refused before anything trains
+    folds = getattr(config, "folds", None)
+    fold = (config.fold or 1, folds) if folds else None
+    parts = splits.make_splits(
+        data, config.val_split, config.seed, config.limit, config.test_split, fold
+    )
     input_shape = tuple(int(v) for v in input_shape_for(data.image_shape, parts.num_classes))
     if isinstance(config.batch_size, int):  # `auto` is found later, within memory
         limits.check_batch_memory(config.batch_size, *input_shape)
@@ -197,14 +203,20 @@ def test_files(dataset: str, parts) -> list[str] | None:
     """The files of an image folder's test images, in the test split's order and relative to
     the folder (None for any other data set): what a run's per-image test results name each
     image by."""
+    return relative_files(dataset, parts.x_test)
+
+
+def relative_files(dataset: str, images) -> list[str] | None:
+    """The files of a split of an image folder, in its order and relative to the folder (None
+    for arrays)."""
     import os
 
     from kcnn.data.files import is_files
 
-    if not is_files(parts.x_test):
+    if not is_files(images):
         return None
     root = os.path.expanduser(dataset)
-    return [os.path.relpath(f, root) for f in parts.x_test.files]
+    return [os.path.relpath(f, root) for f in images.files]
 
 
 def read_at(data, parts, input_shape: tuple[int, int, int], fit: str, cache: str):

@@ -26,6 +26,9 @@ class Splits:
     # same data and the same positions were tested on the same images: they pair image by image.
     test_index: np.ndarray | None = None
     test_held_out: bool = False  # the positions are into the training images
+    # Where each validation image came from: its position in the data set's training images
+    # (a fold's out-of-fold probabilities name each image by it).
+    val_index: np.ndarray | None = None
 
     @property
     def num_classes(self) -> int:
@@ -61,17 +64,42 @@ def stratified_subset(rows, y, limit, seed):
     return _stratified(rows, y, limit, seed)[1]
 
 
+def fold_rows(rows, y, fold: int, folds: int, seed: int):
+    """Fold `fold` (1..folds) of `rows` (positions into `y`) split off as validation: (kept, the
+    fold), stratified and drawn from `seed`, so the folds of one seed part the rows exactly. A
+    class with fewer images than folds cannot be in every fold: refused, naming it."""
+    from sklearn.model_selection import StratifiedKFold
+
+    classes, counts = np.unique(y[rows], return_counts=True)
+    if folds > counts.min():
+        rare, fewest = classes[np.argmin(counts)], int(counts.min())
+        instead = f"use --folds {fewest} or fewer" if fewest >= 2 else "give it more images"
+        raise KcnnError(
+            f"--folds {folds} is more than the {fewest} training image(s) of class {rare} "
+            f"(the smallest class): each fold needs one of every class; {instead}"
+        )
+    parts = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(rows, y[rows])
+    kept, held = list(parts)[fold - 1]
+    return rows[kept], rows[held]
+
+
 def check_split(value: float, option: str) -> None:
     if not 0.0 < value < 1.0:
         raise KcnnError(f"{option} must be between 0 and 1 (exclusive), got {value}")
 
 
 def make_splits(
-    data: Data, val_split: float, seed: int, limit: int | None = None, test_split: float = 0.2
+    data: Data,
+    val_split: float,
+    seed: int,
+    limit: int | None = None,
+    test_split: float = 0.2,
+    fold: tuple[int, int] | None = None,
 ) -> Splits:
     """Hold out a test split if the data has none, limit, then split off validation (all stratified).
 
     `limit` caps the training pool (before the validation split) and the test set, each at N images.
+    `fold` = (I, K): validation is fold I of K of the training pool instead (`--folds`).
     """
     check_split(val_split, "--val-split")
     check_split(test_split, "--test-split")
@@ -103,9 +131,12 @@ def make_splits(
         rows = stratified_subset(rows, y, limit, seed)
         every = np.arange(len(y_test_source)) if test_rows is None else test_rows
         test_rows = stratified_subset(every, y_test_source, limit, seed)
-    if round(len(rows) * val_split) < 1 or round(len(rows) * (1 - val_split)) < 1:
+    if fold is not None:
+        train_rows, val_rows = fold_rows(rows, y, *fold, seed)
+    elif round(len(rows) * val_split) < 1 or round(len(rows) * (1 - val_split)) < 1:
         raise KcnnError(f"--val-split {val_split} leaves an empty split of {len(rows)} images")
-    train_rows, val_rows = _stratified(rows, y, val_split, seed)
+    else:
+        train_rows, val_rows = _stratified(rows, y, val_split, seed)
     if test_rows is None:
         x_test, y_test = x_test_source, y_test_source
         test_rows = np.arange(len(y_test_source))
@@ -121,4 +152,5 @@ def make_splits(
         list(data.class_names),
         np.asarray(test_rows, dtype=np.int64),
         data.x_test is None,
+        np.asarray(val_rows, dtype=np.int64),
     )

@@ -164,6 +164,35 @@ class RunConfig(Configured):
         convert=parse_seeds,
         metavar="N|SEED,SEED,...",
     )
+    folds: int | None = setting(
+        None,
+        "K-fold cross-validation: train K times, each fold of the training images (stratified, "
+        "from --seed) the validation split of one run, kept as one group with mean and 95% "
+        "intervals and every image's out-of-fold probabilities (for `kcnn label-issues`). The "
+        "test split stays apart. The same command again finishes an interrupted group.",
+        low=2,
+        high=100,
+        metavar="K",
+        panel=DATA,
+    )
+    fold: int | None = setting(
+        None,
+        "Train one fold of --folds K: fold I (1..K) is the validation split (what each run of a "
+        "folds group is).",
+        low=1,
+        high=100,
+        metavar="I",
+        panel=DATA,
+        applies=lambda c: c.folds is not None,
+    )
+    class_weight: str = setting(
+        "none",
+        "Weigh each class's loss: balanced gives class c the weight n/(classes × count of c) over "
+        "the training images, so rare classes count as much as common ones; none: every image 1.",
+        choices=("none", "balanced"),
+        noun="class weighting",
+        panel=RECIPE,
+    )
     val_split: float = setting(
         defaults.VAL_SPLIT,
         "Fraction of the training images held out for validation (stratified).",
@@ -575,6 +604,8 @@ class RunConfig(Configured):
             raise KcnnError(
                 f"{' and '.join(chooses)} each choose the final weights; use one of them"
             )
+        self.check_folds()
+        self.check_class_weight()
         if self.time_limit is not None and self.seeds is not None:
             raise KcnnError(
                 "--time-limit stops one run; a seed group restarts a stopped seed from its "
@@ -585,6 +616,58 @@ class RunConfig(Configured):
                 f"--batch-size auto finds the batch of one device; give --strategy "
                 f"{self.strategy} a number (the global batch)"
             )
+
+    def check_folds(self) -> None:
+        """--folds makes the validation splits itself: one group of K runs of one seed."""
+        if self.fold is not None and self.folds is None:
+            raise KcnnError(f"--fold {self.fold} needs --folds K (how many folds there are)")
+        if self.folds is None:
+            return
+        if self.command != "train":
+            raise KcnnError(f"--folds {self.folds} is for `kcnn train`, not `kcnn {self.command}`")
+        if self.fold is not None and self.fold > self.folds:
+            raise KcnnError(
+                f"--fold {self.fold} is past the {self.folds} folds: give 1..{self.folds}"
+            )
+        if self.seeds is not None:
+            raise KcnnError(
+                f"--folds {self.folds} with --seeds: a folds group is one seed's K runs; "
+                "drop --seeds (or run one folds group per --seed)"
+            )
+        if self.val_split != defaults.VAL_SPLIT:
+            raise KcnnError(
+                f"--val-split {self.val_split} with --folds {self.folds}: each fold is the "
+                "validation split; drop --val-split"
+            )
+        if self.time_limit is not None:
+            raise KcnnError(
+                f"--time-limit stops one run; a folds group restarts a stopped fold from its "
+                f"beginning: drop --time-limit with --folds {self.folds}"
+            )
+
+    def check_class_weight(self) -> None:
+        """Keras weighs each image by the class of its target row's largest entry: a teacher's
+        probabilities after the labels, or several replicas' batches, would be weighed wrong."""
+        if self.class_weight == "none":
+            return
+        if self.teacher is not None:
+            raise KcnnError(
+                f"--class-weight {self.class_weight} with --teacher: the teacher's soft labels "
+                "carry no one class to weigh; use one of them"
+            )
+        if self.strategy != "default":
+            raise KcnnError(
+                f"--class-weight {self.class_weight} weighs the batches of one device; drop it "
+                f"with --strategy {self.strategy}"
+            )
+
+    def is_group(self) -> bool:
+        """Whether this config trains a group of runs (seeds, or the folds of --folds)."""
+        return self.seeds is not None or (self.folds is not None and self.fold is None)
+
+    def fold_list(self) -> list[int]:
+        """The folds a folds group trains (1..K), or [] when this is no folds group."""
+        return list(range(1, self.folds + 1)) if self.folds and self.fold is None else []
 
     def practices(self) -> list[str]:
         """The practitioners' recipes this run switches on, as their options."""

@@ -15,6 +15,25 @@ def _loss(model, y_true: np.ndarray, probabilities: np.ndarray) -> float:
     return float(np.mean(losses))
 
 
+def class_balanced(y_true, y_pred, classes: int) -> dict[str, float]:
+    """Balanced accuracy (the mean of each class's recall) and macro-F1 (the mean of each
+    class's F1), the figures a rare class weighs in as much as a common one, from the confusion
+    matrix. As scikit-learn counts them: balanced accuracy over the classes among the true
+    labels, macro-F1 over those among the true or predicted labels (a class in neither has no
+    F1 to count); an undefined precision or recall counts 0."""
+    matrix = confusion_matrix(y_true, y_pred, labels=list(range(classes))).astype(np.float64)
+    hits, truths, calls = np.diag(matrix), matrix.sum(axis=1), matrix.sum(axis=0)
+    recall = np.divide(hits, truths, out=np.zeros(classes), where=truths > 0)
+    precision = np.divide(hits, calls, out=np.zeros(classes), where=calls > 0)
+    both = precision + recall
+    f1 = np.divide(2 * precision * recall, both, out=np.zeros(classes), where=both > 0)
+    seen = (truths > 0) | (calls > 0)
+    return {
+        "balanced_accuracy": float(recall[truths > 0].mean()),
+        "macro_f1": float(f1[seen].mean()),
+    }
+
+
 def tta_probabilities(model, batches, mode: str) -> np.ndarray:
     """The model's probabilities averaged over `mode`'s views of each batch (kcnn.data.tta);
     `batches`: (images, labels) prepared for the model, in the test set's order."""
@@ -81,9 +100,12 @@ def evaluate(
         }
         for key in ("macro avg", "weighted avg")
     }
+    balanced = class_balanced(y_true, y_pred, len(class_names))
     metrics = {
         "test_loss": float(loss),
         "test_accuracy": float(accuracy),
+        "test_balanced_accuracy": balanced["balanced_accuracy"],
+        "test_macro_f1": balanced["macro_f1"],
         "per_class": per_class,
         **averages,
         **({"tta": without} if without is not None else {}),

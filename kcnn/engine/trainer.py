@@ -287,6 +287,27 @@ class Trainer:
             files = [f for f, k in zip(files, kept, strict=True) if k] if files else files
         self.records.write_test_predictions(index, true, probabilities, files, parts.test_held_out)
 
+    def _record_fold_predictions(self, model) -> None:
+        """A fold of `--folds`: what the run answers on its validation images, the fold held
+        out of its training (`fold_predictions.npz`, the per-image record's form, positions into
+        the training images), which the group gathers into its out-of-fold probabilities."""
+        import numpy as np
+
+        from kcnn.data.files import is_files
+        from kcnn.data.prepared import relative_files
+
+        if self.config.fold is None:
+            return
+        parts = self.prepared.parts
+        probabilities = np.asarray(model.predict(self.batches("val"), verbose=0), np.float32)
+        index, true = parts.val_index, parts.y_val
+        files = relative_files(self.config.dataset, parts.x_val)
+        if is_files(parts.x_val):
+            kept = parts.x_val.kept()
+            index, true = index[kept], true[kept]
+            files = [f for f, k in zip(files, kept, strict=True) if k]
+        self.records.write_fold_predictions(index, true, probabilities, files)
+
     def _refused(self, before: str | None) -> None:
         """Bad input found while running: a run that trained is `failed`; a refused resume is
         left as it was found (`before`: its metrics.json); a new run leaves nothing behind."""
@@ -582,6 +603,7 @@ class Trainer:
         progress = (
             contextlib.redirect_stdout(sys.stderr) if self.quiet else contextlib.nullcontext()
         )
+        train_ds = self._weighed(train_ds)
         with progress, self.guard.deferred():
             model.fit(
                 train_ds,
@@ -596,6 +618,42 @@ class Trainer:
         self.guard.check()  # a signal during the last epoch's validation
         if self.time_limit is not None and self.time_limit.stopped and len(self.rows) < epochs:
             raise budget.TimeLimitReached()
+
+    def class_weights(self) -> dict[int, float] | None:
+        """--class-weight balanced: class c's loss weighed n/(classes × count of c) over the
+        training images (a class absent from them gets 1), recorded with the run; None: none."""
+        import numpy as np
+
+        if self.config.class_weight != "balanced":
+            return None
+        y, classes = self.prepared.parts.y_train, self.prepared.classes
+        counts = np.bincount(np.asarray(y, dtype=np.int64), minlength=classes)
+        weights = {
+            c: float(len(y) / (classes * n)) if n else 1.0 for c, n in enumerate(counts.tolist())
+        }
+        self.records.add_facts(class_weights={str(c): w for c, w in weights.items()})
+        return weights
+
+    def _weighed(self, batches):
+        """The training batches with each image's class weight as its sample weight (times the
+        weight a streamed folder's batch carries already: 0 for a batch of undecodable files),
+        so arrays and streamed folders are weighed alike; as they are without --class-weight."""
+        weights = self.class_weights()
+        if weights is None:
+            return batches
+        import tensorflow as tf
+
+        table = tf.constant([weights[c] for c in range(len(weights))], tf.float32)
+
+        def of(labels):
+            if labels.shape.rank is not None and labels.shape.rank > 1:  # one-hot or mixed rows
+                labels = tf.argmax(labels, axis=-1)
+            return tf.gather(table, tf.cast(tf.reshape(labels, [-1]), tf.int32))
+
+        def weigh(x, y, *carried):
+            return x, y, of(y) * (carried[0] if carried else 1.0)
+
+        return batches.map(weigh)
 
     def _averaging(self, model, val_ds) -> list:
         """The callbacks of --ema (its evaluation on validation each epoch) and --average-last
@@ -706,6 +764,7 @@ class Trainer:
         p.flush()
         self.check_images()  # test files that failed to decode count too
         self._record_test_predictions(probabilities)
+        self._record_fold_predictions(model)
         self.records.draw(history, matrix, p.parts.class_names, title)
         self.records.save_model(model)
         epochs = len(self.rows)

@@ -336,6 +336,7 @@ class RunInfo:
             "epochs_planned": self.epochs_planned,
             "test_accuracy": self.test_accuracy,
             "test_accuracy_ci": _ci(self.accuracy_interval),
+            **{k: (self.metrics or {}).get(k) for k in folders.CLASS_BALANCED},
             "status": self.status,
             "damage": self.damage,
             "duration_seconds": self.duration,

@@ -30,6 +30,11 @@ OVERLAY, PROOF_JSON = "curves_overlay.png", "proof.json"
 TYPICAL = "training_images.json"
 # A group of seed runs (kcnn.runs.groups): its record and its summary in words.
 GROUP_JSON, GROUP_MD = "group.json", "group.md"
+# Beside accuracy wherever runs are listed (metrics.json's names): the figures where a rare
+# class counts as much as a common one.
+CLASS_BALANCED = ("test_balanced_accuracy", "test_macro_f1")
+# A fold of `--folds`: its answers on the fold it held out; the group's gathered answers.
+FOLD_PREDICTIONS, OUT_OF_FOLD = "fold_predictions.npz", "oof_probabilities.npz"
 
 STATUSES = ("running", "completed", "interrupted", "diverged", "failed")
 STAMP = re.compile(r"^(\d{8}-\d{6})-")  # the time stamp `create` puts before a run's name

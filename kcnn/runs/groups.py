@@ -25,14 +25,14 @@ from typing import Any
 from kcnn.engine.config import COMMANDS
 from kcnn.errors import KcnnError
 from kcnn.runs import folders, stats
-from kcnn.runs.folders import GROUP_JSON, GROUP_MD
+from kcnn.runs.folders import CLASS_BALANCED, GROUP_JSON, GROUP_MD
 from kcnn.runs.records import Damaged
 from kcnn.runs.run import RunFolder
 
 BAND, PER_CLASS = "curves_band.png", "per_class.png"
 
 # Settings that place or name a run, or pick its seed: runs equal in everything else are one group.
-NOT_RECIPE = ("seed", "seeds", "name", "out")
+NOT_RECIPE = ("seed", "seeds", "fold", "name", "out")
 # What a run is, besides its settings (a transfer run records its backbone and head as facts).
 IDENTITY = ("command", "arch", "api", "backbone", "head")
 # Final metrics summarised over seeds: every number metrics.json holds at its top level, but these
@@ -40,7 +40,7 @@ IDENTITY = ("command", "arch", "api", "backbone", "head")
 _NOT_METRICS = ("epochs_planned", "total_params", "trainable_params", "non_trainable_params")
 TESTED = ("test_accuracy", "test_loss")  # the metrics groups are tested on
 
-_SEED_SUFFIX = re.compile(r"-seed\d+$")
+_SEED_SUFFIX = re.compile(r"-(seed|fold)\d+$")
 
 
 def read(folder: str | Path) -> dict[str, Any] | None:
@@ -64,6 +64,11 @@ def text(folder: str | Path) -> str:
 
 def is_group(folder: str | Path) -> bool:
     return RunFolder(folder).has(GROUP_JSON)
+
+
+def made_by(folder: str | Path, command: str) -> bool:
+    """Whether `folder` is a group (`--seeds`, `--folds`) that `command` made."""
+    return is_group(folder) and (read(folder) or {}).get("command") == command
 
 
 def leaves(infos: Iterable) -> list:
@@ -92,9 +97,11 @@ def label(info) -> str:
     return _SEED_SUFFIX.sub("", name)
 
 
-def pair_key(info) -> tuple[Any, Any]:
-    """What pairs two runs of different groups: the same seed on the same split of the same data."""
-    return (info.settings.get("seed"), info.settings.get("data_fingerprint"))
+def pair_key(info) -> tuple[Any, ...]:
+    """What pairs two runs of different groups: the same seed on the same split (the same fold,
+    for the runs of `--folds`) of the same data."""
+    settings = info.settings
+    return (settings.get("seed"), settings.get("fold"), settings.get("data_fingerprint"))
 
 
 def group_runs(runs: Sequence) -> dict[str, list]:
@@ -151,13 +158,13 @@ def counted_once(grouped: dict[str, list]) -> tuple[dict[str, list], list[str]]:
     kept: dict[str, list] = {}
     notes = []
     for name, runs in grouped.items():
-        newest: dict[tuple[Any, Any], Any] = {}
-        times: dict[tuple[Any, Any], int] = {}
+        newest: dict[tuple[Any, ...], Any] = {}
+        times: dict[tuple[Any, ...], int] = {}
         for run in sorted(runs, key=lambda r: r.folder.name):
             key = pair_key(run)
             newest[key] = run
             times[key] = times.get(key, 0) + 1
-        kept[name] = sorted(newest.values(), key=lambda r: r.folder.name)
+        kept[name] = sorted(newest.values(), key=_in_order)
         notes += [
             f"seed {key[0]} appears {n} times in {name}: counted once "
             f"(the newest run, {newest[key].folder.name})"
@@ -165,6 +172,12 @@ def counted_once(grouped: dict[str, list]) -> tuple[dict[str, list], list[str]]:
             if n > 1
         ]
     return kept, notes
+
+
+def _in_order(info) -> tuple[int, str]:
+    """A group's runs as they were made, the folds of `--folds` by their number (a fold trained
+    again keeps its place)."""
+    return (info.settings.get("fold") or 0, info.folder.name)
 
 
 def final_metrics(info) -> dict[str, float]:
@@ -198,9 +211,11 @@ def summarise(runs: Sequence) -> dict[str, Any]:
             for key in ("precision", "recall", "f1")
             if all(isinstance(s.get(key), int | float) for s in scores)
         }
+    folds = [r.settings.get("fold") for r in runs]
     return {
         "n": len(runs),
         "seeds": [r.settings.get("seed") for r in runs],
+        **({"folds": folds} if any(f is not None for f in folds) else {}),
         "runs": [str(r.folder) for r in runs],
         "metrics": {
             k: {**stats.summarize(v).as_dict(), "values": v}
@@ -279,6 +294,7 @@ def row(info) -> dict[str, Any]:
             "created": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info.created)),
             **dict.fromkeys(("command", "model", "dataset", "epochs_done", "epochs_planned")),
             **dict.fromkeys(("test_accuracy", "test_accuracy_ci", "seeds", "duration_seconds")),
+            **dict.fromkeys(CLASS_BALANCED),
             "group": {},
         }
     data = read(info.folder) or {}
@@ -298,6 +314,7 @@ def row(info) -> dict[str, Any]:
         "epochs_planned": config.get("epochs"),
         "test_accuracy": accuracy.get("mean"),
         "test_accuracy_ci": [accuracy.get("ci_low"), accuracy.get("ci_high")] if accuracy else None,
+        **{k: ((first.get("metrics") or {}).get(k) or {}).get("mean") for k in CLASS_BALANCED},
         "seeds": data.get("seeds"),
         "status": data.get("status", "incomplete"),
         "duration_seconds": data.get("wall_seconds"),

@@ -45,6 +45,7 @@ ARTIFACTS = {
     "history.csv": "records",
     "summary.txt": "records",
     "test_predictions.npz": "records",  # each test image's answer (kcnn.runs.predictions)
+    "fold_predictions.npz": "records",  # --folds: each held-out image's answer (kcnn.runs.out_of_fold)
     "training_images.json": "records",  # what predict checks new images against
     "model.keras": "model",
 }

@@ -91,7 +91,7 @@ def figure(key: str, v: Any) -> str:
     """A result by its name: accuracies to 4 decimals, losses to 4 significant digits, times
     as durations, the rest as `value` writes it."""
     if isinstance(v, int | float) and not isinstance(v, bool):
-        if "accuracy" in key and 0 <= v <= 1:
+        if ("accuracy" in key or key.endswith("macro_f1")) and 0 <= v <= 1:
             return accuracy(v)
         if key == "loss" or key.endswith("_loss") or key.startswith("loss_"):
             return loss(v)

@@ -132,15 +132,22 @@ class RunRecords:
             self.folder.write_json(folders.TYPICAL, typical.record())
 
     def write_test_predictions(
-        self, index, true, probabilities, files=None, held_out: bool = False
+        self, index, true, probabilities, files=None, held_out: bool = False, name: str = ""
     ) -> None:
         """The per-image test results (`kcnn.runs.predictions`): each test image's position in
         its data, true class and class probabilities (float32, images × classes), and for an
-        image folder its file."""
+        image folder its file. `name`: another file of the same form (a fold's validation)."""
         from kcnn.runs import predictions
 
         results = predictions.ImageResults.build(index, true, probabilities, files, held_out)
-        self.folder.write_text(predictions.NAME, results.to_bytes())
+        self.folder.write_text(name or predictions.NAME, results.to_bytes())
+
+    def write_fold_predictions(self, index, true, probabilities, files=None) -> None:
+        """A fold's answers on the fold it held out (`--folds`), in the per-image record's form:
+        positions into the training images, which the group gathers (`kcnn.runs.out_of_fold`)."""
+        self.write_test_predictions(
+            index, true, probabilities, files, name=folders.FOLD_PREDICTIONS
+        )
 
     def save_model(self, model) -> None:
         self.folder.save_model(model)

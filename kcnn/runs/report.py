@@ -82,6 +82,8 @@ def compare_runs(
             "parameters": r.params,
             "test_accuracy": r.test_accuracy,
             "test_accuracy_95ci": r.accuracy_interval.cell() if r.accuracy_interval else "",
+            "test_balanced_accuracy": (r.metrics or {}).get("test_balanced_accuracy"),
+            "test_macro_f1": (r.metrics or {}).get("test_macro_f1"),
             "test_loss": r.test_loss,
             "best_val_accuracy": (r.metrics or {}).get("best_val_accuracy"),
             "seconds_per_epoch": (r.metrics or {}).get("seconds_per_epoch"),
@@ -135,13 +137,24 @@ def compare_runs(
 # --- a group of seed runs (kcnn.runs.groups) ------------------------------------------------
 
 
+# What a group's table states, each as a mean ± its 95% interval (balanced accuracy and macro-F1:
+# the figures where a rare class counts as much as a common one).
+GROUP_METRICS = (
+    "test_accuracy",
+    "test_balanced_accuracy",
+    "test_macro_f1",
+    "test_loss",
+    "best_val_accuracy",
+)
+
+
 def group_markdown(title: str, described: dict[str, Any], level: int = 1) -> str:
     """group.md (and the groups section of a comparison): each group's mean ± 95% interval, each
     test, and one sentence per pair."""
     rows = []
     for name, g in described["groups"].items():
         row = {"group": name, "seeds": g["n"]}
-        for metric in ("test_accuracy", "test_loss", "best_val_accuracy"):
+        for metric in GROUP_METRICS:
             s = g["metrics"].get(metric)
             if s is not None:
                 row[metric] = stats.Summary(
@@ -203,23 +216,43 @@ def write_group(folder: str | Path, record: dict[str, Any]) -> dict[str, Any]:
         g["runs"] = [str(Path(p).relative_to(folder)) for p in g["runs"]]
     data = {**record, "kind": "group", **described}
     write_json(folder / groups.GROUP_JSON, data)
-    title = f"{record.get('name') or folder.name}: {len(record.get('seeds') or [])} seeds"
+    over = (
+        f"{record['folds']} folds"
+        if record.get("folds")
+        else f"{len(record.get('seeds') or [])} seeds"
+    )
+    title = f"{record.get('name') or folder.name}: {over}"
     if done:
         plots.band_curves(
             {name: [r.history() for r in runs] for name, runs in grouped.items()},
             folder / groups.BAND,
-            title=f"{title} (mean and 95% interval over seeds)",
+            title=f"{title} (mean and 95% interval over {over.split()[1]})",
         )
         per_class = {n: g["per_class"] for n, g in described["groups"].items() if g["per_class"]}
         if per_class:
             plots.per_class_intervals(per_class, folder / groups.PER_CLASS, title=title)
-    text = group_markdown(title, described)
+    text = group_markdown(title, described) + _out_of_fold(record)
     for name, picture in (("learning curves", groups.BAND), ("per-class F1", groups.PER_CLASS)):
         if (folder / picture).is_file():
             text += f"\n![{name}]({picture})\n"
     write_atomic(folder / groups.GROUP_MD, text)
     write_group_report(folder)
     return data
+
+
+def _out_of_fold(record: dict[str, Any]) -> str:
+    """A folds group's cross-validation in words (nothing for a group of seeds)."""
+    cv = record.get("cross_validation")
+    if not cv:
+        return ""
+    return (
+        f"\n\n## Out of fold\n\nThe {record['folds']} folds stand where seeds stand in a group "
+        "of seeds: each run validated on one fold of the training images, all tested on the same "
+        f"test split. Out of fold ({cv['images']:,} training images, each answered by the fold "
+        f"model that did not train on it; `{folders.OUT_OF_FOLD}`): accuracy "
+        f"{cv['accuracy']:.4f}, balanced accuracy {cv['balanced_accuracy']:.4f}, macro-F1 "
+        f"{cv['macro_f1']:.4f}.\n"
+    )
 
 
 def write_group_report(folder: str | Path) -> Path:
@@ -239,7 +272,11 @@ def write_group_report(folder: str | Path) -> Path:
         rows = [{**r.row(), "report": pages.report_link(group, r, inside)} for r in seeds]
         for row, seed in zip(rows, g.get("seeds") or [], strict=False):
             row["seed"] = seed
-        table = tables.as_html(rows, ["seed", "name", "status", "test_accuracy", "report"])
+        for row, fold in zip(rows, g.get("folds") or [], strict=False):
+            row["fold"] = fold  # --folds: which fold validated the run
+        first = ["seed", "fold"] if g.get("folds") else ["seed"]
+        columns = [*first, "name", "status", "test_accuracy", "test_balanced_accuracy", "report"]
+        table = tables.as_html(rows, columns)
         parts.append(
             f"<details><summary><b>{pages.html.escape(name)}</b>: test accuracy "
             f"{pages.html.escape(line)}</summary>{table}</details>"

@@ -155,6 +155,8 @@ METRICS_SCHEMA: dict[str, Check] = {
     "head": _text,
     "test_loss": _number(0.0),
     "test_accuracy": _unit,
+    "test_balanced_accuracy": _unit,
+    "test_macro_f1": _unit,
     "best_val_accuracy": _unit,
     "wall_seconds": _seconds,
     "train_seconds": _seconds,
@@ -209,6 +211,8 @@ def _table(schema: Mapping[str, Check]) -> Check:
     return check
 
 
+# What a folds group's out-of-fold answers score (kcnn.runs.out_of_fold).
+_OOF_SCORES = ("accuracy", "balanced_accuracy", "macro_f1")
 MAX_SEEDS = 10_000  # seed runs in one group: far more than anyone trains
 _SUMMARY = _table(
     {
@@ -237,6 +241,8 @@ GROUP_SCHEMA: dict[str, Check] = {
     "groups": _mapping_of(_GROUP, most=1000),
     "tests": _list_of(_table({"metric": _text, "sentence": _text}), most=100_000),
     "identical": _flag,
+    "folds": _count,
+    "cross_validation": _table({k: _number(0.0) for k in ("folds", "images", *_OOF_SCORES)}),
 }
 
 
@@ -330,18 +336,30 @@ class RunFolder:
         except ValueError as e:
             raise Damaged(self.path / folders.TYPICAL, str(e)) from None
 
-    def test_predictions(self):
+    def test_predictions(self, name: str = ""):
         """The run's per-image test results (`kcnn.runs.predictions.ImageResults`), every part
-        checked; FileNotFoundError for a run that recorded none, Damaged if they fail."""
+        checked; FileNotFoundError for a run that recorded none, Damaged if they fail. `name`:
+        another record of that form (a fold's answers on its validation images)."""
         from kcnn.runs import predictions
 
-        data = read_bytes(self.path, predictions.NAME, predictions.CAP)
+        name = name or predictions.NAME
+        data = read_bytes(self.path, name, predictions.CAP)
         try:
             classes = self.config().get("classes")
         except (FileNotFoundError, Damaged):
             classes = None
         count = len(classes) if isinstance(classes, list) else None
-        return predictions.ImageResults.from_bytes(data, self.path / predictions.NAME, count)
+        return predictions.ImageResults.from_bytes(data, self.path / name, count)
+
+    def out_of_fold(self):
+        """A folds group's out-of-fold answers (`oof_probabilities.npz`, read as the per-image
+        test results are, every part checked): each training image's position (and file), its
+        given label and the probabilities of the fold model that did not train on it.
+        FileNotFoundError where there are none, Damaged if they fail or hold no probabilities."""
+        results = self.test_predictions(folders.OUT_OF_FOLD)
+        if results.probabilities is None:
+            raise Damaged(self.path / folders.OUT_OF_FOLD, "it holds no probabilities")
+        return results
 
     def has(self, name: str) -> bool:
         """Whether `name` is a regular file here (a link or a special file does not count)."""
@@ -595,6 +613,7 @@ RUN_FACTS = frozenset(
         "augmentation",
         "teacher_run",  # --teacher: the run distilled from, resolved, and its model's digest
         "batch_size_search",  # --batch-size auto: how the batch recorded was found
+        "class_weights",  # --class-weight balanced: the weight of each class, by number
         "resumed",
         "part_of",
         "init",

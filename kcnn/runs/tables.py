@@ -20,6 +20,8 @@ from kcnn.runs import readable
 HEADINGS = {
     "test_accuracy": "test accuracy",
     "test_loss": "test loss",
+    "test_balanced_accuracy": "test balanced accuracy",
+    "test_macro_f1": "test macro-F1",
     "best_val_accuracy": "best val accuracy",
     "val_accuracy": "val accuracy",
     "seconds_per_epoch": "s / epoch",
