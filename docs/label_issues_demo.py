@@ -1,11 +1,11 @@
-"""The README's worked example of `--folds` and `kcnn label-issues`, measured and recorded.
+"""The README's worked example of `--folds` and `kcnn audit --labels`, measured and recorded.
 
     python docs/label_issues_demo.py record     # plants the flips, trains, writes the record
     python docs/label_issues_demo.py readme     # the README block, from the record alone
 
 `record` writes digits as an .npz with its own test split (a fifth, drawn at random) and 100 of
 its 1,438 training labels changed at random to another class, trains `kcnn train lenet5 --folds 5
---epochs 15` on it, asks `kcnn label-issues GROUP --top 150 --json`, and keeps in
+--epochs 15` on it, asks `kcnn audit --labels GROUP --top 150 --json`, and keeps in
 docs/label-issues-digits.json what the group and the suspects say, with how many of the planted
 flips are among the 150 ranked most likely wrong. Every figure in the README block comes from it.
 """
@@ -58,7 +58,7 @@ def record() -> None:
                  "--out", Path(tmp) / "runs", "--json")
         )  # fmt: skip
         group = Path(trained["group"])
-        found = json.loads(kcnn("label-issues", group, "--top", TOP, "--json"))
+        found = json.loads(kcnn("audit", "--labels", group, "--top", TOP, "--json"))
         summary = json.loads((group / "group.json").read_text())
     (metrics,) = [g["metrics"] for g in summary["groups"].values()]
     hits = set(flipped) & {s["index"] for s in found["suspects"]}

@@ -317,3 +317,10 @@ def test_training_on_a_folder_warns_of_copied_files(tmp_path):
     (run,) = out.iterdir()
     leak = json.loads((run / "config.json").read_text())["test_leakage"]
     assert leak["test_images_copied_from_training"] == 3 and leak["compared_by"] == "file content"
+
+
+def test_audit_names_data_or_a_folds_group_not_both_nor_neither(tmp_path):
+    refused(kcnn("audit", cwd=tmp_path), "name one thing to audit")
+    refused(kcnn("audit", "digits", "--labels", tmp_path, cwd=tmp_path), "name one thing to audit")
+    refused(kcnn("audit", "digits", "--top", "3", cwd=tmp_path), "use it with --labels")
+    assert not any(tmp_path.iterdir())  # nothing written for a refusal

@@ -1,6 +1,6 @@
 """`--folds K`: K-fold cross-validation as a group of runs (each fold the validation split of one
 run, the test split apart), summarised, resumed, compared; its out-of-fold probabilities read
-back as untrusted; and `kcnn label-issues` finding labels planted wrong."""
+back as untrusted; and `kcnn audit --labels` finding labels planted wrong."""
 
 from __future__ import annotations
 
@@ -203,14 +203,14 @@ def _arrays(n=120, classes=10, **changes) -> dict:
 )
 def test_hostile_out_of_fold_files_are_refused(folds_group, tmp_path, arrays, size, words):
     copy = _hostile(folds_group, tmp_path, arrays, size)
-    done = kcnn("label-issues", copy)
+    done = kcnn("audit", "--labels", copy)
     line = refused(done, "cannot be used")
     assert words in line, line
 
 
 def test_label_issues_needs_out_of_fold_probabilities(folds_group, tmp_path):
     run = _members(folds_group)[0]
-    refused(kcnn("label-issues", run), "no out-of-fold probabilities", "--folds K")
+    refused(kcnn("audit", "--labels", run), "no out-of-fold probabilities", "--folds K")
 
 
 # --- planted label errors ------------------------------------------------------------------------
@@ -243,7 +243,7 @@ def _found(tmp_path: Path, flips: int, folds: int, epochs: int, top: int) -> tup
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     (group,) = out.iterdir()
-    answer = kcnn("label-issues", group, "--top", top, "--json")
+    answer = kcnn("audit", "--labels", group, "--top", top, "--json")
     assert answer.returncode == 0, answer.stderr[-2000:]
     found = json.loads(answer.stdout)
     assert len(found["suspects"]) <= top and found["images"] == 1438
@@ -291,7 +291,7 @@ def test_an_image_folder_names_each_image_by_its_file(tmp_path):
     assert set(oof.files) <= pool and len(oof.files) == oof.n  # the test split held apart
     configs = [json.loads((r / "config.json").read_text()) for r in _members(group)]
     assert all(c["class_weight"] == "balanced" and "class_weights" in c for c in configs)
-    found = json.loads(kcnn("label-issues", group, "--json").stdout)
+    found = json.loads(kcnn("audit", "--labels", group, "--json").stdout)
     assert all(s["name"] in pool for s in found["suspects"])
 
 

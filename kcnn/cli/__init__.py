@@ -29,7 +29,6 @@ from kcnn.cli import training  # noqa: F401
 from kcnn.cli import sweeping  # noqa: F401
 from kcnn.cli import after  # noqa: F401
 from kcnn.cli import diffing  # noqa: F401
-from kcnn.cli import labels  # noqa: F401
 from kcnn.cli import inspect  # noqa: F401
 from kcnn.cli import previewing  # noqa: F401
 from kcnn.cli import auditing  # noqa: F401

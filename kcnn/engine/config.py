@@ -168,7 +168,7 @@ class RunConfig(Configured):
         None,
         "K-fold cross-validation: train K times, each fold of the training images (stratified, "
         "from --seed) the validation split of one run, kept as one group with mean and 95% "
-        "intervals and every image's out-of-fold probabilities (for `kcnn label-issues`). The "
+        "intervals and every image's out-of-fold probabilities (for `kcnn audit --labels`). The "
         "test split stays apart. The same command again finishes an interrupted group.",
         low=2,
         high=100,
