@@ -18,6 +18,11 @@ Stopping early: Ctrl-C, SIGTERM or SIGHUP stop after the current batch. The fold
 `interrupted`, keeps the finished epochs and a checkpoint of the last one (weights, optimizer and
 random-generator state), and `kcnn train --resume` finishes it with the numbers an uninterrupted
 run would have had. A NaN or infinite loss marks it `diverged` (exit 3).
+
+Longer than 600 lines for a stated reason: it is one class whose phases share one run's state
+(its folder and lock, the model, the epochs' rows, the signal guard); each phase is a few short
+methods under its own heading below, and what a phase needs from elsewhere lives in its own module
+(recipes, callbacks, averaging, budget, streamed, evaluation, checkpoints).
 """
 
 from __future__ import annotations
