@@ -40,6 +40,17 @@ def warn(message: object) -> None:
     print(f"warning: {terminal(message)}", file=sys.stderr, flush=True)
 
 
+def note(message: object) -> None:
+    """The one note line: `note: ...` on stderr, for a fact worth knowing that needs nothing done
+    (a run trained again from its start, a batch size chosen), escaped as a warning is."""
+    print(f"note: {terminal(message)}", file=sys.stderr, flush=True)
+
+
+def say(message: object) -> None:
+    """A plain line of progress on stderr, so that an answer on stdout (JSON) stays clean."""
+    print(terminal(message), file=sys.stderr, flush=True)
+
+
 def heading(number: int, count: int, text: str, quiet: bool = False) -> None:
     """`[2/3] functional — lenet5 on mnist-5k` before the 2nd of 3 runs: which one is training."""
     out = stream(quiet)

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from conftest import kcnn
 
+from kcnn import progress
 from kcnn.runs.records import read_csv, read_json
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
@@ -292,3 +293,26 @@ def test_export_shows_each_of_its_stages(cli, tmp_path):
     assert again.code == 0, again.err
     json.loads(again.out)
     assert "export saved-model: 3/3 steps" in again.err
+
+
+def test_warnings_and_notes_are_one_line_each_escaped_on_stderr(capsys):
+    progress.warn("a\nb\x1b[31m")
+    progress.note("trained again")
+    progress.say("step 1")
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.splitlines() == ["warning: a\\nb\\x1b[31m", "note: trained again", "step 1"]
+
+
+def test_no_module_writes_its_own_warning_line():
+    """A warning is said through progress.warn, a note through progress.note: one format, escaped
+    once (no module prints `warning:` or `WARNING` itself)."""
+    root = Path(progress.__file__).parent
+    own = [
+        f"{path.relative_to(root)}:{n}"
+        for path in root.rglob("*.py")
+        if path.name != "progress.py"
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if re.search(r"""["'](warning|WARNING): """, line)
+    ]
+    assert not own, own

@@ -8,8 +8,8 @@ what was found and what bound it.
 from __future__ import annotations
 
 import dataclasses
-import sys
 
+from kcnn import progress
 from kcnn.engine import budget, distribute, recipes
 from kcnn.engine.config import RunConfig
 from kcnn.engine.trainer import default_input_shape, seed_everything
@@ -52,7 +52,6 @@ def resolve(config: RunConfig) -> None:
     keras.backend.clear_session(free_memory=True)  # the trial models' memory, before the run's
     config.batch_size = found["batch_size"]
     config.batch_size_search = found
-    print(
-        f"--batch-size auto: {found['batch_size']} on {found['device']} (bound: {found['bound']})",
-        file=sys.stderr,
+    progress.note(
+        f"--batch-size auto: {found['batch_size']} on {found['device']} (bound: {found['bound']})"
     )

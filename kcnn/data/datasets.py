@@ -21,7 +21,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from kcnn import defaults
+from kcnn import defaults, progress
 from kcnn.data import formats
 from kcnn.data.shapes import CLASSES as SHAPE_CLASSES
 from kcnn.data.validation import Data, validate
@@ -226,11 +226,11 @@ def _fall_back(entry: Dataset, why: str) -> Data:
     and how to get the full set. The data carries its own name; the run records both."""
     stand_in = DATASETS[entry.fallback]
     message = (
-        f"WARNING: full {entry.name} is not in the Keras cache ({keras_home() / 'datasets'}) and "
+        f"full {entry.name} is not in the Keras cache ({keras_home() / 'datasets'}) and "
         f"could not be downloaded: {why}. Using {stand_in.name} ({stand_in.summary}) instead. "
         f"For full {entry.name}, run once with a network, or pass --data-dir with {entry.files}."
     )
-    print(message, file=sys.stderr)
+    progress.warn(message)
     data = stand_in.loader(stand_in)
     data.provenance.update(
         {"requested": entry.name, "fallback": True, "fallback_reason": why, "warning": message}

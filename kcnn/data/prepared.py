@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from kcnn import progress
 from kcnn.data import limits
 
 
@@ -185,17 +186,15 @@ _WARNED: set[str] = set()  # data sets warned of in this process (a seed group l
 
 
 def _warn_of_leakage(leaked: dict[str, Any], fingerprint: str) -> None:
-    import sys
 
     copies = leaked["test_images_copied_from_training"]
     if not copies or fingerprint in _WARNED:
         return
     _WARNED.add(fingerprint)
-    print(
-        f"warning: {copies:,} of the {leaked['test_images']:,} test images are exact copies of "
+    progress.warn(
+        f"{copies:,} of the {leaked['test_images']:,} test images are exact copies of "
         "training or validation images: the test score overstates what the model learned; "
-        "see `kcnn audit` (it finds near copies too)",
-        file=sys.stderr,
+        "see `kcnn audit` (it finds near copies too)"
     )
 
 

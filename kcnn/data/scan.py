@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-import sys
 import threading
 import warnings
 from collections import Counter
@@ -34,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kcnn import defaults
+from kcnn import defaults, progress
 from kcnn.data import decode
 from kcnn.errors import KcnnError
 
@@ -129,20 +128,15 @@ class Failures:
         return index in self.reasons
 
     def add(self, index: int, reason: str) -> None:
-        from kcnn.text import terminal
 
         with self._lock:
             if index in self.reasons:
                 return
             self.reasons[index] = reason
             count = len(self.reasons)
-        print(
-            terminal(
-                f"warning: skipped {self.folder.files[index]}: it cannot be decoded ({reason}); "
-                f"{count} image(s) of {self.folder.root} skipped so far"
-            ),
-            file=sys.stderr,
-            flush=True,
+        progress.warn(
+            f"skipped {self.folder.files[index]}: it cannot be decoded ({reason}); "
+            f"{count} image(s) of {self.folder.root} skipped so far"
         )
 
     @property

@@ -13,13 +13,13 @@ from __future__ import annotations
 import json
 import os
 import stat
-import sys
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from kcnn import progress
 from kcnn.errors import KcnnError, did_you_mean
 from kcnn.runs import folders
 from kcnn.runs.folders import COMPARISON_JSON, COMPARISON_MD  # noqa: F401  (re-exported)
@@ -449,13 +449,7 @@ def scan(runs_dir: str | Path = DEFAULT_DIR) -> list[RunInfo]:
     except Damaged as e:
         raise KcnnError(f"cannot list {runs_dir}: {e.reason}") from None
     if total > len(entries):
-        from kcnn.text import terminal
-
-        print(
-            f"warning: {terminal(runs_dir)} holds {total:,} entries; the newest "
-            f"{len(entries):,} are listed",
-            file=sys.stderr,
-        )
+        progress.warn(f"{runs_dir} holds {total:,} entries; the newest {len(entries):,} are listed")
     found = []
     for entry in entries:
         if entry.name[0] == ".":

@@ -19,14 +19,13 @@ import io
 import math
 import os
 import stat
-import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kcnn import text
+from kcnn import progress
 from kcnn.engine import checkpoints
 from kcnn.errors import KcnnError
 from kcnn.runs import folders, schemas
@@ -461,10 +460,9 @@ def read_resume(run_dir: str | Path, commands: tuple[str, ...] = ("train",)):
         _check_same_settings(run_dir, record, info.get("settings"))
     rows = read_history(run) if epoch else []
     if not epoch:  # stopped in its first epoch: nothing kept to resume from (README, Resuming)
-        print(
-            f"note: {text.terminal(run_dir)} stopped before its first checkpoint; it is trained "
-            "again from epoch 1 in the same folder",
-            file=sys.stderr,
+        progress.note(
+            f"{run_dir} stopped before its first checkpoint; it is trained again from epoch 1 in "
+            "the same folder"
         )
     _warn_other_kernels(run_dir, record, epoch)
     if len(rows) < epoch:
@@ -493,11 +491,10 @@ def _warn_other_kernels(run_dir: Path, record: dict, epoch: int) -> None:
     versions = record.get("versions")
     trained = versions.get(folders.KERNELS) if isinstance(versions, dict) else None
     if epoch and isinstance(trained, str) and trained != folders.kernels():
-        print(
-            f"warning: {text.terminal(run_dir)} was trained with {folders.KERNELS}={text.terminal(trained)} "
-            f"and resumes with {folders.kernels()}: its figures will match an uninterrupted run's "
-            f"only to float rounding (set {folders.KERNELS}={text.terminal(trained)} for bit-for-bit)",
-            file=sys.stderr,
+        progress.warn(
+            f"{run_dir} was trained with {folders.KERNELS}={trained} and resumes with "
+            f"{folders.kernels()}: its figures will match an uninterrupted run's only to float "
+            f"rounding (set {folders.KERNELS}={trained} for bit-for-bit)"
         )
 
 

@@ -19,13 +19,13 @@ image, which the softmax ignores). The fitted T is kept in RUN/inspect/temperatu
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
 from kcnn.errors import KcnnError
+from kcnn.progress import say, warn
 from kcnn.runs import inspected
 from kcnn.runs.records import write_json
 
@@ -166,12 +166,8 @@ def read_temperature(run_dir: str | Path, warn=None) -> float | None:
     return None
 
 
-def _progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def calibrate(
-    loaded: LoadedRun, fit: bool, limit: int | None = None, progress=_progress
+    loaded: LoadedRun, fit: bool, limit: int | None = None, progress=say
 ) -> dict[str, Any]:
     """Calibration of a run on its test split; `fit` first fits the temperature on its validation
     split (else a temperature fitted before is applied, if any). Writes RUN/inspect/
@@ -196,7 +192,7 @@ def calibrate(
             "validation_nll_after": nll(with_temperature(p_val, temperature), val.labels),
         }
     else:
-        temperature = read_temperature(loaded.info.folder, lambda m: progress(f"warning: {m}"))
+        temperature = read_temperature(loaded.info.folder, warn)
         fitted = None
     if temperature is not None:
         after = scores(with_temperature(p_test, temperature), test.labels)

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import sys
 import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from kcnn import text
+from kcnn.progress import say
 from kcnn.runs import inspected
 from kcnn.runs.records import write_csv, write_json
 
@@ -73,11 +73,7 @@ def losses(probabilities: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return -np.log(np.maximum(p[np.arange(len(labels)), labels], _TINY))
 
 
-def _progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def analyse(loaded: LoadedRun, limit: int | None = None, progress=_progress) -> dict[str, Any]:
+def analyse(loaded: LoadedRun, limit: int | None = None, progress=say) -> dict[str, Any]:
     """Error analysis of a run on its test split; writes RUN/inspect/errors.json, top_losses.png
     and (image folders) misclassified.csv; returns the record."""
     out = inspected.make_folder(loaded.info.folder)

@@ -21,7 +21,6 @@ after the sweep (so a model passed in is as it was), and no training run is made
 from __future__ import annotations
 
 import math
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from kcnn.errors import KcnnError
+from kcnn.progress import say
 from kcnn.runs import inspected
 from kcnn.runs.records import write_json
 
@@ -139,16 +139,12 @@ def _valley(s: np.ndarray) -> int:
     return start + int(sections) + int(sections / 2)
 
 
-def _progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def lr_find(
     config,
     steps: int | None = None,
     start: float = START_LR,
     end: float = END_LR,
-    progress=_progress,
+    progress=say,
 ) -> dict[str, Any]:
     """The range test for a validated TrainConfig; its records go to a new folder under
     `config.out` named lr-find-<run name>; returns the record (with `folder`)."""

@@ -77,9 +77,7 @@ class LoadedRun:
         """The temperature `kcnn calibrate` fitted, read once; None when uncalibrated, and for a
         damaged temperature.json, which is one `warning:` line (`calibration.read_temperature`)."""
         if self._temperature is None:
-            self._temperature = (
-                calibration.read_temperature(self.info.folder, lambda m: _say("warning", m)),
-            )
+            self._temperature = (calibration.read_temperature(self.info.folder, progress.warn),)
         return self._temperature[0]
 
     def splits(self):
@@ -514,7 +512,7 @@ def predict_files(
                 refused += problems
             if batch or done:
                 for message in unsaid:
-                    _say("error", message)
+                    _error(message)
                 unsaid = []
             if batch:
                 yield from _top(loaded, batch, top)
@@ -575,7 +573,8 @@ def _unlike(path: Path, distance: dict[str, Any]) -> str:
     )
 
 
-def _say(kind: str, message: str) -> None:
+def _error(message: str) -> None:
+    """One image refused, in the command line's error format; the others are still predicted."""
     from kcnn.text import terminal
 
-    print(f"{kind}: {terminal(message)}", file=sys.stderr, flush=True)
+    print(f"error: {terminal(message)}", file=sys.stderr, flush=True)

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from kcnn import defaults
+from kcnn.progress import say
 from kcnn.runs import inspected
 from kcnn.runs.records import write_json
 from kcnn.use.corruptions import CIFAR_10_C, CORRUPTIONS, SEVERITIES, TABLE, corrupt
@@ -48,10 +49,6 @@ def generator(seed: int, corruption: str, severity: int, draw: int = 0) -> np.ra
     return np.random.default_rng([seed, CORRUPTIONS.index(corruption), severity, draw])
 
 
-def _progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def accuracy_under(
     loaded: LoadedRun, images, labels, corruption: str, severity: int, seed: int, draw: int = 0
 ) -> float:
@@ -70,7 +67,7 @@ def _sd(values: list[float]) -> float:
 
 
 def evaluate(
-    loaded: LoadedRun, limit: int | None = None, progress=_progress, draws: int = DRAWS
+    loaded: LoadedRun, limit: int | None = None, progress=say, draws: int = DRAWS
 ) -> dict[str, Any]:
     """Accuracy of a run on its test split under every corruption at every severity (a random
     one: the mean over `draws` draws); writes RUN/inspect/robustness.json, robustness.png and
