@@ -178,6 +178,17 @@ def test_folder_with_a_copy_of_every_image(tmp_path):
     assert record["near_duplicates"]["groups"] == []
 
 
+def test_an_image_folder_holding_a_config_json_is_audited_as_images(tmp_path):
+    """Only a folder with both of a run's first records is read as a run: an image folder that
+    happens to hold a config.json (a labelling tool's, say) is audited as the images it holds."""
+    root = _folder(tmp_path / "photos", {"a": _noise(6, 4), "b": _noise(6, 5)})
+    (root / "config.json").write_text('{"tool": "a labeller"}')
+    result = kcnn("audit", root, "--out", tmp_path / "out", "--json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    counts = {c["class"]: c["images"] for c in json.loads(result.stdout)["classes"]}
+    assert counts == {"a": 6, "b": 6}
+
+
 def test_folder_of_one_image_over_and_over(tmp_path):
     """Every image the same: one group holding all of them (not a pair for each two), and the
     near search has nothing left to compare."""

@@ -84,7 +84,9 @@ def test_out_of_fold_probabilities_gather_every_fold(folds_group):
         assert np.array_equal(oof.probabilities[at], fold.probabilities)
     cv = _record(folds_group)["cross_validation"]
     assert cv["images"] == 120 and cv["folds"] == 3
-    assert f"accuracy {cv['accuracy']:.4f}" in (folds_group / "group.md").read_text()
+    described = (folds_group / "group.md").read_text()
+    assert f"accuracy {cv['accuracy']:.4f}" in described
+    assert "| group | folds |" in described and "interval (Student's t) over the folds" in described
     assert cv["accuracy"] == pytest.approx(float(np.mean(oof.correct)))
     assert (
         cv["balanced_accuracy"] == class_balanced(oof.true, oof.predicted, 10)["balanced_accuracy"]

@@ -148,12 +148,14 @@ GROUP_METRICS = (
 )
 
 
-def group_markdown(title: str, described: dict[str, Any], level: int = 1) -> str:
+def group_markdown(
+    title: str, described: dict[str, Any], level: int = 1, unit: str = "seeds"
+) -> str:
     """group.md (and the groups section of a comparison): each group's mean ± 95% interval, each
-    test, and one sentence per pair."""
+    test, and one sentence per pair. `unit` names what the runs of a group vary: seeds or folds."""
     rows = []
     for name, g in described["groups"].items():
-        row = {"group": name, "seeds": g["n"]}
+        row = {"group": name, unit: g["n"]}
         for metric in GROUP_METRICS:
             s = g["metrics"].get(metric)
             if s is not None:
@@ -166,9 +168,9 @@ def group_markdown(title: str, described: dict[str, Any], level: int = 1) -> str
     head = "#" * level
     parts = [
         f"{head} {title}",
-        "Mean ± half-width of the 95% confidence interval (Student's t) over the seeds; sd with "
+        f"Mean ± half-width of the 95% confidence interval (Student's t) over the {unit}; sd with "
         "ddof=1. Differences are the second group's mean minus the first's: a paired t-test where "
-        "the seeds pair (same seed, same split), Welch's otherwise; when more than one pair is "
+        f"the {unit} pair (same seed, same split), Welch's otherwise; when more than one pair is "
         "compared, Holm-corrected over the pairs compared in each metric (each metric is its "
         "own family, named in its sentences).",
         f"{head}# Groups",
@@ -231,7 +233,8 @@ def write_group(folder: str | Path, record: dict[str, Any]) -> dict[str, Any]:
         per_class = {n: g["per_class"] for n, g in described["groups"].items() if g["per_class"]}
         if per_class:
             plots.per_class_intervals(per_class, folder / groups.PER_CLASS, title=title)
-    text = group_markdown(title, described) + _out_of_fold(record)
+    unit = "folds" if record.get("folds") else "seeds"
+    text = group_markdown(title, described, unit=unit) + _out_of_fold(record)
     for name, picture in (("learning curves", groups.BAND), ("per-class F1", groups.PER_CLASS)):
         if (folder / picture).is_file():
             text += f"\n![{name}]({picture})\n"

@@ -17,6 +17,7 @@ import numpy as np
 from kcnn import defaults
 from kcnn.data import audit
 from kcnn.errors import KcnnError
+from kcnn.runs import folders
 from kcnn.text import html as esc
 
 HTML, JSON = "audit.html", "audit.json"
@@ -39,7 +40,11 @@ def settings_of_run(folder: Path) -> dict[str, Any]:
 
 
 def is_run_folder(path: str) -> bool:
-    return os.path.isdir(path) and os.path.isfile(os.path.join(path, "config.json"))
+    """A run folder holds both records kcnn writes when it opens one (config.json and
+    metrics.json); an image folder that happens to hold a config.json is audited as images."""
+    return os.path.isdir(path) and all(
+        os.path.isfile(os.path.join(path, name)) for name in (folders.CONFIG, folders.METRICS)
+    )
 
 
 def audit_data(
@@ -74,7 +79,6 @@ def audit_data(
 
 def write(out: str | Path, name: str, record: dict[str, Any], seen: audit.Seen) -> Path:
     """audit.json and audit.html in a new folder `<out>/<stamp>-audit-<name>`."""
-    from kcnn.runs import folders
     from kcnn.runs.records import write_atomic, write_json
 
     folder = folders.create(out, f"audit-{name}")
