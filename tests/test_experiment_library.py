@@ -74,9 +74,10 @@ def test_the_mnist5k_recipe_file_sets_bare_against_the_good_recipe():
 
 
 def _slow(path: Path) -> bool:
-    """Transfer, and the recipe-effect files (ten of them, two or three groups each, all on the
-    one base): their tiny run is the slow suite's, `kcnn run --check` of each the fast one's."""
-    return "transfer" in path.stem or path.stem.startswith("recipe-effect-")
+    """Transfer, and the recipe files (the three recipe comparisons and the ten recipe-effect
+    files, two or three groups each): their tiny run is the slow suite's, `kcnn run --check` of
+    each the fast one's. The seed posts' quick files stay in the fast suite."""
+    return "transfer" in path.stem or path.stem.startswith("recipe-")
 
 
 # What a file needs besides TINY to run at 2 epochs (it averages the last 5).

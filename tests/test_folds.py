@@ -93,6 +93,7 @@ def test_out_of_fold_probabilities_gather_every_fold(folds_group):
     )
 
 
+@pytest.mark.slow  # trains two more groups' folds
 def test_an_interrupted_folds_group_trains_only_its_missing_folds(folds_group, tmp_path):
     copy = tmp_path / folds_group.name
     shutil.copytree(folds_group, copy)
@@ -120,6 +121,7 @@ def test_an_interrupted_folds_group_trains_only_its_missing_folds(folds_group, t
     assert _record(copy)["cross_validation"] == record["cross_validation"]
 
 
+@pytest.mark.slow  # trains a second folds group
 def test_two_folds_groups_compare(folds_group, tmp_path):
     other = tmp_path / "other"
     _train(other, "--seed", "7")

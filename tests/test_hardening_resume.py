@@ -132,6 +132,7 @@ def test_damaged_or_edited_records_are_refused_with_the_file_named(interrupted, 
     refused(kcnn("train", "--resume", run_dir), "checkpoint.keras", alone=False)
 
 
+@pytest.mark.slow  # resumes twice, in two processes
 def test_resuming_under_other_cpu_kernels_says_the_figures_will_differ(interrupted, tmp_path):
     """The kernels a run trained with are in its record; a resume under another choice agrees with
     an uninterrupted run only to float rounding, and says so (it is not refused: it is the user's

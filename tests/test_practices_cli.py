@@ -105,8 +105,15 @@ def test_a_student_distils_from_a_teacher_named_in_its_out(teacher):
     [
         (["--teacher", "no-such-run"], ["no run folder no-such-run"]),
         (["--seed", "6", "--teacher", "teach"], ["trained on", "test images", "leak"]),
-        (["--dataset", "shapes", "--teacher", "teach"], ["knows the classes", "same classes"]),
-        (["--dataset", "mnist-5k", "--teacher", "teach"], ["other data"]),
+        # each of these loads a second data set before it is refused: the slow suite's
+        pytest.param(
+            ["--dataset", "shapes", "--teacher", "teach"],
+            ["knows the classes", "same classes"],
+            marks=pytest.mark.slow,
+        ),
+        pytest.param(
+            ["--dataset", "mnist-5k", "--teacher", "teach"], ["other data"], marks=pytest.mark.slow
+        ),
     ],
 )
 def test_a_wrong_teacher_is_refused_in_one_line(teacher, tmp_path, args, words):

@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from conftest import KCNN, kcnn
 
 HARNESS = """
@@ -101,6 +102,7 @@ def stopped(result: subprocess.CompletedProcess) -> str:
     return last
 
 
+@pytest.mark.slow  # trains two groups
 def test_a_stop_while_a_groups_picture_is_drawn_stops_the_file(tmp_path):
     path = experiment(tmp_path, ["seeds = 2\nlr = 0.01", "seeds = 2\nlr = 0.002"])
     result = harness(WHILE_PER_CLASS_IS_DRAWN, "run", path)
