@@ -43,6 +43,7 @@ from kcnn.engine import (
     budget,
     checkpoints,
     distribute,
+    familiar,
     hooks,
     interrupts,
     performance,
@@ -740,6 +741,28 @@ class Trainer:
                 model, self.summed, self.batches("val"), self.plain_batches("train")
             )
 
+    def _record_familiar(self, model) -> None:
+        """What `kcnn predict` compares a new image against in the model's feature space
+        (kcnn.engine.familiar): nothing without a validation split to set its threshold on."""
+        from kcnn.data import nearest
+        from kcnn.data.pipeline import make_dataset
+
+        p, size = self.prepared, self.config.batch_size
+        if not len(p.parts.y_val):
+            return
+
+        def batches(x, y, most: int):
+            x, y = familiar.sample(x, y, most)
+            return make_dataset(x, y, p.input_shape, size, preprocess=self.preprocess)
+
+        self.records.write_nearest(
+            familiar.check(
+                model,
+                batches(p.parts.x_train, p.parts.y_train, nearest.SAMPLE),
+                batches(p.parts.x_val, p.parts.y_val, nearest.HELD_OUT),
+            )
+        )
+
     def history(self) -> dict[str, list[float]]:
         keys = [k for k in (self.rows[0] if self.rows else {}) if k != "epoch"]
         return {k: [row[k] for row in self.rows] for k in keys}
@@ -770,6 +793,7 @@ class Trainer:
         self.check_images()  # test files that failed to decode count too
         self._record_test_predictions(probabilities)
         self._record_fold_predictions(model)
+        self._record_familiar(model)
         self.records.draw(history, matrix, p.parts.class_names, title)
         self.records.save_model(model)
         epochs = len(self.rows)

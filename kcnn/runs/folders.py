@@ -28,6 +28,7 @@ COMPARISON_MD, COMPARISON_CSV, COMPARISON_JSON = (
 OVERLAY, PROOF_JSON = "curves_overlay.png", "proof.json"
 # What the training images look like (kcnn.data.typical): predict warns of an image unlike them.
 TYPICAL = "training_images.json"
+NEAREST = "training_features.npz"  # the training images' features, predict's second check
 # A group of seed runs (kcnn.runs.groups): its record and its summary in words.
 GROUP_JSON, GROUP_MD = "group.json", "group.md"
 # Beside accuracy wherever runs are listed (metrics.json's names): the figures where a rare

@@ -47,6 +47,7 @@ ARTIFACTS = {
     "test_predictions.npz": "records",  # each test image's answer (kcnn.runs.predictions)
     "fold_predictions.npz": "records",  # --folds: each held-out image's answer (kcnn.runs.out_of_fold)
     "training_images.json": "records",  # what predict checks new images against
+    "training_features.npz": "records",  # and in the model's feature space (kcnn.data.nearest)
     "model.keras": "model",
 }
 

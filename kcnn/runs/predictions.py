@@ -20,21 +20,19 @@ values checked (labels inside the classes, probabilities finite within 0..1, pos
 
 from __future__ import annotations
 
-import io
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from kcnn import defaults
+from kcnn.runs import arrays as npz
 from kcnn.runs.records import Damaged
 
 NAME = "test_predictions.npz"
 CAP = 256 * 1024 * 1024  # the file on disk
 UNPACKED_MAX = 1024 * 1024 * 1024  # what its arrays may declare in all (10,000 classes × 50,000)
 IMAGES_MAX = 10_000_000
-PATH_MAX = 4096  # characters of one file name
 PROBABILITIES = np.float16
 
 _REQUIRED = ("index", "true", "predicted", "held_out")
@@ -95,57 +93,14 @@ class ImageResults:
             arrays["probabilities"] = self.probabilities
         if self.files is not None:
             arrays["files"] = np.asarray(self.files, dtype=str)
-        buffer = io.BytesIO()
-        np.savez_compressed(buffer, **arrays)
-        return buffer.getvalue()
+        return npz.to_bytes(arrays)
 
     @classmethod
     def from_bytes(cls, data: bytes, where: Path, classes: int | None = None) -> ImageResults:
         """The record in `data`, every part checked (Damaged, naming `where`, if any fails).
         `classes`: how many classes the run has, when its config.json says."""
-        try:
-            with zipfile.ZipFile(io.BytesIO(data)) as archive:
-                headers = _headers(archive, where)
-            with np.load(io.BytesIO(data), allow_pickle=False) as loaded:
-                arrays = {key: loaded[key] for key in headers}
-        except Damaged:
-            raise
-        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
-            raise Damaged(where, f"not a readable .npz archive ({str(e)[:80]})") from None
+        arrays = npz.from_bytes(data, where, _KINDS, _REQUIRED, UNPACKED_MAX)
         return _checked(arrays, where, classes)
-
-
-def _headers(archive: zipfile.ZipFile, where: Path) -> dict[str, tuple]:
-    """Each array's declared shape and dtype, read from its header alone and checked."""
-    members = archive.infolist()
-    names = [m.filename.removesuffix(".npy") for m in members]
-    unknown = [n for n in names if n not in _KINDS]
-    if unknown or len(set(names)) != len(names):
-        raise Damaged(where, f"holds arrays kcnn does not write: {', '.join(unknown)[:80]}")
-    missing = [k for k in _REQUIRED if k not in names]
-    if missing:
-        raise Damaged(where, f"lacks the array(s) {', '.join(missing)}")
-    if sum(m.file_size for m in members) > UNPACKED_MAX:
-        raise Damaged(where, f"unpacks to over {UNPACKED_MAX:,} bytes")
-    headers = {}
-    for member, name in zip(members, names, strict=True):
-        with archive.open(member) as stream:
-            version = np.lib.format.read_magic(stream)
-            read = (
-                np.lib.format.read_array_header_1_0
-                if version == (1, 0)
-                else np.lib.format.read_array_header_2_0
-            )
-            shape, _, dtype = read(stream)
-        kinds, dimensions = _KINDS[name]
-        if dtype.hasobject or dtype.kind not in kinds or len(shape) != dimensions:
-            raise Damaged(where, f"its {name} array is {dtype} of shape {shape}")
-        if dtype.kind == "U" and dtype.itemsize > 4 * PATH_MAX:
-            raise Damaged(where, f"its file names are over {PATH_MAX} characters")
-        if int(np.prod(shape, dtype=np.int64)) * dtype.itemsize > member.file_size:
-            raise Damaged(where, f"its {name} array declares more than it holds")
-        headers[name] = (shape, dtype)
-    return headers
 
 
 def _checked(arrays: dict[str, np.ndarray], where: Path, classes: int | None) -> ImageResults:

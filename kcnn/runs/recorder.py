@@ -131,6 +131,14 @@ class RunRecords:
         if typical is not None:
             self.folder.write_json(folders.TYPICAL, typical.record())
 
+    def write_nearest(self, check) -> None:
+        """The training images' features and the distance threshold (a `kcnn.data.nearest.Nearest`;
+        None: nothing to check with, and nothing is written)."""
+        if check is not None:
+            from kcnn.runs import arrays
+
+            self.folder.write_text(folders.NEAREST, arrays.to_bytes(check.arrays()))
+
     def write_test_predictions(
         self, index, true, probabilities, files=None, held_out: bool = False, name: str = ""
     ) -> None:

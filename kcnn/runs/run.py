@@ -55,6 +55,11 @@ LOCK = ".lock"
 # The most a record of each kind may hold: generous for anything kcnn writes (10,000 classes'
 # confusion matrix is the biggest), small enough that a planted /dev/zero or a huge file costs
 # nothing.
+# training_features.npz: its arrays (dtype kinds, dimensions) and a cap on the file and on what it
+# unpacks to (1,000 features of the widest kept width, 16,384, as float16 are 33 MB)
+NEAREST_KINDS = {"features": ("f", 2), "threshold": ("f", 0), "k": ("iu", 0),
+                 "percentile": ("f", 0), "version": ("iu", 0)}  # fmt: skip
+NEAREST_CAP = 64 * 1024 * 1024
 CAPS = {
     folders.CONFIG: 2 * MiB,
     folders.METRICS: 64 * MiB,
@@ -135,6 +140,20 @@ class RunFolder:
             return Typical.from_record(record)
         except ValueError as e:
             raise Damaged(self.path / folders.TYPICAL, str(e)) from None
+
+    def nearest(self):
+        """The training images' features and distance threshold (`kcnn.data.nearest.Nearest`),
+        every part checked; FileNotFoundError for a run that recorded none, Damaged if it fails."""
+        from kcnn.data import nearest
+        from kcnn.runs import arrays
+
+        where = self.path / folders.NEAREST
+        data = read_bytes(self.path, folders.NEAREST, NEAREST_CAP)
+        found = arrays.from_bytes(data, where, NEAREST_KINDS, tuple(NEAREST_KINDS), NEAREST_CAP)
+        try:
+            return nearest.Nearest.from_arrays(found)
+        except ValueError as e:
+            raise Damaged(where, str(e)) from None
 
     def test_predictions(self, name: str = ""):
         """The run's per-image test results (`kcnn.runs.predictions.ImageResults`), every part

@@ -46,6 +46,7 @@ class LoadedRun:
     _names: list[str] | None = field(default=None, repr=False)
     _parts: Any = field(default=None, repr=False)  # the run's splits, rebuilt once (labelled)
     _typical: Any = field(default=None, repr=False)  # (the Typical or None,) once read
+    _nearest: Any = field(default=None, repr=False)  # ((Nearest, extract) or None,) once read
     _temperature: Any = field(default=None, repr=False)  # (the temperature or None,) once read
     tta: str | None = None  # test-time augmentation of every prediction (kcnn.data.tta)
 
@@ -72,6 +73,25 @@ class LoadedRun:
         if self._typical is None:
             self._typical = (_read_typical(self),)
         return self._typical[0]
+
+    def nearest(self):
+        """(the run's `kcnn.data.nearest.Nearest`, the model's feature function), read once;
+        None for a run that recorded none, an exported model file (no features to take) or a
+        record of another width than the model's features. A damaged record is a warning."""
+        if self._nearest is None:
+            self._nearest = (_read_nearest(self),)
+        return self._nearest[0]
+
+    def features(self, images: np.ndarray, batch: int = PREDICT_BATCH) -> np.ndarray:
+        """The model's features (what its last Dense layer takes in) of uint8 images in the data
+        set's form, without test-time augmentation: the training images' were taken so."""
+        _, extract = self.nearest()
+        return np.concatenate(
+            [
+                np.asarray(extract(self.prepare(images[i : i + batch])), dtype=np.float32)
+                for i in range(0, len(images), batch)
+            ]
+        )
 
     def temperature(self) -> float | None:
         """The temperature `kcnn calibrate` fitted, read once; None when uncalibrated, and for a
@@ -272,6 +292,34 @@ def _read_typical(loaded: LoadedRun):
         progress.warn(f"{e}: images are not checked against the training images")
         return None
     return typical if typical.image_shape == tuple(loaded.data_shape) else None
+
+
+def _read_nearest(loaded: LoadedRun):
+    """The run's features record and the model's feature function (`LoadedRun.nearest`)."""
+    if loaded.model is None:
+        return None
+    try:
+        check = RunFolder(loaded.info.folder).nearest()
+    except FileNotFoundError:
+        return None
+    except Damaged as e:
+        progress.warn(f"{e}: images are not checked against the training images' features")
+        return None
+    from kcnn.models.penultimate import extractor
+
+    extract = extractor(loaded.model)
+    if extract is None:
+        return None
+    width = int(
+        np.prod(extract(loaded.prepare(np.zeros((1, *loaded.data_shape), np.uint8))).shape[1:])
+    )
+    if width != check.width:
+        progress.warn(
+            f"{loaded.info.folder / folders.NEAREST} keeps features of width {check.width}, the "
+            f"model gives {width}: images are not checked against the training images' features"
+        )
+        return None
+    return check, extract
 
 
 def load(run: str | Path, exported: str | Path | None = None, tta: str | None = None) -> LoadedRun:
@@ -536,41 +584,63 @@ def _top(loaded: LoadedRun, batch: list[tuple[Path, np.ndarray]], top: int):
         from kcnn.use import calibration
 
         probabilities = calibration.with_temperature(probabilities, temperature)
-    distances = _distances(loaded, images)
+    checks = zip(_distances(loaded, images), _feature_distances(loaded, images), strict=True)
     k = min(top, probabilities.shape[-1])
-    for (path, _), p, distance in zip(batch, probabilities, distances, strict=True):
+    for (path, _), p, (pixels, features) in zip(batch, probabilities, checks, strict=True):
         best = np.argsort(-p)[:k]
-        if distance is not None and distance["far"]:
-            progress.warn(_unlike(path, distance))
+        if any(d is not None and d["far"] for d in (pixels, features)):
+            progress.warn(_unlike(path, pixels, features))
         yield {
             "image": str(path),
             "top": [{"class": loaded.label(i), "probability": float(p[i])} for i in best],
             "calibration_temperature": temperature,  # None: the model's own probabilities
-            "distance": distance,  # from the training images; None: the run recorded none
+            "distance": pixels,  # from the training images' pixels; None: the run recorded none
+            "feature_distance": features,  # in the model's feature space; None: none recorded
         }
 
 
 def _distances(loaded: LoadedRun, images: np.ndarray) -> list[dict[str, Any] | None]:
-    """Each image's distance from the run's training images and whether it is out beyond what
-    PERCENTILE % of them are (`kcnn.data.typical`); None each when the run recorded nothing."""
+    """Each image's distance from the run's training images in pixels and whether it is out
+    beyond what PERCENTILE % of them are (`kcnn.data.typical`); None each when the run recorded
+    nothing."""
     typical = loaded.typical()
     if typical is None:
         return [None] * len(images)
-    scores = typical.scores(images)
-    return [
-        {"score": float(s), "threshold": typical.threshold, "far": bool(s > typical.threshold)}
-        for s in scores
-    ]
+    return [_far(s, typical.threshold) for s in typical.scores(images)]
 
 
-def _unlike(path: Path, distance: dict[str, Any]) -> str:
-    from kcnn.data.typical import PERCENTILE
+def _feature_distances(loaded: LoadedRun, images: np.ndarray) -> list[dict[str, Any] | None]:
+    """Each image's distance from the nearest training image in the model's feature space, and
+    whether it is out beyond what the run's validation images are (`kcnn.data.nearest`)."""
+    found = loaded.nearest()
+    if found is None:
+        return [None] * len(images)
+    check, _ = found
+    return [_far(s, check.threshold) for s in check.scores(loaded.features(images))]
 
-    return (
-        f"{path} looks unlike the run's training images (distance {distance['score']:.2f}; "
-        f"{PERCENTILE:g} % of them are within {distance['threshold']:.2f}): its prediction may "
-        "mean little"
-    )
+
+def _far(score: float, threshold: float) -> dict[str, Any]:
+    return {"score": float(score), "threshold": threshold, "far": bool(score > threshold)}
+
+
+def _unlike(path: Path, pixels: dict[str, Any] | None, features: dict[str, Any] | None) -> str:
+    """The one warning for an image far from the training images, saying by which check."""
+    from kcnn.data import nearest, typical
+
+    said = []
+    if pixels is not None and pixels["far"]:
+        said.append(
+            f"looks unlike the run's training images (distance {pixels['score']:.2f}; "
+            f"{typical.PERCENTILE:g} % of them are within {pixels['threshold']:.2f})"
+        )
+    if features is not None and features["far"]:
+        whom = "them" if said else "the run's training images"
+        said.append(
+            f"lies far from {whom} as the model sees them (feature distance "
+            f"{features['score']:.2f}; {nearest.PERCENTILE:g} % of the run's validation images "
+            f"are within {features['threshold']:.2f})"
+        )
+    return f"{path} {' and '.join(said)}: its prediction may mean little"
 
 
 def _error(message: str) -> None:
