@@ -25,7 +25,7 @@ import numpy as np
 K = 1
 PERCENTILE = 99.0
 SAMPLE = 1000  # training images whose features are kept (float16: 1000 × 1280 is 2.4 MB)
-HELD_OUT = 500  # validation images the threshold is set on, at most (5 lie beyond the 99th percentile)
+HELD_OUT = 500  # validation images the threshold is set on, at most (5 lie past its percentile)
 MIN_HELD_OUT = 50  # fewer say too little of where unseen images fall: nothing is recorded
 FEATURES_MAX = 16384  # the widest feature vector kept
 CHUNK = 1024  # images scored at a time: memory stays small for a folder of any size
