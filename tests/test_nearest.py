@@ -227,6 +227,7 @@ def test_a_hostile_record_is_damaged_when_read_through_the_run_folder(run, tmp_p
         RunFolder(copy).nearest()
 
 
+@pytest.mark.slow  # a TFLite export
 def test_an_exported_model_is_checked_on_pixels_alone(run, tmp_path):
     copy = tmp_path / "run"
     shutil.copytree(run, copy)

@@ -104,8 +104,12 @@ def test_a_student_distils_from_a_teacher_named_in_its_out(teacher):
     "args, words",
     [
         (["--teacher", "no-such-run"], ["no run folder no-such-run"]),
-        (["--seed", "6", "--teacher", "teach"], ["trained on", "test images", "leak"]),
-        # each of these loads a second data set before it is refused: the slow suite's
+        # each of these runs kcnn twice and loads data before its refusal: the slow suite's
+        pytest.param(
+            ["--seed", "6", "--teacher", "teach"],
+            ["trained on", "test images", "leak"],
+            marks=pytest.mark.slow,
+        ),
         pytest.param(
             ["--dataset", "shapes", "--teacher", "teach"],
             ["knows the classes", "same classes"],
@@ -126,6 +130,7 @@ def test_a_wrong_teacher_is_refused_in_one_line(teacher, tmp_path, args, words):
     assert not [p for p in tmp_path.iterdir() if not p.name.startswith(".")]
 
 
+@pytest.mark.slow  # trains a teacher until its time limit, then a student
 def test_an_unfinished_teacher_is_refused(teacher, tmp_path):
     stopped = kcnn("train", *TINY, "--epochs", "50", "--seed", "5", "--time-limit", "1",
                    "--out", tmp_path / "t")  # fmt: skip

@@ -63,6 +63,7 @@ def _assert_same(a, b):
         np.testing.assert_array_equal(x, y)
 
 
+@pytest.mark.slow  # builds VGG16, MobileNetV2 and ResNet50V2
 def test_all_three_backbones_reproduce_the_reference_parameter_counts(cli, cifar_like, tmp_path):
     result = cli(
         "transfer",
