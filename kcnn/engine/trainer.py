@@ -746,8 +746,10 @@ class Trainer:
         (kcnn.engine.familiar): nothing without a validation split to set its threshold on."""
         from kcnn.data import nearest
         from kcnn.data.pipeline import make_dataset
+        from kcnn.models.transfer_net import feature_batch
 
-        p, size = self.prepared, self.config.batch_size
+        p = self.prepared
+        size = min(self.config.batch_size, feature_batch(p.input_shape))  # a bounded pass
         if not len(p.parts.y_val):
             return
 
