@@ -22,7 +22,7 @@ from kcnn.runs import folders
 from kcnn.runs.browse import RunInfo, find_run
 from kcnn.runs.records import Damaged
 from kcnn.runs.run import RunFolder
-from kcnn.use import calibration
+from kcnn.use import calibration, unfamiliar
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 PREDICT_BATCH = 64  # images per call of the model when predicting
@@ -71,7 +71,7 @@ class LoadedRun:
         None for a run that recorded none (older runs, too few images) or one of images of
         another form. A damaged record is a warning, never a refusal: the model still answers."""
         if self._typical is None:
-            self._typical = (_read_typical(self),)
+            self._typical = (unfamiliar.read_typical(self),)
         return self._typical[0]
 
     def nearest(self):
@@ -79,7 +79,7 @@ class LoadedRun:
         None for a run that recorded none, an exported model file (no features to take) or a
         record of another width than the model's features. A damaged record is a warning."""
         if self._nearest is None:
-            self._nearest = (_read_nearest(self),)
+            self._nearest = (unfamiliar.read_nearest(self),)
         return self._nearest[0]
 
     def features(self, images: np.ndarray, batch: int = PREDICT_BATCH) -> np.ndarray:
@@ -279,47 +279,6 @@ def _data_shape(info: RunInfo, input_shape: tuple[int, int, int]) -> tuple[int, 
     """The data's own image shape; without a record of it, the model's input with the run's fit
     mode 'none' (which is what a resized run amounts to for an arbitrary-size user image)."""
     return info.data_image_shape or input_shape
-
-
-def _read_typical(loaded: LoadedRun):
-    """The run's record of its training images, if it has a sound one for images of the form
-    predict reads (`LoadedRun.typical`)."""
-    try:
-        typical = RunFolder(loaded.info.folder).typical()
-    except FileNotFoundError:
-        return None
-    except Damaged as e:
-        progress.warn(f"{e}: images are not checked against the training images")
-        return None
-    return typical if typical.image_shape == tuple(loaded.data_shape) else None
-
-
-def _read_nearest(loaded: LoadedRun):
-    """The run's features record and the model's feature function (`LoadedRun.nearest`)."""
-    if loaded.model is None:
-        return None
-    try:
-        check = RunFolder(loaded.info.folder).nearest()
-    except FileNotFoundError:
-        return None
-    except Damaged as e:
-        progress.warn(f"{e}: images are not checked against the training images' features")
-        return None
-    from kcnn.models.penultimate import extractor
-
-    extract = extractor(loaded.model)
-    if extract is None:
-        return None
-    width = int(
-        np.prod(extract(loaded.prepare(np.zeros((1, *loaded.data_shape), np.uint8))).shape[1:])
-    )
-    if width != check.width:
-        progress.warn(
-            f"{loaded.info.folder / folders.NEAREST} keeps features of width {check.width}, the "
-            f"model gives {width}: images are not checked against the training images' features"
-        )
-        return None
-    return check, extract
 
 
 def load(run: str | Path, exported: str | Path | None = None, tta: str | None = None) -> LoadedRun:
@@ -581,15 +540,17 @@ def _top(loaded: LoadedRun, batch: list[tuple[Path, np.ndarray]], top: int):
     probabilities = loaded.predict(images)
     temperature = loaded.temperature()  # fitted by `kcnn calibrate`
     if temperature is not None:
-        from kcnn.use import calibration
-
         probabilities = calibration.with_temperature(probabilities, temperature)
-    checks = zip(_distances(loaded, images), _feature_distances(loaded, images), strict=True)
+    checks = zip(
+        unfamiliar.distances(loaded, images),
+        unfamiliar.feature_distances(loaded, images),
+        strict=True,
+    )
     k = min(top, probabilities.shape[-1])
     for (path, _), p, (pixels, features) in zip(batch, probabilities, checks, strict=True):
         best = np.argsort(-p)[:k]
         if any(d is not None and d["far"] for d in (pixels, features)):
-            progress.warn(_unlike(path, pixels, features))
+            progress.warn(unfamiliar.unlike(path, pixels, features))
         yield {
             "image": str(path),
             "top": [{"class": loaded.label(i), "probability": float(p[i])} for i in best],
@@ -597,50 +558,6 @@ def _top(loaded: LoadedRun, batch: list[tuple[Path, np.ndarray]], top: int):
             "distance": pixels,  # from the training images' pixels; None: the run recorded none
             "feature_distance": features,  # in the model's feature space; None: none recorded
         }
-
-
-def _distances(loaded: LoadedRun, images: np.ndarray) -> list[dict[str, Any] | None]:
-    """Each image's distance from the run's training images in pixels and whether it is out
-    beyond what PERCENTILE % of them are (`kcnn.data.typical`); None each when the run recorded
-    nothing."""
-    typical = loaded.typical()
-    if typical is None:
-        return [None] * len(images)
-    return [_far(s, typical.threshold) for s in typical.scores(images)]
-
-
-def _feature_distances(loaded: LoadedRun, images: np.ndarray) -> list[dict[str, Any] | None]:
-    """Each image's distance from the nearest training image in the model's feature space, and
-    whether it is out beyond what the run's validation images are (`kcnn.data.nearest`)."""
-    found = loaded.nearest()
-    if found is None:
-        return [None] * len(images)
-    check, _ = found
-    return [_far(s, check.threshold) for s in check.scores(loaded.features(images))]
-
-
-def _far(score: float, threshold: float) -> dict[str, Any]:
-    return {"score": float(score), "threshold": threshold, "far": bool(score > threshold)}
-
-
-def _unlike(path: Path, pixels: dict[str, Any] | None, features: dict[str, Any] | None) -> str:
-    """The one warning for an image far from the training images, saying by which check."""
-    from kcnn.data import nearest, typical
-
-    said = []
-    if pixels is not None and pixels["far"]:
-        said.append(
-            f"looks unlike the run's training images (distance {pixels['score']:.2f}; "
-            f"{typical.PERCENTILE:g} % of them are within {pixels['threshold']:.2f})"
-        )
-    if features is not None and features["far"]:
-        whom = "them" if said else "the run's training images"
-        said.append(
-            f"lies far from {whom} as the model sees them (feature distance "
-            f"{features['score']:.2f}; {nearest.PERCENTILE:g} % of the run's validation images "
-            f"are within {features['threshold']:.2f})"
-        )
-    return f"{path} {' and '.join(said)}: its prediction may mean little"
 
 
 def _error(message: str) -> None:
