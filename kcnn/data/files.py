@@ -156,8 +156,7 @@ class FileImages:
         """`shrink(pixels)` (kcnn.data.typical's grid rows) of at most `most` of these images,
         evenly spaced, read a chunk at a time: a bounded matrix whatever the folder's size.
         Images that fail to decode are left out."""
-        count = len(self)
-        picked = np.unique(np.linspace(0, count - 1, min(count, most)).round().astype(np.int64))
+        picked = evenly(len(self), most)
         parts = []
         for start in range(0, len(picked), chunk):
             pixels, _ = self.read(picked[start : start + chunk])
@@ -168,6 +167,13 @@ class FileImages:
 
 def is_files(x) -> bool:
     return isinstance(x, FileImages)
+
+
+def evenly(count: int, most: int) -> np.ndarray:
+    """At most `most` positions spread evenly over `count` rows, in order."""
+    if count <= most:
+        return np.arange(count)
+    return np.unique(np.linspace(0, count - 1, most).round().astype(np.int64))
 
 
 def take(x, rows):

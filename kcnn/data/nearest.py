@@ -2,8 +2,8 @@
 to the nearest training image in the model's feature space (the input of its last Dense layer).
 
 Pixels say little about what a model finds familiar: a photo of a person among `shapes` has
-pixels within the spread of the shapes' (kcnn.data.typical scores it 1.48 against a threshold of
-1.87), yet the network's features place it far from every shape. This is the deep nearest-
+pixels within the spread of the shapes' (kcnn.data.typical lets it pass), yet the network's
+features place it far from every shape (tests/test_nearest.py). This is the deep nearest-
 neighbour check of Sun, Ming, Zhu & Li, "Out-of-Distribution Detection with Deep Nearest
 Neighbors" (ICML 2022): features scaled to unit length, the score of an image its Euclidean
 distance to the K-th nearest training image's features, and the threshold the distance that
@@ -104,9 +104,8 @@ def fit(training: np.ndarray, held_out: np.ndarray) -> Nearest | None:
     if len(training) < K or len(held_out) < MIN_HELD_OUT:
         return None
     kept = unit(training)
-    kept = kept[np.linalg.norm(kept, axis=1) > 0.5].astype(
-        np.float16
-    )  # a row of zeros has no direction
+    directed = np.linalg.norm(kept, axis=1) > 0.5  # a row of zeros has no direction
+    kept = kept[directed].astype(np.float16)
     if not len(kept):
         return None
     scores = Nearest(kept, 0.0).scores(held_out)

@@ -10,14 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from kcnn.data import nearest
-from kcnn.data.files import take
-
-
-def evenly(count: int, most: int) -> np.ndarray:
-    """At most `most` positions spread evenly over `count` rows."""
-    if count <= most:
-        return np.arange(count)
-    return np.unique(np.linspace(0, count - 1, most).round().astype(np.int64))
+from kcnn.data.files import evenly, take
 
 
 def sample(x, y: np.ndarray, most: int):

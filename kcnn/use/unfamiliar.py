@@ -18,15 +18,23 @@ from kcnn.runs.records import Damaged
 from kcnn.runs.run import RunFolder
 
 
-def read_typical(loaded):
-    """The run's record of its training images, if it has a sound one for images of the form
-    predict reads (`kcnn.use.predict.LoadedRun.typical`)."""
+def _record(read, what: str):
+    """A record read through RunFolder (`read()`), or None: when the run has none, and when it is
+    damaged, then with one warning naming what goes unchecked."""
     try:
-        typical = RunFolder(loaded.info.folder).typical()
+        return read()
     except FileNotFoundError:
         return None
     except Damaged as e:
-        progress.warn(f"{e}: images are not checked against the training images")
+        progress.warn(f"{e}: images are not checked against the {what}")
+        return None
+
+
+def read_typical(loaded):
+    """The run's record of its training images, if it has a sound one for images of the form
+    predict reads (`kcnn.use.predict.LoadedRun.typical`)."""
+    typical = _record(RunFolder(loaded.info.folder).typical, "training images")
+    if typical is None:
         return None
     return typical if typical.image_shape == tuple(loaded.data_shape) else None
 
@@ -36,12 +44,8 @@ def read_nearest(loaded):
     (`kcnn.use.predict.LoadedRun.nearest`)."""
     if loaded.model is None:
         return None
-    try:
-        check = RunFolder(loaded.info.folder).nearest()
-    except FileNotFoundError:
-        return None
-    except Damaged as e:
-        progress.warn(f"{e}: images are not checked against the training images' features")
+    check = _record(RunFolder(loaded.info.folder).nearest, "training images' features")
+    if check is None:
         return None
     from kcnn.models.penultimate import extractor
 
