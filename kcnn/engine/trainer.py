@@ -749,9 +749,9 @@ class Trainer:
         from kcnn.models.transfer_net import feature_batch
 
         p = self.prepared
-        size = min(self.config.batch_size, feature_batch(p.input_shape))  # a bounded pass
         if not len(p.parts.y_val):
             return
+        size = min(self.config.batch_size, feature_batch(p.input_shape))  # a bounded pass
 
         def batches(x, y, most: int):
             x, y = familiar.sample(x, y, most)

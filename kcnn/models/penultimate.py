@@ -29,7 +29,11 @@ def extractor(model) -> Callable[[Any], Any] | None:
     import tensorflow as tf
 
     found = _features(model)
-    return None if found is None else tf.function(found, reduce_retracing=True)
+    if found is None:
+        return None
+    return tf.function(
+        lambda x: keras.ops.reshape(found(x), (keras.ops.shape(x)[0], -1)), reduce_retracing=True
+    )
 
 
 def _features(model) -> Callable[[Any], Any] | None:
@@ -44,7 +48,7 @@ def _features(model) -> Callable[[Any], Any] | None:
         def run(x):
             for layer in stages:
                 x = layer(x, training=False)
-            return keras.ops.reshape(x, (keras.ops.shape(x)[0], -1))
+            return x
 
         return run
     return _graph_extractor(model)
@@ -62,4 +66,4 @@ def _graph_extractor(model) -> Callable[[Any], Any] | None:
         features = keras.Model(inputs, layers[last].input)
     except (AttributeError, ValueError, TypeError):  # not a graph of layers (a subclassed model)
         return None
-    return lambda x: keras.ops.reshape(features(x, training=False), (keras.ops.shape(x)[0], -1))
+    return lambda x: features(x, training=False)
